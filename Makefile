@@ -1,0 +1,119 @@
+# ChatFlow build.
+#
+#   make            build everything into build/
+#   make run        install what is missing, start the local stack and both services (Ctrl-C stops all)
+#   make test       install what is missing, build, run every test; ends with "N passed, N failed"
+#   make deps       install Debian packages (apt-get, as root) and the npm tools (project-local)
+#   make SAN=address,undefined   instrumented build into build/san-address-undefined/
+#   make SAN=thread              instrumented build into build/san-thread/
+#   make BUILD=dir  build somewhere else (lets several builds share one tree)
+#
+# Sources are discovered by folder, so adding a file to a service needs no edit here:
+#   common/*.c          -> $(BUILD)/libchatflow.a
+#   producer/*.c        -> $(BUILD)/chatflow-producer   (all but main.c also -> libproducer.a, for tests)
+#   consumer/*.c        -> $(BUILD)/chatflow-consumer   (all but main.c also -> libconsumer.a, for tests)
+#   common/tools/X.c    -> $(BUILD)/chatflow-X
+#   test/unit/test_*.c  -> $(BUILD)/test/test_*        (no servers)
+#   test/integration/it_*.c -> $(BUILD)/test/it_*      (run against the test stack)
+#   test/lib/*.c        -> $(BUILD)/libtestsupport.a (the WebSocket test client, shared with the load generator)
+#   test/loadgen/*.c    -> $(BUILD)/chatflow-loadgen
+
+CC      ?= cc
+SAN     ?=
+ifeq ($(SAN),)
+BUILD   ?= build
+SANFLAGS :=
+else
+BUILD   ?= build/san-$(subst $(comma),-,$(SAN))
+SANFLAGS := -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
+endif
+comma := ,
+
+PKGS    := libwebsockets libcurl openssl libpq jansson libmicrohttpd
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+           -Wno-missing-field-initializers -pthread -Icommon -Itest/lib -MMD -MP $(PKG_CFLAGS) $(SANFLAGS)
+LDFLAGS += -pthread $(SANFLAGS)
+LDLIBS  += $(PKG_LIBS) -lm
+
+COMMON_SRC   := $(wildcard common/*.c)
+PRODUCER_SRC := $(filter-out producer/main.c,$(wildcard producer/*.c))
+CONSUMER_SRC := $(filter-out consumer/main.c,$(wildcard consumer/*.c))
+TOOL_SRC     := $(wildcard common/tools/*.c)
+TESTLIB_SRC  := $(wildcard test/lib/*.c)
+LOADGEN_SRC  := $(wildcard test/loadgen/*.c)
+UNIT_SRC     := $(wildcard test/unit/test_*.c)
+IT_SRC       := $(wildcard test/integration/it_*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+LIBCOMMON   := $(BUILD)/libchatflow.a
+LIBPRODUCER := $(BUILD)/libproducer.a
+LIBCONSUMER := $(BUILD)/libconsumer.a
+LIBTEST     := $(BUILD)/libtestsupport.a
+PRODUCER    := $(BUILD)/chatflow-producer
+CONSUMER    := $(BUILD)/chatflow-consumer
+LOADGEN     := $(if $(LOADGEN_SRC),$(BUILD)/chatflow-loadgen)
+TOOLS       := $(patsubst common/tools/%.c,$(BUILD)/chatflow-%,$(TOOL_SRC))
+UNIT_TESTS  := $(patsubst test/unit/%.c,$(BUILD)/test/%,$(UNIT_SRC))
+IT_TESTS    := $(patsubst test/integration/%.c,$(BUILD)/test/%,$(IT_SRC))
+
+ALL_BINS := $(PRODUCER) $(CONSUMER) $(TOOLS) $(LOADGEN) $(UNIT_TESTS) $(IT_TESTS)
+
+.PHONY: all deps run test test-unit stack-up stack-down bench bench-producer bench-consumer demo clean
+all: $(ALL_BINS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIBCOMMON): $(call obj,$(COMMON_SRC))
+$(LIBPRODUCER): $(call obj,$(PRODUCER_SRC))
+$(LIBCONSUMER): $(call obj,$(CONSUMER_SRC))
+$(LIBTEST): $(call obj,$(TESTLIB_SRC))
+$(BUILD)/%.a:
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(PRODUCER): $(call obj,producer/main.c) $(LIBPRODUCER) $(LIBCOMMON)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(CONSUMER): $(call obj,consumer/main.c) $(LIBCONSUMER) $(LIBCOMMON)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/chatflow-loadgen: $(call obj,$(LOADGEN_SRC)) $(LIBTEST) $(LIBCOMMON)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/chatflow-%: $(BUILD)/obj/common/tools/%.o $(LIBCOMMON)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/test/test_%: $(BUILD)/obj/test/unit/test_%.o $(LIBPRODUCER) $(LIBCONSUMER) $(LIBTEST) $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/test/it_%: $(BUILD)/obj/test/integration/it_%.o $(LIBPRODUCER) $(LIBCONSUMER) $(LIBTEST) $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# Installing is the project's job: fast when everything is there already.
+deps:
+	@deploy/local/deps
+
+# Unit tests need no servers; the full run adds the integration tests, which start
+# their own PostgreSQL and fauxqs on free loopback ports and stop them by PID.
+test: deps all
+	@BUILD=$(BUILD) test/run
+
+test-unit: all
+	@BUILD=$(BUILD) test/run --unit-only
+
+run: deps all
+	@BUILD=$(BUILD) deploy/local/run
+
+stack-up: deps all
+	@BUILD=$(BUILD) deploy/local/stack up
+stack-down:
+	@BUILD=$(BUILD) deploy/local/stack down
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

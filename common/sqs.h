@@ -1,0 +1,149 @@
+/*
+ * sqs — an Amazon SQS client speaking the AWS JSON 1.0 protocol over libcurl, signed with SigV4.
+ *
+ * Contract:
+ *  - One sqs_client per thread: it owns one libcurl easy handle, so its connection is kept alive
+ *    between calls. Clients are not thread-safe; the credentials provider they share is.
+ *  - Endpoint: cfg.endpoint (from AWS_ENDPOINT_URL_SQS) or https://sqs.{region}.amazonaws.com.
+ *    Requests: POST /, X-Amz-Target: AmazonSQS.<Action>, Content-Type: application/x-amz-json-1.0,
+ *    SigV4 with service "sqs".
+ *  - Every call returns an sqs_status. Errors are classified from the HTTP status and the JSON
+ *    "__type" (the part after '#'): throttling -> SQS_THROTTLED; 5xx / network / timeout ->
+ *    SQS_SERVER_ERROR / SQS_NETWORK_ERROR; QueueDoesNotExist / NonExistentQueue -> SQS_QUEUE_MISSING;
+ *    other 4xx -> SQS_INVALID_REQUEST (or SQS_AUTH_ERROR for signature/credential types).
+ *    sqs_error carries the HTTP status, the AWS type and message for the log.
+ *  - Retriable kinds (throttled, server, network) are retried inside the call up to
+ *    cfg.max_attempts in total, sleeping a random time in [0, min(max_backoff, base * 2^n)]
+ *    ("full jitter"). Set max_attempts = 1 to do your own retrying.
+ *  - Batch calls answer per entry: results[i] corresponds to entries[i]. The call returns SQS_OK
+ *    when the request itself succeeded even if some entries failed; check results[i].ok.
+ *  - Every request is counted in chatflow_sqs_requests_total{action,result} and timed in
+ *    chatflow_sqs_request_duration_seconds{action} (metrics.h default registry).
+ *  - Strings returned through pointers (queue URLs, messages) are malloc'd and owned by the caller;
+ *    free messages with sqs_messages_free().
+ */
+#ifndef CHATFLOW_SQS_H
+#define CHATFLOW_SQS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "credentials.h"
+
+typedef enum {
+    SQS_OK = 0,
+    SQS_THROTTLED,
+    SQS_SERVER_ERROR,
+    SQS_NETWORK_ERROR,
+    SQS_QUEUE_MISSING,
+    SQS_INVALID_REQUEST,
+    SQS_AUTH_ERROR,
+} sqs_status;
+
+const char *sqs_status_name(sqs_status s);          /* "ok", "throttled", ... (metric label) */
+bool sqs_status_retriable(sqs_status s);
+
+typedef struct {
+    long http_status;            /* 0 when no HTTP answer */
+    char type[128];              /* AWS error type, e.g. "QueueDoesNotExist" */
+    char message[512];
+} sqs_error;
+
+typedef struct {
+    const char *region;          /* required */
+    const char *endpoint;        /* NULL -> https://sqs.{region}.amazonaws.com */
+    credentials_provider *credentials; /* required; shared, not owned */
+    long connect_timeout_ms;     /* 0 -> 2000 */
+    long request_timeout_ms;     /* 0 -> 30000; long polls add their wait time on top */
+    int max_attempts;            /* 0 -> 4 */
+    int base_backoff_ms;         /* 0 -> 50 */
+    int max_backoff_ms;          /* 0 -> 2000 */
+} sqs_config;
+
+typedef struct sqs_client sqs_client;
+
+/* Copies what it needs from cfg. NULL on failure (err set). */
+sqs_client *sqs_client_new(const sqs_config *cfg, char *err, size_t err_len);
+void sqs_client_free(sqs_client *c);
+
+typedef struct {
+    const char *name;
+    const char *value;
+} sqs_attribute;
+
+sqs_status sqs_create_queue(sqs_client *c, const char *name, const sqs_attribute *attrs,
+                            size_t n_attrs, char **queue_url, sqs_error *err);
+sqs_status sqs_get_queue_url(sqs_client *c, const char *name, char **queue_url, sqs_error *err);
+/* names: e.g. "ApproximateNumberOfMessages"; values[i] receives a malloc'd string or NULL. */
+sqs_status sqs_get_queue_attributes(sqs_client *c, const char *queue_url, const char *const *names,
+                                    size_t n_names, char **values, sqs_error *err);
+sqs_status sqs_set_queue_attributes(sqs_client *c, const char *queue_url, const sqs_attribute *attrs,
+                                    size_t n_attrs, sqs_error *err);
+sqs_status sqs_purge_queue(sqs_client *c, const char *queue_url, sqs_error *err);
+
+typedef struct {
+    char message_id[128];
+    char sequence_number[64];
+} sqs_send_result;
+
+sqs_status sqs_send_message(sqs_client *c, const char *queue_url, const char *body,
+                            const char *group_id, const char *dedup_id, sqs_send_result *result,
+                            sqs_error *err);
+
+#define SQS_MAX_BATCH 10
+
+typedef struct {
+    const char *id;              /* unique within the batch: [A-Za-z0-9_-]{1,80} */
+    const char *body;
+    const char *group_id;        /* FIFO only, else NULL */
+    const char *dedup_id;        /* FIFO only, else NULL */
+} sqs_send_entry;
+
+typedef struct {
+    bool ok;
+    bool sender_fault;           /* true: retrying the same entry will fail again */
+    char message_id[128];
+    char sequence_number[64];
+    char code[64];
+    char message[256];
+} sqs_entry_result;
+
+/* n <= SQS_MAX_BATCH. */
+sqs_status sqs_send_message_batch(sqs_client *c, const char *queue_url, const sqs_send_entry *entries,
+                                  size_t n, sqs_entry_result *results, sqs_error *err);
+
+typedef struct {
+    char *message_id;
+    char *receipt_handle;
+    char *body;
+    char *sequence_number;       /* "" for standard queues */
+    char *group_id;              /* "" for standard queues */
+    int receive_count;           /* ApproximateReceiveCount */
+    long long sent_timestamp_ms; /* SentTimestamp, 0 if absent */
+} sqs_message;
+
+typedef struct {
+    int max_messages;            /* 1..10 */
+    int wait_seconds;            /* 0..20 long poll */
+    int visibility_timeout;      /* < 0: queue default */
+    const char *attempt_id;      /* ReceiveRequestAttemptId, FIFO only; NULL for none */
+} sqs_receive_options;
+
+/* On SQS_OK *messages is a malloc'd array of *n_messages (may be 0, then *messages is NULL). */
+sqs_status sqs_receive_message(sqs_client *c, const char *queue_url, const sqs_receive_options *opt,
+                               sqs_message **messages, size_t *n_messages, sqs_error *err);
+void sqs_messages_free(sqs_message *messages, size_t n);
+
+typedef struct {
+    const char *id;
+    const char *receipt_handle;
+    int visibility_timeout;      /* ChangeMessageVisibilityBatch only */
+} sqs_handle_entry;
+
+sqs_status sqs_delete_message_batch(sqs_client *c, const char *queue_url, const sqs_handle_entry *entries,
+                                    size_t n, sqs_entry_result *results, sqs_error *err);
+sqs_status sqs_change_visibility_batch(sqs_client *c, const char *queue_url,
+                                       const sqs_handle_entry *entries, size_t n,
+                                       sqs_entry_result *results, sqs_error *err);
+
+#endif

@@ -1,0 +1,29 @@
+/*
+ * timeutil — clocks and ISO-8601.
+ *
+ * Contract:
+ *  - time_mono_ns(): CLOCK_MONOTONIC in nanoseconds, for durations and deadlines.
+ *  - time_wall_ms(): CLOCK_REALTIME in milliseconds since the Unix epoch, for timestamps.
+ *  - time_format_iso8601(ms, buf): writes "YYYY-MM-DDTHH:MM:SS.mmmZ" (24 chars + NUL) in UTC.
+ *  - time_parse_iso8601(s, &ms): accepts an ISO-8601 instant WITH a zone designator:
+ *    "YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM|+HHMM)", 'T' or 't', 'Z' or 'z';
+ *    validates calendar ranges (month days, leap years, hour 0-23, minute 0-59, second 0-60);
+ *    returns false for anything else (no zone, trailing text, out of range). Fractions beyond
+ *    milliseconds are truncated.
+ */
+#ifndef CHATFLOW_TIMEUTIL_H
+#define CHATFLOW_TIMEUTIL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define ISO8601_BUF 32
+
+uint64_t time_mono_ns(void);
+int64_t time_wall_ms(void);
+void time_format_iso8601(int64_t epoch_ms, char out[ISO8601_BUF]);
+bool time_parse_iso8601(const char *s, int64_t *epoch_ms_out);
+/* Sleeps for ms milliseconds, resuming after signals. */
+void time_sleep_ms(long ms);
+
+#endif
