@@ -25,8 +25,16 @@ int64_t time_wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static int64_t days_from_civil(int y, int m, int d);
+
 void time_format_iso8601(int64_t epoch_ms, char out[ISO8601_BUF])
 {
+    /* ISO-8601 has four-digit years: instants outside 0000..9999 are clamped to its ends. */
+    const int64_t min_ms = days_from_civil(0, 1, 1) * 86400000;
+    const int64_t max_ms = days_from_civil(10000, 1, 1) * 86400000 - 1;
+    if (epoch_ms < min_ms) epoch_ms = min_ms;
+    if (epoch_ms > max_ms) epoch_ms = max_ms;
+
     /* Floor division, so instants before 1970 keep a millisecond part in 0..999. */
     int64_t secs = epoch_ms / 1000;
     int64_t millis = epoch_ms % 1000;
@@ -36,13 +44,12 @@ void time_format_iso8601(int64_t epoch_ms, char out[ISO8601_BUF])
     }
     time_t t = (time_t)secs;
     struct tm tm;
-    if (!gmtime_r(&t, &tm)) {
-        /* Only for instants beyond what struct tm can hold; no caller produces those. */
-        snprintf(out, ISO8601_BUF, "1970-01-01T00:00:00.000Z");
-        return;
-    }
-    snprintf(out, ISO8601_BUF, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)millis);
+    gmtime_r(&t, &tm); /* cannot fail within years 0000..9999 */
+    /* The modulos only tell the compiler the widths; every field is already in range. */
+    snprintf(out, ISO8601_BUF, "%04u-%02u-%02uT%02u:%02u:%02u.%03uZ",
+             (unsigned)(tm.tm_year + 1900) % 10000u, (unsigned)(tm.tm_mon + 1) % 100u,
+             (unsigned)tm.tm_mday % 100u, (unsigned)tm.tm_hour % 100u, (unsigned)tm.tm_min % 100u,
+             (unsigned)tm.tm_sec % 100u, (unsigned)millis % 1000u);
 }
 
 static bool is_leap_year(int y)
