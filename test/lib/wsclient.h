@@ -8,6 +8,9 @@
  *  - wsc_connect() starts a connection and services the loop until it is open, refused or
  *    timed out. On refusal *http_status gets the handshake's HTTP status when there was one.
  *    Returns NULL when it did not open (the reason goes to err).
+ *    (Server side, lws 4.1.6: a handshake refused by returning 1 from
+ *    LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION just drops the socket — the client sees status 0.
+ *    Call lws_return_http_status(wsi, 4xx, "why") first and the client gets the real status.)
  *  - Received text/binary messages are reassembled from fragments and queued per connection;
  *    an optional on_message callback sees each one instead (for the load generator).
  *  - wsc_send_text()/wsc_send_binary() queue a frame (copied) and return at once; frames go
@@ -40,8 +43,16 @@ void wsc_service(wsc_ctx *ctx, int timeout_ms);
 
 wsc_conn *wsc_connect(wsc_ctx *ctx, const char *host, int port, const char *path, int timeout_ms,
                       int *http_status, char *err, size_t err_len);
+/* Non-blocking variant for many connections on one loop (the load generator): returns at once in
+ * the connecting state; poll wsc_is_open()/wsc_has_failed() while servicing. NULL only on OOM. */
+wsc_conn *wsc_connect_start(wsc_ctx *ctx, const char *host, int port, const char *path);
+bool wsc_is_open(const wsc_conn *c);
+bool wsc_has_failed(const wsc_conn *c, const char **why);
+
 /* Callbacks replace the per-connection receive queue; user is passed back to them. */
 void wsc_set_callbacks(wsc_conn *c, wsc_message_fn on_message, wsc_close_fn on_close, void *user);
+
+void *wsc_user(const wsc_conn *c);
 
 bool wsc_send_text(wsc_conn *c, const char *data, size_t len);
 bool wsc_send_binary(wsc_conn *c, const void *data, size_t len);
