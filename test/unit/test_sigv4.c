@@ -225,7 +225,8 @@ static void check_case_library(const char *name, const char *dir)
             CHECK_STR(r.string_to_sign, want_sts, "%s: string to sign", name);
             CHECK_STR(r.signature, want_sig, "%s: signature", name);
             CHECK_STR(r.authorization, want_auth, "%s: Authorization", name);
-            CHECK(added_headers_in_signed_request(dir, &r), "%s: added headers match the signed request", name);
+            bool added_ok = added_headers_in_signed_request(dir, &r);
+            CHECK(added_ok, "%s: added headers match the signed request", name);
             sigv4_result_free(&r);
         }
     }
@@ -335,7 +336,8 @@ static void check_suite(void)
     CHECK(n > 0, "test suite has case folders (%zu)", n);
     for (size_t i = 0; i < n; i++) {
         char dir[PATH_MAX];
-        CHECK(join(dir, sizeof dir, suite, names[i]), "%s: path fits", names[i]);
+        bool fits = join(dir, sizeof dir, suite, names[i]);
+        CHECK(fits, "%s: path fits", names[i]);
         check_case_library(names[i], dir);
         check_case_cli(names[i], dir);
         free(names[i]);
@@ -467,7 +469,9 @@ static void check_added_headers(void)
     sigv4_params params = own_params(sqs);
     sigv4_result r;
     char err[256] = "";
-    CHECK(sigv4_sign(&req, &params, &r, err, sizeof err), "SQS request signs (%s)", err);
+    bool ok = sigv4_sign(&req, &params, &r, err, sizeof err);
+    CHECK(ok, "SQS request signs (%s)", err);
+    if (!ok) return;
     CHECK_INT(r.n_added, 2, "SQS request: two headers to add");
     CHECK_STR(r.added[0].name, "X-Amz-Date", "first added header is X-Amz-Date");
     CHECK_STR(r.added[0].value, DATE, "X-Amz-Date value");
@@ -478,14 +482,18 @@ static void check_added_headers(void)
     sigv4_result_free(&r); /* a second free of a cleared result is harmless */
 
     params.session_token = "";
-    CHECK(sigv4_sign(&req, &params, &r, err, sizeof err), "empty token signs (%s)", err);
+    ok = sigv4_sign(&req, &params, &r, err, sizeof err);
+    CHECK(ok, "empty token signs (%s)", err);
+    if (!ok) return;
     CHECK_INT(r.n_added, 1, "empty token: only X-Amz-Date added");
     CHECK(strstr(r.canonical_request, "x-amz-security-token") == NULL, "empty token: not signed");
     sigv4_result_free(&r);
 
     req = own_request(body);
     params = own_params(body);
-    CHECK(sigv4_sign(&req, &params, &r, err, sizeof err), "sign_body request signs (%s)", err);
+    ok = sigv4_sign(&req, &params, &r, err, sizeof err);
+    CHECK(ok, "sign_body request signs (%s)", err);
+    if (!ok) return;
     CHECK_INT(r.n_added, 2, "sign_body: two headers to add");
     CHECK_STR(r.added[1].name, "x-amz-content-sha256", "sign_body adds x-amz-content-sha256");
     CHECK_STR(r.added[1].value, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
