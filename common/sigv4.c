@@ -5,8 +5,10 @@
  * session token header (see sigv4.h); the hashing and HMAC are OpenSSL's.
  *
  * Cost: the canonical request is written into one buffer sized up front, so a call makes the four
- * result allocations and nothing else for requests with up to SMALL_HEADERS headers and no query
- * (the SQS client's case). A query needs one scratch buffer; more headers need one sort array.
+ * result allocations and nothing else of its own for requests with up to SMALL_HEADERS headers, a
+ * secret of up to 128 bytes and no query (the SQS client's case). A query needs one scratch
+ * buffer; more headers need one sort array. OpenSSL's algorithms are fetched once per process and
+ * one HMAC context serves the five steps of the signing key chain.
  */
 #include "sigv4.h"
 
@@ -17,8 +19,11 @@
 #include <strings.h>
 #include <time.h>
 
+#include <pthread.h>
+
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/params.h>
 
 #define ALGORITHM "AWS4-HMAC-SHA256"
 #define SMALL_HEADERS 16
@@ -46,11 +51,29 @@ static void hex_lower(const unsigned char *bin, size_t len, char *out)
     out[2 * len] = '\0';
 }
 
+/* SHA-256 and HMAC fetched from the provider once: an implicit fetch on every call costs a
+ * method-store lookup each time. Never freed; they live as long as the process. */
+static pthread_once_t algorithms_once = PTHREAD_ONCE_INIT;
+static EVP_MD *sha256_md;
+static EVP_MAC *hmac_mac;
+
+static void fetch_algorithms(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    hmac_mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+}
+
+static bool algorithms_ready(void)
+{
+    return pthread_once(&algorithms_once, fetch_algorithms) == 0 && sha256_md && hmac_mac;
+}
+
 static bool sha256_hex(const void *data, size_t len, char out[65])
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int md_len = 0;
-    if (!EVP_Digest(data, len, md, &md_len, EVP_sha256(), NULL) || md_len != 32) return false;
+    if (!algorithms_ready()) return false;
+    if (!EVP_Digest(data, len, md, &md_len, sha256_md, NULL) || md_len != 32) return false;
     hex_lower(md, 32, out);
     return true;
 }
@@ -358,15 +381,26 @@ static bool compute_signature(const sigv4_params *pr, const char *string_to_sign
     memcpy(date, pr->amz_date, 8);
     date[8] = '\0';
     const char *steps[] = {date, pr->region, pr->service, "aws4_request", string_to_sign};
-    /* Two buffers: each step's MAC is keyed with the previous step's MAC. */
+    /* Two buffers: each step's MAC is keyed with the previous step's MAC. One context serves
+     * all five steps, re-keyed by each EVP_MAC_init. */
     unsigned char mac[2][EVP_MAX_MD_SIZE];
-    unsigned int mac_len = 0;
-    bool ok = HMAC(EVP_sha256(), key, (int)(4 + secret_len), (const unsigned char *)steps[0],
-                   strlen(steps[0]), mac[0], &mac_len) != NULL;
-    size_t i = 1;
-    for (; ok && i < sizeof steps / sizeof steps[0]; i++)
-        ok = HMAC(EVP_sha256(), mac[(i - 1) & 1], (int)mac_len, (const unsigned char *)steps[i],
-                  strlen(steps[i]), mac[i & 1], &mac_len) != NULL;
+    size_t mac_len = 0;
+    char digest_name[] = "SHA256";
+    OSSL_PARAM mac_params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest_name, 0),
+                               OSSL_PARAM_construct_end()};
+    EVP_MAC_CTX *ctx = algorithms_ready() ? EVP_MAC_CTX_new(hmac_mac) : NULL;
+    bool ok = ctx != NULL;
+    const unsigned char *step_key = (const unsigned char *)key;
+    size_t step_key_len = 4 + secret_len;
+    size_t i = 0;
+    for (; ok && i < sizeof steps / sizeof steps[0]; i++) {
+        ok = EVP_MAC_init(ctx, step_key, step_key_len, mac_params) &&
+             EVP_MAC_update(ctx, (const unsigned char *)steps[i], strlen(steps[i])) &&
+             EVP_MAC_final(ctx, mac[i & 1], &mac_len, sizeof mac[i & 1]) && mac_len == 32;
+        step_key = mac[i & 1];
+        step_key_len = mac_len;
+    }
+    EVP_MAC_CTX_free(ctx);
     OPENSSL_cleanse(key, 4 + secret_len);
     if (key != small_key) free(key);
     if (ok && mac_len == 32) hex_lower(mac[(i - 1) & 1], 32, out);
