@@ -45,7 +45,7 @@ const char *http_request_body(const http_request *req, size_t *len);
 
 admin_http *admin_http_new(void);
 void admin_http_add_check(admin_http *h, const char *name, health_check_fn fn, void *ctx);
-/* path: exact path, or a prefix when it ends with '*' (e.g. "/api/rooms/*"). */
+/* path: exact path, or a prefix when it ends with a star (e.g. "/api/rooms/" plus a star). */
 void admin_http_add_route(admin_http *h, const char *method, const char *path, route_fn fn, void *ctx);
 bool admin_http_start(admin_http *h, const char *bind_addr, int port, int threads, char *err, size_t err_len);
 int admin_http_port(const admin_http *h);
