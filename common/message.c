@@ -200,8 +200,8 @@ static bool parse_user_id(json_t *obj, bool number_ok, char out[8], char *err, s
     if (!canonical_decimal(s, CHAT_USER_ID_MAX)) {
         size_t digits = strspn(s, "0123456789");
         bool in_canonical_form = digits > 0 && s[digits] == '\0' && (s[0] != '0' || digits == 1);
-        return fail(err, err_len, in_canonical_form ? "%s" : "%s, without sign, spaces or leading zeros",
-                    rule);
+        return fail(err, err_len,
+                    in_canonical_form ? "%s" : "%s, without sign, spaces or leading zeros", rule);
     }
     memcpy(out, s, strlen(s) + 1); /* at most 6 digits: canonical_decimal bounds it */
     return true;

@@ -60,7 +60,8 @@ static void sha1_fetch(void)
 }
 
 /* uuid.h declares no failure for v5; if OpenSSL cannot hash (no provider with SHA-1, out of
- * memory) out is set to "" so a caller that checks out[0] can tell (chat_message_assign_id does). */
+ * memory) out is set to "", so a caller that checks out[0] can tell (chat_message_assign_id
+ * does). */
 void uuid_v5(const uint8_t ns[16], const char *name, size_t name_len, char out[UUID_STR_BUF])
 {
     out[0] = '\0';
