@@ -54,8 +54,8 @@ LIBCOMMON   := $(BUILD)/libchatflow.a
 LIBPRODUCER := $(BUILD)/libproducer.a
 LIBCONSUMER := $(BUILD)/libconsumer.a
 LIBTEST     := $(BUILD)/libtestsupport.a
-PRODUCER    := $(BUILD)/chatflow-producer
-CONSUMER    := $(BUILD)/chatflow-consumer
+PRODUCER    := $(if $(wildcard producer/main.c),$(BUILD)/chatflow-producer)
+CONSUMER    := $(if $(wildcard consumer/main.c),$(BUILD)/chatflow-consumer)
 LOADGEN     := $(if $(LOADGEN_SRC),$(BUILD)/chatflow-loadgen)
 TOOLS       := $(patsubst common/tools/%.c,$(BUILD)/chatflow-%,$(TOOL_SRC))
 UNIT_TESTS  := $(patsubst test/unit/%.c,$(BUILD)/test/%,$(UNIT_SRC))
@@ -78,9 +78,9 @@ $(BUILD)/%.a:
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(PRODUCER): $(call obj,producer/main.c) $(LIBPRODUCER) $(LIBCOMMON)
+$(BUILD)/chatflow-producer: $(call obj,producer/main.c) $(LIBPRODUCER) $(LIBCOMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
-$(CONSUMER): $(call obj,consumer/main.c) $(LIBCONSUMER) $(LIBCOMMON)
+$(BUILD)/chatflow-consumer: $(call obj,consumer/main.c) $(LIBCONSUMER) $(LIBCOMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/chatflow-loadgen: $(call obj,$(LOADGEN_SRC)) $(LIBTEST) $(LIBCOMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
