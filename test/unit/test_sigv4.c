@@ -8,6 +8,7 @@
  * The CLI: $CHATFLOW_BIN/chatflow-sigv4, else the one next to this binary's build folder.
  */
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -627,6 +628,109 @@ static void check_cli_usage(void)
     }
 }
 
+static bool write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) return false;
+    bool ok = fputs(text, f) >= 0;
+    return fclose(f) == 0 && ok;
+}
+
+/* The CLI on files of our own: CRLF line endings sign like LF ones, a continuation line is one
+ * more value of its header, and a malformed request is a usage error naming the problem. */
+static void check_cli_files(void)
+{
+    char dir[] = "/tmp/test_sigv4.XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "temporary folder for CLI inputs");
+    char ctx[PATH_MAX], lf[PATH_MAX], crlf[PATH_MAX], bad[PATH_MAX];
+    bool paths = join(ctx, sizeof ctx, dir, "context.json") && join(lf, sizeof lf, dir, "lf.txt") &&
+                 join(crlf, sizeof crlf, dir, "crlf.txt") && join(bad, sizeof bad, dir, "bad.txt");
+    bool written = paths &&
+                   write_file(ctx, "{\"credentials\": {\"access_key_id\": \"" AKID "\", \"secret_access_key\": \"" SECRET
+                                   "\"}, \"region\": \"us-east-1\", \"service\": \"service\", "
+                                   "\"timestamp\": \"2015-08-30T12:36:00Z\", \"normalize\": true, \"sign_body\": true}") &&
+                   write_file(lf, "PUT /x HTTP/1.1\nHost:example.amazonaws.com\nMy-Header: a\n  b\n\nhello") &&
+                   write_file(crlf, "PUT /x HTTP/1.1\r\nHost:example.amazonaws.com\r\nMy-Header: a\r\n  b\r\n\r\nhello") &&
+                   write_file(bad, "PUT /x HTTP/1.1\nHost example.amazonaws.com\n\n");
+    CHECK(written, "CLI input files written");
+    if (written) {
+        const char *files[] = {lf, crlf};
+        char *outs[2] = {NULL, NULL};
+        for (int i = 0; i < 2; i++) {
+            char cmd[4 * PATH_MAX];
+            int n = snprintf(cmd, sizeof cmd, "'%s' --context '%s' --request '%s' --print canonical-request", cli_path,
+                             ctx, files[i]);
+            size_t len = 0;
+            int status = -1;
+            outs[i] = n > 0 && (size_t)n < sizeof cmd ? run(cmd, &len, &status) : NULL;
+            CHECK(status == 0 && outs[i], "CLI signs %s", files[i]);
+        }
+        /* body "hello" is signed (sign_body); "a" and the continuation "b" join with ',' */
+        CHECK_STR(outs[0],
+                  "PUT\n/x\n\n" HOST_LINE "my-header:a,b\n"
+                  "x-amz-content-sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\n"
+                  "x-amz-date:" DATE "\n\nhost;my-header;x-amz-content-sha256;x-amz-date\n"
+                  "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
+                  "CLI: continuation line joined, body hashed");
+        CHECK_STR(outs[1], outs[0], "CLI: CRLF request signs like the LF one");
+        free(outs[0]);
+        free(outs[1]);
+
+        char cmd[4 * PATH_MAX];
+        int n = snprintf(cmd, sizeof cmd, "'%s' --context '%s' --request '%s' --print signature 2>&1 >/dev/null",
+                         cli_path, ctx, bad);
+        size_t len = 0;
+        int status = -1;
+        char *out = n > 0 && (size_t)n < sizeof cmd ? run(cmd, &len, &status) : NULL;
+        bool named = status == 2 && out && strstr(out, "is not Name:value") && strstr(out, "usage: chatflow-sigv4");
+        CHECK(named, "CLI: malformed header line is a usage error naming it");
+        if (!named) printf("#   exit %d, stderr: %s\n", status, out ? out : "(none)");
+        free(out);
+    }
+    if (paths) {
+        unlink(ctx);
+        unlink(lf);
+        unlink(crlf);
+        unlink(bad);
+    }
+    rmdir(dir);
+}
+
+/* The signer keeps no shared mutable state: threads signing at once all get the right answer. */
+static void *sign_many(void *arg)
+{
+    const own_case *c = arg;
+    sigv4_request req = own_request(c);
+    sigv4_params params = own_params(c);
+    intptr_t wrong = 0;
+    for (int i = 0; i < 200; i++) {
+        sigv4_result r;
+        if (!sigv4_sign(&req, &params, &r, NULL, 0)) {
+            wrong++;
+            continue;
+        }
+        wrong += strcmp(r.signature, c->want_signature) != 0;
+        sigv4_result_free(&r);
+    }
+    return (void *)wrong;
+}
+
+static void check_threads(void)
+{
+    pthread_t t[4];
+    int started = 0;
+    for (int i = 0; i < 4; i++)
+        if (pthread_create(&t[i], NULL, sign_many, (void *)&OWN[11 + (i & 1)]) == 0) started++;
+    CHECK_INT(started, 4, "four signing threads started");
+    intptr_t wrong = 0;
+    for (int i = 0; i < started; i++) {
+        void *ret = NULL;
+        pthread_join(t[i], &ret);
+        wrong += (intptr_t)ret;
+    }
+    CHECK_INT(wrong, 0, "concurrent signatures all correct");
+}
+
 int main(void)
 {
     find_cli();
@@ -638,5 +742,7 @@ int main(void)
     check_helpers();
     check_large_inputs();
     check_cli_usage();
+    check_cli_files();
+    check_threads();
     return TEST_DONE();
 }
