@@ -451,7 +451,8 @@ bool sigv4_sign(const sigv4_request *req, const sigv4_params *params, sigv4_resu
     qsort(hs, n, sizeof *hs, compare_header_names);
 
     size_t path_len = strlen(req->path), query_len = req->query ? strlen(req->query) : 0;
-    size_t cap = strlen(req->method) + 3 * path_len + 4 * query_len + header_bytes + 64 + 8;
+    /* 3x path, 4x query (escapes plus "=" for bare keys), headers, newlines and the hash */
+    size_t cap = strlen(req->method) + 3 * path_len + 4 * query_len + header_bytes + 64 + 32;
     char *cr = malloc(cap);
     if (!cr) goto oom;
     out->canonical_request = cr;
