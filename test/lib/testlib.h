@@ -17,14 +17,11 @@ static int testlib_failures;
 
 #define CHECK(cond, ...)                                                                   \
     do {                                                                                   \
-        if (cond) {                                                                        \
-            printf("ok - ");                                                               \
-        } else {                                                                           \
-            printf("not ok - ");                                                           \
-            testlib_failures++;                                                            \
-        }                                                                                  \
+        int passed_ = (cond) ? 1 : 0; /* evaluated once: cond may have side effects */     \
+        printf(passed_ ? "ok - " : "not ok - ");                                           \
+        if (!passed_) testlib_failures++;                                                  \
         printf(__VA_ARGS__);                                                               \
-        if (!(cond)) printf("  [%s:%d: %s]", __FILE__, __LINE__, #cond);                    \
+        if (!passed_) printf("  [%s:%d: %s]", __FILE__, __LINE__, #cond);                  \
         printf("\n");                                                                      \
         fflush(stdout);                                                                    \
     } while (0)
