@@ -80,6 +80,17 @@ tap_check "fauxqs runs under a new PID" bash -c "[ '$CHATFLOW_FAUXQS_PID' != '$S
 tap_check "the queues exist again after restart-sqs" queues_exist
 SQS_PID=$CHATFLOW_FAUXQS_PID
 
+# A crashed emulator (killed by its PID, as a fault would) is noticed and replaced by `up`.
+kill -KILL "$SQS_PID"
+for _ in $(seq 1 50); do pid_running "$SQS_PID" || break; sleep 0.1; done
+tap_check "up after fauxqs was killed succeeds" private_stack up
+private_stack_env
+tap_check "up replaced the killed fauxqs with a new PID" bash -c "[ '$CHATFLOW_FAUXQS_PID' != '$SQS_PID' ] && kill -0 '$CHATFLOW_FAUXQS_PID'"
+tap_is "$CHATFLOW_FAUXQS_PORT" "$SQS_PORT" "the replacement fauxqs keeps the port"
+tap_check "the queues exist again after the replacement" queues_exist
+tap_is "$CHATFLOW_PG_PID" "$PG_PID" "postgresql was left alone by that up"
+SQS_PID=$CHATFLOW_FAUXQS_PID
+
 tap_check "stop-pg succeeds" private_stack stop-pg
 tap_check "stop-pg stops the postgres PID" pid_gone "$PG_PID"
 tap_check "start-pg succeeds" private_stack start-pg
