@@ -63,7 +63,7 @@ IT_TESTS    := $(patsubst test/integration/%.c,$(BUILD)/test/%,$(IT_SRC))
 
 ALL_BINS := $(PRODUCER) $(CONSUMER) $(TOOLS) $(LOADGEN) $(UNIT_TESTS) $(IT_TESTS)
 
-.PHONY: all deps run test test-unit stack-up stack-down bench bench-producer bench-consumer demo clean
+.PHONY: all deps run test test-unit sanitizer-builds fuzz stack-up stack-down bench bench-producer bench-consumer demo clean
 all: $(ALL_BINS)
 
 $(BUILD)/obj/%.o: %.c
@@ -98,9 +98,17 @@ deps:
 	@deploy/local/deps
 
 # Unit tests need no servers; the full run adds the integration tests, which start
-# their own PostgreSQL and fauxqs on free loopback ports and stop them by PID.
-test: deps all
-	@BUILD=$(BUILD) test/run
+# their own PostgreSQL and fauxqs on free loopback ports and stop them by PID. The unit tests
+# run a second time under AddressSanitizer + UndefinedBehaviorSanitizer, and the threaded ones
+# under ThreadSanitizer (test/run --sanitizers).
+ASAN_BUILD := build/san-address-undefined
+TSAN_BUILD := build/san-thread
+test: deps all sanitizer-builds
+	@BUILD=$(BUILD) ASAN_BUILD=$(ASAN_BUILD) TSAN_BUILD=$(TSAN_BUILD) test/run --sanitizers
+
+sanitizer-builds:
+	@$(MAKE) --no-print-directory -s SAN=address,undefined BUILD=$(ASAN_BUILD) all
+	@$(MAKE) --no-print-directory -s SAN=thread BUILD=$(TSAN_BUILD) all
 
 test-unit: all
 	@BUILD=$(BUILD) test/run --unit-only
@@ -112,6 +120,11 @@ stack-up: deps all
 	@BUILD=$(BUILD) deploy/local/stack up
 stack-down:
 	@BUILD=$(BUILD) deploy/local/stack down
+
+# libFuzzer targets (clang): each runs FUZZ_SECONDS over its committed seed corpus.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@test/fuzz/run --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf build
