@@ -9,7 +9,8 @@
  * Metrics: each (action, result) counter and each action's histogram is registered the first
  * time it is used and its pointer cached in a static table of atomics. Two threads racing on a
  * first use both register, and the registry hands both the same series; afterwards the hot path
- * is one atomic load. The cache assumes metrics_reset() is never called while clients exist.
+ * is one atomic load. metrics_reset() frees the series: tests that call it call
+ * sqs_metrics_forget() too, while no SQS call is in flight.
  */
 #include "sqs.h"
 
@@ -844,4 +845,12 @@ sqs_status sqs_change_visibility_batch(sqs_client *c, const char *queue_url, con
                                        size_t n, sqs_entry_result *results, sqs_error *err)
 {
     return handle_batch(c, ACT_CHANGE_VISIBILITY_BATCH, queue_url, entries, n, results, err);
+}
+
+void sqs_metrics_forget(void)
+{
+    for (int a = 0; a < ACT_COUNT; a++) {
+        for (int s = 0; s < STATUS_COUNT; s++) atomic_store(&request_counters[a][s], NULL);
+        atomic_store(&request_durations[a], NULL);
+    }
 }

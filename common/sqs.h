@@ -146,4 +146,8 @@ sqs_status sqs_change_visibility_batch(sqs_client *c, const char *queue_url,
                                        const sqs_handle_entry *entries, size_t n,
                                        sqs_entry_result *results, sqs_error *err);
 
+/* Tests only: forgets the cached metric series pointers. Call it right after metrics_reset()
+ * (which frees them) and before the next SQS call. (Added by the SQS implementer.) */
+void sqs_metrics_forget(void);
+
 #endif

@@ -365,6 +365,24 @@ static void test_errors(sqs_client *c)
     sqs_client_free(dead);
 }
 
+/* After metrics_reset() + sqs_metrics_forget() the client registers fresh series (under ASan a
+ * stale pointer would be a use after free). */
+static void test_metrics_after_reset(sqs_client *c)
+{
+    metrics_reset();
+    sqs_metrics_forget();
+    char name[128], *url = NULL;
+    snprintf(name, sizeof name, "itsqs-missing2-%s.fifo", suffix);
+    sqs_error err;
+    CHECK_INT(sqs_get_queue_url(c, name, &url, &err), SQS_QUEUE_MISSING, "call after metrics_reset");
+    free(url);
+    CHECK_INT(requests_counted("GetQueueUrl", "queue_missing"), 1, "counted from 1 in the fresh registry");
+    char *text = metrics_render();
+    CHECK(text && strstr(text, "chatflow_sqs_request_duration_seconds_count{action=\"GetQueueUrl\"} 1"),
+          "duration histogram registered again and observed once");
+    free(text);
+}
+
 /* ---- a fake SQS for the answers fauxqs never gives ---- */
 
 typedef enum { FAKE_500, FAKE_THROTTLE, FAKE_INVALID, FAKE_QUERY_HEADER, FAKE_AUTH, FAKE_500_THEN_OK } fake_mode;
@@ -569,6 +587,7 @@ int main(void)
         test_dedup_and_visibility(c);
         test_long_poll(c);
         test_errors(c);
+        test_metrics_after_reset(c);
         sqs_client_free(c);
     }
     test_fake_server();
