@@ -118,4 +118,35 @@ tap_check "status shows both stopped after down" bash -c \
 
 tap_check "an unknown command is a usage error (exit 2)" bash -c "'$STACK' frobnicate >/dev/null 2>&1; [ \$? -eq 2 ]"
 
+# The helpers of test/lib/common.sh that other scripts rely on: a background server is found by
+# port and URL, and a failing script leaves neither its processes nor its private stack behind.
+port=$(free_port)
+tap_check "free_port gives a port nothing listens on" bash -c "! (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null"
+start_bg http-server python3 -m http.server --bind 127.0.0.1 "$port"
+tap_check "wait_port sees the background server listen" wait_port "$port" 20
+tap_check "wait_http gets a 2xx from it" wait_http "http://127.0.0.1:$port/" 20
+http_pid=$BG_PID
+stop_bg http-server
+tap_check "stop_bg stops it by PID" pid_gone "$http_pid"
+tap_check "wait_http fails once nothing answers" bash -c \
+    ". '$ROOT/test/lib/common.sh'; ! wait_http http://127.0.0.1:$port/ 1"
+
+child="$TEST_LOGDIR/failing-child.sh"
+cat >"$child" <<'EOF'
+. "$ROOT/test/lib/common.sh"
+private_stack_up stack-it-child --sqs-only || exit 9
+start_bg sleeper sleep 300
+echo "PIDS $BG_PID $CHATFLOW_FAUXQS_PID"
+tap_fail "this child fails on purpose"
+finish
+EOF
+child_out=$(bash "$child" 2>&1)
+child_rc=$?
+read -r _ sleeper_pid child_fauxqs_pid < <(grep '^PIDS ' <<<"$child_out")
+tap_check "the child started a background process and a private stack" \
+    bash -c "[[ '${sleeper_pid:-}' =~ ^[0-9]+$ && '${child_fauxqs_pid:-}' =~ ^[0-9]+$ ]]"
+tap_is "$child_rc" 1 "a script with a failed check exits 1 through finish"
+tap_check "its background process was stopped on exit" pid_gone "${sleeper_pid:-0}"
+tap_check "its private stack was stopped on exit" pid_gone "${child_fauxqs_pid:-0}"
+
 finish
