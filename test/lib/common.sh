@@ -1,4 +1,5 @@
 # test/lib/common.sh — helpers for integration test scripts (test/integration/*.sh).
+# shellcheck shell=bash
 #
 #   . "$(dirname "$0")/../lib/common.sh"
 #
@@ -79,8 +80,8 @@ port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # Prints a free loopback port below the kernel's ephemeral range (so no outgoing connection can
 # hold it), chosen at random so concurrent tests rarely pick the same one.
 free_port() {
-    local p i
-    for i in $(seq 1 200); do
+    local p
+    for _ in $(seq 1 200); do
         p=$((20000 + RANDOM % 12000))
         port_in_use "$p" || { echo "$p"; return 0; }
     done
@@ -90,8 +91,8 @@ free_port() {
 
 # wait_port PORT [TIMEOUT_S=30]: until something accepts connections on 127.0.0.1:PORT.
 wait_port() {
-    local port=$1 timeout=${2:-30} i
-    for i in $(seq 1 $((timeout * 10))); do
+    local port=$1 timeout=${2:-30}
+    for _ in $(seq 1 $((timeout * 10))); do
         port_in_use "$port" && return 0
         sleep 0.1
     done
@@ -101,8 +102,8 @@ wait_port() {
 
 # wait_http URL [TIMEOUT_S=30]: until URL answers with a 2xx status.
 wait_http() {
-    local url=$1 timeout=${2:-30} i
-    for i in $(seq 1 $((timeout * 5))); do
+    local url=$1 timeout=${2:-30}
+    for _ in $(seq 1 $((timeout * 5))); do
         curl -sf -o /dev/null --max-time 2 "$url" && return 0
         sleep 0.2
     done
@@ -141,11 +142,11 @@ bg_log() { echo "$TEST_LOGDIR/$1.log"; }
 # stop_bg NAME [SIGNAL=TERM] [GRACE_S=10]: signals the process group, waits, then SIGKILLs.
 # Returns the process's exit status (128+n when killed by signal n).
 stop_bg() {
-    local name=$1 sig=${2:-TERM} grace=${3:-10} pid i rc=0
+    local name=$1 sig=${2:-TERM} grace=${3:-10} pid rc=0
     pid=${BG_PIDS[$name]:-}
     [ -n "$pid" ] || return 0
     kill -"$sig" -- "-$pid" 2>/dev/null || kill -"$sig" "$pid" 2>/dev/null || true
-    for i in $(seq 1 $((grace * 10))); do
+    for _ in $(seq 1 $((grace * 10))); do
         pid_running "$pid" || break
         sleep 0.1
     done
