@@ -1,0 +1,160 @@
+/*
+ * chatflow-producer — WebSocket ingress that validates chat frames, publishes them to per-room
+ * SQS FIFO queues in batches and acks each one once SQS has it.
+ *
+ * Threads: the libwebsockets service thread (this one, in ingress_run), the publisher threads,
+ * libmicrohttpd's admin threads, and a signal thread that turns SIGTERM/SIGINT into
+ * ingress_request_stop() (sigwait: no work in a signal handler).
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "breaker.h"
+#include "credentials.h"
+#include "http.h"
+#include "log.h"
+#include "metrics.h"
+#include "producer_metrics.h"
+#include "publisher.h"
+#include "settings.h"
+#include "ws_server.h"
+
+typedef struct {
+    publisher *pub;
+    circuit_breaker *breaker;
+    ingress *in;
+    sigset_t signals;
+} app;
+
+static bool check_sqs(void *ctx, char *detail, size_t len)
+{
+    app *a = ctx;
+    size_t ready = publisher_rooms_ready(a->pub), rooms = publisher_room_count(a->pub);
+    circuit_state_t st = circuit_state(a->breaker);
+    snprintf(detail, len, "breaker %s; queue URLs resolved for %zu of %zu rooms", circuit_state_name(st), ready, rooms);
+    return st == CIRCUIT_CLOSED && ready == rooms;
+}
+
+static bool check_accepting(void *ctx, char *detail, size_t len)
+{
+    app *a = ctx;
+    bool stopping = ingress_stopping(a->in);
+    snprintf(detail, len, "%s", stopping ? "shutting down" : "accepting connections");
+    return !stopping;
+}
+
+static void *signal_thread(void *arg)
+{
+    app *a = arg;
+    int sig = 0;
+    if (sigwait(&a->signals, &sig) == 0) {
+        log_info("producer", "%s received: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        ingress_request_stop(a->in);
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    static producer_settings s;
+    char err[512];
+    switch (producer_settings_load(&s, &argc, argv, err, sizeof err)) {
+    case PRODUCER_SETTINGS_HELP:
+        return 0;
+    case PRODUCER_SETTINGS_ERROR:
+        fprintf(stderr, "chatflow-producer: %s\n", err);
+        return 2;
+    case PRODUCER_SETTINGS_OK:
+        break;
+    }
+
+    /* Block the stop signals before any thread exists, so only the signal thread sees them. */
+    app a;
+    memset(&a, 0, sizeof a);
+    sigemptyset(&a.signals);
+    sigaddset(&a.signals, SIGTERM);
+    sigaddset(&a.signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &a.signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    producer_metrics *m = producer_metrics_init();
+    int rc = 1;
+    credentials_provider *creds = NULL;
+    admin_http *admin = NULL;
+    a.breaker = circuit_breaker_new((int)s.breaker_failure_threshold, s.breaker_open_ms, m->breaker_state);
+    if (!a.breaker) {
+        log_error("producer", "out of memory");
+        return 1;
+    }
+    creds = credentials_provider_new(err, sizeof err);
+    if (!creds) {
+        log_error("producer", "AWS credentials: %s", err);
+        goto out;
+    }
+    a.in = ingress_new(&s, a.breaker, err, sizeof err);
+    if (!a.in) {
+        log_error("producer", "%s", err);
+        goto out;
+    }
+    publisher_config pc = {
+        .region = s.common.aws_region,
+        .endpoint = s.common.sqs_endpoint,
+        .credentials = creds,
+        .queue_prefix = s.common.queue_prefix,
+        .room_min = (long)s.common.room_min,
+        .room_max = (long)s.common.room_max,
+        .threads = (int)s.publisher_threads,
+        .linger_ms = (long)s.publish_linger_ms,
+        .deadline_ms = (long)s.publish_deadline_ms,
+        .request_timeout_ms = (long)s.publish_request_timeout_ms,
+        .connect_timeout_ms = (long)s.common.sqs_connect_timeout_ms,
+        .breaker = a.breaker,
+        .results = ingress_results(a.in),
+        .queue_capacity = (size_t)s.max_inflight_total + 1024,
+    };
+    a.pub = publisher_start(&pc, err, sizeof err);
+    if (!a.pub) {
+        log_error("producer", "%s", err);
+        goto out;
+    }
+    ingress_attach_publisher(a.in, a.pub);
+
+    admin = admin_http_new();
+    if (!admin) {
+        log_error("producer", "out of memory");
+        goto out;
+    }
+    admin_http_add_check(admin, "sqs", check_sqs, &a);
+    admin_http_add_check(admin, "accepting", check_accepting, &a);
+    if (!admin_http_start(admin, s.common.admin_bind, (int)s.admin_port, (int)s.admin_threads, err, sizeof err)) {
+        log_error("producer", "admin HTTP: %s", err);
+        goto out;
+    }
+
+    pthread_t sig_thread;
+    if (pthread_create(&sig_thread, NULL, signal_thread, &a) != 0) {
+        log_error("producer", "cannot start the signal thread");
+        goto out;
+    }
+    pthread_detach(sig_thread);
+
+    log_info("producer", "listening ws=%d admin=%d rooms=%lld-%lld server_id=%s sqs=%s",
+             ingress_port(a.in), admin_http_port(admin), s.common.room_min, s.common.room_max,
+             s.common.server_id, s.common.sqs_endpoint[0] ? s.common.sqs_endpoint : "(AWS)");
+    ingress_run(a.in);
+    rc = 0;
+    log_info("producer", "stopped");
+
+out:
+    /* The publisher goes first: it answers what it holds, and its results need the ingress's
+     * queue (freed with the ingress). */
+    publisher_stop(a.pub);
+    admin_http_free(admin);
+    ingress_free(a.in);
+    credentials_provider_free(creds);
+    circuit_breaker_free(a.breaker);
+    return rc;
+}

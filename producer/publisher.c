@@ -1,0 +1,504 @@
+/*
+ * publisher — per-room batching threads in front of SQS (contract in publisher.h).
+ *
+ * Each thread loops: wait for new requests (or the next linger/backoff expiry), append them to
+ * their room's list, then give each of its rooms a turn: expire what can no longer make its
+ * deadline, and send the head of the list when a batch is due. Only the owning thread touches a
+ * room's state; the only shared things are the input queues, the results queue, the breaker and
+ * the per-room ready flags.
+ */
+#include "publisher.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "sqs.h"
+#include "timeutil.h"
+
+#define BATCH_MAX_BYTES (256 * 1024)
+#define IDLE_WAIT_MS 200
+#define RESOLVE_BACKOFF_MAX_MS 5000
+#define RETRY_BASE_MS 50
+#define RETRY_MAX_MS 1000
+#define MS ((uint64_t)1000000)
+
+typedef struct {
+    long room;
+    char room_str[16];
+    char queue_name[160];
+    char *queue_url;               /* NULL until resolved */
+    uint64_t next_resolve_ns;
+    int resolve_failures;
+    publish_request *head, *tail;
+    size_t count;
+    size_t bytes;
+} room_state;
+
+typedef struct {
+    publisher *owner;
+    int index;
+    pthread_t thread;
+    bool started;
+    workqueue *in;
+    sqs_client *sqs;
+    unsigned int seed;
+} publisher_thread;
+
+struct publisher {
+    publisher_config cfg;
+    char queue_prefix[64];
+    size_t n_rooms;
+    room_state *rooms;             /* index room - room_min; each owned by one thread */
+    _Atomic bool *room_ready;
+    atomic_size_t rooms_ready;
+    atomic_bool stopping;
+    int n_threads;
+    publisher_thread *threads;
+    metric_histogram *batch_size;
+    metric_counter *batches;
+    metric_counter *retries;
+    metric_histogram *queue_wait;
+};
+
+void publish_request_free(publish_request *r)
+{
+    if (!r) return;
+    free(r->body);
+    free(r);
+}
+
+void publish_result_free(publish_result *r)
+{
+    if (!r) return;
+    answer_free(r->frame);
+    free(r);
+}
+
+/* ---- answers ------------------------------------------------------------------------------ */
+
+static void deliver(publisher *p, publish_result *res)
+{
+    /* The results queue holds at least the in-flight cap, so it is only full for an instant; a
+     * result is never dropped (every frame gets one answer). */
+    while (!workqueue_push(p->cfg.results, res)) time_sleep_ms(1);
+}
+
+static void answer_request(publisher *p, publish_request *r, chat_status status, const char *why,
+                           const char *sequence_number)
+{
+    publish_result *res = calloc(1, sizeof *res);
+    char *text = NULL;
+    if (status == CHAT_OK) {
+        chat_message m;
+        memset(&m, 0, sizeof m);
+        snprintf(m.message_id, sizeof m.message_id, "%s", r->message_id);
+        snprintf(m.client_message_id, sizeof m.client_message_id, "%s", r->client_message_id);
+        snprintf(m.room_id, sizeof m.room_id, "%ld", r->room);
+        char now[ISO8601_BUF];
+        time_format_iso8601(time_wall_ms(), now);
+        text = ack_to_json(&m, now, sequence_number);
+    } else {
+        text = error_to_json(status, why, r->client_message_id);
+    }
+    if (res) res->frame = text ? answer_new(text, strlen(text)) : NULL;
+    free(text);
+    if (!res || !res->frame) {
+        /* Out of memory: nothing sensible can be sent; the WebSocket thread still needs the
+         * result to release the frame's in-flight slot, so hand back a frameless one if we can. */
+        log_error("publisher", "out of memory answering message %s", r->message_id);
+        if (!res) {
+            publish_request_free(r);
+            return;
+        }
+    }
+    res->slot = r->slot;
+    res->generation = r->generation;
+    res->status = status;
+    res->received_ns = r->received_ns;
+    publish_request_free(r);
+    deliver(p, res);
+}
+
+/* ---- room lists --------------------------------------------------------------------------- */
+
+static void room_append(room_state *rs, publish_request *r)
+{
+    r->next = NULL;
+    if (rs->tail) rs->tail->next = r;
+    else rs->head = r;
+    rs->tail = r;
+    rs->count++;
+    rs->bytes += r->body_len;
+}
+
+static publish_request *room_pop(room_state *rs)
+{
+    publish_request *r = rs->head;
+    if (!r) return NULL;
+    rs->head = r->next;
+    if (!rs->head) rs->tail = NULL;
+    rs->count--;
+    rs->bytes -= r->body_len;
+    r->next = NULL;
+    return r;
+}
+
+/* Puts back, in their original order, the entries that must be retried: at the front, ahead of
+ * anything newer, so the room's order holds. */
+static void room_push_front(room_state *rs, publish_request **items, size_t n)
+{
+    for (size_t i = n; i-- > 0;) {
+        publish_request *r = items[i];
+        r->next = rs->head;
+        rs->head = r;
+        if (!rs->tail) rs->tail = r;
+        rs->count++;
+        rs->bytes += r->body_len;
+    }
+}
+
+static void answer_all(publisher *p, room_state *rs, chat_status status, const char *why)
+{
+    publish_request *r;
+    while ((r = room_pop(rs))) answer_request(p, r, status, why, NULL);
+}
+
+/* ---- the thread --------------------------------------------------------------------------- */
+
+static uint64_t backoff_ns(publisher_thread *t, int attempts)
+{
+    uint64_t cap = RETRY_BASE_MS;
+    for (int i = 1; i < attempts && cap < RETRY_MAX_MS; i++) cap *= 2;
+    if (cap > RETRY_MAX_MS) cap = RETRY_MAX_MS;
+    /* full jitter, at least 1 ms so a retry never spins */
+    return (1 + (uint64_t)rand_r(&t->seed) % cap) * MS;
+}
+
+static uint64_t send_by_ns(const publisher *p, const publish_request *r)
+{
+    return r->received_ns + (uint64_t)(p->cfg.deadline_ms - p->cfg.request_timeout_ms) * MS;
+}
+
+static void resolve_room(publisher_thread *t, room_state *rs, uint64_t now)
+{
+    publisher *p = t->owner;
+    if (rs->queue_url || now < rs->next_resolve_ns) return;
+    sqs_error e;
+    memset(&e, 0, sizeof e);
+    char *url = NULL;
+    sqs_status st = sqs_get_queue_url(t->sqs, rs->queue_name, &url, &e);
+    if (st == SQS_OK && url) {
+        rs->queue_url = url;
+        rs->resolve_failures = 0;
+        atomic_store(&p->room_ready[rs->room - p->cfg.room_min], true);
+        atomic_fetch_add(&p->rooms_ready, 1);
+        log_debug("publisher", "room %ld -> %s", rs->room, url);
+        return;
+    }
+    free(url);
+    rs->resolve_failures++;
+    uint64_t wait = (uint64_t)100 << (rs->resolve_failures < 6 ? rs->resolve_failures : 6);
+    if (wait > RESOLVE_BACKOFF_MAX_MS) wait = RESOLVE_BACKOFF_MAX_MS;
+    rs->next_resolve_ns = now + wait * MS;
+    if (rs->resolve_failures == 1 || rs->resolve_failures % 10 == 0)
+        log_warn("publisher", "GetQueueUrl %s failed (%s, HTTP %ld %s: %s); retrying",
+                 rs->queue_name, sqs_status_name(st), e.http_status, e.type, e.message);
+}
+
+static void forget_url(publisher *p, room_state *rs)
+{
+    if (!rs->queue_url) return;
+    free(rs->queue_url);
+    rs->queue_url = NULL;
+    rs->next_resolve_ns = 0;
+    atomic_store(&p->room_ready[rs->room - p->cfg.room_min], false);
+    atomic_fetch_sub(&p->rooms_ready, 1);
+}
+
+static bool batch_due(const publisher *p, const room_state *rs, uint64_t now, bool flushing)
+{
+    if (!rs->head || rs->head->not_before_ns > now) return false;
+    return flushing || rs->count >= SQS_MAX_BATCH || rs->bytes >= BATCH_MAX_BYTES ||
+           rs->head->attempts > 0 || now - rs->head->enqueued_ns >= (uint64_t)p->cfg.linger_ms * MS;
+}
+
+static void send_batch(publisher_thread *t, room_state *rs, uint64_t now, bool probe)
+{
+    publisher *p = t->owner;
+    publish_request *batch[SQS_MAX_BATCH];
+    sqs_send_entry entries[SQS_MAX_BATCH];
+    sqs_entry_result results[SQS_MAX_BATCH];
+    char ids[SQS_MAX_BATCH][4];
+    size_t n = 0, bytes = 0;
+    while (n < SQS_MAX_BATCH && rs->head && (n == 0 || bytes + rs->head->body_len <= BATCH_MAX_BYTES)) {
+        publish_request *r = room_pop(rs);
+        bytes += r->body_len;
+        if (r->attempts == 0) metric_histogram_observe(p->queue_wait, (double)(now - r->enqueued_ns) / 1e9);
+        snprintf(ids[n], sizeof ids[n], "%zu", n);
+        entries[n] = (sqs_send_entry){ .id = ids[n], .body = r->body, .group_id = rs->room_str,
+                                       .dedup_id = r->message_id };
+        batch[n++] = r;
+    }
+    memset(results, 0, sizeof results);
+    sqs_error e;
+    memset(&e, 0, sizeof e);
+    sqs_status st = sqs_send_message_batch(t->sqs, rs->queue_url, entries, n, results, &e);
+    uint64_t after = time_mono_ns();
+    metric_counter_inc(p->batches);
+    metric_histogram_observe(p->batch_size, (double)n);
+
+    if (st != SQS_OK) {
+        bool outage = st == SQS_NETWORK_ERROR || st == SQS_SERVER_ERROR || st == SQS_AUTH_ERROR;
+        if (outage || probe) circuit_record(p->cfg.breaker, !outage, probe, after);
+        if (sqs_status_retriable(st)) {
+            uint64_t wait = backoff_ns(t, batch[0]->attempts + 1);
+            for (size_t i = 0; i < n; i++) {
+                batch[i]->attempts++;
+                batch[i]->not_before_ns = after + wait;
+            }
+            metric_counter_add(p->retries, n);
+            room_push_front(rs, batch, n);
+            log_debug("publisher", "SendMessageBatch %s: %s (%s); %zu entries will be retried",
+                      rs->queue_name, sqs_status_name(st), e.message, n);
+            return;
+        }
+        log_warn("publisher", "SendMessageBatch %s failed: %s (HTTP %ld %s: %s)", rs->queue_name,
+                 sqs_status_name(st), e.http_status, e.type, e.message);
+        if (st == SQS_QUEUE_MISSING) forget_url(p, rs);
+        char why[256];
+        snprintf(why, sizeof why, "SQS refused the message: %s %s", sqs_status_name(st), e.type);
+        for (size_t i = 0; i < n; i++) answer_request(p, batch[i], CHAT_QUEUE_ERROR, why, NULL);
+        return;
+    }
+
+    circuit_record(p->cfg.breaker, true, probe, after);
+    publish_request *again[SQS_MAX_BATCH];
+    size_t n_again = 0;
+    uint64_t wait = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (results[i].ok) {
+            answer_request(p, batch[i], CHAT_OK, NULL, results[i].sequence_number);
+        } else if (results[i].sender_fault) {
+            char why[400];
+            snprintf(why, sizeof why, "SQS refused the message: %s %s", results[i].code, results[i].message);
+            answer_request(p, batch[i], CHAT_QUEUE_ERROR, why, NULL);
+        } else {
+            if (!wait) wait = backoff_ns(t, batch[i]->attempts + 1);
+            batch[i]->attempts++;
+            batch[i]->not_before_ns = after + wait;
+            again[n_again++] = batch[i];
+        }
+    }
+    if (n_again) {
+        metric_counter_add(p->retries, n_again);
+        room_push_front(rs, again, n_again);
+    }
+}
+
+/* One turn for a room; returns when it next needs attention (0 = nothing scheduled). */
+static uint64_t service_room(publisher_thread *t, room_state *rs, uint64_t now, bool flushing)
+{
+    publisher *p = t->owner;
+    if (!rs->queue_url) {
+        resolve_room(t, rs, now);
+        if (!rs->queue_url) {
+            /* The WebSocket thread only submits to ready rooms; anything here raced a reset. */
+            answer_all(p, rs, CHAT_QUEUE_UNAVAILABLE, "the room's queue is not reachable yet");
+            return rs->next_resolve_ns;
+        }
+    }
+    while (rs->head && now > send_by_ns(p, rs->head))
+        answer_request(p, room_pop(rs), CHAT_QUEUE_ERROR, "SQS did not accept the message before the deadline", NULL);
+    while (batch_due(p, rs, now, flushing)) {
+        bool probe = false;
+        if (!circuit_acquire(p->cfg.breaker, now, &probe)) {
+            if (circuit_state(p->cfg.breaker) == CIRCUIT_OPEN)
+                answer_all(p, rs, CHAT_QUEUE_UNAVAILABLE, "SQS is unavailable (circuit breaker open)");
+            else
+                return now + 5 * MS; /* another room's probe is out: look again shortly */
+            break;
+        }
+        send_batch(t, rs, now, probe);
+        now = time_mono_ns();
+        while (rs->head && now > send_by_ns(p, rs->head))
+            answer_request(p, room_pop(rs), CHAT_QUEUE_ERROR, "SQS did not accept the message before the deadline", NULL);
+        if (rs->count < SQS_MAX_BATCH && !flushing && rs->head && rs->head->attempts == 0) break;
+    }
+    if (!rs->head) return 0;
+    uint64_t next = rs->head->not_before_ns;
+    uint64_t linger_end = rs->head->enqueued_ns + (uint64_t)p->cfg.linger_ms * MS;
+    if (rs->head->attempts == 0 && linger_end > next) next = linger_end;
+    uint64_t expiry = send_by_ns(p, rs->head) + 1;
+    return next < expiry ? next : expiry;
+}
+
+static void *publisher_main(void *arg)
+{
+    publisher_thread *t = arg;
+    publisher *p = t->owner;
+    void *items[256];
+    const size_t max_items = sizeof items / sizeof items[0];
+    uint64_t next_due = 0;         /* earliest time one of this thread's rooms needs a turn */
+    for (;;) {
+        size_t n = workqueue_pop_many(t->in, items, max_items);
+        bool stopping = atomic_load(&p->stopping);
+        if (n == 0) {
+            uint64_t now = time_mono_ns();
+            if (stopping && next_due == 0) break;           /* input closed, nothing pending */
+            uint64_t wake = next_due ? next_due : now + (uint64_t)IDLE_WAIT_MS * MS;
+            if (wake > now) {
+                long wait_ms = (long)((wake - now + MS - 1) / MS);
+                if (wait_ms > IDLE_WAIT_MS) wait_ms = IDLE_WAIT_MS;
+                void *item = stopping ? NULL : workqueue_pop_wait(t->in, wait_ms);
+                if (item) {
+                    items[0] = item;
+                    n = 1 + workqueue_pop_many(t->in, items + 1, max_items - 1);
+                } else if (stopping) {
+                    time_sleep_ms(wait_ms);                 /* closed queue: no wake-ups left */
+                }
+            }
+        }
+        uint64_t now = time_mono_ns();
+        for (size_t i = 0; i < n; i++) {
+            publish_request *r = items[i];
+            r->enqueued_ns = now;
+            room_append(&p->rooms[r->room - p->cfg.room_min], r);
+        }
+        next_due = 0;
+        for (size_t i = (size_t)t->index; i < p->n_rooms; i += (size_t)p->n_threads) {
+            room_state *rs = &p->rooms[i];
+            uint64_t due = service_room(t, rs, time_mono_ns(), stopping);
+            if (!rs->queue_url && !stopping && (due == 0 || rs->next_resolve_ns < due)) due = rs->next_resolve_ns;
+            if (due && (next_due == 0 || due < next_due)) next_due = due;
+        }
+    }
+    return NULL;
+}
+
+static void stop_threads(publisher *p)
+{
+    atomic_store(&p->stopping, true);
+    for (int i = 0; i < p->n_threads; i++)
+        if (p->threads[i].in) workqueue_close(p->threads[i].in);
+    for (int i = 0; i < p->n_threads; i++)
+        if (p->threads[i].started) pthread_join(p->threads[i].thread, NULL);
+}
+
+static void free_all(publisher *p)
+{
+    for (int i = 0; i < p->n_threads; i++) {
+        publisher_thread *t = &p->threads[i];
+        if (t->in) {
+            void *item;
+            while (workqueue_pop_many(t->in, &item, 1) == 1) publish_request_free(item);
+            workqueue_free(t->in);
+        }
+        sqs_client_free(t->sqs);
+    }
+    for (size_t i = 0; i < p->n_rooms; i++) {
+        publish_request *r;
+        while ((r = room_pop(&p->rooms[i]))) publish_request_free(r);
+        free(p->rooms[i].queue_url);
+    }
+    free(p->threads);
+    free(p->rooms);
+    free((void *)p->room_ready);
+    free(p);
+}
+
+publisher *publisher_start(const publisher_config *cfg, char *err, size_t err_len)
+{
+    if (cfg->room_max < cfg->room_min || cfg->threads < 1 || !cfg->results || !cfg->breaker) {
+        snprintf(err, err_len, "publisher: bad configuration");
+        return NULL;
+    }
+    publisher *p = calloc(1, sizeof *p);
+    if (!p) goto oom;
+    p->cfg = *cfg;
+    snprintf(p->queue_prefix, sizeof p->queue_prefix, "%s", cfg->queue_prefix);
+    p->cfg.queue_prefix = p->queue_prefix;
+    p->n_rooms = (size_t)(cfg->room_max - cfg->room_min + 1);
+    p->n_threads = cfg->threads < (int)p->n_rooms ? cfg->threads : (int)p->n_rooms;
+    p->rooms = calloc(p->n_rooms, sizeof *p->rooms);
+    p->room_ready = calloc(p->n_rooms, sizeof *p->room_ready);
+    p->threads = calloc((size_t)p->n_threads, sizeof *p->threads);
+    if (!p->rooms || !p->room_ready || !p->threads) goto oom;
+    for (size_t i = 0; i < p->n_rooms; i++) {
+        room_state *rs = &p->rooms[i];
+        rs->room = cfg->room_min + (long)i;
+        snprintf(rs->room_str, sizeof rs->room_str, "%ld", rs->room);
+        snprintf(rs->queue_name, sizeof rs->queue_name, "%s%ld.fifo", p->queue_prefix, rs->room);
+    }
+    p->batch_size = metrics_histogram("chatflow_publish_batch_size", "Messages per SendMessageBatch.",
+                                      NULL, METRICS_SIZE_BUCKETS, METRICS_SIZE_BUCKETS_N);
+    p->batches = metrics_counter("chatflow_publish_batches_total", "SendMessageBatch requests sent.", NULL);
+    p->retries = metrics_counter("chatflow_publish_retries_total",
+                                 "Batch entries sent again after a failure.", NULL);
+    p->queue_wait = metrics_histogram("chatflow_publish_queue_wait_seconds",
+                                      "Time a message waits in the publisher before its first send.",
+                                      NULL, METRICS_LATENCY_BUCKETS, METRICS_LATENCY_BUCKETS_N);
+
+    sqs_config sc = {
+        .region = cfg->region,
+        .endpoint = cfg->endpoint && cfg->endpoint[0] ? cfg->endpoint : NULL,
+        .credentials = cfg->credentials,
+        .connect_timeout_ms = cfg->connect_timeout_ms < cfg->request_timeout_ms ? cfg->connect_timeout_ms
+                                                                                : cfg->request_timeout_ms,
+        .request_timeout_ms = cfg->request_timeout_ms,
+        .max_attempts = 1,         /* retries are ours: per entry, bounded by the deadline */
+    };
+    for (int i = 0; i < p->n_threads; i++) {
+        publisher_thread *t = &p->threads[i];
+        t->owner = p;
+        t->index = i;
+        t->seed = (unsigned int)(time_mono_ns() ^ (uint64_t)(i * 7919));
+        t->in = workqueue_new(cfg->queue_capacity ? cfg->queue_capacity : 65536, NULL, NULL);
+        if (!t->in) goto oom;
+        t->sqs = sqs_client_new(&sc, err, err_len);
+        if (!t->sqs) goto fail;
+    }
+    for (int i = 0; i < p->n_threads; i++) {
+        if (pthread_create(&p->threads[i].thread, NULL, publisher_main, &p->threads[i]) != 0) {
+            snprintf(err, err_len, "publisher: cannot start thread %d", i);
+            goto fail;
+        }
+        p->threads[i].started = true;
+    }
+    return p;
+oom:
+    snprintf(err, err_len, "publisher: out of memory");
+fail:
+    if (p) {
+        if (p->threads) stop_threads(p);
+        free_all(p);
+    }
+    return NULL;
+}
+
+bool publisher_submit(publisher *p, publish_request *r)
+{
+    if (r->room < p->cfg.room_min || r->room > p->cfg.room_max) return false;
+    publisher_thread *t = &p->threads[(r->room - p->cfg.room_min) % p->n_threads];
+    return workqueue_push(t->in, r);
+}
+
+bool publisher_room_ready(const publisher *p, long room)
+{
+    if (room < p->cfg.room_min || room > p->cfg.room_max) return false;
+    return atomic_load(&p->room_ready[room - p->cfg.room_min]);
+}
+
+size_t publisher_rooms_ready(const publisher *p) { return atomic_load(&((publisher *)p)->rooms_ready); }
+size_t publisher_room_count(const publisher *p) { return p->n_rooms; }
+
+void publisher_stop(publisher *p)
+{
+    if (!p) return;
+    stop_threads(p);
+    free_all(p);
+}

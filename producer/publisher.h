@@ -1,0 +1,92 @@
+/*
+ * publisher — turns validated chat messages into SQS FIFO SendMessageBatch calls, off the
+ * WebSocket thread, and hands one answer per message back.
+ *
+ * Contract:
+ *  - Rooms are shared out among the publisher threads (room r goes to thread (r - room_min) % n);
+ *    each thread owns its rooms' pending lists and its own sqs_client (one kept-alive connection).
+ *    A thread sends one request at a time, so each room has at most one SendMessageBatch in flight
+ *    and FIFO order within a room holds.
+ *  - At start each thread resolves its rooms' queue URLs with GetQueueUrl (never built by hand),
+ *    retrying in the background; publisher_room_ready() tells the WebSocket thread which rooms
+ *    can take messages yet. URLs are cached for the life of the process (re-resolved if SQS says
+ *    the queue is missing).
+ *  - publisher_submit() takes ownership of a request (push to its room's thread; never blocks).
+ *    A room's batch goes out when it holds 10 messages or 256 KiB, or when its oldest message has
+ *    waited linger_ms. MessageGroupId = room id, MessageDeduplicationId = message id.
+ *  - Exactly one publish_result comes back on cfg.results for every request submitted: an ack
+ *    (SQS accepted it; carries the sequence number) or an error frame. Entries that fail are
+ *    retried (only they, ahead of newer messages of that room, with jittered backoff) while a
+ *    whole request still fits before received + deadline_ms; then QUEUE_ERROR. Entries SQS calls
+ *    the sender's fault get QUEUE_ERROR at once. While the circuit breaker is open, waiting
+ *    messages get QUEUE_UNAVAILABLE at once.
+ *  - publisher_stop() stops taking requests, sends (or answers) everything still pending —
+ *    bounded by the deadline — then joins the threads and frees them. The results queue is the
+ *    caller's.
+ */
+#ifndef CHATFLOW_PRODUCER_PUBLISHER_H
+#define CHATFLOW_PRODUCER_PUBLISHER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "breaker.h"
+#include "connections.h"
+#include "credentials.h"
+#include "message.h"
+#include "workqueue.h"
+
+typedef struct publish_request {
+    struct publish_request *next;  /* the publisher's room list */
+    uint32_t slot, generation;     /* the originating connection */
+    long room;
+    char message_id[UUID_STR_BUF];
+    char client_message_id[CHAT_CMID_MAX + 1];
+    char *body;                    /* SPEC §2 JSON, owned */
+    size_t body_len;
+    uint64_t received_ns;          /* frame arrival (deadline and ack latency) */
+    uint64_t enqueued_ns;          /* arrival at the publisher (linger, queue wait) */
+    uint64_t not_before_ns;        /* retry backoff */
+    int attempts;
+} publish_request;
+
+/* Frees the request and its body. */
+void publish_request_free(publish_request *r);
+
+typedef struct {
+    uint32_t slot, generation;
+    chat_status status;            /* CHAT_OK for an ack */
+    uint64_t received_ns;
+    answer *frame;                 /* the ack or error frame, owned */
+} publish_result;
+
+void publish_result_free(publish_result *r);
+
+typedef struct {
+    const char *region;
+    const char *endpoint;          /* NULL or "" -> AWS */
+    credentials_provider *credentials;
+    const char *queue_prefix;
+    long room_min, room_max;
+    int threads;
+    long linger_ms;
+    long deadline_ms;
+    long request_timeout_ms;
+    long connect_timeout_ms;
+    circuit_breaker *breaker;
+    workqueue *results;            /* publish_result * for the WebSocket thread */
+    size_t queue_capacity;         /* per thread input queue */
+} publisher_config;
+
+typedef struct publisher publisher;
+
+publisher *publisher_start(const publisher_config *cfg, char *err, size_t err_len);
+/* false: not taken (stopping or queue full); the caller keeps the request and answers it. */
+bool publisher_submit(publisher *p, publish_request *r);
+bool publisher_room_ready(const publisher *p, long room);
+size_t publisher_rooms_ready(const publisher *p);
+size_t publisher_room_count(const publisher *p);
+void publisher_stop(publisher *p);
+
+#endif

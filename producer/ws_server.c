@@ -1,0 +1,604 @@
+/*
+ * ws_server — the producer's libwebsockets service thread (contract in ws_server.h).
+ *
+ * Ownership: this thread owns the connection table, the rate limiter and every answer frame
+ * until it is written. It hands publish requests to the publisher threads and takes their
+ * results back through ingress_results(); lws_cancel_service() (called by the results queue's
+ * notify) is the only call other threads make into lws.
+ *
+ * Accounting (all on this thread): a frame is "unanswered" from the moment it is complete until
+ * its answer has been written. total_unanswered is the process-wide sum, including frames of
+ * connections that closed while the publisher still held them (their results are dropped on
+ * arrival, and only then leave the count), so the caps bound memory, not just open sockets.
+ */
+#include "ws_server.h"
+
+#include <libwebsockets.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "connections.h"
+#include "log.h"
+#include "message.h"
+#include "producer_metrics.h"
+#include "rate_limit.h"
+#include "timeutil.h"
+
+#define STOP_TICK_US (50 * LWS_US_PER_MS)
+#define CLOSE_GRACE_NS ((uint64_t)1500 * 1000000)
+#define RESULTS_BATCH 256
+
+typedef enum { PHASE_RUNNING, PHASE_DRAINING, PHASE_CLOSING, PHASE_DONE } ingress_phase;
+
+struct ingress {
+    const producer_settings *s;
+    struct lws_context *context;
+    struct lws_vhost *vhost;
+    lws_retry_bo_t keepalive;
+    struct lws_protocols protocols[2];
+    workqueue *results;
+    publisher *pub;
+    circuit_breaker *breaker;
+    conn_table *conns;
+    rate_limiter *limiter;
+    producer_metrics *m;
+
+    long total_unanswered;
+    long at_publisher;
+    size_t paused_connections;
+    bool paused_for_total;          /* some connection paused because of the process-wide cap */
+
+    atomic_bool stop_requested;
+    ingress_phase phase;
+    uint64_t drain_deadline_ns;
+    uint64_t close_deadline_ns;
+    lws_sorted_usec_list_t stop_tick;
+
+    chat_message scratch;           /* parse target; this thread only */
+};
+
+typedef struct {
+    uint32_t slot, generation;
+    bool attached;
+} session;
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static ingress *ingress_of(struct lws *wsi) { return lws_context_user(lws_get_context(wsi)); }
+
+static pconn *conn_of(ingress *in, void *user)
+{
+    session *ss = user;
+    return ss && ss->attached ? conn_table_get(in->conns, ss->slot, ss->generation) : NULL;
+}
+
+static void update_inflight(ingress *in) { metric_gauge_set(in->m->inflight, (double)in->total_unanswered); }
+
+/* /chat/{roomId}: 0 and the room, or the HTTP status to refuse with and why. */
+static int parse_room(const ingress *in, const char *uri, long *room, const char **why)
+{
+    static const char prefix[] = "/chat/";
+    if (strncmp(uri, prefix, sizeof prefix - 1) != 0) {
+        *why = "path must be /chat/{roomId}";
+        return HTTP_STATUS_NOT_FOUND;
+    }
+    const char *p = uri + sizeof prefix - 1;
+    size_t digits = strspn(p, "0123456789");
+    if (digits == 0 || digits > 9 || (p[digits] != '\0' && strcmp(p + digits, "/") != 0) ||
+        (p[0] == '0')) {
+        *why = "roomId must be a positive integer";
+        return HTTP_STATUS_BAD_REQUEST;
+    }
+    long r = strtol(p, NULL, 10);
+    if (r < in->s->common.room_min || r > in->s->common.room_max) {
+        *why = "roomId is outside the rooms this server handles";
+        return HTTP_STATUS_NOT_FOUND;
+    }
+    *room = r;
+    return 0;
+}
+
+static bool copy_uri(struct lws *wsi, char *buf, size_t len)
+{
+    int n = lws_hdr_copy(wsi, buf, (int)len, WSI_TOKEN_GET_URI);
+    return n > 0;
+}
+
+/* The client's address: behind an ALB the last X-Forwarded-For hop is the address the balancer
+ * saw (earlier entries are whatever the client claimed); otherwise the socket peer. */
+static void client_address(const ingress *in, struct lws *wsi, char *out, size_t len)
+{
+    char xff[256];
+    if (in->s->trust_forwarded_for && lws_hdr_copy(wsi, xff, sizeof xff, WSI_TOKEN_X_FORWARDED_FOR) > 0) {
+        char *last = strrchr(xff, ',');
+        char *ip = last ? last + 1 : xff;
+        ip += strspn(ip, " \t");
+        size_t n = strcspn(ip, " \t");
+        if (n > 0 && n < len) {
+            memcpy(out, ip, n);
+            out[n] = '\0';
+            return;
+        }
+    }
+    if (!lws_get_peer_simple(wsi, out, len)) snprintf(out, len, "unknown");
+}
+
+static void maybe_pause(ingress *in, pconn *c)
+{
+    if (c->reads_paused) return;
+    bool per_conn = c->unanswered >= in->s->max_inflight_per_connection;
+    bool total = in->total_unanswered >= in->s->max_inflight_total;
+    if (!per_conn && !total) return;
+    lws_rx_flow_control(c->wsi, 0);
+    c->reads_paused = true;
+    in->paused_connections++;
+    if (total) in->paused_for_total = true;
+    metric_counter_inc(in->m->frames_paused);
+}
+
+static void maybe_resume(ingress *in, pconn *c)
+{
+    if (!c->reads_paused || c->closing) return;
+    if (c->unanswered >= in->s->max_inflight_per_connection ||
+        in->total_unanswered >= in->s->max_inflight_total)
+        return;
+    lws_rx_flow_control(c->wsi, 1);
+    c->reads_paused = false;
+    in->paused_connections--;
+}
+
+/* After the process-wide cap was hit, wake the other paused connections once there is room
+ * again (with some hysteresis, so this O(connections) walk stays rare). */
+static void resume_after_total_cap(ingress *in)
+{
+    if (!in->paused_for_total || in->total_unanswered > in->s->max_inflight_total * 9 / 10) return;
+    in->paused_for_total = false;
+    for (size_t i = 0; i < conn_table_capacity(in->conns) && in->paused_connections > 0; i++) {
+        pconn *c = conn_table_at(in->conns, i);
+        if (c) maybe_resume(in, c);
+    }
+}
+
+static void queue_answer(ingress *in, pconn *c, answer *a)
+{
+    conn_push_answer(c, a);
+    lws_callback_on_writable(c->wsi);
+    (void)in;
+}
+
+/* The frame's answer could not be built: it leaves the count so reads do not stay paused. */
+static void forget_frame(ingress *in, pconn *c)
+{
+    c->unanswered--;
+    in->total_unanswered--;
+    update_inflight(in);
+}
+
+static void answer_error(ingress *in, pconn *c, chat_status status, const char *why, const char *cmid)
+{
+    metric_counter_inc(in->m->received[status]);
+    char *text = error_to_json(status, why, cmid);
+    answer *a = text ? answer_new(text, strlen(text)) : NULL;
+    free(text);
+    if (!a) {
+        log_error("ingress", "out of memory answering a frame (%s)", chat_status_code(status));
+        forget_frame(in, c);
+        return;
+    }
+    queue_answer(in, c, a);
+}
+
+/* ---- frames ------------------------------------------------------------------------------- */
+
+static void handle_frame(ingress *in, pconn *c, const char *data, size_t len, bool binary)
+{
+    c->unanswered++;
+    in->total_unanswered++;
+    update_inflight(in);
+
+    chat_message *m = &in->scratch;
+    char err[256];
+    if (binary) {
+        answer_error(in, c, CHAT_INVALID_JSON, "binary frames are not accepted: send a JSON object as a text frame", NULL);
+        return;
+    }
+    m->client_message_id[0] = '\0';
+    chat_status st = chat_frame_parse(data, len, (size_t)in->s->max_frame_bytes, m, err, sizeof err);
+    if (st != CHAT_OK) {
+        answer_error(in, c, st, err, m->client_message_id);
+        return;
+    }
+    uint64_t now = time_mono_ns();
+    if (!rate_limiter_allow(in->limiter, (uint32_t)strtoul(m->user_id, NULL, 10), now)) {
+        snprintf(err, sizeof err, "userId %s: more than %lld messages a minute", m->user_id,
+                 in->s->rate_limit_per_minute);
+        answer_error(in, c, CHAT_RATE_LIMITED, err, m->client_message_id);
+        return;
+    }
+    if (in->phase != PHASE_RUNNING) {
+        answer_error(in, c, CHAT_QUEUE_UNAVAILABLE, "server is shutting down; reconnect and resend",
+                     m->client_message_id);
+        return;
+    }
+    if (circuit_state(in->breaker) == CIRCUIT_OPEN) {
+        answer_error(in, c, CHAT_QUEUE_UNAVAILABLE, "SQS is unavailable (circuit breaker open); retry later",
+                     m->client_message_id);
+        return;
+    }
+    if (!publisher_room_ready(in->pub, c->room)) {
+        snprintf(err, sizeof err, "roomId %ld: its queue is not reachable yet; retry later", c->room);
+        answer_error(in, c, CHAT_QUEUE_UNAVAILABLE, err, m->client_message_id);
+        return;
+    }
+    snprintf(m->room_id, sizeof m->room_id, "%ld", c->room);
+    snprintf(m->server_id, sizeof m->server_id, "%s", in->s->common.server_id);
+    snprintf(m->client_ip, sizeof m->client_ip, "%s", c->client_ip);
+    time_format_iso8601(time_wall_ms(), m->received_at);
+    publish_request *r = calloc(1, sizeof *r);
+    if (!r || !chat_message_assign_id(m) || !(r->body = queue_message_to_json(m))) {
+        free(r);
+        answer_error(in, c, CHAT_QUEUE_ERROR, "server could not prepare the message; retry", m->client_message_id);
+        return;
+    }
+    r->body_len = strlen(r->body);
+    r->slot = c->slot;
+    r->generation = c->generation;
+    r->room = c->room;
+    memcpy(r->message_id, m->message_id, sizeof r->message_id);
+    memcpy(r->client_message_id, m->client_message_id, sizeof r->client_message_id);
+    r->received_ns = now;
+    if (!publisher_submit(in->pub, r)) {
+        publish_request_free(r);
+        answer_error(in, c, CHAT_QUEUE_UNAVAILABLE, "publisher is busy; retry later", m->client_message_id);
+        return;
+    }
+    c->at_publisher++;
+    in->at_publisher++;
+}
+
+/* Gathers fragments until the frame is complete (final fragment and no payload left): any frame
+ * can arrive in pieces when it spans socket reads. Beyond the size cap the rest of the frame is
+ * discarded and the frame is answered MESSAGE_TOO_LARGE once. */
+static void on_receive(ingress *in, struct lws *wsi, pconn *c, const char *data, size_t len)
+{
+    bool complete = lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0;
+    bool binary = lws_frame_is_binary(wsi);
+    size_t cap = (size_t)in->s->max_frame_bytes;
+    if (complete && c->rx_len == 0 && !c->rx_discarding && len <= cap) {
+        handle_frame(in, c, data, len, binary);      /* the common case: one piece, no copy */
+    } else {
+        if (!c->rx_discarding) {
+            if (c->rx_len + len > cap) {
+                c->rx_discarding = true;
+            } else {
+                if (!c->rx_buf && !(c->rx_buf = malloc(cap))) {
+                    log_error("ingress", "out of memory for a frame buffer; closing the connection");
+                    lws_set_timeout(wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
+                    return;
+                }
+                memcpy(c->rx_buf + c->rx_len, data, len);
+                c->rx_len += len;
+            }
+        }
+        if (!complete) return;
+        if (c->rx_discarding) {
+            c->unanswered++;
+            in->total_unanswered++;
+            update_inflight(in);
+            char why[96];
+            snprintf(why, sizeof why, "frame is larger than %zu bytes", cap);
+            answer_error(in, c, CHAT_MESSAGE_TOO_LARGE, why, NULL);
+        } else {
+            handle_frame(in, c, (const char *)c->rx_buf, c->rx_len, binary);
+        }
+        c->rx_len = 0;
+        c->rx_discarding = false;
+    }
+    maybe_pause(in, c);
+}
+
+/* ---- results from the publisher ----------------------------------------------------------- */
+
+static void drain_results(ingress *in)
+{
+    void *items[RESULTS_BATCH];
+    size_t n;
+    uint64_t now = time_mono_ns();
+    while ((n = workqueue_pop_many(in->results, items, RESULTS_BATCH)) > 0) {
+        for (size_t i = 0; i < n; i++) {
+            publish_result *r = items[i];
+            in->at_publisher--;
+            metric_counter_inc(in->m->received[r->status]);
+            if (r->status == CHAT_OK)
+                metric_histogram_observe(in->m->ack_latency, (double)(now - r->received_ns) / 1e9);
+            pconn *c = conn_table_get(in->conns, r->slot, r->generation);
+            if (!c) {
+                in->total_unanswered--;
+                metric_counter_inc(in->m->late_answers_dropped);
+            } else {
+                c->at_publisher--;
+                if (r->frame) {
+                    queue_answer(in, c, r->frame);
+                    r->frame = NULL;
+                } else {
+                    forget_frame(in, c);
+                }
+            }
+            publish_result_free(r);
+        }
+    }
+    update_inflight(in);
+    resume_after_total_cap(in);
+}
+
+/* ---- stopping ----------------------------------------------------------------------------- */
+
+static void begin_closing(ingress *in)
+{
+    in->phase = PHASE_CLOSING;
+    in->close_deadline_ns = time_mono_ns() + CLOSE_GRACE_NS;
+    for (size_t i = 0; i < conn_table_capacity(in->conns); i++) {
+        pconn *c = conn_table_at(in->conns, i);
+        if (!c) continue;
+        c->closing = true;
+        lws_callback_on_writable(c->wsi);
+    }
+    log_info("ingress", "closing %zu connections (going away); %ld frames unanswered",
+             conn_table_active(in->conns), in->total_unanswered);
+}
+
+static void stop_tick(lws_sorted_usec_list_t *sul)
+{
+    ingress *in = lws_container_of(sul, ingress, stop_tick);
+    uint64_t now = time_mono_ns();
+    if (in->phase == PHASE_DRAINING && (in->at_publisher == 0 || now >= in->drain_deadline_ns)) {
+        if (in->at_publisher) log_warn("ingress", "stop timeout: %ld messages still at the publisher", in->at_publisher);
+        begin_closing(in);
+    }
+    if (in->phase == PHASE_CLOSING && (conn_table_active(in->conns) == 0 || now >= in->close_deadline_ns)) {
+        in->phase = PHASE_DONE;
+        lws_cancel_service(in->context);
+        return;
+    }
+    lws_sul_schedule(in->context, 0, &in->stop_tick, stop_tick, STOP_TICK_US);
+}
+
+static void begin_stop(ingress *in)
+{
+    in->phase = PHASE_DRAINING;
+    uint64_t now = time_mono_ns();
+    uint64_t budget = (uint64_t)in->s->stop_timeout_s * 1000000000u;
+    /* leave room for the close handshakes and the publisher's own shutdown */
+    in->drain_deadline_ns = now + (budget > 2 * CLOSE_GRACE_NS ? budget - 2 * CLOSE_GRACE_NS : budget / 2);
+    log_info("ingress", "stopping: refusing new connections; %zu open, %ld frames unanswered",
+             conn_table_active(in->conns), in->total_unanswered);
+    lws_sul_schedule(in->context, 0, &in->stop_tick, stop_tick, 1);
+}
+
+/* ---- the lws callback --------------------------------------------------------------------- */
+
+static int refuse(ingress *in, struct lws *wsi, int status, const char *why)
+{
+    metric_counter_inc(in->m->handshakes_refused);
+    char body[160];
+    snprintf(body, sizeof body, "%s", why);
+    log_debug("ingress", "handshake refused: %d %s", status, why);
+    if (lws_return_http_status(wsi, (unsigned int)status, body)) return -1;
+    return 1;
+}
+
+static int on_established(ingress *in, struct lws *wsi, session *ss)
+{
+    char uri[128];
+    long room = 0;
+    const char *why = NULL;
+    if (!copy_uri(wsi, uri, sizeof uri) || parse_room(in, uri, &room, &why) != 0) return -1;
+    pconn *c = conn_table_acquire(in->conns);
+    if (!c) return -1;              /* checked at the upgrade; only a race gets here */
+    c->wsi = wsi;
+    c->room = room;
+    client_address(in, wsi, c->client_ip, sizeof c->client_ip);
+    ss->slot = c->slot;
+    ss->generation = c->generation;
+    ss->attached = true;
+    metric_counter_inc(in->m->connections_total);
+    metric_gauge_set(in->m->connections_active, (double)conn_table_active(in->conns));
+    if (in->phase == PHASE_CLOSING) {
+        c->closing = true;
+        lws_callback_on_writable(wsi);
+    }
+    return 0;
+}
+
+static void on_closed(ingress *in, session *ss)
+{
+    pconn *c = conn_of(in, ss);
+    if (!c) return;
+    ss->attached = false;
+    /* Answers queued here die with the connection; those the publisher holds leave the count
+     * when their results arrive. */
+    in->total_unanswered -= c->unanswered - c->at_publisher;
+    if (c->reads_paused) in->paused_connections--;
+    conn_table_release(in->conns, c);
+    update_inflight(in);
+    metric_gauge_set(in->m->connections_active, (double)conn_table_active(in->conns));
+    resume_after_total_cap(in);
+}
+
+static int on_writeable(ingress *in, struct lws *wsi, pconn *c)
+{
+    answer *a = conn_pop_answer(c);
+    if (!a) {
+        if (!c->closing) return 0;
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_GOINGAWAY, (unsigned char *)"going away", 10);
+        return -1;
+    }
+    int n = lws_write(wsi, a->text, a->len, LWS_WRITE_TEXT);
+    bool ok = n >= (int)a->len;
+    answer_free(a);
+    c->unanswered--;
+    in->total_unanswered--;
+    update_inflight(in);
+    if (!ok) return -1;
+    maybe_resume(in, c);
+    resume_after_total_cap(in);
+    if (c->out_head || c->closing) lws_callback_on_writable(wsi);
+    return 0;
+}
+
+static int callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in_data, size_t len)
+{
+    ingress *in = ingress_of(wsi);
+    switch (reason) {
+    case LWS_CALLBACK_HTTP:
+        if (lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, "WebSocket endpoint: /chat/{roomId}")) return -1;
+        return lws_http_transaction_completed(wsi) ? -1 : 0;
+
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
+        char uri[128];
+        long room;
+        const char *why = NULL;
+        if (!copy_uri(wsi, uri, sizeof uri)) return refuse(in, wsi, HTTP_STATUS_BAD_REQUEST, "missing path");
+        int status = parse_room(in, uri, &room, &why);
+        if (status) return refuse(in, wsi, status, why);
+        if (in->phase != PHASE_RUNNING) return refuse(in, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "server is shutting down");
+        if (conn_table_active(in->conns) >= conn_table_capacity(in->conns))
+            return refuse(in, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "connection limit reached");
+        return 0;
+    }
+
+    case LWS_CALLBACK_ESTABLISHED:
+        return on_established(in, wsi, user);
+
+    case LWS_CALLBACK_RECEIVE: {
+        pconn *c = conn_of(in, user);
+        if (!c) return -1;
+        on_receive(in, wsi, c, in_data, len);
+        return 0;
+    }
+
+    case LWS_CALLBACK_SERVER_WRITEABLE: {
+        pconn *c = conn_of(in, user);
+        if (!c) return -1;
+        return on_writeable(in, wsi, c);
+    }
+
+    case LWS_CALLBACK_CLOSED:
+        on_closed(in, user);
+        return 0;
+
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        if (!in) return 0;
+        drain_results(in);
+        if (atomic_load(&in->stop_requested) && in->phase == PHASE_RUNNING) begin_stop(in);
+        return 0;
+
+    default:
+        return 0;
+    }
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------------- */
+
+static void notify_service(void *ctx)
+{
+    ingress *in = ctx;
+    if (in->context) lws_cancel_service(in->context);
+}
+
+static void lws_log_line(int level, const char *line)
+{
+    size_t n = strlen(line);
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) n--;
+    log_write(level == LLL_ERR ? LOG_ERROR : LOG_WARN, "lws", "%.*s", (int)n, line);
+}
+
+ingress *ingress_new(const producer_settings *s, circuit_breaker *breaker, char *err, size_t err_len)
+{
+    ingress *in = calloc(1, sizeof *in);
+    if (!in) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    in->s = s;
+    in->breaker = breaker;
+    in->m = producer_metrics_init();
+    in->conns = conn_table_new((size_t)s->max_connections);
+    in->limiter = rate_limiter_new(s->rate_limit_per_minute, (size_t)s->rate_limit_max_users);
+    /* Every result belongs to an unanswered frame, so this never fills beyond the total cap. */
+    in->results = workqueue_new((size_t)s->max_inflight_total + 1024, notify_service, in);
+    if (!in->conns || !in->limiter || !in->results) {
+        snprintf(err, err_len, "out of memory");
+        ingress_free(in);
+        return NULL;
+    }
+
+    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_line);
+    in->keepalive.secs_since_valid_ping = (uint16_t)s->ping_interval_s;
+    in->keepalive.secs_since_valid_hangup = (uint16_t)(s->ping_interval_s + s->pong_timeout_s);
+    in->protocols[0] = (struct lws_protocols){
+        .name = "chatflow",
+        .callback = callback_chat,
+        .per_session_data_size = sizeof(session),
+        .rx_buffer_size = 0,
+    };
+
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.port = (int)s->ws_port;
+    info.iface = s->ws_bind[0] && strcmp(s->ws_bind, "0.0.0.0") != 0 ? s->ws_bind : NULL;
+    info.protocols = in->protocols;
+    info.user = in;
+    info.timeout_secs = (unsigned int)s->handshake_timeout_s;
+    info.retry_and_idle_policy = &in->keepalive;
+    info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
+    in->context = lws_create_context(&info);
+    if (!in->context) {
+        snprintf(err, err_len, "cannot listen for WebSockets on %s:%lld", s->ws_bind, s->ws_port);
+        ingress_free(in);
+        return NULL;
+    }
+    in->vhost = lws_get_vhost_by_name(in->context, "default");
+    return in;
+}
+
+workqueue *ingress_results(ingress *in) { return in->results; }
+void ingress_attach_publisher(ingress *in, publisher *p) { in->pub = p; }
+
+int ingress_port(const ingress *in)
+{
+    return in->vhost ? lws_get_vhost_listen_port(in->vhost) : -1;
+}
+
+void ingress_run(ingress *in)
+{
+    while (in->phase != PHASE_DONE)
+        if (lws_service(in->context, 0) < 0) break;
+}
+
+void ingress_request_stop(ingress *in)
+{
+    atomic_store(&in->stop_requested, true);
+    lws_cancel_service(in->context);
+}
+
+bool ingress_stopping(const ingress *in) { return atomic_load(&((ingress *)in)->stop_requested); }
+
+void ingress_free(ingress *in)
+{
+    if (!in) return;
+    if (in->context) {
+        lws_context_destroy(in->context);
+        in->context = NULL;
+    }
+    if (in->results) {
+        void *item;
+        while (workqueue_pop_many(in->results, &item, 1) == 1) publish_result_free(item);
+        workqueue_free(in->results);
+    }
+    conn_table_free(in->conns);
+    rate_limiter_free(in->limiter);
+    free(in);
+}

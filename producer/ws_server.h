@@ -1,0 +1,46 @@
+/*
+ * ws_server — the producer's WebSocket ingress on libwebsockets: one service thread owns every
+ * connection, validates each frame and answers it exactly once.
+ *
+ * Contract:
+ *  - ingress_new() creates the lws context and listens on settings ws_bind:ws_port (0 = any free
+ *    port; ingress_port() tells which). Upgrades are accepted only on /chat/{roomId} with roomId
+ *    in [room_min, room_max]; anything else gets an HTTP 4xx at the handshake (404 bad path,
+ *    400/404 bad room), a full server 503.
+ *  - Frames are reassembled up to max_frame_bytes; each complete text frame is parsed
+ *    (message.h), rate limited, and handed to the publisher; every frame gets one answer frame
+ *    (ack or error). Connections are referred to across threads by (slot, generation) only.
+ *  - Results come back on ingress_results() (a workqueue whose notify calls lws_cancel_service);
+ *    they are drained on LWS_CALLBACK_EVENT_WAIT_CANCELLED.
+ *  - Reads of a connection pause (lws_rx_flow_control) while it has max_inflight_per_connection
+ *    unanswered frames or the process has max_inflight_total, and resume as answers are written.
+ *  - ingress_request_stop() may be called from any thread (e.g. the signal thread). The service
+ *    thread then refuses new handshakes (503), answers new frames QUEUE_UNAVAILABLE, waits until
+ *    the publisher holds nothing for it, writes the remaining answers, closes every connection
+ *    with 1001 "going away" and returns from ingress_run() — all within stop_timeout_s.
+ *  - ingress_run() runs the service loop on the calling thread until then.
+ */
+#ifndef CHATFLOW_PRODUCER_WS_SERVER_H
+#define CHATFLOW_PRODUCER_WS_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "breaker.h"
+#include "publisher.h"
+#include "settings.h"
+#include "workqueue.h"
+
+typedef struct ingress ingress;
+
+ingress *ingress_new(const producer_settings *s, circuit_breaker *breaker, char *err, size_t err_len);
+/* The queue the publisher answers on (owned by the ingress). */
+workqueue *ingress_results(ingress *in);
+void ingress_attach_publisher(ingress *in, publisher *p);
+int ingress_port(const ingress *in);
+void ingress_run(ingress *in);
+void ingress_request_stop(ingress *in);
+bool ingress_stopping(const ingress *in);
+void ingress_free(ingress *in);
+
+#endif
