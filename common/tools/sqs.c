@@ -44,14 +44,14 @@ static const char summary[] =
 typedef struct {
     const tool_settings *settings;
     sqs_client *client;
-    const char *endpoint;        /* for messages */
 } tool;
 
 /* Every failure goes through here. Returns 1 (the exit status). */
-static int report(const tool *t, const char *what, const char *queue, sqs_status s, const sqs_error *err)
+static int report(const char *what, const char *queue, sqs_status s, const sqs_error *err)
 {
     if (s == SQS_NETWORK_ERROR) {
-        fprintf(stderr, "chatflow-sqs: cannot reach SQS at %s (%s %s): %s\n", t->endpoint, what, queue, err->message);
+        /* err->message already names the action and the endpoint */
+        fprintf(stderr, "chatflow-sqs: cannot reach SQS (while checking %s): %s\n", queue, err->message);
     } else {
         fprintf(stderr, "chatflow-sqs: %s %s failed: %s (HTTP %ld%s%s): %s\n", what, queue, sqs_status_name(s),
                 err->http_status, err->type[0] ? ", " : "", err->type, err->message);
@@ -88,11 +88,11 @@ static int ensure_queue(const tool *t, const char *name, const sqs_attribute *at
     sqs_status s = sqs_create_queue(t->client, name, attrs, n, url, &err);
     *action = "ready";
     if (s == SQS_OK) return 0;
-    if (!already_exists(s, &err)) return report(t, "CreateQueue", name, s, &err);
+    if (!already_exists(s, &err)) return report("CreateQueue", name, s, &err);
     s = sqs_get_queue_url(t->client, name, url, &err);
-    if (s != SQS_OK) return report(t, "GetQueueUrl", name, s, &err);
+    if (s != SQS_OK) return report("GetQueueUrl", name, s, &err);
     s = sqs_set_queue_attributes(t->client, *url, attrs + 1, n - 1, &err);
-    if (s != SQS_OK) return report(t, "SetQueueAttributes", name, s, &err);
+    if (s != SQS_OK) return report("SetQueueAttributes", name, s, &err);
     *action = "updated";
     return 0;
 }
@@ -102,7 +102,7 @@ static int queue_arn(const tool *t, const char *name, const char *url, char **ar
     static const char *const names[] = {"QueueArn"};
     sqs_error err;
     sqs_status s = sqs_get_queue_attributes(t->client, url, names, 1, arn, &err);
-    if (s != SQS_OK) return report(t, "GetQueueAttributes", name, s, &err);
+    if (s != SQS_OK) return report("GetQueueAttributes", name, s, &err);
     if (!*arn) {
         fprintf(stderr, "chatflow-sqs: GetQueueAttributes %s: the answer has no QueueArn\n", name);
         return 1;
@@ -187,7 +187,7 @@ static int visit(const tool *t, const char *name, queue_fn fn, int *missing)
         (*missing)++;
         return fn(t, name, NULL, missing);
     }
-    if (s != SQS_OK) return report(t, "GetQueueUrl", name, s, &err);
+    if (s != SQS_OK) return report("GetQueueUrl", name, s, &err);
     int rc = fn(t, name, url, missing);
     free(url);
     return rc;
@@ -219,7 +219,7 @@ static int print_depth(const tool *t, const char *name, const char *url, int *mi
     char *values[2] = {NULL, NULL};
     sqs_error err;
     sqs_status s = sqs_get_queue_attributes(t->client, url, names, 2, values, &err);
-    if (s != SQS_OK) return report(t, "GetQueueAttributes", name, s, &err);
+    if (s != SQS_OK) return report("GetQueueAttributes", name, s, &err);
     printf("%-40s %12s %12s\n", name, values[0] ? values[0] : "?", values[1] ? values[1] : "?");
     free(values[0]);
     free(values[1]);
@@ -239,7 +239,7 @@ static int purge_one(const tool *t, const char *name, const char *url, int *miss
         printf("purging %s (a purge started in the last 60 s is still running)\n", name);
         return 0;
     }
-    if (s != SQS_OK) return report(t, "PurgeQueue", name, s, &err);
+    if (s != SQS_OK) return report("PurgeQueue", name, s, &err);
     printf("purged  %s\n", name);
     return 0;
 }
@@ -313,7 +313,7 @@ int main(int argc, char **argv)
         credentials_provider_free(credentials);
         return 2;
     }
-    const tool t = {.settings = &settings, .client = client, .endpoint = endpoint};
+    const tool t = {.settings = &settings, .client = client};
     int rc = command(&t);
     sqs_client_free(client);
     credentials_provider_free(credentials);

@@ -392,6 +392,7 @@ static struct {
     fake_mode mode;
     int attempts;
     int bad_wire;          /* requests whose headers or signature were wrong */
+    int connections;       /* TCP connections accepted */
     char last_problem[256];
 } fake = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
@@ -503,6 +504,16 @@ static void fake_completed(void *cls, struct MHD_Connection *conn, void **con_cl
     *con_cls = NULL;
 }
 
+static void fake_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                            enum MHD_ConnectionNotificationCode toe)
+{
+    (void)cls; (void)conn; (void)socket_context;
+    if (toe != MHD_CONNECTION_NOTIFY_STARTED) return;
+    pthread_mutex_lock(&fake.lock);
+    fake.connections++;
+    pthread_mutex_unlock(&fake.lock);
+}
+
 static void expect_fake(sqs_client *c, fake_mode mode, sqs_status want, int want_attempts, const char *want_type,
                         const char *what)
 {
@@ -529,7 +540,8 @@ static void test_fake_server(void)
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, fake_request, NULL,
                                             MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_NOTIFY_COMPLETED, fake_completed,
-                                            NULL, MHD_OPTION_END);
+                                            NULL, MHD_OPTION_NOTIFY_CONNECTION, fake_connection, NULL,
+                                            MHD_OPTION_END);
     CHECK(d != NULL, "fake SQS server started");
     if (!d) return;
     char url[64];
@@ -555,6 +567,7 @@ static void test_fake_server(void)
         expect_fake(c, FAKE_500_THEN_OK, SQS_OK, 2, NULL, "500 then 200: the retry succeeds");
         pthread_mutex_lock(&fake.lock);
         CHECK_INT(fake.bad_wire, 0, "every request had the required headers and a valid signature (%s)", fake.last_problem);
+        CHECK_INT(fake.connections, 1, "all %d requests of one client went over one kept-alive connection", 3 + 3 + 1 + 1 + 1 + 2);
         pthread_mutex_unlock(&fake.lock);
         sqs_client_free(c);
     }
