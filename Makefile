@@ -116,6 +116,11 @@ test-unit: all
 run: deps all
 	@BUILD=$(BUILD) deploy/local/run
 
+# The whole system under the reference load (MESSAGES=500000 by default), verified end to end.
+MESSAGES ?= 500000
+demo: deps all
+	@BUILD=$(BUILD) MESSAGES=$(MESSAGES) deploy/local/demo
+
 stack-up: deps all
 	@BUILD=$(BUILD) deploy/local/stack up
 stack-down:

@@ -66,6 +66,7 @@ typedef struct {
     int connect_timeout_s;
     const char *out_dir;
     const char *json_path;
+    const char *acked_ids_path;   /* every acked messageId (warm-up and main), one per line */
     const char *run_id;
     unsigned seed;
     bool quiet;

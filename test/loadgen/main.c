@@ -36,6 +36,7 @@ static void usage(FILE *out)
             "  --connect-timeout S    seconds to open the connections (10)\n"
             "  --out-dir DIR          where the CSV, series and chart go (build/loadgen)\n"
             "  --json FILE            also write the report as JSON\n"
+            "  --acked-ids FILE       write the messageId of every acked message (both phases), one per line\n"
             "  --seed N               generator seed (1)\n"
             "  --quiet                no progress lines on stderr\n");
 }
@@ -53,7 +54,7 @@ static bool parse_long(const char *s, long lo, long hi, long *out)
 static int parse_flags(int argc, char **argv, lg_options *o)
 {
     enum { F_HOST = 1, F_PORT, F_MESSAGES, F_CONN, F_WCONN, F_WMSG, F_WINDOW, F_ROOMS, F_RETRIES, F_SUB,
-           F_CHOST, F_CPORT, F_CADMIN, F_DRAIN, F_CTIMEOUT, F_OUT, F_JSON, F_SEED, F_QUIET, F_HELP };
+           F_CHOST, F_CPORT, F_CADMIN, F_DRAIN, F_CTIMEOUT, F_OUT, F_JSON, F_ACKED, F_SEED, F_QUIET, F_HELP };
     static const struct option longopts[] = {
         { "host", 1, 0, F_HOST }, { "port", 1, 0, F_PORT }, { "messages", 1, 0, F_MESSAGES },
         { "connections", 1, 0, F_CONN }, { "warmup-connections", 1, 0, F_WCONN },
@@ -61,7 +62,7 @@ static int parse_flags(int argc, char **argv, lg_options *o)
         { "retries", 1, 0, F_RETRIES }, { "subscribe", 0, 0, F_SUB }, { "consumer-host", 1, 0, F_CHOST },
         { "consumer-port", 1, 0, F_CPORT }, { "consumer-admin", 1, 0, F_CADMIN },
         { "drain-timeout", 1, 0, F_DRAIN }, { "connect-timeout", 1, 0, F_CTIMEOUT },
-        { "out-dir", 1, 0, F_OUT }, { "json", 1, 0, F_JSON }, { "seed", 1, 0, F_SEED },
+        { "out-dir", 1, 0, F_OUT }, { "json", 1, 0, F_JSON }, { "acked-ids", 1, 0, F_ACKED }, { "seed", 1, 0, F_SEED },
         { "quiet", 0, 0, F_QUIET }, { "help", 0, 0, F_HELP }, { 0, 0, 0, 0 }
     };
     int ch;
@@ -88,6 +89,7 @@ static int parse_flags(int argc, char **argv, lg_options *o)
         case F_CTIMEOUT: ok = parse_long(a, 1, 600, &v); o->connect_timeout_s = (int)v; break;
         case F_OUT: o->out_dir = a; break;
         case F_JSON: o->json_path = a; break;
+        case F_ACKED: o->acked_ids_path = a; break;
         case F_SEED: ok = parse_long(a, 0, 1L << 30, &v); o->seed = (unsigned)v; break;
         case F_QUIET: o->quiet = true; break;
         case F_HELP: usage(stdout); return 1;
@@ -160,6 +162,19 @@ static char *fetch_consumer_metrics(const lg_options *o, int64_t start_ms, int64
     return b.data;
 }
 
+static bool write_acked_ids(const char *path, const lg_record *rec, size_t n)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "chatflow-loadgen: cannot write %s\n", path);
+        return false;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (rec[i].state == REC_ACKED)
+            fprintf(f, "%s\n", rec[i].message_id);
+    return fclose(f) == 0;
+}
+
 int main(int argc, char **argv)
 {
     lg_options o = {
@@ -217,6 +232,8 @@ int main(int argc, char **argv)
     char *metrics = o.subscribe ? fetch_consumer_metrics(&o, main_phase.start_wall_ms, main_phase.end_wall_ms + 1000)
                                 : NULL;
     ok = lg_report(&main_phase, n_warm ? &warm : NULL, metrics);
+    if (o.acked_ids_path)
+        ok = write_acked_ids(o.acked_ids_path, rec, total) && ok;
     free(metrics);
     bool clean = main_phase.failed == 0 && main_phase.acked == o.messages && main_phase.errors_seen == 0;
     if (o.subscribe)
