@@ -1,0 +1,856 @@
+/*
+ * broadcast — see broadcast.h for the contract. How it is built:
+ *
+ *  - Threads. Poller threads only copy a message into `inbox` (a bounded workqueue whose notify
+ *    calls lws_cancel_service). The lws service thread owns every subscriber, room and frame. A
+ *    replay worker thread runs the history callback (it may block on PostgreSQL) and hands the
+ *    frames it built back through `replay_results` (+ lws_cancel_service). Nothing else crosses
+ *    threads.
+ *  - Fan-out. On LWS_CALLBACK_EVENT_WAIT_CANCELLED the service thread drains the inbox; each
+ *    message is serialised once into a refcounted bc_frame shared by the room cache and every
+ *    subscriber queue, and lws_callback_on_writable() is asked only for subscribers whose queue
+ *    went from empty to non-empty (a queue that is not empty always has a WRITEABLE pending).
+ *  - Backpressure. A subscriber whose queue passes its limit is closed with 4008 "slow
+ *    subscriber: N frames behind"; its queue is freed at once, so it costs nothing more while
+ *    lws sends the close frame (or hangs up after CLOSE_GRACE_S if its socket stays full).
+ *  - Order and duplicates. Per room, a message whose sequence number is not greater than the
+ *    last one broadcast is a redelivery (visibility timeout, restart of a poller) and is dropped:
+ *    subscribers see sequence numbers strictly increase.
+ *  - Replay. since=S is answered from the room cache when it covers S (broadcast_room.h);
+ *    otherwise the subscriber holds its live frames while pages of history (send_queue_max rows
+ *    each, the next one asked for once the previous one is mostly written) are sent, then the
+ *    held frames newer than the last history row.
+ */
+#include "broadcast.h"
+
+#include <libwebsockets.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broadcast_path.h"
+#include "broadcast_room.h"
+#include "log.h"
+#include "metrics.h"
+#include "seqnum.h"
+#include "timeutil.h"
+#include "workqueue.h"
+
+#define COMPONENT "broadcast"
+
+#define INBOX_CAPACITY 8192          /* messages between pollers and the service thread */
+#define DRAIN_BATCH 256
+#define DRAIN_BATCHES_PER_WAKE 8     /* then let writes run; we wake ourselves to continue */
+#define CLOSE_SLOW 4008
+#define CLOSE_TRY_AGAIN 1013          /* RFC 6455 registry: "Try Again Later" */
+#define CLOSE_GRACE_S 5              /* a closing subscriber whose socket stays full is cut */
+#define STOP_GRACE_US (2 * LWS_US_PER_SEC)
+#define REPLAY_RETRY_DELAY_MS 200
+#define REPLAY_MAX_RETRIES 10
+#define CLOSE_REASON_MAX 123         /* a close frame carries at most 125 bytes: code + reason */
+
+/* One message on its way from a poller to the service thread. */
+typedef struct {
+    chat_message msg;
+    char seq[SEQNUM_BUF];
+    char server_ts[ISO8601_BUF];
+} published;
+
+/* One page of history: asked by the service thread, answered by the replay worker. */
+typedef struct {
+    uint64_t sub_id;
+    long room;
+    char since[SEQNUM_BUF];
+    size_t limit;
+    long delay_ms;
+    bool ok;
+    char err[200];
+    bc_frame **frames;
+    size_t n;
+} replay_job;
+
+typedef enum { SUB_LIVE, SUB_REPLAYING } sub_state;
+
+/* Per-connection state; lws allocates and frees it (per_session_data_size). */
+typedef struct {
+    lws_dll2_t in_room;
+    struct lws *wsi;           /* NULL until ESTABLISHED and after CLOSED */
+    uint64_t id;
+    long room;
+    sub_state state;
+    bool closing;              /* a close reason is set; the next WRITEABLE hangs up */
+    bool page_wanted;          /* replay: the last page was full, more to ask for */
+    bool job_outstanding;
+    unsigned retries;
+    size_t queue_limit;        /* send_queue_max, raised by a replay backlog while it drains */
+    bc_fqueue sendq;
+    bc_replay replay;
+} subscriber;
+
+typedef struct {
+    lws_dll2_owner_t subs;
+    bc_room_cache cache;
+    char last_seq[SEQNUM_BUF];
+} room_state;
+
+struct broadcaster {
+    broadcast_config cfg;
+    char bind_addr[64];
+    struct lws_context *ctx;
+    struct lws_vhost *vhost;
+    lws_retry_bo_t keepalive;
+    int port;
+
+    workqueue *inbox;
+    workqueue *replay_jobs;
+    workqueue *replay_results;
+    pthread_t service_thread, replay_thread;
+    bool service_started, replay_started;
+
+    room_state *rooms;
+    size_t n_rooms;
+    uint64_t next_sub_id;
+
+    atomic_size_t subscribers;
+    atomic_bool stopping;
+    atomic_int publishers_inside;
+
+    /* service thread only */
+    bool closing_all;
+    bool loop_exit;
+    lws_sorted_usec_list_t stop_deadline;
+
+    metric_gauge *m_active;
+    metric_counter *m_connections;
+    metric_counter *m_deliveries;
+    metric_counter *m_slow;
+    metric_histogram *m_e2e;
+    metric_counter *m_replay_cache;
+    metric_counter *m_replay_history;
+};
+
+static void wake_service(void *arg)
+{
+    broadcaster *b = arg;
+    lws_cancel_service(b->ctx);
+}
+
+static room_state *room_of(broadcaster *b, long room)
+{
+    if (room < b->cfg.room_min || room > b->cfg.room_max) return NULL;
+    return &b->rooms[room - b->cfg.room_min];
+}
+
+static bool parse_room_id(const char *s, long *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end) return false;
+    *out = v;
+    return true;
+}
+
+/* ---- closing ---- */
+
+static void close_with(broadcaster *b, subscriber *sub, int code, const char *reason)
+{
+    (void)b;
+    if (sub->closing || !sub->wsi) return;
+    sub->closing = true;
+    unsigned char payload[CLOSE_REASON_MAX + 1];
+    size_t len = strlen(reason);
+    if (len > CLOSE_REASON_MAX) len = CLOSE_REASON_MAX;
+    memcpy(payload, reason, len);
+    lws_close_reason(sub->wsi, (enum lws_close_status)code, payload, len);
+    bc_fqueue_clear(&sub->sendq);
+    bc_replay_free(&sub->replay);
+    lws_set_timeout(sub->wsi, PENDING_TIMEOUT_USER_OK, CLOSE_GRACE_S);
+    lws_callback_on_writable(sub->wsi);
+}
+
+static void drop_slow(broadcaster *b, subscriber *sub, size_t behind)
+{
+    char reason[96];
+    snprintf(reason, sizeof reason, "slow subscriber: %zu frames behind", behind);
+    log_warn(COMPONENT, "room %ld subscriber %llu: %s; closing it", sub->room,
+             (unsigned long long)sub->id, reason);
+    metric_counter_inc(b->m_slow);
+    close_with(b, sub, CLOSE_SLOW, reason);
+}
+
+/* ---- queueing ---- */
+
+/* Appends f to the send queue; arms WRITEABLE when the queue was empty. */
+static bool queue_frame(broadcaster *b, subscriber *sub, bc_frame *f)
+{
+    if (!bc_fqueue_push(&sub->sendq, f)) {
+        close_with(b, sub, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
+        return false;
+    }
+    if (bc_fqueue_len(&sub->sendq) == 1) lws_callback_on_writable(sub->wsi);
+    return true;
+}
+
+static void offer_live_frame(broadcaster *b, subscriber *sub, bc_frame *f)
+{
+    if (sub->closing) return;
+    if (sub->state == SUB_REPLAYING) {
+        if (!bc_fqueue_push(&sub->replay.held, f)) {
+            close_with(b, sub, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
+            return;
+        }
+        size_t held = bc_fqueue_len(&sub->replay.held);
+        if (held > b->cfg.cache_per_room + b->cfg.send_queue_max)
+            drop_slow(b, sub, held + bc_fqueue_len(&sub->sendq));
+        return;
+    }
+    if (!queue_frame(b, sub, f)) return;
+    size_t queued = bc_fqueue_len(&sub->sendq);
+    if (queued > sub->queue_limit) drop_slow(b, sub, queued);
+}
+
+static void observe_latency(broadcaster *b, const chat_message *m)
+{
+    int64_t sent_ms;
+    if (!time_parse_iso8601(m->timestamp, &sent_ms)) return;
+    int64_t delta = time_wall_ms() - sent_ms;
+    if (delta >= 0) metric_histogram_observe(b->m_e2e, (double)delta / 1000.0);
+}
+
+static void fan_out(broadcaster *b, const published *p)
+{
+    long room;
+    room_state *rs;
+    if (!parse_room_id(p->msg.room_id, &room) || !(rs = room_of(b, room))) {
+        log_warn(COMPONENT, "message %s is for room '%s', not one of rooms %ld-%ld; not broadcast",
+                 p->msg.message_id, p->msg.room_id, b->cfg.room_min, b->cfg.room_max);
+        return;
+    }
+    const char *seq = seqnum_valid(p->seq) ? p->seq : "";
+    if (seq[0] && rs->last_seq[0] && seqnum_cmp(seq, rs->last_seq) <= 0) {
+        log_debug(COMPONENT, "room %ld: sequence number %s already broadcast (last %s); skipped",
+                  room, seq, rs->last_seq);
+        return;
+    }
+    char *json = broadcast_event_to_json(&p->msg, p->server_ts, seq);
+    bc_frame *f = json ? bc_frame_new(json, strlen(json), seq) : NULL;
+    free(json);
+    if (!f) {
+        log_error(COMPONENT, "room %ld: out of memory building a frame; message %s not broadcast",
+                  room, p->msg.message_id);
+        return;
+    }
+    observe_latency(b, &p->msg);
+    if (seq[0]) {
+        bc_room_cache_push(&rs->cache, f);
+        memcpy(rs->last_seq, seq, sizeof rs->last_seq);
+    }
+    lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, lws_dll2_get_head(&rs->subs)) {
+        offer_live_frame(b, lws_container_of(d, subscriber, in_room), f);
+    } lws_end_foreach_dll_safe(d, d1);
+    bc_frame_unref(f);
+}
+
+static void drain_inbox(broadcaster *b)
+{
+    void *items[DRAIN_BATCH];
+    for (int round = 0; round < DRAIN_BATCHES_PER_WAKE; round++) {
+        size_t n = workqueue_pop_many(b->inbox, items, DRAIN_BATCH);
+        for (size_t i = 0; i < n; i++) {
+            fan_out(b, items[i]);
+            free(items[i]);
+        }
+        if (n < DRAIN_BATCH) return;
+    }
+    /* More is waiting, and its wakes may have been coalesced into this one: come back after
+     * the loop has had a chance to write. */
+    lws_cancel_service(b->ctx);
+}
+
+/* ---- replay ---- */
+
+static void replay_job_free(replay_job *job)
+{
+    if (!job) return;
+    for (size_t i = 0; i < job->n; i++) bc_frame_unref(job->frames[i]);
+    free(job->frames);
+    free(job);
+}
+
+static void submit_page(broadcaster *b, subscriber *sub, long delay_ms)
+{
+    replay_job *job = calloc(1, sizeof *job);
+    if (!job) {
+        close_with(b, sub, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
+        return;
+    }
+    job->sub_id = sub->id;
+    job->room = sub->room;
+    memcpy(job->since, sub->replay.cursor, sizeof job->since);
+    job->limit = b->cfg.send_queue_max;
+    job->delay_ms = delay_ms;
+    if (!workqueue_push(b->replay_jobs, job)) {
+        free(job);
+        close_with(b, sub, CLOSE_TRY_AGAIN,
+                   "replay unavailable: too many replays in progress; try again");
+        return;
+    }
+    sub->job_outstanding = true;
+    sub->page_wanted = false;
+}
+
+/* The next page is asked for once the previous one is mostly written, so a replay never holds
+ * more than about two pages. */
+static void maybe_request_page(broadcaster *b, subscriber *sub)
+{
+    if (sub->state == SUB_REPLAYING && sub->page_wanted && !sub->job_outstanding &&
+        !sub->closing && bc_fqueue_len(&sub->sendq) <= b->cfg.send_queue_max / 2)
+        submit_page(b, sub, 0);
+}
+
+static void finish_replay(broadcaster *b, subscriber *sub)
+{
+    size_t before = bc_fqueue_len(&sub->sendq);
+    if (!bc_replay_finish(&sub->replay, &sub->sendq)) {
+        close_with(b, sub, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
+        return;
+    }
+    sub->state = SUB_LIVE;
+    size_t queued = bc_fqueue_len(&sub->sendq);
+    sub->queue_limit = b->cfg.send_queue_max + queued;
+    if (before == 0 && queued > 0) lws_callback_on_writable(sub->wsi);
+}
+
+static subscriber *find_subscriber(broadcaster *b, long room, uint64_t id)
+{
+    room_state *rs = room_of(b, room);
+    if (!rs) return NULL;
+    lws_start_foreach_dll(struct lws_dll2 *, d, lws_dll2_get_head(&rs->subs)) {
+        subscriber *sub = lws_container_of(d, subscriber, in_room);
+        if (sub->id == id) return sub;
+    } lws_end_foreach_dll(d);
+    return NULL;
+}
+
+static void apply_page(broadcaster *b, replay_job *job)
+{
+    subscriber *sub = find_subscriber(b, job->room, job->sub_id);
+    if (!sub || sub->closing || sub->state != SUB_REPLAYING) return;  /* gone meanwhile */
+    sub->job_outstanding = false;
+    if (!job->ok) {
+        char reason[320];   /* close_with() cuts it to what a close frame carries */
+        snprintf(reason, sizeof reason, "history unavailable: %s", job->err);
+        log_warn(COMPONENT, "room %ld subscriber %llu: %s", sub->room,
+                 (unsigned long long)sub->id, reason);
+        close_with(b, sub, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, reason);
+        return;
+    }
+    for (size_t i = 0; i < job->n; i++)
+        if (bc_replay_accept(&sub->replay, job->frames[i]) && !queue_frame(b, sub, job->frames[i]))
+            return;
+    switch (bc_replay_after_page(&sub->replay, job->n, job->limit)) {
+    case BC_REPLAY_NEXT_PAGE:
+        sub->page_wanted = true;
+        maybe_request_page(b, sub);
+        break;
+    case BC_REPLAY_RETRY:
+        if (++sub->retries > REPLAY_MAX_RETRIES) {
+            char reason[320];   /* close_with() cuts it to what a close frame carries */
+            snprintf(reason, sizeof reason,
+                     "replay incomplete: history ends at %s, not stored up to %s yet; reconnect",
+                     sub->replay.cursor, sub->replay.need_cover);
+            close_with(b, sub, CLOSE_TRY_AGAIN, reason);
+        } else {
+            submit_page(b, sub, REPLAY_RETRY_DELAY_MS);
+        }
+        break;
+    case BC_REPLAY_DONE:
+        finish_replay(b, sub);
+        break;
+    }
+}
+
+static void drain_replay_results(broadcaster *b)
+{
+    void *items[32];
+    size_t n;
+    while ((n = workqueue_pop_many(b->replay_results, items, 32)) > 0)
+        for (size_t i = 0; i < n; i++) {
+            apply_page(b, items[i]);
+            replay_job_free(items[i]);
+        }
+}
+
+static void start_replay(broadcaster *b, subscriber *sub, const char *since)
+{
+    room_state *rs = room_of(b, sub->room);
+    if (bc_room_cache_serves(&rs->cache, since)) {
+        metric_counter_inc(b->m_replay_cache);
+        if (!bc_room_cache_copy_after(&rs->cache, since, &sub->sendq)) {
+            close_with(b, sub, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
+            return;
+        }
+        size_t queued = bc_fqueue_len(&sub->sendq);
+        sub->queue_limit += queued;
+        if (queued) lws_callback_on_writable(sub->wsi);
+        return;
+    }
+    metric_counter_inc(b->m_replay_history);
+    sub->state = SUB_REPLAYING;
+    if (!bc_replay_begin(&sub->replay, &rs->cache, since)) {
+        close_with(b, sub, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
+        return;
+    }
+    submit_page(b, sub, 0);
+}
+
+/* Replay worker thread: runs the history callback, builds the frames, hands them back. */
+
+static void emit_row(void *ctx, const broadcast_history_row *row)
+{
+    replay_job *job = ctx;
+    if (!job->ok) return;
+    if (job->n >= job->limit) {
+        job->ok = false;
+        snprintf(job->err, sizeof job->err, "history returned more than %zu rows", job->limit);
+        return;
+    }
+    if (!seqnum_valid(row->sequence_number)) {
+        job->ok = false;
+        snprintf(job->err, sizeof job->err, "history row %s has no valid sequence number",
+                 row->msg.message_id);
+        return;
+    }
+    char *json = broadcast_event_to_json(&row->msg, row->server_timestamp, row->sequence_number);
+    bc_frame *f = json ? bc_frame_new(json, strlen(json), row->sequence_number) : NULL;
+    free(json);
+    if (!f) {
+        job->ok = false;
+        snprintf(job->err, sizeof job->err, "out of memory");
+        return;
+    }
+    job->frames[job->n++] = f;
+}
+
+static void run_history(broadcaster *b, replay_job *job)
+{
+    if (!b->cfg.history) {
+        snprintf(job->err, sizeof job->err, "no history store is configured");
+        return;
+    }
+    job->frames = calloc(job->limit, sizeof *job->frames);
+    if (!job->frames) {
+        snprintf(job->err, sizeof job->err, "out of memory");
+        return;
+    }
+    job->ok = true;
+    char err[sizeof job->err] = "";
+    bool answered = b->cfg.history(b->cfg.history_ctx, job->room, job->since, job->limit,
+                                   emit_row, job, err, sizeof err);
+    if (!answered) {
+        job->ok = false;
+        snprintf(job->err, sizeof job->err, "%s", err[0] ? err : "the store did not answer");
+    }
+}
+
+static void *replay_main(void *arg)
+{
+    broadcaster *b = arg;
+    replay_job *job;
+    while ((job = workqueue_pop_wait(b->replay_jobs, -1))) {
+        if (job->delay_ms > 0) time_sleep_ms(job->delay_ms);
+        run_history(b, job);
+        if (!workqueue_push(b->replay_results, job)) replay_job_free(job);
+    }
+    return NULL;
+}
+
+/* ---- connections ---- */
+
+/* Reads the request target; 0 or the HTTP status to refuse with (reason set). */
+static int read_target(broadcaster *b, struct lws *wsi, bc_target *t, char *reason, size_t rlen)
+{
+    char path[256];
+    if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) < 0) {
+        snprintf(reason, rlen, "request path is missing or longer than %zu bytes", sizeof path - 1);
+        return 414;
+    }
+    enum { MAX_ARGS = 8 };
+    char argbuf[MAX_ARGS][128];
+    const char *args[MAX_ARGS];
+    size_t nargs = 0;
+    for (int i = 0; lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i) > 0; i++) {
+        if (nargs == MAX_ARGS) {
+            snprintf(reason, rlen, "too many query arguments");
+            return 400;
+        }
+        if (lws_hdr_copy_fragment(wsi, argbuf[nargs], sizeof argbuf[nargs],
+                                  WSI_TOKEN_HTTP_URI_ARGS, i) < 0) {
+            snprintf(reason, rlen, "query argument longer than %zu bytes", sizeof argbuf[0] - 1);
+            return 400;
+        }
+        args[nargs] = argbuf[nargs];
+        nargs++;
+    }
+    return bc_target_parse(path, args, nargs, b->cfg.room_min, b->cfg.room_max, t, reason, rlen);
+}
+
+/* Refuses bad subscriptions before the 101, with an HTTP status and the reason as the body. */
+static int on_confirm_upgrade(broadcaster *b, struct lws *wsi, const char *upgrade_to)
+{
+    char reason[200];
+    int status = 0;
+    bc_target t;
+    if (!upgrade_to || strcmp(upgrade_to, "websocket") != 0)
+        return -1;
+    if (atomic_load(&b->stopping)) {
+        status = 503;
+        snprintf(reason, sizeof reason, "this consumer is shutting down");
+    } else if (atomic_load(&b->subscribers) >= b->cfg.max_subscribers) {
+        status = 503;
+        snprintf(reason, sizeof reason, "subscriber limit reached (%zu); try another consumer",
+                 b->cfg.max_subscribers);
+    } else {
+        status = read_target(b, wsi, &t, reason, sizeof reason);
+    }
+    if (!status) return 0;
+    log_info(COMPONENT, "handshake refused with %d: %s", status, reason);
+    if (lws_return_http_status(wsi, (unsigned int)status, reason)) return -1;
+    return 1;   /* we answered; lws finishes the transaction */
+}
+
+static int on_established(broadcaster *b, struct lws *wsi, subscriber *sub)
+{
+    char reason[200];
+    bc_target t;
+    memset(sub, 0, sizeof *sub);
+    if (read_target(b, wsi, &t, reason, sizeof reason) != 0) {
+        log_error(COMPONENT, "established connection with a bad target: %s", reason);
+        return -1;   /* cannot happen: the same check passed at the upgrade */
+    }
+    sub->wsi = wsi;
+    sub->id = ++b->next_sub_id;
+    sub->room = t.room;
+    sub->state = SUB_LIVE;
+    sub->queue_limit = b->cfg.send_queue_max;
+    bc_fqueue_init(&sub->sendq);
+    lws_dll2_add_tail(&sub->in_room, &room_of(b, t.room)->subs);
+    size_t n = atomic_fetch_add(&b->subscribers, 1) + 1;
+    metric_gauge_set(b->m_active, (double)n);
+    metric_counter_inc(b->m_connections);
+    if (t.since[0]) start_replay(b, sub, t.since);
+    return 0;
+}
+
+static void on_closed(broadcaster *b, subscriber *sub)
+{
+    if (!sub || !sub->wsi) return;
+    lws_dll2_remove(&sub->in_room);
+    bc_fqueue_clear(&sub->sendq);
+    bc_replay_free(&sub->replay);
+    sub->wsi = NULL;
+    size_t n = atomic_fetch_sub(&b->subscribers, 1) - 1;
+    metric_gauge_set(b->m_active, (double)n);
+    if (b->closing_all && n == 0) b->loop_exit = true;
+}
+
+static int on_writeable(broadcaster *b, subscriber *sub)
+{
+    if (!sub->wsi) return 0;
+    if (sub->closing) return -1;   /* lws sends the close frame set by close_with() */
+    bc_frame *f = bc_fqueue_pop(&sub->sendq);
+    if (f) {
+        int n = lws_write(sub->wsi, bc_frame_payload(f), f->len, LWS_WRITE_TEXT);
+        size_t len = f->len;
+        bc_frame_unref(f);
+        if (n < (int)len) return -1;
+        metric_counter_inc(b->m_deliveries);
+        if (sub->queue_limit > b->cfg.send_queue_max) sub->queue_limit--;
+    }
+    if (bc_fqueue_len(&sub->sendq)) lws_callback_on_writable(sub->wsi);
+    else maybe_request_page(b, sub);
+    return 0;
+}
+
+static void stop_deadline_passed(lws_sorted_usec_list_t *sul)
+{
+    broadcaster *b = lws_container_of(sul, broadcaster, stop_deadline);
+    log_warn(COMPONENT, "%zu subscribers did not finish closing in time; cutting them",
+             atomic_load(&b->subscribers));
+    b->loop_exit = true;
+}
+
+static void close_everyone(broadcaster *b)
+{
+    b->closing_all = true;
+    for (size_t r = 0; r < b->n_rooms; r++) {
+        lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, lws_dll2_get_head(&b->rooms[r].subs)) {
+            close_with(b, lws_container_of(d, subscriber, in_room), LWS_CLOSE_STATUS_GOINGAWAY,
+                       "going away");
+        } lws_end_foreach_dll_safe(d, d1);
+    }
+    if (atomic_load(&b->subscribers) == 0)
+        b->loop_exit = true;
+    else
+        lws_sul_schedule(b->ctx, 0, &b->stop_deadline, stop_deadline_passed, STOP_GRACE_US);
+}
+
+static void on_wake(broadcaster *b)
+{
+    drain_inbox(b);
+    drain_replay_results(b);
+    if (atomic_load(&b->stopping) && !b->closing_all) close_everyone(b);
+}
+
+static int callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                         size_t len)
+{
+    (void)len;
+    struct lws_context *ctx = lws_get_context(wsi);
+    broadcaster *b = ctx ? lws_context_user(ctx) : NULL;
+    if (!b) return 0;
+    subscriber *sub = user;
+
+    switch (reason) {
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return on_confirm_upgrade(b, wsi, in);
+    case LWS_CALLBACK_HTTP:
+        /* A plain HTTP request on the subscriber port. */
+        if (lws_return_http_status(wsi, 400, "subscribe with a WebSocket upgrade to /chat/{roomId}"))
+            return -1;
+        return lws_http_transaction_completed(wsi) ? -1 : 0;
+    case LWS_CALLBACK_ESTABLISHED:
+        return on_established(b, wsi, sub);
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return sub ? on_writeable(b, sub) : 0;
+    case LWS_CALLBACK_CLOSED:
+        on_closed(b, sub);
+        break;
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        on_wake(b);
+        break;
+    default:
+        break;   /* subscribers have nothing to say; what they send is ignored */
+    }
+    return 0;
+}
+
+static const struct lws_protocols protocols[] = {
+    { "chatflow-broadcast", callback_chat, sizeof(subscriber), 0, 0, NULL, 0 },
+    { NULL, NULL, 0, 0, 0, NULL, 0 }
+};
+
+static void *service_main(void *arg)
+{
+    broadcaster *b = arg;
+    while (!b->loop_exit)
+        if (lws_service(b->ctx, 0) < 0) break;
+    return NULL;
+}
+
+/* ---- public API ---- */
+
+static bool config_ok(const broadcast_config *c, char *err, size_t err_len)
+{
+    if (c->room_min < 1 || c->room_max < c->room_min || c->room_max - c->room_min >= 1000000)
+        snprintf(err, err_len, "room range %ld-%ld is not valid", c->room_min, c->room_max);
+    else if (c->send_queue_max < 1)
+        snprintf(err, err_len, "send_queue_max must be at least 1");
+    else if (c->max_subscribers < 1)
+        snprintf(err, err_len, "max_subscribers must be at least 1");
+    else if (c->port < 0 || c->port > 65535)
+        snprintf(err, err_len, "port %d is not valid", c->port);
+    else if (c->ping_interval_s < 0 || c->pong_timeout_s < 0 ||
+             c->ping_interval_s + c->pong_timeout_s > 65535)
+        snprintf(err, err_len, "ping interval %d s / pong timeout %d s are not valid",
+                 c->ping_interval_s, c->pong_timeout_s);
+    else if (c->bind_addr && strlen(c->bind_addr) >= 64)
+        snprintf(err, err_len, "bind address is too long");
+    else
+        return true;
+    return false;
+}
+
+static void register_metrics(broadcaster *b)
+{
+    b->m_active = metrics_gauge("chatflow_subscribers_active", "WebSocket subscribers connected.", NULL);
+    b->m_connections = metrics_counter("chatflow_ws_connections_total",
+                                       "WebSocket connections accepted.", NULL);
+    b->m_deliveries = metrics_counter("chatflow_broadcast_deliveries_total",
+                                      "BroadcastEvent frames written to subscribers.", NULL);
+    b->m_slow = metrics_counter("chatflow_slow_subscribers_dropped_total",
+                                "Subscribers closed because their send queue overflowed.", NULL);
+    b->m_e2e = metrics_histogram("chatflow_end_to_end_latency_seconds",
+                                 "Client timestamp to broadcast (frame queued for subscribers).",
+                                 NULL, METRICS_LATENCY_BUCKETS, METRICS_LATENCY_BUCKETS_N);
+    b->m_replay_cache = metrics_counter("chatflow_replay_requests_total",
+                                        "since= replays by where they were served from.",
+                                        "source=\"cache\"");
+    b->m_replay_history = metrics_counter("chatflow_replay_requests_total",
+                                          "since= replays by where they were served from.",
+                                          "source=\"history\"");
+}
+
+static void free_queued(workqueue *q, bool jobs)
+{
+    if (!q) return;
+    void *items[64];
+    size_t n;
+    while ((n = workqueue_pop_many(q, items, 64)) > 0)
+        for (size_t i = 0; i < n; i++) {
+            if (jobs) replay_job_free(items[i]);
+            else free(items[i]);
+        }
+    workqueue_free(q);
+}
+
+/* Frees what broadcast_start built; the threads are stopped already. */
+static void destroy(broadcaster *b)
+{
+    free_queued(b->inbox, false);
+    free_queued(b->replay_jobs, true);
+    free_queued(b->replay_results, true);
+    if (b->ctx) lws_context_destroy(b->ctx);   /* runs CLOSED for whoever is still connected */
+    for (size_t r = 0; b->rooms && r < b->n_rooms; r++) bc_room_cache_free(&b->rooms[r].cache);
+    free(b->rooms);
+    free(b);
+}
+
+static bool create_listener(broadcaster *b, char *err, size_t err_len)
+{
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+    info.user = b;
+    info.gid = -1;
+    info.uid = -1;
+    b->ctx = lws_create_context(&info);
+    if (!b->ctx) {
+        snprintf(err, err_len, "cannot create the libwebsockets context");
+        return false;
+    }
+    info.port = b->cfg.port ? b->cfg.port : 0;
+    info.iface = b->bind_addr[0] ? b->bind_addr : NULL;
+    info.protocols = protocols;
+    info.vhost_name = "broadcast";
+    if (b->cfg.ping_interval_s > 0) {
+        b->keepalive.secs_since_valid_ping = (uint16_t)b->cfg.ping_interval_s;
+        b->keepalive.secs_since_valid_hangup =
+            (uint16_t)(b->cfg.ping_interval_s + b->cfg.pong_timeout_s);
+        info.retry_and_idle_policy = &b->keepalive;
+    }
+    b->vhost = lws_create_vhost(b->ctx, &info);
+    if (!b->vhost) {
+        snprintf(err, err_len, "cannot listen on %s:%d", b->bind_addr[0] ? b->bind_addr : "*",
+                 b->cfg.port);
+        return false;
+    }
+    b->port = lws_get_vhost_listen_port(b->vhost);
+    return true;
+}
+
+broadcaster *broadcast_start(const broadcast_config *cfg, char *err, size_t err_len)
+{
+    if (!cfg || !config_ok(cfg, err, err_len)) {
+        if (!cfg) snprintf(err, err_len, "no configuration");
+        return NULL;
+    }
+    broadcaster *b = calloc(1, sizeof *b);
+    if (!b) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    b->cfg = *cfg;
+    snprintf(b->bind_addr, sizeof b->bind_addr, "%s", cfg->bind_addr ? cfg->bind_addr : "");
+    b->cfg.bind_addr = b->bind_addr;
+    b->n_rooms = (size_t)(cfg->room_max - cfg->room_min + 1);
+    b->rooms = calloc(b->n_rooms, sizeof *b->rooms);
+    bool ok = b->rooms != NULL;
+    for (size_t r = 0; ok && r < b->n_rooms; r++) ok = bc_room_cache_init(&b->rooms[r].cache, cfg->cache_per_room);
+    if (ok) {
+        b->inbox = workqueue_new(INBOX_CAPACITY, wake_service, b);
+        /* a subscriber has at most one page asked for at a time */
+        b->replay_jobs = workqueue_new(cfg->max_subscribers + 1, NULL, NULL);
+        b->replay_results = workqueue_new(cfg->max_subscribers + 1, wake_service, b);
+        ok = b->inbox && b->replay_jobs && b->replay_results;
+    }
+    if (!ok) {
+        snprintf(err, err_len, "out of memory");
+        destroy(b);
+        return NULL;
+    }
+    register_metrics(b);
+    if (!create_listener(b, err, err_len)) {
+        destroy(b);
+        return NULL;
+    }
+    if (pthread_create(&b->replay_thread, NULL, replay_main, b) != 0) {
+        snprintf(err, err_len, "cannot start the replay thread");
+        destroy(b);
+        return NULL;
+    }
+    b->replay_started = true;
+    if (pthread_create(&b->service_thread, NULL, service_main, b) != 0) {
+        snprintf(err, err_len, "cannot start the WebSocket service thread");
+        workqueue_close(b->replay_jobs);
+        pthread_join(b->replay_thread, NULL);
+        destroy(b);
+        return NULL;
+    }
+    b->service_started = true;
+    log_info(COMPONENT, "subscribers on ws://%s:%d/chat/{%ld-%ld}", b->bind_addr[0] ? b->bind_addr : "*",
+             b->port, cfg->room_min, cfg->room_max);
+    return b;
+}
+
+int broadcast_port(const broadcaster *b)
+{
+    return b ? b->port : -1;
+}
+
+bool broadcast_publish(broadcaster *b, const chat_message *m, const char *sequence_number,
+                       const char *server_timestamp)
+{
+    if (!b || !m) return false;
+    /* publishers_inside lets broadcast_stop wait until no poller can still be touching the
+     * inbox (whose notify reaches into the lws context). */
+    atomic_fetch_add(&b->publishers_inside, 1);
+    bool ok = false;
+    if (!atomic_load(&b->stopping)) {
+        published *p = malloc(sizeof *p);
+        if (p) {
+            p->msg = *m;
+            snprintf(p->seq, sizeof p->seq, "%s", sequence_number ? sequence_number : "");
+            snprintf(p->server_ts, sizeof p->server_ts, "%s", server_timestamp ? server_timestamp : "");
+            ok = workqueue_push(b->inbox, p);
+            if (!ok) free(p);
+        }
+    }
+    atomic_fetch_sub(&b->publishers_inside, 1);
+    return ok;
+}
+
+size_t broadcast_subscriber_count(const broadcaster *b)
+{
+    return b ? atomic_load(&b->subscribers) : 0;
+}
+
+void broadcast_stop(broadcaster *b)
+{
+    if (!b) return;
+    atomic_store(&b->stopping, true);
+    while (atomic_load(&b->publishers_inside) > 0) sched_yield();
+    workqueue_close(b->inbox);
+    if (b->service_started) {
+        lws_cancel_service(b->ctx);
+        pthread_join(b->service_thread, NULL);
+    }
+    /* The worker may be inside the history callback; its answer is dropped. */
+    workqueue_close(b->replay_results);
+    workqueue_close(b->replay_jobs);
+    if (b->replay_started) pthread_join(b->replay_thread, NULL);
+    destroy(b);
+}

@@ -1,0 +1,30 @@
+/*
+ * broadcast_path — what a subscriber asks for: /chat/{roomId}[?since=<sequenceNumber>].
+ *
+ * Contract:
+ *  - bc_target_parse() takes the request path (without the query) and the query arguments as
+ *    "name=value" strings (libwebsockets splits and URL-decodes them) and checks them against
+ *    the room range this consumer owns. It returns 0 and fills out, or the HTTP status to refuse
+ *    the handshake with (404 for a path or room this consumer does not serve, 400 for a bad
+ *    query) and a one-line reason that names what is wrong and, for rooms, the range served,
+ *    e.g. "room 42 is not served here; this consumer serves rooms 1-20".
+ *  - roomId is a decimal integer without sign or leading zeros; since, when present, is a valid
+ *    sequence number (seqnum.h); any other query argument is refused (a typo must not silently
+ *    turn a replay into a live-only subscription).
+ */
+#ifndef CHATFLOW_BROADCAST_PATH_H
+#define CHATFLOW_BROADCAST_PATH_H
+
+#include <stddef.h>
+
+#include "seqnum.h"
+
+typedef struct {
+    long room;
+    char since[SEQNUM_BUF];   /* "" when absent */
+} bc_target;
+
+int bc_target_parse(const char *path, const char *const *args, size_t nargs, long room_min,
+                    long room_max, bc_target *out, char *reason, size_t reason_len);
+
+#endif

@@ -1,0 +1,309 @@
+/*
+ * Unit tests of the broadcaster's socket-free parts: sequence number order, the subscription
+ * path, the per-room replay cache and the replay merge (history pages + held live frames).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "testlib.h"
+#include "../../consumer/broadcast_path.h"
+#include "../../consumer/broadcast_room.h"
+#include "../../consumer/seqnum.h"
+
+static bc_frame *frame(const char *seq)
+{
+    char body[96];
+    snprintf(body, sizeof body, "{\"sequenceNumber\":\"%s\"}", seq);
+    return bc_frame_new(body, strlen(body), seq);
+}
+
+/* "a,b,c" of the queue's sequence numbers. */
+static const char *seqs(const bc_fqueue *q)
+{
+    static char out[1024];
+    out[0] = '\0';
+    for (size_t i = 0; i < bc_fqueue_len(q); i++) {
+        if (i) strcat(out, ",");
+        strcat(out, bc_fqueue_at(q, i)->seq);
+    }
+    return out;
+}
+
+static void push_seq(bc_room_cache *c, const char *seq)
+{
+    bc_frame *f = frame(seq);
+    bc_room_cache_push(c, f);
+    bc_frame_unref(f);
+}
+
+static void test_seqnum(void)
+{
+    CHECK(seqnum_valid("0"), "seqnum: '0' is valid");
+    CHECK(seqnum_valid("18851234567890123456"), "seqnum: a 20-digit SQS number is valid");
+    CHECK(seqnum_valid("340282366920938463463374607431768211455"), "seqnum: 2^128-1 (39 digits) is valid");
+    CHECK(!seqnum_valid("3402823669209384634633746074317682114550"), "seqnum: 40 digits are refused");
+    CHECK(!seqnum_valid(""), "seqnum: empty is refused");
+    CHECK(!seqnum_valid(NULL), "seqnum: NULL is refused");
+    CHECK(!seqnum_valid("12a"), "seqnum: a letter is refused");
+    CHECK(!seqnum_valid("-1"), "seqnum: a sign is refused");
+    CHECK(!seqnum_valid(" 1"), "seqnum: a space is refused");
+
+    CHECK(seqnum_cmp("9", "10") < 0, "seqnum: 9 < 10 (numeric, not lexical)");
+    CHECK(seqnum_cmp("10", "9") > 0, "seqnum: 10 > 9");
+    CHECK(seqnum_cmp("100", "100") == 0, "seqnum: equal");
+    CHECK(seqnum_cmp("0100", "100") == 0, "seqnum: leading zeros ignored");
+    CHECK(seqnum_cmp("0", "000") == 0, "seqnum: zero in any width");
+    CHECK(seqnum_cmp("18851234567890123456", "18851234567890123457") < 0,
+          "seqnum: 20 digits differing in the last digit");
+    CHECK(seqnum_cmp("99999999999999999999", "100000000000000000000") < 0,
+          "seqnum: beyond 64 bits, a longer number is larger");
+    CHECK(seqnum_cmp("340282366920938463463374607431768211455",
+                     "340282366920938463463374607431768211454") > 0, "seqnum: near 2^128");
+}
+
+static int parse(const char *path, const char *arg, bc_target *t, char *reason)
+{
+    const char *args[1] = { arg };
+    return bc_target_parse(path, args, arg ? 1 : 0, 1, 20, t, reason, 200);
+}
+
+static void test_path(void)
+{
+    bc_target t;
+    char reason[200];
+    CHECK_INT(parse("/chat/1", NULL, &t, reason), 0, "path: /chat/1 accepted");
+    CHECK_INT(t.room, 1, "path: room 1");
+    CHECK_STR(t.since, "", "path: no since");
+    CHECK_INT(parse("/chat/20", "since=12345678901234567890", &t, reason), 0, "path: room 20 with since");
+    CHECK_INT(t.room, 20, "path: room 20");
+    CHECK_STR(t.since, "12345678901234567890", "path: since kept as given");
+
+    CHECK_INT(parse("/chat/21", NULL, &t, reason), 404, "path: room 21 refused with 404");
+    CHECK_STR(reason, "room 21 is not served here; this consumer serves rooms 1-20",
+              "path: the reason names the range");
+    CHECK_INT(parse("/chat/0", NULL, &t, reason), 404, "path: room 0 refused");
+    CHECK(strstr(reason, "rooms 1-20") != NULL, "path: room 0 reason names the range: %s", reason);
+    CHECK_INT(parse("/chat/42", NULL, &t, reason), 404, "path: room 42 refused");
+    CHECK_STR(reason, "room 42 is not served here; this consumer serves rooms 1-20", "path: room 42 reason");
+    CHECK_INT(parse("/chat/007", NULL, &t, reason), 404, "path: leading zeros refused");
+    CHECK_INT(parse("/chat/-1", NULL, &t, reason), 404, "path: a sign is refused");
+    CHECK_INT(parse("/chat/abc", NULL, &t, reason), 404, "path: a name is refused");
+    CHECK(strstr(reason, "not a room id") != NULL, "path: says it is not a room id: %s", reason);
+    CHECK_INT(parse("/chat/", NULL, &t, reason), 404, "path: missing room refused");
+    CHECK_INT(parse("/chat/1/x", NULL, &t, reason), 404, "path: extra segment refused");
+    CHECK_INT(parse("/chat/99999999999999999999", NULL, &t, reason), 404, "path: huge room refused");
+    CHECK_INT(parse("/rooms/1", NULL, &t, reason), 404, "path: another prefix refused");
+    CHECK(strstr(reason, "/chat/{roomId}") != NULL, "path: says what to use: %s", reason);
+
+    CHECK_INT(parse("/chat/3", "since=", &t, reason), 400, "path: empty since refused with 400");
+    CHECK_INT(parse("/chat/3", "since=12x", &t, reason), 400, "path: non-numeric since refused");
+    CHECK(strstr(reason, "since") != NULL, "path: reason names since: %s", reason);
+    CHECK_INT(parse("/chat/3", "since=-5", &t, reason), 400, "path: negative since refused");
+    CHECK_INT(parse("/chat/3", "since=3402823669209384634633746074317682114550", &t, reason), 400,
+              "path: 40-digit since refused");
+    CHECK_INT(parse("/chat/3", "sinse=5", &t, reason), 400, "path: unknown argument refused");
+    CHECK(strstr(reason, "sinse") != NULL, "path: reason names the unknown argument: %s", reason);
+    const char *two[2] = { "since=1", "since=2" };
+    CHECK_INT(bc_target_parse("/chat/3", two, 2, 1, 20, &t, reason, sizeof reason), 400,
+              "path: since twice refused");
+    CHECK_INT(parse("/chat/3", "since=0", &t, reason), 0, "path: since=0 accepted");
+}
+
+static void test_frames_and_queue(void)
+{
+    bc_frame *f = frame("5");
+    CHECK(f != NULL && f->len == strlen("{\"sequenceNumber\":\"5\"}"), "frame: built with its length");
+    CHECK(memcmp(bc_frame_payload(f), "{\"seq", 5) == 0, "frame: payload after LWS_PRE headroom");
+    CHECK(bc_frame_new("x", 1, "5a") == NULL, "frame: an invalid sequence number is refused");
+    bc_frame *nos = bc_frame_new("x", 1, NULL);
+    CHECK(nos && nos->seq[0] == '\0', "frame: no sequence number allowed");
+    CHECK(!bc_frame_after(nos, "1"), "frame: unnumbered frame is never 'after'");
+    CHECK(bc_frame_after(f, "") && bc_frame_after(f, "4") && !bc_frame_after(f, "5"),
+          "frame: after '' and 4, not after 5");
+
+    bc_fqueue q;
+    bc_fqueue_init(&q);
+    char s[8];
+    for (int i = 1; i <= 40; i++) {   /* crosses the first growth (16) twice */
+        snprintf(s, sizeof s, "%d", i);
+        bc_frame *g = frame(s);
+        bc_fqueue_push(&q, g);
+        bc_frame_unref(g);
+        if (i % 3 == 0) bc_frame_unref(bc_fqueue_pop(&q));   /* wrap the ring */
+    }
+    CHECK_INT(bc_fqueue_len(&q), 40 - 13, "queue: length after pushes and pops");
+    CHECK_STR(bc_fqueue_peek(&q)->seq, "14", "queue: FIFO order kept across growth and wrap");
+    CHECK_STR(bc_fqueue_at(&q, bc_fqueue_len(&q) - 1)->seq, "40", "queue: newest last");
+    bc_fqueue_push(&q, f);
+    CHECK_INT(f->refs, 2, "queue: push takes its own reference");
+    bc_fqueue_clear(&q);
+    CHECK_INT(f->refs, 1, "queue: clear drops its references");
+    CHECK(bc_fqueue_pop(&q) == NULL, "queue: empty after clear");
+    bc_frame_unref(f);
+    bc_frame_unref(nos);
+}
+
+static void test_cache(void)
+{
+    bc_room_cache c;
+    bc_room_cache_init(&c, 3);
+    CHECK(bc_room_cache_oldest(&c) == NULL, "cache: empty has no oldest");
+    CHECK(!bc_room_cache_serves(&c, "5"), "cache: empty, nothing evicted: cannot serve (store may have it)");
+    push_seq(&c, "10");
+    push_seq(&c, "20");
+    CHECK(!bc_room_cache_serves(&c, "9"), "cache: since 9 < oldest 10, nothing evicted: history needed");
+    CHECK(bc_room_cache_serves(&c, "10"), "cache: since == oldest served");
+    CHECK(bc_room_cache_serves(&c, "15"), "cache: since between cached served");
+    CHECK(bc_room_cache_serves(&c, "99"), "cache: since beyond newest served (nothing to send)");
+    CHECK(!bc_room_cache_serves(&c, ""), "cache: no since is not a replay");
+    push_seq(&c, "30");
+    push_seq(&c, "40");   /* evicts 10 */
+    CHECK_STR(c.evicted_upto, "10", "cache: evicted_upto is the newest evicted");
+    CHECK_STR(bc_room_cache_oldest(&c), "20", "cache: oldest after eviction");
+    CHECK(!bc_room_cache_serves(&c, "9"), "cache: since 9 < evicted 10: history needed");
+    CHECK(bc_room_cache_serves(&c, "10"), "cache: since == evicted_upto: all after it is cached");
+    CHECK(bc_room_cache_serves(&c, "11"), "cache: since between evicted and oldest served");
+    bc_fqueue q;
+    bc_fqueue_init(&q);
+    bc_room_cache_copy_after(&c, "20", &q);
+    CHECK_STR(seqs(&q), "30,40", "cache: copy after 20 gives 30,40");
+    bc_fqueue_clear(&q);
+    bc_room_cache_copy_after(&c, "19", &q);
+    CHECK_STR(seqs(&q), "20,30,40", "cache: copy after 19 includes 20");
+    bc_fqueue_clear(&q);
+    bc_room_cache_copy_after(&c, "40", &q);
+    CHECK_STR(seqs(&q), "", "cache: copy after newest gives nothing");
+    bc_fqueue_clear(&q);
+    bc_room_cache_free(&c);
+
+    bc_room_cache none;
+    bc_room_cache_init(&none, 0);
+    push_seq(&none, "7");
+    CHECK_STR(none.evicted_upto, "7", "cache of 0: every frame counts as evicted");
+    CHECK(bc_room_cache_serves(&none, "7"), "cache of 0: since == newest: nothing to replay");
+    CHECK(!bc_room_cache_serves(&none, "6"), "cache of 0: since older: history needed");
+    bc_room_cache_free(&none);
+}
+
+/* A history page of the given sequence numbers, fed through bc_replay_accept into out. */
+static size_t feed_page(bc_replay *r, bc_fqueue *out, const char *const *page, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        bc_frame *f = frame(page[i]);
+        if (bc_replay_accept(r, f)) bc_fqueue_push(out, f);
+        bc_frame_unref(f);
+    }
+    return n;
+}
+
+static void hold_live(bc_replay *r, const char *seq)
+{
+    bc_frame *f = frame(seq);
+    bc_fqueue_push(&r->held, f);
+    bc_frame_unref(f);
+}
+
+static void test_replay_merge(void)
+{
+    bc_room_cache c;
+    bc_room_cache_init(&c, 3);
+    for (int i = 1; i <= 5; i++) {   /* 1..5 broadcast; cache keeps 3,4,5; evicted_upto 2 */
+        char s[4];
+        snprintf(s, sizeof s, "%d", i);
+        push_seq(&c, s);
+    }
+    bc_replay r;
+    bc_fqueue out;
+    bc_fqueue_init(&out);
+
+    /* since=0: history has 1,2 committed (3..5 not yet); live 6 arrives during the replay. */
+    bc_replay_begin(&r, &c, "0");
+    CHECK_STR(r.need_cover, "2", "replay: must cover up to the evicted 2");
+    CHECK_STR(seqs(&r.held), "3,4,5", "replay: held starts with the cache after since");
+    hold_live(&r, "6");
+    const char *p1[] = { "1", "2" };
+    size_t n = feed_page(&r, &out, p1, 2);
+    CHECK_INT(bc_replay_after_page(&r, n, 10), BC_REPLAY_DONE, "replay: history reached need_cover: done");
+    bc_replay_finish(&r, &out);
+    CHECK_STR(seqs(&out), "1,2,3,4,5,6", "replay: history then held, no gap, no duplicate");
+    CHECK_INT(bc_fqueue_len(&r.held), 0, "replay: held emptied");
+    bc_fqueue_clear(&out);
+
+    /* History overlaps the held frames (3,4 committed already): no duplicate. */
+    bc_replay_begin(&r, &c, "1");
+    const char *p2[] = { "2", "3", "4" };
+    n = feed_page(&r, &out, p2, 3);
+    CHECK_INT(bc_replay_after_page(&r, n, 10), BC_REPLAY_DONE, "replay: overlap: done");
+    bc_replay_finish(&r, &out);
+    CHECK_STR(seqs(&out), "2,3,4,5", "replay: overlapping history and cache merged once");
+    bc_fqueue_clear(&out);
+
+    /* The store does not reach need_cover yet (2 not committed): retry, then done. */
+    bc_replay_begin(&r, &c, "0");
+    const char *p3[] = { "1" };
+    n = feed_page(&r, &out, p3, 1);
+    CHECK_INT(bc_replay_after_page(&r, n, 10), BC_REPLAY_RETRY,
+              "replay: history ends at 1 < evicted 2: retry, never a gap");
+    n = feed_page(&r, &out, p3, 1);   /* the same row again is not accepted twice */
+    CHECK_STR(seqs(&out), "1", "replay: a row already sent is not sent again");
+    const char *p3b[] = { "2" };
+    n = feed_page(&r, &out, p3b, 1);
+    CHECK_INT(bc_replay_after_page(&r, n, 10), BC_REPLAY_DONE, "replay: retry reached 2: done");
+    bc_replay_finish(&r, &out);
+    CHECK_STR(seqs(&out), "1,2,3,4,5", "replay: after the retry, complete");
+    bc_fqueue_clear(&out);
+
+    /* Full pages: ask for the next page, on both sides of the limit. */
+    bc_replay_begin(&r, &c, "0");
+    n = feed_page(&r, &out, p3, 1);
+    CHECK_INT(bc_replay_after_page(&r, n, 1), BC_REPLAY_NEXT_PAGE, "replay: page of limit rows: next page");
+    CHECK_INT(bc_replay_after_page(&r, 0, 1), BC_REPLAY_RETRY, "replay: page below limit short of cover: retry");
+    n = feed_page(&r, &out, p3b, 1);
+    CHECK_INT(bc_replay_after_page(&r, n, 1), BC_REPLAY_DONE,
+              "replay: full page that reaches need_cover: done (the rest is held)");
+    bc_replay_finish(&r, &out);
+    CHECK_STR(seqs(&out), "1,2,3,4,5", "replay: paged replay complete");
+    bc_fqueue_clear(&out);
+    bc_room_cache_free(&c);
+
+    /* Nothing evicted yet (fresh consumer): the store is read until it ends. */
+    bc_room_cache fresh;
+    bc_room_cache_init(&fresh, 10);
+    push_seq(&fresh, "100");
+    bc_replay_begin(&r, &fresh, "50");
+    CHECK_STR(r.need_cover, "", "replay: fresh cache has nothing to cover");
+    const char *p4[] = { "60", "70" };
+    n = feed_page(&r, &out, p4, 2);
+    CHECK_INT(bc_replay_after_page(&r, n, 2), BC_REPLAY_NEXT_PAGE, "replay: fresh, full page: next page");
+    const char *p5[] = { "80", "100" };
+    n = feed_page(&r, &out, p5, 2);
+    CHECK_INT(bc_replay_after_page(&r, n, 3), BC_REPLAY_DONE, "replay: fresh, short page: done");
+    hold_live(&r, "90");   /* out of order in held: dropped, never sent backwards */
+    hold_live(&r, "110");
+    bc_replay_finish(&r, &out);
+    CHECK_STR(seqs(&out), "60,70,80,100,110", "replay: strictly increasing after the merge");
+    bc_fqueue_clear(&out);
+
+    /* Empty store and empty cache: live frames only. */
+    bc_room_cache empty;
+    bc_room_cache_init(&empty, 4);
+    bc_replay_begin(&r, &empty, "5");
+    hold_live(&r, "6");
+    CHECK_INT(bc_replay_after_page(&r, 0, 4), BC_REPLAY_DONE, "replay: empty store, nothing evicted: done");
+    bc_replay_finish(&r, &out);
+    CHECK_STR(seqs(&out), "6", "replay: then live");
+    bc_fqueue_clear(&out);
+    bc_replay_free(&r);
+    bc_room_cache_free(&empty);
+    bc_room_cache_free(&fresh);
+}
+
+int main(void)
+{
+    test_seqnum();
+    test_path();
+    test_frames_and_queue();
+    test_cache();
+    test_replay_merge();
+    return TEST_DONE();
+}
