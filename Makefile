@@ -17,6 +17,7 @@
 #   test/integration/it_*.c -> $(BUILD)/test/it_*      (run against the test stack)
 #   test/lib/*.c        -> $(BUILD)/libtestsupport.a (the WebSocket test client, shared with the load generator)
 #   test/loadgen/*.c    -> $(BUILD)/chatflow-loadgen
+#   test/bench/bench_*.c -> $(BUILD)/bench/bench_*      (benchmark drivers, not tests)
 
 CC      ?= cc
 SAN     ?=
@@ -47,6 +48,7 @@ TESTLIB_SRC  := $(wildcard test/lib/*.c)
 LOADGEN_SRC  := $(wildcard test/loadgen/*.c)
 UNIT_SRC     := $(wildcard test/unit/test_*.c)
 IT_SRC       := $(wildcard test/integration/it_*.c)
+BENCH_SRC    := $(wildcard test/bench/bench_*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
@@ -60,8 +62,9 @@ LOADGEN     := $(if $(LOADGEN_SRC),$(BUILD)/chatflow-loadgen)
 TOOLS       := $(patsubst common/tools/%.c,$(BUILD)/chatflow-%,$(TOOL_SRC))
 UNIT_TESTS  := $(patsubst test/unit/%.c,$(BUILD)/test/%,$(UNIT_SRC))
 IT_TESTS    := $(patsubst test/integration/%.c,$(BUILD)/test/%,$(IT_SRC))
+BENCHES     := $(patsubst test/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-ALL_BINS := $(PRODUCER) $(CONSUMER) $(TOOLS) $(LOADGEN) $(UNIT_TESTS) $(IT_TESTS)
+ALL_BINS := $(PRODUCER) $(CONSUMER) $(TOOLS) $(LOADGEN) $(UNIT_TESTS) $(IT_TESTS) $(BENCHES)
 
 .PHONY: all deps run test test-unit sanitizer-builds fuzz stack-up stack-down bench bench-producer bench-consumer demo clean
 all: $(ALL_BINS)
@@ -87,6 +90,9 @@ $(BUILD)/chatflow-loadgen: $(call obj,$(LOADGEN_SRC)) $(LIBTEST) $(LIBCOMMON)
 $(BUILD)/chatflow-%: $(BUILD)/obj/common/tools/%.o $(LIBCOMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/test/test_%: $(BUILD)/obj/test/unit/test_%.o $(LIBPRODUCER) $(LIBCONSUMER) $(LIBTEST) $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/bench/bench_%: $(BUILD)/obj/test/bench/bench_%.o $(LIBPRODUCER) $(LIBCONSUMER) $(LIBTEST) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/test/it_%: $(BUILD)/obj/test/integration/it_%.o $(LIBPRODUCER) $(LIBCONSUMER) $(LIBTEST) $(LIBCOMMON)
