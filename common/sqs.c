@@ -166,12 +166,16 @@ static sqs_status classify_type(const char *type)
     return SQS_OK; /* unknown here: the HTTP status decides */
 }
 
-/* Fills err from a non-200 answer and returns its kind. */
-static sqs_status classify_error(sqs_client *c, long http_status, sqs_error *err)
+/* Fills err from a non-200 answer and returns its kind (sqs.h). */
+sqs_status sqs_parse_error_answer(long http_status, const char *body, size_t len, const char *query_error,
+                                  sqs_error *err)
 {
+    sqs_error local;
+    if (!err) err = &local;
     char type[128] = "";
     char message[512] = "";
-    json_t *root = c->response_len ? json_loadb(c->response, c->response_len, 0, NULL) : NULL;
+    if (!query_error) query_error = "";
+    json_t *root = len ? json_loadb(body, len, 0, NULL) : NULL;
     if (json_is_object(root)) {
         const char *t = json_string_value(json_object_get(root, "__type"));
         if (!t) t = json_string_value(json_object_get(root, "code"));
@@ -182,17 +186,16 @@ static sqs_status classify_error(sqs_client *c, long http_status, sqs_error *err
         const char *m = json_string_value(json_object_get(root, "message"));
         if (!m) m = json_string_value(json_object_get(root, "Message"));
         if (m) snprintf(message, sizeof message, "%s", m);
-    } else if (c->response_len) {
-        snprintf(message, sizeof message, "%.*s", (int)(c->response_len < 200 ? c->response_len : 200),
-                 c->response);
+    } else if (len) {
+        snprintf(message, sizeof message, "%.*s", (int)(len < 200 ? len : 200), body);
     }
     json_decref(root);
 
     /* The legacy query-protocol code ("AWS.SimpleQueueService.NonExistentQueue;Sender") is more
      * specific than some __type values, so it is consulted first. */
-    sqs_status kind = classify_type(c->query_error);
+    sqs_status kind = classify_type(query_error);
     if (kind == SQS_OK) kind = classify_type(type);
-    if (!type[0] && c->query_error[0]) snprintf(type, sizeof type, "%s", c->query_error);
+    if (!type[0] && query_error[0]) snprintf(type, sizeof type, "%s", query_error);
     if (kind == SQS_OK) {
         if (http_status == 429) kind = SQS_THROTTLED;
         else if (http_status == 401 || http_status == 403) kind = SQS_AUTH_ERROR;
@@ -201,6 +204,11 @@ static sqs_status classify_error(sqs_client *c, long http_status, sqs_error *err
     }
     err_set(err, http_status, type[0] ? type : "", "%s", message[0] ? message : "(no error message)");
     return kind;
+}
+
+static sqs_status classify_error(sqs_client *c, long http_status, sqs_error *err)
+{
+    return sqs_parse_error_answer(http_status, c->response, c->response_len, c->query_error, err);
 }
 
 /* ---- client ---- */
@@ -447,6 +455,19 @@ static long backoff_ms(const sqs_client *c, int retry)
     return (long)arc4random_uniform((uint32_t)cap + 1); /* full jitter */
 }
 
+/* A 200 answer's body as a JSON object ({} for an empty body), or NULL with err set. */
+static json_t *parse_reply(const char *action, const char *body, size_t len, sqs_error *err)
+{
+    json_t *root = len ? json_loadb(body, len, 0, NULL) : json_object();
+    if (!json_is_object(root)) {
+        json_decref(root);
+        err_set(err, 200, "MalformedResponse", "%s answered 200 with a body that is not a JSON object: %.100s",
+                action, len ? body : "");
+        return NULL;
+    }
+    return root;
+}
+
 /* Sends body (consumed: json_decref'd here) and, on SQS_OK, returns the parsed answer in *reply
  * (an object; {} for an empty body). */
 static sqs_status sqs_call(sqs_client *c, sqs_action a, json_t *body_json, long extra_timeout_ms,
@@ -474,16 +495,8 @@ static sqs_status sqs_call(sqs_client *c, sqs_action a, json_t *body_json, long 
     }
     free(body);
     if (s != SQS_OK) return s;
-
-    json_t *root = c->response_len ? json_loadb(c->response, c->response_len, 0, NULL) : json_object();
-    if (!json_is_object(root)) {
-        json_decref(root);
-        err_set(err, 200, "MalformedResponse", "%s answered 200 with a body that is not a JSON object: %.100s",
-                action_names[a], c->response_len ? c->response : "");
-        return SQS_SERVER_ERROR;
-    }
-    *reply = root;
-    return SQS_OK;
+    *reply = parse_reply(action_names[a], c->response, c->response_len, err);
+    return *reply ? SQS_OK : SQS_SERVER_ERROR;
 }
 
 /* ---- helpers for bodies and answers ---- */
@@ -743,6 +756,9 @@ static bool read_message(json_t *m, sqs_message *out)
     return out->message_id && out->receipt_handle && out->body && out->sequence_number && out->group_id;
 }
 
+static sqs_status take_messages(json_t *reply, sqs_message **messages, size_t *n_messages,
+                                sqs_error *err);
+
 sqs_status sqs_receive_message(sqs_client *c, const char *queue_url, const sqs_receive_options *opt,
                                sqs_message **messages, size_t *n_messages, sqs_error *err)
 {
@@ -768,6 +784,14 @@ sqs_status sqs_receive_message(sqs_client *c, const char *queue_url, const sqs_r
     json_t *reply;
     sqs_status s = sqs_call(c, ACT_RECEIVE_MESSAGE, body, (long)opt->wait_seconds * 1000, &reply, err);
     if (s != SQS_OK) return s;
+    return take_messages(reply, messages, n_messages, err);
+}
+
+/* Copies the messages out of a ReceiveMessage answer, which it consumes. */
+static sqs_status take_messages(json_t *reply, sqs_message **messages, size_t *n_messages, sqs_error *err)
+{
+    *messages = NULL;
+    *n_messages = 0;
     json_t *list = json_object_get(reply, "Messages");
     size_t n = json_array_size(list);
     if (n > 0) {
@@ -798,6 +822,32 @@ void sqs_messages_free(sqs_message *messages, size_t n)
         free(messages[i].group_id);
     }
     free(messages);
+}
+
+/* ---- answers parsed without a request (sqs.h: for tests and fuzzing) ---- */
+
+sqs_status sqs_parse_receive_answer(const char *body, size_t len, sqs_message **messages, size_t *n_messages,
+                                    sqs_error *err)
+{
+    sqs_error local;
+    if (!err) err = &local;
+    *messages = NULL;
+    *n_messages = 0;
+    json_t *reply = parse_reply("ReceiveMessage", body, len, err);
+    return reply ? take_messages(reply, messages, n_messages, err) : SQS_SERVER_ERROR;
+}
+
+sqs_status sqs_parse_batch_answer(const char *body, size_t len, const char *const *ids, size_t n,
+                                  sqs_entry_result *results, sqs_error *err)
+{
+    sqs_error local;
+    if (!err) err = &local;
+    if (n > SQS_MAX_BATCH) return invalid(err, "batch answer: %zu entries, must be 0..%d", n, SQS_MAX_BATCH);
+    json_t *reply = parse_reply("batch", body, len, err);
+    if (!reply) return SQS_SERVER_ERROR;
+    read_batch_results(reply, ids, n, results);
+    json_decref(reply);
+    return SQS_OK;
 }
 
 /* ---- handle batches ---- */

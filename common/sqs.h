@@ -146,6 +146,21 @@ sqs_status sqs_change_visibility_batch(sqs_client *c, const char *queue_url,
                                        const sqs_handle_entry *entries, size_t n,
                                        sqs_entry_result *results, sqs_error *err);
 
+/* The client's own parsing of SQS answers, callable without a request (for tests and fuzzing;
+ * added by the hardening work). The client runs exactly these on every answer it gets.
+ *  - sqs_parse_error_answer(): a non-200 answer (body of len bytes, and the value of its
+ *    x-amzn-query-error header or NULL) -> its sqs_status kind, with err filled.
+ *  - sqs_parse_receive_answer(): a 200 ReceiveMessage body -> messages as sqs_receive_message().
+ *  - sqs_parse_batch_answer(): a 200 Send/Delete/ChangeVisibility batch body -> results[i] for
+ *    ids[i] (n <= SQS_MAX_BATCH), as the batch calls.
+ * A 200 body that is not a JSON object gives SQS_SERVER_ERROR ("MalformedResponse"). */
+sqs_status sqs_parse_error_answer(long http_status, const char *body, size_t len, const char *query_error,
+                                  sqs_error *err);
+sqs_status sqs_parse_receive_answer(const char *body, size_t len, sqs_message **messages, size_t *n_messages,
+                                    sqs_error *err);
+sqs_status sqs_parse_batch_answer(const char *body, size_t len, const char *const *ids, size_t n,
+                                  sqs_entry_result *results, sqs_error *err);
+
 /* Tests only: forgets the cached metric series pointers. Call it right after metrics_reset()
  * (which frees them) and before the next SQS call. (Added by the SQS implementer.) */
 void sqs_metrics_forget(void);
