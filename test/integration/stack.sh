@@ -122,7 +122,9 @@ tap_check "an unknown command is a usage error (exit 2)" bash -c "'$STACK' frobn
 # port and URL, and a failing script leaves neither its processes nor its private stack behind.
 port=$(free_port)
 tap_check "free_port gives a port nothing listens on" bash -c "! (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null"
-start_bg http-server python3 -m http.server --bind 127.0.0.1 "$port"
+# node is a dependency anyway (fauxqs); a three-line HTTP server is all this needs.
+start_bg http-server node -e \
+    'require("http").createServer((q, s) => s.end("ok\n")).listen(+process.argv[1], "127.0.0.1")' "$port"
 tap_check "wait_port sees the background server listen" wait_port "$port" 20
 tap_check "wait_http gets a 2xx from it" wait_http "http://127.0.0.1:$port/" 20
 http_pid=$BG_PID
