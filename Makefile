@@ -69,6 +69,9 @@ ALL_BINS := $(PRODUCER) $(CONSUMER) $(TOOLS) $(LOADGEN) $(UNIT_TESTS) $(IT_TESTS
 .PHONY: all deps run test test-unit sanitizer-builds fuzz stack-up stack-down bench bench-producer bench-consumer demo clean
 all: $(ALL_BINS)
 
+# Objects are kept between builds (pattern-rule intermediates would otherwise be deleted).
+.SECONDARY:
+
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
