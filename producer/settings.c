@@ -24,7 +24,7 @@ static const config_option OPTIONS[] = {
                    "Unanswered frames per connection before its reads pause."),
     CONFIG_OPT_INT("CHATFLOW_MAX_INFLIGHT_TOTAL", "max-inflight-total", S, max_inflight_total,
                    "20000", 1, 10000000, "Unanswered frames in the process before reads pause."),
-    CONFIG_OPT_INT("CHATFLOW_PUBLISH_LINGER_MS", "publish-linger-ms", S, publish_linger_ms, "3",
+    CONFIG_OPT_INT("CHATFLOW_PUBLISH_LINGER_MS", "publish-linger-ms", S, publish_linger_ms, "5",
                    0, 1000, "How long a room's batch waits to fill up to 10 messages."),
     CONFIG_OPT_INT("CHATFLOW_PUBLISH_DEADLINE_MS", "publish-deadline-ms", S, publish_deadline_ms,
                    "5000", 100, 600000, "A frame not accepted by SQS by then is answered QUEUE_ERROR."),

@@ -1,0 +1,641 @@
+/*
+ * it_producer — the producer against real fauxqs over real sockets: acks and the queued body,
+ * every validation rule, handshake refusals, fragments, idempotent retries, 20 rooms under load,
+ * clients that vanish or never read, 1,000 idle connections, the rate limit, SIGTERM exit.
+ */
+#include "it_producer_lib.h"
+
+#include "uuid.h"
+
+static char LOGDIR[512];
+static itp_sqs Q;
+
+static bool wait_ready(const producer_proc *p, int timeout_ms)
+{
+    for (int t = 0; t <= timeout_ms; t += 100) {
+        long st;
+        free(http_get(p->admin_port, "/health/ready", &st));
+        if (st == 200) return true;
+        time_sleep_ms(100);
+    }
+    return false;
+}
+
+static char *recv_answer(wsc_conn *c, int timeout_ms)
+{
+    size_t len;
+    return wsc_recv(c, timeout_ms, &len);
+}
+
+static wsc_conn *open_room(wsc_ctx *ctx, const producer_proc *p, int room)
+{
+    char path[32], err[256];
+    int status = 0;
+    snprintf(path, sizeof path, "/chat/%d", room);
+    wsc_conn *c = wsc_connect(ctx, "127.0.0.1", p->ws_port, path, 5000, &status, err, sizeof err);
+    if (!c) NOTE("connect %s: %s (HTTP %d)", path, err, status);
+    return c;
+}
+
+/* ---------------------------------------------------------------- handshake */
+
+static void test_handshake(const producer_proc *p)
+{
+    static const char *bad[] = { "/chat/0", "/chat/21", "/chat/abc", "/chat/", "/chat/7x", "/other", "/chat/007" };
+    wsc_ctx *ctx = wsc_ctx_new();
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int status = 0;
+        char err[256];
+        wsc_conn *c = wsc_connect(ctx, "127.0.0.1", p->ws_port, bad[i], 5000, &status, err, sizeof err);
+        CHECK(c == NULL && status >= 400 && status < 500, "handshake to %s refused with HTTP 4xx (got %d)", bad[i], status);
+        if (c) wsc_free(c);
+    }
+    wsc_conn *c = open_room(ctx, p, 20);
+    CHECK(c != NULL, "handshake to /chat/20 (last room in range) accepted");
+    if (c) wsc_free(c);
+    wsc_ctx_free(ctx);
+}
+
+/* ---------------------------------------------------------------- one valid frame */
+
+static void test_valid_frame(const producer_proc *p)
+{
+    wsc_ctx *ctx = wsc_ctx_new();
+    wsc_conn *c = open_room(ctx, p, 7);
+    CHECK(c != NULL, "connected to /chat/7");
+    if (!c) goto out;
+    char *frame = itp_frame(42, "hello world", "valid-1");
+    char sent_ts[64];
+    itp_field(frame, "timestamp", sent_ts, sizeof sent_ts);
+    itp_send_text(c, frame);
+    free(frame);
+    char *ack = recv_answer(c, 10000);
+    CHECK(ack != NULL, "valid frame answered");
+    char f[128], mid[64], seq[64];
+    CHECK_STR(itp_field(ack, "status", f, sizeof f), "SUCCESS", "ack status SUCCESS");
+    itp_field(ack, "messageId", mid, sizeof mid);
+    uint8_t raw[16];
+    CHECK(uuid_parse(mid, raw), "ack messageId is a UUID (%s)", mid);
+    char want[UUID_STR_BUF];
+    uuid_v5(CHATFLOW_MESSAGE_NAMESPACE, "42:7:valid-1", strlen("42:7:valid-1"), want);
+    CHECK_STR(mid, want, "messageId is the v5 UUID of userId:roomId:clientMessageId");
+    CHECK_STR(itp_field(ack, "roomId", f, sizeof f), "7", "ack roomId");
+    CHECK_STR(itp_field(ack, "clientMessageId", f, sizeof f), "valid-1", "ack echoes clientMessageId");
+    CHECK(itp_field(ack, "sequenceNumber", seq, sizeof seq)[0] != '\0', "ack carries the SQS sequence number (%s)", seq);
+    int64_t ms;
+    CHECK(time_parse_iso8601(itp_field(ack, "serverTimestamp", f, sizeof f), &ms), "ack serverTimestamp is ISO-8601");
+    free(ack);
+
+    size_t n = 0;
+    itp_msg *m = itp_drain_room(&Q, 7, &n);
+    CHECK_INT(n, 1, "exactly one message in %s7.fifo", Q.prefix);
+    if (n == 1) {
+        const char *b = m[0].body;
+        CHECK_STR(m[0].group_id, "7", "MessageGroupId = room id");
+        CHECK_STR(itp_field(b, "messageId", f, sizeof f), mid, "body messageId = ack messageId");
+        CHECK_STR(itp_field(b, "roomId", f, sizeof f), "7", "body roomId");
+        CHECK_STR(itp_field(b, "userId", f, sizeof f), "42", "body userId (string)");
+        CHECK_STR(itp_field(b, "username", f, sizeof f), "user42", "body username");
+        CHECK_STR(itp_field(b, "message", f, sizeof f), "hello world", "body message");
+        CHECK_STR(itp_field(b, "messageType", f, sizeof f), "TEXT", "body messageType");
+        CHECK_STR(itp_field(b, "timestamp", f, sizeof f), sent_ts, "body timestamp is the client's");
+        CHECK_STR(itp_field(b, "clientIp", f, sizeof f), "127.0.0.1", "body clientIp is the peer address");
+        CHECK_STR(itp_field(b, "clientMessageId", f, sizeof f), "valid-1", "body clientMessageId");
+        CHECK(itp_field(b, "serverId", f, sizeof f)[0] != '\0', "body serverId set (%s)", f);
+        CHECK(time_parse_iso8601(itp_field(b, "receivedAt", f, sizeof f), &ms), "body receivedAt is ISO-8601 (%s)", f);
+    }
+    itp_msgs_free(m, n);
+    wsc_free(c);
+out:
+    wsc_ctx_free(ctx);
+}
+
+/* ---------------------------------------------------------------- validation */
+
+typedef struct {
+    const char *what;
+    const char *frame;             /* NULL: built specially */
+    const char *code;
+    const char *mentions;
+} bad_frame;
+
+static void expect_error(wsc_conn *c, const char *what, const char *code, const char *mentions)
+{
+    char *a = recv_answer(c, 5000);
+    char f[512];
+    CHECK(a != NULL, "%s: answered", what);
+    CHECK_STR(itp_field(a, "status", f, sizeof f), "ERROR", "%s: status ERROR", what);
+    CHECK_STR(itp_field(a, "errorCode", f, sizeof f), code, "%s: errorCode %s", what, code ? code : "?");
+    itp_field(a, "errorMessage", f, sizeof f);
+    CHECK(mentions == NULL || strstr(f, mentions) != NULL, "%s: errorMessage names %s (\"%s\")", what,
+          mentions ? mentions : "-", f);
+    free(a);
+}
+
+static void test_validation(const producer_proc *p)
+{
+    static const bad_frame cases[] = {
+        { "not JSON", "hello", "INVALID_JSON", NULL },
+        { "JSON array", "[1,2,3]", "INVALID_JSON", NULL },
+        { "JSON string", "\"text\"", "INVALID_JSON", NULL },
+        { "truncated JSON", "{\"userId\":\"1\"", "INVALID_JSON", NULL },
+        { "missing userId", "{\"username\":\"alice1\",\"message\":\"hi\",\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":\"TEXT\"}", "VALIDATION_ERROR", "userId" },
+        { "userId 0", "{\"userId\":\"0\",\"username\":\"alice1\",\"message\":\"hi\",\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":\"TEXT\"}", "VALIDATION_ERROR", "userId" },
+        { "userId 100001", "{\"userId\":\"100001\",\"username\":\"alice1\",\"message\":\"hi\",\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":\"TEXT\"}", "VALIDATION_ERROR", "userId" },
+        { "userId not a number", "{\"userId\":\"abc\",\"username\":\"alice1\",\"message\":\"hi\",\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":\"TEXT\"}", "VALIDATION_ERROR", "userId" },
+        { "username too short", "{\"userId\":\"5\",\"username\":\"ab\",\"message\":\"hi\",\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":\"TEXT\"}", "VALIDATION_ERROR", "username" },
+        { "username with a space", "{\"userId\":\"5\",\"username\":\"al ice\",\"message\":\"hi\",\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":\"TEXT\"}", "VALIDATION_ERROR", "username" },
+        { "username 21 chars", "{\"userId\":\"5\",\"username\":\"abcdefghijklmnopqrstu\",\"message\":\"hi\",\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":\"TEXT\"}", "VALIDATION_ERROR", "username" },
+        { "empty message", "{\"userId\":\"5\",\"username\":\"alice1\",\"message\":\"\",\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":\"TEXT\"}", "VALIDATION_ERROR", "message" },
+        { "timestamp without zone", "{\"userId\":\"5\",\"username\":\"alice1\",\"message\":\"hi\",\"timestamp\":\"2026-11-23T10:15:30\",\"messageType\":\"TEXT\"}", "VALIDATION_ERROR", "timestamp" },
+        { "timestamp not a date", "{\"userId\":\"5\",\"username\":\"alice1\",\"message\":\"hi\",\"timestamp\":\"yesterday\",\"messageType\":\"TEXT\"}", "VALIDATION_ERROR", "timestamp" },
+        { "messageType unknown", "{\"userId\":\"5\",\"username\":\"alice1\",\"message\":\"hi\",\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":\"SHOUT\"}", "VALIDATION_ERROR", "messageType" },
+        { "clientMessageId with bad characters", "{\"userId\":\"5\",\"username\":\"alice1\",\"message\":\"hi\",\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":\"TEXT\",\"clientMessageId\":\"bad id!\"}", "VALIDATION_ERROR", "clientMessageId" },
+    };
+    wsc_ctx *ctx = wsc_ctx_new();
+    wsc_conn *c = open_room(ctx, p, 8);
+    CHECK(c != NULL, "connected to /chat/8");
+    if (!c) goto out;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        itp_send_text(c, cases[i].frame);
+        expect_error(c, cases[i].what, cases[i].code, cases[i].mentions);
+    }
+    /* message of 501 code points (each a 2-byte character) */
+    {
+        char text[501 * 2 + 1];
+        for (int i = 0; i < 501; i++) memcpy(text + 2 * i, "\xc3\xa9", 2);
+        text[501 * 2] = '\0';
+        char *f = itp_frame(5, text, NULL);
+        itp_send_text(c, f);
+        free(f);
+        expect_error(c, "message of 501 code points", "VALIDATION_ERROR", "message");
+    }
+    /* invalid UTF-8 inside a string */
+    {
+        const char raw[] = "{\"userId\":\"5\",\"username\":\"alice1\",\"message\":\"a\xff\xfe z\",\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":\"TEXT\"}";
+        wsc_send_text(c, raw, sizeof raw - 1);
+        expect_error(c, "invalid UTF-8", "INVALID_JSON", NULL);
+    }
+    /* binary frame carrying valid JSON */
+    {
+        char *f = itp_frame(5, "binary", NULL);
+        wsc_send_binary(c, f, strlen(f));
+        free(f);
+        expect_error(c, "binary frame", "INVALID_JSON", NULL);
+    }
+    /* oversize: 5,000 bytes in one frame */
+    {
+        char big[5000];
+        memset(big, 'x', sizeof big);
+        wsc_send_text(c, big, sizeof big);
+        expect_error(c, "5,000-byte frame", "MESSAGE_TOO_LARGE", NULL);
+    }
+    /* oversize across fragments: one error for the whole frame */
+    {
+        char part[2000];
+        memset(part, ' ', sizeof part);
+        wsc_send_raw_fragment(c, part, sizeof part, true, false);
+        wsc_send_raw_fragment(c, part, sizeof part, false, false);
+        wsc_send_raw_fragment(c, part, sizeof part, false, true);
+        expect_error(c, "6,000 bytes in three fragments", "MESSAGE_TOO_LARGE", NULL);
+        char *extra = recv_answer(c, 500);
+        CHECK(extra == NULL, "an oversize fragmented frame is answered once");
+        free(extra);
+    }
+    CHECK_INT(itp_queue_depth(&Q, 8), 0, "no invalid frame reached the queue");
+    CHECK(!wsc_is_closed(c), "connection still open after every bad frame");
+    /* a valid frame split in three fragments, on the same connection */
+    {
+        char *f = itp_frame(77, "in three pieces", "frag-1");
+        size_t len = strlen(f), a = len / 3, b = 2 * len / 3;
+        wsc_send_raw_fragment(c, f, a, true, false);
+        wsc_send_raw_fragment(c, f + a, b - a, false, false);
+        wsc_send_raw_fragment(c, f + b, len - b, false, true);
+        free(f);
+        char *ack = recv_answer(c, 5000);
+        char s[64];
+        CHECK_STR(itp_field(ack, "status", s, sizeof s), "SUCCESS", "fragmented valid frame acked after the bad ones");
+        CHECK_STR(itp_field(ack, "clientMessageId", s, sizeof s), "frag-1", "its ack echoes its clientMessageId");
+        free(ack);
+    }
+    size_t n = 0;
+    itp_msg *m = itp_drain_room(&Q, 8, &n);
+    char msg[64];
+    CHECK(n == 1 && strcmp(itp_field(m[0].body, "message", msg, sizeof msg), "in three pieces") == 0,
+          "room 8 holds only the valid message (%zu messages)", n);
+    itp_msgs_free(m, n);
+    wsc_free(c);
+out:
+    wsc_ctx_free(ctx);
+}
+
+/* ---------------------------------------------------------------- idempotent retry */
+
+static void test_idempotent(const producer_proc *p)
+{
+    wsc_ctx *ctx = wsc_ctx_new();
+    wsc_conn *c = open_room(ctx, p, 9);
+    if (!c) {
+        CHECK(0, "connected to /chat/9");
+        wsc_ctx_free(ctx);
+        return;
+    }
+    char id1[64] = "", id2[64] = "", st[32];
+    for (int i = 0; i < 2; i++) {
+        char *f = itp_frame(900, "said twice", "retry-abc_1");
+        itp_send_text(c, f);
+        free(f);
+        char *a = recv_answer(c, 5000);
+        CHECK_STR(itp_field(a, "status", st, sizeof st), "SUCCESS", "send %d of the same clientMessageId acked", i + 1);
+        itp_field(a, "messageId", i == 0 ? id1 : id2, 64);
+        free(a);
+    }
+    CHECK(id1[0] && strcmp(id1, id2) == 0, "both sends got the same messageId (%s, %s)", id1, id2);
+    size_t n = 0;
+    itp_msg *m = itp_drain_room(&Q, 9, &n);
+    CHECK_INT(n, 1, "the retried message is queued once");
+    itp_msgs_free(m, n);
+    wsc_free(c);
+    wsc_ctx_free(ctx);
+}
+
+/* ---------------------------------------------------------------- 20 rooms under load */
+
+#define LOAD_CONNS 20
+#define LOAD_PER_CONN 500
+
+typedef struct {
+    int index;
+    int answers;
+    int acks;
+    int out_of_order;
+    char (*ids)[UUID_STR_BUF];     /* messageId by send index */
+} load_conn;
+
+static void load_on_message(wsc_conn *c, const char *data, size_t len, bool binary, void *user)
+{
+    (void)c;
+    (void)binary;
+    load_conn *lc = user;
+    char *s = strndup(data, len);
+    char f[64], cmid[80];
+    itp_field(s, "clientMessageId", cmid, sizeof cmid);
+    int ci = -1, seq = -1;
+    if (sscanf(cmid, "c%d-%d", &ci, &seq) == 2 && ci == lc->index && seq >= 0 && seq < LOAD_PER_CONN) {
+        if (seq != lc->answers) lc->out_of_order++;
+        if (strcmp(itp_field(s, "status", f, sizeof f), "SUCCESS") == 0) {
+            itp_field(s, "messageId", lc->ids[seq], UUID_STR_BUF);
+            lc->acks++;
+        }
+    }
+    lc->answers++;
+    free(s);
+}
+
+static void test_load(const producer_proc *p)
+{
+    double req_before = producer_metric(p, "chatflow_sqs_requests_total", NULL);
+    wsc_ctx *ctx = wsc_ctx_new();
+    wsc_conn *conns[LOAD_CONNS] = { 0 };
+    load_conn lc[LOAD_CONNS];
+    bool all_open = true;
+    for (int i = 0; i < LOAD_CONNS; i++) {
+        lc[i] = (load_conn){ .index = i, .ids = calloc(LOAD_PER_CONN, UUID_STR_BUF) };
+        conns[i] = open_room(ctx, p, i + 1);
+        if (!conns[i]) {
+            all_open = false;
+            continue;
+        }
+        wsc_set_callbacks(conns[i], load_on_message, NULL, &lc[i]);
+    }
+    CHECK(all_open, "%d connections open, one per room", LOAD_CONNS);
+    for (int k = 0; k < LOAD_PER_CONN; k++)
+        for (int i = 0; i < LOAD_CONNS; i++) {
+            if (!conns[i]) continue;
+            char cmid[32], text[64];
+            snprintf(cmid, sizeof cmid, "c%d-%d", i, k);
+            snprintf(text, sizeof text, "load %d of connection %d", k, i);
+            char *f = itp_frame(1000 + i, text, cmid);
+            itp_send_text(conns[i], f);
+            free(f);
+        }
+    uint64_t deadline = time_mono_ns() + 120ull * 1000000000ull;
+    int total = 0;
+    while (time_mono_ns() < deadline) {
+        total = 0;
+        for (int i = 0; i < LOAD_CONNS; i++) total += lc[i].answers;
+        if (total >= LOAD_CONNS * LOAD_PER_CONN) break;
+        wsc_service(ctx, 50);
+    }
+    int acks = 0, disorder = 0;
+    for (int i = 0; i < LOAD_CONNS; i++) {
+        acks += lc[i].acks;
+        disorder += lc[i].out_of_order;
+    }
+    CHECK_INT(total, LOAD_CONNS * LOAD_PER_CONN, "every frame of the load answered");
+    CHECK_INT(acks, LOAD_CONNS * LOAD_PER_CONN, "every frame of the load acked");
+    CHECK_INT(disorder, 0, "answers on each connection come in send order");
+    double req_after = producer_metric(p, "chatflow_sqs_requests_total", NULL);
+    double per_msg = (req_after - req_before) / (LOAD_CONNS * LOAD_PER_CONN);
+    CHECK(per_msg > 0 && per_msg < 0.2, "SQS requests per message %.3f < 0.2", per_msg);
+    NOTE("load: %.0f SQS requests for %d messages; mean batch %.2f", req_after - req_before,
+         LOAD_CONNS * LOAD_PER_CONN,
+         producer_metric(p, "chatflow_publish_batch_size_sum", NULL) /
+             producer_metric(p, "chatflow_publish_batch_size_count", NULL));
+
+    int rooms_in_order = 0, rooms_complete = 0, dupes = 0, wrong_group = 0;
+    for (int i = 0; i < LOAD_CONNS; i++) {
+        size_t n = 0;
+        itp_msg *m = itp_drain_room(&Q, i + 1, &n);
+        bool in_order = n == LOAD_PER_CONN;
+        char room[16];
+        snprintf(room, sizeof room, "%d", i + 1);
+        for (size_t k = 0; k < n; k++) {
+            char mid[64];
+            itp_field(m[k].body, "messageId", mid, sizeof mid);
+            if (k < LOAD_PER_CONN && strcmp(mid, lc[i].ids[k]) != 0) in_order = false;
+            if (strcmp(m[k].group_id, room) != 0) wrong_group++;
+            for (size_t j = 0; j < k && j < 600; j++)
+                if (strcmp(m[j].body, m[k].body) == 0) dupes++;
+        }
+        if (n == LOAD_PER_CONN) rooms_complete++;
+        if (in_order) rooms_in_order++;
+        itp_msgs_free(m, n);
+    }
+    CHECK_INT(rooms_complete, LOAD_CONNS, "every room queue holds exactly its %d messages", LOAD_PER_CONN);
+    CHECK_INT(rooms_in_order, LOAD_CONNS, "every room queue holds them in send order");
+    CHECK_INT(dupes, 0, "no message queued twice");
+    CHECK_INT(wrong_group, 0, "every message's group id is its room");
+    for (int i = 0; i < LOAD_CONNS; i++) {
+        if (conns[i]) wsc_free(conns[i]);
+        free(lc[i].ids);
+    }
+    wsc_ctx_free(ctx);
+}
+
+/* ---------------------------------------------------------------- clients that misbehave */
+
+static bool wait_metric(const producer_proc *p, const char *name, double want, int timeout_ms)
+{
+    for (int t = 0; t <= timeout_ms; t += 100) {
+        if (producer_metric(p, name, NULL) == want) return true;
+        time_sleep_ms(100);
+    }
+    return false;
+}
+
+static void ack_on_fresh_connection(const producer_proc *p, int room, const char *what)
+{
+    wsc_ctx *ctx = wsc_ctx_new();
+    wsc_conn *c = open_room(ctx, p, room);
+    char *f = itp_frame(4242, "still serving?", NULL);
+    if (c) itp_send_text(c, f);
+    free(f);
+    char *a = c ? recv_answer(c, 5000) : NULL;
+    char st[32];
+    CHECK_STR(itp_field(a, "status", st, sizeof st), "SUCCESS", "%s: a new connection is served", what);
+    free(a);
+    if (c) wsc_free(c);
+    wsc_ctx_free(ctx);
+}
+
+static void test_disconnect_before_ack(const producer_proc *p)
+{
+    wsc_ctx *ctx = wsc_ctx_new();
+    wsc_conn *c = open_room(ctx, p, 10);
+    if (c) {
+        for (int i = 0; i < 50; i++) {
+            char *f = itp_frame(3000 + i, "gone before the ack", NULL);
+            itp_send_text(c, f);
+            free(f);
+        }
+        wsc_flush(c, 2000);
+        wsc_free(c);               /* gone without reading a single answer */
+    }
+    wsc_ctx_free(ctx);
+    CHECK(wait_metric(p, "chatflow_inflight_messages", 0, 10000),
+          "disconnect before ack: in-flight count returns to 0");
+    CHECK(wait_metric(p, "chatflow_ws_connections_active", 0, 5000), "disconnect before ack: connection released");
+    ack_on_fresh_connection(p, 10, "disconnect before ack");
+}
+
+static void test_never_reads(const producer_proc *p)
+{
+    /* Enough answers (~200 bytes each) to fill the loopback socket buffers several times over. */
+    const int frames = 40000;
+    double paused_before = producer_metric(p, "chatflow_ws_frames_paused_total", NULL);
+    wsc_ctx *ctx = wsc_ctx_new();
+    wsc_conn *c = open_room(ctx, p, 11);
+    if (!c) {
+        CHECK(0, "connected to /chat/11");
+        wsc_ctx_free(ctx);
+        return;
+    }
+    wsc_set_reading(c, false);
+    for (int i = 0; i < frames; i++) {
+        char cmid[32];
+        snprintf(cmid, sizeof cmid, "nr-%d", i);
+        char *f = itp_frame(5000 + i % 1000, "nobody reads the answers", cmid);
+        itp_send_text(c, f);
+        free(f);
+    }
+    double max_inflight = 0;
+    for (int i = 0; i < 60; i++) {          /* ~6 s of the client not reading */
+        wsc_service(ctx, 100);
+        double v = producer_metric(p, "chatflow_inflight_messages", NULL);
+        if (v > max_inflight) max_inflight = v;
+    }
+    /* Loopback socket buffers (tcp_rmem up to 32 MiB here) may absorb every answer, so whether
+     * the server had to pause this client depends on the kernel; test_pause checks pausing. */
+    NOTE("never reads: reads paused %.0f times", producer_metric(p, "chatflow_ws_frames_paused_total", NULL) - paused_before);
+    CHECK(max_inflight <= 100 + 40, "unanswered frames stay near the per-connection cap of 100 (max seen %.0f)", max_inflight);
+    ack_on_fresh_connection(p, 12, "while a client does not read");
+    wsc_set_reading(c, true);
+    int got = 0;
+    for (int i = 0; i < frames; i++) {
+        char *a = recv_answer(c, 20000);
+        if (!a) break;
+        got++;
+        free(a);
+    }
+    CHECK_INT(got, frames, "once it reads again, every one of its frames is answered");
+    wsc_free(c);
+    wsc_ctx_free(ctx);
+    size_t n = 0;
+    itp_msg *m = itp_drain_room(&Q, 12, &n);
+    itp_msgs_free(m, n);
+}
+
+static void test_idle_connections(const producer_proc *p, int count)
+{
+    wsc_ctx *ctx = wsc_ctx_new();
+    wsc_conn **cs = calloc((size_t)count, sizeof *cs);
+    for (int i = 0; i < count; i++) cs[i] = wsc_connect_start(ctx, "127.0.0.1", p->ws_port, i % 2 ? "/chat/13" : "/chat/14");
+    uint64_t deadline = time_mono_ns() + 60ull * 1000000000ull;
+    int open = 0, failed = 0;
+    while (time_mono_ns() < deadline) {
+        open = failed = 0;
+        for (int i = 0; i < count; i++) {
+            if (wsc_is_open(cs[i])) open++;
+            else if (wsc_has_failed(cs[i], NULL)) failed++;
+        }
+        if (open + failed == count) break;
+        wsc_service(ctx, 20);
+    }
+    CHECK_INT(open, count, "%d idle connections open", count);
+    CHECK_INT(producer_metric(p, "chatflow_ws_connections_active", NULL), count,
+              "chatflow_ws_connections_active counts them");
+    ack_on_fresh_connection(p, 15, "with 1,000 idle connections");
+    for (int i = 0; i < count; i++) wsc_free(cs[i]);
+    free(cs);
+    for (int i = 0; i < 20; i++) wsc_service(ctx, 10);
+    wsc_ctx_free(ctx);
+    CHECK(wait_metric(p, "chatflow_ws_connections_active", 0, 10000), "idle connections released after close");
+    size_t n = 0;
+    itp_msg *m = itp_drain_room(&Q, 15, &n);
+    itp_msgs_free(m, n);
+}
+
+/* ---------------------------------------------------------------- rate limit */
+
+static void test_rate_limit(const producer_proc *p)
+{
+    wsc_ctx *ctx = wsc_ctx_new();
+    wsc_conn *c = open_room(ctx, p, 3);
+    if (!c) {
+        CHECK(0, "connected to /chat/3");
+        wsc_ctx_free(ctx);
+        return;
+    }
+    char st[64];
+    for (int i = 0; i < 3; i++) {
+        char *f = itp_frame(31337, "within the limit", NULL);
+        itp_send_text(c, f);
+        free(f);
+        char *a = recv_answer(c, 5000);
+        CHECK_STR(itp_field(a, "status", st, sizeof st), "SUCCESS", "message %d of 3 a minute acked", i + 1);
+        free(a);
+    }
+    char *f = itp_frame(31337, "one too many", "over-1");
+    itp_send_text(c, f);
+    free(f);
+    char *a = recv_answer(c, 5000);
+    CHECK_STR(itp_field(a, "errorCode", st, sizeof st), "RATE_LIMITED", "4th message in a minute: RATE_LIMITED");
+    CHECK_STR(itp_field(a, "clientMessageId", st, sizeof st), "over-1", "the RATE_LIMITED answer echoes clientMessageId");
+    itp_field(a, "errorMessage", st, sizeof st);
+    CHECK(strstr(st, "userId") != NULL, "the RATE_LIMITED message names userId (%s)", st);
+    free(a);
+    f = itp_frame(31338, "another user", NULL);
+    itp_send_text(c, f);
+    free(f);
+    a = recv_answer(c, 5000);
+    CHECK_STR(itp_field(a, "status", st, sizeof st), "SUCCESS", "another user on the same connection is not limited");
+    free(a);
+    wsc_free(c);
+    wsc_ctx_free(ctx);
+    size_t n = 0;
+    itp_msg *m = itp_drain_room(&Q, 3, &n);
+    itp_msgs_free(m, n);
+    CHECK_INT(n, 4, "only the 4 accepted messages are queued");
+}
+
+/* Cap 5 per connection and a long linger: the 6th frame must wait until answers drain. */
+static void test_pause(const producer_proc *p)
+{
+    double paused_before = producer_metric(p, "chatflow_ws_frames_paused_total", NULL);
+    wsc_ctx *ctx = wsc_ctx_new();
+    wsc_conn *c = open_room(ctx, p, 4);
+    if (!c) {
+        CHECK(0, "connected to /chat/4");
+        wsc_ctx_free(ctx);
+        return;
+    }
+    const int frames = 40;
+    for (int i = 0; i < frames; i++) {
+        char cmid[32];
+        snprintf(cmid, sizeof cmid, "p-%d", i);
+        char *f = itp_frame(20000 + i, "paced by the cap", cmid);
+        itp_send_text(c, f);
+        free(f);
+    }
+    double max_inflight = 0;
+    int got = 0, in_order = 0;
+    uint64_t deadline = time_mono_ns() + 30ull * 1000000000ull;
+    while (got < frames && time_mono_ns() < deadline) {
+        char *a = recv_answer(c, 50);
+        if (a) {
+            char cmid[32], want[32], st[32];
+            snprintf(want, sizeof want, "p-%d", got);
+            if (strcmp(itp_field(a, "clientMessageId", cmid, sizeof cmid), want) == 0 &&
+                strcmp(itp_field(a, "status", st, sizeof st), "SUCCESS") == 0)
+                in_order++;
+            got++;
+            free(a);
+        }
+        double v = producer_metric(p, "chatflow_inflight_messages", NULL);
+        if (v > max_inflight) max_inflight = v;
+    }
+    CHECK_INT(got, frames, "cap 5: all %d pipelined frames answered", frames);
+    CHECK_INT(in_order, frames, "cap 5: all acked, in send order");
+    CHECK(max_inflight >= 1 && max_inflight <= 5, "cap 5: never more than 5 unanswered (max seen %.0f)", max_inflight);
+    CHECK(producer_metric(p, "chatflow_ws_frames_paused_total", NULL) > paused_before,
+          "cap 5: the connection's reads were paused (chatflow_ws_frames_paused_total)");
+    wsc_free(c);
+    wsc_ctx_free(ctx);
+    size_t n = 0;
+    itp_msg *m = itp_drain_room(&Q, 4, &n);
+    itp_msgs_free(m, n);
+    CHECK_INT(n, frames, "cap 5: every frame queued once");
+}
+
+int main(void)
+{
+    itp_init();
+    itp_log_dir("it_producer", LOGDIR, sizeof LOGDIR);
+    long nofile = itp_raise_nofile(8192);
+    NOTE("open files limit %ld", nofile);
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "itp%d-room-", (int)getpid());
+    if (!itp_sqs_open(&Q, prefix) || !itp_create_rooms(&Q, 1, 20)) {
+        CHECK(0, "test queues created on %s", itp_env("AWS_ENDPOINT_URL_SQS", "(no endpoint)"));
+        return TEST_DONE();
+    }
+
+    char env_prefix[128], log_path[700];
+    snprintf(env_prefix, sizeof env_prefix, "CHATFLOW_QUEUE_PREFIX=%s", prefix);
+    const char *env_a[] = { env_prefix, "CHATFLOW_RATE_LIMIT_PER_MINUTE=0", "CHATFLOW_LOG_LEVEL=info", NULL };
+    producer_proc a;
+    snprintf(log_path, sizeof log_path, "%s/producer-a.log", LOGDIR);
+    bool started = producer_start(&a, log_path, env_a);
+    CHECK(started, "producer started (log %s)", log_path);
+    if (!started) return TEST_DONE();
+    CHECK(wait_ready(&a, 10000), "producer ready: queue URLs resolved, breaker closed");
+
+    test_handshake(&a);
+    test_valid_frame(&a);
+    test_validation(&a);
+    test_idempotent(&a);
+    test_load(&a);
+    test_disconnect_before_ack(&a);
+    test_never_reads(&a);
+    if (nofile >= 1200) test_idle_connections(&a, 1000);
+    else CHECK(0, "open files limit %ld is too low for 1,000 connections", nofile);
+
+    bool in_time = false;
+    int st = producer_stop(&a, SIGTERM, 30000, &in_time);
+    CHECK(in_time && WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM: producer exits 0 in time");
+
+    const char *env_b[] = { env_prefix, "CHATFLOW_RATE_LIMIT_PER_MINUTE=3", "CHATFLOW_MAX_INFLIGHT_PER_CONNECTION=5",
+                            "CHATFLOW_PUBLISH_LINGER_MS=200", NULL };
+    producer_proc b;
+    snprintf(log_path, sizeof log_path, "%s/producer-b.log", LOGDIR);
+    started = producer_start(&b, log_path, env_b) && wait_ready(&b, 10000);
+    CHECK(started, "producer with a 3-a-minute rate limit started");
+    if (started) {
+        test_rate_limit(&b);
+        test_pause(&b);
+    }
+    producer_stop(&b, SIGTERM, 30000, NULL);
+    itp_sqs_close(&Q);
+    return TEST_DONE();
+}
