@@ -461,8 +461,9 @@ static json_t *parse_reply(const char *action, const char *body, size_t len, sqs
     json_t *root = len ? json_loadb(body, len, 0, NULL) : json_object();
     if (!json_is_object(root)) {
         json_decref(root);
-        err_set(err, 200, "MalformedResponse", "%s answered 200 with a body that is not a JSON object: %.100s",
-                action, len ? body : "");
+        /* body need not be NUL-terminated (sqs_parse_* callers): print at most len bytes */
+        err_set(err, 200, "MalformedResponse", "%s answered 200 with a body that is not a JSON object: %.*s",
+                action, (int)(len < 100 ? len : 100), len ? body : "");
         return NULL;
     }
     return root;
