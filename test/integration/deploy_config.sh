@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# deploy_config — the deployment files are valid and say what the services need.
+#
+# No Docker engine and no AWS account here, so this validates rather than runs:
+#  - deploy/docker-compose.yml through `docker compose config` (compose plugin) or `docker-compose
+#    config` when either is installed; otherwise its structure with python3 + PyYAML (and a note).
+#  - deploy/ecs: every template parses; `deploy/ecs/deploy render` fills them with the example
+#    settings; the rendered requests carry the required fields (ports, health checks, awslogs,
+#    stopTimeout vs the services' drain, the database password from Secrets Manager) and are
+#    checked against the AWS API model when botocore is importable; the IAM policies grant exactly
+#    the SQS actions the code calls, on the right queues.
+#  - the Dockerfiles: multi-stage bookworm -> bookworm-slim, Makefile build, runtime libraries only,
+#    HEALTHCHECK, non-root USER, tini.
+# The structural checks live in deploy_config_checks.py (same folder).
+. "$(dirname "$0")/../lib/common.sh"
+cd "$ROOT"
+
+OUT="$TEST_LOGDIR/render"
+rm -rf "$OUT"
+
+# ---- compose
+compose_struct=--compose-structure
+if docker compose version >/dev/null 2>&1; then
+    tap_check "docker compose config accepts deploy/docker-compose.yml" \
+        docker compose -f deploy/docker-compose.yml config -q
+    compose_struct=
+elif command -v docker-compose >/dev/null 2>&1; then
+    tap_check "docker-compose config accepts deploy/docker-compose.yml" \
+        docker-compose -f deploy/docker-compose.yml config -q
+    compose_struct=
+else
+    note "neither 'docker compose' nor docker-compose is installed: checking the compose file's structure with python3"
+fi
+
+# ---- ECS templates and the deploy script
+bad=()
+for f in deploy/ecs/*.json deploy/ecs/iam/*.json; do
+    jq empty "$f" 2>/dev/null || bad+=("$f")
+done
+tap_is "${bad[*]}" "" "every deploy/ecs template is valid JSON"
+tap_check "deploy/ecs/deploy is valid bash" bash -n deploy/ecs/deploy
+
+out=$(env -i PATH="$PATH" deploy/ecs/deploy render "$OUT" 2>&1); rc=$?
+tap_is "$rc" 2 "deploy render without settings exits 2"
+case "$out" in
+    *"missing settings: AWS_REGION"*CHATFLOW_DB_PASSWORD_SECRET_ARN*) tap_ok "and names every missing setting" ;;
+    *) tap_fail "and names every missing setting"; note "got: $out" ;;
+esac
+[ ! -e "$OUT" ] && tap_ok "and writes nothing" || tap_fail "and writes nothing"
+
+tap_check "deploy render with deploy/ecs/environment.example" \
+    bash -c 'set -a; . deploy/ecs/environment.example; set +a; exec deploy/ecs/deploy render "$1"' _ "$OUT"
+
+# ---- the rest: Dockerfiles, rendered requests, IAM, compose structure
+python3 test/integration/deploy_config_checks.py "$ROOT" "$OUT" $compose_struct
+rc=$?
+[ "$rc" -le 1 ] || tap_fail "deploy_config_checks.py crashed (exit $rc)"
+# Its ok/not ok lines count in test/run directly; fold its result into our exit status.
+[ "$rc" -eq 0 ] || TAP_FAILED=$((TAP_FAILED + 1))
+finish
