@@ -12,7 +12,7 @@ struct circuit_breaker {
     int failure_threshold;
     uint64_t open_ns;
     int consecutive_failures;      /* guarded by lock */
-    uint64_t opened_at_ns;         /* guarded by lock */
+    _Atomic uint64_t opened_at_ns; /* written under lock, read anywhere */
     bool probe_outstanding;        /* guarded by lock */
     _Atomic int state;             /* written under lock, read anywhere */
     metric_gauge *gauge;
@@ -53,6 +53,13 @@ circuit_state_t circuit_state(const circuit_breaker *cb)
     return (circuit_state_t)atomic_load(&((circuit_breaker *)cb)->state);
 }
 
+bool circuit_admits(const circuit_breaker *cb, uint64_t now_ns)
+{
+    circuit_breaker *b = (circuit_breaker *)cb;
+    if (atomic_load(&b->state) != CIRCUIT_OPEN) return true;
+    return now_ns - atomic_load(&b->opened_at_ns) >= b->open_ns;
+}
+
 /* Caller holds the lock. */
 static void transition(circuit_breaker *cb, circuit_state_t to)
 {
@@ -78,7 +85,7 @@ bool circuit_acquire(circuit_breaker *cb, uint64_t now_ns, bool *probe)
         allowed = true;
         break;
     case CIRCUIT_OPEN:
-        if (now_ns - cb->opened_at_ns < cb->open_ns) break;
+        if (now_ns - atomic_load(&cb->opened_at_ns) < cb->open_ns) break;
         transition(cb, CIRCUIT_HALF_OPEN);
         /* the first caller after the wait is the probe */
         __attribute__((fallthrough));
@@ -108,7 +115,7 @@ void circuit_record(circuit_breaker *cb, bool success, bool was_probe, uint64_t 
         cb->consecutive_failures++;
         if ((s == CIRCUIT_HALF_OPEN && was_probe) ||
             (s == CIRCUIT_CLOSED && cb->consecutive_failures >= cb->failure_threshold)) {
-            cb->opened_at_ns = now_ns;
+            atomic_store(&cb->opened_at_ns, now_ns);
             transition(cb, CIRCUIT_OPEN);
         }
     }

@@ -12,6 +12,9 @@
  *    the breaker and clears the failure count. A failure of the probe re-opens it; in CLOSED,
  *    failure_threshold consecutive failures open it. Failures recorded while OPEN extend nothing.
  *  - circuit_state() is a lock-free read for the WebSocket thread and the health check.
+ *    circuit_admits() (lock-free too) tells the WebSocket thread whether new messages may go to
+ *    the publisher: not while OPEN, except once open_ms have passed (then they wait there behind
+ *    the half-open probe, which may be their own first batch).
  *  - Every transition is logged and mirrored in the gauge (0 closed, 1 half-open, 2 open) when
  *    one is given. All functions are thread-safe.
  */
@@ -32,6 +35,7 @@ void circuit_breaker_free(circuit_breaker *cb);
 bool circuit_acquire(circuit_breaker *cb, uint64_t now_ns, bool *probe);
 void circuit_record(circuit_breaker *cb, bool success, bool was_probe, uint64_t now_ns);
 circuit_state_t circuit_state(const circuit_breaker *cb);
+bool circuit_admits(const circuit_breaker *cb, uint64_t now_ns);
 const char *circuit_state_name(circuit_state_t s);   /* "closed", "half-open", "open" */
 
 #endif

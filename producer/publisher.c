@@ -337,6 +337,28 @@ static uint64_t service_room(publisher_thread *t, room_state *rs, uint64_t now, 
     return next < expiry ? next : expiry;
 }
 
+/* With the breaker open and no traffic, nothing would ever probe SQS and readiness would stay
+ * 503 (so a load balancer would never send traffic to probe with). Thread 0 therefore probes on
+ * its own, with GetQueueUrl, once the open period has passed. */
+static void probe_if_open(publisher_thread *t, uint64_t now)
+{
+    publisher *p = t->owner;
+    if (t->index != 0 || circuit_state(p->cfg.breaker) == CIRCUIT_CLOSED) return;
+    bool probe = false;
+    if (!circuit_acquire(p->cfg.breaker, now, &probe)) return;
+    if (!probe) {                      /* closed meanwhile: nothing to prove */
+        return;
+    }
+    char *url = NULL;
+    sqs_error e;
+    memset(&e, 0, sizeof e);
+    sqs_status st = sqs_get_queue_url(t->sqs, p->rooms[0].queue_name, &url, &e);
+    free(url);
+    bool outage = st == SQS_NETWORK_ERROR || st == SQS_SERVER_ERROR || st == SQS_AUTH_ERROR;
+    circuit_record(p->cfg.breaker, !outage, true, time_mono_ns());
+    log_debug("publisher", "breaker probe GetQueueUrl: %s", sqs_status_name(st));
+}
+
 static void *publisher_main(void *arg)
 {
     publisher_thread *t = arg;
@@ -370,6 +392,9 @@ static void *publisher_main(void *arg)
             room_append(&p->rooms[r->room - p->cfg.room_min], r);
         }
         next_due = 0;
+        probe_if_open(t, now);
+        if (t->index == 0 && circuit_state(p->cfg.breaker) != CIRCUIT_CLOSED && !stopping)
+            next_due = time_mono_ns() + 50 * MS;
         for (size_t i = (size_t)t->index; i < p->n_rooms; i += (size_t)p->n_threads) {
             room_state *rs = &p->rooms[i];
             uint64_t due = service_room(t, rs, time_mono_ns(), stopping);

@@ -222,7 +222,7 @@ static void handle_frame(ingress *in, pconn *c, const char *data, size_t len, bo
                      m->client_message_id);
         return;
     }
-    if (circuit_state(in->breaker) == CIRCUIT_OPEN) {
+    if (!circuit_admits(in->breaker, now)) {
         answer_error(in, c, CHAT_QUEUE_UNAVAILABLE, "SQS is unavailable (circuit breaker open); retry later",
                      m->client_message_id);
         return;

@@ -32,13 +32,14 @@
 #include "sqs.h"
 #include "testlib.h"
 #include "timeutil.h"
+#include "uuid.h"
 #include "wsclient.h"
 
 typedef struct {
     pid_t pid;
     int ws_port;
     int admin_port;
-    char log_path[512];
+    char log_path[1024];
 } producer_proc;
 
 #define ITP_MAX_CHILDREN 16
@@ -288,6 +289,23 @@ static inline bool itp_create_rooms(itp_sqs *s, int room_min, int room_max)
         s->urls[r] = NULL;
         if (sqs_create_queue(s->sqs, name, attrs, 2, &s->urls[r], &e) != SQS_OK) {
             NOTE("CreateQueue %s: %s %s", name, e.type, e.message);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* URLs of existing room queues (a stack's own, e.g. after restart-sqs). */
+static inline bool itp_lookup_rooms(itp_sqs *s, int room_min, int room_max)
+{
+    for (int r = room_min; r <= room_max; r++) {
+        char name[128];
+        snprintf(name, sizeof name, "%s%d.fifo", s->prefix, r);
+        sqs_error e;
+        free(s->urls[r]);
+        s->urls[r] = NULL;
+        if (sqs_get_queue_url(s->sqs, name, &s->urls[r], &e) != SQS_OK) {
+            NOTE("GetQueueUrl %s: %s %s", name, e.type, e.message);
             return false;
         }
     }

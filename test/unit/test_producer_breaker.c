@@ -25,6 +25,8 @@ int main(void)
     CHECK_INT(circuit_state(cb), CIRCUIT_OPEN, "3 consecutive failures: open");
     CHECK(metric_gauge_value(g) == 2.0, "gauge 2 while open");
     CHECK(!circuit_acquire(cb, t + 50 * MS, &probe), "open: no request before open_ms");
+    CHECK(!circuit_admits(cb, t + 50 * MS), "open: new messages are not admitted before open_ms");
+    CHECK(circuit_admits(cb, t + 101 * MS), "open_ms passed: new messages are admitted (to wait for the probe)");
     CHECK(circuit_acquire(cb, t + 101 * MS, &probe) && probe, "after open_ms: one probe allowed");
     CHECK_INT(circuit_state(cb), CIRCUIT_HALF_OPEN, "half-open while the probe is out");
     CHECK(metric_gauge_value(g) == 1.0, "gauge 1 while half-open");
