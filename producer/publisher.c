@@ -233,7 +233,7 @@ static void send_batch(publisher_thread *t, room_state *rs, uint64_t now, bool p
     publish_request *batch[SQS_MAX_BATCH];
     sqs_send_entry entries[SQS_MAX_BATCH];
     sqs_entry_result results[SQS_MAX_BATCH];
-    char ids[SQS_MAX_BATCH][4];
+    char ids[SQS_MAX_BATCH][24];
     size_t n = 0, bytes = 0;
     while (n < SQS_MAX_BATCH && rs->head && (n == 0 || bytes + rs->head->body_len <= BATCH_MAX_BYTES)) {
         publish_request *r = room_pop(rs);

@@ -349,7 +349,7 @@ static inline itp_msg *itp_drain_room(itp_sqs *s, int room, size_t *n)
         empty = 0;
         sqs_handle_entry he[10];
         sqs_entry_result res[10];
-        char ids[10][4];
+        char ids[10][24];
         for (size_t i = 0; i < k; i++) {
             if (*n == cap) {
                 cap = cap ? cap * 2 : 256;
