@@ -10,9 +10,10 @@
  *    message is serialised once into a refcounted bc_frame shared by the room cache and every
  *    subscriber queue, and lws_callback_on_writable() is asked only for subscribers whose queue
  *    went from empty to non-empty (a queue that is not empty always has a WRITEABLE pending).
- *  - Backpressure. A subscriber whose queue passes its limit is closed with 4008 "slow
- *    subscriber: N frames behind"; its queue is freed at once, so it costs nothing more while
- *    lws sends the close frame (or hangs up after CLOSE_GRACE_S if its socket stays full).
+ *  - Backpressure. A subscriber whose queue passes its limit while its socket takes no more
+ *    (or passes twice its limit) is closed with 4008 "slow subscriber: N frames behind"; its
+ *    queue is freed at once, so it costs nothing more while lws sends the close frame (or hangs
+ *    up after CLOSE_GRACE_S if its socket stays full).
  *  - Order and duplicates. Per room, a message whose sequence number is not greater than the
  *    last one broadcast is a redelivery (visibility timeout, restart of a poller) and is dropped:
  *    subscribers see sequence numbers strictly increase.
@@ -45,7 +46,9 @@
 #define DRAIN_BATCH 256
 #define DRAIN_BATCHES_PER_WAKE 8     /* then let writes run; we wake ourselves to continue */
 #define CLOSE_SLOW 4008
-#define CLOSE_TRY_AGAIN 1013          /* RFC 6455 registry: "Try Again Later" */
+/* 1013 "Try Again Later" is registered, but lws clients (4.1) turn 1012-1014 into 1002: a
+ * private code keeps the reason readable by every client. */
+#define CLOSE_TRY_AGAIN 4013
 #define CLOSE_GRACE_S 5              /* a closing subscriber whose socket stays full is cut */
 #define STOP_GRACE_US (2 * LWS_US_PER_SEC)
 #define REPLAY_RETRY_DELAY_MS 200
@@ -194,6 +197,15 @@ static bool queue_frame(broadcaster *b, subscriber *sub, bc_frame *f)
     return true;
 }
 
+/* Over its limit, a subscriber is slow when its socket takes no more: a burst fanned out in
+ * one wake (one write per WRITEABLE) overfills a queue that drains at the next turns of the loop,
+ * so a subscriber that keeps its socket open to writes gets up to twice its limit. The poll()
+ * behind lws_send_pipe_choked() is only paid over the limit. */
+static bool is_slow(subscriber *sub, size_t queued)
+{
+    return queued > 2 * sub->queue_limit || lws_send_pipe_choked(sub->wsi);
+}
+
 static void offer_live_frame(broadcaster *b, subscriber *sub, bc_frame *f)
 {
     if (sub->closing) return;
@@ -209,7 +221,7 @@ static void offer_live_frame(broadcaster *b, subscriber *sub, bc_frame *f)
     }
     if (!queue_frame(b, sub, f)) return;
     size_t queued = bc_fqueue_len(&sub->sendq);
-    if (queued > sub->queue_limit) drop_slow(b, sub, queued);
+    if (queued > sub->queue_limit && is_slow(sub, queued)) drop_slow(b, sub, queued);
 }
 
 static void observe_latency(broadcaster *b, const chat_message *m)

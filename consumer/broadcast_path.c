@@ -1,6 +1,7 @@
 /* broadcast_path — see broadcast_path.h. */
 #include "broadcast_path.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -20,10 +21,24 @@ static bool parse_room(const char *s, long *room)
     return true;
 }
 
+/* The reason is echoed in the HTTP answer (lws wraps it in HTML): what the client sent is
+ * shown with anything but plain URL characters replaced by '?', and cut at 48 bytes. */
+static const char *shown(const char *s, char out[49])
+{
+    size_t i = 0;
+    for (; s[i] && i < 48; i++) {
+        unsigned char c = (unsigned char)s[i];
+        out[i] = (isalnum(c) || strchr("/-_.=~", c)) ? (char)c : '?';
+    }
+    out[i] = '\0';
+    return out;
+}
+
 static int refuse(int status, char *reason, size_t reason_len, const char *fmt, const char *what,
                   long room_min, long room_max)
 {
-    snprintf(reason, reason_len, fmt, what, room_min, room_max);
+    char buf[49];
+    snprintf(reason, reason_len, fmt, shown(what, buf), room_min, room_max);
     return status;
 }
 
@@ -33,12 +48,12 @@ int bc_target_parse(const char *path, const char *const *args, size_t nargs, lon
     memset(out, 0, sizeof *out);
     if (!path || strncmp(path, CHAT_PREFIX, strlen(CHAT_PREFIX)) != 0)
         return refuse(404, reason, reason_len,
-                      "path '%.64s' is not served here; subscribe to /chat/{roomId} with roomId %ld-%ld",
+                      "path '%s' is not served here; subscribe to /chat/{roomId} with roomId %ld-%ld",
                       path ? path : "", room_min, room_max);
     const char *room_s = path + strlen(CHAT_PREFIX);
     if (!parse_room(room_s, &out->room))
         return refuse(404, reason, reason_len,
-                      "room '%.40s' is not a room id; this consumer serves rooms %ld-%ld", room_s,
+                      "room '%s' is not a room id; this consumer serves rooms %ld-%ld", room_s,
                       room_min, room_max);
     if (out->room < room_min || out->room > room_max)
         return refuse(404, reason, reason_len,
@@ -46,9 +61,11 @@ int bc_target_parse(const char *path, const char *const *args, size_t nargs, lon
                       room_min, room_max);
     for (size_t i = 0; i < nargs; i++) {
         const char *a = args[i];
+        char buf[49];
         if (strncmp(a, "since=", 6) != 0) {
             snprintf(reason, reason_len,
-                     "unknown query argument '%.40s'; only since=<sequenceNumber> is accepted", a);
+                     "unknown query argument '%s'; only since={sequenceNumber} is accepted",
+                     shown(a, buf));
             return 400;
         }
         if (out->since[0]) {
@@ -57,7 +74,7 @@ int bc_target_parse(const char *path, const char *const *args, size_t nargs, lon
         }
         if (!seqnum_valid(a + 6)) {
             snprintf(reason, reason_len,
-                     "since '%.48s' is not a sequence number (1-%d decimal digits)", a + 6,
+                     "since '%s' is not a sequence number (1-%d decimal digits)", shown(a + 6, buf),
                      SEQNUM_MAX_DIGITS);
             return 400;
         }

@@ -7,7 +7,9 @@
  *    the room range this consumer owns. It returns 0 and fills out, or the HTTP status to refuse
  *    the handshake with (404 for a path or room this consumer does not serve, 400 for a bad
  *    query) and a one-line reason that names what is wrong and, for rooms, the range served,
- *    e.g. "room 42 is not served here; this consumer serves rooms 1-20".
+ *    e.g. "room 42 is not served here; this consumer serves rooms 1-20". What the client sent
+ *    is quoted with characters outside [A-Za-z0-9/-_.=~] shown as '?' (the reason goes back in
+ *    an HTML body), at most 48 of them.
  *  - roomId is a decimal integer without sign or leading zeros; since, when present, is a valid
  *    sequence number (seqnum.h); any other query argument is refused (a typo must not silently
  *    turn a replay into a live-only subscription).

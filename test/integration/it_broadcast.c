@@ -293,6 +293,20 @@ static void test_refusals(broadcaster *b, wsc_ctx *ws)
     st = raw_handshake(port, "/chat/3", resp, sizeof resp);
     CHECK_INT(st, 101, "refusal: a good path is upgraded (101)");
 
+    int fd = raw_connect(port);
+    const char *plain = "GET /chat/3 HTTP/1.1\r\nHost: " HOST "\r\n\r\n";
+    size_t got = 0;
+    ssize_t n;
+    if (fd >= 0 && write(fd, plain, strlen(plain)) == (ssize_t)strlen(plain))
+        while (got + 1 < sizeof resp && (n = read(fd, resp + got, sizeof resp - 1 - got)) > 0) {
+            got += (size_t)n;
+            if (strstr(resp, "</html>")) break;
+        }
+    resp[got] = '\0';
+    if (fd >= 0) close(fd);
+    CHECK(strncmp(resp, "HTTP/1.1 400", 12) == 0 && strstr(resp, "subscribe with a WebSocket upgrade"),
+          "refusal: a plain HTTP request gets 400 and says to upgrade");
+
     int status = 0;
     char err[200];
     wsc_conn *c = wsc_connect(ws, HOST, port, "/chat/21", 3000, &status, err, sizeof err);
@@ -588,6 +602,30 @@ static void test_replay_paged_and_lagging(wsc_ctx *ws)
         CHECK(calls >= 4, "paged: the store was asked page by page (%d calls)", calls);
         wsc_free(c);
     }
+    /* A store that never catches up with the cache: the replay gives up with a reason rather
+     * than leave a gap (room 3: 10 events broadcast, cache keeps 4, nothing committed). */
+    char r3[10][SEQNUM_BUF];
+    wsc_conn *live3 = subscribe(ws, broadcast_port(b), "/chat/3");
+    wait_subscribers(b, 3);
+    for (int i = 0; i < 10; i++) {
+        seq_of(r3[i], 500 + (unsigned long long)i);
+        publish(b, 3, r3[i], NULL);
+    }
+    CHECK(live3 && expect_seqs(live3, 3, r3, 10, "room 3 live") == 10,
+          "burst: 10 events fanned out at once to a reader with send_queue_max 8 all arrive (no drop)");
+    wsc_conn *g = subscribe(ws, broadcast_port(b), "/chat/3?since=100");
+    CHECK(g && wsc_wait_closed(g, 10000), "lagging store: the replay gives up");
+    if (g) {
+        int code = 0;
+        const char *reason = NULL;
+        wsc_close_info(g, &code, &reason);
+        CHECK_INT(code, 4013, "lagging store: close code 4013 (try again later)");
+        CHECK_STR(reason, "replay incomplete: history ends at 100, not stored up to 505 yet; reconnect",
+                  "lagging store: the reason says where history ends");
+        CHECK(nothing_more(g, 1), "lagging store: nothing with a gap was sent");
+        wsc_free(g);
+    }
+    if (live3) wsc_free(live3);
     if (marker) wsc_free(marker);
     broadcast_stop(b);
 }

@@ -107,6 +107,11 @@ static void test_path(void)
     CHECK_INT(bc_target_parse("/chat/3", two, 2, 1, 20, &t, reason, sizeof reason), 400,
               "path: since twice refused");
     CHECK_INT(parse("/chat/3", "since=0", &t, reason), 0, "path: since=0 accepted");
+    CHECK_INT(parse("/chat/<b>x</b>", NULL, &t, reason), 404, "path: markup in the room refused");
+    CHECK_STR(reason, "room '?b?x?/b?' is not a room id; this consumer serves rooms 1-20",
+              "path: what the client sent is echoed without markup");
+    CHECK_INT(parse("/chat/1", "x=\"><script>", &t, reason), 400, "path: markup in an argument refused");
+    CHECK(strchr(reason, '<') == NULL && strchr(reason, '"') == NULL, "path: argument echoed without markup: %s", reason);
 }
 
 static void test_frames_and_queue(void)
