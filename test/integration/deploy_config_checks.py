@@ -264,6 +264,19 @@ for name, lo, hi in shards:
     check(used_actions("consumer") <= granted and used_actions("consumer"),
           f"consumer-{name} role grants every SQS action the consumer's code calls", used_actions("consumer") - granted)
 
+# The operator policy for `chatflow-sqs setup` grants what the tool calls, on ChatFlow's queues only.
+setup_src = read("common/tools/sqs.c")
+setup_calls = {"sqs:" + a for a in ("CreateQueue", "GetQueueUrl", "SetQueueAttributes", "GetQueueAttributes")
+               if re.search(r"\bsqs_%s\s*\(" % re.sub(r"(?<!^)([A-Z])", r"_\1", a).lower(), setup_src)}
+setup = allows(load(os.path.join(OUT, "iam", "sqs-setup-policy.json")))
+setup_actions = set().union(*(a for a, _ in setup))
+check(setup_calls and setup_calls <= setup_actions and not any(a in setup_actions for a in
+      ("sqs:DeleteQueue", "sqs:PurgeQueue", "sqs:ReceiveMessage", "sqs:SendMessage")),
+      "sqs-setup policy: what `chatflow-sqs setup` calls, nothing destructive or data-reading",
+      (setup_calls, setup_actions))
+check(all(re.match(r"^arn:aws:sqs:[^:]+:\d{12}:chatflow-(room-\*|db-dlq\.fifo)$", r) for _, res in setup for r in res),
+      "sqs-setup policy: only ChatFlow's queues")
+
 every = []
 for f in glob.glob(os.path.join(OUT, "iam", "*-policy.json")):
     for st in load(f)["Statement"]:
