@@ -9,6 +9,7 @@
  */
 #include "publisher.h"
 
+#include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -64,6 +65,21 @@ struct publisher {
     metric_counter *retries;
     metric_histogram *queue_wait;
 };
+
+char *publisher_body_json(const chat_message *m)
+{
+    char *body = queue_message_to_json(m);
+    bool astral = false;
+    for (const unsigned char *c = (const unsigned char *)m->message; *c && !astral; c++) astral = *c >= 0xF0;
+    if (!body || !astral) return body;
+    /* Rare (emoji): re-encode with every non-ASCII character escaped. */
+    json_t *doc = json_loads(body, 0, NULL);
+    char *escaped = doc ? json_dumps(doc, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+    json_decref(doc);
+    if (!escaped) return body;
+    free(body);
+    return escaped;
+}
 
 void publish_request_free(publish_request *r)
 {
@@ -284,10 +300,14 @@ static void send_batch(publisher_thread *t, room_state *rs, uint64_t now, bool p
         if (results[i].ok) {
             answer_request(p, batch[i], CHAT_OK, NULL, results[i].sequence_number);
         } else if (results[i].sender_fault) {
+            log_warn("publisher", "SendMessageBatch %s: entry refused: %s %s", rs->queue_name, results[i].code,
+                     results[i].message);
             char why[400];
             snprintf(why, sizeof why, "SQS refused the message: %s %s", results[i].code, results[i].message);
             answer_request(p, batch[i], CHAT_QUEUE_ERROR, why, NULL);
         } else {
+            log_debug("publisher", "SendMessageBatch %s: entry failed: %s %s (will retry)", rs->queue_name,
+                      results[i].code, results[i].message);
             if (!wait) wait = backoff_ns(t, batch[i]->attempts + 1);
             batch[i]->attempts++;
             batch[i]->not_before_ns = after + wait;
@@ -312,8 +332,10 @@ static uint64_t service_room(publisher_thread *t, room_state *rs, uint64_t now, 
             return rs->next_resolve_ns;
         }
     }
-    while (rs->head && now > send_by_ns(p, rs->head))
+    while (rs->head && now > send_by_ns(p, rs->head)) {
+        log_debug("publisher", "%s: message %s missed its deadline", rs->queue_name, rs->head->message_id);
         answer_request(p, room_pop(rs), CHAT_QUEUE_ERROR, "SQS did not accept the message before the deadline", NULL);
+    }
     while (batch_due(p, rs, now, flushing)) {
         bool probe = false;
         if (!circuit_acquire(p->cfg.breaker, now, &probe)) {

@@ -51,6 +51,12 @@ typedef struct publish_request {
     int attempts;
 } publish_request;
 
+/* The SQS body for a message: queue_message_to_json(), with characters outside the Basic
+ * Multilingual Plane (emoji) written as JSON \u surrogate-pair escapes. SQS allows them, but
+ * some SQS implementations (fauxqs 1.9.2) refuse them as InvalidMessageContents; the escaped
+ * form is the same JSON value for every reader. malloc'd, NULL on allocation failure. */
+char *publisher_body_json(const chat_message *m);
+
 /* Frees the request and its body. */
 void publish_request_free(publish_request *r);
 

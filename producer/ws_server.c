@@ -237,7 +237,7 @@ static void handle_frame(ingress *in, pconn *c, const char *data, size_t len, bo
     snprintf(m->client_ip, sizeof m->client_ip, "%s", c->client_ip);
     time_format_iso8601(time_wall_ms(), m->received_at);
     publish_request *r = calloc(1, sizeof *r);
-    if (!r || !chat_message_assign_id(m) || !(r->body = queue_message_to_json(m))) {
+    if (!r || !chat_message_assign_id(m) || !(r->body = publisher_body_json(m))) {
         free(r);
         answer_error(in, c, CHAT_QUEUE_ERROR, "server could not prepare the message; retry", m->client_message_id);
         return;

@@ -110,6 +110,33 @@ out:
     wsc_ctx_free(ctx);
 }
 
+/* Emoji (outside the BMP) are valid SPEC text; the queued body must carry them intact. */
+static void test_emoji(const producer_proc *p)
+{
+    const char text[] = "party \xf0\x9f\x8e\x89 caf\xc3\xa9";
+    wsc_ctx *ctx = wsc_ctx_new();
+    wsc_conn *c = open_room(ctx, p, 16);
+    if (!c) {
+        CHECK(0, "connected to /chat/16");
+        wsc_ctx_free(ctx);
+        return;
+    }
+    char *f = itp_frame(16, text, NULL);
+    itp_send_text(c, f);
+    free(f);
+    char *a = recv_answer(c, 5000), st[64];
+    CHECK_STR(itp_field(a, "status", st, sizeof st), "SUCCESS", "a message with an emoji is acked");
+    free(a);
+    size_t n = 0;
+    itp_msg *m = itp_drain_room(&Q, 16, &n);
+    char got[128] = "";
+    if (n == 1) itp_field(m[0].body, "message", got, sizeof got);
+    CHECK_STR(got, text, "the queued body decodes to the same text, emoji included");
+    itp_msgs_free(m, n);
+    wsc_free(c);
+    wsc_ctx_free(ctx);
+}
+
 /* ---------------------------------------------------------------- validation */
 
 typedef struct {
@@ -614,6 +641,7 @@ int main(void)
     test_handshake(&a);
     test_valid_frame(&a);
     test_validation(&a);
+    test_emoji(&a);
     test_idempotent(&a);
     test_load(&a);
     test_disconnect_before_ack(&a);
