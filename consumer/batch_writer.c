@@ -1,0 +1,714 @@
+/* batch_writer — group commit of received messages into PostgreSQL; see batch_writer.h. */
+#include "batch_writer.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "db.h"
+#include "log.h"
+#include "metrics.h"
+#include "timeutil.h"
+
+#define COMPONENT "writer"
+#define FIRST_BACKOFF_MS 100
+
+#define MESSAGE_COLUMNS                                                                        \
+    "message_id, room_id, user_id, username, message_text, message_type, server_id, client_ip, " \
+    "sequence_number, client_timestamp, received_at"
+
+/* Only rows really inserted (RETURNING skips conflicts) feed user_activity, aggregated per key
+ * and applied in key order so concurrent writers lock rows in the same order. */
+#define FLUSH_TAIL                                                                             \
+    "), ua AS (INSERT INTO user_activity (user_id, room_id, first_activity, last_activity,"    \
+    " message_count)"                                                                          \
+    " SELECT user_id, room_id, min(client_timestamp), max(client_timestamp), count(*) FROM ins" \
+    " GROUP BY user_id, room_id ORDER BY user_id, room_id"                                     \
+    " ON CONFLICT (user_id, room_id) DO UPDATE SET"                                            \
+    " first_activity = LEAST(user_activity.first_activity, EXCLUDED.first_activity),"          \
+    " last_activity = GREATEST(user_activity.last_activity, EXCLUDED.last_activity),"          \
+    " message_count = user_activity.message_count + EXCLUDED.message_count)"                   \
+    " SELECT count(*) FROM ins"
+
+static const db_statement writer_statements[] = {
+    {"flush_from_stage",
+     "WITH ins AS (INSERT INTO messages (" MESSAGE_COLUMNS ") SELECT " MESSAGE_COLUMNS
+     " FROM chatflow_stage ON CONFLICT (message_id) DO NOTHING"
+     " RETURNING user_id, room_id, client_timestamp" FLUSH_TAIL,
+     0},
+    {"flush_unnest",
+     "WITH ins AS (INSERT INTO messages (" MESSAGE_COLUMNS ") SELECT * FROM unnest("
+     "$1::uuid[], $2::int[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[],"
+     " $8::text[], $9::numeric[], $10::timestamptz[], $11::timestamptz[])"
+     " ON CONFLICT (message_id) DO NOTHING RETURNING user_id, room_id, client_timestamp" FLUSH_TAIL,
+     11},
+};
+
+struct batch_writer {
+    batch_writer_config cfg;
+    char url[1024];
+    pthread_t thread;
+    bool thread_started;
+
+    pthread_mutex_t mu;
+    pthread_cond_t work;        /* writer waits: submissions, holders, stop */
+    pthread_cond_t done;        /* pollers wait: a batch reached its final state */
+    write_batch *head, *tail;   /* pending, in submission order */
+    size_t pending_rows;
+    int holders;
+    bool stopping;
+    uint64_t stop_deadline_ns;
+
+    db_conn *db;
+    pthread_mutex_t health_mu;
+    bool db_up;
+    char last_error[256];
+
+    metric_histogram *m_batch_size, *m_flush_seconds;
+    metric_counter *m_rows_written, *m_flush_failures;
+    metric_gauge *m_db_up;
+};
+
+/* ---- rows ---- */
+
+static bool normalise_instant(const char *in, char out[ISO8601_BUF], const char *field, char *err,
+                              size_t err_len)
+{
+    int64_t ms;
+    if (!time_parse_iso8601(in, &ms)) {
+        snprintf(err, err_len, "%s: not an ISO-8601 instant", field);
+        return false;
+    }
+    time_format_iso8601(ms, out);
+    return true;
+}
+
+bool write_row_init(write_row *row, const chat_message *m, const char *sequence_number, char *err,
+                    size_t err_len)
+{
+    memset(row, 0, sizeof(*row));
+    char *end;
+    row->room_id = strtol(m->room_id, &end, 10);
+    if (*m->room_id == '\0' || *end != '\0' || row->room_id <= 0 || row->room_id > 2147483647L) {
+        snprintf(err, err_len, "roomId: not a positive 32-bit integer");
+        return false;
+    }
+    row->user_id = strtol(m->user_id, &end, 10);
+    if (*m->user_id == '\0' || *end != '\0') {
+        snprintf(err, err_len, "userId: not an integer");
+        return false;
+    }
+    if (strlen(sequence_number ? sequence_number : "") >= sizeof(row->sequence_number) ||
+        strspn(sequence_number ? sequence_number : "", "0123456789") !=
+            strlen(sequence_number ? sequence_number : "")) {
+        snprintf(err, err_len, "SequenceNumber: not a decimal number");
+        return false;
+    }
+    if (!normalise_instant(m->timestamp, row->client_timestamp, "timestamp", err, err_len) ||
+        !normalise_instant(m->received_at, row->received_at, "receivedAt", err, err_len))
+        return false;
+    snprintf(row->message_id, sizeof(row->message_id), "%s", m->message_id);
+    snprintf(row->username, sizeof(row->username), "%s", m->username);
+    snprintf(row->message_text, sizeof(row->message_text), "%s", m->message);
+    snprintf(row->message_type, sizeof(row->message_type), "%s", m->message_type);
+    snprintf(row->server_id, sizeof(row->server_id), "%s", m->server_id);
+    snprintf(row->client_ip, sizeof(row->client_ip), "%s", m->client_ip);
+    snprintf(row->sequence_number, sizeof(row->sequence_number), "%s", sequence_number ? sequence_number : "");
+    row->status = WRITE_PENDING;
+    return true;
+}
+
+/* ---- a growable text buffer for COPY data and array literals ---- */
+
+typedef struct {
+    char *data;
+    size_t len, cap;
+    bool oom;
+} textbuf;
+
+static void tb_reserve(textbuf *b, size_t more)
+{
+    if (b->oom || b->len + more + 1 <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + more + 1)
+        cap *= 2;
+    char *d = realloc(b->data, cap);
+    if (!d) {
+        b->oom = true;
+        return;
+    }
+    b->data = d;
+    b->cap = cap;
+}
+
+static void tb_putc(textbuf *b, char c)
+{
+    tb_reserve(b, 1);
+    if (!b->oom) {
+        b->data[b->len++] = c;
+        b->data[b->len] = '\0';
+    }
+}
+
+static void tb_puts(textbuf *b, const char *s)
+{
+    size_t n = strlen(s);
+    tb_reserve(b, n);
+    if (!b->oom) {
+        memcpy(b->data + b->len, s, n + 1);
+        b->len += n;
+    }
+}
+
+/* COPY text format escaping. libpq sends COPY data as opaque bytes and has no encoder for it,
+ * so the four characters that the text format gives meaning to are escaped here. */
+static void tb_put_copy_field(textbuf *b, const char *s)
+{
+    for (; *s; s++) {
+        switch (*s) {
+        case '\\': tb_puts(b, "\\\\"); break;
+        case '\t': tb_puts(b, "\\t"); break;
+        case '\n': tb_puts(b, "\\n"); break;
+        case '\r': tb_puts(b, "\\r"); break;
+        default: tb_putc(b, *s);
+        }
+    }
+}
+
+/* One element of a PostgreSQL array literal: always double-quoted, with \ and " escaped
+ * (libpq has no array encoder; the literal is still bound as a parameter, never spliced). */
+static void tb_put_array_elem(textbuf *b, const char *s)
+{
+    tb_putc(b, b->len > 1 ? ',' : '{');
+    if (!s) {
+        tb_puts(b, "NULL");
+        return;
+    }
+    tb_putc(b, '"');
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"')
+            tb_putc(b, '\\');
+        tb_putc(b, *s);
+    }
+    tb_putc(b, '"');
+}
+
+/* ---- flushing ---- */
+
+static bool create_stage(db_conn *c, void *ctx, char *err, size_t err_len)
+{
+    (void)ctx;
+    return db_exec(c,
+                   "CREATE TEMP TABLE IF NOT EXISTS chatflow_stage ("
+                   " message_id uuid, room_id int, user_id int, username text, message_text text,"
+                   " message_type text, server_id text, client_ip text, sequence_number numeric(40,0),"
+                   " client_timestamp timestamptz, received_at timestamptz) ON COMMIT DELETE ROWS",
+                   err, err_len);
+}
+
+static void rollback_quietly(db_conn *db)
+{
+    if (db_conn_is_up(db) && PQtransactionStatus(db_conn_pg(db)) != PQTRANS_IDLE) {
+        PGresult *r = PQexec(db_conn_pg(db), "ROLLBACK");
+        PQclear(r);
+    }
+}
+
+static bool copy_into_stage(db_conn *db, write_row *const *rows, size_t n, char *err, size_t err_len)
+{
+    PGconn *pg = db_conn_pg(db);
+    PGresult *r = PQexec(pg, "COPY chatflow_stage (" MESSAGE_COLUMNS ") FROM STDIN");
+    if (PQresultStatus(r) != PGRES_COPY_IN) {
+        db_note_failure(db, r, "COPY", err, err_len);
+        PQclear(r);
+        return false;
+    }
+    PQclear(r);
+
+    textbuf b = {0};
+    char num[32];
+    for (size_t i = 0; i < n; i++) {
+        const write_row *w = rows[i];
+        tb_puts(&b, w->message_id);
+        snprintf(num, sizeof(num), "\t%ld\t%ld\t", w->room_id, w->user_id);
+        tb_puts(&b, num);
+        tb_put_copy_field(&b, w->username); tb_putc(&b, '\t');
+        tb_put_copy_field(&b, w->message_text); tb_putc(&b, '\t');
+        tb_put_copy_field(&b, w->message_type); tb_putc(&b, '\t');
+        tb_put_copy_field(&b, w->server_id); tb_putc(&b, '\t');
+        tb_put_copy_field(&b, w->client_ip); tb_putc(&b, '\t');
+        tb_puts(&b, w->sequence_number[0] ? w->sequence_number : "\\N"); tb_putc(&b, '\t');
+        tb_puts(&b, w->client_timestamp); tb_putc(&b, '\t');
+        tb_puts(&b, w->received_at); tb_putc(&b, '\n');
+    }
+    bool sent = !b.oom && PQputCopyData(pg, b.data, (int)b.len) == 1;
+    free(b.data);
+    if (PQputCopyEnd(pg, sent ? NULL : "client could not build the COPY data") != 1) {
+        db_note_failure(db, NULL, "COPY end", err, err_len);
+        return false;
+    }
+    bool ok = true;
+    while ((r = PQgetResult(pg)) != NULL) {
+        if (ok && PQresultStatus(r) != PGRES_COMMAND_OK) {
+            db_note_failure(db, r, "COPY", err, err_len);
+            ok = false;
+        }
+        PQclear(r);
+        if (!db_conn_pg(db))
+            break;   /* connection dropped by db_note_failure */
+    }
+    return ok && sent;
+}
+
+/* Inserts rows in one transaction; *inserted = rows new to the table. */
+static bool write_with_copy(db_conn *db, write_row *const *rows, size_t n, long *inserted, char *err,
+                            size_t err_len)
+{
+    if (!db_exec(db, "BEGIN", err, err_len))
+        return false;
+    PGresult *r = NULL;
+    bool ok = copy_into_stage(db, rows, n, err, err_len) &&
+              (r = db_exec_prepared(db, "flush_from_stage", 0, NULL, err, err_len)) != NULL;
+    if (ok)
+        *inserted = atol(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    ok = ok && db_exec(db, "COMMIT", err, err_len);
+    if (!ok)
+        rollback_quietly(db);
+    return ok;
+}
+
+/* One statement, so one round trip and its own transaction. */
+static bool write_with_unnest(db_conn *db, write_row *const *rows, size_t n, long *inserted,
+                              char *err, size_t err_len)
+{
+    enum { NCOL = 11 };
+    textbuf cols[NCOL] = {{0}};
+    char num[24];
+    for (size_t i = 0; i < n; i++) {
+        const write_row *w = rows[i];
+        tb_put_array_elem(&cols[0], w->message_id);
+        snprintf(num, sizeof(num), "%ld", w->room_id);
+        tb_put_array_elem(&cols[1], num);
+        snprintf(num, sizeof(num), "%ld", w->user_id);
+        tb_put_array_elem(&cols[2], num);
+        tb_put_array_elem(&cols[3], w->username);
+        tb_put_array_elem(&cols[4], w->message_text);
+        tb_put_array_elem(&cols[5], w->message_type);
+        tb_put_array_elem(&cols[6], w->server_id);
+        tb_put_array_elem(&cols[7], w->client_ip);
+        tb_put_array_elem(&cols[8], w->sequence_number[0] ? w->sequence_number : NULL);
+        tb_put_array_elem(&cols[9], w->client_timestamp);
+        tb_put_array_elem(&cols[10], w->received_at);
+    }
+    const char *values[NCOL];
+    bool oom = false;
+    for (int c = 0; c < NCOL; c++) {
+        tb_putc(&cols[c], '}');
+        oom |= cols[c].oom;
+        values[c] = cols[c].data;
+    }
+    bool ok = false;
+    if (oom) {
+        snprintf(err, err_len, "out of memory building the batch");
+    } else {
+        PGresult *r = db_exec_prepared(db, "flush_unnest", NCOL, values, err, err_len);
+        if (r) {
+            *inserted = atol(PQgetvalue(r, 0, 0));
+            ok = true;
+        }
+        PQclear(r);
+    }
+    for (int c = 0; c < NCOL; c++)
+        free(cols[c].data);
+    return ok;
+}
+
+static void set_health(batch_writer *w, bool up, const char *error)
+{
+    pthread_mutex_lock(&w->health_mu);
+    if (up != w->db_up) {
+        if (up)
+            log_info(COMPONENT, "PostgreSQL writes succeed again");
+        else
+            log_warn(COMPONENT, "PostgreSQL writes failing: %s", error);
+    }
+    w->db_up = up;
+    snprintf(w->last_error, sizeof(w->last_error), "%s", up ? "" : error);
+    pthread_mutex_unlock(&w->health_mu);
+    metric_gauge_set(w->m_db_up, up ? 1 : 0);
+}
+
+/* Writes rows in one transaction. Returns the error kind (DB_ERR_NONE on success). */
+static db_error_kind write_rows(batch_writer *w, write_row *const *rows, size_t n, char *err,
+                                size_t err_len)
+{
+    uint64_t t0 = time_mono_ns();
+    long inserted = 0;
+    bool ok = db_conn_ensure(w->db, err, err_len) &&
+              (w->cfg.use_unnest ? write_with_unnest(w->db, rows, n, &inserted, err, err_len)
+                                 : write_with_copy(w->db, rows, n, &inserted, err, err_len));
+    if (!ok) {
+        metric_counter_inc(w->m_flush_failures);
+        db_error_kind kind = db_last_error_kind(w->db);
+        return kind == DB_ERR_NONE ? DB_ERR_TRANSIENT : kind;
+    }
+    metric_histogram_observe(w->m_flush_seconds, (double)(time_mono_ns() - t0) / 1e9);
+    metric_histogram_observe(w->m_batch_size, (double)n);
+    metric_counter_add(w->m_rows_written, (uint64_t)inserted);
+    for (size_t i = 0; i < n; i++)
+        rows[i]->status = WRITE_COMMITTED;
+    if ((size_t)inserted < n)
+        log_debug(COMPONENT, "flush of %zu rows: %zu already stored (redelivery)", n, n - (size_t)inserted);
+    return DB_ERR_NONE;
+}
+
+/* Flushes rows; a batch the database rejects is retried row by row so that one bad row fails
+ * alone. Returns false when the database itself failed (rows left PENDING get an attempt). */
+static bool flush_rows(batch_writer *w, write_row *const *rows, size_t n, char *err, size_t err_len)
+{
+    db_error_kind kind = write_rows(w, rows, n, err, err_len);
+    if (kind == DB_ERR_NONE) {
+        set_health(w, true, NULL);
+        return true;
+    }
+    if (kind != DB_ERR_DATA) {
+        set_health(w, false, err);
+        return false;
+    }
+    set_health(w, true, NULL);
+    if (n == 1) {
+        rows[0]->status = WRITE_FAILED;
+        snprintf(rows[0]->failure, sizeof(rows[0]->failure), "database rejected the row: %s", err);
+        log_warn(COMPONENT, "message %s rejected: %s", rows[0]->message_id, err);
+        return true;
+    }
+    log_warn(COMPONENT, "batch of %zu rows rejected (%s); retrying row by row", n, err);
+    for (size_t i = 0; i < n; i++)
+        if (!flush_rows(w, &rows[i], 1, err, err_len))
+            return false;
+    return true;
+}
+
+/* ---- the writer thread ---- */
+
+static void finish_batch_locked(batch_writer *w, write_batch *b)
+{
+    (void)w;
+    b->open = 0;
+    b->next = NULL;
+}
+
+static size_t count_open(const write_batch *b)
+{
+    size_t open = 0;
+    for (size_t i = 0; i < b->n_rows; i++)
+        open += b->rows[i].status == WRITE_PENDING;
+    return open;
+}
+
+static void abandon_all_locked(batch_writer *w)
+{
+    for (write_batch *b = w->head, *next; b; b = next) {
+        next = b->next;
+        for (size_t i = 0; i < b->n_rows; i++)
+            if (b->rows[i].status == WRITE_PENDING)
+                b->rows[i].status = WRITE_ABANDONED;
+        finish_batch_locked(w, b);
+    }
+    w->head = w->tail = NULL;
+    w->pending_rows = 0;
+    pthread_cond_broadcast(&w->done);
+}
+
+static void wait_until_locked(batch_writer *w, uint64_t deadline_ns)
+{
+    struct timespec now_rt;
+    clock_gettime(CLOCK_MONOTONIC, &now_rt);
+    uint64_t now = time_mono_ns();
+    if (deadline_ns <= now)
+        return;
+    uint64_t abs_ns = (uint64_t)now_rt.tv_sec * 1000000000ull + (uint64_t)now_rt.tv_nsec + (deadline_ns - now);
+    struct timespec ts = {.tv_sec = (time_t)(abs_ns / 1000000000ull), .tv_nsec = (long)(abs_ns % 1000000000ull)};
+    pthread_cond_timedwait(&w->work, &w->mu, &ts);
+}
+
+/* Group commit: flush at batch size, when no poller holds unsubmitted messages, or at max wait. */
+static void wait_for_flush_locked(batch_writer *w)
+{
+    while (!w->stopping && w->pending_rows < w->cfg.batch_size && w->holders > 0) {
+        uint64_t deadline = w->head->submitted_ns + (uint64_t)w->cfg.max_wait_ms * 1000000ull;
+        if (time_mono_ns() >= deadline)
+            return;
+        wait_until_locked(w, deadline);
+    }
+}
+
+/* Takes whole batches from the head, at least one, up to batch_size rows. */
+static write_batch *take_locked(batch_writer *w, write_row ***rows_out, size_t *n_out)
+{
+    write_batch *first = w->head, *last = NULL;
+    size_t n = 0;
+    for (write_batch *b = w->head; b; b = b->next) {
+        if (n > 0 && n + b->open > w->cfg.batch_size)
+            break;
+        n += b->open;
+        last = b;
+    }
+    w->head = last->next;
+    if (!w->head)
+        w->tail = NULL;
+    last->next = NULL;
+    w->pending_rows -= n;
+
+    write_row **rows = malloc((n ? n : 1) * sizeof(*rows));
+    size_t k = 0;
+    if (rows)
+        for (write_batch *b = first; b; b = b->next)
+            for (size_t i = 0; i < b->n_rows; i++)
+                if (b->rows[i].status == WRITE_PENDING)
+                    rows[k++] = &b->rows[i];
+    *rows_out = rows;
+    *n_out = rows ? k : 0;
+    return first;
+}
+
+/* Counts an attempt for rows still pending; gives up on rows out of attempts; puts batches with
+ * open rows back at the head in their order and wakes the pollers of finished ones. */
+static void settle_locked(batch_writer *w, write_batch *taken, const char *err)
+{
+    write_batch *requeue_head = NULL, *requeue_tail = NULL;
+    size_t requeued_rows = 0;
+    for (write_batch *b = taken, *next; b; b = next) {
+        next = b->next;
+        for (size_t i = 0; i < b->n_rows; i++) {
+            write_row *r = &b->rows[i];
+            if (r->status != WRITE_PENDING)
+                continue;
+            r->attempts++;
+            if (r->attempts >= w->cfg.max_attempts) {
+                r->status = WRITE_FAILED;
+                snprintf(r->failure, sizeof(r->failure), "not stored after %d attempts: %s",
+                         r->attempts, err && *err ? err : "database unavailable");
+            }
+        }
+        b->open = count_open(b);
+        if (b->open == 0) {
+            finish_batch_locked(w, b);
+            continue;
+        }
+        b->next = NULL;
+        if (requeue_tail)
+            requeue_tail->next = b;
+        else
+            requeue_head = b;
+        requeue_tail = b;
+        requeued_rows += b->open;
+    }
+    if (requeue_head) {
+        requeue_tail->next = w->head;
+        w->head = requeue_head;
+        if (!w->tail)
+            w->tail = requeue_tail;
+        w->pending_rows += requeued_rows;
+    }
+    pthread_cond_broadcast(&w->done);
+}
+
+static void *writer_main(void *arg)
+{
+    batch_writer *w = arg;
+    long backoff_ms = FIRST_BACKOFF_MS;
+    char err[512];
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->head && !w->stopping)
+            pthread_cond_wait(&w->work, &w->mu);
+        if (!w->head)
+            break;
+        if (w->stopping && time_mono_ns() >= w->stop_deadline_ns) {
+            log_warn(COMPONENT, "stop deadline reached with %zu rows unwritten; they stay in SQS",
+                     w->pending_rows);
+            abandon_all_locked(w);
+            continue;
+        }
+        wait_for_flush_locked(w);
+
+        write_row **rows;
+        size_t n;
+        write_batch *taken = take_locked(w, &rows, &n);
+        pthread_mutex_unlock(&w->mu);
+
+        err[0] = '\0';
+        bool ok;
+        if (!rows) {
+            snprintf(err, sizeof(err), "out of memory");
+            ok = false;
+        } else {
+            ok = n == 0 || flush_rows(w, rows, n, err, sizeof(err));
+        }
+        free(rows);
+
+        pthread_mutex_lock(&w->mu);
+        settle_locked(w, taken, ok ? NULL : err);
+        if (ok) {
+            backoff_ms = FIRST_BACKOFF_MS;
+            continue;
+        }
+        log_warn(COMPONENT, "flush of %zu rows failed (%s); retrying in %ld ms", n, err, backoff_ms);
+        uint64_t until = time_mono_ns() + (uint64_t)backoff_ms * 1000000ull;
+        if (w->stopping && until > w->stop_deadline_ns)
+            until = w->stop_deadline_ns;
+        while (time_mono_ns() < until && !(w->stopping && time_mono_ns() >= w->stop_deadline_ns))
+            wait_until_locked(w, until);
+        backoff_ms = backoff_ms * 2 > w->cfg.max_backoff_ms ? w->cfg.max_backoff_ms : backoff_ms * 2;
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* ---- public ---- */
+
+batch_writer *batch_writer_start(const batch_writer_config *cfg, char *err, size_t err_len)
+{
+    batch_writer *w = calloc(1, sizeof(*w));
+    if (!w) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    w->cfg = *cfg;
+    if (w->cfg.batch_size == 0)
+        w->cfg.batch_size = 1;
+    if (w->cfg.max_attempts <= 0)
+        w->cfg.max_attempts = 1;
+    if (w->cfg.max_backoff_ms < FIRST_BACKOFF_MS)
+        w->cfg.max_backoff_ms = FIRST_BACKOFF_MS;
+    snprintf(w->url, sizeof(w->url), "%s", cfg->database_url);
+    w->cfg.database_url = w->url;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_mutex_init(&w->health_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->work, &ca);
+    pthread_cond_init(&w->done, &ca);
+    pthread_condattr_destroy(&ca);
+
+    w->m_batch_size = metrics_histogram("chatflow_db_batch_size", "Rows per database flush.", NULL,
+                                        METRICS_SIZE_BUCKETS, METRICS_SIZE_BUCKETS_N);
+    w->m_flush_seconds = metrics_histogram("chatflow_db_flush_duration_seconds",
+                                           "Duration of a successful database flush (one transaction).",
+                                           NULL, METRICS_LATENCY_BUCKETS, METRICS_LATENCY_BUCKETS_N);
+    w->m_rows_written = metrics_counter("chatflow_db_rows_written_total",
+                                        "Message rows inserted (redelivered duplicates not counted).", NULL);
+    w->m_flush_failures = metrics_counter("chatflow_db_flush_failures_total", "Database flushes that failed.", NULL);
+    w->m_db_up = metrics_gauge("chatflow_db_up", "1 while the last database write succeeded.", NULL);
+
+    w->db = db_conn_new(w->url, cfg->statement_timeout_ms, "chatflow-consumer-writer",
+                        writer_statements, sizeof(writer_statements) / sizeof(writer_statements[0]),
+                        create_stage, NULL);
+    if (!w->db) {
+        snprintf(err, err_len, "out of memory");
+        batch_writer_stop(w, 0);
+        return NULL;
+    }
+    /* Connect now to report the state early; a database down at start-up is retried later. */
+    char cerr[256];
+    bool up = db_conn_ensure(w->db, cerr, sizeof(cerr));
+    w->db_up = !up;   /* force the first log line */
+    set_health(w, up, cerr);
+
+    int rc = pthread_create(&w->thread, NULL, writer_main, w);
+    if (rc != 0) {
+        snprintf(err, err_len, "pthread_create: %s", strerror(rc));
+        batch_writer_stop(w, 0);
+        return NULL;
+    }
+    w->thread_started = true;
+    return w;
+}
+
+void batch_writer_hold(batch_writer *w)
+{
+    pthread_mutex_lock(&w->mu);
+    w->holders++;
+    pthread_mutex_unlock(&w->mu);
+}
+
+void batch_writer_unhold(batch_writer *w)
+{
+    pthread_mutex_lock(&w->mu);
+    w->holders--;
+    pthread_cond_signal(&w->work);
+    pthread_mutex_unlock(&w->mu);
+}
+
+void batch_writer_submit(batch_writer *w, write_batch *b)
+{
+    b->next = NULL;
+    b->submitted_ns = time_mono_ns();
+    b->open = count_open(b);
+    pthread_mutex_lock(&w->mu);
+    w->holders--;
+    if (b->open > 0) {
+        if (w->tail)
+            w->tail->next = b;
+        else
+            w->head = b;
+        w->tail = b;
+        w->pending_rows += b->open;
+    }
+    pthread_cond_signal(&w->work);
+    pthread_mutex_unlock(&w->mu);
+}
+
+bool batch_writer_wait(batch_writer *w, write_batch *b, long timeout_ms)
+{
+    uint64_t deadline = time_mono_ns() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms) * 1000000ull;
+    pthread_mutex_lock(&w->mu);
+    while (b->open > 0 && time_mono_ns() < deadline) {
+        struct timespec now_rt;
+        clock_gettime(CLOCK_MONOTONIC, &now_rt);
+        uint64_t left = deadline - time_mono_ns();
+        uint64_t abs_ns = (uint64_t)now_rt.tv_sec * 1000000000ull + (uint64_t)now_rt.tv_nsec + left;
+        struct timespec ts = {.tv_sec = (time_t)(abs_ns / 1000000000ull), .tv_nsec = (long)(abs_ns % 1000000000ull)};
+        pthread_cond_timedwait(&w->done, &w->mu, &ts);
+    }
+    bool done = b->open == 0;
+    pthread_mutex_unlock(&w->mu);
+    return done;
+}
+
+bool batch_writer_db_up(batch_writer *w, char *detail, size_t detail_len)
+{
+    pthread_mutex_lock(&w->health_mu);
+    bool up = w->db_up;
+    snprintf(detail, detail_len, "%s", up ? "last write succeeded" : w->last_error);
+    pthread_mutex_unlock(&w->health_mu);
+    return up;
+}
+
+void batch_writer_stop(batch_writer *w, uint64_t stop_deadline_ns)
+{
+    if (!w)
+        return;
+    if (w->thread_started) {
+        pthread_mutex_lock(&w->mu);
+        w->stopping = true;
+        w->stop_deadline_ns = stop_deadline_ns;
+        pthread_cond_broadcast(&w->work);
+        pthread_mutex_unlock(&w->mu);
+        pthread_join(w->thread, NULL);
+    }
+    db_conn_free(w->db);
+    pthread_cond_destroy(&w->work);
+    pthread_cond_destroy(&w->done);
+    pthread_mutex_destroy(&w->mu);
+    pthread_mutex_destroy(&w->health_mu);
+    free(w);
+}

@@ -1,0 +1,330 @@
+/*
+ * chatflow-consumer — polls the room queues, broadcasts each message to the room's subscribers
+ * and stores it in PostgreSQL (group-committed, idempotent), deleting it from SQS only after
+ * COMMIT. `chatflow-consumer --migrate` applies the database migrations and exits.
+ *
+ * Threads: N pollers (poller.c), one batch writer (batch_writer.c), the lws service thread and
+ * its replay worker (broadcast.c), libmicrohttpd's pool (admin and the metrics API), the queue depth
+ * refresher, and main, which only waits for SIGTERM/SIGINT (blocked everywhere, taken with
+ * sigtimedwait, so no code runs in a signal handler).
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "batch_writer.h"
+#include "broadcast.h"
+#include "credentials.h"
+#include "db.h"
+#include "history.h"
+#include "http.h"
+#include "log.h"
+#include "poller.h"
+#include "queue_depth.h"
+#include "settings.h"
+#include "sqs.h"
+#include "timeutil.h"
+
+#define COMPONENT "consumer"
+
+typedef struct {
+    consumer_settings s;
+    sigset_t stop_signals;
+    credentials_provider *credentials;
+    sqs_health sqs_health;
+    admin_http *http;
+    api *api;
+    char **queue_urls;          /* [room - room_min] */
+    char *dlq_url;
+    batch_writer *writer;
+    history *history;
+    broadcaster *broadcast;
+    poller_pool *pollers;
+    queue_depth *depth;
+} consumer;
+
+/* Waits up to ms for SIGTERM/SIGINT; true when one arrived. */
+static bool stop_signal_within(consumer *c, long ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    int sig = sigtimedwait(&c->stop_signals, NULL, &ts);
+    if (sig > 0) {
+        log_info(COMPONENT, "received %s; stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        return true;
+    }
+    return false;
+}
+
+static bool postgres_check(void *ctx, char *detail, size_t detail_len)
+{
+    consumer *c = ctx;
+    if (!c->writer) {
+        snprintf(detail, detail_len, "starting");
+        return false;
+    }
+    return batch_writer_db_up(c->writer, detail, detail_len);
+}
+
+/* Migrations at start-up: retried while the database is unreachable, until a stop signal. */
+static bool migrate_until_done(consumer *c)
+{
+    for (;;) {
+        char err[512];
+        int applied = 0;
+        if (db_migrate(c->s.database_url, c->s.migrations_dir, (long)c->s.db_statement_timeout_ms,
+                       &applied, err, sizeof(err))) {
+            log_info(COMPONENT, "database schema up to date (%d migrations applied)", applied);
+            return true;
+        }
+        log_warn(COMPONENT, "migrations: %s; retrying in 2 s", err);
+        if (stop_signal_within(c, 2000))
+            return false;
+    }
+}
+
+/* Queue URLs come from GetQueueUrl (never hand-built). Retried until a stop signal. */
+static bool resolve_queue(consumer *c, sqs_client *sqs, const char *name, char **url)
+{
+    long backoff = 200;
+    for (;;) {
+        sqs_error e = {0};
+        sqs_status s = sqs_get_queue_url(sqs, name, url, &e);
+        sqs_health_record(&c->sqs_health, s, "GetQueueUrl", &e);
+        if (s == SQS_OK)
+            return true;
+        log_warn(COMPONENT, "GetQueueUrl %s: %s (%s %s); retrying in %ld ms", name, sqs_status_name(s),
+                 e.type, e.message, backoff);
+        if (stop_signal_within(c, backoff))
+            return false;
+        backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+    }
+}
+
+static bool resolve_queues(consumer *c)
+{
+    char err[256];
+    sqs_config sc = consumer_sqs_config(&c->s, c->credentials);
+    sqs_client *sqs = sqs_client_new(&sc, err, sizeof(err));
+    if (!sqs) {
+        log_error(COMPONENT, "SQS client: %s", err);
+        return false;
+    }
+    long n = (long)(c->s.common.room_max - c->s.common.room_min + 1);
+    c->queue_urls = calloc((size_t)n, sizeof(char *));
+    bool ok = c->queue_urls != NULL;
+    for (long i = 0; ok && i < n; i++) {
+        char name[128];
+        snprintf(name, sizeof(name), "%s%lld.fifo", c->s.common.queue_prefix, c->s.common.room_min + i);
+        ok = resolve_queue(c, sqs, name, &c->queue_urls[i]);
+    }
+    ok = ok && resolve_queue(c, sqs, c->s.common.dlq_name, &c->dlq_url);
+    sqs_client_free(sqs);
+    return ok;
+}
+
+static bool start_services(consumer *c)
+{
+    char err[512];
+    batch_writer_config wc = {
+        .database_url = c->s.database_url,
+        .statement_timeout_ms = (long)c->s.db_statement_timeout_ms,
+        .batch_size = (size_t)c->s.db_batch_size,
+        .max_wait_ms = (long)c->s.db_max_wait_ms,
+        .max_attempts = (int)c->s.db_max_attempts,
+        .max_backoff_ms = (long)c->s.db_retry_max_backoff_ms,
+        .use_unnest = strcmp(c->s.db_write_method, "unnest") == 0,
+    };
+    if (!(c->writer = batch_writer_start(&wc, err, sizeof(err)))) {
+        log_error(COMPONENT, "batch writer: %s", err);
+        return false;
+    }
+    if (!(c->history = history_new(c->s.database_url, (long)c->s.db_statement_timeout_ms))) {
+        log_error(COMPONENT, "history: out of memory");
+        return false;
+    }
+    broadcast_config bc = {
+        .bind_addr = c->s.ws_bind,
+        .port = (int)c->s.ws_port,
+        .room_min = (long)c->s.common.room_min,
+        .room_max = (long)c->s.common.room_max,
+        .send_queue_max = (size_t)c->s.send_queue_max,
+        .cache_per_room = (size_t)c->s.replay_cache_per_room,
+        .max_subscribers = (size_t)c->s.max_subscribers,
+        .ping_interval_s = (int)c->s.ping_interval_s,
+        .pong_timeout_s = (int)c->s.pong_timeout_s,
+        .history = history_read,
+        .history_ctx = c->history,
+    };
+    if (!(c->broadcast = broadcast_start(&bc, err, sizeof(err)))) {
+        log_error(COMPONENT, "broadcast: %s", err);
+        return false;
+    }
+    poller_pool_config pc = {
+        .settings = &c->s,
+        .credentials = c->credentials,
+        .writer = c->writer,
+        .broadcast = c->broadcast,
+        .queue_urls = (const char *const *)c->queue_urls,
+        .dlq_url = c->dlq_url,
+        .health = &c->sqs_health,
+    };
+    if (!(c->pollers = poller_pool_start(&pc, err, sizeof(err)))) {
+        log_error(COMPONENT, "pollers: %s", err);
+        return false;
+    }
+    if (c->s.queue_depth_interval_s > 0) {
+        sqs_config sc = consumer_sqs_config(&c->s, c->credentials);
+        c->depth = queue_depth_start(&sc, (const char *const *)c->queue_urls, (long)c->s.common.room_min,
+                                     (long)c->s.common.room_max, (int)c->s.queue_depth_interval_s, err,
+                                     sizeof(err));
+        if (!c->depth)
+            log_warn(COMPONENT, "queue depth gauge off: %s", err);
+    }
+    log_info(COMPONENT, "consuming rooms %lld-%lld; subscribers on ws://%s:%d/chat/{room}; admin on %s:%d",
+             c->s.common.room_min, c->s.common.room_max, c->s.ws_bind, broadcast_port(c->broadcast),
+             c->s.common.admin_bind, admin_http_port(c->http));
+    return true;
+}
+
+/* Stop order: no new receives; what the pollers hold is committed and deleted; the writer
+ * flushes the rest; subscribers get 1001; then the admin server. Bounded by the stop timeout. */
+static bool stop_services(consumer *c)
+{
+    uint64_t deadline = time_mono_ns() + (uint64_t)c->s.stop_timeout_s * 1000000000ull - 1500000000ull;
+    queue_depth_stop(c->depth);
+    c->depth = NULL;
+    bool pollers_joined = true;
+    if (c->pollers) {
+        poller_pool_request_stop(c->pollers);
+        pollers_joined = poller_pool_join(c->pollers, deadline);
+        if (!pollers_joined)
+            log_warn(COMPONENT, "some pollers are still in a receive at the stop deadline; their "
+                                "messages return to the queue after the visibility timeout");
+    }
+    if (pollers_joined) {
+        batch_writer_stop(c->writer, deadline);
+        c->writer = NULL;
+        poller_pool_free(c->pollers);
+        c->pollers = NULL;
+    }
+    if (c->broadcast)
+        broadcast_stop(c->broadcast);
+    c->broadcast = NULL;
+    return pollers_joined;
+}
+
+static void free_consumer(consumer *c)
+{
+    admin_http_free(c->http);
+    api_free(c->api);
+    history_free(c->history);
+    if (c->queue_urls)
+        for (long i = 0; i <= c->s.common.room_max - c->s.common.room_min; i++)
+            free(c->queue_urls[i]);
+    free(c->queue_urls);
+    free(c->dlq_url);
+    credentials_provider_free(c->credentials);
+    sqs_health_destroy(&c->sqs_health);
+}
+
+/* Takes "--migrate" out of argv (it is an action, not a setting). */
+static bool take_migrate_flag(int *argc, char **argv)
+{
+    bool found = false;
+    int kept = 1;
+    for (int i = 1; i < *argc; i++) {
+        if (strcmp(argv[i], "--migrate") == 0)
+            found = true;
+        else
+            argv[kept++] = argv[i];
+    }
+    argv[kept] = NULL;
+    *argc = kept;
+    return found;
+}
+
+int main(int argc, char **argv)
+{
+    static consumer c;
+    char err[512];
+    bool migrate_only = take_migrate_flag(&argc, argv);
+    config_result r = consumer_settings_load(&c.s, &argc, argv, err, sizeof(err));
+    if (r == CONFIG_HELP)
+        return 0;
+    if (r == CONFIG_ERROR) {
+        fprintf(stderr, "chatflow-consumer: %s\n", err);
+        return 2;
+    }
+    if (argc > 1) {
+        fprintf(stderr, "chatflow-consumer: unexpected argument \"%s\" (see --help)\n", argv[1]);
+        return 2;
+    }
+    if (migrate_only) {
+        int applied = 0;
+        if (!db_migrate(c.s.database_url, c.s.migrations_dir, (long)c.s.db_statement_timeout_ms, &applied,
+                        err, sizeof(err))) {
+            log_error(COMPONENT, "%s", err);
+            return 1;
+        }
+        log_info(COMPONENT, "migrations applied: %d", applied);
+        return 0;
+    }
+
+    /* Blocked before any thread exists, so every thread inherits the mask. */
+    sigemptyset(&c.stop_signals);
+    sigaddset(&c.stop_signals, SIGTERM);
+    sigaddset(&c.stop_signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &c.stop_signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    sqs_health_init(&c.sqs_health);
+
+    int status = 1;
+    if (!(c.credentials = credentials_provider_new(err, sizeof(err)))) {
+        log_error(COMPONENT, "AWS credentials: %s", err);
+        goto out;
+    }
+    c.http = admin_http_new();
+    c.api = api_new(c.s.database_url, (long)c.s.db_statement_timeout_ms);
+    if (!c.http || !c.api) {
+        log_error(COMPONENT, "out of memory");
+        goto out;
+    }
+    admin_http_add_check(c.http, "sqs", sqs_health_check, &c.sqs_health);
+    admin_http_add_check(c.http, "postgres", postgres_check, &c);
+    api_add_routes(c.api, c.http);
+    if (!admin_http_start(c.http, c.s.common.admin_bind, (int)c.s.admin_port, (int)c.s.admin_threads, err,
+                          sizeof(err))) {
+        log_error(COMPONENT, "admin HTTP server: %s", err);
+        goto out;
+    }
+    if (c.s.migrate_on_start && !migrate_until_done(&c)) {
+        status = 0;   /* stopped by a signal while waiting */
+        goto out;
+    }
+    if (!resolve_queues(&c)) {
+        status = c.queue_urls ? 0 : 1;
+        goto out;
+    }
+    if (!start_services(&c)) {
+        stop_services(&c);
+        goto out;
+    }
+    while (!stop_signal_within(&c, 1000))
+        ;
+    status = 0;
+    if (!stop_services(&c)) {
+        /* Pollers still in a receive use the writer and clients: exit without freeing them. */
+        log_info(COMPONENT, "stopped");
+        admin_http_free(c.http);
+        exit(0);
+    }
+    log_info(COMPONENT, "stopped");
+out:
+    if (c.writer)
+        batch_writer_stop(c.writer, time_mono_ns());
+    free_consumer(&c);
+    return status;
+}

@@ -1,0 +1,425 @@
+/* poller — SQS receive -> broadcast -> batch writer -> delete, per room; see poller.h. */
+#include "poller.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dlq.h"
+#include "log.h"
+#include "metrics.h"
+#include "timeutil.h"
+#include "uuid.h"
+
+#define COMPONENT "poller"
+#define WAIT_SLICE_MS 500
+#define RETRY_MAX_BACKOFF_MS 5000
+
+/* ---- SQS health ---- */
+
+void sqs_health_init(sqs_health *h)
+{
+    pthread_mutex_init(&h->mu, NULL);
+    h->up = false;
+    snprintf(h->detail, sizeof(h->detail), "no SQS call yet");
+}
+
+void sqs_health_record(sqs_health *h, sqs_status s, const char *action, const sqs_error *e)
+{
+    pthread_mutex_lock(&h->mu);
+    bool was = h->up;
+    h->up = s == SQS_OK;
+    if (h->up)
+        snprintf(h->detail, sizeof(h->detail), "last %s succeeded", action);
+    else
+        snprintf(h->detail, sizeof(h->detail), "last %s failed: %s %s %s", action, sqs_status_name(s),
+                 e ? e->type : "", e ? e->message : "");
+    pthread_mutex_unlock(&h->mu);
+    if (was && s != SQS_OK)
+        log_warn(COMPONENT, "SQS %s failed: %s (%s %s)", action, sqs_status_name(s), e ? e->type : "",
+                 e ? e->message : "");
+}
+
+bool sqs_health_check(void *ctx, char *detail, size_t detail_len)
+{
+    sqs_health *h = ctx;
+    pthread_mutex_lock(&h->mu);
+    bool up = h->up;
+    snprintf(detail, detail_len, "%s", h->detail);
+    pthread_mutex_unlock(&h->mu);
+    return up;
+}
+
+void sqs_health_destroy(sqs_health *h) { pthread_mutex_destroy(&h->mu); }
+
+sqs_config consumer_sqs_config(const consumer_settings *s, credentials_provider *cp)
+{
+    return (sqs_config){
+        .region = s->common.aws_region,
+        .endpoint = s->common.sqs_endpoint[0] ? s->common.sqs_endpoint : NULL,
+        .credentials = cp,
+        .connect_timeout_ms = (long)s->common.sqs_connect_timeout_ms,
+        .request_timeout_ms = (long)s->common.sqs_request_timeout_ms,
+    };
+}
+
+/* ---- pool ---- */
+
+typedef struct poller poller;
+
+struct poller_pool {
+    poller_pool_config cfg;
+    atomic_bool stopping;
+    size_t n_pollers;
+    poller *pollers;
+    metric_counter *m_consumed, *m_poison;
+};
+
+struct poller {
+    poller_pool *pool;
+    int index;
+    long *rooms;
+    size_t n_rooms;
+    sqs_client *sqs;
+    pthread_t thread;
+    bool started;
+    atomic_bool finished;
+};
+
+/* What a poller keeps about one received message until it is settled. */
+typedef struct {
+    sqs_message *sqs;
+    bool valid;
+    write_row *row;            /* into rows[] when valid */
+    bool settled;              /* deleted, or must not be deleted */
+    bool to_delete;
+} held_message;
+
+static bool stopping(const poller *p) { return atomic_load(&p->pool->stopping); }
+
+static void sleep_unless_stopping(const poller *p, long ms)
+{
+    while (ms > 0 && !stopping(p)) {
+        long step = ms > 100 ? 100 : ms;
+        time_sleep_ms(step);
+        ms -= step;
+    }
+}
+
+static const char *queue_url(const poller *p, long room)
+{
+    return p->pool->cfg.queue_urls[room - p->pool->cfg.settings->common.room_min];
+}
+
+static void record(const poller *p, sqs_status s, const char *action, const sqs_error *e)
+{
+    sqs_health_record(p->pool->cfg.health, s, action, e);
+}
+
+/* Batch calls on the held messages whose flag is set; entries of up to 10. */
+static void handle_batch(poller *p, long room, held_message *held, size_t n, bool deleting,
+                         int visibility)
+{
+    sqs_handle_entry entries[SQS_MAX_BATCH];
+    sqs_entry_result results[SQS_MAX_BATCH];
+    char ids[SQS_MAX_BATCH][24];
+    size_t k = 0;
+    size_t map[SQS_MAX_BATCH];
+    for (size_t i = 0; i < n && k < SQS_MAX_BATCH; i++) {
+        if (deleting ? !held[i].to_delete : held[i].settled)
+            continue;
+        snprintf(ids[k], sizeof(ids[k]), "m%zu", i);
+        entries[k] = (sqs_handle_entry){ids[k], held[i].sqs->receipt_handle, visibility};
+        map[k++] = i;
+    }
+    if (k == 0)
+        return;
+    sqs_error e = {0};
+    const char *action = deleting ? "DeleteMessageBatch" : "ChangeMessageVisibilityBatch";
+    sqs_status s = deleting ? sqs_delete_message_batch(p->sqs, queue_url(p, room), entries, k, results, &e)
+                            : sqs_change_visibility_batch(p->sqs, queue_url(p, room), entries, k, results, &e);
+    record(p, s, action, &e);
+    if (s != SQS_OK) {
+        /* Not deleted: the messages come back after their visibility timeout and are inserted
+         * again as no-ops (ON CONFLICT DO NOTHING). */
+        log_warn(COMPONENT, "room %ld: %s failed: %s (%s %s)", room, action, sqs_status_name(s), e.type,
+                 e.message);
+        return;
+    }
+    for (size_t j = 0; j < k; j++) {
+        if (!results[j].ok)
+            log_warn(COMPONENT, "room %ld: %s entry for %s failed: %s %s", room, action,
+                     held[map[j]].sqs->message_id, results[j].code, results[j].message);
+        if (deleting)
+            held[map[j]].settled = true;
+    }
+}
+
+static void send_to_dlq(poller *p, long room, held_message *h, dlq_reason reason, const char *why,
+                        int attempts)
+{
+    char group[24], err[512];
+    if (reason == DLQ_POISON && room <= 0)
+        snprintf(group, sizeof(group), "poison");
+    else
+        snprintf(group, sizeof(group), "%ld", room);
+    if (dlq_send(p->sqs, p->pool->cfg.dlq_url, reason, h->sqs->body, why, attempts, group,
+                 h->sqs->message_id, err, sizeof(err))) {
+        log_warn(COMPONENT, "room %ld: message %s sent to the DLQ: %s", room, h->sqs->message_id, why);
+        h->to_delete = true;
+    } else {
+        log_error(COMPONENT, "room %ld: message %s could not go to the DLQ (%s); left in the queue",
+                  room, h->sqs->message_id, err);
+        h->settled = true;   /* neither deleted nor written: it will be received again */
+    }
+}
+
+/* Parses, broadcasts and collects the rows of one receive. Returns the number of rows. */
+static size_t prepare(poller *p, long room, held_message *held, size_t n, write_row *rows)
+{
+    size_t n_rows = 0;
+    chat_message m;
+    char err[256];
+    for (size_t i = 0; i < n; i++) {
+        sqs_message *sm = &held[i].sqs[0];
+        bool ok = queue_message_parse(sm->body, strlen(sm->body), &m, err, sizeof(err));
+        if (ok && strtol(m.room_id, NULL, 10) != room) {
+            snprintf(err, sizeof(err), "roomId: %s does not belong to the queue of room %ld", m.room_id, room);
+            ok = false;
+        }
+        if (ok)
+            ok = write_row_init(&rows[n_rows], &m, sm->sequence_number, err, sizeof(err));
+        if (!ok) {
+            metric_counter_inc(p->pool->m_poison);
+            send_to_dlq(p, room, &held[i], DLQ_POISON, err, sm->receive_count);
+            continue;
+        }
+        held[i].valid = true;
+        held[i].row = &rows[n_rows++];
+        metric_counter_inc(p->pool->m_consumed);
+        if (p->pool->cfg.broadcast &&
+            !broadcast_publish(p->pool->cfg.broadcast, &m, sm->sequence_number, held[i].row->received_at))
+            log_debug(COMPONENT, "room %ld: broadcast hand-off refused message %s", room, m.message_id);
+    }
+    return n_rows;
+}
+
+/* Waits for the writer, keeping the messages invisible meanwhile. */
+static void wait_for_writer(poller *p, long room, held_message *held, size_t n, write_batch *b)
+{
+    long vis = (long)p->pool->cfg.settings->visibility_timeout_s;
+    uint64_t extend_every = (uint64_t)vis * 1000000000ull / 2;
+    uint64_t next_extend = time_mono_ns() + extend_every;
+    while (!batch_writer_wait(p->pool->cfg.writer, b, WAIT_SLICE_MS)) {
+        if (time_mono_ns() >= next_extend) {
+            log_info(COMPONENT, "room %ld: database slow; extending visibility of %zu messages by %ld s",
+                     room, b->n_rows, vis);
+            for (size_t i = 0; i < n; i++)
+                held[i].settled = held[i].settled || !held[i].valid;
+            handle_batch(p, room, held, n, false, (int)vis);
+            next_extend = time_mono_ns() + extend_every;
+        }
+    }
+}
+
+static void settle(poller *p, long room, held_message *held, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!held[i].valid)
+            continue;
+        write_row *r = held[i].row;
+        switch (r->status) {
+        case WRITE_COMMITTED:
+            held[i].to_delete = true;
+            break;
+        case WRITE_FAILED:
+            send_to_dlq(p, room, &held[i], DLQ_DB, r->failure, r->attempts);
+            break;
+        default:
+            held[i].settled = true;   /* abandoned at stop: left for redelivery */
+            break;
+        }
+    }
+    handle_batch(p, room, held, n, true, 0);
+}
+
+static void process(poller *p, long room, sqs_message *msgs, size_t n)
+{
+    held_message held[SQS_MAX_BATCH] = {0};
+    write_row *rows = calloc(n, sizeof(*rows));
+    if (n > SQS_MAX_BATCH || !rows) {
+        log_error(COMPONENT, "room %ld: cannot hold %zu messages; leaving them for redelivery", room, n);
+        free(rows);
+        batch_writer_unhold(p->pool->cfg.writer);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        held[i].sqs = &msgs[i];
+    write_batch b = {.rows = rows, .n_rows = prepare(p, room, held, n, rows)};
+    batch_writer_submit(p->pool->cfg.writer, &b);
+    wait_for_writer(p, room, held, n, &b);
+    settle(p, room, held, n);
+    free(rows);
+}
+
+/* Gives messages straight back (visibility 0) when stopping after they were received. */
+static void release(poller *p, long room, sqs_message *msgs, size_t n)
+{
+    held_message held[SQS_MAX_BATCH] = {0};
+    for (size_t i = 0; i < n && i < SQS_MAX_BATCH; i++)
+        held[i].sqs = &msgs[i];
+    handle_batch(p, room, held, n < SQS_MAX_BATCH ? n : SQS_MAX_BATCH, false, 0);
+}
+
+/* One receive on room, retried (same attempt id) until it succeeds or the pool stops.
+ * Returns false when stopping. */
+static bool receive(poller *p, long room, int wait_s, sqs_message **msgs, size_t *n)
+{
+    char attempt_id[UUID_STR_BUF];
+    if (!uuid_v4(attempt_id))
+        snprintf(attempt_id, sizeof(attempt_id), "p%d-%lld", p->index, (long long)time_mono_ns());
+    const consumer_settings *s = p->pool->cfg.settings;
+    sqs_receive_options opt = {
+        .max_messages = SQS_MAX_BATCH,
+        .wait_seconds = wait_s,
+        .visibility_timeout = (int)s->visibility_timeout_s,
+        .attempt_id = attempt_id,
+    };
+    long backoff = 100;
+    while (!stopping(p)) {
+        sqs_error e = {0};
+        sqs_status st = sqs_receive_message(p->sqs, queue_url(p, room), &opt, msgs, n, &e);
+        record(p, st, "ReceiveMessage", &e);
+        if (st == SQS_OK)
+            return true;
+        log_warn(COMPONENT, "room %ld: ReceiveMessage failed: %s (%s %s); retrying in %ld ms", room,
+                 sqs_status_name(st), e.type, e.message, backoff);
+        sleep_unless_stopping(p, backoff);
+        backoff = backoff * 2 > RETRY_MAX_BACKOFF_MS ? RETRY_MAX_BACKOFF_MS : backoff * 2;
+    }
+    return false;
+}
+
+static void *poller_main(void *arg)
+{
+    poller *p = arg;
+    const consumer_settings *s = p->pool->cfg.settings;
+    size_t next = 0;
+    size_t empty_in_sweep = 0;
+    while (!stopping(p)) {
+        long room = p->rooms[next];
+        next = (next + 1) % p->n_rooms;
+        int wait_s = (int)s->receive_wait_s;
+        if (p->n_rooms > 1)
+            wait_s = empty_in_sweep >= p->n_rooms ? (wait_s > 0 ? 1 : 0) : 0;
+
+        sqs_message *msgs = NULL;
+        size_t n = 0;
+        if (!receive(p, room, wait_s, &msgs, &n))
+            break;
+        if (n == 0) {
+            empty_in_sweep++;
+            continue;
+        }
+        empty_in_sweep = 0;
+        if (stopping(p)) {
+            release(p, room, msgs, n);
+        } else {
+            batch_writer_hold(p->pool->cfg.writer);
+            process(p, room, msgs, n);
+        }
+        sqs_messages_free(msgs, n);
+    }
+    atomic_store(&p->finished, true);
+    return NULL;
+}
+
+poller_pool *poller_pool_start(const poller_pool_config *cfg, char *err, size_t err_len)
+{
+    const consumer_settings *s = cfg->settings;
+    size_t n_rooms = (size_t)(s->common.room_max - s->common.room_min + 1);
+    size_t n_threads = (size_t)s->poller_threads < n_rooms ? (size_t)s->poller_threads : n_rooms;
+    poller_pool *pool = calloc(1, sizeof(*pool));
+    if (!pool || !(pool->pollers = calloc(n_threads, sizeof(poller)))) {
+        free(pool);
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    pool->cfg = *cfg;
+    pool->n_pollers = n_threads;
+    atomic_init(&pool->stopping, false);
+    pool->m_consumed = metrics_counter("chatflow_messages_consumed_total",
+                                       "Valid messages received from SQS (before persistence).", NULL);
+    pool->m_poison = metrics_counter("chatflow_poison_messages_total",
+                                     "Received bodies that failed validation (sent to the DLQ).", NULL);
+    dlq_metrics_init();
+
+    sqs_config sc = consumer_sqs_config(s, cfg->credentials);
+    for (size_t t = 0; t < n_threads; t++) {
+        poller *p = &pool->pollers[t];
+        p->pool = pool;
+        p->index = (int)t;
+        atomic_init(&p->finished, false);
+        p->rooms = calloc(n_rooms / n_threads + 1, sizeof(long));
+        p->sqs = sqs_client_new(&sc, err, err_len);
+        if (!p->rooms || !p->sqs)
+            goto fail;
+        for (size_t r = t; r < n_rooms; r += n_threads)
+            p->rooms[p->n_rooms++] = s->common.room_min + (long)r;
+    }
+    for (size_t t = 0; t < n_threads; t++) {
+        poller *p = &pool->pollers[t];
+        int rc = pthread_create(&p->thread, NULL, poller_main, p);
+        if (rc != 0) {
+            snprintf(err, err_len, "pthread_create: %s", strerror(rc));
+            poller_pool_request_stop(pool);
+            poller_pool_join(pool, UINT64_MAX);
+            poller_pool_free(pool);
+            return NULL;
+        }
+        p->started = true;
+    }
+    log_info(COMPONENT, "%zu pollers over rooms %lld-%lld", n_threads, s->common.room_min, s->common.room_max);
+    return pool;
+fail:
+    if (!err[0])
+        snprintf(err, err_len, "out of memory");
+    poller_pool_free(pool);
+    return NULL;
+}
+
+void poller_pool_request_stop(poller_pool *p) { atomic_store(&p->stopping, true); }
+
+bool poller_pool_join(poller_pool *pool, uint64_t deadline_ns)
+{
+    poller_pool_request_stop(pool);
+    bool all = true;
+    for (size_t t = 0; t < pool->n_pollers; t++) {
+        poller *p = &pool->pollers[t];
+        if (!p->started)
+            continue;
+        while (!atomic_load(&p->finished) && time_mono_ns() < deadline_ns)
+            time_sleep_ms(20);
+        if (!atomic_load(&p->finished)) {
+            all = false;
+            continue;
+        }
+        pthread_join(p->thread, NULL);
+        p->started = false;
+    }
+    return all;
+}
+
+void poller_pool_free(poller_pool *pool)
+{
+    if (!pool)
+        return;
+    for (size_t t = 0; t < pool->n_pollers; t++) {
+        sqs_client_free(pool->pollers[t].sqs);
+        free(pool->pollers[t].rooms);
+    }
+    free(pool->pollers);
+    free(pool);
+}

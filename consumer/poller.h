@@ -1,0 +1,71 @@
+/*
+ * poller — the SQS side of the consumer: a pool of threads, each polling its share of the rooms.
+ *
+ * Contract:
+ *  - Rooms [room_min, room_max] are dealt round-robin over min(threads, rooms) threads; each
+ *    thread has its own sqs_client. A thread with one room long-polls it (receive_wait_s); a
+ *    thread with several sweeps them without waiting and long-polls 1 s per room once a sweep
+ *    found nothing, so no room waits behind another's empty long poll.
+ *  - Per receive (≤10 messages, SequenceNumber + ApproximateReceiveCount, a fresh
+ *    ReceiveRequestAttemptId reused only to retry that same receive), in order:
+ *      poison (queue_message_parse fails) -> DLQ with the reason, then deleted;
+ *      valid -> broadcast_publish() at once, then handed to the batch writer.
+ *    The poller waits for the writer's outcome (extending visibility with
+ *    ChangeMessageVisibilityBatch at half the visibility timeout while it waits), deletes what
+ *    was committed (DeleteMessageBatch), sends what failed for good to the DLQ and deletes it,
+ *    and only then receives again. So each poller holds at most one receive's worth of messages:
+ *    memory is bounded, and pollers stop receiving while the writer is behind.
+ *  - poller_pool_stop(): no new receives; messages a receive returns after the stop are released
+ *    (visibility 0) for another consumer; messages already handed to the writer finish normally.
+ *    Threads are joined until the deadline; true when all were.
+ *  - sqs_health records the outcome of the last SQS call (any thread) for /health/ready.
+ */
+#ifndef CHATFLOW_CONSUMER_POLLER_H
+#define CHATFLOW_CONSUMER_POLLER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "batch_writer.h"
+#include "broadcast.h"
+#include "credentials.h"
+#include "settings.h"
+#include "sqs.h"
+
+typedef struct {
+    pthread_mutex_t mu;
+    bool up;
+    char detail[768];
+} sqs_health;
+
+void sqs_health_init(sqs_health *h);
+void sqs_health_record(sqs_health *h, sqs_status s, const char *action, const sqs_error *e);
+bool sqs_health_check(void *ctx, char *detail, size_t detail_len);   /* health_check_fn */
+void sqs_health_destroy(sqs_health *h);
+
+typedef struct {
+    const consumer_settings *settings;
+    credentials_provider *credentials;
+    batch_writer *writer;
+    broadcaster *broadcast;             /* may be NULL: nothing is broadcast */
+    const char *const *queue_urls;      /* [room - room_min] */
+    const char *dlq_url;
+    sqs_health *health;
+} poller_pool_config;
+
+typedef struct poller_pool poller_pool;
+
+poller_pool *poller_pool_start(const poller_pool_config *cfg, char *err, size_t err_len);
+/* Asks every poller to stop (returns at once). */
+void poller_pool_request_stop(poller_pool *p);
+/* Joins the pollers until deadline_ns (CLOCK_MONOTONIC ns); true when all stopped. */
+bool poller_pool_join(poller_pool *p, uint64_t deadline_ns);
+/* Frees the pool; only after a successful join. */
+void poller_pool_free(poller_pool *p);
+
+/* sqs_config from the settings (shared by every SQS client of the consumer). */
+sqs_config consumer_sqs_config(const consumer_settings *s, credentials_provider *cp);
+
+#endif

@@ -1,0 +1,100 @@
+/* settings — the consumer's option table; see settings.h. */
+#include "settings.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#define S consumer_settings
+
+static const config_option consumer_options[] = {
+    CONFIG_COMMON_OPTIONS(S),
+    CONFIG_OPT_STR("DATABASE_URL", "database-url", S, database_url,
+                   "postgresql://postgres@127.0.0.1:5432/chatflow", NULL,
+                   "PostgreSQL connection URI (libpq syntax)."),
+    CONFIG_OPT_STR("CHATFLOW_MIGRATIONS_DIR", "migrations-dir", S, migrations_dir, "db/migrations",
+                   NULL, "Folder of the versioned NNNN_name.sql migrations."),
+    CONFIG_OPT_BOOL("CHATFLOW_MIGRATE_ON_START", "migrate-on-start", S, migrate_on_start, "false",
+                    "Apply pending migrations at start-up (else run chatflow-consumer --migrate)."),
+    CONFIG_OPT_STR("CHATFLOW_WS_BIND", "ws-bind", S, ws_bind, "0.0.0.0", NULL,
+                   "Address the subscriber WebSocket listener binds to."),
+    CONFIG_OPT_INT("CHATFLOW_WS_PORT", "ws-port", S, ws_port, "8081", 0, 65535,
+                   "Subscriber WebSocket port (0 picks a free one)."),
+    CONFIG_OPT_INT("CHATFLOW_ADMIN_PORT", "admin-port", S, admin_port, "9091", 0, 65535,
+                   "Admin HTTP port: /metrics, /health/*, /api/metrics/* (0 picks a free one)."),
+    CONFIG_OPT_INT("CHATFLOW_ADMIN_THREADS", "admin-threads", S, admin_threads, "4", 1, 64,
+                   "Admin HTTP server threads."),
+    CONFIG_OPT_INT("CHATFLOW_POLLER_THREADS", "poller-threads", S, poller_threads, "20", 1, 1000,
+                   "SQS poller threads; rooms are spread over them (never more threads than rooms)."),
+    CONFIG_OPT_INT("CHATFLOW_RECEIVE_WAIT_S", "receive-wait-s", S, receive_wait_s, "20", 0, 20,
+                   "ReceiveMessage long-poll wait."),
+    CONFIG_OPT_INT("CHATFLOW_VISIBILITY_TIMEOUT_S", "visibility-timeout-s", S, visibility_timeout_s,
+                   "30", 2, 43200,
+                   "Visibility timeout asked for on receive; extended while the database is slow."),
+    CONFIG_OPT_INT("CHATFLOW_DB_BATCH_SIZE", "db-batch-size", S, db_batch_size, "1000", 1, 10000,
+                   "Rows that trigger a flush at once."),
+    CONFIG_OPT_INT("CHATFLOW_DB_MAX_WAIT_MS", "db-max-wait-ms", S, db_max_wait_ms, "1000", 0, 60000,
+                   "Longest a row waits for a flush (flushes happen sooner when every poller holding "
+                   "messages waits on the writer)."),
+    CONFIG_OPT_INT("CHATFLOW_DB_MAX_ATTEMPTS", "db-max-attempts", S, db_max_attempts, "20", 1, 1000,
+                   "Flush attempts of a row before it goes to the dead-letter queue."),
+    CONFIG_OPT_INT("CHATFLOW_DB_RETRY_MAX_BACKOFF_MS", "db-retry-max-backoff-ms", S,
+                   db_retry_max_backoff_ms, "5000", 10, 600000,
+                   "Cap of the exponential backoff between failed flushes (starts at 100 ms)."),
+    CONFIG_OPT_INT("CHATFLOW_DB_STATEMENT_TIMEOUT_MS", "db-statement-timeout-ms", S,
+                   db_statement_timeout_ms, "10000", 0, 3600000,
+                   "PostgreSQL statement_timeout of every consumer connection (0: none)."),
+    CONFIG_OPT_STR("CHATFLOW_DB_WRITE_METHOD", "db-write-method", S, db_write_method, "copy",
+                   "copy|unnest",
+                   "Flush method: COPY into a staging table, or one prepared INSERT ... SELECT "
+                   "FROM unnest(arrays); both ON CONFLICT (message_id) DO NOTHING."),
+    CONFIG_OPT_INT("CHATFLOW_SEND_QUEUE_MAX", "send-queue-max", S, send_queue_max, "1000", 1,
+                   1000000, "Frames queued per subscriber before it is dropped as slow."),
+    CONFIG_OPT_INT("CHATFLOW_REPLAY_CACHE_PER_ROOM", "replay-cache-per-room", S,
+                   replay_cache_per_room, "1000", 0, 1000000,
+                   "Newest events kept in memory per room for since= replay."),
+    CONFIG_OPT_INT("CHATFLOW_MAX_SUBSCRIBERS", "max-subscribers", S, max_subscribers, "10000", 1,
+                   1000000, "Subscriber connection cap."),
+    CONFIG_OPT_INT("CHATFLOW_PING_INTERVAL_S", "ping-interval-s", S, ping_interval_s, "25", 1, 3600,
+                   "WebSocket ping interval for subscribers."),
+    CONFIG_OPT_INT("CHATFLOW_PONG_TIMEOUT_S", "pong-timeout-s", S, pong_timeout_s, "8", 1, 3600,
+                   "Subscriber closed when no pong arrives within this after a ping."),
+    CONFIG_OPT_INT("CHATFLOW_QUEUE_DEPTH_INTERVAL_S", "queue-depth-interval-s", S,
+                   queue_depth_interval_s, "15", 0, 3600,
+                   "Period of the chatflow_sqs_queue_depth{room} refresh (0: off)."),
+    CONFIG_OPT_INT("CHATFLOW_STOP_TIMEOUT_S", "stop-timeout-s", S, stop_timeout_s, "25", 1, 3600,
+                   "On SIGTERM, everything is flushed and the process exits within this."),
+};
+
+#undef S
+
+static const char summary[] =
+    "ChatFlow consumer: polls the room queues, broadcasts to subscribers, stores messages in "
+    "PostgreSQL.\n  --migrate   apply the database migrations and exit";
+
+config_result consumer_settings_load(consumer_settings *s, int *argc, char **argv, char *err,
+                                     size_t err_len)
+{
+    memset(s, 0, sizeof(*s));
+    config_result r = config_load(consumer_options, sizeof(consumer_options) / sizeof(consumer_options[0]),
+                                  s, "chatflow-consumer", summary, argc, argv, err, err_len);
+    if (r != CONFIG_OK)
+        return r;
+    if (!config_common_finish(&s->common, err, err_len))
+        return CONFIG_ERROR;
+    if (s->database_url[0] == '\0') {
+        snprintf(err, err_len, "DATABASE_URL (--database-url): must not be empty");
+        return CONFIG_ERROR;
+    }
+    if (s->pong_timeout_s >= s->ping_interval_s) {
+        snprintf(err, err_len, "CHATFLOW_PONG_TIMEOUT_S (%lld) must be below CHATFLOW_PING_INTERVAL_S (%lld)",
+                 s->pong_timeout_s, s->ping_interval_s);
+        return CONFIG_ERROR;
+    }
+    return CONFIG_OK;
+}
+
+void consumer_settings_print_markdown(FILE *out)
+{
+    config_print_markdown(out, consumer_options, sizeof(consumer_options) / sizeof(consumer_options[0]));
+}

@@ -1,0 +1,303 @@
+/*
+ * it_consumer_pipeline — SQS -> chatflow-consumer -> PostgreSQL against real fauxqs and a real
+ * PostgreSQL: every message stored exactly once with the right fields, per-room SQS order kept,
+ * user_activity aggregated from new rows only (a redelivered message changes nothing), poison
+ * bodies in the DLQ with their reason while the queue keeps flowing, migrations idempotent,
+ * health, metrics, and a clean SIGTERM.
+ */
+#include "it_consumer_lib.h"
+
+#define ROOMS 4
+#define PER_ROOM 100
+#define N (ROOMS * PER_ROOM)
+
+static itc_env_t env;
+static chat_message sent[N + 64];
+static size_t n_sent;
+
+/* Text that exercises every escaping path of the writer (COPY text format and array literals).
+ * (No code points above U+FFFF: fauxqs 1.9.2 refuses them as InvalidMessageContents.) */
+static const char *const tricky[] = {
+    "tab\there", "new\nline", "back\\slash", "quote \"double\" and 'single'", "\\N", "{curly,comma}",
+    "héllo ✓ ñ 日本語", "cr\rreturn", "NULL", "trailing space ",
+};
+
+static void build_messages(void)
+{
+    static const char *const types[] = {"TEXT", "TEXT", "TEXT", "JOIN", "LEAVE"};
+    for (int room = 1; room <= ROOMS; room++)
+        for (int i = 0; i < PER_ROOM; i++) {
+            chat_message *m = &sent[n_sent++];
+            char text[256];
+            snprintf(text, sizeof text, "r%d #%03d %s", room, i, i % 7 == 0 ? tricky[(i / 7) % 10] : "plain");
+            /* A handful of users, so user_activity aggregates several rows per key. */
+            itc_message(m, room, 1 + (i % 5) * 24999, text, types[i % 5]);
+            if (i == 3) /* a zone offset: stored normalised to UTC */
+                snprintf(m->timestamp, sizeof m->timestamp, "2026-11-23T15:45:30.250+05:30");
+        }
+}
+
+static bool send_all(size_t from, size_t to)
+{
+    for (size_t i = from; i < to;) {
+        int room = atoi(sent[i].room_id);
+        size_t k = 0;
+        while (i + k < to && k < SQS_MAX_BATCH && atoi(sent[i + k].room_id) == room) k++;
+        if (!itc_send_batch(&env, room, &sent[i], k)) return false;
+        i += k;
+    }
+    return true;
+}
+
+static char *normalise(const char *iso)
+{
+    static char out[ISO8601_BUF];
+    int64_t ms = 0;
+    time_parse_iso8601(iso, &ms);
+    time_format_iso8601(ms, out);
+    return out;
+}
+
+static void check_rows(void)
+{
+    const char *sql =
+        "SELECT room_id, user_id, username, message_text, message_type, server_id, client_ip,"
+        " to_char(client_timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
+        " to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
+        " sequence_number IS NOT NULL FROM messages WHERE message_id = $1::uuid";
+    size_t wrong = 0;
+    for (size_t i = 0; i < N; i++) {
+        const chat_message *m = &sent[i];
+        const char *p[] = {m->message_id};
+        PGresult *r = PQexecParams(env.pg, sql, 1, NULL, p, NULL, NULL, 0);
+        bool ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+        char ts[ISO8601_BUF];
+        snprintf(ts, sizeof ts, "%s", normalise(m->timestamp));
+        if (ok) {
+            ok = strcmp(PQgetvalue(r, 0, 0), m->room_id) == 0 && strcmp(PQgetvalue(r, 0, 1), m->user_id) == 0 &&
+                 strcmp(PQgetvalue(r, 0, 2), m->username) == 0 && strcmp(PQgetvalue(r, 0, 3), m->message) == 0 &&
+                 strcmp(PQgetvalue(r, 0, 4), m->message_type) == 0 &&
+                 strcmp(PQgetvalue(r, 0, 5), m->server_id) == 0 && strcmp(PQgetvalue(r, 0, 6), m->client_ip) == 0 &&
+                 strcmp(PQgetvalue(r, 0, 7), ts) == 0 &&
+                 strcmp(PQgetvalue(r, 0, 8), normalise(m->received_at)) == 0 &&
+                 strcmp(PQgetvalue(r, 0, 9), "t") == 0;
+            if (!ok && wrong < 3)
+                NOTE("message %s: got room=%s user=%s name=%s text=\"%s\" type=%s ts=%s (want %s)", m->message_id,
+                     PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3),
+                     PQgetvalue(r, 0, 4), PQgetvalue(r, 0, 7), ts);
+        }
+        wrong += !ok;
+        PQclear(r);
+    }
+    CHECK_INT(wrong, 0, "every stored row has exactly the fields that were sent (%d messages, escaping included)", N);
+    CHECK_INT(itc_pg_scalar(env.pg, "SELECT count(*) FROM messages WHERE client_timestamp = '2026-11-23T10:15:30.250Z'"),
+              ROOMS, "a +05:30 client timestamp is stored as the same instant");
+}
+
+/* Within a room, sequence-number order is the order the messages were sent in. */
+static void check_order(void)
+{
+    bool all = true;
+    for (int room = 1; room <= ROOMS; room++) {
+        char sql[160];
+        snprintf(sql, sizeof sql, "SELECT message_id FROM messages WHERE room_id = %d ORDER BY sequence_number", room);
+        PGresult *r = PQexec(env.pg, sql);
+        size_t k = 0;
+        bool ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == PER_ROOM;
+        for (size_t i = 0; ok && i < N; i++) {
+            if (atoi(sent[i].room_id) != room) continue;
+            ok = strcmp(PQgetvalue(r, (int)k++, 0), sent[i].message_id) == 0;
+        }
+        PQclear(r);
+        all = all && ok;
+    }
+    CHECK(all, "in every room, sequence_number order is the send order");
+}
+
+static void check_user_activity(size_t n)
+{
+    /* Expected aggregates computed here from what was sent. */
+    PGresult *r = PQexec(env.pg, "SELECT user_id, room_id, message_count FROM user_activity ORDER BY 1, 2");
+    size_t bad = 0, rows = 0;
+    long long sum = 0;
+    for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++) {
+        const char *u = PQgetvalue(r, i, 0), *room = PQgetvalue(r, i, 1);
+        long long want = 0;
+        for (size_t j = 0; j < n; j++)
+            want += strcmp(sent[j].user_id, u) == 0 && strcmp(sent[j].room_id, room) == 0;
+        long long got = strtoll(PQgetvalue(r, i, 2), NULL, 10);
+        bad += got != want;
+        sum += got;
+        rows++;
+    }
+    PQclear(r);
+    CHECK(rows > 0 && bad == 0, "user_activity message_count per (user, room) matches what was sent (%zu keys)", rows);
+    CHECK_INT(sum, (long long)n, "user_activity counts add up to the messages stored");
+    CHECK_INT(itc_pg_scalar(env.pg, "SELECT count(*) FROM user_activity ua WHERE first_activity <> "
+                                    "(SELECT min(client_timestamp) FROM messages m WHERE m.user_id = ua.user_id AND "
+                                    "m.room_id = ua.room_id) OR last_activity <> (SELECT max(client_timestamp) FROM "
+                                    "messages m WHERE m.user_id = ua.user_id AND m.room_id = ua.room_id)"),
+              0, "user_activity first/last activity are the min/max client timestamps");
+}
+
+static json_t *receive_dlq(size_t want, int timeout_ms)
+{
+    json_t *all = json_array();
+    sqs_receive_options o = {.max_messages = 10, .wait_seconds = 1, .visibility_timeout = 60};
+    for (int waited = 0; json_array_size(all) < want && waited < timeout_ms; waited += 1000) {
+        sqs_message *ms = NULL;
+        size_t k = 0;
+        sqs_error err;
+        if (sqs_receive_message(env.sqs, env.dlq_url, &o, &ms, &k, &err) != SQS_OK) break;
+        for (size_t i = 0; i < k; i++) {
+            json_t *b = json_loads(ms[i].body, 0, NULL);
+            if (b) json_object_set_new(b, "_group", json_string(ms[i].group_id));
+            json_array_append_new(all, b ? b : json_null());
+        }
+        sqs_messages_free(ms, k);
+    }
+    return all;
+}
+
+static void test_poison(const consumer_proc *c)
+{
+    const char *garbage = "this is { not json";
+    chat_message bad;
+    itc_message(&bad, 3, 42, "valid text, invalid username", "TEXT");
+    snprintf(bad.username, sizeof bad.username, "x!");
+    char *bad_body = queue_message_to_json(&bad);
+    CHECK(itc_send_raw(&env, 2, garbage, "poison-1") && itc_send_raw(&env, 3, bad_body, bad.message_id),
+          "two poison bodies sent (rooms 2 and 3)");
+
+    /* The same rooms keep flowing after the poison. */
+    size_t from = n_sent;
+    for (int room = 2; room <= 3; room++)
+        for (int i = 0; i < 10; i++) itc_message(&sent[n_sent++], room, 7, "after the poison", "TEXT");
+    CHECK(send_all(from, n_sent), "20 valid messages sent after the poison");
+    CHECK_INT(itc_wait_scalar(env.pg, "SELECT count(*) FROM messages", (long long)n_sent, 30000), (long long)n_sent,
+              "the messages behind the poison are stored (%zu rows)", n_sent);
+
+    json_t *dlq = receive_dlq(2, 15000);
+    CHECK_INT(json_array_size(dlq), 2, "both poison messages are in the DLQ");
+    bool found_garbage = false, found_bad = false;
+    size_t i;
+    json_t *d;
+    json_array_foreach(dlq, i, d) {
+        const char *orig = json_string_value(json_object_get(d, "originalMessage"));
+        const char *reason = json_string_value(json_object_get(d, "failureReason"));
+        const char *ts = json_string_value(json_object_get(d, "failureTimestamp"));
+        json_int_t attempts = json_integer_value(json_object_get(d, "attemptCount"));
+        int64_t ms;
+        bool shape = orig && reason && reason[0] && ts && time_parse_iso8601(ts, &ms) && attempts >= 1;
+        if (shape && strcmp(orig, garbage) == 0) found_garbage = true;
+        if (shape && strcmp(orig, bad_body) == 0 && strstr(reason, "username")) found_bad = true;
+        NOTE("DLQ: reason \"%s\", attemptCount %lld, group %s", reason ? reason : "?", (long long)attempts,
+             json_string_value(json_object_get(d, "_group")));
+    }
+    CHECK(found_garbage, "DLQ entry for the non-JSON body: originalMessage, failureReason, failureTimestamp, attemptCount");
+    CHECK(found_bad, "DLQ entry for the bad username names the field in failureReason");
+    json_decref(dlq);
+    free(bad_body);
+    CHECK_INT(itc_metric(c->admin_port, "chatflow_poison_messages_total", NULL), 2, "chatflow_poison_messages_total is 2");
+    CHECK_INT(itc_metric(c->admin_port, "chatflow_dlq_messages_total", "reason=\"poison\""), 2,
+              "chatflow_dlq_messages_total{reason=\"poison\"} is 2");
+}
+
+/* The same messageId arriving again (a redelivery) changes nothing. */
+static void test_redelivery(const consumer_proc *c)
+{
+    long long before = itc_pg_scalar(env.pg, "SELECT sum(message_count) FROM user_activity");
+    double written = itc_metric(c->admin_port, "chatflow_db_rows_written_total", NULL);
+    bool ok = true;
+    for (int i = 0; i < 5; i++) {
+        char *body = queue_message_to_json(&sent[i]);
+        char dedup[64];
+        snprintf(dedup, sizeof dedup, "again-%d-%s", i, sent[i].message_id);
+        ok = ok && itc_send_raw(&env, atoi(sent[i].room_id), body, dedup);
+        free(body);
+    }
+    /* A marker after them: once it is stored, the five duplicates have been processed. */
+    chat_message marker;
+    itc_message(&marker, 1, 9, "marker after duplicates", "TEXT");
+    sent[n_sent++] = marker;
+    ok = ok && itc_send_batch(&env, 1, &marker, 1);
+    CHECK(ok, "5 already-stored messages sent again under new dedup ids, then a marker");
+    CHECK_INT(itc_wait_scalar(env.pg, "SELECT count(*) FROM messages", (long long)n_sent, 30000), (long long)n_sent,
+              "only the marker is a new row");
+    CHECK_INT(itc_pg_scalar(env.pg, "SELECT sum(message_count) FROM user_activity"), before + 1,
+              "user_activity grew by the marker only (duplicates not counted)");
+    CHECK_INT(itc_metric(c->admin_port, "chatflow_db_rows_written_total", NULL), written + 1,
+              "chatflow_db_rows_written_total counts new rows only");
+}
+
+int main(void)
+{
+    if (!itc_init(&env, "consumer_pipeline", 1, ROOMS)) {
+        CHECK(false, "test environment (database, queues) set up");
+        itc_done(&env);
+        return TEST_DONE();
+    }
+
+    /* Migrations: applied by --migrate, and a second run applies nothing. */
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "DATABASE_URL='%s' CHATFLOW_MIGRATIONS_DIR='%s/db/migrations' '%s/chatflow-consumer' --migrate "
+             ">>'%s/migrate.log' 2>&1",
+             env.db_url, itc_env("ROOT", "."), itc_env("CHATFLOW_BIN", "build"), env.log_dir);
+    CHECK(itc_sh(cmd), "chatflow-consumer --migrate succeeds");
+    CHECK(itc_sh(cmd), "chatflow-consumer --migrate succeeds again");
+    env.pg = itc_pg_connect(env.db_url);
+    long long files = 0;
+    {
+        char ls[700];
+        snprintf(ls, sizeof ls, "ls '%s/db/migrations' | grep -c '^[0-9]*_.*\\.sql$'", itc_env("ROOT", "."));
+        FILE *f = popen(ls, "r");
+        if (f && fscanf(f, "%lld", &files) != 1) files = 0;
+        if (f) pclose(f);
+    }
+    CHECK(env.pg && files > 0 && itc_pg_scalar(env.pg, "SELECT count(*) FROM schema_migrations") == files,
+          "schema_migrations has one row per migration file (%lld) after two runs", files);
+
+    build_messages();
+    const char *cenv[] = {"CHATFLOW_VISIBILITY_TIMEOUT_S=20", NULL};
+    consumer_proc c;
+    if (!consumer_start(&env, &c, "consumer", cenv)) {
+        CHECK(false, "consumer started");
+        itc_done(&env);
+        return TEST_DONE();
+    }
+    CHECK(send_all(0, n_sent), "%d messages sent to %d room queues", N, ROOMS);
+    CHECK_INT(itc_wait_scalar(env.pg, "SELECT count(*) FROM messages", N, 60000), N, "all %d messages stored", N);
+    CHECK_INT(itc_pg_scalar(env.pg, "SELECT count(DISTINCT message_id) FROM messages"), N, "each exactly once");
+    check_rows();
+    check_order();
+    check_user_activity(N);
+
+    long depth = -1;
+    for (int i = 0; i < 100 && depth != 0; i++) {
+        depth = itc_rooms_depth(&env);
+        if (depth != 0) time_sleep_ms(100);
+    }
+    CHECK_INT(depth, 0, "the room queues are empty: every stored message was deleted");
+    CHECK_INT(itc_metric(c.admin_port, "chatflow_messages_consumed_total", NULL), N, "chatflow_messages_consumed_total = %d", N);
+    CHECK_INT(itc_metric(c.admin_port, "chatflow_db_rows_written_total", NULL), N, "chatflow_db_rows_written_total = %d", N);
+    CHECK_INT(itc_metric(c.admin_port, "chatflow_db_up", NULL), 1, "chatflow_db_up = 1");
+    CHECK(itc_metric(c.admin_port, "chatflow_db_batch_size_count", NULL) >= 1, "chatflow_db_batch_size observed flushes");
+
+    long st;
+    char *ready = itc_http("GET", c.admin_port, "/health/ready", &st);
+    CHECK(st == 200 && ready && strstr(ready, "\"sqs\":{\"status\":\"UP\"") && strstr(ready, "\"postgres\":{\"status\":\"UP\""),
+          "/health/ready is 200 with sqs and postgres UP (%s)", ready ? ready : "no answer");
+    free(ready);
+
+    test_poison(&c);
+    test_redelivery(&c);
+    check_user_activity(n_sent);
+
+    bool in_time = false;
+    int status = consumer_stop(&c, SIGTERM, 25000, &in_time);
+    CHECK(in_time && WIFEXITED(status) && WEXITSTATUS(status) == 0, "SIGTERM: the consumer exits 0 within the stop timeout");
+
+    itc_done(&env);
+    return TEST_DONE();
+}
