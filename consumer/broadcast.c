@@ -158,14 +158,18 @@ static bool parse_room_id(const char *s, long *out)
 
 /* ---- closing ---- */
 
-static void close_with(broadcaster *b, subscriber *sub, int code, const char *reason)
+/* Sets the close code and reason and frees the queues; the next WRITEABLE hangs up. */
+static void close_with(subscriber *sub, int code, const char *reason)
 {
-    (void)b;
     if (sub->closing || !sub->wsi) return;
     sub->closing = true;
     unsigned char payload[CLOSE_REASON_MAX + 1];
     size_t len = strlen(reason);
-    if (len > CLOSE_REASON_MAX) len = CLOSE_REASON_MAX;
+    if (len > CLOSE_REASON_MAX) {
+        len = CLOSE_REASON_MAX;
+        /* a reason must stay valid UTF-8: do not cut inside a character */
+        while (len > 0 && ((unsigned char)reason[len] & 0xC0) == 0x80) len--;
+    }
     memcpy(payload, reason, len);
     lws_close_reason(sub->wsi, (enum lws_close_status)code, payload, len);
     bc_fqueue_clear(&sub->sendq);
@@ -181,16 +185,16 @@ static void drop_slow(broadcaster *b, subscriber *sub, size_t behind)
     log_warn(COMPONENT, "room %ld subscriber %llu: %s; closing it", sub->room,
              (unsigned long long)sub->id, reason);
     metric_counter_inc(b->m_slow);
-    close_with(b, sub, CLOSE_SLOW, reason);
+    close_with(sub, CLOSE_SLOW, reason);
 }
 
 /* ---- queueing ---- */
 
 /* Appends f to the send queue; arms WRITEABLE when the queue was empty. */
-static bool queue_frame(broadcaster *b, subscriber *sub, bc_frame *f)
+static bool queue_frame(subscriber *sub, bc_frame *f)
 {
     if (!bc_fqueue_push(&sub->sendq, f)) {
-        close_with(b, sub, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
+        close_with(sub, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
         return false;
     }
     if (bc_fqueue_len(&sub->sendq) == 1) lws_callback_on_writable(sub->wsi);
@@ -211,7 +215,7 @@ static void offer_live_frame(broadcaster *b, subscriber *sub, bc_frame *f)
     if (sub->closing) return;
     if (sub->state == SUB_REPLAYING) {
         if (!bc_fqueue_push(&sub->replay.held, f)) {
-            close_with(b, sub, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
+            close_with(sub, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
             return;
         }
         size_t held = bc_fqueue_len(&sub->replay.held);
@@ -219,7 +223,7 @@ static void offer_live_frame(broadcaster *b, subscriber *sub, bc_frame *f)
             drop_slow(b, sub, held + bc_fqueue_len(&sub->sendq));
         return;
     }
-    if (!queue_frame(b, sub, f)) return;
+    if (!queue_frame(sub, f)) return;
     size_t queued = bc_fqueue_len(&sub->sendq);
     if (queued > sub->queue_limit && is_slow(sub, queued)) drop_slow(b, sub, queued);
 }
@@ -296,7 +300,7 @@ static void submit_page(broadcaster *b, subscriber *sub, long delay_ms)
 {
     replay_job *job = calloc(1, sizeof *job);
     if (!job) {
-        close_with(b, sub, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
+        close_with(sub, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
         return;
     }
     job->sub_id = sub->id;
@@ -306,7 +310,7 @@ static void submit_page(broadcaster *b, subscriber *sub, long delay_ms)
     job->delay_ms = delay_ms;
     if (!workqueue_push(b->replay_jobs, job)) {
         free(job);
-        close_with(b, sub, CLOSE_TRY_AGAIN,
+        close_with(sub, CLOSE_TRY_AGAIN,
                    "replay unavailable: too many replays in progress; try again");
         return;
     }
@@ -327,7 +331,7 @@ static void finish_replay(broadcaster *b, subscriber *sub)
 {
     size_t before = bc_fqueue_len(&sub->sendq);
     if (!bc_replay_finish(&sub->replay, &sub->sendq)) {
-        close_with(b, sub, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
+        close_with(sub, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
         return;
     }
     sub->state = SUB_LIVE;
@@ -357,11 +361,11 @@ static void apply_page(broadcaster *b, replay_job *job)
         snprintf(reason, sizeof reason, "history unavailable: %s", job->err);
         log_warn(COMPONENT, "room %ld subscriber %llu: %s", sub->room,
                  (unsigned long long)sub->id, reason);
-        close_with(b, sub, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, reason);
+        close_with(sub, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, reason);
         return;
     }
     for (size_t i = 0; i < job->n; i++)
-        if (bc_replay_accept(&sub->replay, job->frames[i]) && !queue_frame(b, sub, job->frames[i]))
+        if (bc_replay_accept(&sub->replay, job->frames[i]) && !queue_frame(sub, job->frames[i]))
             return;
     switch (bc_replay_after_page(&sub->replay, job->n, job->limit)) {
     case BC_REPLAY_NEXT_PAGE:
@@ -374,7 +378,7 @@ static void apply_page(broadcaster *b, replay_job *job)
             snprintf(reason, sizeof reason,
                      "replay incomplete: history ends at %s, not stored up to %s yet; reconnect",
                      sub->replay.cursor, sub->replay.need_cover);
-            close_with(b, sub, CLOSE_TRY_AGAIN, reason);
+            close_with(sub, CLOSE_TRY_AGAIN, reason);
         } else {
             submit_page(b, sub, REPLAY_RETRY_DELAY_MS);
         }
@@ -402,7 +406,7 @@ static void start_replay(broadcaster *b, subscriber *sub, const char *since)
     if (bc_room_cache_serves(&rs->cache, since)) {
         metric_counter_inc(b->m_replay_cache);
         if (!bc_room_cache_copy_after(&rs->cache, since, &sub->sendq)) {
-            close_with(b, sub, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
+            close_with(sub, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
             return;
         }
         size_t queued = bc_fqueue_len(&sub->sendq);
@@ -413,7 +417,7 @@ static void start_replay(broadcaster *b, subscriber *sub, const char *since)
     metric_counter_inc(b->m_replay_history);
     sub->state = SUB_REPLAYING;
     if (!bc_replay_begin(&sub->replay, &rs->cache, since)) {
-        close_with(b, sub, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
+        close_with(sub, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
         return;
     }
     submit_page(b, sub, 0);
@@ -553,7 +557,10 @@ static int on_established(broadcaster *b, struct lws *wsi, subscriber *sub)
     size_t n = atomic_fetch_add(&b->subscribers, 1) + 1;
     metric_gauge_set(b->m_active, (double)n);
     metric_counter_inc(b->m_connections);
-    if (t.since[0]) start_replay(b, sub, t.since);
+    if (b->closing_all)   /* upgraded just before the stop began */
+        close_with(sub, LWS_CLOSE_STATUS_GOINGAWAY, "going away");
+    else if (t.since[0])
+        start_replay(b, sub, t.since);
     return 0;
 }
 
@@ -583,7 +590,7 @@ static int on_writeable(broadcaster *b, subscriber *sub)
         if (sub->queue_limit > b->cfg.send_queue_max) sub->queue_limit--;
     }
     if (bc_fqueue_len(&sub->sendq)) lws_callback_on_writable(sub->wsi);
-    else maybe_request_page(b, sub);
+    maybe_request_page(b, sub);
     return 0;
 }
 
@@ -600,7 +607,7 @@ static void close_everyone(broadcaster *b)
     b->closing_all = true;
     for (size_t r = 0; r < b->n_rooms; r++) {
         lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, lws_dll2_get_head(&b->rooms[r].subs)) {
-            close_with(b, lws_container_of(d, subscriber, in_room), LWS_CLOSE_STATUS_GOINGAWAY,
+            close_with(lws_container_of(d, subscriber, in_room), LWS_CLOSE_STATUS_GOINGAWAY,
                        "going away");
         } lws_end_foreach_dll_safe(d, d1);
     }

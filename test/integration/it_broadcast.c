@@ -96,7 +96,10 @@ static bool fake_history(void *ctx, long room, const char *since_seq, size_t lim
     store.waiting--;
     if (store.failing[room]) {
         pthread_mutex_unlock(&store.mu);
-        snprintf(err, err_len, "store is down (test)");
+        if (room == 10)   /* a long reason of 2-byte characters: cut at a character boundary */
+            for (size_t i = 0; i + 2 < err_len && i < 200; i += 2) memcpy(err + i, "\xC3\xA9", 3);
+        else
+            snprintf(err, err_len, "store is down (test)");
         return false;
     }
     size_t sent = 0;
@@ -556,6 +559,21 @@ static void test_replay_from_history(broadcaster *b, wsc_ctx *ws)
         CHECK_INT(code, 1011, "history failure: close code 1011");
         CHECK_STR(reason, "history unavailable: store is down (test)", "history failure: close reason");
         wsc_free(f);
+    }
+    pthread_mutex_lock(&store.mu);
+    store.failing[10] = true;
+    pthread_mutex_unlock(&store.mu);
+    wsc_conn *f10 = subscribe(ws, broadcast_port(b), "/chat/10?since=1");
+    CHECK(f10 && wsc_wait_closed(f10, 5000), "history failure: a long reason closes too");
+    if (f10) {
+        int code = 0;
+        const char *reason = NULL;
+        wsc_close_info(f10, &code, &reason);
+        size_t rlen = reason ? strlen(reason) : 0;
+        CHECK(code == 1011 && rlen <= 123 && rlen >= 121 && utf8_validate(reason, rlen),
+              "history failure: a long reason is cut to 123 bytes at a character boundary (%d, %zu bytes)",
+              code, rlen);
+        wsc_free(f10);
     }
     wait_subscribers(b, 0);
 }
