@@ -738,8 +738,25 @@ static void destroy(broadcaster *b)
     free(b);
 }
 
+/* libwebsockets' own warnings and errors go to the service log, one line each. */
+static void lws_log_to_log(int level, const char *line)
+{
+    size_t n = strlen(line);
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) n--;
+    log_write(level == LLL_ERR ? LOG_ERROR : LOG_WARN, "lws", "%.*s", (int)n, line);
+}
+
+/* The lws log level is process-wide and read unlocked by every lws thread: set it once, before
+ * the first service thread starts. */
+static void route_lws_log(void)
+{
+    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_to_log);
+}
+
 static bool create_listener(broadcaster *b, char *err, size_t err_len)
 {
+    static pthread_once_t lws_log_once = PTHREAD_ONCE_INIT;
+    pthread_once(&lws_log_once, route_lws_log);
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
     info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;

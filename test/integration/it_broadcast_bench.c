@@ -139,19 +139,21 @@ int main(void)
         .pong_timeout_s = 10, .history = NULL,
     };
     char err[200];
+    /* Client contexts first: creating one sets the process-wide lws log level, which lws
+     * threads read unlocked. */
+    client_thread threads[CLIENT_THREADS];
+    memset(threads, 0, sizeof threads);
+    for (int k = 0; k < CLIENT_THREADS; k++) {
+        threads[k].index = k;
+        threads[k].ws = wsc_ctx_new();
+    }
     broadcaster *b = broadcast_start(&cfg, err, sizeof err);
     CHECK(b != NULL, "bench: broadcaster started (%s)", b ? "ok" : err);
     if (!b) return TEST_DONE();
     port = broadcast_port(b);
 
-    client_thread threads[CLIENT_THREADS];
-    memset(threads, 0, sizeof threads);
     pthread_t tids[CLIENT_THREADS];
-    for (int k = 0; k < CLIENT_THREADS; k++) {
-        threads[k].index = k;
-        threads[k].ws = wsc_ctx_new();   /* created here: lws_set_log_level is process-wide */
-        pthread_create(&tids[k], NULL, client_main, &threads[k]);
-    }
+    for (int k = 0; k < CLIENT_THREADS; k++) pthread_create(&tids[k], NULL, client_main, &threads[k]);
     while (atomic_load(&threads_connected) < CLIENT_THREADS) time_sleep_ms(10);
     for (int i = 0; i < 500 && broadcast_subscriber_count(b) < ROOMS * PER_ROOM; i++) time_sleep_ms(10);
     CHECK_INT(broadcast_subscriber_count(b), ROOMS * PER_ROOM, "bench: 20 rooms x 50 subscribers connected");
