@@ -51,6 +51,22 @@ esac
 tap_check "deploy render with deploy/ecs/environment.example" \
     bash -c 'set -a; . deploy/ecs/environment.example; set +a; exec deploy/ecs/deploy render "$1"' _ "$OUT"
 
+# ---- docs/configuration.md carries each binary's own --help-markdown table, verbatim
+for b in producer consumer sqs; do
+    bin="$CHATFLOW_BIN/chatflow-$b"
+    if [ ! -x "$bin" ]; then
+        tap_fail "docs/configuration.md vs chatflow-$b: binary missing ($bin)"
+        continue
+    fi
+    table=$("$bin" --help-markdown 2>&1)
+    if [ -n "$table" ] && grep -qxF -- "$(head -1 <<<"$table")" docs/configuration.md &&
+        python3 -c 'import sys; sys.exit(0 if sys.argv[1] in open(sys.argv[2]).read() else 1)' "$table" docs/configuration.md; then
+        tap_ok "docs/configuration.md has chatflow-$b's current settings table"
+    else
+        tap_fail "docs/configuration.md has chatflow-$b's current settings table (regenerate: see its header)"
+    fi
+done
+
 # ---- the rest: Dockerfiles, rendered requests, IAM, compose structure
 python3 test/integration/deploy_config_checks.py "$ROOT" "$OUT" $compose_struct
 rc=$?
