@@ -1,0 +1,191 @@
+/*
+ * it_consumer_pgdown — PostgreSQL stopped for 10 s while messages flow, then started again:
+ * /health/ready turns 503 naming postgres, nothing is deleted from SQS that was not committed,
+ * visibility is extended meanwhile, writes resume by themselves, and in the end every message is
+ * stored exactly once (none lost, none sent to the DLQ). Uses a private PostgreSQL (its own
+ * stack directory, deploy/local/stack up --pg-only) so stopping it disturbs no other test.
+ */
+#include "it_consumer_lib.h"
+
+#define ROOMS 4
+#define BEFORE 1500
+#define DURING 1500
+#define N (BEFORE + DURING)
+
+static itc_env_t env;
+static chat_message sent[N];
+static char stack_dir[700];
+
+static bool stack(const char *cmd)
+{
+    char line[2048];
+    snprintf(line, sizeof line, "CHATFLOW_STACK_DIR='%s' '%s/deploy/local/stack' %s >>'%s/stack.log' 2>&1", stack_dir,
+             itc_env("ROOT", "."), cmd, env.log_dir);
+    return itc_sh(line);
+}
+
+/* DATABASE_URL from the private stack's stack.env. */
+static bool private_database_url(char *out, size_t len)
+{
+    char path[800];
+    snprintf(path, sizeof path, "%s/stack.env", stack_dir);
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    bool found = false;
+    while (f && !found && fgets(line, sizeof line, f))
+        if (strncmp(line, "DATABASE_URL=", 13) == 0) {
+            line[strcspn(line, "\r\n")] = '\0';
+            const char *v = line + 13;
+            size_t vl = strlen(v);
+            if (vl >= 2 && (v[0] == '"' || v[0] == '\'')) {
+                v++;
+                vl -= 2;
+            }
+            snprintf(out, len, "%.*s", (int)vl, v);
+            found = true;
+        }
+    if (f) fclose(f);
+    return found;
+}
+
+static bool send_range(size_t from, size_t to)
+{
+    for (size_t i = from; i < to; i += SQS_MAX_BATCH * ROOMS)
+        for (int room = 1; room <= ROOMS; room++) {
+            chat_message batch[SQS_MAX_BATCH];
+            size_t k = 0;
+            for (size_t j = i; j < to && j < i + SQS_MAX_BATCH * ROOMS; j++)
+                if (atoi(sent[j].room_id) == room) batch[k++] = sent[j];
+            if (k && !itc_send_batch(&env, room, batch, k)) return false;
+        }
+    return true;
+}
+
+static void cleanup(void)
+{
+    if (stack_dir[0]) {
+        char line[1024];
+        snprintf(line, sizeof line, "CHATFLOW_STACK_DIR='%s' '%s/deploy/local/stack' down --purge >/dev/null 2>&1",
+                 stack_dir, itc_env("ROOT", "."));
+        itc_sh(line);
+    }
+}
+
+int main(void)
+{
+    snprintf(stack_dir, sizeof stack_dir, "%s/%s/test-stacks/consumer_pgdown-%d", itc_env("ROOT", "."),
+             itc_env("BUILD", "build"), (int)getpid());
+    snprintf(env.log_dir, sizeof env.log_dir, "%s/%s/test-logs/consumer_pgdown", itc_env("ROOT", "."),
+             itc_env("BUILD", "build"));
+    char mk[800];
+    snprintf(mk, sizeof mk, "mkdir -p '%s'", env.log_dir);
+    itc_sh(mk);
+    atexit(cleanup);
+    char url[1024];
+    if (!stack("up --pg-only") || !private_database_url(url, sizeof url)) {
+        CHECK(false, "private PostgreSQL started (log %s/stack.log)", env.log_dir);
+        return TEST_DONE();
+    }
+    setenv("DATABASE_URL", url, 1);
+    if (!itc_init(&env, "consumer_pgdown", 1, ROOMS) || !(env.pg = itc_pg_connect(env.db_url))) {
+        CHECK(false, "test environment (database, queues) set up");
+        itc_done(&env);
+        return TEST_DONE();
+    }
+    for (size_t i = 0; i < N; i++) {
+        char text[64];
+        snprintf(text, sizeof text, "outage test %zu", i);
+        itc_message(&sent[i], 1 + (int)(i % ROOMS), 1 + (int)(i % 41), text, "TEXT");
+    }
+    /* Visibility 4 s: the 10 s outage outlasts it, so the pollers must extend it. */
+    const char *cenv[] = {"CHATFLOW_VISIBILITY_TIMEOUT_S=4", "CHATFLOW_DB_RETRY_MAX_BACKOFF_MS=1000",
+                          "CHATFLOW_DB_MAX_ATTEMPTS=100", "CHATFLOW_DB_STATEMENT_TIMEOUT_MS=3000", NULL};
+    consumer_proc c;
+    if (!consumer_start(&env, &c, "consumer", cenv)) {
+        CHECK(false, "consumer started");
+        itc_done(&env);
+        return TEST_DONE();
+    }
+    CHECK(send_range(0, BEFORE), "%d messages sent", BEFORE);
+    long long stored = 0;
+    for (int i = 0; i < 500 && stored < 200; i++) {
+        stored = itc_pg_scalar(env.pg, "SELECT count(*) FROM messages");
+        time_sleep_ms(10);
+    }
+    PQfinish(env.pg);
+    env.pg = NULL;
+    CHECK(stack("stop-pg"), "PostgreSQL stopped with %lld of %d rows stored", stored, BEFORE);
+    uint64_t stopped_at = time_mono_ns();
+    CHECK(send_range(BEFORE, N), "%d more messages sent during the outage", DURING);
+
+    /* During the outage: readiness names postgres; nothing unstored may leave the queues. */
+    long st = 0;
+    char *ready = NULL;
+    for (int i = 0; i < 50; i++) {
+        free(ready);
+        ready = itc_http("GET", c.admin_port, "/health/ready", &st);
+        if (st == 503) break;
+        time_sleep_ms(100);
+    }
+    CHECK(st == 503 && ready && strstr(ready, "\"postgres\":{\"status\":\"DOWN\""),
+          "/health/ready is 503 with postgres DOWN during the outage (%s)", ready ? ready : "no answer");
+    free(ready);
+    CHECK_INT(itc_metric(c.admin_port, "chatflow_db_up", NULL), 0, "chatflow_db_up is 0 during the outage");
+
+    while (time_mono_ns() - stopped_at < 10000000000ull) time_sleep_ms(100);
+    long queued = itc_rooms_depth(&env);
+    CHECK(queued >= (long)(N - stored - 60), "after 10 s down, the queues still hold every unstored message (%ld queued, "
+                                              "%lld stored before)", queued, stored);
+    CHECK(stack("start-pg"), "PostgreSQL started again");
+    env.pg = itc_pg_connect(env.db_url);
+    CHECK(env.pg != NULL, "test reconnects to PostgreSQL");
+    if (!env.pg) {
+        itc_done(&env);
+        return TEST_DONE();
+    }
+    CHECK_INT(itc_wait_scalar(env.pg, "SELECT count(*) FROM messages", N, 90000), N,
+              "writes resumed by themselves: all %d messages stored", N);
+    CHECK_INT(itc_pg_scalar(env.pg, "SELECT count(DISTINCT message_id) FROM messages"), N, "each exactly once");
+    CHECK_INT(itc_pg_scalar(env.pg, "SELECT sum(message_count) FROM user_activity"), N,
+              "user_activity counts each message once");
+    size_t missing = 0;
+    for (size_t i = 0; i < N; i++) {
+        const char *p[] = {sent[i].message_id};
+        PGresult *r = PQexecParams(env.pg, "SELECT 1 FROM messages WHERE message_id = $1::uuid", 1, NULL, p, NULL, NULL, 0);
+        missing += PQntuples(r) != 1;
+        PQclear(r);
+    }
+    CHECK_INT(missing, 0, "every sent messageId is stored");
+    CHECK_INT(itc_queue_depth(&env, env.dlq_url), 0, "nothing went to the DLQ");
+    CHECK(itc_metric(c.admin_port, "chatflow_db_flush_failures_total", NULL) >= 1, "flush failures were counted");
+
+    ready = NULL;
+    for (int i = 0; i < 100; i++) {
+        free(ready);
+        ready = itc_http("GET", c.admin_port, "/health/ready", &st);
+        if (st == 200) break;
+        time_sleep_ms(100);
+    }
+    CHECK(st == 200, "/health/ready is 200 again (%s)", ready ? ready : "no answer");
+    free(ready);
+    CHECK_INT(itc_metric(c.admin_port, "chatflow_db_up", NULL), 1, "chatflow_db_up is 1 again");
+
+    FILE *f = fopen(c.log_path, "r");
+    char line[2048];
+    bool extended = false;
+    while (f && fgets(line, sizeof line, f)) extended |= strstr(line, "extending visibility") != NULL;
+    if (f) fclose(f);
+    CHECK(extended, "visibility was extended while the database was down");
+
+    long depth = -1;
+    for (int i = 0; i < 100 && depth != 0; i++) {
+        depth = itc_rooms_depth(&env);
+        if (depth != 0) time_sleep_ms(100);
+    }
+    CHECK_INT(depth, 0, "the room queues are drained");
+    bool in_time = false;
+    int status = consumer_stop(&c, SIGTERM, 25000, &in_time);
+    CHECK(in_time && WIFEXITED(status) && WEXITSTATUS(status) == 0, "SIGTERM: exits 0 in time");
+    itc_done(&env);
+    return TEST_DONE();
+}
