@@ -397,6 +397,7 @@ static int on_established(ingress *in, struct lws *wsi, session *ss)
     if (!copy_uri(wsi, uri, sizeof uri) || parse_room(in, uri, &room, &why) != 0) return -1;
     pconn *c = conn_table_acquire(in->conns);
     if (!c) return -1;              /* checked at the upgrade; only a race gets here */
+    lws_set_timer_usecs(wsi, LWS_SET_TIMER_USEC_CANCEL);   /* the handshake deadline is met */
     c->wsi = wsi;
     c->room = room;
     client_address(in, wsi, c->client_ip, sizeof c->client_ip);
@@ -455,6 +456,16 @@ static int callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void
     case LWS_CALLBACK_HTTP:
         if (lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, "WebSocket endpoint: /chat/{roomId}")) return -1;
         return lws_http_transaction_completed(wsi) ? -1 : 0;
+
+    case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+        /* lws 4.1 gives an accepted socket that never sends a request no deadline of its own
+         * (a timeout set here is replaced during adoption): a wsi timer closes it unless the
+         * upgrade happened by then. */
+        lws_set_timer_usecs(wsi, (lws_usec_t)in->s->handshake_timeout_s * LWS_US_PER_SEC);
+        return 0;
+
+    case LWS_CALLBACK_TIMER:
+        return conn_of(in, user) ? 0 : -1;
 
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
         char uri[128];

@@ -566,6 +566,58 @@ static void test_rate_limit(const producer_proc *p)
     CHECK_INT(n, 4, "only the 4 accepted messages are queued");
 }
 
+/* A raw TCP client: connects, optionally completes the WebSocket handshake, then stays silent
+ * (never answers a ping). Returns how long the server took to close it, or -1 if it did not
+ * within limit_ms. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+static long silent_client_lifetime_ms(int port, bool handshake, int limit_ms)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        if (fd >= 0) close(fd);
+        return -2;
+    }
+    uint64_t t0 = time_mono_ns();
+    char buf[4096];
+    if (handshake) {
+        const char req[] = "GET /chat/1 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        if (write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1)) {
+            close(fd);
+            return -2;
+        }
+    }
+    long lifetime = -1;
+    bool upgraded = false;
+    while ((long)((time_mono_ns() - t0) / 1000000) < limit_ms) {
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+        if (poll(&pfd, 1, 100) <= 0) continue;
+        ssize_t n = read(fd, buf, sizeof buf);  /* pings are read and ignored: no pong */
+        if (n > 0 && !upgraded && memmem(buf, (size_t)n, " 101 ", 5)) upgraded = true;
+        if (n <= 0) {
+            lifetime = (long)((time_mono_ns() - t0) / 1000000);
+            break;
+        }
+    }
+    close(fd);
+    if (handshake && !upgraded) return -3;
+    return lifetime;
+}
+
+static void test_timeouts(const producer_proc *p)
+{
+    long ms = silent_client_lifetime_ms(p->ws_port, false, 8000);
+    CHECK(ms >= 0, "a client that never sends its handshake is dropped (after %ld ms; timeout 2 s)", ms);
+    ms = silent_client_lifetime_ms(p->ws_port, true, 10000);
+    CHECK(ms >= 0, "a client that never answers pings is dropped (after %ld ms; ping 1 s, pong timeout 1 s)", ms);
+}
+
 /* Cap 5 per connection and a long linger: the 6th frame must wait until answers drain. */
 static void test_pause(const producer_proc *p)
 {
@@ -654,7 +706,8 @@ int main(void)
     CHECK(in_time && WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM: producer exits 0 in time");
 
     const char *env_b[] = { env_prefix, "CHATFLOW_RATE_LIMIT_PER_MINUTE=3", "CHATFLOW_MAX_INFLIGHT_PER_CONNECTION=5",
-                            "CHATFLOW_PUBLISH_LINGER_MS=200", NULL };
+                            "CHATFLOW_PUBLISH_LINGER_MS=200", "CHATFLOW_PING_INTERVAL_S=1", "CHATFLOW_PONG_TIMEOUT_S=1",
+                            "CHATFLOW_HANDSHAKE_TIMEOUT_S=2", NULL };
     producer_proc b;
     snprintf(log_path, sizeof log_path, "%s/producer-b.log", LOGDIR);
     started = producer_start(&b, log_path, env_b) && wait_ready(&b, 10000);
@@ -662,6 +715,7 @@ int main(void)
     if (started) {
         test_rate_limit(&b);
         test_pause(&b);
+        test_timeouts(&b);
     }
     producer_stop(&b, SIGTERM, 30000, NULL);
     itp_sqs_close(&Q);
