@@ -89,6 +89,13 @@ def base(series):
 used_rules = {base(m) for m in re.findall(r"\bchatflow_[a-z0-9_]+", open(rules_path).read())}
 check(used_rules and used_rules <= registered, "every chatflow_ series in alerts.yml is registered by the code",
       sorted(used_rules - registered))
+doc_names = set()
+for d in ("operations", "capacity", "failure-modes", "architecture", "deployment"):
+    path = os.path.join(root, "docs", d + ".md")
+    if os.path.exists(path):
+        doc_names |= {base(m) for m in re.findall(r"\bchatflow_[a-z0-9_]+", open(path).read())}
+check(doc_names <= registered, "every chatflow_ series the docs name is registered by the code",
+      sorted(doc_names - registered))
 dash_files = glob.glob(os.path.join(root, "monitoring/grafana/dashboards/*.json"))
 check(len(dash_files) >= 1, "a Grafana dashboard exists in monitoring/grafana/dashboards")
 for f in dash_files:
