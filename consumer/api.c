@@ -528,6 +528,14 @@ static void serve_refresh(void *ctx, const http_request *req, http_response *res
                                  (double)(time_mono_ns() - t0) / 1e6, "refreshedAt", now));
 }
 
+const char *api_query_sql(const char *name)
+{
+    for (size_t i = 0; i < sizeof(api_statements) / sizeof(api_statements[0]); i++)
+        if (strcmp(api_statements[i].name, name) == 0)
+            return api_statements[i].sql;
+    return NULL;
+}
+
 void api_add_routes(api *a, admin_http *h)
 {
     admin_http_add_route(h, "GET", "/api/metrics/all", serve_all, a);

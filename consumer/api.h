@@ -31,6 +31,10 @@ api *api_new(const char *database_url, long statement_timeout_ms);
 void api_add_routes(api *a, admin_http *h);
 void api_free(api *a);
 
+/* SQL text of a core query ("room_messages", "user_history", "active_users", "user_rooms"), NULL
+ * for another name. For tests that EXPLAIN exactly what the endpoint runs. */
+const char *api_query_sql(const char *name);
+
 /* Parses a time parameter (ISO-8601 with zone, or epoch ms). Exposed for unit tests. */
 bool api_parse_time(const char *s, int64_t *epoch_ms);
 
