@@ -68,7 +68,6 @@ typedef struct {
     long room;
     char since[SEQNUM_BUF];
     size_t limit;
-    long delay_ms;
     bool ok;
     char err[200];
     bc_frame **frames;
@@ -87,7 +86,8 @@ typedef struct {
     bool closing;              /* a close reason is set; the next WRITEABLE hangs up */
     bool page_wanted;          /* replay: the last page was full, more to ask for */
     bool job_outstanding;
-    unsigned retries;
+    unsigned retries;          /* replay: pages in a row that brought nothing new */
+    lws_sorted_usec_list_t retry_timer;
     size_t queue_limit;        /* send_queue_max, raised by a replay backlog while it drains */
     bc_fqueue sendq;
     bc_replay replay;
@@ -296,7 +296,7 @@ static void replay_job_free(replay_job *job)
     free(job);
 }
 
-static void submit_page(broadcaster *b, subscriber *sub, long delay_ms)
+static void submit_page(broadcaster *b, subscriber *sub)
 {
     replay_job *job = calloc(1, sizeof *job);
     if (!job) {
@@ -307,7 +307,6 @@ static void submit_page(broadcaster *b, subscriber *sub, long delay_ms)
     job->room = sub->room;
     memcpy(job->since, sub->replay.cursor, sizeof job->since);
     job->limit = b->cfg.send_queue_max;
-    job->delay_ms = delay_ms;
     if (!workqueue_push(b->replay_jobs, job)) {
         free(job);
         close_with(sub, CLOSE_TRY_AGAIN,
@@ -324,7 +323,16 @@ static void maybe_request_page(broadcaster *b, subscriber *sub)
 {
     if (sub->state == SUB_REPLAYING && sub->page_wanted && !sub->job_outstanding &&
         !sub->closing && bc_fqueue_len(&sub->sendq) <= b->cfg.send_queue_max / 2)
-        submit_page(b, sub, 0);
+        submit_page(b, sub);
+}
+
+/* The store did not reach the cache yet: ask again a little later (a timer on the service
+ * thread, so the replay worker never sleeps while others wait). */
+static void retry_due(lws_sorted_usec_list_t *sul)
+{
+    subscriber *sub = lws_container_of(sul, subscriber, retry_timer);
+    if (!sub->wsi || sub->closing) return;
+    submit_page(lws_context_user(lws_get_context(sub->wsi)), sub);
 }
 
 static void finish_replay(broadcaster *b, subscriber *sub)
@@ -364,9 +372,13 @@ static void apply_page(broadcaster *b, replay_job *job)
         close_with(sub, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, reason);
         return;
     }
-    for (size_t i = 0; i < job->n; i++)
-        if (bc_replay_accept(&sub->replay, job->frames[i]) && !queue_frame(sub, job->frames[i]))
-            return;
+    size_t accepted = 0;
+    for (size_t i = 0; i < job->n; i++) {
+        if (!bc_replay_accept(&sub->replay, job->frames[i])) continue;
+        if (!queue_frame(sub, job->frames[i])) return;
+        accepted++;
+    }
+    if (accepted) sub->retries = 0;   /* the store is moving: keep waiting for it */
     switch (bc_replay_after_page(&sub->replay, job->n, job->limit)) {
     case BC_REPLAY_NEXT_PAGE:
         sub->page_wanted = true;
@@ -380,7 +392,8 @@ static void apply_page(broadcaster *b, replay_job *job)
                      sub->replay.cursor, sub->replay.need_cover);
             close_with(sub, CLOSE_TRY_AGAIN, reason);
         } else {
-            submit_page(b, sub, REPLAY_RETRY_DELAY_MS);
+            lws_sul_schedule(lws_get_context(sub->wsi), 0, &sub->retry_timer, retry_due,
+                             REPLAY_RETRY_DELAY_MS * LWS_US_PER_MS);
         }
         break;
     case BC_REPLAY_DONE:
@@ -420,7 +433,7 @@ static void start_replay(broadcaster *b, subscriber *sub, const char *since)
         close_with(sub, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
         return;
     }
-    submit_page(b, sub, 0);
+    submit_page(b, sub);
 }
 
 /* Replay worker thread: runs the history callback, builds the frames, hands them back. */
@@ -477,7 +490,6 @@ static void *replay_main(void *arg)
     broadcaster *b = arg;
     replay_job *job;
     while ((job = workqueue_pop_wait(b->replay_jobs, -1))) {
-        if (job->delay_ms > 0) time_sleep_ms(job->delay_ms);
         run_history(b, job);
         if (!workqueue_push(b->replay_results, job)) replay_job_free(job);
     }
@@ -567,6 +579,7 @@ static int on_established(broadcaster *b, struct lws *wsi, subscriber *sub)
 static void on_closed(broadcaster *b, subscriber *sub)
 {
     if (!sub || !sub->wsi) return;
+    lws_sul_cancel(&sub->retry_timer);
     lws_dll2_remove(&sub->in_room);
     bc_fqueue_clear(&sub->sendq);
     bc_replay_free(&sub->replay);
