@@ -67,6 +67,29 @@ for b in producer consumer sqs; do
     fi
 done
 
+# ---- each builder stage, replayed without Docker: a folder holding only what the stage COPYs,
+# then its `make` line as a dry run (every prerequisite must resolve; nothing is compiled).
+for svc in producer consumer; do
+    df=deploy/docker/Dockerfile.$svc
+    ctx="$TEST_LOGDIR/builder-$svc"
+    rm -rf "$ctx" && mkdir -p "$ctx/src"
+    build_stage=$(sed -n '1,/^FROM debian:bookworm-slim/p' "$df")
+    copies=$(sed -n 's/^COPY \([^-][^ ]*\) .*/\1/p' <<<"$build_stage")
+    for c in $copies; do cp -r "$c" "$ctx/src/${c%/}"; done
+    make_line=$(sed -n 's/^RUN \(make .*\)$/\1/p' <<<"$build_stage")
+    make_line=${make_line//\/out/$ctx/out}
+    make_line=${make_line//\$(nproc)/2}
+    make_line=${make_line//\"/}
+    if [ -n "$make_line" ] && out=$(cd "$ctx/src" && $make_line -n 2>&1) &&
+        grep -q -- "-o $ctx/out/chatflow-$svc " <<<"$out" &&
+        ! for f in common/*.c "$svc"/*.c; do grep -q -- "-c $f " <<<"$out" || echo "$f"; done | grep -q .; then
+        tap_ok "$df: the builder's make line resolves with only what the stage copies ($make_line)"
+    else
+        tap_fail "$df: the builder's make line resolves with only what the stage copies"
+        printf '%s\n' "${out:-no make line}" | tail -5 | sed 's/^/#   /'
+    fi
+done
+
 # ---- the rest: Dockerfiles, rendered requests, IAM, compose structure
 python3 test/integration/deploy_config_checks.py "$ROOT" "$OUT" --compose-structure
 rc=$?
