@@ -18,9 +18,15 @@
  *    last one broadcast is a redelivery (visibility timeout, restart of a poller) and is dropped:
  *    subscribers see sequence numbers strictly increase.
  *  - Replay. since=S is answered from the room cache when it covers S (broadcast_room.h);
- *    otherwise the subscriber holds its live frames while pages of history (send_queue_max rows
- *    each, the next one asked for once the previous one is mostly written) are sent, then the
- *    held frames newer than the last history row.
+ *    otherwise the subscriber holds its live frames (at most cache_per_room + send_queue_max,
+ *    else it is dropped as slow) while pages of history (send_queue_max rows each, the next one
+ *    asked for once the previous one is mostly written) are sent, then the held frames newer
+ *    than the last history row. When the store ends before the events that left the cache (not
+ *    committed yet), the page is asked again every REPLAY_RETRY_DELAY_MS from a timer; after
+ *    REPLAY_MAX_RETRIES pages in a row with nothing new the subscriber is closed with 4013 and
+ *    where history ends, never served with a gap.
+ *  - Close codes: 1001 stop, 1011 store failure, 4008 slow, 4013 try again (lws clients turn
+ *    the registered 1013 into 1002).
  */
 #include "broadcast.h"
 

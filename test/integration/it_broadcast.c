@@ -643,6 +643,29 @@ static void test_replay_paged_and_lagging(wsc_ctx *ws)
         CHECK(nothing_more(g, 1), "lagging store: nothing with a gap was sent");
         wsc_free(g);
     }
+    /* A replay that cannot finish while live events pile up is bounded too: more than
+     * cache_per_room + send_queue_max (12) held frames drop it as slow. */
+    double dropped_before = metric("chatflow_slow_subscribers_dropped_total");
+    store_gate(true);
+    wsc_conn *h = subscribe(ws, broadcast_port(b), "/chat/4?since=1");
+    CHECK(h != NULL, "held: replaying subscriber connected");
+    wait_subscribers(b, 3);
+    char r4[13][SEQNUM_BUF];
+    for (int i = 0; i < 13; i++) {
+        seq_of(r4[i], 700 + (unsigned long long)i);
+        publish(b, 4, r4[i], NULL);
+    }
+    if (h) {
+        CHECK(wsc_wait_closed(h, 5000), "held: the replaying subscriber is closed");
+        int code = 0;
+        const char *reason = NULL;
+        wsc_close_info(h, &code, &reason);
+        CHECK(code == 4008 && reason && strcmp(reason, "slow subscriber: 13 frames behind") == 0,
+              "held: closed with 4008 \"%s\"", reason ? reason : "");
+        wsc_free(h);
+    }
+    store_gate(false);
+    CHECK(metric("chatflow_slow_subscribers_dropped_total") == dropped_before + 1, "held: counted as slow");
     if (live3) wsc_free(live3);
     if (marker) wsc_free(marker);
     broadcast_stop(b);
