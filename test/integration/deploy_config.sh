@@ -90,6 +90,28 @@ for svc in producer consumer; do
     fi
 done
 
+# ---- each run stage's packages provide every shared library its binaries load (ldd on this
+# machine's build, which is bookworm too; package dependencies resolved offline by apt-cache).
+for svc in producer consumer; do
+    df=deploy/docker/Dockerfile.$svc
+    run_stage=$(sed -n '/^FROM debian:bookworm-slim/,$p' "$df")
+    pkgs=$(tr '\\\n' '  ' <<<"$run_stage" | grep -o 'apt-get install[^&]*' | tr ' ' '\n' | grep -v '^-' | grep -vx 'apt-get\|install' | sort -u)
+    bins=$(sed -n 's|^COPY --from=build \(.*\) /usr/local/bin/$|\1|p' <<<"$run_stage" | tr ' ' '\n' | sed "s|^/out/|$CHATFLOW_BIN/|")
+    missing=()
+    for b in $bins; do [ -x "$b" ] || missing+=("$(basename "$b") not built"); done
+    if [ ${#missing[@]} -eq 0 ]; then
+        have=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
+               --no-replaces --no-enhances $pkgs 2>/dev/null | grep -v '^ ' | sed 's/:.*//' | sort -u)
+        while read -r lib; do
+            [ -n "$lib" ] || continue
+            owner=$(dpkg -S "$(readlink -f "$lib")" 2>/dev/null || dpkg -S "$lib" 2>/dev/null) || owner=
+            owner=${owner%%:*}
+            grep -qx -- "$owner" <<<"$have" || missing+=("$lib (${owner:-no package})")
+        done < <(for b in $bins; do ldd "$b"; done | awk '$3 ~ /^\// { print $3 }' | sort -u)
+    fi
+    tap_is "${missing[*]}" "" "$df: the run stage's packages provide every library its binaries load"
+done
+
 # ---- the rest: Dockerfiles, rendered requests, IAM, compose structure
 python3 test/integration/deploy_config_checks.py "$ROOT" "$OUT" --compose-structure
 rc=$?
