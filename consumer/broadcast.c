@@ -494,6 +494,7 @@ static void run_history(broadcaster *b, replay_job *job)
 static void *replay_main(void *arg)
 {
     broadcaster *b = arg;
+    pthread_setname_np(pthread_self(), "cf-replay");
     replay_job *job;
     while ((job = workqueue_pop_wait(b->replay_jobs, -1))) {
         run_history(b, job);
@@ -684,6 +685,7 @@ static const struct lws_protocols protocols[] = {
 static void *service_main(void *arg)
 {
     broadcaster *b = arg;
+    pthread_setname_np(pthread_self(), "cf-broadcast");   /* for top -H and the benchmark */
     while (!b->loop_exit)
         if (lws_service(b->ctx, 0) < 0) break;
     return NULL;

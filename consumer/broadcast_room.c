@@ -37,7 +37,7 @@ bool bc_frame_after(const bc_frame *f, const char *seq)
     return seqnum_cmp(f->seq, seq) > 0;
 }
 
-/* ---- frame queue: a growable ring ---- */
+/* ---- frame queue: a growable ring whose capacity is a power of two (index by mask) ---- */
 
 void bc_fqueue_init(bc_fqueue *q)
 {
@@ -49,7 +49,7 @@ static bool fqueue_grow(bc_fqueue *q)
     size_t ncap = q->cap ? q->cap * 2 : 16;
     bc_frame **n = malloc(ncap * sizeof *n);
     if (!n) return false;
-    for (size_t i = 0; i < q->len; i++) n[i] = q->items[(q->head + i) % q->cap];
+    for (size_t i = 0; i < q->len; i++) n[i] = q->items[(q->head + i) & (q->cap - 1)];
     free(q->items);
     q->items = n;
     q->cap = ncap;
@@ -60,7 +60,7 @@ static bool fqueue_grow(bc_fqueue *q)
 bool bc_fqueue_push(bc_fqueue *q, bc_frame *f)
 {
     if (q->len == q->cap && !fqueue_grow(q)) return false;
-    q->items[(q->head + q->len) % q->cap] = bc_frame_ref(f);
+    q->items[(q->head + q->len) & (q->cap - 1)] = bc_frame_ref(f);
     q->len++;
     return true;
 }
@@ -72,14 +72,14 @@ bc_frame *bc_fqueue_peek(const bc_fqueue *q)
 
 bc_frame *bc_fqueue_at(const bc_fqueue *q, size_t i)
 {
-    return i < q->len ? q->items[(q->head + i) % q->cap] : NULL;
+    return i < q->len ? q->items[(q->head + i) & (q->cap - 1)] : NULL;
 }
 
 bc_frame *bc_fqueue_pop(bc_fqueue *q)
 {
     if (!q->len) return NULL;
     bc_frame *f = q->items[q->head];
-    q->head = (q->head + 1) % q->cap;
+    q->head = (q->head + 1) & (q->cap - 1);
     q->len--;
     return f;
 }
