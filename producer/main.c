@@ -113,6 +113,8 @@ int main(int argc, char **argv)
         .connect_timeout_ms = (long)s.common.sqs_connect_timeout_ms,
         .breaker = a.breaker,
         .results = ingress_results(a.in),
+        .wake = ingress_wake,
+        .wake_ctx = a.in,
         .queue_capacity = (size_t)s.max_inflight_total + 1024,
     };
     a.pub = publisher_start(&pc, err, sizeof err);

@@ -48,6 +48,7 @@ typedef struct {
     workqueue *in;
     sqs_client *sqs;
     unsigned int seed;
+    bool results_pending;          /* delivered since the last wake */
 } publisher_thread;
 
 struct publisher {
@@ -97,14 +98,16 @@ void publish_result_free(publish_result *r)
 
 /* ---- answers ------------------------------------------------------------------------------ */
 
-static void deliver(publisher *p, publish_result *res)
+static void deliver(publisher_thread *t, publish_result *res)
 {
+    publisher *p = t->owner;
+    t->results_pending = true;
     /* The results queue holds at least the in-flight cap, so it is only full for an instant; a
      * result is never dropped (every frame gets one answer). */
     while (!workqueue_push(p->cfg.results, res)) time_sleep_ms(1);
 }
 
-static void answer_request(publisher *p, publish_request *r, chat_status status, const char *why,
+static void answer_request(publisher_thread *t, publish_request *r, chat_status status, const char *why,
                            const char *sequence_number)
 {
     publish_result *res = calloc(1, sizeof *res);
@@ -137,7 +140,7 @@ static void answer_request(publisher *p, publish_request *r, chat_status status,
     res->status = status;
     res->received_ns = r->received_ns;
     publish_request_free(r);
-    deliver(p, res);
+    deliver(t, res);
 }
 
 /* ---- room lists --------------------------------------------------------------------------- */
@@ -178,10 +181,10 @@ static void room_push_front(room_state *rs, publish_request **items, size_t n)
     }
 }
 
-static void answer_all(publisher *p, room_state *rs, chat_status status, const char *why)
+static void answer_all(publisher_thread *t, room_state *rs, chat_status status, const char *why)
 {
     publish_request *r;
-    while ((r = room_pop(rs))) answer_request(p, r, status, why, NULL);
+    while ((r = room_pop(rs))) answer_request(t, r, status, why, NULL);
 }
 
 /* ---- the thread --------------------------------------------------------------------------- */
@@ -288,7 +291,7 @@ static void send_batch(publisher_thread *t, room_state *rs, uint64_t now, bool p
         if (st == SQS_QUEUE_MISSING) forget_url(p, rs);
         char why[256];
         snprintf(why, sizeof why, "SQS refused the message: %s %s", sqs_status_name(st), e.type);
-        for (size_t i = 0; i < n; i++) answer_request(p, batch[i], CHAT_QUEUE_ERROR, why, NULL);
+        for (size_t i = 0; i < n; i++) answer_request(t, batch[i], CHAT_QUEUE_ERROR, why, NULL);
         return;
     }
 
@@ -298,13 +301,13 @@ static void send_batch(publisher_thread *t, room_state *rs, uint64_t now, bool p
     uint64_t wait = 0;
     for (size_t i = 0; i < n; i++) {
         if (results[i].ok) {
-            answer_request(p, batch[i], CHAT_OK, NULL, results[i].sequence_number);
+            answer_request(t, batch[i], CHAT_OK, NULL, results[i].sequence_number);
         } else if (results[i].sender_fault) {
             log_warn("publisher", "SendMessageBatch %s: entry refused: %s %s", rs->queue_name, results[i].code,
                      results[i].message);
             char why[400];
             snprintf(why, sizeof why, "SQS refused the message: %s %s", results[i].code, results[i].message);
-            answer_request(p, batch[i], CHAT_QUEUE_ERROR, why, NULL);
+            answer_request(t, batch[i], CHAT_QUEUE_ERROR, why, NULL);
         } else {
             log_debug("publisher", "SendMessageBatch %s: entry failed: %s %s (will retry)", rs->queue_name,
                       results[i].code, results[i].message);
@@ -328,19 +331,19 @@ static uint64_t service_room(publisher_thread *t, room_state *rs, uint64_t now, 
         resolve_room(t, rs, now);
         if (!rs->queue_url) {
             /* The WebSocket thread only submits to ready rooms; anything here raced a reset. */
-            answer_all(p, rs, CHAT_QUEUE_UNAVAILABLE, "the room's queue is not reachable yet");
+            answer_all(t, rs, CHAT_QUEUE_UNAVAILABLE, "the room's queue is not reachable yet");
             return rs->next_resolve_ns;
         }
     }
     while (rs->head && now > send_by_ns(p, rs->head)) {
         log_debug("publisher", "%s: message %s missed its deadline", rs->queue_name, rs->head->message_id);
-        answer_request(p, room_pop(rs), CHAT_QUEUE_ERROR, "SQS did not accept the message before the deadline", NULL);
+        answer_request(t, room_pop(rs), CHAT_QUEUE_ERROR, "SQS did not accept the message before the deadline", NULL);
     }
     while (batch_due(p, rs, now, flushing)) {
         bool probe = false;
         if (!circuit_acquire(p->cfg.breaker, now, &probe)) {
             if (circuit_state(p->cfg.breaker) == CIRCUIT_OPEN)
-                answer_all(p, rs, CHAT_QUEUE_UNAVAILABLE, "SQS is unavailable (circuit breaker open)");
+                answer_all(t, rs, CHAT_QUEUE_UNAVAILABLE, "SQS is unavailable (circuit breaker open)");
             else
                 return now + 5 * MS; /* another room's probe is out: look again shortly */
             break;
@@ -348,7 +351,7 @@ static uint64_t service_room(publisher_thread *t, room_state *rs, uint64_t now, 
         send_batch(t, rs, now, probe);
         now = time_mono_ns();
         while (rs->head && now > send_by_ns(p, rs->head))
-            answer_request(p, room_pop(rs), CHAT_QUEUE_ERROR, "SQS did not accept the message before the deadline", NULL);
+            answer_request(t, room_pop(rs), CHAT_QUEUE_ERROR, "SQS did not accept the message before the deadline", NULL);
         if (rs->count < SQS_MAX_BATCH && !flushing && rs->head && rs->head->attempts == 0) break;
     }
     if (!rs->head) return 0;
@@ -420,6 +423,10 @@ static void *publisher_main(void *arg)
         for (size_t i = (size_t)t->index; i < p->n_rooms; i += (size_t)p->n_threads) {
             room_state *rs = &p->rooms[i];
             uint64_t due = service_room(t, rs, time_mono_ns(), stopping);
+            if (t->results_pending) {
+                t->results_pending = false;
+                p->cfg.wake(p->cfg.wake_ctx);
+            }
             if (!rs->queue_url && !stopping && (due == 0 || rs->next_resolve_ns < due)) due = rs->next_resolve_ns;
             if (due && (next_due == 0 || due < next_due)) next_due = due;
         }
@@ -460,7 +467,7 @@ static void free_all(publisher *p)
 
 publisher *publisher_start(const publisher_config *cfg, char *err, size_t err_len)
 {
-    if (cfg->room_max < cfg->room_min || cfg->threads < 1 || !cfg->results || !cfg->breaker) {
+    if (cfg->room_max < cfg->room_min || cfg->threads < 1 || !cfg->results || !cfg->breaker || !cfg->wake) {
         snprintf(err, err_len, "publisher: bad configuration");
         return NULL;
     }

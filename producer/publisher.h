@@ -19,7 +19,9 @@
  *    retried (only they, ahead of newer messages of that room, with jittered backoff) while a
  *    whole request still fits before received + deadline_ms; then QUEUE_ERROR. Entries SQS calls
  *    the sender's fault get QUEUE_ERROR at once. While the circuit breaker is open, waiting
- *    messages get QUEUE_UNAVAILABLE at once.
+ *    messages get QUEUE_UNAVAILABLE at once. cfg.wake is called once after each room's turn that
+ *    produced results (not once per result: each wake costs the WebSocket thread a poll over
+ *    every socket).
  *  - publisher_stop() stops taking requests, sends (or answers) everything still pending —
  *    bounded by the deadline — then joins the threads and frees them. The results queue is the
  *    caller's.
@@ -82,6 +84,8 @@ typedef struct {
     long connect_timeout_ms;
     circuit_breaker *breaker;
     workqueue *results;            /* publish_result * for the WebSocket thread */
+    void (*wake)(void *ctx);       /* tells the WebSocket thread results are waiting */
+    void *wake_ctx;
     size_t queue_capacity;         /* per thread input queue */
 } publisher_config;
 

@@ -513,7 +513,7 @@ static int callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void
 
 /* ---- lifecycle ---------------------------------------------------------------------------- */
 
-static void notify_service(void *ctx)
+void ingress_wake(void *ctx)
 {
     ingress *in = ctx;
     if (in->context) lws_cancel_service(in->context);
@@ -539,7 +539,7 @@ ingress *ingress_new(const producer_settings *s, circuit_breaker *breaker, char 
     in->conns = conn_table_new((size_t)s->max_connections);
     in->limiter = rate_limiter_new(s->rate_limit_per_minute, (size_t)s->rate_limit_max_users);
     /* Every result belongs to an unanswered frame, so this never fills beyond the total cap. */
-    in->results = workqueue_new((size_t)s->max_inflight_total + 1024, notify_service, in);
+    in->results = workqueue_new((size_t)s->max_inflight_total + 1024, NULL, NULL);
     if (!in->conns || !in->limiter || !in->results) {
         snprintf(err, err_len, "out of memory");
         ingress_free(in);

@@ -10,8 +10,9 @@
  *  - Frames are reassembled up to max_frame_bytes; each complete text frame is parsed
  *    (message.h), rate limited, and handed to the publisher; every frame gets one answer frame
  *    (ack or error). Connections are referred to across threads by (slot, generation) only.
- *  - Results come back on ingress_results() (a workqueue whose notify calls lws_cancel_service);
- *    they are drained on LWS_CALLBACK_EVENT_WAIT_CANCELLED.
+ *  - Results come back on ingress_results(); the publisher calls ingress_wake() (which calls
+ *    lws_cancel_service, the only call other threads make into lws) after pushing some, and they
+ *    are drained on LWS_CALLBACK_EVENT_WAIT_CANCELLED.
  *  - Reads of a connection pause (lws_rx_flow_control) while it has max_inflight_per_connection
  *    unanswered frames or the process has max_inflight_total, and resume as answers are written.
  *  - ingress_request_stop() may be called from any thread (e.g. the signal thread). The service
@@ -37,6 +38,8 @@ ingress *ingress_new(const producer_settings *s, circuit_breaker *breaker, char 
 /* The queue the publisher answers on (owned by the ingress). */
 workqueue *ingress_results(ingress *in);
 void ingress_attach_publisher(ingress *in, publisher *p);
+/* Thread-safe: wakes the service thread to drain the results (ctx is the ingress). */
+void ingress_wake(void *ctx);
 int ingress_port(const ingress *in);
 void ingress_run(ingress *in);
 void ingress_request_stop(ingress *in);
