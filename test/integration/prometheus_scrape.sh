@@ -28,8 +28,13 @@ if [ -z "${AWS_ENDPOINT_URL_SQS:-}" ] || [ -z "${DATABASE_URL:-}" ]; then
 fi
 
 ROOM=20   # the consumer polls one room only: it shares the stack's queues with other tests
-p_ws=$(free_port); p_admin=$(free_port); c_ws=$(free_port); c_admin=$(free_port); prom_port=$(free_port)
-for p in "$p_ws" "$p_admin" "$c_ws" "$c_admin" "$prom_port"; do [ -n "$p" ] || { tap_fail "no free port"; finish; }; done
+# Five distinct free ports (free_port reserves nothing: two calls may pick the same one).
+ports=()
+while [ ${#ports[@]} -lt 5 ]; do
+    p=$(free_port) || { tap_fail "no free port"; finish; }
+    [[ " ${ports[*]} " == *" $p "* ]] || ports+=("$p")
+done
+p_ws=${ports[0]} p_admin=${ports[1]} c_ws=${ports[2]} c_admin=${ports[3]} prom_port=${ports[4]}
 
 common_env=(CHATFLOW_WS_BIND=127.0.0.1 CHATFLOW_ADMIN_BIND=127.0.0.1 CHATFLOW_LOG_LEVEL=info
             CHATFLOW_ROOM_MIN=$ROOM CHATFLOW_ROOM_MAX=$ROOM CHATFLOW_STOP_TIMEOUT_S=5)
