@@ -57,8 +57,8 @@
 #define CLOSE_TRY_AGAIN 4013
 #define CLOSE_GRACE_S 5              /* a closing subscriber whose socket stays full is cut */
 #define STOP_GRACE_US (2 * LWS_US_PER_SEC)
-#define REPLAY_RETRY_DELAY_MS 200
-#define REPLAY_MAX_RETRIES 10
+#define REPLAY_RETRY_DELAY_MS 250
+#define REPLAY_MAX_RETRIES 20       /* 5 s without progress: more than a writer's max wait */
 #define CLOSE_REASON_MAX 123         /* a close frame carries at most 125 bytes: code + reason */
 
 /* One message on its way from a poller to the service thread. */
