@@ -14,6 +14,9 @@ for b in chatflow-producer chatflow-consumer chatflow-loadgen; do
     [ -x "$CHATFLOW_BIN/$b" ] || { tap_fail "$b is built"; finish; }
 done
 private_stack_up consumer_e2e || { tap_fail "private stack started"; finish; }
+on_exit "private_stack down --purge >/dev/null 2>&1"
+# The private stack's data may survive an earlier run that was interrupted: start empty.
+psql -XAtq -c "drop schema public cascade; create schema public" >/dev/null 2>&1
 services_start -- CHATFLOW_RECEIVE_WAIT_S=2 || { tap_fail "producer and consumer started"; finish; }
 services_wait_ready 60 || { tap_fail "services ready"; finish; }
 tap_ok "private stack, producer and consumer up"

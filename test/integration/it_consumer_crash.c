@@ -75,6 +75,10 @@ int main(void)
         time_sleep_ms(20);
     }
     consumer_stop(&c, SIGKILL, 5000, NULL);
+    /* A COMMIT the killed process had already sent may still be finishing in its backend: count
+     * only once PostgreSQL has noticed the client is gone. */
+    itc_wait_scalar(env.pg, "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'chatflow-consumer%'"
+                            " AND datname = current_database()", 0, 10000);
     long long at_kill = itc_pg_scalar(env.pg, "SELECT count(*) FROM messages");
     NOTE("killed with %lld of %d rows stored", at_kill, FIRST);
     CHECK(at_kill > 0 && at_kill < FIRST, "the consumer was killed mid-stream (%lld of %d stored)", at_kill, FIRST);

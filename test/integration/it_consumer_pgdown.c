@@ -73,8 +73,8 @@ static void cleanup(void)
 
 int main(void)
 {
-    snprintf(stack_dir, sizeof stack_dir, "%s/%s/test-stacks/consumer_pgdown-%d", itc_env("ROOT", "."),
-             itc_env("BUILD", "build"), (int)getpid());
+    snprintf(stack_dir, sizeof stack_dir, "%s/%s/test-stacks/consumer_pgdown", itc_env("ROOT", "."),
+             itc_env("BUILD", "build"));
     snprintf(env.log_dir, sizeof env.log_dir, "%s/%s/test-logs/consumer_pgdown", itc_env("ROOT", "."),
              itc_env("BUILD", "build"));
     char mk[800];
