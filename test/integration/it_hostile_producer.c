@@ -16,13 +16,8 @@
  * Raw sockets (not the lws client) drive the handshakes and frames a real client library would
  * never send; the well-behaved client uses test/lib/wsclient.h.
  */
+#include "it_hostile_lib.h"
 #include "it_producer_lib.h"
-
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <sys/socket.h>
 
 #define MAX_CONNECTIONS 50
 #define HANDSHAKE_TIMEOUT_S 2
@@ -40,37 +35,11 @@ static long rss_max_kb;
 
 /* ---------------------------------------------------------------- process observations */
 
-static long proc_status_kb(pid_t pid, const char *field)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long v = -1;
-    size_t fl = strlen(field);
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, field, fl) == 0 && line[fl] == ':') v = strtol(line + fl + 1, NULL, 10);
-    if (f) fclose(f);
-    return v;
-}
-
 static long rss_kb(void)
 {
-    long v = proc_status_kb(P.pid, "VmRSS");
+    long v = hs_rss_kb(P.pid);
     if (v > rss_max_kb) rss_max_kb = v;
     return v;
-}
-
-static int open_fds(pid_t pid)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "ls /proc/%d/fd 2>/dev/null | wc -l", (int)pid);
-    FILE *f = popen(cmd, "r");
-    int n = -1;
-    if (f) {
-        if (fscanf(f, "%d", &n) != 1) n = -1;
-        pclose(f);
-    }
-    return n;
 }
 
 static bool wait_ready(int timeout_ms)
@@ -134,115 +103,15 @@ static void probe(const char *during)
 
 /* ---------------------------------------------------------------- raw sockets */
 
-static int raw_connect(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return -1;
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)P.ws_port) };
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    return fd;
-}
+static int raw_connect(void) { return hs_connect(P.ws_port, 0); }
 
-static void handshake_text(char *out, size_t len, const char *path)
-{
-    snprintf(out, len,
-             "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-             path, P.ws_port);
-}
+static void handshake_text(char *out, size_t len, const char *path) { hs_handshake_text(out, len, P.ws_port, path); }
 
-static bool send_all(int fd, const void *data, size_t len)
-{
-    const char *p = data;
-    while (len) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-        if (n <= 0) return false;
-        p += n;
-        len -= (size_t)n;
-    }
-    return true;
-}
-
-/* Reads until the end of the HTTP response head (or close/timeout); returns its status code,
- * 0 when none arrived. */
-static int read_status(int fd, int timeout_ms)
-{
-    char buf[2048];
-    size_t have = 0;
-    uint64_t deadline = time_mono_ns() + (uint64_t)timeout_ms * 1000000ull;
-    while (have < sizeof buf - 1 && time_mono_ns() < deadline) {
-        struct pollfd pfd = { .fd = fd, .events = POLLIN };
-        if (poll(&pfd, 1, 50) <= 0) continue;
-        ssize_t n = recv(fd, buf + have, sizeof buf - 1 - have, 0);
-        if (n <= 0) break;
-        have += (size_t)n;
-        buf[have] = '\0';
-        if (strstr(buf, "\r\n\r\n")) break;
-    }
-    buf[have] = '\0';
-    int status = 0;
-    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1) status = 0;
-    return status;
-}
-
-/* True when the peer has closed fd (EOF or reset) within timeout_ms; data read is discarded. */
-static bool wait_peer_closed(int fd, int timeout_ms)
-{
-    char buf[4096];
-    uint64_t deadline = time_mono_ns() + (uint64_t)timeout_ms * 1000000ull;
-    while (time_mono_ns() < deadline) {
-        struct pollfd pfd = { .fd = fd, .events = POLLIN };
-        if (poll(&pfd, 1, 50) <= 0) continue;
-        ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) return true;
-    }
-    return false;
-}
-
-/* A masked client frame header + payload into out (room for len + 14); returns its size. */
-static size_t ws_frame(unsigned char *out, int opcode, bool fin, const void *payload, size_t len,
-                       unsigned long long declared)
-{
-    static const unsigned char mask[4] = { 0x12, 0x34, 0x56, 0x78 };
-    size_t h = 0;
-    out[h++] = (unsigned char)((fin ? 0x80 : 0) | opcode);
-    unsigned long long n = declared ? declared : len;
-    if (n < 126) {
-        out[h++] = (unsigned char)(0x80 | n);
-    } else if (n < 65536) {
-        out[h++] = 0x80 | 126;
-        out[h++] = (unsigned char)(n >> 8);
-        out[h++] = (unsigned char)n;
-    } else {
-        out[h++] = 0x80 | 127;
-        for (int i = 7; i >= 0; i--) out[h++] = (unsigned char)(n >> (8 * i));
-    }
-    memcpy(out + h, mask, 4);
-    h += 4;
-    const unsigned char *p = payload;
-    for (size_t i = 0; i < len; i++) out[h + i] = p[i] ^ mask[i & 3];
-    return h + len;
-}
-
-/* A raw WebSocket connection to /chat/room, upgraded; -1 when the upgrade failed. */
 static int raw_ws_open(int room)
 {
-    int fd = raw_connect();
-    if (fd < 0) return -1;
-    char req[512], path[32];
+    char path[32];
     snprintf(path, sizeof path, "/chat/%d", room);
-    handshake_text(req, sizeof req, path);
-    if (!send_all(fd, req, strlen(req)) || read_status(fd, 5000) != 101) {
-        close(fd);
-        return -1;
-    }
-    return fd;
+    return hs_ws_open(P.ws_port, path, 0);
 }
 
 /* ---------------------------------------------------------------- scenarios */
@@ -265,16 +134,16 @@ static void test_handshake_flood(void)
             if (kinds[n] == 0) handshake_text(req, sizeof req, k % 2 ? "/chat/1" : "/chat/2");
             else if (kinds[n] == 1) handshake_text(req, sizeof req, k % 2 ? "/chat/99999" : "/nowhere");
             else snprintf(req, sizeof req, "\x16\x03\x01 not http at all \r\n\r\n");
-            send_all(fds[n], req, strlen(req));
+            hs_send_all(fds[n], req, strlen(req));
         }
         for (int j = 0; j < n; j++) {
             if (fds[j] < 0) continue;
-            int st = read_status(fds[j], 5000);
+            int st = hs_read_status(fds[j], 5000);
             if (kinds[j] == 0 && st == 101) upgraded++;
             if (kinds[j] == 1 && st >= 400 && st < 500) refused_4xx++;
             if (kinds[j] == 2) {
                 if (st >= 400) junk_answered++;
-                else if (wait_peer_closed(fds[j], 3000)) junk_closed++;
+                else if (hs_wait_closed(fds[j], 3000)) junk_closed++;
             }
             close(fds[j]); /* no close frame: the producer sees the socket drop */
         }
@@ -323,7 +192,7 @@ static void test_slow_handshakes(void)
     while (time_mono_ns() - start < (uint64_t)limit_s * 1000000000ull && n_closed < SLOW) {
         for (int i = 0; i < SLOW; i++) {
             if (closed[i]) continue;
-            bool gone = sent[i] < req_len && !send_all(slow[i], req + sent[i], 1);
+            bool gone = sent[i] < req_len && !hs_send_all(slow[i], req + sent[i], 1);
             if (!gone) {
                 sent[i]++;
                 char b[64];
@@ -341,7 +210,7 @@ static void test_slow_handshakes(void)
             uint64_t t0 = time_mono_ns();
             int fd = raw_connect();
             fresh_tries++;
-            if (fd >= 0 && send_all(fd, req, req_len) && read_status(fd, 5000) == 101) fresh_ok++;
+            if (fd >= 0 && hs_send_all(fd, req, req_len) && hs_read_status(fd, 5000) == 101) fresh_ok++;
             if (fd >= 0) close(fd);
             double took = (double)(time_mono_ns() - t0) / 1e9;
             if (took > fresh_worst) fresh_worst = took;
@@ -373,10 +242,10 @@ static void test_slow_handshakes(void)
         int fd = raw_connect();
         bool all = fd >= 0;
         for (size_t b = 0; all && b < req_len; b++) {
-            all = send_all(fd, req + b, 1);
+            all = hs_send_all(fd, req + b, 1);
             time_sleep_ms(3);
         }
-        if (all && read_status(fd, 5000) == 101) ok101++;
+        if (all && hs_read_status(fd, 5000) == 101) ok101++;
         if (fd >= 0) close(fd);
     }
     CHECK_INT(ok101, TRICKLE, "a handshake sent one byte at a time within the timeout is upgraded");
@@ -409,7 +278,7 @@ static void test_connection_limit(void)
         int fd = raw_connect();
         char req[512];
         handshake_text(req, sizeof req, "/chat/2");
-        if (fd >= 0 && send_all(fd, req, strlen(req)) && read_status(fd, 5000) == 503) raw_refused++;
+        if (fd >= 0 && hs_send_all(fd, req, strlen(req)) && hs_read_status(fd, 5000) == 503) raw_refused++;
         if (fd >= 0) close(fd);
     }
     CHECK_INT(raw_refused, 20, "connection limit: 20 more raw upgrades all refused with 503");
@@ -424,25 +293,25 @@ static void test_connection_limit(void)
 
     /* a thousand idle TCP sockets on top: no handshake at all; the timeout must reap them */
     enum { IDLE = 1000 };
-    int fds_before = open_fds(P.pid);
+    int fds_before = hs_open_fds(P.pid);
     int *idle = malloc(IDLE * sizeof *idle);
     int idle_open = 0;
     for (int i = 0; i < IDLE; i++) {
         idle[i] = raw_connect();
         if (idle[i] >= 0) idle_open++;
     }
-    NOTE("%d idle sockets connected; producer fds %d -> %d", idle_open, fds_before, open_fds(P.pid));
+    NOTE("%d idle sockets connected; producer fds %d -> %d", idle_open, fds_before, hs_open_fds(P.pid));
     CHECK(idle_open >= IDLE * 9 / 10, "idle flood: %d of %d idle sockets connected", idle_open, IDLE);
     probe("with 1,000 idle sockets past the limit");
     int reaped = 0;
     for (int i = 0; i < IDLE; i++)
-        if (idle[i] >= 0 && wait_peer_closed(idle[i], i == 0 ? (HANDSHAKE_TIMEOUT_S + 8) * 1000 : 200)) reaped++;
+        if (idle[i] >= 0 && hs_wait_closed(idle[i], i == 0 ? (HANDSHAKE_TIMEOUT_S + 8) * 1000 : 200)) reaped++;
     CHECK(reaped >= idle_open, "idle flood: the producer closed all %d idle sockets (closed %d)", idle_open, reaped);
     for (int i = 0; i < IDLE; i++)
         if (idle[i] >= 0) close(idle[i]);
     free(idle);
     time_sleep_ms(500);
-    int fds_after = open_fds(P.pid);
+    int fds_after = hs_open_fds(P.pid);
     CHECK(fds_after >= 0 && fds_after <= fds_before + 10, "idle flood: producer descriptors back to %d (before %d)",
           fds_after, fds_before);
 
@@ -495,9 +364,9 @@ static void test_big_frames(void)
     CHECK(fd >= 0, "raw WebSocket upgraded");
     if (fd >= 0) {
         unsigned char *frame = malloc(64 * 1024 + 14);
-        size_t n = ws_frame(frame, 0x1, true, payload, 64 * 1024, 1ull << 62);
-        bool sent = send_all(fd, frame, n);
-        for (int i = 0; sent && i < 31; i++) sent = send_all(fd, payload, 64 * 1024); /* 2 MiB of it */
+        size_t n = hs_frame(frame, 0x1, true, payload, 64 * 1024, 1ull << 62);
+        bool sent = hs_send_all(fd, frame, n);
+        for (int i = 0; sent && i < 31; i++) sent = hs_send_all(fd, payload, 64 * 1024); /* 2 MiB of it */
         free(frame);
         time_sleep_ms(300);
         long during = rss_kb();
@@ -520,7 +389,7 @@ static void test_ping_flood(void)
     unsigned char ping[125 + 14], batch[64 * (125 + 14)];
     char body[125];
     memset(body, 'p', sizeof body);
-    size_t one = ws_frame(ping, 0x9, true, body, sizeof body, 0);
+    size_t one = hs_frame(ping, 0x9, true, body, sizeof body, 0);
     for (int i = 0; i < 64; i++) memcpy(batch + i * one, ping, one);
     long pings = 0;
     bool dropped = false;
@@ -611,7 +480,7 @@ int main(void)
     GOOD = open_room(GOOD_CTX, 1, NULL);
     CHECK(GOOD != NULL, "the well-behaved client is connected");
     long rss_start = rss_kb();
-    NOTE("producer pid %d, RSS at start %ld KiB, %d descriptors", (int)P.pid, rss_start, open_fds(P.pid));
+    NOTE("producer pid %d, RSS at start %ld KiB, %d descriptors", (int)P.pid, rss_start, hs_open_fds(P.pid));
     probe("at start");
 
     test_handshake_flood();
