@@ -247,7 +247,7 @@ static inline bool itc_send_batch(itc_env_t *e, int room, const chat_message *ms
     sqs_send_entry entries[SQS_MAX_BATCH];
     sqs_entry_result res[SQS_MAX_BATCH];
     char *bodies[SQS_MAX_BATCH] = {0};
-    char ids[SQS_MAX_BATCH][8], group[16];
+    char ids[SQS_MAX_BATCH][24], group[16];
     snprintf(group, sizeof group, "%d", room);
     for (size_t i = 0; i < n; i++) {
         bodies[i] = queue_message_to_json(&ms[i]);

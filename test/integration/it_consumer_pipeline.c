@@ -230,6 +230,43 @@ static void test_redelivery(const consumer_proc *c)
               "chatflow_db_rows_written_total counts new rows only");
 }
 
+/* A row the database refuses (a constraint added for the test) goes to the DLQ alone, with the
+ * database's reason; the rows flushed with it are stored. */
+static void test_rejected_row(const consumer_proc *c)
+{
+    CHECK(itc_pg_exec(env.pg, "ALTER TABLE messages ADD CONSTRAINT it_reject CHECK (username <> 'rejectme')"),
+          "test constraint added: username 'rejectme' is refused by the database");
+    size_t from = n_sent;
+    for (int room = 1; room <= ROOMS; room++)
+        for (int i = 0; i < 3; i++) itc_message(&sent[n_sent++], room, 11, "around the rejected row", "TEXT");
+    chat_message bad;
+    itc_message(&bad, 4, 12, "the database will refuse this one", "TEXT");
+    snprintf(bad.username, sizeof bad.username, "rejectme");
+    char *bad_body = queue_message_to_json(&bad);
+    CHECK(itc_send_raw(&env, 4, bad_body, bad.message_id) && send_all(from, n_sent),
+          "one row the database refuses, sent among %zu good ones", n_sent - from);
+    CHECK_INT(itc_wait_scalar(env.pg, "SELECT count(*) FROM messages", (long long)n_sent, 30000), (long long)n_sent,
+              "the good rows are stored");
+    json_t *dlq = receive_dlq(1, 15000);
+    json_t *d = json_array_get(dlq, 0);
+    const char *orig = json_string_value(json_object_get(d, "originalMessage"));
+    const char *reason = json_string_value(json_object_get(d, "failureReason"));
+    CHECK(json_array_size(dlq) == 1 && orig && strcmp(orig, bad_body) == 0 && reason && strstr(reason, "it_reject"),
+          "the refused row is in the DLQ with the database's reason (%s)", reason ? reason : "-");
+    CHECK_INT(itc_metric(c->admin_port, "chatflow_dlq_messages_total", "reason=\"db\""), 1,
+              "chatflow_dlq_messages_total{reason=\"db\"} is 1");
+    CHECK_INT(itc_pg_scalar(env.pg, "SELECT count(*) FROM messages WHERE username = 'rejectme'"), 0, "it is not in the table");
+    json_decref(dlq);
+    free(bad_body);
+    long depth = -1;
+    for (int i = 0; i < 100 && depth != 0; i++) {
+        depth = itc_rooms_depth(&env);
+        if (depth != 0) time_sleep_ms(100);
+    }
+    CHECK_INT(depth, 0, "the refused message was deleted from its queue (not retried forever)");
+    itc_pg_exec(env.pg, "ALTER TABLE messages DROP CONSTRAINT it_reject");
+}
+
 int main(void)
 {
     if (!itc_init(&env, "consumer_pipeline", 1, ROOMS)) {
@@ -293,6 +330,7 @@ int main(void)
     test_poison(&c);
     test_redelivery(&c);
     check_user_activity(n_sent);
+    test_rejected_row(&c);
 
     bool in_time = false;
     int status = consumer_stop(&c, SIGTERM, 25000, &in_time);
