@@ -467,7 +467,7 @@ static void free_all(publisher *p)
 
 publisher *publisher_start(const publisher_config *cfg, char *err, size_t err_len)
 {
-    if (cfg->room_max < cfg->room_min || cfg->threads < 1 || !cfg->results || !cfg->breaker || !cfg->wake) {
+    if (cfg->room_max < cfg->room_min || cfg->threads < 0 || !cfg->results || !cfg->breaker || !cfg->wake) {
         snprintf(err, err_len, "publisher: bad configuration");
         return NULL;
     }
@@ -477,7 +477,8 @@ publisher *publisher_start(const publisher_config *cfg, char *err, size_t err_le
     snprintf(p->queue_prefix, sizeof p->queue_prefix, "%s", cfg->queue_prefix);
     p->cfg.queue_prefix = p->queue_prefix;
     p->n_rooms = (size_t)(cfg->room_max - cfg->room_min + 1);
-    p->n_threads = cfg->threads < (int)p->n_rooms ? cfg->threads : (int)p->n_rooms;
+    int wanted = cfg->threads > 0 ? cfg->threads : PUBLISHER_AUTO_THREADS_MAX;
+    p->n_threads = wanted < (int)p->n_rooms ? wanted : (int)p->n_rooms;
     p->rooms = calloc(p->n_rooms, sizeof *p->rooms);
     p->room_ready = calloc(p->n_rooms, sizeof *p->room_ready);
     p->threads = calloc((size_t)p->n_threads, sizeof *p->threads);
@@ -523,6 +524,7 @@ publisher *publisher_start(const publisher_config *cfg, char *err, size_t err_le
         }
         p->threads[i].started = true;
     }
+    log_info("publisher", "%d publisher threads for rooms %ld-%ld", p->n_threads, cfg->room_min, cfg->room_max);
     return p;
 oom:
     snprintf(err, err_len, "publisher: out of memory");

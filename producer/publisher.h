@@ -77,7 +77,7 @@ typedef struct {
     credentials_provider *credentials;
     const char *queue_prefix;
     long room_min, room_max;
-    int threads;
+    int threads;                   /* 0 = one per room, at most PUBLISHER_AUTO_THREADS_MAX */
     long linger_ms;
     long deadline_ms;
     long request_timeout_ms;
@@ -88,6 +88,8 @@ typedef struct {
     void *wake_ctx;
     size_t queue_capacity;         /* per thread input queue */
 } publisher_config;
+
+#define PUBLISHER_AUTO_THREADS_MAX 64
 
 typedef struct publisher publisher;
 

@@ -31,8 +31,9 @@ static const config_option OPTIONS[] = {
     CONFIG_OPT_INT("CHATFLOW_PUBLISH_REQUEST_TIMEOUT_MS", "publish-request-timeout-ms", S,
                    publish_request_timeout_ms, "1000", 50, 600000,
                    "Timeout of one SendMessageBatch request (must be below the deadline)."),
-    CONFIG_OPT_INT("CHATFLOW_PUBLISHER_THREADS", "publisher-threads", S, publisher_threads, "8", 1,
-                   256, "Publisher threads (rooms are shared out among them; one SQS connection each)."),
+    CONFIG_OPT_INT("CHATFLOW_PUBLISHER_THREADS", "publisher-threads", S, publisher_threads, "0", 0,
+                   256, "Publisher threads, each with one SQS connection and one request in flight; "
+                   "0 = one per room (at most 64), so every room publishes in parallel."),
     CONFIG_OPT_INT("CHATFLOW_RATE_LIMIT_PER_MINUTE", "rate-limit-per-minute", S,
                    rate_limit_per_minute, "60", 0, 1000000,
                    "Messages per user per minute (token bucket, burst = one minute); 0 = off."),

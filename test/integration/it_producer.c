@@ -364,7 +364,14 @@ static void test_load(const producer_proc *p)
     CHECK_INT(disorder, 0, "answers on each connection come in send order");
     double req_after = producer_metric(p, "chatflow_sqs_requests_total", NULL);
     double per_msg = (req_after - req_before) / (LOAD_CONNS * LOAD_PER_CONN);
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+    /* How full batches get depends on how fast frames arrive compared with the linger; an
+     * instrumented build reads frames several times slower, so the bound is only checked on
+     * normal builds. */
+    NOTE("SQS requests per message %.3f (bound 0.2 not checked in a sanitizer build)", per_msg);
+#else
     CHECK(per_msg > 0 && per_msg < 0.2, "SQS requests per message %.3f < 0.2", per_msg);
+#endif
     NOTE("load: %.0f SQS requests for %d messages; mean batch %.2f", req_after - req_before,
          LOAD_CONNS * LOAD_PER_CONN,
          producer_metric(p, "chatflow_publish_batch_size_sum", NULL) /
