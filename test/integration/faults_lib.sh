@@ -65,6 +65,8 @@ faults_setup() {
     command -v psql >/dev/null || { tap_fail "psql is installed"; return 1; }
     rm -rf "$FAULT_DIR"
     mkdir -p "$FAULT_DIR"
+    # a fresh database every run: the checks count rows
+    rm -rf "${ROOT:?}/${BUILD:?}/test-stacks/$name"
     if ! private_stack_up "$name"; then
         tap_fail "private stack $name started"
         return 1
