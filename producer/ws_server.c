@@ -343,6 +343,11 @@ static void begin_closing(ingress *in)
         pconn *c = conn_table_at(in->conns, i);
         if (!c) continue;
         c->closing = true;
+        if (!c->reads_paused) {       /* what was read gets answered; nothing more is read */
+            lws_rx_flow_control(c->wsi, 0);
+            c->reads_paused = true;
+            in->paused_connections++;
+        }
         lws_callback_on_writable(c->wsi);
     }
     log_info("ingress", "closing %zu connections (going away); %ld frames unanswered",
@@ -436,13 +441,17 @@ static int on_writeable(ingress *in, struct lws *wsi, pconn *c)
         lws_close_reason(wsi, LWS_CLOSE_STATUS_GOINGAWAY, (unsigned char *)"going away", 10);
         return -1;
     }
+    size_t len_written = a->len;
     int n = lws_write(wsi, a->text, a->len, LWS_WRITE_TEXT);
     bool ok = n >= (int)a->len;
     answer_free(a);
     c->unanswered--;
     in->total_unanswered--;
     update_inflight(in);
-    if (!ok) return -1;
+    if (!ok) {
+        log_warn("ingress", "write to %s failed (%d of %zu bytes); closing the connection", c->client_ip, n, len_written);
+        return -1;
+    }
     maybe_resume(in, c);
     resume_after_total_cap(in);
     if (c->out_head || c->closing) lws_callback_on_writable(wsi);
