@@ -5,6 +5,11 @@
  */
 #include "it_producer_lib.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+
 #include "uuid.h"
 
 static char LOGDIR[512];
@@ -576,11 +581,6 @@ static void test_rate_limit(const producer_proc *p)
 /* A raw TCP client: connects, optionally completes the WebSocket handshake, then stays silent
  * (never answers a ping). Returns how long the server took to close it, or -1 if it did not
  * within limit_ms. */
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-
 static long silent_client_lifetime_ms(int port, bool handshake, int limit_ms)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -623,6 +623,58 @@ static void test_timeouts(const producer_proc *p)
     CHECK(ms >= 0, "a client that never sends its handshake is dropped (after %ld ms; timeout 2 s)", ms);
     ms = silent_client_lifetime_ms(p->ws_port, true, 10000);
     CHECK(ms >= 0, "a client that never answers pings is dropped (after %ld ms; ping 1 s, pong timeout 1 s)", ms);
+}
+
+/* Behind an ALB the client's address is the last X-Forwarded-For hop (the wsclient cannot add
+ * headers, so this speaks the handshake and one masked frame by hand). */
+static void test_forwarded_for(const producer_proc *p)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)p->ws_port) };
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    const char req[] = "GET /chat/17 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                       "X-Forwarded-For: 203.0.113.7, 198.51.100.9\r\n\r\n";
+    ok = ok && write(fd, req, sizeof req - 1) == (ssize_t)(sizeof req - 1);
+    char buf[4096];
+    size_t got = 0;
+    while (ok && !memmem(buf, got, "\r\n\r\n", 4)) {
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+        ssize_t n = poll(&pfd, 1, 5000) > 0 ? read(fd, buf + got, sizeof buf - got) : -1;
+        if (n <= 0) ok = false;
+        else got += (size_t)n;
+    }
+    CHECK(ok && memmem(buf, got, " 101 ", 5), "X-Forwarded-For: handshake upgraded");
+    char *f = itp_frame(17, "via a balancer", NULL);
+    size_t len = strlen(f);
+    unsigned char frame[512];
+    const unsigned char mask[4] = { 1, 2, 3, 4 };
+    frame[0] = 0x81;                                   /* FIN, text */
+    frame[1] = 0x80 | 126;                             /* masked, 16-bit length */
+    frame[2] = (unsigned char)(len >> 8);
+    frame[3] = (unsigned char)len;
+    memcpy(frame + 4, mask, 4);
+    for (size_t i = 0; i < len; i++) frame[8 + i] = (unsigned char)f[i] ^ mask[i % 4];
+    free(f);
+    ok = ok && write(fd, frame, 8 + len) == (ssize_t)(8 + len);
+    got = 0;                                           /* the ack: unmasked text frame */
+    while (ok && (got < 4 || got < 4 + (size_t)((unsigned char)buf[2] << 8 | (unsigned char)buf[3]))) {
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+        ssize_t n = poll(&pfd, 1, 5000) > 0 ? read(fd, buf + got, sizeof buf - 1 - got) : -1;
+        if (n <= 0) ok = false;
+        else got += (size_t)n;
+        if (got >= 2 && (buf[1] & 0x7f) < 126) break;
+    }
+    buf[got] = '\0';
+    CHECK(ok && memmem(buf, got, "SUCCESS", 7), "X-Forwarded-For: frame acked");
+    if (fd >= 0) close(fd);
+    size_t n = 0;
+    itp_msg *m = itp_drain_room(&Q, 17, &n);
+    char ip[64] = "";
+    if (n == 1) itp_field(m[0].body, "clientIp", ip, sizeof ip);
+    CHECK_STR(ip, "198.51.100.9", "clientIp is the last X-Forwarded-For hop");
+    itp_msgs_free(m, n);
 }
 
 /* Cap 5 per connection and a long linger: the 6th frame must wait until answers drain. */
@@ -701,6 +753,7 @@ int main(void)
     test_valid_frame(&a);
     test_validation(&a);
     test_emoji(&a);
+    test_forwarded_for(&a);
     test_idempotent(&a);
     test_load(&a);
     test_disconnect_before_ack(&a);
