@@ -726,6 +726,55 @@ static void test_pause(const producer_proc *p)
     CHECK_INT(n, frames, "cap 5: every frame queued once");
 }
 
+/* Queues that do not exist yet: not ready, frames answered QUEUE_UNAVAILABLE; once they are
+ * created the background GetQueueUrl retries find them and traffic flows. */
+static void test_queues_created_late(const char *log_dir)
+{
+    char prefix[64], env_prefix[128], log_path[700];
+    snprintf(prefix, sizeof prefix, "itplate%d-room-", (int)getpid());
+    snprintf(env_prefix, sizeof env_prefix, "CHATFLOW_QUEUE_PREFIX=%s", prefix);
+    snprintf(log_path, sizeof log_path, "%s/producer-late.log", log_dir);
+    const char *env[] = { env_prefix, "CHATFLOW_ROOM_MAX=2", "CHATFLOW_RATE_LIMIT_PER_MINUTE=0", NULL };
+    producer_proc p;
+    if (!producer_start(&p, log_path, env)) {
+        CHECK(0, "producer without its queues started");
+        return;
+    }
+    long st;
+    char *body = http_get(p.admin_port, "/health/ready", &st);
+    CHECK(st == 503 && body && strstr(body, "0 of 2"), "queues missing: ready 503 naming the unresolved queue URLs (%s)",
+          body ? body : "");
+    free(body);
+    wsc_ctx *ctx = wsc_ctx_new();
+    wsc_conn *c = open_room(ctx, &p, 1);
+    char *f = itp_frame(55, "too early", "early-1");
+    if (c) itp_send_text(c, f);
+    free(f);
+    char *a = c ? recv_answer(c, 5000) : NULL, code[64];
+    CHECK_STR(itp_field(a, "errorCode", code, sizeof code), "QUEUE_UNAVAILABLE", "queues missing: frame answered QUEUE_UNAVAILABLE");
+    free(a);
+    itp_sqs late;
+    bool created = itp_sqs_open(&late, prefix) && itp_create_rooms(&late, 1, 2);
+    CHECK(created, "queues created after start-up");
+    bool ready = false;
+    for (int t = 0; t < 150 && !ready; t++) {
+        free(http_get(p.admin_port, "/health/ready", &st));
+        ready = st == 200;
+        if (!ready) time_sleep_ms(100);
+    }
+    CHECK(ready, "queues created: the producer finds them and turns ready");
+    f = itp_frame(55, "now", "late-1");
+    if (c) itp_send_text(c, f);
+    free(f);
+    a = c ? recv_answer(c, 5000) : NULL;
+    CHECK_STR(itp_field(a, "status", code, sizeof code), "SUCCESS", "queues created: frames acked");
+    free(a);
+    if (c) wsc_free(c);
+    wsc_ctx_free(ctx);
+    if (created) itp_sqs_close(&late);
+    producer_stop(&p, SIGTERM, 30000, NULL);
+}
+
 int main(void)
 {
     itp_init();
@@ -778,6 +827,7 @@ int main(void)
         test_timeouts(&b);
     }
     producer_stop(&b, SIGTERM, 30000, NULL);
+    test_queues_created_late(LOGDIR);
     itp_sqs_close(&Q);
     return TEST_DONE();
 }
