@@ -72,6 +72,8 @@ run_consumer() { # method -> JSON
     local method=$1 log="$OUT/consumer-$1.log" admin t0 t1 n=0
     sql "TRUNCATE messages, user_activity"
     "$BUILD/bench/bench_consumer_fill" --messages "$MESSAGES" --rooms 20 --copy-file "$OUT/consumer-rows.copy" >/dev/null
+    local fq0 fq1
+    fq0=$(awk '{print $14 + $15}' "/proc/$CHATFLOW_FAUXQS_PID/stat")
     t0=$(now)
     CHATFLOW_DB_WRITE_METHOD=$method CHATFLOW_WS_PORT=0 CHATFLOW_ADMIN_PORT=0 CHATFLOW_WS_BIND=127.0.0.1 \
         CHATFLOW_ADMIN_BIND=127.0.0.1 CHATFLOW_RECEIVE_WAIT_S=1 CHATFLOW_QUEUE_DEPTH_INTERVAL_S=0 \
@@ -83,6 +85,9 @@ run_consumer() { # method -> JSON
         kill -0 "$CONSUMER_PID" 2>/dev/null || { echo "consumer died: $log" >&2; exit 1; }
     done
     t1=$(now)
+    local ticks
+    ticks=$(awk '{print $14 + $15}' "/proc/$CONSUMER_PID/stat")
+    fq1=$(awk '{print $14 + $15}' "/proc/$CHATFLOW_FAUXQS_PID/stat")
     admin=$(sed -n 's/.*; admin on [0-9.]*:\([0-9]*\).*/\1/p' "$log")
     local metrics
     metrics=$(curl -sf "http://127.0.0.1:$admin/metrics")
@@ -96,7 +101,9 @@ run_consumer() { # method -> JSON
                  from messages group by room_id) x" | tr '|' ' ')
     jq -cn --arg m "$method" --arg n "$MESSAGES" --arg s "$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')" \
         --arg f "$flushes" --arg rs "$rows_sum" --arg fs "$flush_sum" --arg rooms "$rooms" \
-        '{method: $m, messages: ($n|tonumber), seconds: ($s|tonumber), msgs_per_s: (($n|tonumber) / ($s|tonumber)),
+        --arg cpu "$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="$MESSAGES" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')" \
+        --arg fq "$(awk -v t=$((fq1 - fq0)) -v hz="$(getconf CLK_TCK)" -v n="$MESSAGES" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')" \
+        '{method: $m, cpu_us_per_message: ($cpu|tonumber), fauxqs_cpu_us_per_message: ($fq|tonumber), messages: ($n|tonumber), seconds: ($s|tonumber), msgs_per_s: (($n|tonumber) / ($s|tonumber)),
           flushes: ($f|tonumber), mean_flush_rows: (($rs|tonumber) / ($f|tonumber)),
           mean_flush_ms: (($fs|tonumber) * 1000 / ($f|tonumber)),
           room_min_msgs_per_s: ($rooms|split(" ")[0]|tonumber), room_max_msgs_per_s: ($rooms|split(" ")[1]|tonumber)}'
@@ -124,7 +131,8 @@ jq -r --arg ceil "$CEILING_DRAIN" --arg copy "$COPY_RATE" '.[] |
     "  ratio to receive+delete ceiling                  \(.msgs_per_s / ($ceil|tonumber) * 100 | floor / 100)",
     "  ratio to plain COPY                              \(.msgs_per_s / ($copy|tonumber) * 1000 | floor / 1000)",
     "  per room min / max                               \(.room_min_msgs_per_s|floor) / \(.room_max_msgs_per_s|floor) msg/s",
-    "  flushes, mean rows per flush, mean flush time    \(.flushes), \(.mean_flush_rows * 10 | floor / 10), \(.mean_flush_ms * 10 | floor / 10) ms"' <<<"$RUNS"
+    "  flushes, mean rows per flush, mean flush time    \(.flushes), \(.mean_flush_rows * 10 | floor / 10), \(.mean_flush_ms * 10 | floor / 10) ms",
+    "  CPU per message: consumer / fauxqs               \(.cpu_us_per_message) / \(.fauxqs_cpu_us_per_message) us"' <<<"$RUNS"
 jq -r '.[] | "writer alone (\(.method), flush of \(.batch))                 \(.rows_per_s) rows/s"' <<<"$WRITER"
 jq -cn --argjson ceiling "$CEILING" --argjson runs "$RUNS" --argjson writer "$WRITER" --arg copy "$COPY_RATE" --arg load "$LOAD" \
     '{load_average: $load, ceiling: $ceiling, plain_copy_rows_per_s: ($copy|tonumber), consumer: $runs, writer_alone: $writer}' |
