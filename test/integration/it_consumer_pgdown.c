@@ -61,6 +61,73 @@ static bool send_range(size_t from, size_t to)
     return true;
 }
 
+/* With few attempts allowed, an outage sends the messages to the DLQ with the reason and the
+ * attempt count, and deletes them: never retried forever, never dropped. */
+static void test_attempts_exhausted(void)
+{
+    const char *cenv[] = {"CHATFLOW_DB_MAX_ATTEMPTS=3", "CHATFLOW_DB_RETRY_MAX_BACKOFF_MS=200",
+                          "CHATFLOW_VISIBILITY_TIMEOUT_S=10", NULL};
+    consumer_proc c;
+    if (!consumer_start(&env, &c, "consumer-attempts", cenv)) {
+        CHECK(false, "consumer with CHATFLOW_DB_MAX_ATTEMPTS=3 started");
+        return;
+    }
+    long st = 0;
+    for (int i = 0; i < 100 && st != 200; i++) {
+        free(itc_http("GET", c.admin_port, "/health/ready", &st));
+        if (st != 200) time_sleep_ms(100);
+    }
+    PQfinish(env.pg);
+    env.pg = NULL;
+    CHECK(st == 200 && stack("stop-pg"), "ready, then PostgreSQL stopped again");
+    chat_message m[5];
+    for (int i = 0; i < 5; i++) itc_message(&m[i], 1, 100 + i, "nowhere to go", "TEXT");
+    CHECK(itc_send_batch(&env, 1, m, 5), "5 messages sent while the database is down");
+    long dlq = -1;
+    for (int i = 0; i < 300 && dlq != 5; i++) {
+        dlq = itc_queue_depth(&env, env.dlq_url);
+        if (dlq != 5) time_sleep_ms(100);
+    }
+    CHECK_INT(dlq, 5, "after 3 failed attempts each, all 5 are in the DLQ");
+    sqs_receive_options o = {.max_messages = 10, .wait_seconds = 1, .visibility_timeout = 60};
+    size_t good = 0, seen = 0;
+    for (int round = 0; round < 30 && seen < 5; round++) {
+        sqs_message *ms = NULL;
+        size_t k = 0;
+        sqs_error err;
+        if (sqs_receive_message(env.sqs, env.dlq_url, &o, &ms, &k, &err) != SQS_OK) break;
+        for (size_t i = 0; i < k; i++, seen++) {
+            json_t *b = json_loads(ms[i].body, 0, NULL);
+            const char *reason = json_string_value(json_object_get(b, "failureReason"));
+            if (reason && strstr(reason, "not stored after 3 attempts") &&
+                json_integer_value(json_object_get(b, "attemptCount")) == 3 &&
+                json_is_string(json_object_get(b, "originalMessage")))
+                good++;
+            else
+                NOTE("DLQ body: %s", ms[i].body);
+            json_decref(b);
+            /* Delete as we read: a FIFO group hands out its next message only after that. */
+            sqs_handle_entry he = {"d", ms[i].receipt_handle, 0};
+            sqs_entry_result res;
+            sqs_delete_message_batch(env.sqs, env.dlq_url, &he, 1, &res, &err);
+        }
+        sqs_messages_free(ms, k);
+    }
+    CHECK_INT(good, 5, "each DLQ entry says \"not stored after 3 attempts\" with attemptCount 3");
+    long depth = -1;
+    for (int i = 0; i < 100 && depth != 0; i++) {
+        depth = itc_queue_depth(&env, env.urls[1]);
+        if (depth != 0) time_sleep_ms(100);
+    }
+    CHECK_INT(depth, 0, "and they were deleted from the room queue");
+    CHECK_INT(itc_metric(c.admin_port, "chatflow_dlq_messages_total", "reason=\"db\""), 5,
+              "chatflow_dlq_messages_total{reason=\"db\"} is 5");
+    CHECK(stack("start-pg"), "PostgreSQL started");
+    bool in_time = false;
+    int status = consumer_stop(&c, SIGTERM, 25000, &in_time);
+    CHECK(in_time && WIFEXITED(status) && WEXITSTATUS(status) == 0, "SIGTERM: exits 0 in time");
+}
+
 static void cleanup(void)
 {
     if (stack_dir[0]) {
@@ -186,6 +253,7 @@ int main(void)
     bool in_time = false;
     int status = consumer_stop(&c, SIGTERM, 25000, &in_time);
     CHECK(in_time && WIFEXITED(status) && WEXITSTATUS(status) == 0, "SIGTERM: exits 0 in time");
+    test_attempts_exhausted();
     itc_done(&env);
     return TEST_DONE();
 }
