@@ -58,11 +58,15 @@ bool db_conn_is_up(const db_conn *c) { return c->pg && PQstatus(c->pg) == CONNEC
 PGconn *db_conn_pg(db_conn *c) { return c->pg; }
 db_error_kind db_last_error_kind(const db_conn *c) { return c->last_error; }
 
+/* Server messages span lines (ERROR, DETAIL, HINT): one line each for logs and DLQ reasons. */
 static void trim_newline(char *s)
 {
     size_t n = strlen(s);
     while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == ' '))
         s[--n] = '\0';
+    for (char *p = s; *p; p++)
+        if (*p == '\n')
+            *p = ' ';
 }
 
 /* Server notices ("already exists, skipping") are expected chatter, not output. */

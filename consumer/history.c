@@ -15,7 +15,8 @@ static const db_statement history_statements[] = {
      "SELECT message_id, room_id, user_id, username, message_text, " ISO_UTC("client_timestamp") ","
      " message_type, server_id, client_ip, sequence_number::text, " ISO_UTC("received_at")
      " FROM messages WHERE room_id = $1::int AND sequence_number > $2::numeric"
-     " ORDER BY sequence_number LIMIT $3::bigint",
+     /* Qualified: a bare name would sort by the text output column of the same name. */
+     " ORDER BY messages.sequence_number LIMIT $3::bigint",
      3},
 };
 

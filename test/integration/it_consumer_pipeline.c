@@ -7,6 +7,8 @@
  */
 #include "it_consumer_lib.h"
 
+#include "../../consumer/history.h"
+
 #define ROOMS 4
 #define PER_ROOM 100
 #define N (ROOMS * PER_ROOM)
@@ -267,6 +269,82 @@ static void test_rejected_row(const consumer_proc *c)
     itc_pg_exec(env.pg, "ALTER TABLE messages DROP CONSTRAINT it_reject");
 }
 
+typedef struct {
+    broadcast_history_row rows[256];
+    size_t n;
+} collected;
+
+static void collect(void *ctx, const broadcast_history_row *row)
+{
+    collected *c = ctx;
+    if (c->n < 256) c->rows[c->n++] = *row;
+}
+
+/* The broadcaster's replay source (history_read) against the stored rows. */
+static void test_history(void)
+{
+    history *h = history_new(env.db_url, 5000);
+    char err[256] = "";
+    /* Room 1 in sequence order; replay after its 50th message. */
+    PGresult *r = PQexec(env.pg, "SELECT sequence_number::text FROM messages WHERE room_id = 1 ORDER BY messages.sequence_number");
+    CHECK(h && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == PER_ROOM, "room 1 has %d stored rows", PER_ROOM);
+    char since[64] = "0";
+    if (PQntuples(r) == PER_ROOM) snprintf(since, sizeof since, "%s", PQgetvalue(r, 49, 0));
+    PQclear(r);
+
+    static collected got;
+    got.n = 0;
+    CHECK(history_read(h, 1, since, 1000, collect, &got, err, sizeof err), "history_read answers (%s)", err);
+    CHECK_INT(got.n, PER_ROOM - 50, "replay after the 50th message returns the other %d", PER_ROOM - 50);
+    if (got.n != PER_ROOM - 50) {
+        char q[256];
+        snprintf(q, sizeof q, "SELECT count(*) FROM messages WHERE room_id = 1 AND sequence_number > %s", since);
+        NOTE("since %s; SQL count %lld; first %s last %s", since, itc_pg_scalar(env.pg, q),
+             got.n ? got.rows[0].sequence_number : "-", got.n ? got.rows[got.n - 1].sequence_number : "-");
+    }
+    /* Send order is sequence order (check_order): room 1's messages from its 51st on. */
+    size_t k = 0, wrong = 0, in_room = 0;
+    for (size_t i = 0; i < n_sent && k < got.n; i++) {
+        if (strcmp(sent[i].room_id, "1") != 0 || in_room++ < 50) continue;
+        const broadcast_history_row *row = &got.rows[k++];
+        char ts[ISO8601_BUF], ra[ISO8601_BUF];
+        snprintf(ts, sizeof ts, "%s", normalise(sent[i].timestamp));
+        snprintf(ra, sizeof ra, "%s", normalise(sent[i].received_at));
+        bool ok = strcmp(row->msg.message_id, sent[i].message_id) == 0 && strcmp(row->msg.message, sent[i].message) == 0 &&
+                  strcmp(row->msg.username, sent[i].username) == 0 && strcmp(row->msg.user_id, sent[i].user_id) == 0 &&
+                  strcmp(row->msg.room_id, "1") == 0 && strcmp(row->msg.message_type, sent[i].message_type) == 0 &&
+                  strcmp(row->msg.timestamp, ts) == 0 && strcmp(row->server_timestamp, ra) == 0;
+        if (!ok && wrong < 3)
+            NOTE("replayed %s (seq %s) vs sent %s", row->msg.message_id, row->sequence_number, sent[i].message_id);
+        wrong += !ok;
+    }
+    CHECK(k == got.n && wrong == 0, "replayed rows are the sent messages, in send order, with every field (%zu checked)", k);
+
+    got.n = 0;
+    CHECK(history_read(h, 1, since, 7, collect, &got, err, sizeof err) && got.n == 7, "limit 7 returns 7 rows");
+    got.n = 0;
+    CHECK(history_read(h, 1, "99999999999999999999999999999999999999", 10, collect, &got, err, sizeof err) && got.n == 0,
+          "nothing after a sequence number beyond the newest");
+    CHECK(!history_read(h, 1, "12a", 10, collect, &got, err, sizeof err) && strstr(err, "since"),
+          "a since that is not a number is refused (%s)", err);
+
+    /* Numeric, not text, order: 10 < 11 < 20 < 100 < 2^64 (as text: 10, 100, 11, 18446..., 20). */
+    CHECK(itc_pg_exec(env.pg, "INSERT INTO messages (message_id, room_id, user_id, username, message_text, message_type,"
+                              " server_id, client_ip, sequence_number, client_timestamp, received_at) SELECT"
+                              " gen_random_uuid(), 99, 1, 'user1', 'seq ' || s, 'TEXT', 'it', '127.0.0.1', s,"
+                              " now(), now() FROM unnest(ARRAY[100, 9, 20, 18446744073709551616, 11, 10]::numeric[]) s"),
+          "room 99: rows with sequence numbers 9, 10, 11, 20, 100, 2^64");
+    got.n = 0;
+    bool ok = history_read(h, 99, "9", 10, collect, &got, err, sizeof err);
+    CHECK(ok && got.n == 5 && strcmp(got.rows[0].sequence_number, "10") == 0 &&
+              strcmp(got.rows[1].sequence_number, "11") == 0 && strcmp(got.rows[2].sequence_number, "20") == 0 &&
+              strcmp(got.rows[3].sequence_number, "100") == 0 &&
+              strcmp(got.rows[4].sequence_number, "18446744073709551616") == 0,
+          "after 9 come 10, 11, 20, 100, 2^64, in numeric order");
+    itc_pg_exec(env.pg, "DELETE FROM messages WHERE room_id = 99");
+    history_free(h);
+}
+
 int main(void)
 {
     if (!itc_init(&env, "consumer_pipeline", 1, ROOMS)) {
@@ -309,6 +387,7 @@ int main(void)
     check_rows();
     check_order();
     check_user_activity(N);
+    test_history();
 
     long depth = -1;
     for (int i = 0; i < 100 && depth != 0; i++) {
