@@ -200,6 +200,9 @@ int main(void)
     CHECK_INT(itc_metric(c.admin_port, "chatflow_db_up", NULL), 0, "chatflow_db_up is 0 during the outage");
 
     while (time_mono_ns() - stopped_at < 10000000000ull) time_sleep_ms(100);
+    /* The queue depth gauge (refreshed every 2 s here) sees the backlog. */
+    double gauge = itc_metric(c.admin_port, "chatflow_sqs_queue_depth", NULL);
+    CHECK(gauge >= 1000, "chatflow_sqs_queue_depth{room} shows the backlog (%.0f messages over the rooms)", gauge);
     long queued = itc_rooms_depth(&env);
     CHECK(queued >= (long)(N - stored - 60), "after 10 s down, the queues still hold every unstored message (%ld queued, "
                                               "%lld stored before)", queued, stored);
