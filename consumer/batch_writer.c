@@ -60,7 +60,8 @@ struct batch_writer {
     write_batch *head, *tail;   /* pending, in submission order */
     size_t pending_rows;
     int holders;
-    bool stopping;
+    bool stopping;              /* no group-commit waits; give up on rows at stop_deadline_ns */
+    bool exiting;               /* the thread ends once nothing is pending */
     uint64_t stop_deadline_ns;
 
     db_conn *db;
@@ -527,12 +528,12 @@ static void *writer_main(void *arg)
     char err[512];
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        while (!w->head && !w->stopping)
+        while (!w->head && !w->exiting)
             pthread_cond_wait(&w->work, &w->mu);
         if (!w->head)
             break;
         if (w->stopping && time_mono_ns() >= w->stop_deadline_ns) {
-            log_warn(COMPONENT, "stop deadline reached with %zu rows unwritten; they stay in SQS",
+            log_warn(COMPONENT, "stop deadline reached with %zu rows unwritten; they are released to SQS",
                      w->pending_rows);
             abandon_all_locked(w);
             continue;
@@ -693,14 +694,24 @@ bool batch_writer_db_up(batch_writer *w, char *detail, size_t detail_len)
     return up;
 }
 
+void batch_writer_begin_stop(batch_writer *w, uint64_t stop_deadline_ns)
+{
+    pthread_mutex_lock(&w->mu);
+    if (!w->stopping || stop_deadline_ns < w->stop_deadline_ns)
+        w->stop_deadline_ns = stop_deadline_ns;
+    w->stopping = true;
+    pthread_cond_broadcast(&w->work);
+    pthread_mutex_unlock(&w->mu);
+}
+
 void batch_writer_stop(batch_writer *w, uint64_t stop_deadline_ns)
 {
     if (!w)
         return;
     if (w->thread_started) {
+        batch_writer_begin_stop(w, stop_deadline_ns);
         pthread_mutex_lock(&w->mu);
-        w->stopping = true;
-        w->stop_deadline_ns = stop_deadline_ns;
+        w->exiting = true;
         pthread_cond_broadcast(&w->work);
         pthread_mutex_unlock(&w->mu);
         pthread_join(w->thread, NULL);

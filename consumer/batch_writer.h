@@ -17,10 +17,12 @@
  *    Each failed flush counts one attempt per row; at max_attempts the row is WRITE_FAILED with
  *    the reason (the poller sends it to the DLQ). A row the database rejects on its own (a data
  *    error, found by retrying the failed batch row by row) fails at once.
- *  - batch_writer_stop() flushes what is pending, retrying until stop_deadline_ns at the latest;
- *    rows still unwritten then are WRITE_ABANDONED (left in SQS for redelivery). Every submitted
- *    batch reaches a final state, so no poller waits forever. Call it after the pollers stopped
- *    submitting.
+ *  - batch_writer_begin_stop() switches to shutdown: pending rows are flushed at once (no
+ *    group-commit wait) and retried until stop_deadline_ns at the latest; rows still unwritten
+ *    then are WRITE_ABANDONED (the poller releases them to SQS). Every submitted batch reaches a
+ *    final state, so no poller waits past the deadline. batch_writer_stop() does the same, then
+ *    ends the thread once nothing is pending and frees the writer: call it after the pollers have
+ *    stopped submitting.
  */
 #ifndef CHATFLOW_CONSUMER_BATCH_WRITER_H
 #define CHATFLOW_CONSUMER_BATCH_WRITER_H
@@ -87,6 +89,7 @@ void batch_writer_submit(batch_writer *w, write_batch *b);
 bool batch_writer_wait(batch_writer *w, write_batch *b, long timeout_ms);
 /* Last database outcome (cached; for /health/ready). */
 bool batch_writer_db_up(batch_writer *w, char *detail, size_t detail_len);
+void batch_writer_begin_stop(batch_writer *w, uint64_t stop_deadline_ns);
 void batch_writer_stop(batch_writer *w, uint64_t stop_deadline_ns);
 
 #endif

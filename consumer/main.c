@@ -197,6 +197,10 @@ static bool stop_services(consumer *c)
     queue_depth_stop(c->depth);
     c->depth = NULL;
     bool pollers_joined = true;
+    /* Rows the database cannot take before the deadline are abandoned a little earlier, so the
+     * pollers waiting for them can release them to SQS and finish before their own deadline. */
+    if (c->writer)
+        batch_writer_begin_stop(c->writer, deadline - 500000000ull);
     if (c->pollers) {
         poller_pool_request_stop(c->pollers);
         pollers_joined = poller_pool_join(c->pollers, deadline);

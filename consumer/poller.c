@@ -238,11 +238,18 @@ static void settle(poller *p, long room, held_message *held, size_t n)
             send_to_dlq(p, room, &held[i], DLQ_DB, r->failure, r->attempts);
             break;
         default:
-            held[i].settled = true;   /* abandoned at stop: left for redelivery */
-            break;
+            break;   /* abandoned at the stop deadline: released below */
         }
     }
     handle_batch(p, room, held, n, true, 0);
+    /* Unwritten at the stop deadline: visible again at once, for another consumer. */
+    bool any = false;
+    for (size_t i = 0; i < n; i++) {
+        held[i].settled = !(held[i].valid && held[i].row->status == WRITE_ABANDONED);
+        any = any || !held[i].settled;
+    }
+    if (any)
+        handle_batch(p, room, held, n, false, 0);
 }
 
 static void process(poller *p, long room, sqs_message *msgs, size_t n)

@@ -128,6 +128,58 @@ static void test_attempts_exhausted(void)
     CHECK(in_time && WIFEXITED(status) && WEXITSTATUS(status) == 0, "SIGTERM: exits 0 in time");
 }
 
+/* SIGTERM while the database is down: the consumer gives up on the unwritten rows at its stop
+ * deadline, exits 0 in time, and leaves those messages in SQS (not deleted, not in the DLQ). */
+static void test_stop_while_down(void)
+{
+    const char *cenv[] = {"CHATFLOW_STOP_TIMEOUT_S=5", "CHATFLOW_VISIBILITY_TIMEOUT_S=10", NULL};
+    consumer_proc c;
+    if (!consumer_start(&env, &c, "consumer-stop-while-down", cenv)) {
+        CHECK(false, "consumer with CHATFLOW_STOP_TIMEOUT_S=5 started");
+        return;
+    }
+    long st = 0;
+    for (int i = 0; i < 100 && st != 200; i++) {
+        free(itc_http("GET", c.admin_port, "/health/ready", &st));
+        if (st != 200) time_sleep_ms(100);
+    }
+    long dlq_before = itc_queue_depth(&env, env.dlq_url);
+    CHECK(st == 200 && stack("stop-pg"), "ready, then PostgreSQL stopped");
+    chat_message m[3];
+    for (int i = 0; i < 3; i++) itc_message(&m[i], 2 + i, 200 + i, "in flight at SIGTERM", "TEXT");
+    bool all_sent = true;
+    for (int i = 0; i < 3; i++) all_sent = all_sent && itc_send_batch(&env, 2 + i, &m[i], 1);
+    CHECK(all_sent, "3 messages sent");
+    double consumed = 0;
+    for (int i = 0; i < 100 && consumed < 3; i++) {
+        consumed = itc_metric(c.admin_port, "chatflow_messages_consumed_total", NULL);
+        if (consumed < 3) time_sleep_ms(100);
+    }
+    CHECK(consumed >= 3, "the consumer holds them, waiting on the database");
+    uint64_t t0 = time_mono_ns();
+    bool in_time = false;
+    int status = consumer_stop(&c, SIGTERM, 8000, &in_time);
+    double took = (double)(time_mono_ns() - t0) / 1e9;
+    CHECK(in_time && WIFEXITED(status) && WEXITSTATUS(status) == 0 && took < 5.5,
+          "SIGTERM with the database down: exit 0 within the 5 s stop timeout (%.1f s)", took);
+    long depth = 0;
+    for (int r = 2; r <= 4; r++) depth += itc_queue_depth(&env, env.urls[r]);
+    CHECK_INT(depth, 3, "the unwritten messages are still in SQS");
+    /* Released (visibility 0), not left invisible for the visibility timeout. */
+    sqs_receive_options o = {.max_messages = 10, .wait_seconds = 0, .visibility_timeout = 30};
+    size_t visible = 0;
+    for (int r = 2; r <= 4; r++) {
+        sqs_message *ms = NULL;
+        size_t k = 0;
+        sqs_error err;
+        if (sqs_receive_message(env.sqs, env.urls[r], &o, &ms, &k, &err) == SQS_OK) visible += k;
+        sqs_messages_free(ms, k);
+    }
+    CHECK_INT(visible, 3, "they were released: receivable at once, not after the visibility timeout");
+    CHECK_INT(itc_queue_depth(&env, env.dlq_url), dlq_before, "and none went to the DLQ");
+    CHECK(stack("start-pg"), "PostgreSQL started");
+}
+
 static void cleanup(void)
 {
     if (stack_dir[0]) {
@@ -257,6 +309,7 @@ int main(void)
     int status = consumer_stop(&c, SIGTERM, 25000, &in_time);
     CHECK(in_time && WIFEXITED(status) && WEXITSTATUS(status) == 0, "SIGTERM: exits 0 in time");
     test_attempts_exhausted();
+    test_stop_while_down();
     itc_done(&env);
     return TEST_DONE();
 }
