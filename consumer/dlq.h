@@ -5,7 +5,7 @@
  *  - The DLQ body is {"originalMessage": <the SQS body, as a string>, "failureReason": "...",
  *    "failureTimestamp": "<ISO-8601>", "attemptCount": N}. The original goes in as a string
  *    because a poison body need not be JSON at all.
- *  - MessageGroupId is the room (or "poison" when the room is unknown); MessageDeduplicationId
+ *  - MessageGroupId is given by the caller (the poller uses the room); MessageDeduplicationId
  *    is the SQS MessageId of the original, so a retried send is not stored twice.
  *  - Counts chatflow_dlq_messages_total{reason} (reason: "poison" or "db") on success.
  *  - Returns false (err set) when SQS did not take it: the caller must then NOT delete the

@@ -8,12 +8,18 @@
 
 #include "db.h"
 
+/* numeric drops leading zeros; SQS sequence numbers are (at least) 20 digits and fauxqs
+ * zero-pads them: restore that width so a replayed event carries the same text as the live one. */
+#define SEQ_TEXT                                                                                  \
+    "CASE WHEN length(sequence_number::text) < 20 THEN lpad(sequence_number::text, 20, '0')"      \
+    " ELSE sequence_number::text END"
+
 #define ISO_UTC(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
 static const db_statement history_statements[] = {
     {"history_after",
      "SELECT message_id, room_id, user_id, username, message_text, " ISO_UTC("client_timestamp") ","
-     " message_type, server_id, client_ip, sequence_number::text, " ISO_UTC("received_at")
+     " message_type, server_id, client_ip, " SEQ_TEXT ", " ISO_UTC("received_at")
      " FROM messages WHERE room_id = $1::int AND sequence_number > $2::numeric"
      /* Qualified: a bare name would sort by the text output column of the same name. */
      " ORDER BY messages.sequence_number LIMIT $3::bigint",

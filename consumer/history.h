@@ -8,6 +8,8 @@
  *  - since_seq must be a decimal number (else false, err set); rows come in ascending
  *    sequence_number order (numeric comparison), at most `limit` of them, from the
  *    (room_id, sequence_number) index.
+ *  - Sequence numbers come back as SQS wrote them: at least 20 digits, zero-padded (numeric storage
+ *    drops the zeros), so replayed and live events carry the same text.
  *  - Timestamps come back as ISO-8601 UTC with milliseconds: the client timestamp normalised as it
  *    was stored, and received_at as serverTimestamp (the same value live events carry).
  */

@@ -160,11 +160,9 @@ static void handle_batch(poller *p, long room, held_message *held, size_t n, boo
 static void send_to_dlq(poller *p, long room, held_message *h, dlq_reason reason, const char *why,
                         int attempts)
 {
+    /* The room is always known here (the queue's), so it is the group: DLQ order per room. */
     char group[24], err[512];
-    if (reason == DLQ_POISON && room <= 0)
-        snprintf(group, sizeof(group), "poison");
-    else
-        snprintf(group, sizeof(group), "%ld", room);
+    snprintf(group, sizeof(group), "%ld", room);
     if (dlq_send(p->sqs, p->pool->cfg.dlq_url, reason, h->sqs->body, why, attempts, group,
                  h->sqs->message_id, err, sizeof(err))) {
         log_warn(COMPONENT, "room %ld: message %s sent to the DLQ: %s", room, h->sqs->message_id, why);

@@ -313,7 +313,8 @@ static void test_history(void)
         bool ok = strcmp(row->msg.message_id, sent[i].message_id) == 0 && strcmp(row->msg.message, sent[i].message) == 0 &&
                   strcmp(row->msg.username, sent[i].username) == 0 && strcmp(row->msg.user_id, sent[i].user_id) == 0 &&
                   strcmp(row->msg.room_id, "1") == 0 && strcmp(row->msg.message_type, sent[i].message_type) == 0 &&
-                  strcmp(row->msg.timestamp, ts) == 0 && strcmp(row->server_timestamp, ra) == 0;
+                  strcmp(row->msg.timestamp, ts) == 0 && strcmp(row->server_timestamp, ra) == 0 &&
+                  strlen(row->sequence_number) == 20;   /* as fauxqs wrote it, zero-padded */
         if (!ok && wrong < 3)
             NOTE("replayed %s (seq %s) vs sent %s", row->msg.message_id, row->sequence_number, sent[i].message_id);
         wrong += !ok;
@@ -336,11 +337,12 @@ static void test_history(void)
           "room 99: rows with sequence numbers 9, 10, 11, 20, 100, 2^64");
     got.n = 0;
     bool ok = history_read(h, 99, "9", 10, collect, &got, err, sizeof err);
-    CHECK(ok && got.n == 5 && strcmp(got.rows[0].sequence_number, "10") == 0 &&
-              strcmp(got.rows[1].sequence_number, "11") == 0 && strcmp(got.rows[2].sequence_number, "20") == 0 &&
-              strcmp(got.rows[3].sequence_number, "100") == 0 &&
+    CHECK(ok && got.n == 5 && strcmp(got.rows[0].sequence_number, "00000000000000000010") == 0 &&
+              strcmp(got.rows[1].sequence_number, "00000000000000000011") == 0 &&
+              strcmp(got.rows[2].sequence_number, "00000000000000000020") == 0 &&
+              strcmp(got.rows[3].sequence_number, "00000000000000000100") == 0 &&
               strcmp(got.rows[4].sequence_number, "18446744073709551616") == 0,
-          "after 9 come 10, 11, 20, 100, 2^64, in numeric order");
+          "after 9 come 10, 11, 20, 100, 2^64, in numeric order, as 20-digit SQS sequence numbers");
     itc_pg_exec(env.pg, "DELETE FROM messages WHERE room_id = 99");
     history_free(h);
 }
