@@ -5,7 +5,8 @@
 #   faults_setup NAME        private stack (PostgreSQL + fauxqs, queues created), consumer and
 #                            producer on free loopback ports, both ready; false on failure
 #   faults_load_start N      chatflow-loadgen in the background: N messages over 20 rooms, every
-#                            message with a clientMessageId, retried up to 8 times (~25 s of backoff)
+#                            message with a clientMessageId, retried up to FAULT_RETRIES (8) times
+#                            (~25 s of backoff)
 #   ... inject the fault while the load runs (faults_mark "what" records the moment) ...
 #   faults_load_wait         waits for the load generator (bounded), reports what it saw
 #   faults_drain             waits until every room queue is empty and the row count is stable
@@ -93,7 +94,7 @@ faults_load_start() {
     FAULT_T0_MS=$(now_ms)
     start_bg loadgen "$CHATFLOW_BIN/chatflow-loadgen" --port "$P_WS" --messages "$n" \
         --connections "${FAULT_CONNECTIONS:-20}" --warmup-connections 0 --rooms 20 \
-        --window "${FAULT_WINDOW:-10}" --retries 8 --connect-timeout 20 --out-dir "$FAULT_DIR" \
+        --window "${FAULT_WINDOW:-10}" --retries "${FAULT_RETRIES:-8}" --connect-timeout 20 --out-dir "$FAULT_DIR" \
         --json "$FAULT_DIR/report.json" --acked-ids "$FAULT_DIR/acked.txt" --quiet --seed "$RANDOM"
     LOADGEN_PID=$BG_PID
 }
