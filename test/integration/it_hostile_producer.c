@@ -412,12 +412,14 @@ static void test_ping_flood(void)
     probe("after the ping flood");
 }
 
-/* Floods invalid frames (answered at once, no SQS) without ever reading its answers: once the
- * kernel buffers are full the producer must stop reading it (reads pause at 100 unanswered
- * frames), so frames stay unsent on the client and the producer's memory stays flat. */
+/* A client that never reads its answers floods invalid frames (answered at once, no SQS). Loopback
+ * kernel buffers hold ~10 MB each way, so the flood is sized past them: 150,000 small frames make
+ * ~20 MB of answers (the producer's writes block, unanswered frames reach the per-connection cap
+ * of 100 and its reads pause), then 8,000 frames of 4,000 bytes (32 MB) that it must leave unread.
+ * Some frames must stay unsent on the client and the producer's memory must stay flat. */
 static void test_never_reads(void)
 {
-    enum { FRAMES = 300000 };
+    enum { SMALL = 150000, LARGE = 8000, LARGE_BYTES = 4000 };
     wsc_ctx *ctx = wsc_ctx_new();
     wsc_conn *c = open_room(ctx, 2, NULL);
     CHECK(c != NULL, "never-reads: connected");
@@ -428,20 +430,25 @@ static void test_never_reads(void)
     wsc_set_reading(c, false);
     long before = rss_kb();
     const char junk[] = "{\"userId\":\"1\"}";
-    for (int i = 0; i < FRAMES; i++) wsc_send_text(c, junk, sizeof junk - 1);
+    for (int i = 0; i < SMALL; i++) wsc_send_text(c, junk, sizeof junk - 1);
+    char *large = malloc(LARGE_BYTES);
+    memset(large, 'x', LARGE_BYTES); /* not JSON: INVALID_JSON */
+    for (int i = 0; i < LARGE; i++) wsc_send_text(c, large, LARGE_BYTES);
+    free(large);
     uint64_t start = time_mono_ns();
     size_t pending = 0, last = (size_t)-1;
     while (time_mono_ns() - start < 20000000000ull) {
         for (int k = 0; k < 50; k++) wsc_service(ctx, 20);
         pending = wsc_pending_sends(c);
-        if (pending == 0 || pending == last) break; /* all sent, or the producer stopped reading */
+        if (pending == 0 || pending == last || wsc_is_closed(c)) break; /* all sent, or stuck */
         last = pending;
     }
+    bool closed = wsc_is_closed(c);
     double paused = producer_metric(&P, "chatflow_ws_frames_paused_total", NULL);
     long during = rss_kb();
-    NOTE("never-reads: %zu of %d frames still unsent; chatflow_ws_frames_paused_total %.0f; RSS %ld -> %ld KiB",
-         pending, FRAMES, paused, before, during);
-    CHECK(pending > 0, "never-reads: the producer stopped reading a client that does not read its answers");
+    NOTE("never-reads: %zu of %d frames still unsent%s; chatflow_ws_frames_paused_total %.0f; RSS %ld -> %ld KiB",
+         pending, SMALL + LARGE, closed ? " (connection closed)" : "", paused, before, during);
+    CHECK(!closed && pending > 0, "never-reads: the producer stopped reading a client that does not read its answers");
     CHECK(paused > 0, "never-reads: pauses counted in chatflow_ws_frames_paused_total");
     CHECK(during < before + 16 * 1024, "never-reads: producer RSS grew by less than 16 MiB (%ld KiB)", during - before);
     probe("while a client floods frames and never reads");
