@@ -7,11 +7,12 @@
 
 faults_setup faults-consumer-kill || finish
 faults_load_start "${FAULT_LOAD:-20000}"
-faults_at 2500
+faults_when_acked 30
+faults_after 1000
 kill -KILL "$CONSUMER_PID"
 faults_mark "consumer (pid $CONSUMER_PID) killed with SIGKILL"
 stop_bg consumer >/dev/null 2>&1
-faults_at 5000
+faults_after 3500
 if faults_start_consumer; then
     faults_mark "consumer restarted (pid $CONSUMER_PID)"
     tap_ok "consumer restarted after SIGKILL"

@@ -7,6 +7,9 @@
 #   faults_load_start N      chatflow-loadgen in the background: N messages over 20 rooms, every
 #                            message with a clientMessageId, retried up to FAULT_RETRIES (8) times
 #                            (~25 s of backoff)
+#   faults_when_acked PCT    waits until the producer has acked PCT % of the load (so the fault
+#                            lands mid-load however fast this machine is); then faults_after MS
+#                            sleeps until MS after that moment
 #   ... inject the fault while the load runs (faults_mark "what" records the moment) ...
 #   faults_load_wait         waits for the load generator (bounded), reports what it saw
 #   faults_drain             waits until every room queue is empty and the row count is stable
@@ -97,6 +100,28 @@ faults_load_start() {
         --window "${FAULT_WINDOW:-10}" --retries "${FAULT_RETRIES:-8}" --connect-timeout 20 --out-dir "$FAULT_DIR" \
         --json "$FAULT_DIR/report.json" --acked-ids "$FAULT_DIR/acked.txt" --quiet --seed "$RANDOM"
     LOADGEN_PID=$BG_PID
+}
+
+# faults_when_acked PCT: until the producer's ack count (chatflow_ack_latency_seconds_count)
+# reaches PCT % of the load, or 60 s, or the load generator ends. Sets FAULT_AT_MS.
+faults_when_acked() {
+    local want=$(( FAULT_MESSAGES * $1 / 100 )) acks i
+    for i in $(seq 1 3000); do
+        acks=$(curl -s --max-time 1 "http://127.0.0.1:$P_ADMIN/metrics" 2>/dev/null |
+               awk '$1 == "chatflow_ack_latency_seconds_count" { print int($2) }')
+        [ "${acks:-0}" -ge "$want" ] && break
+        bg_alive loadgen || break
+        sleep 0.02
+    done
+    FAULT_AT_MS=$(now_ms)
+    note "t=$((FAULT_AT_MS - FAULT_T0_MS))ms: ${acks:-?} of $FAULT_MESSAGES acked"
+}
+
+# faults_after MS: sleeps until MS milliseconds after the moment faults_when_acked returned.
+faults_after() {
+    local left=$(( FAULT_AT_MS + $1 - $(now_ms) ))
+    [ "$left" -gt 0 ] && sleep "$(awk -v l="$left" 'BEGIN { printf "%.3f", l / 1000 }')"
+    return 0
 }
 
 # Sleeps until the load generator has been running for MS milliseconds.

@@ -9,20 +9,20 @@
 
 faults_setup faults-pg-restart || finish
 faults_load_start "${FAULT_LOAD:-20000}"
-faults_at 2000
+faults_when_acked 30
 if private_stack stop-pg >>"$TEST_LOGDIR/stack-pg.log" 2>&1; then
     faults_mark "PostgreSQL stopped"
 else
     tap_fail "PostgreSQL stopped (log $TEST_LOGDIR/stack-pg.log)"
 fi
-faults_at 5000
+faults_after 3000
 ready=$(curl -s --max-time 5 -w ' %{http_code}' "http://127.0.0.1:$C_ADMIN/health/ready")
 note "consumer /health/ready while PostgreSQL is down: $ready"
 case "$ready" in
     *' 503') tap_ok "consumer /health/ready is 503 while PostgreSQL is down" ;;
     *) tap_fail "consumer /health/ready is 503 while PostgreSQL is down (got: $ready)" ;;
 esac
-faults_at 8000
+faults_after 6000
 if private_stack start-pg >>"$TEST_LOGDIR/stack-pg.log" 2>&1; then
     private_stack_env
     faults_mark "PostgreSQL started again"

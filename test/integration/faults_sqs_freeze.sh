@@ -9,16 +9,16 @@
 
 faults_setup faults-sqs-freeze || finish
 faults_load_start "${FAULT_LOAD:-20000}"
-faults_at 1500
+faults_when_acked 20
 kill -STOP "$CHATFLOW_FAUXQS_PID"
 faults_mark "fauxqs (pid $CHATFLOW_FAUXQS_PID) frozen with SIGSTOP"
 on_exit 'kill -CONT "$CHATFLOW_FAUXQS_PID" 2>/dev/null'
-faults_at 4500
+faults_after 3000
 breaker=$(curl -s --max-time 2 "http://127.0.0.1:$P_ADMIN/metrics" | awk '$1 == "chatflow_circuit_breaker_state" { print $2 }')
 ready=$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "http://127.0.0.1:$P_ADMIN/health/ready")
 note "while frozen: producer breaker state ${breaker:-?}, /health/ready $ready"
 tap_ok "while frozen: producer answers /health/ready with $ready (breaker state ${breaker:-?})"
-faults_at 7500
+faults_after 6000
 kill -CONT "$CHATFLOW_FAUXQS_PID"
 faults_mark "fauxqs resumed with SIGCONT"
 faults_load_wait

@@ -11,14 +11,14 @@
 
 faults_setup faults-sqs-restart || finish
 faults_load_start "${FAULT_LOAD:-20000}"
-faults_at 2000
+faults_when_acked 30
 kill -KILL "$CHATFLOW_FAUXQS_PID"
 sleep 0.2
 consumed=$(curl -s --max-time 3 "http://127.0.0.1:$C_ADMIN/metrics" | awk '$1 == "chatflow_messages_consumed_total" { print int($2) }')
 acks=$(curl -s --max-time 3 "http://127.0.0.1:$P_ADMIN/metrics" | awk '$1 == "chatflow_ack_latency_seconds_count" { print int($2) }')
 held=$(( ${acks:-0} - ${consumed:-0} ))
 faults_mark "fauxqs (pid $CHATFLOW_FAUXQS_PID) killed with SIGKILL: ${acks:-?} acked so far, ${consumed:-?} consumed, so it held at most $held acked messages"
-faults_at 4000
+faults_after 2000
 if private_stack restart-sqs >>"$TEST_LOGDIR/stack-restart.log" 2>&1; then
     private_stack_env
     faults_mark "fauxqs restarted (pid $CHATFLOW_FAUXQS_PID), queues recreated"

@@ -11,13 +11,13 @@
 FAULT_RETRIES=0
 faults_setup faults-unacked-window || finish
 faults_load_start "${FAULT_LOAD:-20000}"
-faults_at 2000
+faults_when_acked 30
 inflight=$(curl -s --max-time 2 "http://127.0.0.1:$P_ADMIN/metrics" | awk '$1 == "chatflow_inflight_messages" { print $2 }')
 kill_ms=$(( $(now_ms) - FAULT_T0_MS ))
 kill -KILL "$PRODUCER_PID"
 faults_mark "producer (pid $PRODUCER_PID) killed with SIGKILL with ${inflight:-?} frames unanswered"
 stop_bg producer >/dev/null 2>&1
-faults_at 3000
+faults_after 1000
 if faults_start_producer; then
     faults_mark "producer restarted (pid $PRODUCER_PID)"
     tap_ok "producer restarted after SIGKILL"
