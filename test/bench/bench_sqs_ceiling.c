@@ -85,7 +85,7 @@ static void *drain_room(void *arg)
         if (n) {
             sqs_handle_entry h[SQS_MAX_BATCH];
             sqs_entry_result r[SQS_MAX_BATCH];
-            char ids[SQS_MAX_BATCH][16];
+            char ids[SQS_MAX_BATCH][24]; /* room for "d" + any size_t: -O2 sanitizer builds check it */
             for (size_t i = 0; i < n; i++) {
                 snprintf(ids[i], sizeof ids[i], "d%zu", i);
                 h[i] = (sqs_handle_entry){ ids[i], m[i].receipt_handle, 0 };
