@@ -1,0 +1,786 @@
+// ChatFlow chat page: plain JavaScript, no framework, no build step.
+//
+// Two sockets per room (docs/protocol.md):
+//   producer  ws(s)://<page host>/chat/{room}        we send chat messages and TYPING here; each
+//                                                     message gets one ack or one error frame
+//   consumer  <eventsUrl>/chat/{room}?userId&username[&since]
+//                                                     MESSAGE, PRESENCE, TYPING, READ and ERROR
+//                                                     events arrive here; we send READ frames
+// and one HTTP API on the consumer (<apiUrl>/api/rooms/{room}/messages) for history.
+//
+// Ordering and exactly-once display: history is loaded first, then the consumer socket is opened
+// with since=<newest sequence number shown>, and every reconnect resumes from the newest one
+// received. Messages are deduplicated by messageId and by sequenceNumber, so a replay that overlaps
+// what is on screen never shows anything twice.
+'use strict';
+
+(function () {
+  const DEFAULT_CONFIG = {
+    eventsUrl: '',
+    apiUrl: '',
+    limits: { maxFrameBytes: 4096, maxMessageChars: 500, messagesPerMinute: 60, typingIntervalMs: 2000 },
+    rooms: { min: 1, max: 20 },
+  };
+  const HISTORY_PAGE = 50;
+  const TYPING_SHOWN_MS = 4000;      // a TYPING event is shown this long unless renewed
+  const ACK_TIMEOUT_MS = 15000;      // the producer answers within its publish deadline (5 s)
+  const BACKOFF_MIN_MS = 500;
+  const BACKOFF_MAX_MS = 10000;
+  const STABLE_AFTER_MS = 3000;      // a socket open this long resets its backoff
+  const READ_DEBOUNCE_MS = 300;      // one READ per burst of messages, not one per message
+  const USERNAME_RE = /^[A-Za-z0-9]{3,20}$/;
+  const SEQ_RE = /^[0-9]{1,40}$/;
+
+  const $ = (id) => document.getElementById(id);
+  const el = {
+    conn: $('conn'), connText: $('conn-text'),
+    join: $('join'), joinForm: $('join-form'), username: $('username'), room: $('room'),
+    roomHint: $('room-hint'), joinError: $('join-error'), joinButton: $('join-button'),
+    chat: $('chat'), roomTitle: $('room-title'), me: $('me'), leave: $('leave'),
+    loadOlder: $('load-older'), historyNote: $('history-note'), messages: $('messages'),
+    typing: $('typing'), online: $('online'), onlineCount: $('online-count'),
+    composer: $('composer'), text: $('text'), textCount: $('text-count'),
+  };
+
+  let config = DEFAULT_CONFIG;
+  let session = null; // everything about the room we are in; null on the join form
+
+  // ------------------------------------------------------------------ small helpers
+
+  // Sequence numbers are decimal strings that can exceed 2^64 (SQS FIFO), so compare as BigInt.
+  function seqCmp(a, b) {
+    const x = BigInt(a), y = BigInt(b);
+    return x < y ? -1 : x > y ? 1 : 0;
+  }
+  const isSeq = (s) => typeof s === 'string' && SEQ_RE.test(s);
+  const codePoints = (s) => Array.from(s).length;
+  const utf8Bytes = (s) => new TextEncoder().encode(s).length;
+
+  function randomToken(len) {
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+    const bytes = crypto.getRandomValues(new Uint8Array(len));
+    return Array.from(bytes, (b) => alphabet[b % alphabet.length]).join('');
+  }
+
+  function formatTime(iso) {
+    const d = new Date(iso);
+    return isNaN(d) ? '' : d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  }
+
+  // Base URLs of the consumer: "" in config.json means the page's host on the default ports.
+  function eventsBase() {
+    if (config.eventsUrl) return config.eventsUrl.replace(/\/+$/, '');
+    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    return `${proto}//${location.hostname}:8081`;
+  }
+  function apiBase() {
+    if (config.apiUrl) return config.apiUrl.replace(/\/+$/, '');
+    return `${location.protocol}//${location.hostname}:9091`;
+  }
+  function producerUrl(room) {
+    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    return `${proto}//${location.host}/chat/${room}`;
+  }
+
+  // One userId (1-100000) per user name, kept in localStorage so a reload is the same user.
+  function userIdFor(username) {
+    const key = `chatflow:userId:${username}`;
+    try {
+      const kept = localStorage.getItem(key);
+      if (kept && /^[1-9][0-9]{0,5}$/.test(kept) && Number(kept) <= 100000) return kept;
+    } catch (e) { /* storage disabled: a fresh id for this visit */ }
+    const id = String(1 + (crypto.getRandomValues(new Uint32Array(1))[0] % 100000));
+    try { localStorage.setItem(key, id); } catch (e) { /* see above */ }
+    return id;
+  }
+
+  // ------------------------------------------------------------------ reconnecting socket
+
+  // A WebSocket that reconnects with exponential backoff and jitter. url() is called for every
+  // attempt, so the consumer socket can resume with the newest sequence number seen by then.
+  function reconnectingSocket(name, url, handlers) {
+    let ws = null, attempt = 0, retryTimer = null, stableTimer = null, stopped = false;
+
+    function connect() {
+      retryTimer = null;
+      if (stopped) return;
+      handlers.onState('connecting');
+      ws = new WebSocket(url());
+      ws.onopen = () => {
+        handlers.onState('open');
+        // Only a connection that stays up resets the backoff: a server that accepts and closes
+        // at once (replay incomplete, room full) must not be hammered every 0.5 s.
+        stableTimer = setTimeout(() => { attempt = 0; }, STABLE_AFTER_MS);
+        handlers.onOpen();
+      };
+      ws.onmessage = (e) => { if (typeof e.data === 'string') handlers.onMessage(e.data); };
+      ws.onclose = (e) => {
+        clearTimeout(stableTimer);
+        ws = null;
+        if (stopped) return;
+        handlers.onClose(e.code, e.reason);
+        scheduleRetry();
+      };
+      // onerror is always followed by onclose, which does the work.
+    }
+
+    function scheduleRetry() {
+      const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** attempt);
+      attempt += 1;
+      // "Equal jitter": between half and all of the ceiling, so many clients dropped at once by
+      // a restarting server do not all come back in the same millisecond.
+      const delay = ceiling / 2 + Math.random() * (ceiling / 2);
+      handlers.onState('waiting', delay);
+      retryTimer = setTimeout(connect, delay);
+    }
+
+    connect();
+    return {
+      name,
+      isOpen: () => ws !== null && ws.readyState === WebSocket.OPEN,
+      send(text) {
+        if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+        ws.send(text);
+        return true;
+      },
+      close() {
+        stopped = true;
+        clearTimeout(retryTimer);
+        clearTimeout(stableTimer);
+        if (ws) ws.close(1000, 'leaving');
+      },
+    };
+  }
+
+  // ------------------------------------------------------------------ session (one room)
+
+  function newSession(username, room) {
+    return {
+      username, room, userId: userIdFor(username),
+      entries: [],            // messages on screen, in display order (sequenced first, then pending)
+      byMessageId: new Map(), // messageId -> entry
+      byClientId: new Map(),  // clientMessageId -> own entry
+      bySeq: new Map(),       // sequenceNumber received from the consumer -> entry
+      newestSeq: null,        // newest sequence number received from the consumer (resume point)
+      nextBefore: null, hasMore: false,
+      members: new Map(),     // userId -> username, from PRESENCE events
+      usernames: new Map(),   // userId -> username, anyone we have heard of (read-by tooltips)
+      typing: new Map(),      // userId -> {username, timer}
+      readPositions: new Map(), // userId -> newest sequence number that user has read
+      lastReadSent: null, readTimer: null,
+      lastTypingSent: 0,
+      localCounter: 0,
+      producer: null, consumer: null,
+      producerState: 'idle', consumerState: 'idle', consumerNote: '',
+    };
+  }
+
+  function join(username, room) {
+    session = newSession(username, room);
+    const s = session;
+    history.replaceState(null, '', `#room=${room}&username=${encodeURIComponent(username)}`);
+    el.join.hidden = true;
+    el.chat.hidden = false;
+    el.roomTitle.textContent = `Room ${room}`;
+    el.me.textContent = `as ${username}`;
+    el.messages.replaceChildren();
+    el.historyNote.textContent = 'Loading history…';
+    renderMembers();
+    renderTyping();
+    el.text.focus();
+
+    s.producer = reconnectingSocket('producer', () => producerUrl(room), {
+      onState: (st) => { s.producerState = st; renderConn(); },
+      onOpen: () => flushOutbox(s),
+      onMessage: (data) => onProducerFrame(s, data),
+      onClose: () => {},
+    });
+
+    // History first, so the subscription can start exactly after the newest message shown.
+    loadInitialHistory(s).then((ok) => {
+      if (session !== s) return;
+      if (!ok) el.historyNote.textContent = 'History is unavailable: showing new messages only.';
+      subscribe(s, ok);
+    });
+  }
+
+  function leave() {
+    const s = session;
+    if (!s) return;
+    session = null;
+    s.producer && s.producer.close();
+    s.consumer && s.consumer.close();
+    for (const t of s.typing.values()) clearTimeout(t.timer);
+    for (const e of s.entries) clearTimeout(e.ackTimer);
+    clearTimeout(s.readTimer);
+    history.replaceState(null, '', location.pathname);
+    el.chat.hidden = true;
+    el.join.hidden = false;
+    renderConn();
+  }
+
+  // ------------------------------------------------------------------ history
+
+  async function fetchHistory(s, before) {
+    const q = new URLSearchParams({ limit: String(HISTORY_PAGE), userId: s.userId });
+    if (before) q.set('before', before);
+    const res = await fetch(`${apiBase()}/api/rooms/${s.room}/messages?${q}`);
+    if (!res.ok) throw new Error(`history: HTTP ${res.status}`);
+    return res.json();
+  }
+
+  function applyHistoryPage(s, page) {
+    for (const m of page.messages || []) addMessageEvent(s, m, true);
+    s.hasMore = Boolean(page.hasMore);
+    s.nextBefore = isSeq(page.nextBefore) ? page.nextBefore : null;
+    for (const p of page.readPositions || []) noteReadPosition(s, String(p.userId), p.sequenceNumber);
+    // Our own stored position: no need to send READ again for what we read before the reload.
+    if (page.readPosition && isSeq(page.readPosition.sequenceNumber)) {
+      s.lastReadSent = page.readPosition.sequenceNumber;
+    }
+    el.loadOlder.hidden = !(s.hasMore && s.nextBefore);
+    renderAllStatuses(s);
+  }
+
+  // A few tries with backoff: without history the subscription cannot say where to start.
+  async function loadInitialHistory(s) {
+    for (let i = 0; i < 3; i++) {
+      try {
+        const page = await fetchHistory(s, null);
+        if (session !== s) return false;
+        applyHistoryPage(s, page);
+        el.historyNote.textContent = (page.messages || []).length ? '' : 'No messages yet.';
+        scrollToBottom();
+        return true;
+      } catch (e) {
+        await new Promise((r) => setTimeout(r, BACKOFF_MIN_MS * 2 ** i));
+        if (session !== s) return false;
+      }
+    }
+    return false;
+  }
+
+  async function loadOlder() {
+    const s = session;
+    if (!s || !s.nextBefore) return;
+    el.loadOlder.disabled = true;
+    // Keep what the user is looking at in place while older messages are added above it.
+    const list = el.messages;
+    const fromBottom = list.scrollHeight - list.scrollTop;
+    try {
+      const page = await fetchHistory(s, s.nextBefore);
+      if (session !== s) return;
+      applyHistoryPage(s, page);
+      list.scrollTop = list.scrollHeight - fromBottom;
+    } catch (e) {
+      el.historyNote.textContent = 'Could not load older messages; try again.';
+    } finally {
+      el.loadOlder.disabled = false;
+    }
+  }
+
+  // ------------------------------------------------------------------ consumer socket (events)
+
+  function subscribe(s, historyLoaded) {
+    s.consumer = reconnectingSocket('consumer', () => {
+      const q = new URLSearchParams({ userId: s.userId, username: s.username });
+      // since=0 after an empty history: the room had nothing, so replay whatever arrived since.
+      // Without any history (API down) we can only start live.
+      const since = s.newestSeq || (historyLoaded ? '0' : null);
+      if (since) q.set('since', since);
+      return `${eventsBase()}/chat/${s.room}?${q}`;
+    }, {
+      onState: (st) => { s.consumerState = st; renderConn(); },
+      onOpen: () => {
+        s.consumerNote = '';
+        // A fresh subscription starts with a full presence snapshot ("present" events).
+        s.members.clear();
+        renderMembers();
+        scheduleRead(s);
+      },
+      onMessage: (data) => onConsumerFrame(s, data),
+      onClose: (code) => {
+        s.consumerNote = closeReason(code);
+        for (const t of s.typing.values()) clearTimeout(t.timer);
+        s.typing.clear();
+        renderTyping();
+        el.online.classList.add('stale');
+      },
+    });
+  }
+
+  function closeReason(code) {
+    switch (code) {
+      case 1001: return 'the server is restarting';
+      case 1011: return 'history could not be read';
+      case 4008: return 'connection too slow';
+      case 4009: return 'the room is full';
+      case 4013: return 'catching up';
+      default: return '';
+    }
+  }
+
+  function onConsumerFrame(s, data) {
+    let ev;
+    try { ev = JSON.parse(data); } catch (e) { return; }
+    if (!ev || typeof ev !== 'object') return;
+    switch (ev.type) {
+      case 'MESSAGE': addMessageEvent(s, ev, false); break;
+      case 'PRESENCE': onPresence(s, ev); break;
+      case 'TYPING': onTyping(s, ev); break;
+      case 'READ': onRead(s, ev); break;
+      case 'ERROR': el.historyNote.textContent = `Server: ${ev.errorCode}: ${ev.errorMessage}`; break;
+      default: break; // newer event types are ignored, as the protocol asks
+    }
+  }
+
+  // A MESSAGE from history, a replay or live. Merges into what is on screen, never duplicates.
+  function addMessageEvent(s, ev, fromHistory) {
+    if (!isSeq(ev.sequenceNumber) || !ev.messageId) return;
+    const userId = String(ev.userId);
+    const own = userId === s.userId;
+    let entry = s.byMessageId.get(ev.messageId) || s.bySeq.get(ev.sequenceNumber);
+    // Our own message still waiting for its ack: live events carry our clientMessageId.
+    if (!entry && own && ev.clientMessageId) entry = s.byClientId.get(ev.clientMessageId);
+    if (entry && entry.received) return; // already shown: a replay overlapping history
+
+    if (!entry) {
+      entry = { key: `m${++s.localCounter}`, own };
+      s.entries.push(entry);
+    }
+    Object.assign(entry, {
+      messageId: ev.messageId, seq: ev.sequenceNumber, userId, username: ev.username,
+      message: ev.message, messageType: ev.messageType || 'TEXT',
+      timestamp: ev.timestamp, serverTimestamp: ev.serverTimestamp, received: true,
+    });
+    if (own) { entry.status = 'delivered'; entry.error = null; clearTimeout(entry.ackTimer); }
+    s.byMessageId.set(entry.messageId, entry);
+    s.bySeq.set(entry.seq, entry);
+    s.usernames.set(userId, ev.username);
+    if (!s.newestSeq || seqCmp(entry.seq, s.newestSeq) > 0) s.newestSeq = entry.seq;
+
+    const stick = nearBottom();
+    placeEntry(s, entry);
+    renderEntry(s, entry);
+    if (!fromHistory) {
+      el.historyNote.textContent = '';
+      stopTyping(s, userId); // they sent what they were typing
+      if (stick) scrollToBottom();
+      scheduleRead(s);
+    }
+  }
+
+  function onPresence(s, ev) {
+    const userId = String(ev.userId);
+    if (ev.status === 'ONLINE') {
+      s.members.set(userId, ev.username);
+      s.usernames.set(userId, ev.username);
+    } else if (ev.status === 'OFFLINE') {
+      s.members.delete(userId);
+      stopTyping(s, userId);
+    }
+    el.online.classList.remove('stale');
+    renderMembers();
+  }
+
+  function onTyping(s, ev) {
+    const userId = String(ev.userId);
+    if (userId === s.userId) return;
+    const prev = s.typing.get(userId);
+    if (prev) clearTimeout(prev.timer);
+    s.typing.set(userId, {
+      username: ev.username,
+      timer: setTimeout(() => stopTyping(s, userId), TYPING_SHOWN_MS),
+    });
+    renderTyping();
+  }
+
+  function stopTyping(s, userId) {
+    const t = s.typing.get(userId);
+    if (!t) return;
+    clearTimeout(t.timer);
+    s.typing.delete(userId);
+    renderTyping();
+  }
+
+  function noteReadPosition(s, userId, seq) {
+    if (!isSeq(seq)) return false;
+    const prev = s.readPositions.get(userId);
+    if (prev && seqCmp(prev, seq) >= 0) return false;
+    s.readPositions.set(userId, seq);
+    return true;
+  }
+
+  function onRead(s, ev) {
+    const userId = String(ev.userId);
+    if (ev.username) s.usernames.set(userId, ev.username);
+    if (noteReadPosition(s, userId, ev.sequenceNumber)) renderAllStatuses(s);
+  }
+
+  // Tell the room we have read up to the newest message, when someone can actually see it.
+  function scheduleRead(s) {
+    clearTimeout(s.readTimer);
+    s.readTimer = setTimeout(() => sendRead(s), READ_DEBOUNCE_MS);
+  }
+
+  function sendRead(s) {
+    if (session !== s || document.visibilityState !== 'visible' || !s.newestSeq) return;
+    if (s.lastReadSent && seqCmp(s.newestSeq, s.lastReadSent) <= 0) return;
+    const frame = { type: 'READ', roomId: String(s.room), sequenceNumber: s.newestSeq };
+    if (s.consumer && s.consumer.send(JSON.stringify(frame))) s.lastReadSent = s.newestSeq;
+  }
+
+  // ------------------------------------------------------------------ producer socket (sending)
+
+  function sendText(s, text) {
+    const clientMessageId = `c-${randomToken(16)}`;
+    const timestamp = new Date().toISOString();
+    const frame = JSON.stringify({
+      userId: s.userId, username: s.username, message: text, timestamp, messageType: 'TEXT', clientMessageId,
+    });
+    const entry = {
+      key: `m${++s.localCounter}`, own: true, clientMessageId, frame, userId: s.userId,
+      username: s.username, message: text, messageType: 'TEXT', timestamp,
+      status: 'sending', received: false,
+    };
+    s.byClientId.set(clientMessageId, entry);
+    s.entries.push(entry);
+    placeEntry(s, entry);
+    // The producer does not parse a frame over its size limit, so its error could not name this
+    // message: refuse it here. Every other rule (length, characters) is the server's to judge.
+    if (utf8Bytes(frame) > config.limits.maxFrameBytes) {
+      entry.status = 'error';
+      entry.error = { code: 'MESSAGE_TOO_LARGE',
+        message: `the message is ${utf8Bytes(text)} bytes; frames are limited to ${config.limits.maxFrameBytes}` };
+      entry.noRetry = true;
+    } else {
+      transmit(s, entry);
+    }
+    renderEntry(s, entry);
+    scrollToBottom();
+  }
+
+  // Sends (or re-sends: retry, reconnect) an own message with the same clientMessageId, which the
+  // producer maps to the same messageId and queues once.
+  function transmit(s, entry) {
+    entry.status = 'sending';
+    entry.error = null;
+    clearTimeout(entry.ackTimer);
+    if (s.producer.send(entry.frame)) {
+      entry.ackTimer = setTimeout(() => {
+        if (entry.status !== 'sending') return;
+        entry.status = 'error';
+        entry.error = { code: 'NO_ANSWER', message: 'the server did not answer in time' };
+        renderEntry(s, entry);
+      }, ACK_TIMEOUT_MS);
+    } // else: not connected; flushOutbox sends it when the producer socket opens
+    renderEntry(s, entry);
+  }
+
+  // After (re)connecting: everything still unanswered goes again, in the order it was written.
+  function flushOutbox(s) {
+    for (const entry of s.entries) {
+      if (entry.own && !entry.received && entry.status === 'sending') transmit(s, entry);
+    }
+  }
+
+  function onProducerFrame(s, data) {
+    let f;
+    try { f = JSON.parse(data); } catch (e) { return; }
+    if (!f || typeof f !== 'object') return;
+    let entry = f.clientMessageId ? s.byClientId.get(f.clientMessageId) : null;
+    if (!entry && f.status === 'ERROR') entry = onlyEntrySending(s);
+    if (!entry) {
+      if (f.status === 'ERROR') el.historyNote.textContent = `Server: ${f.errorCode}: ${f.errorMessage}`;
+      return;
+    }
+    clearTimeout(entry.ackTimer);
+    if (f.status === 'SUCCESS') onAck(s, entry, f);
+    else if (f.status === 'ERROR' && !entry.received) {
+      entry.status = 'error';
+      entry.error = { code: f.errorCode || 'ERROR', message: f.errorMessage || '' };
+      renderEntry(s, entry);
+    }
+  }
+
+  // An error without a clientMessageId (the frame could not be read) belongs to the one message
+  // in flight, if there is exactly one; otherwise it is shown as a general notice.
+  function onlyEntrySending(s) {
+    const sending = s.entries.filter((e) => e.own && e.status === 'sending');
+    return sending.length === 1 ? sending[0] : null;
+  }
+
+  function onAck(s, entry, f) {
+    if (f.messageId) {
+      const other = s.byMessageId.get(f.messageId);
+      if (other && other !== entry) {
+        // The MESSAGE event came first without our clientMessageId (a replay): it is this one.
+        removeEntry(s, entry);
+        other.own = true;
+        other.clientMessageId = entry.clientMessageId;
+        s.byClientId.set(entry.clientMessageId, other);
+        renderEntry(s, other);
+        return;
+      }
+      entry.messageId = f.messageId;
+      s.byMessageId.set(f.messageId, entry);
+    }
+    if (entry.received) return; // already "delivered": an ack never moves it back
+    entry.status = 'sent';
+    entry.serverTimestamp = f.serverTimestamp || entry.serverTimestamp;
+    // Its place in the room is known now. Not a resume point: earlier messages of others may
+    // still be on their way, so newestSeq only moves on what the consumer delivered.
+    if (isSeq(f.sequenceNumber)) { entry.ackSeq = f.sequenceNumber; placeEntry(s, entry); }
+    renderEntry(s, entry);
+  }
+
+  function onInput() {
+    const s = session;
+    renderCount();
+    if (!s || !el.text.value.trim()) return;
+    // The producer drops TYPING frames closer together than its interval; stay just above it.
+    const now = Date.now();
+    if (now - s.lastTypingSent < config.limits.typingIntervalMs + 100) return;
+    const frame = { type: 'TYPING', userId: s.userId, username: s.username };
+    if (s.producer && s.producer.send(JSON.stringify(frame))) s.lastTypingSent = now;
+  }
+
+  // ------------------------------------------------------------------ ordering on screen
+
+  const entrySeq = (e) => e.seq || e.ackSeq || null;
+
+  // Sequenced messages in sequence order; messages without a number yet (sending) at the end in
+  // the order they were written. Moves the entry's element to match.
+  function placeEntry(s, entry) {
+    const list = s.entries;
+    list.splice(list.indexOf(entry), 1);
+    let i = list.length;
+    const seq = entrySeq(entry);
+    if (seq) {
+      while (i > 0) {
+        const prev = entrySeq(list[i - 1]);
+        if (prev && seqCmp(prev, seq) <= 0) break;
+        i--;
+      }
+    }
+    list.splice(i, 0, entry);
+    if (!entry.el) entry.el = buildEntryElement(entry);
+    const next = list[i + 1];
+    el.messages.insertBefore(entry.el, next ? next.el : null);
+  }
+
+  function removeEntry(s, entry) {
+    const i = s.entries.indexOf(entry);
+    if (i >= 0) s.entries.splice(i, 1);
+    if (entry.el) entry.el.remove();
+  }
+
+  // ------------------------------------------------------------------ rendering
+
+  function buildEntryElement(entry) {
+    const li = document.createElement('li');
+    li.className = 'msg';
+    const meta = document.createElement('div');
+    meta.className = 'meta';
+    const author = document.createElement('span');
+    author.className = 'author';
+    const time = document.createElement('time');
+    meta.append(author, ' ', time);
+    const text = document.createElement('p');
+    text.className = 'text';
+    const status = document.createElement('div');
+    status.className = 'status';
+    li.append(meta, text, status);
+    return li;
+  }
+
+  // Only textContent is ever set from message data: nothing a user sends can become markup.
+  function renderEntry(s, entry) {
+    const li = entry.el;
+    const [meta, text, status] = li.children;
+    li.classList.toggle('own', entry.own);
+    li.classList.toggle('system', entry.messageType !== 'TEXT');
+    if (entry.messageId) li.dataset.messageId = entry.messageId;
+    if (entry.clientMessageId) li.dataset.clientMessageId = entry.clientMessageId;
+    if (entry.seq) li.dataset.seq = entry.seq;
+    meta.children[0].textContent = entry.own ? `${entry.username} (you)` : entry.username;
+    const when = entry.serverTimestamp || entry.timestamp;
+    meta.children[1].textContent = formatTime(when);
+    meta.children[1].dateTime = when || '';
+    if (entry.messageType === 'JOIN') text.textContent = `joined the room${entry.message ? ': ' + entry.message : ''}`;
+    else if (entry.messageType === 'LEAVE') text.textContent = `left the room${entry.message ? ': ' + entry.message : ''}`;
+    else text.textContent = entry.message;
+    if (entry.own) renderStatus(s, entry, status);
+    else status.replaceChildren();
+  }
+
+  function renderStatus(s, entry, box) {
+    const readers = readersOf(s, entry);
+    const shown = entry.status === 'delivered' && readers.length ? 'read' : entry.status;
+    entry.el.dataset.status = shown;
+    const label = document.createElement('span');
+    label.className = 'status-text';
+    if (shown === 'sending') label.textContent = 'sending…';
+    else if (shown === 'sent') label.textContent = 'sent';
+    else if (shown === 'delivered') label.textContent = 'delivered';
+    else if (shown === 'read') {
+      label.textContent = `read by ${readers.length}`;
+      label.title = readers.map((id) => s.usernames.get(id) || `user ${id}`).join(', ');
+    } else if (shown === 'error') {
+      label.textContent = `not sent: ${entry.error.code}${entry.error.message ? ' — ' + entry.error.message : ''}`;
+      label.setAttribute('role', 'alert');
+    }
+    box.replaceChildren(label);
+    if (shown === 'error' && !entry.noRetry) {
+      const retry = document.createElement('button');
+      retry.type = 'button';
+      retry.className = 'retry link';
+      retry.textContent = 'Retry';
+      retry.addEventListener('click', () => { if (session === s) transmit(s, entry); });
+      box.append(' ', retry);
+    }
+  }
+
+  // Other members whose read position is at or past this message.
+  function readersOf(s, entry) {
+    const seq = entrySeq(entry);
+    if (!seq || !entry.received) return [];
+    const out = [];
+    for (const [userId, pos] of s.readPositions) {
+      if (userId !== s.userId && seqCmp(pos, seq) >= 0) out.push(userId);
+    }
+    return out;
+  }
+
+  function renderAllStatuses(s) {
+    for (const e of s.entries) if (e.own && e.el) renderStatus(s, e, e.el.children[2]);
+  }
+
+  function renderMembers() {
+    const s = session;
+    const items = s ? [...s.members].sort((a, b) => a[1].localeCompare(b[1])) : [];
+    el.online.replaceChildren(...items.map(([userId, username]) => {
+      const li = document.createElement('li');
+      li.dataset.userId = userId;
+      li.textContent = userId === s.userId ? `${username} (you)` : username;
+      return li;
+    }));
+    el.onlineCount.textContent = String(items.length);
+  }
+
+  function renderTyping() {
+    const names = session ? [...session.typing.values()].map((t) => t.username) : [];
+    if (names.length === 0) el.typing.textContent = '';
+    else if (names.length === 1) el.typing.textContent = `${names[0]} is typing…`;
+    else if (names.length === 2) el.typing.textContent = `${names[0]} and ${names[1]} are typing…`;
+    else el.typing.textContent = `${names.length} people are typing…`;
+    el.typing.hidden = names.length === 0;
+  }
+
+  function renderConn() {
+    const s = session;
+    const p = s ? s.producerState : 'idle', c = s ? s.consumerState : 'idle';
+    el.conn.dataset.producer = p;
+    el.conn.dataset.consumer = c;
+    let text;
+    if (!s) text = 'Not connected';
+    else if (p === 'open' && c === 'open') text = 'Connected';
+    else if (p !== 'open' && c !== 'open') text = 'Connecting…';
+    else if (p !== 'open') text = 'Reconnecting (sending paused)…';
+    else text = `Reconnecting (new messages paused${s.consumerNote ? ': ' + s.consumerNote : ''})…`;
+    el.connText.textContent = text;
+    el.conn.className = `conn ${!s ? '' : p === 'open' && c === 'open' ? 'ok' : 'warn'}`;
+  }
+
+  function renderCount() {
+    const n = codePoints(el.text.value), max = config.limits.maxMessageChars;
+    // Shown near the limit only; over it the server will refuse the message, and says why.
+    el.textCount.textContent = n > max * 0.8 ? `${n}/${max}` : '';
+    el.textCount.classList.toggle('over', n > max);
+  }
+
+  function nearBottom() {
+    const l = el.messages;
+    return l.scrollHeight - l.scrollTop - l.clientHeight < 80;
+  }
+  function scrollToBottom() { el.messages.scrollTop = el.messages.scrollHeight; }
+
+  // ------------------------------------------------------------------ forms and start-up
+
+  function validateJoin(username, roomText) {
+    if (!USERNAME_RE.test(username)) return 'The user name must be 3–20 letters or digits.';
+    const { min, max } = config.rooms;
+    if (!/^[1-9][0-9]*$/.test(roomText) || Number(roomText) < min || Number(roomText) > max) {
+      return `The room must be a whole number from ${min} to ${max}.`;
+    }
+    return '';
+  }
+
+  function onJoinSubmit(e) {
+    e.preventDefault();
+    const username = el.username.value.trim(), roomText = el.room.value.trim();
+    const problem = validateJoin(username, roomText);
+    el.joinError.textContent = problem;
+    if (!problem) join(username, Number(roomText));
+  }
+
+  function onComposerSubmit(e) {
+    e.preventDefault();
+    const s = session, text = el.text.value;
+    if (!s || !text.trim()) return;
+    sendText(s, text);
+    el.text.value = '';
+    renderCount();
+  }
+
+  // Enter sends, Shift+Enter starts a new line.
+  function onComposerKey(e) {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) onComposerSubmit(e);
+  }
+
+  async function loadConfig() {
+    try {
+      const res = await fetch('/config.json', { cache: 'no-store' });
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      const c = await res.json();
+      config = {
+        eventsUrl: typeof c.eventsUrl === 'string' ? c.eventsUrl : '',
+        apiUrl: typeof c.apiUrl === 'string' ? c.apiUrl : '',
+        limits: Object.assign({}, DEFAULT_CONFIG.limits, c.limits || {}),
+        rooms: Object.assign({}, DEFAULT_CONFIG.rooms, c.rooms || {}),
+      };
+    } catch (e) {
+      // Defaults are the services' own defaults, so the page still works against them.
+      el.joinError.textContent = `Could not read /config.json (${e.message}); using defaults.`;
+    }
+    el.room.min = String(config.rooms.min);
+    el.room.max = String(config.rooms.max);
+    el.roomHint.textContent = `${config.rooms.min}–${config.rooms.max}`;
+  }
+
+  // #room=3&username=bob: a reload (or a shared link) goes straight back into the room.
+  function joinFromHash() {
+    const h = new URLSearchParams(location.hash.replace(/^#/, ''));
+    const username = h.get('username') || '', roomText = h.get('room') || '';
+    if (!username && !roomText) return;
+    el.username.value = username;
+    el.room.value = roomText;
+    if (!validateJoin(username, roomText)) join(username, Number(roomText));
+  }
+
+  async function start() {
+    el.joinForm.addEventListener('submit', onJoinSubmit);
+    el.composer.addEventListener('submit', onComposerSubmit);
+    el.text.addEventListener('keydown', onComposerKey);
+    el.text.addEventListener('input', onInput);
+    el.leave.addEventListener('click', leave);
+    el.loadOlder.addEventListener('click', loadOlder);
+    document.addEventListener('visibilitychange', () => { if (session) scheduleRead(session); });
+    await loadConfig();
+    el.joinButton.disabled = false;
+    renderConn();
+    joinFromHash();
+  }
+
+  start();
+})();
