@@ -11,6 +11,9 @@
  * connection that dropped, are sent again with the same clientMessageId after an exponential
  * backoff (100 ms * 2^attempt, with jitter), at most max_retries times.
  *
+ * Pacing (--rate N): first sends are held to N per second over all connections (retries are not
+ * held back); the senders are visited from a rotating start so every room gets its share.
+ *
  * Subscribers (--subscribe): one consumer connection per room; each BroadcastEvent's messageId is
  * looked up among the planned ids to count receptions, duplicates and order: messages of one sending
  * connection that were acked on their first attempt must reach the subscriber in send order.
@@ -19,6 +22,7 @@
 #include "wsclient.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,6 +75,8 @@ struct driver {
     size_t *id_table;                           /* open addressing: messageId -> index + 1 */
     size_t id_mask;
     long done;                                  /* acked + failed */
+    long first_sends;                           /* records sent at least once */
+    int next_sender;                            /* where service_senders starts (pacing fairness) */
     unsigned rand_state;
 };
 
@@ -222,6 +228,11 @@ static void on_answer(driver *d, sender *s, const char *data, size_t len)
         r->in_order_candidate = r->attempts == 1;
         d->ph->acked++;
         d->done++;
+        if (r->broadcasts) {   /* the broadcast overtook the ack */
+            d->ph->acked_broadcast++;
+            if (r->broadcast_us > d->ph->last_broadcast_us)
+                d->ph->last_broadcast_us = r->broadcast_us;
+        }
     } else {
         const char *code = json_string_value(json_object_get(root, "errorCode"));
         code = code ? code : "ERROR";
@@ -264,6 +275,10 @@ static void on_broadcast(driver *d, subscriber *sub, const char *data, size_t le
         d->ph->broadcasts_duplicated++;
     } else {
         r->broadcast_us = now_us();
+        if (r->state == REC_ACKED) {
+            d->ph->acked_broadcast++;
+            d->ph->last_broadcast_us = r->broadcast_us;
+        }
     }
     if (r->broadcasts < 255)
         r->broadcasts++;
@@ -365,10 +380,24 @@ static bool wait_open(driver *d, int timeout_s, bool subscribers)
     }
 }
 
+/* First sends still allowed now under --rate (LONG_MAX without it). */
+static long send_budget(const driver *d, int64_t now)
+{
+    long rate = d->ph->opt->rate;
+    if (rate <= 0)
+        return LONG_MAX;
+    long allowed = (long)((double)(now - d->ph->start_us) * (double)rate / 1e6) + 1;
+    return allowed > d->first_sends ? allowed - d->first_sends : 0;
+}
+
 static void service_senders(driver *d)
 {
     int64_t now = now_us();
-    for (int i = 0; i < d->n_senders; i++) {
+    long budget = send_budget(d, now);
+    int start = d->next_sender;
+    d->next_sender = d->n_senders ? (d->next_sender + 1) % d->n_senders : 0;
+    for (int k = 0; k < d->n_senders; k++) {
+        int i = (start + k) % d->n_senders;
         sender *s = &d->senders[i];
         if (s->conn && wsc_is_closed(s->conn)) {
             wsc_free(s->conn);
@@ -390,6 +419,8 @@ static void service_senders(driver *d)
             size_t idx;
             if (!fifo_pop(&d->retry_ready[s->room], &idx)) {
                 void *item;
+                if (budget <= 0)
+                    break;
                 if (workqueue_pop_many(d->ph->room_queue[s->room], &item, 1) != 1)
                     break;
                 idx = (size_t)(uintptr_t)item - 1;
@@ -402,6 +433,8 @@ static void service_senders(driver *d)
                 break;
             }
             if (r->attempts == 0) {
+                budget--;
+                d->first_sends++;
                 r->first_send_us = now_us();
                 r->wall_send_ms = time_wall_ms();
                 r->sender = s->id;
@@ -464,12 +497,16 @@ static void progress(const driver *d, int64_t *last_us, long *last_done)
     *last_done = d->done;
 }
 
-static bool all_broadcast(const driver *d)
+static void drain_progress(const driver *d, int64_t *last_us, long *last_seen)
 {
-    for (size_t i = d->ph->first; i < d->ph->first + d->ph->n; i++)
-        if (d->ph->rec[i].state == REC_ACKED && d->ph->rec[i].broadcasts == 0)
-            return false;
-    return true;
+    int64_t now = now_us();
+    if (d->ph->opt->quiet || now - *last_us < 2000000)
+        return;
+    double rate = (double)(d->ph->acked_broadcast - *last_seen) / ((double)(now - *last_us) / 1e6);
+    fprintf(stderr, "loadgen: waiting for broadcasts: %ld/%ld acked messages seen (%.0f msg/s)\n",
+            d->ph->acked_broadcast, d->ph->acked, rate);
+    *last_us = now;
+    *last_seen = d->ph->acked_broadcast;
 }
 
 bool lg_drive(lg_phase *ph)
@@ -557,9 +594,12 @@ bool lg_drive(lg_phase *ph)
 
     if (d.n_subs) {
         int64_t deadline = now_us() + (int64_t)opt->drain_timeout_s * 1000000;
-        while (!all_broadcast(&d) && now_us() < deadline) {
+        last_us = now_us();
+        long last_seen = ph->acked_broadcast;
+        while (ph->acked_broadcast < ph->acked && now_us() < deadline) {
             service_subscribers(&d);
             wsc_service(d.ctx, 20);
+            drain_progress(&d, &last_us, &last_seen);
         }
         for (size_t i = ph->first; i < ph->first + ph->n; i++)
             if (ph->rec[i].state == REC_ACKED && ph->rec[i].broadcasts == 0)

@@ -59,6 +59,7 @@ typedef struct {
     int warmup_connections;
     long warmup_messages;         /* per warm-up connection */
     int window;                   /* unacked per connection */
+    long rate;                    /* first sends per second over all connections; 0 = as the windows allow */
     int rooms;
     int max_retries;
     bool subscribe;
@@ -82,7 +83,9 @@ typedef struct {
     long acked, failed, retries, reconnections, connections_opened, errors_seen;
     long broadcasts_received, broadcasts_duplicated, broadcasts_out_of_order, broadcasts_unknown;
     long broadcasts_lost;
+    long acked_broadcast;         /* acked records seen at least once by their subscriber */
     int64_t start_us, end_us;     /* monotonic */
+    int64_t last_broadcast_us;    /* when the last acked record was first seen by a subscriber */
     int64_t start_wall_ms, end_wall_ms;
     char fatal[256];              /* set when the run could not go on */
 } lg_phase;

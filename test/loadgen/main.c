@@ -26,6 +26,7 @@ static void usage(FILE *out)
             "  --warmup-connections N warm-up connections (32; 0 skips the warm-up)\n"
             "  --warmup-messages N    messages per warm-up connection (1000)\n"
             "  --window N             unacked messages per connection (20)\n"
+            "  --rate N               first sends per second over all connections (0: as fast as the windows allow)\n"
             "  --rooms N              rooms 1..N (20)\n"
             "  --retries N            resends per message before it counts as failed (5)\n"
             "  --subscribe            also subscribe to the consumer for every room and match broadcasts\n"
@@ -53,22 +54,23 @@ static bool parse_long(const char *s, long lo, long hi, long *out)
 
 static int parse_flags(int argc, char **argv, lg_options *o)
 {
-    enum { F_HOST = 1, F_PORT, F_MESSAGES, F_CONN, F_WCONN, F_WMSG, F_WINDOW, F_ROOMS, F_RETRIES, F_SUB,
+    enum { F_HOST = 1, F_PORT, F_MESSAGES, F_CONN, F_WCONN, F_WMSG, F_WINDOW, F_RATE, F_ROOMS, F_RETRIES, F_SUB,
            F_CHOST, F_CPORT, F_CADMIN, F_DRAIN, F_CTIMEOUT, F_OUT, F_JSON, F_ACKED, F_SEED, F_QUIET, F_HELP };
     static const struct option longopts[] = {
         { "host", 1, 0, F_HOST }, { "port", 1, 0, F_PORT }, { "messages", 1, 0, F_MESSAGES },
         { "connections", 1, 0, F_CONN }, { "warmup-connections", 1, 0, F_WCONN },
-        { "warmup-messages", 1, 0, F_WMSG }, { "window", 1, 0, F_WINDOW }, { "rooms", 1, 0, F_ROOMS },
+        { "warmup-messages", 1, 0, F_WMSG }, { "window", 1, 0, F_WINDOW }, { "rate", 1, 0, F_RATE },
+        { "rooms", 1, 0, F_ROOMS },
         { "retries", 1, 0, F_RETRIES }, { "subscribe", 0, 0, F_SUB }, { "consumer-host", 1, 0, F_CHOST },
         { "consumer-port", 1, 0, F_CPORT }, { "consumer-admin", 1, 0, F_CADMIN },
         { "drain-timeout", 1, 0, F_DRAIN }, { "connect-timeout", 1, 0, F_CTIMEOUT },
         { "out-dir", 1, 0, F_OUT }, { "json", 1, 0, F_JSON }, { "acked-ids", 1, 0, F_ACKED }, { "seed", 1, 0, F_SEED },
         { "quiet", 0, 0, F_QUIET }, { "help", 0, 0, F_HELP }, { 0, 0, 0, 0 }
     };
-    int ch;
+    int ch, li = -1;
     long v;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    while ((li = -1, ch = getopt_long(argc, argv, "", longopts, &li)) != -1) {
         const char *a = optarg;
         bool ok = true;
         switch (ch) {
@@ -79,6 +81,7 @@ static int parse_flags(int argc, char **argv, lg_options *o)
         case F_WCONN: ok = parse_long(a, 0, 10000, &v); o->warmup_connections = (int)v; break;
         case F_WMSG: ok = parse_long(a, 1, 10000000, &o->warmup_messages); break;
         case F_WINDOW: ok = parse_long(a, 1, 10000, &v); o->window = (int)v; break;
+        case F_RATE: ok = parse_long(a, 0, 10000000, &o->rate); break;
         case F_ROOMS: ok = parse_long(a, 1, LG_MAX_ROOMS, &v); o->rooms = (int)v; break;
         case F_RETRIES: ok = parse_long(a, 0, 20, &v); o->max_retries = (int)v; break;
         case F_SUB: o->subscribe = true; break;
@@ -99,7 +102,7 @@ static int parse_flags(int argc, char **argv, lg_options *o)
             return 2;
         }
         if (!ok) {
-            fprintf(stderr, "chatflow-loadgen: bad value '%s' for %s\n", a, argv[optind - 1]);
+            fprintf(stderr, "chatflow-loadgen: bad value '%s' for --%s\n", a, li >= 0 ? longopts[li].name : "?");
             usage(stderr);
             return 2;
         }

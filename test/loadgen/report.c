@@ -176,6 +176,9 @@ bool lg_report(const lg_phase *ph, const lg_phase *warmup, char *metrics_json)
     double wall_s = (double)(ph->end_us - ph->start_us) / 1e6;
     lg_latency ack = lg_latency_of(ph->rec + ph->first, ph->n, false);
     lg_latency e2e = lg_latency_of(ph->rec + ph->first, ph->n, true);
+    /* End to end: from the first send to the last acked message's first broadcast. */
+    double e2e_wall_s = ph->acked_broadcast ? (double)(ph->last_broadcast_us - ph->start_us) / 1e6 : 0;
+    double e2e_rate = e2e_wall_s > 0 ? (double)ph->acked_broadcast / e2e_wall_s : 0;
     long per_room[LG_MAX_ROOMS + 1] = { 0 }, per_type[3] = { 0 };
     for (size_t i = ph->first; i < ph->first + ph->n; i++) {
         if (ph->rec[i].state != REC_ACKED)
@@ -197,7 +200,11 @@ bool lg_report(const lg_phase *ph, const lg_phase *warmup, char *metrics_json)
         printf("  warm-up: %zu messages on %d connections, %ld acked, %ld failed, %.1f s\n", warmup->n,
                opt->warmup_connections, warmup->acked, warmup->failed,
                (double)(warmup->end_us - warmup->start_us) / 1e6);
-    printf("  main phase: %zu messages on %d connections over %d rooms\n", ph->n, opt->connections, opt->rooms);
+    printf("  main phase: %zu messages on %d connections over %d rooms, window %d", ph->n, opt->connections,
+           opt->rooms, opt->window);
+    if (opt->rate > 0)
+        printf(", paced at %ld msg/s", opt->rate);
+    printf("\n");
     printf("  sent:            %zu\n", ph->n);
     printf("  acked:           %ld\n", ph->acked);
     printf("  failed:          %ld\n", ph->failed);
@@ -209,6 +216,8 @@ bool lg_report(const lg_phase *ph, const lg_phase *warmup, char *metrics_json)
     print_latency("ack latency", ack);
     if (opt->subscribe) {
         print_latency("end-to-end latency", e2e);
+        printf("  end to end:      %ld acked messages broadcast in %.2f s = %.0f msg/s (first send to last broadcast)\n",
+               ph->acked_broadcast, e2e_wall_s, e2e_rate);
         printf("  broadcasts: expected %ld, received %ld, lost %ld, duplicated %ld, out of order %ld, unknown %ld\n",
                ph->acked, ph->broadcasts_received, ph->broadcasts_lost, ph->broadcasts_duplicated,
                ph->broadcasts_out_of_order, ph->broadcasts_unknown);
@@ -250,6 +259,14 @@ bool lg_report(const lg_phase *ph, const lg_phase *warmup, char *metrics_json)
             (json_int_t)ph->broadcasts_out_of_order, "unknown", (json_int_t)ph->broadcasts_unknown, "csv", csv,
             "series", tsv, "chart", chart ? png : NULL, "throughputSeries", series);
         series = NULL;
+        if (doc && opt->subscribe)
+            json_object_set_new(doc, "endToEnd",
+                                json_pack("{s:I,s:f,s:f}", "broadcastMessages", (json_int_t)ph->acked_broadcast,
+                                          "wallTimeSeconds", e2e_wall_s, "throughputPerSecond", e2e_rate));
+        if (doc) {
+            json_object_set_new(doc, "window", json_integer(opt->window));
+            json_object_set_new(doc, "rate", json_integer(opt->rate));
+        }
         if (doc && consumer)
             json_object_set_new(doc, "consumerMetrics", consumer);
         else
