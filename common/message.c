@@ -322,6 +322,33 @@ static json_t *load_object(const char *what, const char *text, size_t len, char 
     return root;
 }
 
+/* "type": absent (or null) and "MESSAGE" are a chat message, "TYPING" a typing indicator. */
+static bool parse_kind(json_t *obj, chat_kind *kind, char *err, size_t err_len)
+{
+    json_t *v = json_object_get(obj, "type");
+    const char *s = json_is_string(v) ? json_string_value(v) : NULL;
+    if (!v || json_is_null(v) || (s && strcmp(s, "MESSAGE") == 0)) {
+        *kind = CHAT_KIND_MESSAGE;
+        return true;
+    }
+    if (s && strcmp(s, "TYPING") == 0) {
+        *kind = CHAT_KIND_TYPING;
+        return true;
+    }
+    return fail(err, err_len, "type: must be MESSAGE or TYPING");
+}
+
+/* A typing indicator: who is typing, and (from a client, optionally) when. */
+static bool parse_typing_fields(json_t *obj, bool from_client, chat_message *out, char *err,
+                                size_t err_len)
+{
+    if (!parse_user_id(obj, from_client, out->user_id, err, err_len) ||
+        !parse_username(obj, out, err, err_len))
+        return false;
+    if (from_client && !json_object_get(obj, "timestamp")) return true;
+    return parse_instant(obj, "timestamp", out->timestamp, sizeof out->timestamp, err, err_len);
+}
+
 chat_status chat_frame_parse(const char *frame, size_t len, size_t max_frame, chat_message *out,
                              char *err, size_t err_len)
 {
@@ -338,7 +365,15 @@ chat_status chat_frame_parse(const char *frame, size_t len, size_t max_frame, ch
     }
     json_t *root = load_object("frame", frame, len, err, err_len);
     if (!root) return CHAT_INVALID_JSON;
-    bool ok = parse_client_fields(root, true, out, err, err_len);
+    bool ok;
+    if (!parse_kind(root, &out->kind, err, err_len)) {
+        ok = false;
+        parse_client_message_id(root, out, NULL, 0);   /* echoed by the error frame when valid */
+    } else if (out->kind == CHAT_KIND_TYPING) {
+        ok = parse_typing_fields(root, true, out, err, err_len);
+    } else {
+        ok = parse_client_fields(root, true, out, err, err_len);
+    }
     json_decref(root);
     return ok ? CHAT_OK : CHAT_VALIDATION_ERROR;
 }
@@ -397,8 +432,9 @@ bool queue_message_parse(const char *json, size_t len, chat_message *out, char *
     if (err && err_len) err[0] = '\0';
     json_t *root = load_object("queue message", json, len, err, err_len);
     if (!root) return false;
-    bool ok = parse_queue_ids(root, out, err, err_len) &&
-              parse_client_fields(root, false, out, err, err_len) &&
+    bool ok = parse_kind(root, &out->kind, err, err_len) && parse_queue_ids(root, out, err, err_len) &&
+              (out->kind == CHAT_KIND_TYPING ? parse_typing_fields(root, false, out, err, err_len)
+                                             : parse_client_fields(root, false, out, err, err_len)) &&
               parse_bounded_string(root, "serverId", 1, out->server_id, sizeof out->server_id, err,
                                    err_len) &&
               /* empty when the producer could not learn the peer address */
@@ -461,8 +497,25 @@ static char *builder_finish(json_builder *b)
     return text;
 }
 
+/* {"type":"TYPING", ...}: the typing indicator's queue body. */
+static char *typing_queue_json(const chat_message *m)
+{
+    json_builder b = builder_start();
+    put_string(&b, "type", "TYPING");
+    put_string(&b, "messageId", m->message_id);
+    put_string(&b, "roomId", m->room_id);
+    put_string(&b, "userId", m->user_id);
+    put_string(&b, "username", m->username);
+    put_string(&b, "timestamp", m->timestamp);
+    put_string(&b, "serverId", m->server_id);
+    put_string(&b, "clientIp", m->client_ip);
+    put_string(&b, "receivedAt", m->received_at);
+    return builder_finish(&b);
+}
+
 char *queue_message_to_json(const chat_message *m)
 {
+    if (m->kind == CHAT_KIND_TYPING) return typing_queue_json(m);
     json_builder b = builder_start();
     put_string(&b, "messageId", m->message_id);
     put_string(&b, "roomId", m->room_id);
@@ -483,6 +536,14 @@ char *broadcast_event_to_json(const chat_message *m, const char *server_timestam
                               const char *sequence_number)
 {
     json_builder b = builder_start();
+    if (m->kind == CHAT_KIND_TYPING) {
+        put_string(&b, "type", "TYPING");
+        put_string(&b, "roomId", m->room_id);
+        put_string(&b, "userId", m->user_id);
+        put_string(&b, "username", m->username);
+        put_string(&b, "timestamp", m->timestamp);
+        return builder_finish(&b);
+    }
     put_string(&b, "type", "MESSAGE");
     put_string(&b, "messageId", m->message_id);
     put_string(&b, "roomId", m->room_id);
@@ -493,6 +554,7 @@ char *broadcast_event_to_json(const chat_message *m, const char *server_timestam
     put_string(&b, "messageType", m->message_type);
     put_string(&b, "serverTimestamp", server_timestamp);
     put_string_if_set(&b, "sequenceNumber", sequence_number);
+    put_string_if_set(&b, "clientMessageId", m->client_message_id);
     return builder_finish(&b);
 }
 
@@ -505,6 +567,7 @@ char *ack_to_json(const chat_message *m, const char *server_timestamp, const cha
     put_string(&b, "roomId", m->room_id);
     put_string(&b, "serverTimestamp", server_timestamp);
     put_string_if_set(&b, "sequenceNumber", sequence_number);
+    put_string(&b, "delivery", "sent");   /* first delivery receipt: durable in SQS */
     return builder_finish(&b);
 }
 

@@ -9,13 +9,21 @@
  *    JSON syntax and object-ness (INVALID_JSON), then each field (VALIDATION_ERROR).
  *    The frame need not be NUL-terminated. The frame's clientMessageId, when present and valid,
  *    is copied even when another field fails, so the error frame can echo it.
+ *  - Frame kinds (docs/protocol.md): a frame without "type", or with "type":"MESSAGE", is a chat
+ *    message (kind CHAT_KIND_MESSAGE, every SPEC §1 rule). "type":"TYPING" is a typing indicator
+ *    (kind CHAT_KIND_TYPING): userId and username by the same rules, timestamp optional ("" when
+ *    absent), no message fields. Any other "type" is a VALIDATION_ERROR.
  *  - chat_message_assign_id(): fills messageId: v5 of "userId:roomId:clientMessageId" in
  *    CHATFLOW_MESSAGE_NAMESPACE when clientMessageId is set, else v4.
  *  - queue_message_to_json() / queue_message_parse(): the SQS body (SPEC §2), all strings.
  *    queue_message_parse() is the consumer's validation: every §1 rule again, plus messageId is a
- *    UUID and roomId a positive integer; err says what is wrong (for the DLQ reason).
- *  - broadcast_event_to_json(): the BroadcastEvent frame (SPEC §3).
- *  - ack_to_json() / error_to_json(): the producer's answers (SPEC §1).
+ *    UUID and roomId a positive integer; err says what is wrong (for the DLQ reason). A typing
+ *    event travels as {"type":"TYPING", messageId (the event's id), roomId, userId, username,
+ *    timestamp, serverId, clientIp, receivedAt}; queue_message_parse() sets kind from "type".
+ *  - broadcast_event_to_json(): the BroadcastEvent frame (SPEC §3), plus clientMessageId when the
+ *    message has one; for a typing event {"type":"TYPING", roomId, userId, username, timestamp}.
+ *  - ack_to_json() / error_to_json(): the producer's answers (SPEC §1); the ack also carries
+ *    "delivery":"sent" (docs/protocol.md: the message is durable in SQS).
  *  - Every *_to_json() returns a malloc'd NUL-terminated string the caller frees, or NULL on
  *    allocation failure. Nothing here keeps state; all functions are thread-safe.
  *  - utf8_validate() checks well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF) and
@@ -52,7 +60,13 @@ typedef enum {
 /* "INVALID_JSON", "VALIDATION_ERROR", ... as in SPEC §1; "OK" for CHAT_OK. */
 const char *chat_status_code(chat_status s);
 
+typedef enum {
+    CHAT_KIND_MESSAGE = 0,   /* a chat message: stored, acked, broadcast */
+    CHAT_KIND_TYPING,        /* a typing indicator: broadcast only, never stored or acked */
+} chat_kind;
+
 typedef struct {
+    chat_kind kind;
     /* client fields (SPEC §1) */
     char user_id[8];                       /* normalised decimal, "1".."100000" */
     char username[CHAT_USERNAME_MAX + 1];

@@ -74,7 +74,7 @@ struct poller_pool {
     atomic_bool stopping;
     size_t n_pollers;
     poller *pollers;
-    metric_counter *m_consumed, *m_poison;
+    metric_counter *m_consumed, *m_poison, *m_typing;
 };
 
 struct poller {
@@ -186,6 +186,14 @@ static size_t prepare(poller *p, long room, held_message *held, size_t n, write_
         if (ok && strtol(m.room_id, NULL, 10) != room) {
             snprintf(err, sizeof(err), "roomId: %s does not belong to the queue of room %ld", m.room_id, room);
             ok = false;
+        }
+        if (ok && m.kind == CHAT_KIND_TYPING) {
+            /* ephemeral: broadcast, never stored; deleted with the receive's committed rows */
+            metric_counter_inc(p->pool->m_typing);
+            held[i].to_delete = true;
+            if (p->pool->cfg.broadcast)
+                broadcast_publish(p->pool->cfg.broadcast, &m, sm->sequence_number, m.received_at);
+            continue;
         }
         if (ok)
             ok = write_row_init(&rows[n_rows], &m, sm->sequence_number, err, sizeof(err));
@@ -357,6 +365,8 @@ poller_pool *poller_pool_start(const poller_pool_config *cfg, char *err, size_t 
     atomic_init(&pool->stopping, false);
     pool->m_consumed = metrics_counter("chatflow_messages_consumed_total",
                                        "Valid messages received from SQS (before persistence).", NULL);
+    pool->m_typing = metrics_counter("chatflow_typing_events_consumed_total",
+                                     "TYPING indicators received from SQS (broadcast, never stored).", NULL);
     pool->m_poison = metrics_counter("chatflow_poison_messages_total",
                                      "Received bodies that failed validation (sent to the DLQ).", NULL);
     dlq_metrics_init();

@@ -9,6 +9,7 @@
  *  - Per receive (≤10 messages, SequenceNumber + ApproximateReceiveCount, a fresh
  *    ReceiveRequestAttemptId reused only to retry that same receive), in order:
  *      poison (queue_message_parse fails) -> DLQ with the reason, then deleted;
+ *      a TYPING indicator -> broadcast_publish() at once, never stored, deleted with the rest;
  *      valid -> broadcast_publish() at once, then handed to the batch writer.
  *    The poller waits for the writer's outcome (extending visibility with
  *    ChangeMessageVisibilityBatch at half the visibility timeout while it waits), deletes what

@@ -53,6 +53,9 @@ typedef struct pconn {
     int at_publisher;              /* of those, how many the publisher still holds */
     bool reads_paused;
     bool closing;                  /* close with "going away" at the next WRITEABLE */
+
+    bool typed_once;               /* a typing indicator was published (last_typing_ns is set) */
+    uint64_t last_typing_ns;
 } pconn;
 
 typedef struct conn_table conn_table;

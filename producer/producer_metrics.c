@@ -45,5 +45,15 @@ producer_metrics *producer_metrics_init(void)
                                     "SQS circuit breaker: 0 closed, 1 half-open, 2 open.", NULL);
     M.late_answers_dropped = metrics_counter("chatflow_answers_dropped_total",
                                              "Answers whose connection had closed before they were ready.", NULL);
+    /* published: SQS took it; throttled: within the typing interval of the connection's last one;
+     * dropped: could not be published now (stopping, breaker open, queue unknown, busy);
+     * failed: SQS did not take it before the deadline. */
+    static const char *const typing_labels[TYPING_RESULTS] = {
+        "result=\"published\"", "result=\"throttled\"", "result=\"dropped\"", "result=\"failed\"",
+    };
+    for (int r = 0; r < TYPING_RESULTS; r++)
+        M.typing[r] = metrics_counter("chatflow_typing_frames_total",
+                                      "Valid TYPING frames by what became of them (never answered).",
+                                      typing_labels[r]);
     return &M;
 }

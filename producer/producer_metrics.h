@@ -13,6 +13,9 @@
 #include "message.h"
 #include "metrics.h"
 
+/* The {result} of chatflow_typing_frames_total: what became of a valid TYPING frame. */
+typedef enum { TYPING_PUBLISHED, TYPING_THROTTLED, TYPING_DROPPED, TYPING_FAILED, TYPING_RESULTS } typing_result;
+
 typedef struct {
     metric_gauge *connections_active;
     metric_counter *connections_total;
@@ -23,6 +26,7 @@ typedef struct {
     metric_counter *frames_paused;
     metric_gauge *breaker_state;
     metric_counter *late_answers_dropped;
+    metric_counter *typing[TYPING_RESULTS];
 } producer_metrics;
 
 producer_metrics *producer_metrics_init(void);

@@ -112,7 +112,9 @@ static void answer_request(publisher_thread *t, publish_request *r, chat_status 
 {
     publish_result *res = calloc(1, sizeof *res);
     char *text = NULL;
-    if (status == CHAT_OK) {
+    if (r->silent) {
+        /* nothing to say to the client: the result only settles the in-flight count */
+    } else if (status == CHAT_OK) {
         chat_message m;
         memset(&m, 0, sizeof m);
         snprintf(m.message_id, sizeof m.message_id, "%s", r->message_id);
@@ -126,7 +128,7 @@ static void answer_request(publisher_thread *t, publish_request *r, chat_status 
     }
     if (res) res->frame = text ? answer_new(text, strlen(text)) : NULL;
     free(text);
-    if (!res || !res->frame) {
+    if (!res || (!res->frame && !r->silent)) {
         /* Out of memory: nothing sensible can be sent; the WebSocket thread still needs the
          * result to release the frame's in-flight slot, so hand back a frameless one if we can. */
         log_error("publisher", "out of memory answering message %s", r->message_id);
@@ -139,6 +141,7 @@ static void answer_request(publisher_thread *t, publish_request *r, chat_status 
     res->generation = r->generation;
     res->status = status;
     res->received_ns = r->received_ns;
+    res->silent = r->silent;
     publish_request_free(r);
     deliver(t, res);
 }

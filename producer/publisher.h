@@ -15,7 +15,8 @@
  *    A room's batch goes out when it holds 10 messages or 256 KiB, or when its oldest message has
  *    waited linger_ms. MessageGroupId = room id, MessageDeduplicationId = message id.
  *  - Exactly one publish_result comes back on cfg.results for every request submitted: an ack
- *    (SQS accepted it; carries the sequence number) or an error frame. Entries that fail are
+ *    (SQS accepted it; carries the sequence number) or an error frame — or, for a silent request
+ *    (a typing indicator, never answered), just its outcome, without a frame. Entries that fail are
  *    retried (only they, ahead of newer messages of that room, with jittered backoff) while a
  *    whole request still fits before received + deadline_ms; then QUEUE_ERROR. Entries SQS calls
  *    the sender's fault get QUEUE_ERROR at once. While the circuit breaker is open, waiting
@@ -51,6 +52,7 @@ typedef struct publish_request {
     uint64_t enqueued_ns;          /* arrival at the publisher (linger, queue wait) */
     uint64_t not_before_ns;        /* retry backoff */
     int attempts;
+    bool silent;                   /* a typing indicator: its result carries no answer frame */
 } publish_request;
 
 /* The SQS body for a message: queue_message_to_json(), with characters outside the Basic
@@ -66,6 +68,7 @@ typedef struct {
     uint32_t slot, generation;
     chat_status status;            /* CHAT_OK for an ack */
     uint64_t received_ns;
+    bool silent;                   /* from a silent request: frame is NULL, nobody is answered */
     answer *frame;                 /* the ack or error frame, owned */
 } publish_result;
 

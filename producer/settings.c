@@ -54,6 +54,17 @@ static const config_option OPTIONS[] = {
                    "On SIGTERM: time to answer every in-flight frame and close (ECS stop timeout)."),
     CONFIG_OPT_BOOL("CHATFLOW_TRUST_FORWARDED_FOR", "trust-forwarded-for", S, trust_forwarded_for,
                     "true", "Take clientIp from X-Forwarded-For (last hop) when present (behind an ALB)."),
+    CONFIG_OPT_INT("CHATFLOW_TYPING_INTERVAL_MS", "typing-interval-ms", S, typing_interval_ms,
+                   "2000", 0, 60000, "A connection's TYPING frames are published at most once per "
+                   "this interval; more frequent ones are dropped (0 = every one)."),
+    CONFIG_OPT_STR("CHATFLOW_WEB_ROOT", "web-root", S, web_root, "producer/web", NULL,
+                   "Folder of the browser chat page served at / on the WebSocket port; empty = no page."),
+    CONFIG_OPT_STR("CHATFLOW_WEB_EVENTS_URL", "web-events-url", S, web_events_url, "", NULL,
+                   "Consumer WebSocket base URL the page subscribes to (ws://host:port); empty = the "
+                   "page's host, port 8081."),
+    CONFIG_OPT_STR("CHATFLOW_WEB_API_URL", "web-api-url", S, web_api_url, "", NULL,
+                   "Consumer admin base URL the page reads history and presence from; empty = the "
+                   "page's host, port 9091."),
 };
 #undef S
 

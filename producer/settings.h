@@ -42,6 +42,10 @@ typedef struct {
     long long handshake_timeout_s;
     long long stop_timeout_s;
     bool trust_forwarded_for;
+    long long typing_interval_ms;
+    char web_root[256];
+    char web_events_url[256];
+    char web_api_url[256];
 } producer_settings;
 
 typedef enum { PRODUCER_SETTINGS_OK, PRODUCER_SETTINGS_HELP, PRODUCER_SETTINGS_ERROR } producer_settings_result;

@@ -25,6 +25,7 @@
 #include "producer_metrics.h"
 #include "rate_limit.h"
 #include "timeutil.h"
+#include "web_page.h"
 
 #define STOP_TICK_US (50 * LWS_US_PER_MS)
 #define CLOSE_GRACE_NS ((uint64_t)1500 * 1000000)
@@ -44,6 +45,7 @@ struct ingress {
     conn_table *conns;
     rate_limiter *limiter;
     producer_metrics *m;
+    web_page *web;
 
     long total_unanswered;
     long at_publisher;
@@ -62,6 +64,7 @@ struct ingress {
 typedef struct {
     uint32_t slot, generation;
     bool attached;
+    bool web_body_pending;          /* plain HTTP: /config.json's body is due at the next WRITEABLE */
 } session;
 
 /* ---- helpers ------------------------------------------------------------------------------ */
@@ -192,6 +195,72 @@ static void answer_error(ingress *in, pconn *c, chat_status status, const char *
 
 /* ---- frames ------------------------------------------------------------------------------- */
 
+/* Why nothing can be handed to the publisher now, or NULL when it can. */
+static const char *publish_blocked(ingress *in, const pconn *c, uint64_t now, char *buf, size_t len)
+{
+    if (in->phase != PHASE_RUNNING) return "server is shutting down; reconnect and resend";
+    if (!circuit_admits(in->breaker, now)) return "SQS is unavailable (circuit breaker open); retry later";
+    if (!publisher_room_ready(in->pub, c->room)) {
+        snprintf(buf, len, "roomId %ld: its queue is not reachable yet; retry later", c->room);
+        return buf;
+    }
+    return NULL;
+}
+
+/* Fills the server fields of a parsed frame and hands it to the publisher: CHAT_OK, or the
+ * status to answer with (*why says why) when nothing was taken. */
+static chat_status submit(ingress *in, pconn *c, chat_message *m, uint64_t now, bool silent,
+                          const char **why)
+{
+    snprintf(m->room_id, sizeof m->room_id, "%ld", c->room);
+    snprintf(m->server_id, sizeof m->server_id, "%s", in->s->common.server_id);
+    snprintf(m->client_ip, sizeof m->client_ip, "%s", c->client_ip);
+    time_format_iso8601(time_wall_ms(), m->received_at);
+    if (!m->timestamp[0]) memcpy(m->timestamp, m->received_at, sizeof m->received_at);
+    publish_request *r = calloc(1, sizeof *r);
+    if (!r || !chat_message_assign_id(m) || !(r->body = publisher_body_json(m))) {
+        free(r);
+        *why = "server could not prepare the message; retry";
+        return CHAT_QUEUE_ERROR;
+    }
+    r->body_len = strlen(r->body);
+    r->slot = c->slot;
+    r->generation = c->generation;
+    r->room = c->room;
+    r->silent = silent;
+    memcpy(r->message_id, m->message_id, sizeof r->message_id);
+    memcpy(r->client_message_id, m->client_message_id, sizeof r->client_message_id);
+    r->received_ns = now;
+    if (!publisher_submit(in->pub, r)) {
+        publish_request_free(r);
+        *why = "publisher is busy; retry later";
+        return CHAT_QUEUE_UNAVAILABLE;
+    }
+    c->at_publisher++;
+    in->at_publisher++;
+    return CHAT_OK;
+}
+
+/* A typing indicator is never answered: it is published at most once per typing interval per
+ * connection, and dropped (counted) when throttled or when it cannot be published now. It still
+ * counts as unanswered while the publisher holds it, so the in-flight caps bound it too. */
+static void handle_typing(ingress *in, pconn *c, chat_message *m, uint64_t now)
+{
+    uint64_t interval = (uint64_t)in->s->typing_interval_ms * 1000000u;
+    char buf[96];
+    const char *why = NULL;
+    if (c->typed_once && now - c->last_typing_ns < interval) {
+        metric_counter_inc(in->m->typing[TYPING_THROTTLED]);
+    } else if (publish_blocked(in, c, now, buf, sizeof buf) || submit(in, c, m, now, true, &why) != CHAT_OK) {
+        metric_counter_inc(in->m->typing[TYPING_DROPPED]);
+    } else {
+        c->typed_once = true;
+        c->last_typing_ns = now;
+        return;   /* the publisher's result settles the count */
+    }
+    forget_frame(in, c);
+}
+
 static void handle_frame(ingress *in, pconn *c, const char *data, size_t len, bool binary)
 {
     c->unanswered++;
@@ -211,51 +280,23 @@ static void handle_frame(ingress *in, pconn *c, const char *data, size_t len, bo
         return;
     }
     uint64_t now = time_mono_ns();
+    if (m->kind == CHAT_KIND_TYPING) {
+        handle_typing(in, c, m, now);
+        return;
+    }
     if (!rate_limiter_allow(in->limiter, (uint32_t)strtoul(m->user_id, NULL, 10), now)) {
         snprintf(err, sizeof err, "userId %s: more than %lld messages a minute", m->user_id,
                  in->s->rate_limit_per_minute);
         answer_error(in, c, CHAT_RATE_LIMITED, err, m->client_message_id);
         return;
     }
-    if (in->phase != PHASE_RUNNING) {
-        answer_error(in, c, CHAT_QUEUE_UNAVAILABLE, "server is shutting down; reconnect and resend",
-                     m->client_message_id);
+    const char *why = publish_blocked(in, c, now, err, sizeof err);
+    if (why) {
+        answer_error(in, c, CHAT_QUEUE_UNAVAILABLE, why, m->client_message_id);
         return;
     }
-    if (!circuit_admits(in->breaker, now)) {
-        answer_error(in, c, CHAT_QUEUE_UNAVAILABLE, "SQS is unavailable (circuit breaker open); retry later",
-                     m->client_message_id);
-        return;
-    }
-    if (!publisher_room_ready(in->pub, c->room)) {
-        snprintf(err, sizeof err, "roomId %ld: its queue is not reachable yet; retry later", c->room);
-        answer_error(in, c, CHAT_QUEUE_UNAVAILABLE, err, m->client_message_id);
-        return;
-    }
-    snprintf(m->room_id, sizeof m->room_id, "%ld", c->room);
-    snprintf(m->server_id, sizeof m->server_id, "%s", in->s->common.server_id);
-    snprintf(m->client_ip, sizeof m->client_ip, "%s", c->client_ip);
-    time_format_iso8601(time_wall_ms(), m->received_at);
-    publish_request *r = calloc(1, sizeof *r);
-    if (!r || !chat_message_assign_id(m) || !(r->body = publisher_body_json(m))) {
-        free(r);
-        answer_error(in, c, CHAT_QUEUE_ERROR, "server could not prepare the message; retry", m->client_message_id);
-        return;
-    }
-    r->body_len = strlen(r->body);
-    r->slot = c->slot;
-    r->generation = c->generation;
-    r->room = c->room;
-    memcpy(r->message_id, m->message_id, sizeof r->message_id);
-    memcpy(r->client_message_id, m->client_message_id, sizeof r->client_message_id);
-    r->received_ns = now;
-    if (!publisher_submit(in->pub, r)) {
-        publish_request_free(r);
-        answer_error(in, c, CHAT_QUEUE_UNAVAILABLE, "publisher is busy; retry later", m->client_message_id);
-        return;
-    }
-    c->at_publisher++;
-    in->at_publisher++;
+    chat_status taken = submit(in, c, m, now, false, &why);
+    if (taken != CHAT_OK) answer_error(in, c, taken, why, m->client_message_id);
 }
 
 /* Gathers fragments until the frame is complete (final fragment and no payload left): any frame
@@ -310,13 +351,17 @@ static void drain_results(ingress *in)
         for (size_t i = 0; i < n; i++) {
             publish_result *r = items[i];
             in->at_publisher--;
-            metric_counter_inc(in->m->received[r->status]);
-            if (r->status == CHAT_OK)
-                metric_histogram_observe(in->m->ack_latency, (double)(now - r->received_ns) / 1e9);
+            if (r->silent) {
+                metric_counter_inc(in->m->typing[r->status == CHAT_OK ? TYPING_PUBLISHED : TYPING_FAILED]);
+            } else {
+                metric_counter_inc(in->m->received[r->status]);
+                if (r->status == CHAT_OK)
+                    metric_histogram_observe(in->m->ack_latency, (double)(now - r->received_ns) / 1e9);
+            }
             pconn *c = conn_table_get(in->conns, r->slot, r->generation);
             if (!c) {
                 in->total_unanswered--;
-                metric_counter_inc(in->m->late_answers_dropped);
+                if (!r->silent) metric_counter_inc(in->m->late_answers_dropped);
             } else {
                 c->at_publisher--;
                 if (r->frame) {
@@ -462,8 +507,17 @@ static int callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void
 {
     ingress *in = ingress_of(wsi);
     switch (reason) {
-    case LWS_CALLBACK_HTTP:
-        if (lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, "WebSocket endpoint: /chat/{roomId}")) return -1;
+    case LWS_CALLBACK_HTTP: {
+        session *ss = user;
+        return web_page_on_http(in->web, wsi, in_data ? in_data : "", &ss->web_body_pending);
+    }
+
+    case LWS_CALLBACK_HTTP_WRITEABLE: {
+        session *ss = user;
+        return ss ? web_page_on_writeable(in->web, wsi, &ss->web_body_pending) : 0;
+    }
+
+    case LWS_CALLBACK_HTTP_FILE_COMPLETION:
         return lws_http_transaction_completed(wsi) ? -1 : 0;
 
     case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
@@ -549,7 +603,8 @@ ingress *ingress_new(const producer_settings *s, circuit_breaker *breaker, char 
     in->limiter = rate_limiter_new(s->rate_limit_per_minute, (size_t)s->rate_limit_max_users);
     /* Every result belongs to an unanswered frame, so this never fills beyond the total cap. */
     in->results = workqueue_new((size_t)s->max_inflight_total + 1024, NULL, NULL);
-    if (!in->conns || !in->limiter || !in->results) {
+    in->web = web_page_new(s);
+    if (!in->conns || !in->limiter || !in->results || !in->web) {
         snprintf(err, err_len, "out of memory");
         ingress_free(in);
         return NULL;
@@ -620,5 +675,6 @@ void ingress_free(ingress *in)
     }
     conn_table_free(in->conns);
     rate_limiter_free(in->limiter);
+    web_page_free(in->web);
     free(in);
 }

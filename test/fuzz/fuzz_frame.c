@@ -1,5 +1,6 @@
 /*
- * fuzz_frame — the producer's client frame parser and validator, chat_frame_parse() (SPEC §1).
+ * fuzz_frame — the producer's client frame parser and validator, chat_frame_parse() (SPEC §1, and
+ * the TYPING frames of docs/protocol.md).
  *
  * Input: the raw frame bytes (not NUL-terminated, as lws hands them over).
  * Properties checked beyond "no crash, no sanitizer report":
@@ -23,11 +24,17 @@ static void check_accepted(const chat_message *m)
     long uid = strtol(m->user_id, NULL, 10);
     FUZZ_ASSERT(uid >= 1 && uid <= CHAT_USER_ID_MAX && m->user_id[0] != '0');
     FUZZ_ASSERT(chat_valid_username(m->username));
+    int64_t ms;
+    if (m->kind == CHAT_KIND_TYPING) {   /* who is typing; no message fields */
+        FUZZ_ASSERT(m->message[0] == '\0' && m->message_type[0] == '\0' && m->client_message_id[0] == '\0');
+        FUZZ_ASSERT(m->timestamp[0] == '\0' || time_parse_iso8601(m->timestamp, &ms));
+        return;
+    }
+    FUZZ_ASSERT(m->kind == CHAT_KIND_MESSAGE);
     size_t len = strlen(m->message);
     FUZZ_ASSERT(utf8_validate(m->message, len));
     size_t cp = utf8_codepoints(m->message, len);
     FUZZ_ASSERT(cp >= 1 && cp <= CHAT_TEXT_MAX_CP);
-    int64_t ms;
     FUZZ_ASSERT(time_parse_iso8601(m->timestamp, &ms));
     FUZZ_ASSERT(chat_valid_message_type(m->message_type));
     FUZZ_ASSERT(m->client_message_id[0] == '\0' || chat_valid_client_message_id(m->client_message_id));
@@ -39,6 +46,7 @@ static void check_queue_round_trip(chat_message m)
     snprintf(m.server_id, sizeof m.server_id, "producer-fuzz");
     snprintf(m.client_ip, sizeof m.client_ip, "127.0.0.1");
     time_format_iso8601(1795000000000, m.received_at);
+    if (!m.timestamp[0]) memcpy(m.timestamp, m.received_at, sizeof m.received_at);   /* as the producer does */
     FUZZ_ASSERT(chat_message_assign_id(&m));
     char *body = queue_message_to_json(&m);
     FUZZ_ASSERT(body);
@@ -47,6 +55,7 @@ static void check_queue_round_trip(chat_message m)
     bool ok = queue_message_parse(body, strlen(body), &back, err, sizeof err);
     if (!ok) fprintf(stderr, "queue body refused: %s\n%s\n", err, body);
     FUZZ_ASSERT(ok);
+    FUZZ_ASSERT(back.kind == m.kind);
     FUZZ_ASSERT(strcmp(back.message_id, m.message_id) == 0);
     FUZZ_ASSERT(strcmp(back.user_id, m.user_id) == 0);
     FUZZ_ASSERT(strcmp(back.username, m.username) == 0);

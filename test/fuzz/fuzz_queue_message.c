@@ -1,5 +1,6 @@
 /*
- * fuzz_queue_message — the consumer's queue body parser, queue_message_parse() (SPEC §2).
+ * fuzz_queue_message — the consumer's queue body parser, queue_message_parse() (SPEC §2, and the
+ * TYPING bodies of docs/protocol.md).
  *
  * Input: an SQS message body (not NUL-terminated).
  * Properties: an accepted body has a lower-case UUID messageId, a canonical positive roomId and
@@ -37,7 +38,10 @@ static void check_accepted(const chat_message *m)
     for (const char *p = m->message_id; *p; p++) FUZZ_ASSERT(!(*p >= 'A' && *p <= 'F'));
     FUZZ_ASSERT(m->room_id[0] >= '1' && m->room_id[0] <= '9');
     FUZZ_ASSERT(chat_valid_username(m->username));
-    FUZZ_ASSERT(chat_valid_message_type(m->message_type));
+    if (m->kind == CHAT_KIND_TYPING)   /* a typing indicator carries no message fields */
+        FUZZ_ASSERT(m->message[0] == '\0' && m->message_type[0] == '\0' && m->client_message_id[0] == '\0');
+    else
+        FUZZ_ASSERT(m->kind == CHAT_KIND_MESSAGE && chat_valid_message_type(m->message_type));
     size_t len = strlen(m->message);
     FUZZ_ASSERT(utf8_validate(m->message, len) && utf8_codepoints(m->message, len) <= CHAT_TEXT_MAX_CP);
     FUZZ_ASSERT(m->server_id[0] != '\0');
@@ -49,6 +53,7 @@ static void check_accepted(const chat_message *m)
     bool ok = queue_message_parse(body, strlen(body), &again, err, sizeof err);
     if (!ok) fprintf(stderr, "re-serialised body refused: %s\n%s\n", err, body);
     FUZZ_ASSERT(ok);
+    FUZZ_ASSERT(again.kind == m->kind);
     check_same(m, &again);
     free(body);
 
@@ -56,7 +61,11 @@ static void check_accepted(const chat_message *m)
     FUZZ_ASSERT(event);
     json_t *root = json_loads(event, 0, NULL);
     FUZZ_ASSERT(json_is_object(root));
-    FUZZ_ASSERT(strcmp(json_string_value(json_object_get(root, "messageId")), m->message_id) == 0);
+    if (m->kind == CHAT_KIND_TYPING)   /* ephemeral: nobody may take it for a stored message */
+        FUZZ_ASSERT(strcmp(json_string_value(json_object_get(root, "type")), "TYPING") == 0 &&
+                    !json_object_get(root, "messageId"));
+    else
+        FUZZ_ASSERT(strcmp(json_string_value(json_object_get(root, "messageId")), m->message_id) == 0);
     json_decref(root);
     free(event);
 }

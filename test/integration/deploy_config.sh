@@ -63,7 +63,7 @@ for b in producer consumer sqs; do
         python3 -c 'import sys; sys.exit(0 if sys.argv[1] in open(sys.argv[2]).read() else 1)' "$table" docs/configuration.md; then
         tap_ok "docs/configuration.md has chatflow-$b's current settings table"
     else
-        tap_fail "docs/configuration.md has chatflow-$b's current settings table (regenerate: see its header)"
+        tap_fail "docs/configuration.md has chatflow-$b's current settings table (regenerate: docs/settings-tables)"
     fi
 done
 

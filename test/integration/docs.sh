@@ -24,7 +24,7 @@ for bin in chatflow-producer chatflow-consumer chatflow-sqs; do
         "$TEST_LOGDIR/$bin-table.md" README.md; then
         tap_ok "README carries $bin's current settings table"
     else
-        tap_fail "README carries $bin's current settings table (regenerate: $bin --help-markdown)"
+        tap_fail "README carries $bin's current settings table (regenerate: docs/settings-tables)"
     fi
 done
 

@@ -625,6 +625,15 @@ static void test_broadcast_shape(void)
     check_member(o, "messageType", "LEAVE", "broadcast");
     check_member(o, "serverTimestamp", "2026-11-23T10:15:31.000Z", "broadcast");
     check_member(o, "sequenceNumber", "18889", "broadcast");
+    check_member(o, "clientMessageId", "c1", "broadcast (extension: the sender's id, live)");
+    CHECK_INT(json_object_size(o), 11, "broadcast has the 10 SPEC §3 members and clientMessageId");
+    json_decref(o);
+    free(json);
+
+    m.client_message_id[0] = '\0';
+    json = broadcast_event_to_json(&m, "2026-11-23T10:15:31.000Z", "18889");
+    o = load(json, "broadcast without clientMessageId");
+    check_absent(o, "clientMessageId", "broadcast of a message without clientMessageId");
     CHECK_INT(json_object_size(o), 10, "broadcast has exactly the 10 SPEC §3 members");
     json_decref(o);
     free(json);
@@ -649,7 +658,8 @@ static void test_ack_shape(void)
     check_member(o, "roomId", "13", "ack");
     check_member(o, "serverTimestamp", "2026-11-23T10:15:31.000Z", "ack");
     check_member(o, "sequenceNumber", "42", "ack");
-    CHECK_INT(json_object_size(o), 6, "ack has 6 members");
+    check_member(o, "delivery", "sent", "ack (first delivery receipt)");
+    CHECK_INT(json_object_size(o), 7, "ack has 7 members");
     json_decref(o);
     free(json);
 
@@ -735,6 +745,106 @@ static void test_error_shape(void)
     CHECK(all_valid, "an err buffer of any size 1-119 holds valid, terminated UTF-8 (cuts into é)");
 }
 
+/* ---- typing indicators (docs/protocol.md 1.2) ----------------------------------------------- */
+
+static void test_frame_kinds(void)
+{
+    const char *typing = "{\"type\":\"TYPING\",\"userId\":9,\"username\":\"carol\"}";
+    CHECK_INT(parse(typing), CHAT_OK, "TYPING frame without timestamp parses (%s)", err);
+    CHECK_INT(msg.kind, CHAT_KIND_TYPING, "TYPING frame has the typing kind");
+    CHECK_STR(msg.user_id, "9", "TYPING: userId");
+    CHECK_STR(msg.username, "carol", "TYPING: username");
+    CHECK_STR(msg.timestamp, "", "TYPING without timestamp: left empty for the producer's clock");
+    CHECK_STR(msg.message, "", "TYPING: no message text");
+
+    CHECK_INT(parse("{\"type\":\"TYPING\",\"userId\":\"9\",\"username\":\"carol\","
+                    "\"timestamp\":\"2026-12-02T10:00:00Z\"}"),
+              CHAT_OK, "TYPING frame with timestamp parses (%s)", err);
+    CHECK_STR(msg.timestamp, "2026-12-02T10:00:00Z", "TYPING: timestamp kept");
+
+    struct { const char *frame, *field; } bad[] = {
+        {"{\"type\":\"TYPING\",\"username\":\"carol\"}", "userId"},
+        {"{\"type\":\"TYPING\",\"userId\":0,\"username\":\"carol\"}", "userId"},
+        {"{\"type\":\"TYPING\",\"userId\":9,\"username\":\"c\"}", "username"},
+        {"{\"type\":\"TYPING\",\"userId\":9}", "username"},
+        {"{\"type\":\"TYPING\",\"userId\":9,\"username\":\"carol\",\"timestamp\":\"soon\"}", "timestamp"},
+        {"{\"type\":\"READ\",\"userId\":9,\"username\":\"carol\"}", "type"},
+        {"{\"type\":7,\"userId\":9,\"username\":\"carol\"}", "type"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        chat_status st = parse(bad[i].frame);
+        CHECK(st == CHAT_VALIDATION_ERROR && strncmp(err, bad[i].field, strlen(bad[i].field)) == 0,
+              "refused with an error naming %s: %s (%s)", bad[i].field, bad[i].frame, err);
+    }
+    CHECK_INT(parse("{\"type\":\"FOO\",\"clientMessageId\":\"k1\"}"), CHAT_VALIDATION_ERROR,
+              "unknown type is a validation error");
+    CHECK_STR(msg.client_message_id, "k1", "an unknown type still echoes the clientMessageId");
+
+    /* "type":"MESSAGE" (or null) is the SPEC §1 message, with every rule */
+    CHECK_INT(parse("{\"type\":\"MESSAGE\",\"userId\":\"42\",\"username\":\"alice\",\"message\":\"hi\","
+                    "\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":\"TEXT\"}"),
+              CHAT_OK, "type MESSAGE is a chat message (%s)", err);
+    CHECK_INT(msg.kind, CHAT_KIND_MESSAGE, "type MESSAGE -> message kind");
+    CHECK_INT(parse("{\"type\":\"MESSAGE\",\"userId\":\"42\",\"username\":\"alice\"}"),
+              CHAT_VALIDATION_ERROR, "type MESSAGE without the message fields is refused");
+    CHECK_INT(parse(frame_with(F_CMID, OMIT)), CHAT_OK, "no type -> chat message");
+    CHECK_INT(msg.kind, CHAT_KIND_MESSAGE, "no type -> message kind");
+}
+
+static void test_typing_queue_and_event(void)
+{
+    const char *typing = "{\"type\":\"TYPING\",\"userId\":9,\"username\":\"carol\"}";
+    chat_message m;
+    CHECK_INT(chat_frame_parse(typing, strlen(typing), 4096, &m, err, sizeof err), CHAT_OK, "typing parses");
+    snprintf(m.room_id, sizeof m.room_id, "4");
+    snprintf(m.server_id, sizeof m.server_id, "producer-a");
+    snprintf(m.client_ip, sizeof m.client_ip, "10.1.2.3");
+    snprintf(m.received_at, sizeof m.received_at, "2026-12-02T10:00:00.000Z");
+    snprintf(m.timestamp, sizeof m.timestamp, "2026-12-02T10:00:00.000Z");
+    CHECK(chat_message_assign_id(&m), "typing event gets an id");
+
+    char *json = queue_message_to_json(&m);
+    json_t *o = load(json, "typing queue body");
+    check_member(o, "type", "TYPING", "typing queue body");
+    check_member(o, "roomId", "4", "typing queue body");
+    check_member(o, "userId", "9", "typing queue body");
+    check_member(o, "username", "carol", "typing queue body");
+    check_absent(o, "message", "typing queue body");
+    check_absent(o, "messageType", "typing queue body");
+    CHECK_INT(json_object_size(o), 9, "typing queue body has 9 members");
+    json_decref(o);
+
+    chat_message back;
+    CHECK(queue_message_parse(json, strlen(json), &back, err, sizeof err), "typing body parses back (%s)", err);
+    CHECK_INT(back.kind, CHAT_KIND_TYPING, "typing body -> typing kind");
+    CHECK_STR(back.message_id, m.message_id, "typing body: id");
+    CHECK_STR(back.user_id, "9", "typing body: userId");
+    CHECK_STR(back.received_at, m.received_at, "typing body: receivedAt");
+    free(json);
+
+    const char *no_user = "{\"type\":\"TYPING\",\"messageId\":\"0f8fad5b-d9cb-469f-a165-70867728950e\","
+                          "\"roomId\":\"4\",\"username\":\"carol\",\"timestamp\":\"2026-12-02T10:00:00Z\","
+                          "\"serverId\":\"p\",\"clientIp\":\"\",\"receivedAt\":\"2026-12-02T10:00:00Z\"}";
+    CHECK(!queue_message_parse(no_user, strlen(no_user), &back, err, sizeof err) &&
+              strncmp(err, "userId", 6) == 0, "typing body without userId is poison (%s)", err);
+    const char *no_ts = "{\"type\":\"TYPING\",\"messageId\":\"0f8fad5b-d9cb-469f-a165-70867728950e\","
+                        "\"roomId\":\"4\",\"userId\":\"9\",\"username\":\"carol\","
+                        "\"serverId\":\"p\",\"clientIp\":\"\",\"receivedAt\":\"2026-12-02T10:00:00Z\"}";
+    CHECK(!queue_message_parse(no_ts, strlen(no_ts), &back, err, sizeof err) &&
+              strncmp(err, "timestamp", 9) == 0, "typing body needs its timestamp (%s)", err);
+
+    json = broadcast_event_to_json(&m, "2026-12-02T10:00:00.100Z", "77");
+    o = load(json, "typing event");
+    check_member(o, "type", "TYPING", "typing event");
+    check_member(o, "roomId", "4", "typing event");
+    check_member(o, "userId", "9", "typing event");
+    check_member(o, "username", "carol", "typing event");
+    check_member(o, "timestamp", "2026-12-02T10:00:00.000Z", "typing event");
+    CHECK_INT(json_object_size(o), 5, "typing event has 5 members (nothing stored-message-like)");
+    json_decref(o);
+    free(json);
+}
+
 int main(void)
 {
     test_valid_frame();
@@ -753,5 +863,7 @@ int main(void)
     test_broadcast_shape();
     test_ack_shape();
     test_error_shape();
+    test_frame_kinds();
+    test_typing_queue_and_event();
     return TEST_DONE();
 }
