@@ -53,6 +53,9 @@
     return x < y ? -1 : x > y ? 1 : 0;
   }
   const isSeq = (s) => typeof s === 'string' && SEQ_RE.test(s);
+  // Map key of a sequence number: the same number may come zero-padded (SQS's 20-digit form) or
+  // not, depending on where it was read from; the key must not care.
+  const seqKey = (s) => BigInt(s).toString();
   const codePoints = (s) => Array.from(s).length;
   const utf8Bytes = (s) => new TextEncoder().encode(s).length;
 
@@ -160,7 +163,7 @@
       entries: [],            // messages on screen, in display order (sequenced first, then pending)
       byMessageId: new Map(), // messageId -> entry
       byClientId: new Map(),  // clientMessageId -> own entry
-      bySeq: new Map(),       // sequenceNumber received from the consumer -> entry
+      bySeq: new Map(),       // seqKey of a sequence number received from the consumer -> entry
       newestSeq: null,        // newest sequence number received from the consumer (resume point)
       nextBefore: null, hasMore: false,
       members: new Map(),     // userId -> username, from PRESENCE events
@@ -339,7 +342,7 @@
     if (!isSeq(ev.sequenceNumber) || !ev.messageId) return;
     const userId = String(ev.userId);
     const own = userId === s.userId;
-    let entry = s.byMessageId.get(ev.messageId) || s.bySeq.get(ev.sequenceNumber);
+    let entry = s.byMessageId.get(ev.messageId) || s.bySeq.get(seqKey(ev.sequenceNumber));
     // Our own message still waiting for its ack: live events carry our clientMessageId.
     if (!entry && own && ev.clientMessageId) entry = s.byClientId.get(ev.clientMessageId);
     if (entry && entry.received) return; // already shown: a replay overlapping history
@@ -355,7 +358,7 @@
     });
     if (own) { entry.status = 'delivered'; entry.error = null; clearTimeout(entry.ackTimer); }
     s.byMessageId.set(entry.messageId, entry);
-    s.bySeq.set(entry.seq, entry);
+    s.bySeq.set(seqKey(entry.seq), entry);
     s.usernames.set(userId, ev.username);
     if (!s.newestSeq || seqCmp(entry.seq, s.newestSeq) > 0) s.newestSeq = entry.seq;
 

@@ -1,0 +1,365 @@
+// test/browser/chat.test.mjs — the chat page (producer/web/) in Debian's Chromium, driven by
+// playwright-core, against a real producer and consumer (started by test/integration/browser_chat.sh).
+//
+// Two browser contexts are two users (alice, bob) in one room. Prints one TAP line per assertion
+// ("ok - ..." / "not ok - ...") and exits 1 when any failed. Every wait is for a condition with a
+// timeout; nothing asserts on speed.
+//
+// Environment (set by browser_chat.sh):
+//   CHATFLOW_PAGE_URL     http://127.0.0.1:<producer port>/  (the page and the producer socket)
+//   CHATFLOW_EVENTS_URL   ws://127.0.0.1:<consumer port>      (what /config.json says, for routing)
+//   CHATFLOW_ROOM         room to use
+//   CHATFLOW_TEST_CONTROL a folder: this script writes stop-consumer / start-consumer there and
+//                         waits for consumer-stopped / consumer-started, which the shell writes
+//   TEST_LOGDIR           screenshots and the pages' console logs go here
+//   CHROMIUM              the browser (default /usr/bin/chromium)
+import { chromium } from 'playwright-core';
+import { existsSync, mkdirSync, writeFileSync, appendFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+const PAGE_URL = need('CHATFLOW_PAGE_URL');
+const EVENTS_URL = need('CHATFLOW_EVENTS_URL').replace(/\/+$/, '');
+const ROOM = need('CHATFLOW_ROOM');
+const CONTROL = need('CHATFLOW_TEST_CONTROL');
+const LOGDIR = need('TEST_LOGDIR');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const WAIT = 20000;          // default wait for a condition
+const DEADLINE_MS = 300000;  // the whole script, so a hang cannot outlive test/run's timeout
+
+function need(name) {
+  const v = process.env[name];
+  if (!v) { console.log(`not ok - environment ${name} is set`); process.exit(1); }
+  return v;
+}
+
+// ------------------------------------------------------------------ TAP
+
+let failed = 0;
+const note = (s) => console.log(`# ${s}`);
+function ok(desc) { console.log(`ok - ${desc}`); }
+function notOk(desc, err) {
+  failed++;
+  console.log(`not ok - ${desc}`);
+  if (err) for (const line of String(err.stack || err).split('\n').slice(0, 6)) note(`  ${line}`);
+}
+// check(desc, fn): one TAP line; a failure is reported and the run goes on.
+async function check(desc, fn) {
+  try { await fn(); ok(desc); return true; } catch (e) { notOk(desc, e); return false; }
+}
+function assert(cond, msg) { if (!cond) throw new Error(msg); }
+
+// ------------------------------------------------------------------ page helpers
+
+const nonce = Math.random().toString(36).slice(2, 8);
+const USER_A = `alice${nonce.slice(0, 4)}`;
+const USER_B = `bob${nonce.slice(0, 4)}`;
+
+// The shell restarts the consumer when asked: a file each way.
+async function askShell(request, answer, timeoutMs) {
+  rmSync(join(CONTROL, answer), { force: true });
+  writeFileSync(join(CONTROL, request), '');
+  const until = Date.now() + timeoutMs;
+  while (!existsSync(join(CONTROL, answer))) {
+    if (Date.now() > until) throw new Error(`the shell did not answer ${request} with ${answer}`);
+    await sleep(100);
+  }
+}
+
+async function joinRoom(page, username) {
+  await page.goto(PAGE_URL);
+  await page.getByRole('textbox', { name: 'User name' }).fill(username);
+  await page.getByRole('spinbutton', { name: 'Room' }).fill(String(ROOM));
+  await page.getByRole('button', { name: 'Join' }).click();
+  await waitConnected(page);
+}
+
+function waitConnected(page, timeout = WAIT) {
+  return page.waitForSelector('#conn[data-producer="open"][data-consumer="open"]', { timeout });
+}
+
+// Records every data-status a message element takes, per clientMessageId, so the test can check
+// the sequence sending -> sent -> delivered -> read without racing the page.
+function recordStatuses(page) {
+  return page.evaluate(() => {
+    window.__statusLog = {};
+    new MutationObserver((records) => {
+      for (const r of records) {
+        const li = r.target;
+        const id = li.dataset && li.dataset.clientMessageId;
+        if (!id || !li.dataset.status) continue;
+        const log = (window.__statusLog[id] ||= []);
+        if (log[log.length - 1] !== li.dataset.status) log.push(li.dataset.status);
+      }
+    }).observe(document.getElementById('messages'), { subtree: true, attributes: true, attributeFilter: ['data-status', 'data-client-message-id'] });
+  });
+}
+const statusLog = (page, cid) => page.evaluate((id) => (window.__statusLog || {})[id] || [], cid);
+
+// Types and sends a message; returns the clientMessageId the page gave it.
+async function send(page, text) {
+  await page.locator('#text').fill(text);
+  await page.locator('#text').press('Enter');
+  const li = ownMessage(page, text);
+  await li.waitFor({ timeout: WAIT });
+  return li.getAttribute('data-client-message-id');
+}
+
+const messagesWithText = (page, text) =>
+  page.locator('#messages li').filter({ has: page.locator('p.text', { hasText: new RegExp(`^${escapeRe(text)}$`) }) });
+const ownMessage = (page, text) => messagesWithText(page, text).and(page.locator('li.own'));
+const escapeRe = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+async function waitStatus(page, text, statuses, timeout = WAIT) {
+  const sel = statuses.map((s) => `[data-status="${s}"]`).join(',');
+  await ownMessage(page, text).and(page.locator(sel)).waitFor({ timeout });
+}
+
+// Each text appears exactly once on the page, in this order, and no message element is doubled.
+async function assertShownOnce(page, texts) {
+  const shown = await page.$$eval('#messages li p.text', (ps) => ps.map((p) => p.textContent));
+  for (const t of texts) {
+    const n = shown.filter((s) => s === t).length;
+    assert(n === 1, `"${t.slice(0, 40)}" is shown ${n} times`);
+  }
+  const order = texts.map((t) => shown.indexOf(t));
+  assert(order.every((v, i) => i === 0 || v > order[i - 1]), `out of order: positions ${order.join(',')}`);
+  const ids = await page.$$eval('#messages li[data-message-id]', (ls) => ls.map((l) => l.dataset.messageId));
+  assert(new Set(ids).size === ids.length, `a messageId is shown twice (${ids.length} elements, ${new Set(ids).size} ids)`);
+}
+
+async function waitShown(page, texts, timeout = WAIT) {
+  for (const t of texts) await messagesWithText(page, t).first().waitFor({ timeout });
+}
+
+async function screenshot(page, name) {
+  const path = join(LOGDIR, `${name}.png`);
+  await page.screenshot({ path, fullPage: true });
+  note(`screenshot ${path}`);
+}
+
+function watchPage(page, name) {
+  const log = join(LOGDIR, `console-${name}.log`);
+  const state = { errors: [], outside: [] };
+  page.on('console', (m) => appendFileSync(log, `[${m.type()}] ${m.text()}\n`));
+  page.on('pageerror', (e) => { state.errors.push(String(e)); appendFileSync(log, `[pageerror] ${e}\n`); });
+  page.on('request', (r) => {
+    const host = new URL(r.url()).hostname;
+    if (host !== '127.0.0.1' && host !== 'localhost') state.outside.push(r.url());
+  });
+  return state;
+}
+
+// ------------------------------------------------------------------ the run
+
+async function main() {
+  mkdirSync(LOGDIR, { recursive: true });
+  // launch() gives the browser a fresh temporary profile (user-data dir), removed on close.
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  note(`chromium ${browser.version()}, room ${ROOM}, users ${USER_A} and ${USER_B}`);
+  try {
+    await run(browser);
+  } finally {
+    await browser.close();
+  }
+}
+
+async function run(browser) {
+  // Two contexts: two users with their own localStorage. B is a narrow (phone-sized) window.
+  const ctxA = await browser.newContext({ viewport: { width: 1000, height: 720 } });
+  const ctxB = await browser.newContext({ viewport: { width: 380, height: 720 } });
+  const a = await ctxA.newPage();
+  const b = await ctxB.newPage();
+  const watchA = watchPage(a, 'a'), watchB = watchPage(b, 'b');
+
+  // Frames A sends to the producer, to see what a retry sends.
+  const sentByA = [];
+  a.on('websocket', (ws) => {
+    if (ws.url().startsWith(EVENTS_URL)) return;
+    ws.on('framesent', (f) => { try { sentByA.push(JSON.parse(f.payload)); } catch (e) { /* not ours */ } });
+  });
+
+  const up = await check(`page loads from the producer, ${USER_A} joins room ${ROOM} and both sockets connect`, async () => {
+    await joinRoom(a, USER_A);
+    await recordStatuses(a);
+  });
+  if (!up) return;
+  await check(`a second user ${USER_B} joins the same room in a narrow window`, () => joinRoom(b, USER_B));
+
+  await check('presence: each page lists both users online', async () => {
+    await a.locator('#online li', { hasText: USER_B }).waitFor({ timeout: WAIT });
+    await b.locator('#online li', { hasText: USER_A }).waitFor({ timeout: WAIT });
+    await a.locator('#online li', { hasText: `${USER_A} (you)` }).waitFor({ timeout: WAIT });
+  });
+
+  await check(`typing by ${USER_A} shows on ${USER_B}'s page`, async () => {
+    await a.locator('#text').pressSequentially('hel');
+    await b.locator('#typing', { hasText: `${USER_A} is typing` }).waitFor({ timeout: WAIT });
+  });
+  await check('... and disappears after a few seconds without typing', async () => {
+    await b.locator('#typing').waitFor({ state: 'hidden', timeout: WAIT });
+  });
+
+  // ---- a message from A to B, with its receipts
+  const m1 = `hello from ${USER_A} ${nonce}`;
+  let cid1 = null;
+  await check(`${USER_A} sends; ${USER_B} sees the message once`, async () => {
+    cid1 = await send(a, m1);
+    await messagesWithText(b, m1).first().waitFor({ timeout: WAIT });
+    await assertShownOnce(b, [m1]);
+  });
+  await check(`${USER_A}'s message goes sending -> delivered (the MESSAGE event with its clientMessageId)`, async () => {
+    await waitStatus(a, m1, ['delivered', 'read']);
+    const log = await statusLog(a, cid1);
+    assert(log[0] === 'sending', `first status ${log[0]} (log ${log.join(' > ')})`);
+    const rank = { sending: 0, sent: 1, delivered: 2, read: 3 };
+    assert(log.every((s, i) => i === 0 || rank[s] > rank[log[i - 1]]), `statuses went backwards: ${log.join(' > ')}`);
+    note(`statuses of the first message: ${log.join(' > ')}` +
+      (log.includes('sent') ? '' : ' (the MESSAGE event came before the ack; "sent" is checked below with the consumer stopped)'));
+  });
+  await check(`${USER_B}'s READ reaches ${USER_A}: the message shows "read by 1"`, async () => {
+    await waitStatus(a, m1, ['read']);
+    const text = await ownMessage(a, m1).locator('.status-text').textContent();
+    assert(text === 'read by 1', `status text "${text}"`);
+  });
+
+  // ---- an invalid message: the producer's error is shown on it, and retry reuses its id
+  const long = 'x'.repeat(501);
+  await check('a 501-character message shows the producer\'s VALIDATION_ERROR on it, with a retry', async () => {
+    await a.locator('#text').fill(long);
+    const count = await a.locator('#text-count').textContent();
+    assert(count === '501/500', `counter shows "${count}"`);
+    await a.locator('#text').press('Enter');
+    await waitStatus(a, long, ['error']);
+    const text = await ownMessage(a, long).locator('.status-text').textContent();
+    assert(/VALIDATION_ERROR/.test(text) && /message/.test(text), `status text "${text}"`);
+    await ownMessage(a, long).getByRole('button', { name: 'Retry' }).waitFor({ timeout: WAIT });
+  });
+  await check('Retry sends the same clientMessageId again and shows the error again', async () => {
+    const cid = await ownMessage(a, long).getAttribute('data-client-message-id');
+    const before = sentByA.filter((f) => f.clientMessageId === cid).length;
+    await ownMessage(a, long).getByRole('button', { name: 'Retry' }).click();
+    const until = Date.now() + WAIT;
+    while (sentByA.filter((f) => f.clientMessageId === cid).length <= before) {
+      assert(Date.now() < until, 'no second frame with that clientMessageId');
+      await sleep(50);
+    }
+    await waitStatus(a, long, ['error']);
+    assert(sentByA.filter((f) => f.clientMessageId === cid).every((f) => f.message === long), 'retry changed the frame');
+  });
+
+  // ---- history: B reloads and sees the earlier messages exactly once
+  const m2 = `second ${nonce}`, m3 = `third ${nonce}`;
+  for (const t of [m2, m3]) await send(a, t).catch(() => {});
+  await waitShown(b, [m2, m3]).catch(() => {});
+  await screenshot(a, 'a-after-messages');
+  await screenshot(b, 'b-after-messages');
+
+  // From here B's consumer socket goes through a Playwright route that forwards everything to
+  // the real consumer, so the test can cut it later (as a network drop would) while A sends.
+  const route = { blocked: false, current: null, urls: [] };
+  await b.routeWebSocket((u) => u.href.startsWith(`${EVENTS_URL}/chat/`), (ws) => {
+    route.urls.push(ws.url());
+    if (route.blocked) { ws.close({ code: 4000, reason: 'test: network cut' }).catch(() => {}); return; }
+    route.current = ws;
+    ws.connectToServer();
+  });
+
+  const m4 = `after reload ${nonce}`;
+  await check(`after a reload ${USER_B} sees the earlier messages from history, each exactly once`, async () => {
+    await b.reload();
+    await waitConnected(b);
+    await waitShown(b, [m1, m2, m3]);
+    // A live message after the subscription started: had since= overlapped the history, a
+    // replayed duplicate would have arrived before it.
+    await send(a, m4);
+    await waitShown(b, [m4]);
+    await assertShownOnce(b, [m1, m2, m3, m4]);
+    assert(await messagesWithText(b, long).count() === 0, 'the refused message is shown to B');
+    const url = route.urls[route.urls.length - 1] || '';
+    assert(/[?&]since=\d+/.test(url), `B subscribed without since: ${url}`);
+  });
+
+  // ---- B's events socket is cut while A sends; B resumes with since and misses nothing
+  const gap = [`during the cut 1 ${nonce}`, `during the cut 2 ${nonce}`, `during the cut 3 ${nonce}`];
+  await check(`${USER_B}'s events socket is cut while ${USER_A} sends 3 messages; after reconnecting with since= B shows them exactly once`, async () => {
+    const seqBefore = await b.$$eval('#messages li[data-seq]', (ls) => ls[ls.length - 1].dataset.seq);
+    route.blocked = true;
+    const n = route.urls.length;
+    await route.current.close({ code: 4000, reason: 'test: network cut' });
+    await b.waitForSelector('#conn:not([data-consumer="open"])', { timeout: WAIT });
+    for (const t of gap) await send(a, t);
+    for (const t of gap) await waitStatus(a, t, ['delivered', 'read']);
+    assert(await messagesWithText(b, gap[0]).count() === 0, 'B got a message while cut off');
+    route.blocked = false;
+    await waitShown(b, gap, 30000); // the backoff may be a few seconds by now
+    await waitConnected(b);
+    await assertShownOnce(b, [m1, m2, m3, m4, ...gap]);
+    const resumed = route.urls.slice(n).filter((u) => /[?&]since=/.test(u));
+    assert(resumed.length > 0 && resumed.every((u) => u.includes(`since=${seqBefore}`)),
+      `reconnects did not resume from ${seqBefore}: ${route.urls.slice(n).join(' ')}`);
+    note(`B reconnected ${route.urls.length - n} times, resuming with since=${seqBefore}`);
+  });
+
+  // ---- the consumer process is stopped and started again
+  const down = [`consumer down 1 ${nonce}`, `consumer down 2 ${nonce}`];
+  let stopped = false;
+  await check('consumer stopped (SIGTERM): both pages show the events connection lost', async () => {
+    await askShell('stop-consumer', 'consumer-stopped', 60000);
+    stopped = true;
+    await a.waitForSelector('#conn:not([data-consumer="open"])', { timeout: WAIT });
+    await b.waitForSelector('#conn:not([data-consumer="open"])', { timeout: WAIT });
+  });
+  await check('messages sent meanwhile are acked by the producer and stay "sent" (durable in SQS, not yet delivered)', async () => {
+    for (const t of down) await send(a, t);
+    for (const t of down) await waitStatus(a, t, ['sent']);
+    for (const t of down) {
+      const log = await statusLog(a, await ownMessage(a, t).getAttribute('data-client-message-id'));
+      assert(log.join('>') === 'sending>sent', `statuses ${log.join(' > ')}`);
+    }
+  });
+  await check('consumer restarted: both pages reconnect, the messages appear exactly once on B and become delivered on A', async () => {
+    if (stopped) await askShell('start-consumer', 'consumer-started', 60000);
+    await waitConnected(a, 40000);
+    await waitConnected(b, 40000);
+    await waitShown(b, down, 30000);
+    for (const t of down) await waitStatus(a, t, ['delivered', 'read'], 30000);
+    await assertShownOnce(b, [m1, m2, m3, m4, ...gap, ...down]);
+    await assertShownOnce(a, [m1, m2, m3, m4, ...gap, ...down]);
+    for (const t of down) {
+      const log = await statusLog(a, await ownMessage(a, t).getAttribute('data-client-message-id'));
+      assert(log.slice(0, 3).join('>') === 'sending>sent>delivered', `statuses ${log.join(' > ')}`);
+    }
+  });
+  await check('presence is back after the restart: each page lists the other user', async () => {
+    await a.locator('#online li', { hasText: USER_B }).waitFor({ timeout: WAIT });
+    await b.locator('#online li', { hasText: USER_A }).waitFor({ timeout: WAIT });
+  });
+  await check(`${USER_B}'s READ after the restart reaches ${USER_A}: the newest message shows "read by 1"`, async () => {
+    await waitStatus(a, down[down.length - 1], ['read']);
+  });
+
+  await screenshot(a, 'a-final');
+  await screenshot(b, 'b-final');
+
+  await check('no script errors on either page, and nothing loaded from outside 127.0.0.1', async () => {
+    const errs = [...watchA.errors, ...watchB.errors];
+    assert(errs.length === 0, `page errors: ${errs.join(' | ')}`);
+    const outside = [...watchA.outside, ...watchB.outside];
+    assert(outside.length === 0, `requests to: ${outside.join(' ')}`);
+  });
+}
+
+const timer = setTimeout(() => {
+  notOk(`the browser test finished within ${DEADLINE_MS / 1000}s`);
+  process.exit(1);
+}, DEADLINE_MS);
+main().then(
+  () => { clearTimeout(timer); process.exit(failed ? 1 : 0); },
+  (e) => { clearTimeout(timer); notOk('the browser test ran to the end', e); process.exit(1); },
+);
