@@ -344,6 +344,22 @@ async function run(browser) {
     await waitStatus(a, down[down.length - 1], ['read']);
   });
 
+  // ---- more than one page of history: "Load older messages" pages back with before=
+  const bulk = Array.from({ length: 50 }, (_, i) => `bulk ${i + 1} ${nonce}`);
+  await check('with more than 50 messages a reload shows the newest 50 and "Load older messages" brings the rest, each once', async () => {
+    for (const t of bulk) await send(a, t);
+    for (const t of bulk) await waitStatus(a, t, ['delivered', 'read'], 30000);
+    await b.reload();
+    await waitConnected(b);
+    await waitShown(b, bulk);
+    assert(await messagesWithText(b, m1).count() === 0, 'the oldest message is shown before loading older ones');
+    const older = b.getByRole('button', { name: 'Load older messages' });
+    await older.click();
+    await waitShown(b, [m1]);
+    await assertShownOnce(b, [m1, m2, m3, m4, ...gap, ...down, ...bulk]);
+    await older.waitFor({ state: 'hidden', timeout: WAIT });
+  });
+
   await screenshot(a, 'a-final');
   await screenshot(b, 'b-final');
 
