@@ -7,6 +7,8 @@
 #   make SAN=address,undefined   instrumented build into build/san-address-undefined/
 #   make SAN=thread              instrumented build into build/san-thread/
 #   make BUILD=dir  build somewhere else (lets several builds share one tree)
+#   make bench      every benchmark (e2e with MESSAGES=500000), results into docs/benchmarks.md
+#   make bench-producer / make bench-consumer   one service's benchmarks, printed only
 #
 # Sources are discovered by folder, so adding a file to a service needs no edit here:
 #   common/*.c          -> $(BUILD)/libchatflow.a
@@ -129,6 +131,15 @@ run: deps all
 MESSAGES ?= 500000
 demo: deps all
 	@BUILD=$(BUILD) MESSAGES=$(MESSAGES) deploy/local/demo
+
+# Benchmarks (test/bench/): each on a private stack, next to its baseline measured in the same
+# run; they assert nothing about speed. `make bench` also rewrites the tables in docs/benchmarks.md.
+bench: deps all
+	@BUILD=$(BUILD) test/bench/run --messages $(MESSAGES)
+bench-producer: deps all
+	@BUILD=$(BUILD) test/bench/producer.sh
+bench-consumer: deps all
+	@BUILD=$(BUILD) test/bench/consumer.sh && BUILD=$(BUILD) test/bench/broadcast.sh
 
 stack-up: deps all
 	@BUILD=$(BUILD) deploy/local/stack up
