@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# loadgen_e2e — chatflow-loadgen against the real stack (producer, fauxqs, consumer, PostgreSQL on
+# a private stack), a few thousand messages with subscribers on every room: the run is clean (every
+# message acked, every broadcast received once and in order), PostgreSQL holds exactly the acked
+# messages, and every part of the report is there and agrees with itself — the text report, the
+# JSON, the per-message CSV (one row per message), the 10 s series, the chart, the consumer's
+# /api/metrics/all for the window, progress on stderr. Also: usage on bad flags, and a quick clear
+# error against a producer that is not there. Nothing here is about speed.
+set -u
+. "$(dirname "$0")/../lib/common.sh"
+. "$ROOT/test/lib/services.sh"
+
+MESSAGES=${LOADGEN_E2E_MESSAGES:-3000}
+WARMUP_CONNS=20
+WARMUP_PER_CONN=25
+LG="$CHATFLOW_BIN/chatflow-loadgen"
+for b in chatflow-producer chatflow-consumer chatflow-loadgen; do
+    [ -x "$CHATFLOW_BIN/$b" ] || { tap_fail "$b is built"; finish; }
+done
+
+# ---- flags and a stack that is down (no server needed)
+"$LG" --messages abc >"$TEST_LOGDIR/badflag.out" 2>"$TEST_LOGDIR/badflag.err"
+tap_is "$?" 2 "a bad flag value exits 2"
+tap_check "it names the flag and prints the usage" \
+    grep -q -e "bad value 'abc' for --messages" "$TEST_LOGDIR/badflag.err"
+tap_check "the usage lists the flags" grep -q -e '--subscribe' "$TEST_LOGDIR/badflag.err"
+"$LG" --no-such-flag >/dev/null 2>"$TEST_LOGDIR/unknown.err"
+tap_is "$?" 2 "an unknown flag exits 2"
+"$LG" --help >"$TEST_LOGDIR/help.out" 2>&1
+tap_is "$?" 0 "--help exits 0"
+tap_check "--help lists --rate" grep -q -e '--rate N' "$TEST_LOGDIR/help.out"
+
+down_port=$(free_port)
+"$LG" --port "$down_port" --messages 100 --warmup-connections 0 --out-dir "$TEST_LOGDIR/down" \
+    >/dev/null 2>"$TEST_LOGDIR/down.err"
+tap_is "$?" 1 "against a producer that is not running: exit 1"
+tap_check "with an error naming the address" \
+    grep -q "sender connections to 127.0.0.1:$down_port failed" "$TEST_LOGDIR/down.err"
+
+# ---- the real stack
+private_stack_up loadgen_e2e || { tap_fail "private stack started"; finish; }
+on_exit "private_stack down --purge >/dev/null 2>&1"
+psql -XAtq -c "drop schema public cascade; create schema public" >/dev/null 2>&1
+services_start -- CHATFLOW_RECEIVE_WAIT_S=2 || { tap_fail "producer and consumer started"; finish; }
+services_wait_ready 60 || { tap_fail "services ready"; finish; }
+tap_ok "private stack, producer and consumer up"
+
+OUTD="$TEST_LOGDIR/out"
+R="$TEST_LOGDIR/report.json"
+# Paced (--rate) so the pacing path runs too; the rate is well within what the stack sustains.
+"$LG" --port "$PRODUCER_WS_PORT" --consumer-port "$CONSUMER_WS_PORT" \
+    --consumer-admin "http://127.0.0.1:$CONSUMER_ADMIN_PORT" --messages "$MESSAGES" --connections 20 \
+    --warmup-connections "$WARMUP_CONNS" --warmup-messages "$WARMUP_PER_CONN" --rate 1500 --subscribe \
+    --drain-timeout 60 --out-dir "$OUTD" --json "$R" --acked-ids "$TEST_LOGDIR/acked-ids.txt" \
+    >"$TEST_LOGDIR/report.txt" 2>"$TEST_LOGDIR/progress.txt"
+tap_is "$?" 0 "the load generator exits 0 (clean run)"
+[ -s "$R" ] || { tap_fail "the JSON report was written"; finish; }
+
+j() { jq -r "$1" "$R"; }
+tap_is "$(j .sent)" "$MESSAGES" "report: sent = $MESSAGES"
+tap_is "$(j .acked)" "$MESSAGES" "report: acked = $MESSAGES"
+tap_is "$(j '"\(.failed) \(.protocolErrors)"')" "0 0" "report: none failed, no protocol errors"
+tap_is "$(j '[.retries, .reconnections] | map(type) | join(" ")')" "number number" "report: retries and reconnections"
+tap_is "$(j '"\(.connections) \(.window) \(.rate)"')" "20 20 1500" "report: connections, window, rate"
+tap_is "$(j '.wallTimeSeconds > 0 and .throughputPerSecond > 0')" true "report: wall time and throughput"
+tap_is "$(j '(.throughputPerSecond * .wallTimeSeconds - .acked) | fabs < 1')" true "report: throughput = acked / wall time"
+for lat in ackLatency endToEndLatency; do
+    tap_is "$(j ".$lat | [.count, .meanMs, .p50Ms, .p95Ms, .p99Ms, .p999Ms, .maxMs] | map(type == \"number\") | all")" true \
+        "report: $lat has count, mean, p50, p95, p99, p99.9, max"
+    tap_is "$(j ".$lat | .count == $MESSAGES and .p50Ms > 0 and .p50Ms <= .p95Ms and .p95Ms <= .p99Ms and .p99Ms <= .p999Ms and .p999Ms <= .maxMs and .meanMs <= .maxMs")" \
+        true "report: $lat covers every message and its percentiles are ordered"
+done
+tap_is "$(j '.broadcasts | "\(.expected) \(.received) \(.lost) \(.duplicated) \(.outOfOrder)"')" \
+    "$MESSAGES $MESSAGES 0 0 0" "broadcasts: all expected received; zero lost, duplicated, out of order"
+# Warm-up messages still on their way when the main phase subscribes arrive as "unknown".
+tap_is "$(j ".broadcasts.unknown <= $((WARMUP_CONNS * WARMUP_PER_CONN))")" true \
+    "broadcasts of other messages: at most the warm-up's"
+tap_is "$(j '.endToEnd | "\(.broadcastMessages) \(.wallTimeSeconds > 0) \(.throughputPerSecond > 0)"')" "$MESSAGES true true" \
+    "report: end-to-end throughput over every broadcast message"
+tap_is "$(j '.messageTypes | .TEXT + .JOIN + .LEAVE')" "$MESSAGES" "report: the message-type distribution adds up"
+tap_is "$(j '.messageTypes | .TEXT > .JOIN and .TEXT > .LEAVE and .JOIN > 0 and .LEAVE > 0')" true \
+    "report: TEXT dominates, JOIN and LEAVE present"
+tap_is "$(j '.throughputPerRoom | keys | length')" 20 "report: throughput for each of the 20 rooms"
+tap_is "$(j '(.throughputPerRoom | add) * .wallTimeSeconds - .acked | fabs < 1')" true "report: per-room throughput adds up"
+tap_is "$(j '[.throughputSeries[].acked] | add')" "$MESSAGES" "report: the 10 s series counts every ack"
+tap_is "$(j '.throughputSeries | length >= 1 and (map(.second) == [range(0; length) | . * 10])')" true \
+    "report: series buckets are 10 s apart"
+tap_is "$(j '.consumerMetrics.coreQueries | keys | join(" ")')" "activeUsers roomMessages userHistory userRooms" \
+    "report: the consumer's /api/metrics/all core queries for the window"
+tap_is "$(j '.consumerMetrics.coreQueries.activeUsers.resultCount > 0 and (.consumerMetrics.analytics | type) == "object"')" true \
+    "report: the consumer's metrics describe the run"
+
+# The per-message CSV: header, one row per message, valid fields.
+CSV=$(j .csv)
+tap_is "$(head -1 "$CSV")" "timestamp,messageType,latencyMs,status,roomId" "CSV header"
+tap_is "$(($(wc -l <"$CSV") - 1))" "$MESSAGES" "CSV: one row per message"
+tap_is "$(awk -F, 'NR > 1 && !($1 ~ /^[0-9]+$/ && length($1) == 13 && $2 ~ /^(TEXT|JOIN|LEAVE)$/ && $3 + 0 > 0 && $4 == "SUCCESS" && $5 >= 1 && $5 <= 20)' "$CSV" | wc -l)" 0 \
+    "CSV: every row has a timestamp, type, latency, SUCCESS and a room 1-20"
+tap_is "$(awk -F, 'NR > 1 {n[$2]++} END {print n["TEXT"] + 0, n["JOIN"] + 0, n["LEAVE"] + 0}' "$CSV")" \
+    "$(j '.messageTypes | "\(.TEXT) \(.JOIN) \(.LEAVE)"')" "CSV: types agree with the report"
+tap_check "the series file has its header" grep -q '^# second' "$(j .series)"
+if command -v gnuplot >/dev/null; then
+    tap_is "$(head -c 4 "$(j .chart)" | tail -c 3)" PNG "the throughput chart is a PNG"
+else
+    note "gnuplot is not installed: chart not checked"
+fi
+
+# The text report and the progress lines.
+for field in "sent:" "acked:" "failed:" "retries:" "reconnections:" "wall time:" "throughput:" "ack latency" \
+    "end-to-end latency" "end to end:" "broadcasts: expected $MESSAGES, received $MESSAGES, lost 0, duplicated 0, out of order 0" \
+    "message types:" "throughput per room" "per-message CSV:" "series (10 s):" "chart:" "consumer /api/metrics/all"; do
+    grep -qF -- "$field" "$TEST_LOGDIR/report.txt" || tap_fail "text report shows '$field'"
+done
+tap_ok "the text report shows every field"
+tap_check "warm-up reported" grep -q "warm-up: $((WARMUP_CONNS * WARMUP_PER_CONN)) messages on $WARMUP_CONNS connections" "$TEST_LOGDIR/report.txt"
+tap_check "progress goes to stderr" grep -q '^loadgen: main phase' "$TEST_LOGDIR/progress.txt"
+tap_is "$(grep -c '^loadgen:' "$TEST_LOGDIR/report.txt")" 0 "and not to stdout"
+
+# PostgreSQL holds exactly the acked messages (warm-up and main phase).
+acked=$(wc -l <"$TEST_LOGDIR/acked-ids.txt")
+tap_is "$acked" "$((MESSAGES + WARMUP_CONNS * WARMUP_PER_CONN))" "acked ids: warm-up + main phase"
+rows=0
+for _ in $(seq 1 120); do
+    rows=$(psql -XAtq -c "select count(*) from messages" 2>/dev/null || echo 0)
+    [ "$rows" -ge "$acked" ] && break
+    sleep 0.5
+done
+result=$(psql -XAtq -v ON_ERROR_STOP=1 <<SQL
+create temp table acked(message_id uuid primary key);
+\copy acked from '$TEST_LOGDIR/acked-ids.txt'
+select (select count(*) from acked a where not exists (select 1 from messages m where m.message_id = a.message_id))
+    || ' ' || (select count(*) from messages m where not exists (select 1 from acked a where a.message_id = m.message_id))
+    || ' ' || (select count(*) from messages);
+SQL
+)
+read -r missing extra total <<<"$result"
+tap_is "${missing:-?} ${extra:-?}" "0 0" "every acked id is stored, no row that was not acked"
+tap_is "${total:-?}" "$acked" "database row count = acked count"
+finish
