@@ -9,6 +9,7 @@
  * sigtimedwait, so no code runs in a signal handler).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +41,7 @@ typedef struct {
     char **queue_urls;          /* [room - room_min] */
     char *dlq_url;
     batch_writer *writer;
+    pthread_mutex_t writer_mu;  /* the readiness check (an admin thread) vs setting/freeing writer */
     history *history;
     broadcaster *broadcast;
     poller_pool *pollers;
@@ -61,11 +63,24 @@ static bool stop_signal_within(consumer *c, long ms)
 static bool postgres_check(void *ctx, char *detail, size_t detail_len)
 {
     consumer *c = ctx;
-    if (!c->writer) {
+    pthread_mutex_lock(&c->writer_mu);
+    bool up = false;
+    if (c->writer)
+        up = batch_writer_db_up(c->writer, detail, detail_len);
+    else
         snprintf(detail, detail_len, "starting");
-        return false;
-    }
-    return batch_writer_db_up(c->writer, detail, detail_len);
+    pthread_mutex_unlock(&c->writer_mu);
+    return up;
+}
+
+/* Sets c->writer where the readiness check sees it; returns the previous one. */
+static batch_writer *set_writer(consumer *c, batch_writer *w)
+{
+    pthread_mutex_lock(&c->writer_mu);
+    batch_writer *old = c->writer;
+    c->writer = w;
+    pthread_mutex_unlock(&c->writer_mu);
+    return old;
 }
 
 /* Migrations at start-up: retried while the database is unreachable, until a stop signal. */
@@ -137,10 +152,12 @@ static bool start_services(consumer *c)
         .max_backoff_ms = (long)c->s.db_retry_max_backoff_ms,
         .use_unnest = strcmp(c->s.db_write_method, "unnest") == 0,
     };
-    if (!(c->writer = batch_writer_start(&wc, err, sizeof(err)))) {
+    batch_writer *writer = batch_writer_start(&wc, err, sizeof(err));
+    if (!writer) {
         log_error(COMPONENT, "batch writer: %s", err);
         return false;
     }
+    set_writer(c, writer);
     if (!(c->history = history_new(c->s.database_url, (long)c->s.db_statement_timeout_ms))) {
         log_error(COMPONENT, "history: out of memory");
         return false;
@@ -209,8 +226,7 @@ static bool stop_services(consumer *c)
                                 "messages return to the queue after the visibility timeout");
     }
     if (pollers_joined) {
-        batch_writer_stop(c->writer, deadline);
-        c->writer = NULL;
+        batch_writer_stop(set_writer(c, NULL), deadline);
         poller_pool_free(c->pollers);
         c->pollers = NULL;
     }
@@ -284,6 +300,7 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &c.stop_signals, NULL);
     signal(SIGPIPE, SIG_IGN);
     sqs_health_init(&c.sqs_health);
+    pthread_mutex_init(&c.writer_mu, NULL);
 
     int status = 1;
     if (!(c.credentials = credentials_provider_new(err, sizeof(err)))) {
@@ -328,7 +345,7 @@ int main(int argc, char **argv)
     log_info(COMPONENT, "stopped");
 out:
     if (c.writer)
-        batch_writer_stop(c.writer, time_mono_ns());
+        batch_writer_stop(set_writer(&c, NULL), time_mono_ns());
     free_consumer(&c);
     return status;
 }
