@@ -151,10 +151,11 @@ int main(int argc, char **argv)
     log_info("producer", "stopped");
 
 out:
-    /* The publisher goes first: it answers what it holds, and its results need the ingress's
-     * queue (freed with the ingress). */
-    publisher_stop(a.pub);
+    /* The admin server goes first: its readiness check reads the publisher and the breaker, so
+     * it must not answer once they are freed. Then the publisher: it answers what it holds, and
+     * its results need the ingress's queue (freed with the ingress). */
     admin_http_free(admin);
+    publisher_stop(a.pub);
     ingress_free(a.in);
     credentials_provider_free(creds);
     circuit_breaker_free(a.breaker);
