@@ -23,7 +23,15 @@
 #define HANDSHAKE_TIMEOUT_S 2
 /* The stated bound (docs/reliability.md): the producer stays under 96 MiB resident through all
  * of this; measured about 10-20 MiB on this machine. */
-#define RSS_BOUND_KB (96 * 1024)
+#if defined(__SANITIZE_ADDRESS__)
+/* An AddressSanitizer build (test/run --sanitizers runs this test against the ASan services) keeps
+ * freed memory in quarantine (256 MiB by default) and allocates shadow memory, so its RSS is not the
+ * product's: the bounds get that much slack there; the plain pass checks the stated ones. */
+#define RSS_SLACK_KB (320 * 1024)
+#else
+#define RSS_SLACK_KB 0
+#endif
+#define RSS_BOUND_KB (96 * 1024 + RSS_SLACK_KB)
 
 static char LOGDIR[512];
 static itp_sqs Q;
@@ -451,7 +459,8 @@ static void test_never_reads(void)
          pending, SMALL + LARGE, closed ? " (connection closed)" : "", paused, before, during);
     CHECK(!closed && pending > 0, "never-reads: the producer stopped reading a client that does not read its answers");
     CHECK(paused > 0, "never-reads: pauses counted in chatflow_ws_frames_paused_total");
-    CHECK(during < before + 16 * 1024, "never-reads: producer RSS grew by less than 16 MiB (%ld KiB)", during - before);
+    CHECK(during < before + 16 * 1024 + RSS_SLACK_KB, "never-reads: producer RSS grew by less than %d MiB (%ld KiB)",
+          (16 * 1024 + RSS_SLACK_KB) / 1024, during - before);
     probe("while a client floods frames and never reads");
     wsc_free(c);
     wsc_ctx_free(ctx);
@@ -511,7 +520,8 @@ int main(void)
     CHECK(in_time && WIFEXITED(st) && WEXITSTATUS(st) == 0, "producer exits 0 on SIGTERM after all of it");
     for (int r = 1; r <= 2; r++) {
         size_t n = 0;
-        itp_msgs_free(itp_drain_room(&Q, r, &n), n);
+        itp_msg *m = itp_drain_room(&Q, r, &n);   /* n is set by the call: not in the same argument list */
+        itp_msgs_free(m, n);
     }
     itp_sqs_close(&Q);
     return TEST_DONE();

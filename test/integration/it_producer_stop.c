@@ -80,14 +80,38 @@ int main(void)
         }
     for (int i = 0; i < CONNS; i++)
         if (conns[i]) wsc_flush(conns[i], 5000);
+    /* The drain answers what the producer has read; frames still in its socket buffers at SIGTERM
+     * are never read (and the close then resets the connection). So SIGTERM goes out once every
+     * frame is read: answers received + frames the producer holds unanswered = all sent. That is
+     * at once on a plain build; a sanitizer build reads several times slower. */
     int answered_before = 0;
+    for (int waited = 0; waited < 10000; waited += 10) {
+        answered_before = 0;
+        for (int i = 0; i < CONNS; i++) answered_before += state[i].answers;
+        double held = producer_metric(&p, "chatflow_inflight_messages", NULL);
+        if (answered_before + held >= CONNS * PER_CONN) break;
+        wsc_service(ctx, 10);
+    }
+    answered_before = 0;
     for (int i = 0; i < CONNS; i++) answered_before += state[i].answers;
     kill(p.pid, SIGTERM);
     uint64_t t0 = time_mono_ns();
     NOTE("SIGTERM with %d of %d frames answered", answered_before, CONNS * PER_CONN);
 
-    /* A newcomer during the drain is refused (503, or no listener any more). */
+    /* A newcomer during the drain is refused (503, or no listener any more). The producer takes
+     * the signal on its own threads: the attempt waits until its service thread has logged that
+     * it refuses new connections (the phase it checks at each upgrade is set by then). */
     {
+        bool refusing = false;
+        for (int waited = 0; !refusing && waited < 5000; waited += 10) {
+            FILE *f = fopen(log_path, "r");
+            char line[1024];
+            while (f && !refusing && fgets(line, sizeof line, f))
+                refusing = strstr(line, "stopping: refusing new connections") != NULL;
+            if (f) fclose(f);
+            if (!refusing) wsc_service(ctx, 10);
+        }
+        CHECK(refusing, "the producer logs that it refuses new connections after SIGTERM");
         wsc_ctx *c2 = wsc_ctx_new();
         int status = 0;
         char err[256];
