@@ -248,7 +248,8 @@ static const route *find_route(const admin_http *h, const char *method, const ch
 
 /* Queues resp; takes ownership of body. */
 static enum MHD_Result send_response(struct MHD_Connection *connection, int status, char *body,
-                                     const char *content_type, const char *allow)
+                                     const char *content_type, const char *allow,
+                                     const char *allow_origin)
 {
     size_t len = body ? strlen(body) : 0;
     struct MHD_Response *response;
@@ -263,6 +264,8 @@ static enum MHD_Result send_response(struct MHD_Connection *connection, int stat
     MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE,
                             content_type ? content_type : "application/json");
     if (allow && *allow) MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, allow);
+    if (allow_origin && *allow_origin)
+        MHD_add_response_header(response, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin);
     enum MHD_Result queued = MHD_queue_response(connection, (unsigned int)status, response);
     MHD_destroy_response(response);
     return queued;
@@ -271,7 +274,7 @@ static enum MHD_Result send_response(struct MHD_Connection *connection, int stat
 static enum MHD_Result send_error(struct MHD_Connection *connection, int status, const char *msg,
                                   const char *allow)
 {
-    return send_response(connection, status, json_error_body(msg), NULL, allow);
+    return send_response(connection, status, json_error_body(msg), NULL, allow, NULL);
 }
 
 static enum MHD_Result dispatch(const admin_http *h, http_request *req)
@@ -287,14 +290,15 @@ static enum MHD_Result dispatch(const admin_http *h, http_request *req)
         snprintf(msg, sizeof msg, "no such path: %s", req->path);
         return send_error(req->connection, 404, msg, NULL);
     }
-    http_response resp = {200, NULL, NULL};
+    http_response resp = {200, NULL, NULL, NULL};
     r->fn(r->ctx, req, &resp);
     if (resp.status < 100 || resp.status > 599) {
         log_error("http", "handler for %s %s answered status %d", r->method, req->path, resp.status);
         free(resp.body);
         return send_error(req->connection, 500, "internal error", NULL);
     }
-    return send_response(req->connection, resp.status, resp.body, resp.content_type, NULL);
+    return send_response(req->connection, resp.status, resp.body, resp.content_type, NULL,
+                         resp.allow_origin);
 }
 
 /* Appends one piece of an upload; past MAX_BODY the body is dropped and 413 answered at the end. */

@@ -14,7 +14,8 @@
  *  - Health checks are called on the server's threads, concurrently: they must be thread-safe and
  *    quick (report cached state; do not call SQS or PostgreSQL synchronously).
  *  - A route handler fills an http_response; body is malloc'd and ownership passes to the
- *    server, which frees it. Request arguments come from http_request_arg(); a POST body is
+ *    server, which frees it. A handler that sets allow_origin gets an Access-Control-Allow-Origin
+ *    header on its answer (for pages served from another origin). Request arguments come from http_request_arg(); a POST body is
  *    delivered whole (up to 64 KiB, else 413).
  *  - port 0 picks a free port; admin_http_port() tells which.
  */
@@ -31,6 +32,7 @@ typedef struct {
     int status;
     char *body;                  /* malloc'd; freed by the server */
     const char *content_type;    /* NULL -> application/json */
+    const char *allow_origin;    /* NULL -> no CORS header; else Access-Control-Allow-Origin */
 } http_response;
 
 /* Returns true when healthy; writes a short human detail either way. */

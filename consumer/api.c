@@ -95,15 +95,9 @@ static const char *const materialized_views[] = {
     "mv_user_participation",
 };
 
-typedef struct {
-    pthread_mutex_t mu;
-    db_conn *db;
-} api_slot;
-
 struct api {
-    char url[1024];
     long statement_timeout_ms;
-    api_slot slots[API_CONNECTIONS];
+    db_pool *pool;
     pthread_mutex_t refreshed_mu;
     char refreshed_at[ISO8601_BUF];   /* "" until the first refresh by this process */
 };
@@ -113,17 +107,13 @@ api *api_new(const char *database_url, long statement_timeout_ms)
     api *a = calloc(1, sizeof(*a));
     if (!a)
         return NULL;
-    snprintf(a->url, sizeof(a->url), "%s", database_url);
     a->statement_timeout_ms = statement_timeout_ms;
     pthread_mutex_init(&a->refreshed_mu, NULL);
-    for (int i = 0; i < API_CONNECTIONS; i++) {
-        pthread_mutex_init(&a->slots[i].mu, NULL);
-        a->slots[i].db = db_conn_new(a->url, statement_timeout_ms, "chatflow-consumer-api", api_statements,
-                                     sizeof(api_statements) / sizeof(api_statements[0]), NULL, NULL);
-        if (!a->slots[i].db) {
-            api_free(a);
-            return NULL;
-        }
+    a->pool = db_pool_new(database_url, statement_timeout_ms, "chatflow-consumer-api", api_statements,
+                          sizeof(api_statements) / sizeof(api_statements[0]), API_CONNECTIONS);
+    if (!a->pool) {
+        api_free(a);
+        return NULL;
     }
     return a;
 }
@@ -132,25 +122,10 @@ void api_free(api *a)
 {
     if (!a)
         return;
-    for (int i = 0; i < API_CONNECTIONS; i++) {
-        db_conn_free(a->slots[i].db);
-        pthread_mutex_destroy(&a->slots[i].mu);
-    }
+    db_pool_free(a->pool);
     pthread_mutex_destroy(&a->refreshed_mu);
     free(a);
 }
-
-/* A free connection if there is one, else waits for the first. */
-static api_slot *acquire(api *a)
-{
-    for (int i = 0; i < API_CONNECTIONS; i++)
-        if (pthread_mutex_trylock(&a->slots[i].mu) == 0)
-            return &a->slots[i];
-    pthread_mutex_lock(&a->slots[0].mu);
-    return &a->slots[0];
-}
-
-static void release(api_slot *s) { pthread_mutex_unlock(&s->mu); }
 
 /* ---- parameters ---- */
 
@@ -278,25 +253,18 @@ static json_t *rows_json(const PGresult *r)
 }
 
 /* Runs a prepared statement; NULL on failure with err set. *ms gets its execution time. */
-static PGresult *run(api_slot *s, const char *name, int n, const char *const *params, double *ms,
+static PGresult *run(db_conn *s, const char *name, int n, const char *const *params, double *ms,
                      char *err, size_t err_len)
 {
     uint64_t t0 = time_mono_ns();
-    PGresult *r = NULL;
-    /* One retry: a connection found dead on first use (e.g. after a database restart). */
-    for (int attempt = 0; attempt < 2 && !r; attempt++) {
-        if (db_conn_ensure(s->db, err, err_len))
-            r = db_exec_prepared(s->db, name, n, params, err, err_len);
-        if (!r && db_last_error_kind(s->db) != DB_ERR_CONNECTION)
-            break;
-    }
+    PGresult *r = db_run_prepared(s, name, n, params, err, err_len);
     if (ms)
         *ms = (double)(time_mono_ns() - t0) / 1e6;
     return r;
 }
 
 /* {"executionTimeMs", "resultCount", "sampleData"} for a query with a total_count column. */
-static json_t *core_query(api_slot *s, const char *name, int n, const char *const *params,
+static json_t *core_query(db_conn *s, const char *name, int n, const char *const *params,
                           json_t *extra, char *err, size_t err_len)
 {
     double ms = 0;
@@ -318,7 +286,7 @@ static json_t *core_query(api_slot *s, const char *name, int n, const char *cons
     return o;
 }
 
-static json_t *db_stats(api_slot *s, char *err, size_t err_len)
+static json_t *db_stats(db_conn *s, char *err, size_t err_len)
 {
     PGresult *t = run(s, "table_stats", 0, NULL, NULL, err, err_len);
     if (!t)
@@ -347,10 +315,10 @@ static void respond_json(http_response *resp, json_t *o)
     resp->status = 200;
 }
 
-static void respond_db_error(http_response *resp, api_slot *s, const char *err)
+static void respond_db_error(http_response *resp, db_conn *s, const char *err)
 {
     char msg[600];
-    bool down = db_last_error_kind(s->db) == DB_ERR_CONNECTION;
+    bool down = db_last_error_kind(s) == DB_ERR_CONNECTION;
     snprintf(msg, sizeof(msg), "%s: %s", down ? "database unavailable" : "query failed", err);
     log_warn(COMPONENT, "%s", msg);
     http_respond_error(resp, down ? 503 : 500, msg);
@@ -358,7 +326,7 @@ static void respond_db_error(http_response *resp, api_slot *s, const char *err)
 
 /* ---- handlers ---- */
 
-static json_t *analytics(api *a, api_slot *s, const window_params *w, char *err, size_t err_len)
+static json_t *analytics(api *a, db_conn *s, const window_params *w, char *err, size_t err_len)
 {
     const char *win[] = {w->start, w->end};
     PGresult *ps = run(s, "per_second", 2, win, NULL, err, err_len);
@@ -396,7 +364,7 @@ static json_t *analytics(api *a, api_slot *s, const window_params *w, char *err,
 }
 
 /* The busiest room / most active user of the window when not given; 0 when the window is empty. */
-static bool pick_defaults(api_slot *s, window_params *w, char *err, size_t err_len)
+static bool pick_defaults(db_conn *s, window_params *w, char *err, size_t err_len)
 {
     const char *win[] = {w->start, w->end};
     if (w->room_id == 0) {
@@ -426,7 +394,7 @@ static void serve_all(void *ctx, const http_request *req, http_response *resp)
         return;
     bool room_given = w.room_id != 0, user_given = w.user_id != 0;
     char err[512] = "";
-    api_slot *s = acquire(a);
+    db_conn *s = db_pool_acquire(a->pool);
     json_t *root = NULL, *core = NULL;
     if (!pick_defaults(s, &w, err, sizeof(err)))
         goto fail;
@@ -466,13 +434,13 @@ static void serve_all(void *ctx, const http_request *req, http_response *resp)
     }
     root = json_pack("{s:{s:s, s:s}, s:o, s:o, s:o}", "window", "testStartTime", w.start, "testEndTime", w.end,
                      "coreQueries", core, "analytics", an, "dbStats", stats);
-    release(s);
+    db_pool_release(a->pool, s);
     respond_json(resp, root);
     return;
 fail:
     json_decref(core);
     respond_db_error(resp, s, err);
-    release(s);
+    db_pool_release(a->pool, s);
 }
 
 static void serve_db_stats(void *ctx, const http_request *req, http_response *resp)
@@ -480,13 +448,13 @@ static void serve_db_stats(void *ctx, const http_request *req, http_response *re
     (void)req;
     api *a = ctx;
     char err[512] = "";
-    api_slot *s = acquire(a);
+    db_conn *s = db_pool_acquire(a->pool);
     json_t *stats = db_stats(s, err, sizeof(err));
     if (!stats)
         respond_db_error(resp, s, err);
     else
         respond_json(resp, stats);
-    release(s);
+    db_pool_release(a->pool, s);
 }
 
 static void serve_refresh(void *ctx, const http_request *req, http_response *resp)
@@ -494,31 +462,31 @@ static void serve_refresh(void *ctx, const http_request *req, http_response *res
     (void)req;
     api *a = ctx;
     char err[512] = "", sql[160];
-    api_slot *s = acquire(a);
+    db_conn *s = db_pool_acquire(a->pool);
     uint64_t t0 = time_mono_ns();
-    bool ok = db_conn_ensure(s->db, err, sizeof(err));
+    bool ok = db_conn_ensure(s, err, sizeof(err));
     /* Refreshing large views can outlast the per-statement timeout of ingest queries. */
     snprintf(sql, sizeof(sql), "SET statement_timeout = %ld", REFRESH_TIMEOUT_MS);
-    ok = ok && db_exec(s->db, sql, err, sizeof(err));
+    ok = ok && db_exec(s, sql, err, sizeof(err));
     json_t *done = json_array();
     for (size_t i = 0; ok && i < sizeof(materialized_views) / sizeof(materialized_views[0]); i++) {
         snprintf(sql, sizeof(sql), "REFRESH MATERIALIZED VIEW CONCURRENTLY %s", materialized_views[i]);
-        ok = db_exec(s->db, sql, err, sizeof(err));
+        ok = db_exec(s, sql, err, sizeof(err));
         if (ok)
             json_array_append_new(done, json_string(materialized_views[i]));
     }
-    if (db_conn_is_up(s->db)) {
+    if (db_conn_is_up(s)) {
         char ignored[128];
         snprintf(sql, sizeof(sql), "SET statement_timeout = %ld", a->statement_timeout_ms);
-        db_exec(s->db, sql, ignored, sizeof(ignored));
+        db_exec(s, sql, ignored, sizeof(ignored));
     }
     if (!ok) {
         json_decref(done);
         respond_db_error(resp, s, err);
-        release(s);
+        db_pool_release(a->pool, s);
         return;
     }
-    release(s);
+    db_pool_release(a->pool, s);
     char now[ISO8601_BUF];
     time_format_iso8601(time_wall_ms(), now);
     pthread_mutex_lock(&a->refreshed_mu);

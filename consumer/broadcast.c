@@ -25,8 +25,13 @@
  *    committed yet), the page is asked again every REPLAY_RETRY_DELAY_MS from a timer; after
  *    REPLAY_MAX_RETRIES pages in a row with nothing new the subscriber is closed with 4013 and
  *    where history ends, never served with a gap.
- *  - Close codes: 1001 stop, 1011 store failure, 4008 slow, 4013 try again (lws clients turn
- *    the registered 1013 into 1002).
+ *  - Members. A subscriber that named itself (userId, username) is a member: presence.c counts
+ *    its connections; the first one announces ONLINE, the last one OFFLINE. Ephemeral events
+ *    (PRESENCE, TYPING, READ, ERROR) have no sequence number: they go straight into a member's
+ *    send queue even while it replays (their order against messages does not matter), never
+ *    into the room cache, under the same slow-subscriber bound as everything else.
+ *  - Close codes: 1001 stop, 1011 store failure, 4008 slow, 4009 room full, 4013 try again (lws
+ *    clients turn the registered 1013 into 1002).
  */
 #include "broadcast.h"
 
@@ -40,6 +45,7 @@
 
 #include "broadcast_path.h"
 #include "broadcast_room.h"
+#include "events.h"
 #include "log.h"
 #include "metrics.h"
 #include "seqnum.h"
@@ -52,6 +58,7 @@
 #define DRAIN_BATCH 256
 #define DRAIN_BATCHES_PER_WAKE 8     /* then let writes run; we wake ourselves to continue */
 #define CLOSE_SLOW 4008
+#define CLOSE_ROOM_FULL 4009
 /* 1013 "Try Again Later" is registered, but lws clients (4.1) turn 1012-1014 into 1002: a
  * private code keeps the reason readable by every client. */
 #define CLOSE_TRY_AGAIN 4013
@@ -97,6 +104,15 @@ typedef struct {
     size_t queue_limit;        /* send_queue_max, raised by a replay backlog while it drains */
     bc_fqueue sendq;
     bc_replay replay;
+
+    /* member (docs/protocol.md §2): identified by the subscription's userId and username */
+    bool member;
+    uint32_t user_id;
+    char username[CHAT_USERNAME_MAX + 1];
+    uint64_t last_heard_ns;    /* last frame or pong: tells a missed heartbeat from a close */
+    char *rx;                  /* frame reassembly, SUBSCRIBER_FRAME_MAX bytes when allocated */
+    size_t rx_len;
+    bool rx_over;              /* the current frame passed the limit: the rest is dropped */
 } subscriber;
 
 typedef struct {
@@ -130,6 +146,7 @@ struct broadcaster {
     /* service thread only */
     bool closing_all;
     bool loop_exit;
+    long members_online;
     lws_sorted_usec_list_t stop_deadline;
 
     metric_gauge *m_active;
@@ -139,6 +156,9 @@ struct broadcaster {
     metric_histogram *m_e2e;
     metric_counter *m_replay_cache;
     metric_counter *m_replay_history;
+    metric_gauge *m_members;
+    metric_counter *m_room_full;
+    metric_counter *m_frames_read, *m_frames_error;
 };
 
 static void wake_service(void *arg)
@@ -216,6 +236,14 @@ static bool is_slow(subscriber *sub, size_t queued)
     return queued > 2 * sub->queue_limit || lws_send_pipe_choked(sub->wsi);
 }
 
+/* Into the send queue now, whatever the state; dropped as slow past the queue's bound. */
+static void deliver_now(broadcaster *b, subscriber *sub, bc_frame *f)
+{
+    if (sub->closing || !queue_frame(sub, f)) return;
+    size_t queued = bc_fqueue_len(&sub->sendq);
+    if (queued > sub->queue_limit && is_slow(sub, queued)) drop_slow(b, sub, queued);
+}
+
 static void offer_live_frame(broadcaster *b, subscriber *sub, bc_frame *f)
 {
     if (sub->closing) return;
@@ -229,9 +257,36 @@ static void offer_live_frame(broadcaster *b, subscriber *sub, bc_frame *f)
             drop_slow(b, sub, held + bc_fqueue_len(&sub->sendq));
         return;
     }
-    if (!queue_frame(sub, f)) return;
-    size_t queued = bc_fqueue_len(&sub->sendq);
-    if (queued > sub->queue_limit && is_slow(sub, queued)) drop_slow(b, sub, queued);
+    deliver_now(b, sub, f);
+}
+
+/* An ephemeral event (no sequence number) for every member of the room. Takes json (freed). */
+static void announce(broadcaster *b, room_state *rs, char *json)
+{
+    bc_frame *f = json ? bc_frame_new(json, strlen(json), "") : NULL;
+    free(json);
+    if (!f) {
+        log_error(COMPONENT, "out of memory building an event; not announced");
+        return;
+    }
+    lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, lws_dll2_get_head(&rs->subs)) {
+        subscriber *sub = lws_container_of(d, subscriber, in_room);
+        if (sub->member) deliver_now(b, sub, f);
+    } lws_end_foreach_dll_safe(d, d1);
+    bc_frame_unref(f);
+}
+
+/* An ephemeral event for one subscriber. Takes json (freed). */
+static void tell(broadcaster *b, subscriber *sub, char *json)
+{
+    bc_frame *f = json ? bc_frame_new(json, strlen(json), "") : NULL;
+    free(json);
+    if (!f) {
+        log_error(COMPONENT, "out of memory building an event for subscriber %llu", (unsigned long long)sub->id);
+        return;
+    }
+    deliver_now(b, sub, f);
+    bc_frame_unref(f);
 }
 
 static void observe_latency(broadcaster *b, const chat_message *m)
@@ -255,6 +310,11 @@ static void fan_out(broadcaster *b, const published *p)
     if (seq[0] && rs->last_seq[0] && seqnum_cmp(seq, rs->last_seq) <= 0) {
         log_debug(COMPONENT, "room %ld: sequence number %s already broadcast (last %s); skipped",
                   room, seq, rs->last_seq);
+        return;
+    }
+    if (p->msg.kind == CHAT_KIND_TYPING) {   /* ephemeral: members only, never cached */
+        if (seq[0]) memcpy(rs->last_seq, seq, sizeof rs->last_seq);
+        announce(b, rs, broadcast_event_to_json(&p->msg, p->server_ts, NULL));
         return;
     }
     char *json = broadcast_event_to_json(&p->msg, p->server_ts, seq);
@@ -550,11 +610,74 @@ static int on_confirm_upgrade(broadcaster *b, struct lws *wsi, const char *upgra
                  b->cfg.max_subscribers);
     } else {
         status = read_target(b, wsi, &t, reason, sizeof reason);
+        if (!status && t.user_id && b->cfg.presence && !presence_admits(b->cfg.presence, t.room, t.user_id)) {
+            status = 403;
+            metric_counter_inc(b->m_room_full);
+            snprintf(reason, sizeof reason, "room %ld is full: %zu members online (CHATFLOW_ROOM_MEMBER_CAP)",
+                     t.room, presence_member_cap(b->cfg.presence));
+        }
     }
     if (!status) return 0;
     log_info(COMPONENT, "handshake refused with %d: %s", status, reason);
     if (lws_return_http_status(wsi, (unsigned int)status, reason)) return -1;
     return 1;   /* we answered; lws finishes the transaction */
+}
+
+static void update_members_gauge(broadcaster *b, long delta)
+{
+    b->members_online += delta;
+    metric_gauge_set(b->m_members, (double)b->members_online);
+}
+
+/* A member's first connection announces ONLINE to the room; every new connection of a member is
+ * first told who is online ("present"). */
+static void join_room(broadcaster *b, subscriber *sub, const bc_target *t)
+{
+    size_t online = 0;
+    presence_join_result res = presence_join(b->cfg.presence, t->room, t->user_id, t->username,
+                                             time_wall_ms(), &online);
+    if (res == PRESENCE_FULL || res == PRESENCE_NO_MEMORY) {
+        char reason[96];
+        snprintf(reason, sizeof reason, "room %ld is full: %zu members online", t->room,
+                 presence_member_cap(b->cfg.presence));
+        if (res == PRESENCE_FULL) metric_counter_inc(b->m_room_full);
+        close_with(sub, res == PRESENCE_FULL ? CLOSE_ROOM_FULL : LWS_CLOSE_STATUS_UNEXPECTED_CONDITION,
+                   res == PRESENCE_FULL ? reason : "out of memory");
+        return;
+    }
+    sub->member = true;
+    sub->user_id = t->user_id;
+    snprintf(sub->username, sizeof sub->username, "%s", t->username);
+    size_t cap = presence_member_cap(b->cfg.presence);
+    presence_member *others = malloc(cap * sizeof *others);
+    size_t n = others ? presence_members(b->cfg.presence, t->room, others, cap) : 0;
+    int64_t now = time_wall_ms();
+    for (size_t i = 0; i < n && i < cap; i++)
+        if (res == PRESENCE_AGAIN || others[i].user_id != t->user_id)
+            tell(b, sub, presence_event_json(t->room, others[i].user_id, others[i].username, "ONLINE",
+                                             "present", others[i].since_ms, n));
+    free(others);
+    if (res == PRESENCE_FIRST) {
+        update_members_gauge(b, 1);
+        announce(b, room_of(b, t->room),
+                 presence_event_json(t->room, t->user_id, t->username, "ONLINE", "joined", now, online));
+    }
+}
+
+/* The member's last connection announces OFFLINE; "timeout" when lws dropped it for silence. */
+static void leave_room(broadcaster *b, subscriber *sub)
+{
+    size_t online = 0;
+    int64_t now = time_wall_ms();
+    if (!presence_leave(b->cfg.presence, sub->room, sub->user_id, now, &online)) return;
+    update_members_gauge(b, -1);
+    if (b->closing_all) return;   /* everyone is leaving: nobody to tell */
+    uint64_t hangup_ns = (uint64_t)(b->cfg.ping_interval_s + b->cfg.pong_timeout_s) * 1000000000ull;
+    bool silent = b->cfg.ping_interval_s > 0 &&
+                  time_mono_ns() - sub->last_heard_ns + 1000000000ull >= hangup_ns;
+    announce(b, room_of(b, sub->room),
+             presence_event_json(sub->room, sub->user_id, sub->username, "OFFLINE",
+                                 silent ? "timeout" : "left", now, online));
 }
 
 static int on_established(broadcaster *b, struct lws *wsi, subscriber *sub)
@@ -576,9 +699,13 @@ static int on_established(broadcaster *b, struct lws *wsi, subscriber *sub)
     size_t n = atomic_fetch_add(&b->subscribers, 1) + 1;
     metric_gauge_set(b->m_active, (double)n);
     metric_counter_inc(b->m_connections);
-    if (b->closing_all)   /* upgraded just before the stop began */
+    sub->last_heard_ns = time_mono_ns();
+    if (b->closing_all) {   /* upgraded just before the stop began */
         close_with(sub, LWS_CLOSE_STATUS_GOINGAWAY, "going away");
-    else if (t.since[0])
+        return 0;
+    }
+    if (t.user_id && b->cfg.presence) join_room(b, sub, &t);
+    if (t.since[0] && !sub->closing)
         start_replay(b, sub, t.since);
     return 0;
 }
@@ -590,7 +717,10 @@ static void on_closed(broadcaster *b, subscriber *sub)
     lws_dll2_remove(&sub->in_room);
     bc_fqueue_clear(&sub->sendq);
     bc_replay_free(&sub->replay);
+    free(sub->rx);
+    sub->rx = NULL;
     sub->wsi = NULL;
+    if (sub->member) leave_room(b, sub);
     size_t n = atomic_fetch_sub(&b->subscribers, 1) - 1;
     metric_gauge_set(b->m_active, (double)n);
     if (b->closing_all && n == 0) b->loop_exit = true;
@@ -612,6 +742,78 @@ static int on_writeable(broadcaster *b, subscriber *sub)
     if (bc_fqueue_len(&sub->sendq)) lws_callback_on_writable(sub->wsi);
     maybe_request_page(b, sub);
     return 0;
+}
+
+/* ---- frames from members ---- */
+
+static void heard_from(broadcaster *b, subscriber *sub)
+{
+    sub->last_heard_ns = time_mono_ns();
+    if (sub->member) presence_seen(b->cfg.presence, sub->room, sub->user_id, time_wall_ms());
+}
+
+static void frame_error(broadcaster *b, subscriber *sub, chat_status code, const char *why)
+{
+    metric_counter_inc(b->m_frames_error);
+    tell(b, sub, subscriber_error_json(code, why));
+}
+
+static void handle_member_frame(broadcaster *b, subscriber *sub, const char *data, size_t len)
+{
+    char seq[SEQNUM_BUF], err[200];
+    if (!sub->member) {
+        frame_error(b, sub, CHAT_VALIDATION_ERROR,
+                    "READ needs a member subscription: connect with ?userId=...&username=...");
+        return;
+    }
+    chat_status st = subscriber_frame_parse(data, len, sub->room, seq, err, sizeof err);
+    if (st != CHAT_OK) {
+        frame_error(b, sub, st, err);
+        return;
+    }
+    room_state *rs = room_of(b, sub->room);
+    if (rs->last_seq[0] && seqnum_cmp(seq, rs->last_seq) > 0) {
+        /* unknown until seen here, so a client cannot flood the room with made-up positions */
+        snprintf(err, sizeof err, "sequenceNumber: %s is beyond the room's newest message %s", seq, rs->last_seq);
+        frame_error(b, sub, CHAT_VALIDATION_ERROR, err);
+        return;
+    }
+    metric_counter_inc(b->m_frames_read);
+    if (!presence_advance_read(b->cfg.presence, sub->room, sub->user_id, seq)) return;   /* not newer */
+    if (b->cfg.receipts) read_receipts_record(b->cfg.receipts, sub->room, sub->user_id, seq);
+    announce(b, rs, read_event_json(sub->room, sub->user_id, sub->username, seq, time_wall_ms()));
+}
+
+/* Gathers a frame's pieces (a frame may arrive in several callbacks) up to SUBSCRIBER_FRAME_MAX. */
+static void on_receive(broadcaster *b, struct lws *wsi, subscriber *sub, const char *data, size_t len)
+{
+    heard_from(b, sub);
+    if (sub->closing) return;
+    bool complete = lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0;
+    if (!sub->rx_over) {
+        if (sub->rx_len + len > SUBSCRIBER_FRAME_MAX) {
+            sub->rx_over = true;
+        } else {
+            if (!sub->rx && !(sub->rx = malloc(SUBSCRIBER_FRAME_MAX))) {
+                close_with(sub, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
+                return;
+            }
+            memcpy(sub->rx + sub->rx_len, data, len);
+            sub->rx_len += len;
+        }
+    }
+    if (!complete) return;
+    if (sub->rx_over) {
+        char why[64];
+        snprintf(why, sizeof why, "frame is larger than %d bytes", SUBSCRIBER_FRAME_MAX);
+        frame_error(b, sub, CHAT_MESSAGE_TOO_LARGE, why);
+    } else if (lws_frame_is_binary(wsi)) {
+        frame_error(b, sub, CHAT_INVALID_JSON, "binary frames are not accepted: send a JSON object as text");
+    } else {
+        handle_member_frame(b, sub, sub->rx, sub->rx_len);
+    }
+    sub->rx_len = 0;
+    sub->rx_over = false;
 }
 
 static void stop_deadline_passed(lws_sorted_usec_list_t *sul)
@@ -647,7 +849,6 @@ static void on_wake(broadcaster *b)
 static int callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                          size_t len)
 {
-    (void)len;
     struct lws_context *ctx = lws_get_context(wsi);
     broadcaster *b = ctx ? lws_context_user(ctx) : NULL;
     if (!b) return 0;
@@ -671,8 +872,14 @@ static int callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         on_wake(b);
         break;
+    case LWS_CALLBACK_RECEIVE:
+        if (sub && sub->wsi) on_receive(b, wsi, sub, in, len);
+        break;
+    case LWS_CALLBACK_RECEIVE_PONG:
+        if (sub && sub->wsi) heard_from(b, sub);
+        break;
     default:
-        break;   /* subscribers have nothing to say; what they send is ignored */
+        break;
     }
     return 0;
 }
@@ -732,6 +939,14 @@ static void register_metrics(broadcaster *b)
     b->m_replay_history = metrics_counter("chatflow_replay_requests_total",
                                           "since= replays by where they were served from.",
                                           "source=\"history\"");
+    b->m_members = metrics_gauge("chatflow_room_members_online",
+                                 "Identified users online, summed over the rooms (presence).", NULL);
+    b->m_room_full = metrics_counter("chatflow_room_full_refusals_total",
+                                     "Member subscriptions refused because the room was full.", NULL);
+    b->m_frames_read = metrics_counter("chatflow_subscriber_frames_total",
+                                       "Frames sent by subscribers, by outcome.", "result=\"read\"");
+    b->m_frames_error = metrics_counter("chatflow_subscriber_frames_total",
+                                        "Frames sent by subscribers, by outcome.", "result=\"error\"");
 }
 
 static void free_queued(workqueue *q, bool jobs)

@@ -18,6 +18,15 @@
  *    the history callback, run on a replay worker thread (never on the service thread).
  *  - A room outside [room_min, room_max] or a bad path is refused at the handshake (HTTP 4xx) — or,
  *    where lws cannot answer with a status, closed at once with a reason naming the owned range.
+ *  - Members (docs/protocol.md §2): a subscriber that gives userId and username joins the room's
+ *    presence (config.presence). A new user beyond the member cap is refused at the handshake
+ *    (403). Members get, besides every MESSAGE: a PRESENCE snapshot of who is online when they
+ *    join, PRESENCE events when a user's first connection opens or last one closes (reason
+ *    "timeout" when it was dropped for a missed heartbeat), TYPING events (from the queue,
+ *    never cached or replayed) and READ events. A member's READ frame that moves its position
+ *    forward (not beyond the room's newest message) is announced and handed to
+ *    config.receipts; a bad frame gets an ERROR event. Anonymous subscribers get MESSAGE
+ *    events only, exactly as SPEC §3.
  *  - broadcast_stop() closes every subscriber with 1001 "going away", stops the thread and frees
  *    everything. Safe to call once, from the thread that started it.
  */
@@ -29,6 +38,8 @@
 #include <stdint.h>
 
 #include "message.h"
+#include "presence.h"
+#include "read_receipts.h"
 
 typedef struct broadcaster broadcaster;
 
@@ -59,6 +70,8 @@ typedef struct {
     int pong_timeout_s;
     broadcast_history_fn history;
     void *history_ctx;
+    presence *presence;         /* NULL: nobody is a member (features off) */
+    read_receipts *receipts;    /* NULL: READ positions are announced, not stored */
 } broadcast_config;
 
 broadcaster *broadcast_start(const broadcast_config *cfg, char *err, size_t err_len);

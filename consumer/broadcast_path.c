@@ -21,6 +21,14 @@ static bool parse_room(const char *s, long *room)
     return true;
 }
 
+static bool parse_user(const char *s, uint32_t *user)
+{
+    long v;
+    if (!parse_room(s, &v) || v < 1 || v > CHAT_USER_ID_MAX) return false;   /* same digit rules */
+    *user = (uint32_t)v;
+    return true;
+}
+
 /* The reason is echoed in the HTTP answer (lws wraps it in HTML): what the client sent is
  * shown with anything but plain URL characters replaced by '?', and cut at 48 bytes. */
 static const char *shown(const char *s, char out[49])
@@ -59,26 +67,53 @@ int bc_target_parse(const char *path, const char *const *args, size_t nargs, lon
         return refuse(404, reason, reason_len,
                       "room %s is not served here; this consumer serves rooms %ld-%ld", room_s,
                       room_min, room_max);
+    bool user_given = false, name_given = false;
     for (size_t i = 0; i < nargs; i++) {
         const char *a = args[i];
         char buf[49];
-        if (strncmp(a, "since=", 6) != 0) {
+        bool *seen = NULL;
+        if (strncmp(a, "since=", 6) == 0) {
+            if (out->since[0]) {
+                snprintf(reason, reason_len, "since is given more than once");
+                return 400;
+            }
+            if (!seqnum_valid(a + 6)) {
+                snprintf(reason, reason_len,
+                         "since '%s' is not a sequence number (1-%d decimal digits)", shown(a + 6, buf),
+                         SEQNUM_MAX_DIGITS);
+                return 400;
+            }
+            snprintf(out->since, sizeof out->since, "%s", a + 6);
+            continue;
+        } else if (strncmp(a, "userId=", 7) == 0) {
+            seen = &user_given;
+            if (!*seen && !parse_user(a + 7, &out->user_id)) {
+                snprintf(reason, reason_len, "userId '%s' must be a decimal integer 1-%d",
+                         shown(a + 7, buf), CHAT_USER_ID_MAX);
+                return 400;
+            }
+        } else if (strncmp(a, "username=", 9) == 0) {
+            seen = &name_given;
+            if (!*seen && !chat_valid_username(a + 9)) {
+                snprintf(reason, reason_len, "username '%s' must be %d-%d ASCII letters or digits",
+                         shown(a + 9, buf), CHAT_USERNAME_MIN, CHAT_USERNAME_MAX);
+                return 400;
+            }
+            if (!*seen) snprintf(out->username, sizeof out->username, "%s", a + 9);
+        } else {
             snprintf(reason, reason_len,
-                     "unknown query argument '%s'; only since={sequenceNumber} is accepted",
-                     shown(a, buf));
+                     "unknown query argument '%s'; accepted: since, userId, username", shown(a, buf));
             return 400;
         }
-        if (out->since[0]) {
-            snprintf(reason, reason_len, "since is given more than once");
+        if (*seen) {
+            snprintf(reason, reason_len, "%.*s is given more than once", (int)strcspn(a, "="), a);
             return 400;
         }
-        if (!seqnum_valid(a + 6)) {
-            snprintf(reason, reason_len,
-                     "since '%s' is not a sequence number (1-%d decimal digits)", shown(a + 6, buf),
-                     SEQNUM_MAX_DIGITS);
-            return 400;
-        }
-        snprintf(out->since, sizeof out->since, "%s", a + 6);
+        *seen = true;
+    }
+    if (user_given != name_given) {
+        snprintf(reason, reason_len, "userId and username identify a member together: give both or neither");
+        return 400;
     }
     return 0;
 }

@@ -11,19 +11,26 @@
  *    is quoted with characters outside [A-Za-z0-9/-_.=~] shown as '?' (the reason goes back in
  *    an HTML body), at most 48 of them.
  *  - roomId is a decimal integer without sign or leading zeros; since, when present, is a valid
- *    sequence number (seqnum.h); any other query argument is refused (a typo must not silently
- *    turn a replay into a live-only subscription).
+ *    sequence number (seqnum.h); userId (1-100000, canonical decimal) and username (3-20 ASCII
+ *    letters or digits) identify a member (docs/protocol.md §2) and come together or not at all;
+ *    any other query argument, or one given twice, is refused (a typo must not silently turn a
+ *    replay into a live-only subscription).
  */
 #ifndef CHATFLOW_BROADCAST_PATH_H
 #define CHATFLOW_BROADCAST_PATH_H
 
 #include <stddef.h>
 
+#include <stdint.h>
+
+#include "message.h"
 #include "seqnum.h"
 
 typedef struct {
     long room;
     char since[SEQNUM_BUF];   /* "" when absent */
+    uint32_t user_id;         /* 0: an anonymous subscriber */
+    char username[CHAT_USERNAME_MAX + 1];
 } bc_target;
 
 int bc_target_parse(const char *path, const char *const *args, size_t nargs, long room_min,

@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -199,6 +200,93 @@ PGresult *db_exec_params(db_conn *c, const char *sql, int n, const char *const *
         return NULL;
     }
     return checked(c, PQexecParams(c->pg, sql, n, NULL, values, NULL, NULL, 0), "query", err, err_len);
+}
+
+PGresult *db_run_prepared(db_conn *c, const char *name, int n, const char *const *values,
+                          char *err, size_t err_len)
+{
+    PGresult *r = NULL;
+    for (int attempt = 0; attempt < 2 && !r; attempt++) {
+        if (db_conn_ensure(c, err, err_len))
+            r = db_exec_prepared(c, name, n, values, err, err_len);
+        if (!r && db_last_error_kind(c) != DB_ERR_CONNECTION)
+            break;
+    }
+    return r;
+}
+
+/* ---- pool ---- */
+
+struct db_pool {
+    pthread_mutex_t mu;
+    pthread_cond_t freed;
+    char url[1024];
+    char application_name[64];
+    size_t size;
+    db_conn **conns;
+    bool *busy;
+};
+
+db_pool *db_pool_new(const char *url, long statement_timeout_ms, const char *application_name,
+                     const db_statement *statements, size_t n_statements, size_t size)
+{
+    db_pool *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    snprintf(p->url, sizeof(p->url), "%s", url);
+    snprintf(p->application_name, sizeof(p->application_name), "%s", application_name);
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->freed, NULL);
+    p->size = size;
+    p->conns = calloc(size, sizeof(*p->conns));
+    p->busy = calloc(size, sizeof(*p->busy));
+    bool ok = p->conns && p->busy;
+    for (size_t i = 0; ok && i < size; i++)
+        ok = (p->conns[i] = db_conn_new(p->url, statement_timeout_ms, p->application_name, statements,
+                                        n_statements, NULL, NULL)) != NULL;
+    if (!ok) {
+        db_pool_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void db_pool_free(db_pool *p)
+{
+    if (!p)
+        return;
+    for (size_t i = 0; p->conns && i < p->size; i++)
+        db_conn_free(p->conns[i]);
+    free(p->conns);
+    free(p->busy);
+    pthread_cond_destroy(&p->freed);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}
+
+db_conn *db_pool_acquire(db_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        for (size_t i = 0; i < p->size; i++) {
+            if (!p->busy[i]) {
+                p->busy[i] = true;
+                pthread_mutex_unlock(&p->mu);
+                return p->conns[i];
+            }
+        }
+        pthread_cond_wait(&p->freed, &p->mu);
+    }
+}
+
+void db_pool_release(db_pool *p, db_conn *c)
+{
+    pthread_mutex_lock(&p->mu);
+    for (size_t i = 0; i < p->size; i++)
+        if (p->conns[i] == c)
+            p->busy[i] = false;
+    pthread_cond_signal(&p->freed);
+    pthread_mutex_unlock(&p->mu);
 }
 
 /* ---- migrations ---- */

@@ -58,6 +58,25 @@ PGresult *db_exec_params(db_conn *c, const char *sql, int n, const char *const *
 /* Records the outcome of a libpq call made directly on db_conn_pg() (e.g. COPY). */
 void db_note_failure(db_conn *c, const PGresult *res, const char *what, char *err, size_t err_len);
 
+/* db_conn_ensure() then db_exec_prepared(), tried once more on a fresh connection when the first
+ * attempt found the connection dead (e.g. after a database restart). */
+PGresult *db_run_prepared(db_conn *c, const char *name, int n, const char *const *values,
+                          char *err, size_t err_len);
+
+/*
+ * db_pool — a few connections with the same prepared statements, for handlers that run on many
+ * threads (the HTTP API, the replay worker). db_pool_acquire() hands out a free connection,
+ * waiting for one when all are busy; the caller owns it until db_pool_release().
+ */
+typedef struct db_pool db_pool;
+
+/* url and application_name are copied; statements must be static data. NULL on OOM. */
+db_pool *db_pool_new(const char *url, long statement_timeout_ms, const char *application_name,
+                     const db_statement *statements, size_t n_statements, size_t size);
+void db_pool_free(db_pool *p);
+db_conn *db_pool_acquire(db_pool *p);
+void db_pool_release(db_pool *p, db_conn *c);
+
 /* *applied: migrations applied by this call. */
 bool db_migrate(const char *url, const char *dir, long statement_timeout_ms, int *applied,
                 char *err, size_t err_len);

@@ -1,35 +1,54 @@
-/* history — replay rows for the broadcaster; see history.h. */
+/* history — a room's stored past for replay and the room API; see history.h. */
 #include "history.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "db.h"
 
+#define POOL_SIZE 2   /* the replay worker and one API request at a time, without waiting */
+
 /* numeric drops leading zeros; SQS sequence numbers are (at least) 20 digits and fauxqs
  * zero-pads them: restore that width so a replayed event carries the same text as the live one. */
-#define SEQ_TEXT                                                                                  \
-    "CASE WHEN length(sequence_number::text) < 20 THEN lpad(sequence_number::text, 20, '0')"      \
-    " ELSE sequence_number::text END"
+#define SEQ_TEXT(col)                                                                            \
+    "CASE WHEN length(" col "::text) < 20 THEN lpad(" col "::text, 20, '0')"                     \
+    " ELSE " col "::text END"
 
 #define ISO_UTC(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
+#define ROW_COLUMNS                                                                              \
+    "SELECT message_id, room_id, user_id, username, message_text, " ISO_UTC("client_timestamp") "," \
+    " message_type, server_id, client_ip, " SEQ_TEXT("sequence_number") ", " ISO_UTC("received_at") \
+    " FROM messages"
+
+/* ORDER BY names are qualified: a bare name would sort by the text output column of that name. */
 static const db_statement history_statements[] = {
     {"history_after",
-     "SELECT message_id, room_id, user_id, username, message_text, " ISO_UTC("client_timestamp") ","
-     " message_type, server_id, client_ip, " SEQ_TEXT ", " ISO_UTC("received_at")
-     " FROM messages WHERE room_id = $1::int AND sequence_number > $2::numeric"
-     /* Qualified: a bare name would sort by the text output column of the same name. */
+     ROW_COLUMNS " WHERE room_id = $1::int AND sequence_number > $2::numeric"
      " ORDER BY messages.sequence_number LIMIT $3::bigint",
      3},
+    {"history_before",
+     ROW_COLUMNS " WHERE room_id = $1::int AND sequence_number < $2::numeric"
+     " ORDER BY messages.sequence_number DESC LIMIT $3::bigint",
+     3},
+    {"history_latest",
+     ROW_COLUMNS " WHERE room_id = $1::int AND sequence_number IS NOT NULL"
+     " ORDER BY messages.sequence_number DESC LIMIT $2::bigint",
+     2},
+    {"read_positions",
+     "SELECT user_id::text, " SEQ_TEXT("sequence_number") ", " ISO_UTC("updated_at") ", 0"
+     " FROM read_positions WHERE room_id = $1::int AND ($2::int IS NULL OR user_id = $2::int)"
+     " ORDER BY read_positions.updated_at DESC, user_id LIMIT $3::bigint",
+     3},
+    {"recently_seen",
+     "SELECT user_id::text, '', " ISO_UTC("last_activity") ", message_count FROM user_activity"
+     " WHERE room_id = $1::int ORDER BY user_activity.last_activity DESC, user_id LIMIT $2::bigint",
+     2},
 };
 
 struct history {
-    pthread_mutex_t mu;
-    char url[1024];
-    db_conn *db;
+    db_pool *pool;
 };
 
 history *history_new(const char *database_url, long statement_timeout_ms)
@@ -37,14 +56,13 @@ history *history_new(const char *database_url, long statement_timeout_ms)
     history *h = calloc(1, sizeof(*h));
     if (!h)
         return NULL;
-    snprintf(h->url, sizeof(h->url), "%s", database_url);
-    h->db = db_conn_new(h->url, statement_timeout_ms, "chatflow-consumer-replay", history_statements,
-                        sizeof(history_statements) / sizeof(history_statements[0]), NULL, NULL);
-    if (!h->db) {
+    h->pool = db_pool_new(database_url, statement_timeout_ms, "chatflow-consumer-history",
+                          history_statements, sizeof(history_statements) / sizeof(history_statements[0]),
+                          POOL_SIZE);
+    if (!h->pool) {
         free(h);
         return NULL;
     }
-    pthread_mutex_init(&h->mu, NULL);
     return h;
 }
 
@@ -52,9 +70,27 @@ void history_free(history *h)
 {
     if (!h)
         return;
-    db_conn_free(h->db);
-    pthread_mutex_destroy(&h->mu);
+    db_pool_free(h->pool);
     free(h);
+}
+
+static bool valid_seq(const char *s, char *err, size_t err_len, const char *what)
+{
+    size_t len = s ? strlen(s) : 0;
+    if (len == 0 || len > SEQNUM_MAX_DIGITS || strspn(s, "0123456789") != len) {
+        snprintf(err, err_len, "%s: not a sequence number", what);
+        return false;
+    }
+    return true;
+}
+
+static PGresult *query(history *h, const char *name, int n, const char *const *params, char *err,
+                       size_t err_len)
+{
+    db_conn *c = db_pool_acquire(h->pool);
+    PGresult *r = db_run_prepared(c, name, n, params, err, err_len);
+    db_pool_release(h->pool, c);
+    return r;
 }
 
 static void copy_field(char *dst, size_t size, const PGresult *r, int row, int col)
@@ -62,34 +98,9 @@ static void copy_field(char *dst, size_t size, const PGresult *r, int row, int c
     snprintf(dst, size, "%s", PQgetvalue(r, row, col));
 }
 
-bool history_read(void *ctx, long room, const char *since_seq, size_t limit,
-                  void (*emit)(void *emit_ctx, const broadcast_history_row *row), void *emit_ctx,
-                  char *err, size_t err_len)
+/* One emit per row of a history_* message query. */
+static bool emit_rows(PGresult *r, history_emit_fn emit, void *emit_ctx, char *err, size_t err_len)
 {
-    history *h = ctx;
-    size_t len = since_seq ? strlen(since_seq) : 0;
-    if (len == 0 || len > 40 || strspn(since_seq, "0123456789") != len) {
-        snprintf(err, err_len, "since: not a sequence number");
-        return false;
-    }
-    char room_s[24], limit_s[24];
-    snprintf(room_s, sizeof(room_s), "%ld", room);
-    snprintf(limit_s, sizeof(limit_s), "%zu", limit);
-    const char *params[] = {room_s, since_seq, limit_s};
-
-    pthread_mutex_lock(&h->mu);
-    PGresult *r = NULL;
-    /* One retry: a connection found dead on first use is replaced once. */
-    for (int attempt = 0; attempt < 2 && !r; attempt++) {
-        if (db_conn_ensure(h->db, err, err_len))
-            r = db_exec_prepared(h->db, "history_after", 3, params, err, err_len);
-        if (!r && db_last_error_kind(h->db) != DB_ERR_CONNECTION)
-            break;
-    }
-    pthread_mutex_unlock(&h->mu);
-    if (!r)
-        return false;
-
     broadcast_history_row *row = malloc(sizeof(*row));
     if (!row) {
         PQclear(r);
@@ -116,4 +127,78 @@ bool history_read(void *ctx, long room, const char *since_seq, size_t limit,
     free(row);
     PQclear(r);
     return true;
+}
+
+bool history_read(void *ctx, long room, const char *since_seq, size_t limit, history_emit_fn emit,
+                  void *emit_ctx, char *err, size_t err_len)
+{
+    if (!valid_seq(since_seq, err, err_len, "since"))
+        return false;
+    char room_s[24], limit_s[24];
+    snprintf(room_s, sizeof(room_s), "%ld", room);
+    snprintf(limit_s, sizeof(limit_s), "%zu", limit);
+    const char *params[] = {room_s, since_seq, limit_s};
+    PGresult *r = query(ctx, "history_after", 3, params, err, err_len);
+    return r && emit_rows(r, emit, emit_ctx, err, err_len);
+}
+
+bool history_read_before(history *h, long room, const char *before_seq, size_t limit,
+                         history_emit_fn emit, void *emit_ctx, char *err, size_t err_len)
+{
+    bool bounded = before_seq && before_seq[0];
+    if (bounded && !valid_seq(before_seq, err, err_len, "before"))
+        return false;
+    char room_s[24], limit_s[24];
+    snprintf(room_s, sizeof(room_s), "%ld", room);
+    snprintf(limit_s, sizeof(limit_s), "%zu", limit);
+    const char *with_bound[] = {room_s, before_seq, limit_s};
+    const char *newest[] = {room_s, limit_s};
+    PGresult *r = bounded ? query(h, "history_before", 3, with_bound, err, err_len)
+                          : query(h, "history_latest", 2, newest, err, err_len);
+    return r && emit_rows(r, emit, emit_ctx, err, err_len);
+}
+
+static bool emit_users(PGresult *r, history_user_fn emit, void *emit_ctx)
+{
+    history_user_row row;
+    for (int i = 0; i < PQntuples(r); i++) {
+        memset(&row, 0, sizeof(row));
+        copy_field(row.user_id, sizeof(row.user_id), r, i, 0);
+        copy_field(row.sequence_number, sizeof(row.sequence_number), r, i, 1);
+        copy_field(row.when, sizeof(row.when), r, i, 2);
+        row.message_count = strtoll(PQgetvalue(r, i, 3), NULL, 10);
+        emit(emit_ctx, &row);
+    }
+    PQclear(r);
+    return true;
+}
+
+bool history_read_positions(history *h, long room, const char *user_id, size_t limit,
+                            history_user_fn emit, void *emit_ctx, char *err, size_t err_len)
+{
+    char room_s[24], limit_s[24];
+    snprintf(room_s, sizeof(room_s), "%ld", room);
+    snprintf(limit_s, sizeof(limit_s), "%zu", limit);
+    const char *params[] = {room_s, user_id, limit_s};   /* NULL user_id binds SQL NULL */
+    PGresult *r = query(h, "read_positions", 3, params, err, err_len);
+    return r && emit_users(r, emit, emit_ctx);
+}
+
+bool history_recently_seen(history *h, long room, size_t limit, history_user_fn emit, void *emit_ctx,
+                           char *err, size_t err_len)
+{
+    char room_s[24], limit_s[24];
+    snprintf(room_s, sizeof(room_s), "%ld", room);
+    snprintf(limit_s, sizeof(limit_s), "%zu", limit);
+    const char *params[] = {room_s, limit_s};
+    PGresult *r = query(h, "recently_seen", 2, params, err, err_len);
+    return r && emit_users(r, emit, emit_ctx);
+}
+
+const char *history_query_sql(const char *name)
+{
+    for (size_t i = 0; i < sizeof(history_statements) / sizeof(history_statements[0]); i++)
+        if (strcmp(history_statements[i].name, name) == 0)
+            return history_statements[i].sql;
+    return NULL;
 }

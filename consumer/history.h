@@ -1,17 +1,22 @@
 /*
- * history — the broadcaster's replay source: a room's stored messages after a sequence number.
+ * history — what PostgreSQL knows about a room's past: its stored messages (for since= replay and
+ * the history API), its members' read positions, and who was active in it.
  *
  * Contract:
- *  - history_read() is a broadcast_history_fn (broadcast.h). It owns one PostgreSQL connection
- *    (its own, never the writer's), reconnects when it was lost, and serialises callers with a
- *    mutex (the broadcaster calls it from its replay worker).
- *  - since_seq must be a decimal number (else false, err set); rows come in ascending
- *    sequence_number order (numeric comparison), at most `limit` of them, from the
- *    (room_id, sequence_number) index.
+ *  - history_read() is a broadcast_history_fn (broadcast.h): rows with sequence_number > since, in
+ *    ascending order (numeric comparison), at most `limit`, from the (room_id, sequence_number)
+ *    index. history_read_before() pages the other way: the newest `limit` rows below `before`
+ *    (no bound when before is NULL or ""), newest first, from the same index.
+ *  - since/before must be decimal numbers (else false, err set).
  *  - Sequence numbers come back as SQS wrote them: at least 20 digits, zero-padded (numeric storage
- *    drops the zeros), so replayed and live events carry the same text.
- *  - Timestamps come back as ISO-8601 UTC with milliseconds: the client timestamp normalised as it
- *    was stored, and received_at as serverTimestamp (the same value live events carry).
+ *    drops the zeros), so replayed and live events carry the same text. Timestamps come back as
+ *    ISO-8601 UTC with milliseconds: the client timestamp as stored, and received_at as
+ *    serverTimestamp (the same value live events carry).
+ *  - history_read_positions(): the room's stored read positions, most recently updated first, at
+ *    most `limit`; with user_id (not NULL) only that user's. history_recently_seen(): users of the
+ *    room by user_activity.last_activity, newest first, at most `limit`.
+ *  - Thread-safe: a small pool of PostgreSQL connections of its own (never the writer's), each
+ *    reconnected when it was lost. Every value is a bound parameter.
  */
 #ifndef CHATFLOW_CONSUMER_HISTORY_H
 #define CHATFLOW_CONSUMER_HISTORY_H
@@ -20,13 +25,35 @@
 #include <stddef.h>
 
 #include "broadcast.h"
+#include "seqnum.h"
 
 typedef struct history history;
 
+typedef void (*history_emit_fn)(void *emit_ctx, const broadcast_history_row *row);
+
 history *history_new(const char *database_url, long statement_timeout_ms);
 void history_free(history *h);
-bool history_read(void *ctx, long room, const char *since_seq, size_t limit,
-                  void (*emit)(void *emit_ctx, const broadcast_history_row *row), void *emit_ctx,
-                  char *err, size_t err_len);
+bool history_read(void *ctx, long room, const char *since_seq, size_t limit, history_emit_fn emit,
+                  void *emit_ctx, char *err, size_t err_len);
+bool history_read_before(history *h, long room, const char *before_seq, size_t limit,
+                         history_emit_fn emit, void *emit_ctx, char *err, size_t err_len);
+
+typedef struct {
+    char user_id[8];
+    char sequence_number[SEQNUM_BUF];   /* read positions only */
+    char when[ISO8601_BUF];             /* updated_at / last_activity */
+    long long message_count;            /* recently seen only */
+} history_user_row;
+
+typedef void (*history_user_fn)(void *emit_ctx, const history_user_row *row);
+
+bool history_read_positions(history *h, long room, const char *user_id, size_t limit,
+                            history_user_fn emit, void *emit_ctx, char *err, size_t err_len);
+bool history_recently_seen(history *h, long room, size_t limit, history_user_fn emit, void *emit_ctx,
+                           char *err, size_t err_len);
+
+/* SQL text of a statement ("history_after", "history_before", "history_latest", "read_positions",
+ * "recently_seen"), NULL for another name: for tests that EXPLAIN exactly what runs. */
+const char *history_query_sql(const char *name);
 
 #endif

@@ -4,8 +4,8 @@
  * COMMIT. `chatflow-consumer --migrate` applies the database migrations and exits.
  *
  * Threads: N pollers (poller.c), one batch writer (batch_writer.c), the lws service thread and
- * its replay worker (broadcast.c), libmicrohttpd's pool (admin and the metrics API), the queue depth
- * refresher, and main, which only waits for SIGTERM/SIGINT (blocked everywhere, taken with
+ * its replay worker (broadcast.c), the read-receipt writer (read_receipts.c), libmicrohttpd's pool
+ * (admin, the metrics API and the room API), the queue depth refresher, and main, which only waits for SIGTERM/SIGINT (blocked everywhere, taken with
  * sigtimedwait, so no code runs in a signal handler).
  */
 #include <errno.h>
@@ -24,7 +24,11 @@
 #include "http.h"
 #include "log.h"
 #include "poller.h"
+#include "presence.h"
 #include "queue_depth.h"
+#include "read_receipts.h"
+#include "recent.h"
+#include "room_api.h"
 #include "settings.h"
 #include "sqs.h"
 #include "timeutil.h"
@@ -43,6 +47,10 @@ typedef struct {
     batch_writer *writer;
     pthread_mutex_t writer_mu;  /* the readiness check (an admin thread) vs setting/freeing writer */
     history *history;
+    presence *presence;
+    recent_cache *recent;
+    room_api *room_api;
+    read_receipts *receipts;
     broadcaster *broadcast;
     poller_pool *pollers;
     queue_depth *depth;
@@ -158,8 +166,9 @@ static bool start_services(consumer *c)
         return false;
     }
     set_writer(c, writer);
-    if (!(c->history = history_new(c->s.database_url, (long)c->s.db_statement_timeout_ms))) {
-        log_error(COMPONENT, "history: out of memory");
+    if (!(c->receipts = read_receipts_start(c->s.database_url, (long)c->s.db_statement_timeout_ms, err,
+                                            sizeof(err)))) {
+        log_error(COMPONENT, "read receipts: %s", err);
         return false;
     }
     broadcast_config bc = {
@@ -174,6 +183,8 @@ static bool start_services(consumer *c)
         .pong_timeout_s = (int)c->s.pong_timeout_s,
         .history = history_read,
         .history_ctx = c->history,
+        .presence = c->presence,
+        .receipts = c->receipts,
     };
     if (!(c->broadcast = broadcast_start(&bc, err, sizeof(err)))) {
         log_error(COMPONENT, "broadcast: %s", err);
@@ -184,6 +195,7 @@ static bool start_services(consumer *c)
         .credentials = c->credentials,
         .writer = c->writer,
         .broadcast = c->broadcast,
+        .recent = c->recent,
         .queue_urls = (const char *const *)c->queue_urls,
         .dlq_url = c->dlq_url,
         .health = &c->sqs_health,
@@ -233,6 +245,8 @@ static bool stop_services(consumer *c)
     if (c->broadcast)
         broadcast_stop(c->broadcast);
     c->broadcast = NULL;
+    read_receipts_stop(c->receipts);   /* after the broadcaster: nothing records any more */
+    c->receipts = NULL;
     return pollers_joined;
 }
 
@@ -240,7 +254,10 @@ static void free_consumer(consumer *c)
 {
     admin_http_free(c->http);
     api_free(c->api);
+    room_api_free(c->room_api);
     history_free(c->history);
+    presence_free(c->presence);
+    recent_free(c->recent);
     if (c->queue_urls)
         for (long i = 0; i <= c->s.common.room_max - c->s.common.room_min; i++)
             free(c->queue_urls[i]);
@@ -309,13 +326,27 @@ int main(int argc, char **argv)
     }
     c.http = admin_http_new();
     c.api = api_new(c.s.database_url, (long)c.s.db_statement_timeout_ms);
-    if (!c.http || !c.api) {
+    c.history = history_new(c.s.database_url, (long)c.s.db_statement_timeout_ms);
+    c.presence = presence_new((long)c.s.common.room_min, (long)c.s.common.room_max, (size_t)c.s.room_member_cap);
+    c.recent = recent_new((long)c.s.common.room_min, (long)c.s.common.room_max,
+                          (size_t)c.s.history_cache_per_room);
+    room_api_config rc = {
+        .room_min = (long)c.s.common.room_min,
+        .room_max = (long)c.s.common.room_max,
+        .presence = c.presence,
+        .recent = c.recent,
+        .history = c.history,
+        .allow_origin = c.s.api_allow_origin,
+    };
+    c.room_api = c.history && c.presence && c.recent ? room_api_new(&rc) : NULL;
+    if (!c.http || !c.api || !c.room_api) {
         log_error(COMPONENT, "out of memory");
         goto out;
     }
     admin_http_add_check(c.http, "sqs", sqs_health_check, &c.sqs_health);
     admin_http_add_check(c.http, "postgres", postgres_check, &c);
     api_add_routes(c.api, c.http);
+    room_api_add_routes(c.room_api, c.http);
     if (!admin_http_start(c.http, c.s.common.admin_bind, (int)c.s.admin_port, (int)c.s.admin_threads, err,
                           sizeof(err))) {
         log_error(COMPONENT, "admin HTTP server: %s", err);

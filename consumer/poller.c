@@ -174,6 +174,21 @@ static void send_to_dlq(poller *p, long room, held_message *h, dlq_reason reason
     }
 }
 
+/* Into the history cache, as a stored message reads back (no clientMessageId: it is not stored). */
+static void remember(poller *p, long room, chat_message *m, const char *seq, const char *server_ts)
+{
+    if (!p->pool->cfg.recent)
+        return;
+    char cmid[sizeof m->client_message_id];
+    memcpy(cmid, m->client_message_id, sizeof cmid);
+    m->client_message_id[0] = '\0';
+    char *json = broadcast_event_to_json(m, server_ts, seq);
+    memcpy(m->client_message_id, cmid, sizeof cmid);
+    if (!json || !recent_add(p->pool->cfg.recent, room, seq, json))
+        log_warn(COMPONENT, "room %ld: out of memory caching message %s for history", room, m->message_id);
+    free(json);
+}
+
 /* Parses, broadcasts and collects the rows of one receive. Returns the number of rows. */
 static size_t prepare(poller *p, long room, held_message *held, size_t n, write_row *rows)
 {
@@ -208,6 +223,7 @@ static size_t prepare(poller *p, long room, held_message *held, size_t n, write_
         if (p->pool->cfg.broadcast &&
             !broadcast_publish(p->pool->cfg.broadcast, &m, sm->sequence_number, held[i].row->received_at))
             log_debug(COMPONENT, "room %ld: broadcast hand-off refused message %s", room, m.message_id);
+        remember(p, room, &m, sm->sequence_number, held[i].row->received_at);
     }
     return n_rows;
 }

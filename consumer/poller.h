@@ -10,7 +10,7 @@
  *    ReceiveRequestAttemptId reused only to retry that same receive), in order:
  *      poison (queue_message_parse fails) -> DLQ with the reason, then deleted;
  *      a TYPING indicator -> broadcast_publish() at once, never stored, deleted with the rest;
- *      valid -> broadcast_publish() at once, then handed to the batch writer.
+ *      valid -> broadcast_publish() and recent_add() at once, then handed to the batch writer.
  *    The poller waits for the writer's outcome (extending visibility with
  *    ChangeMessageVisibilityBatch at half the visibility timeout while it waits), deletes what
  *    was committed (DeleteMessageBatch), sends what failed for good to the DLQ and deletes it,
@@ -32,6 +32,7 @@
 #include "batch_writer.h"
 #include "broadcast.h"
 #include "credentials.h"
+#include "recent.h"
 #include "settings.h"
 #include "sqs.h"
 
@@ -51,6 +52,7 @@ typedef struct {
     credentials_provider *credentials;
     batch_writer *writer;
     broadcaster *broadcast;             /* may be NULL: nothing is broadcast */
+    recent_cache *recent;               /* may be NULL: no history cache */
     const char *const *queue_urls;      /* [room - room_min] */
     const char *dlq_url;
     sqs_health *health;

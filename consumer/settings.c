@@ -64,6 +64,13 @@ static const config_option consumer_options[] = {
                    "Period of the chatflow_sqs_queue_depth{room} refresh (0: off)."),
     CONFIG_OPT_INT("CHATFLOW_STOP_TIMEOUT_S", "stop-timeout-s", S, stop_timeout_s, "25", 1, 3600,
                    "On SIGTERM, everything is flushed and the process exits within this."),
+    CONFIG_OPT_INT("CHATFLOW_ROOM_MEMBER_CAP", "room-member-cap", S, room_member_cap, "100", 1, 100000,
+                   "Identified users (members) online per room; a new one beyond it is refused (403)."),
+    CONFIG_OPT_INT("CHATFLOW_HISTORY_CACHE_PER_ROOM", "history-cache-per-room", S, history_cache_per_room,
+                   "100", 0, 100000, "Newest messages per room kept in memory for the history API."),
+    CONFIG_OPT_STR("CHATFLOW_API_ALLOW_ORIGIN", "api-allow-origin", S, api_allow_origin, "*", NULL,
+                   "Access-Control-Allow-Origin of /api/rooms/* answers (the chat page's origin); "
+                   "empty = no header."),
 };
 
 #undef S

@@ -42,6 +42,9 @@ typedef struct {
     long long pong_timeout_s;
     long long queue_depth_interval_s;
     long long stop_timeout_s;
+    long long room_member_cap;
+    long long history_cache_per_room;
+    char api_allow_origin[256];
 } consumer_settings;
 
 config_result consumer_settings_load(consumer_settings *s, int *argc, char **argv, char *err,

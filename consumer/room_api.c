@@ -1,0 +1,305 @@
+/* room_api — GET /api/rooms/{id}/presence and /messages; see room_api.h. */
+#include "room_api.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+#define COMPONENT "room-api"
+
+struct room_api {
+    room_api_config cfg;
+    char allow_origin[256];
+};
+
+room_api *room_api_new(const room_api_config *cfg)
+{
+    room_api *a = calloc(1, sizeof(*a));
+    if (!a)
+        return NULL;
+    a->cfg = *cfg;
+    snprintf(a->allow_origin, sizeof(a->allow_origin), "%s", cfg->allow_origin ? cfg->allow_origin : "");
+    a->cfg.allow_origin = a->allow_origin;
+    return a;
+}
+
+void room_api_free(room_api *a) { free(a); }
+
+/* ---- parameters ---- */
+
+static bool parse_count(const char *s, long lo, long hi, long *out)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 6 || strspn(s, "0123456789") != n)
+        return false;
+    long v = strtol(s, NULL, 10);
+    if (v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+typedef enum { ROOM_PRESENCE, ROOM_MESSAGES } room_resource;
+
+/* "/api/rooms/{room}/presence|messages": false with a 404 in resp for anything else. */
+static bool parse_path(const room_api *a, const char *path, long *room, room_resource *what,
+                       http_response *resp)
+{
+    static const char prefix[] = "/api/rooms/";
+    const char *p = path + strlen(prefix);
+    size_t digits = strspn(p, "0123456789");
+    const char *rest = p + digits;
+    char msg[200];
+    bool known = digits > 0 && digits <= 9 && p[0] != '0' &&
+                 (strcmp(rest, "/presence") == 0 || strcmp(rest, "/messages") == 0);
+    if (!known) {
+        http_respond_error(resp, 404, "no such path: use /api/rooms/{roomId}/presence or /api/rooms/{roomId}/messages");
+        return false;
+    }
+    *what = strcmp(rest, "/presence") == 0 ? ROOM_PRESENCE : ROOM_MESSAGES;
+    *room = strtol(p, NULL, 10);
+    if (*room < a->cfg.room_min || *room > a->cfg.room_max) {
+        snprintf(msg, sizeof(msg), "room %ld is not served here; this consumer serves rooms %ld-%ld", *room,
+                 a->cfg.room_min, a->cfg.room_max);
+        http_respond_error(resp, 404, msg);
+        return false;
+    }
+    return true;
+}
+
+static void respond(http_response *resp, json_t *o)
+{
+    resp->body = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(o);
+    if (!resp->body)
+        http_respond_error(resp, 500, "cannot build the answer");
+    else
+        resp->status = 200;
+}
+
+static void respond_unavailable(http_response *resp, const char *err)
+{
+    char msg[600];
+    snprintf(msg, sizeof(msg), "database unavailable: %s", err);
+    log_warn(COMPONENT, "%s", msg);
+    http_respond_error(resp, 503, msg);
+}
+
+/* ---- presence ---- */
+
+typedef struct {
+    json_t *list;
+    const presence_member *online;   /* who is online now (skipped), by user id */
+    size_t n_online;
+    size_t left;                      /* how many more may be listed */
+} seen_ctx;
+
+static bool is_online(const seen_ctx *c, uint32_t user)
+{
+    for (size_t i = 0; i < c->n_online; i++)
+        if (c->online[i].user_id == user)
+            return true;
+    return false;
+}
+
+static void add_seen(void *ctx, const history_user_row *row)
+{
+    seen_ctx *c = ctx;
+    if (c->left == 0 || is_online(c, (uint32_t)strtoul(row->user_id, NULL, 10)))
+        return;
+    json_array_append_new(c->list, json_pack("{s:s, s:s, s:I}", "userId", row->user_id, "lastSeen", row->when,
+                                             "messageCount", (json_int_t)row->message_count));
+    c->left--;
+}
+
+/* Up to `recent` users of the room who are not online, newest activity first. */
+static json_t *recently_seen(room_api *a, long room, size_t recent, char *err, size_t err_len)
+{
+    size_t cap = presence_member_cap(a->cfg.presence);
+    presence_member *online = malloc(cap * sizeof(*online));
+    json_t *list = json_array();
+    if (!online || !list) {
+        free(online);
+        json_decref(list);
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    size_t n = presence_members(a->cfg.presence, room, online, cap);
+    seen_ctx sc = {list, online, n < cap ? n : cap, recent};
+    /* ask for more than `recent`: the users online now are skipped */
+    bool ok = recent == 0 ||
+              history_recently_seen(a->cfg.history, room, recent + sc.n_online, add_seen, &sc, err, err_len);
+    free(online);
+    if (!ok) {
+        json_decref(list);
+        return NULL;
+    }
+    return list;
+}
+
+static void serve_presence(room_api *a, long room, const http_request *req, http_response *resp)
+{
+    long recent = ROOM_API_RECENT_DEFAULT;
+    const char *recent_s = http_request_arg(req, "recent");
+    if (recent_s && !parse_count(recent_s, 0, 100, &recent)) {
+        http_respond_error(resp, 400, "recent: must be an integer 0-100");
+        return;
+    }
+    json_t *o = presence_room_json(a->cfg.presence, room);
+    if (!o) {
+        http_respond_error(resp, 500, "out of memory");
+        return;
+    }
+    char err[512] = "";
+    json_t *seen = recently_seen(a, room, (size_t)recent, err, sizeof(err));
+    if (seen) {
+        json_object_set_new(o, "recentlySeen", seen);
+    } else {
+        /* the online list comes from memory: still worth answering without the database */
+        json_object_set_new(o, "recentlySeen", json_null());
+        json_object_set_new(o, "recentlySeenError", json_string(err));
+    }
+    respond(resp, o);
+}
+
+/* ---- messages ---- */
+
+typedef struct {
+    json_t *newest_first;
+    size_t from_db;
+    bool failed;
+} page_ctx;
+
+static void add_row(void *ctx, const broadcast_history_row *row)
+{
+    page_ctx *c = ctx;
+    char *text = broadcast_event_to_json(&row->msg, row->server_timestamp, row->sequence_number);
+    json_t *ev = text ? json_loads(text, 0, NULL) : NULL;
+    free(text);
+    if (!ev || json_array_append_new(c->newest_first, ev) != 0)
+        c->failed = true;
+    else
+        c->from_db++;
+}
+
+static void add_position(void *ctx, const history_user_row *row)
+{
+    json_t *list = ctx;
+    json_array_append_new(list, json_pack("{s:s, s:s, s:s}", "userId", row->user_id, "sequenceNumber",
+                                          row->sequence_number, "updatedAt", row->when));
+}
+
+/* The page, newest first: the cache's part, then PostgreSQL's below what the cache covers. */
+static bool gather(room_api *a, long room, const char *before, size_t want, page_ctx *page,
+                   size_t *from_cache, char *err, size_t err_len)
+{
+    recent_entry *entries = calloc(want, sizeof(*entries));
+    if (!entries) {
+        snprintf(err, err_len, "out of memory");
+        return false;
+    }
+    char db_before[SEQNUM_BUF];
+    size_t n = recent_page(a->cfg.recent, room, before, want, entries, db_before);
+    for (size_t i = 0; i < n; i++) {
+        json_t *ev = json_loads(entries[i].json, 0, NULL);
+        if (ev)
+            json_array_append_new(page->newest_first, ev);
+    }
+    *from_cache = json_array_size(page->newest_first);
+    recent_entries_free(entries, n);
+    free(entries);
+    if (*from_cache >= want)
+        return true;
+    bool ok = history_read_before(a->cfg.history, room, db_before, want - *from_cache, add_row, page, err,
+                                  err_len);
+    if (ok && page->failed) {
+        snprintf(err, err_len, "out of memory");
+        ok = false;
+    }
+    return ok;
+}
+
+static void serve_messages(room_api *a, long room, const http_request *req, http_response *resp)
+{
+    long limit = ROOM_API_LIMIT_DEFAULT, user = 0;
+    const char *before = http_request_arg(req, "before");
+    const char *limit_s = http_request_arg(req, "limit");
+    const char *user_s = http_request_arg(req, "userId");
+    if (before && !seqnum_valid(before)) {
+        http_respond_error(resp, 400, "before: must be a sequence number (1-39 decimal digits)");
+        return;
+    }
+    if (limit_s && !parse_count(limit_s, 1, ROOM_API_LIMIT_MAX, &limit)) {
+        http_respond_error(resp, 400, "limit: must be an integer 1-100");
+        return;
+    }
+    if (user_s && (!parse_count(user_s, 1, CHAT_USER_ID_MAX, &user) || user_s[0] == '0')) {
+        http_respond_error(resp, 400, "userId: must be a decimal integer 1-100000");
+        return;
+    }
+    char err[512] = "";
+    page_ctx page = {json_array(), 0, false};
+    size_t from_cache = 0;
+    /* one more than asked: whether older messages exist */
+    if (!page.newest_first || !gather(a, room, before, (size_t)limit + 1, &page, &from_cache, err, sizeof(err))) {
+        json_decref(page.newest_first);
+        respond_unavailable(resp, err);
+        return;
+    }
+    size_t total = json_array_size(page.newest_first);
+    bool has_more = total > (size_t)limit;
+    size_t shown = has_more ? (size_t)limit : total;
+    json_t *messages = json_array();
+    for (size_t i = shown; i-- > 0;)
+        json_array_append(messages, json_array_get(page.newest_first, i));
+    const char *oldest = shown ? json_string_value(json_object_get(json_array_get(messages, 0), "sequenceNumber")) : NULL;
+    json_t *next = oldest ? json_string(oldest) : json_null();
+    const char *source = shown == 0 || shown <= from_cache ? "cache" : from_cache == 0 ? "database" : "mixed";
+    json_decref(page.newest_first);
+
+    json_t *positions = json_array();
+    json_t *mine = json_array();
+    char user_id[12];
+    snprintf(user_id, sizeof(user_id), "%ld", user);
+    bool ok = history_read_positions(a->cfg.history, room, NULL, ROOM_API_READ_POSITIONS_MAX, add_position,
+                                     positions, err, sizeof(err)) &&
+              (!user || history_read_positions(a->cfg.history, room, user_id, 1, add_position, mine, err,
+                                               sizeof(err)));
+    if (!ok) {
+        json_decref(messages);
+        json_decref(next);
+        json_decref(positions);
+        json_decref(mine);
+        respond_unavailable(resp, err);
+        return;
+    }
+    json_t *my_position = json_array_size(mine) ? json_incref(json_array_get(mine, 0)) : json_null();
+    json_decref(mine);
+    char room_s[24];
+    snprintf(room_s, sizeof(room_s), "%ld", room);
+    respond(resp, json_pack("{s:s, s:o, s:b, s:o, s:s, s:o, s:o}", "roomId", room_s, "messages", messages,
+                            "hasMore", has_more, "nextBefore", next, "source", source, "readPositions",
+                            positions, "readPosition", my_position));
+}
+
+static void serve_room(void *ctx, const http_request *req, http_response *resp)
+{
+    room_api *a = ctx;
+    resp->allow_origin = a->allow_origin;   /* on errors too: the page shows their text */
+    long room;
+    room_resource what;
+    if (!parse_path(a, http_request_path(req), &room, &what, resp))
+        return;
+    if (what == ROOM_PRESENCE)
+        serve_presence(a, room, req, resp);
+    else
+        serve_messages(a, room, req, resp);
+}
+
+void room_api_add_routes(room_api *a, admin_http *h)
+{
+    admin_http_add_route(h, "GET", "/api/rooms/*", serve_room, a);
+}

@@ -1,0 +1,49 @@
+/*
+ * room_api — the consumer's per-room HTTP API for chat clients (docs/protocol.md §3), on the admin
+ * HTTP server:
+ *    GET /api/rooms/{roomId}/presence[?recent=N]
+ *    GET /api/rooms/{roomId}/messages[?before=<seq>][&limit=N][&userId=<id>]
+ *
+ * Contract:
+ *  - presence: who is online now (presence.h, from memory) plus up to `recent` (default 20,
+ *    0-100) users who are not online, newest activity first (user_activity). When PostgreSQL does
+ *    not answer, the online list is still served, with "recentlySeen": null and the error.
+ *  - messages: the newest `limit` (default 20, 1-100) messages below `before` (all when absent),
+ *    oldest first, from the in-memory recent cache (recent.h) and, below what it covers, from
+ *    PostgreSQL (history.h, index range scan). "hasMore" tells whether older ones exist,
+ *    "nextBefore" is the sequence number to page on with, "source" where the page came from.
+ *    "readPositions" lists the room's stored read positions (up to 100), "readPosition" that of
+ *    userId when given (else null). 503 when PostgreSQL is needed and does not answer.
+ *  - A bad parameter -> 400 naming it; a room outside [room_min, room_max] or an unknown
+ *    sub-path -> 404. Every answer carries Access-Control-Allow-Origin: allow_origin (when not
+ *    empty), so the chat page served by the producer can read it.
+ *  - Handlers run on the HTTP server's threads; everything they touch is thread-safe.
+ */
+#ifndef CHATFLOW_CONSUMER_ROOM_API_H
+#define CHATFLOW_CONSUMER_ROOM_API_H
+
+#include "history.h"
+#include "http.h"
+#include "presence.h"
+#include "recent.h"
+
+#define ROOM_API_LIMIT_DEFAULT 20
+#define ROOM_API_LIMIT_MAX 100
+#define ROOM_API_RECENT_DEFAULT 20
+#define ROOM_API_READ_POSITIONS_MAX 100
+
+typedef struct {
+    long room_min, room_max;
+    presence *presence;
+    recent_cache *recent;
+    history *history;
+    const char *allow_origin;   /* copied */
+} room_api_config;
+
+typedef struct room_api room_api;
+
+room_api *room_api_new(const room_api_config *cfg);
+void room_api_add_routes(room_api *a, admin_http *h);
+void room_api_free(room_api *a);
+
+#endif
