@@ -536,6 +536,31 @@ static void test_history_after_restart(void)
     CHECK_STR(source, "database", "served from PostgreSQL (the cache starts empty)");
 }
 
+/* The chat page and its /config.json on the producer's WebSocket port. */
+static void test_page(void)
+{
+    long st;
+    char *body = http_get(prod.ws_port, "/", &st);
+    CHECK(st == 200 && body && strstr(body, "<html") && strstr(body, "app.js"), "GET / on the producer serves the page");
+    free(body);
+    body = http_get(prod.ws_port, "/app.js", &st);
+    CHECK(st == 200 && body && strlen(body) > 100, "GET /app.js serves its script");
+    free(body);
+    body = http_get(prod.ws_port, "/config.json", &st);
+    json_t *j = body ? json_loads(body, 0, NULL) : NULL;
+    json_t *limits = json_object_get(j, "limits");
+    CHECK(st == 200 && json_integer_value(json_object_get(limits, "typingIntervalMs")) == 3000 &&
+              json_integer_value(json_object_get(limits, "maxMessageChars")) == 500 &&
+              json_integer_value(json_object_get(json_object_get(j, "rooms"), "max")) == 3 &&
+              json_is_string(json_object_get(j, "eventsUrl")),
+          "GET /config.json tells the page the limits, the rooms and where the consumer is");
+    json_decref(j);
+    free(body);
+    body = http_get(prod.ws_port, "/../../etc/passwd", &st);
+    CHECK(st == 404, "any other path is 404 (got %ld)", st);
+    free(body);
+}
+
 /* A member that stops answering pings is dropped and announced OFFLINE "timeout". */
 static void test_missed_heartbeat(void)
 {
@@ -601,6 +626,7 @@ int main(void)
         }
         wsc_free(alice);
         test_history();
+        test_page();
     }
     wsc_free(anon);
     wsc_free(p);
