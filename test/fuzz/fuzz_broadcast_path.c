@@ -1,16 +1,23 @@
 /*
- * fuzz_broadcast_path — what a subscriber asks the consumer for (SPEC §3): bc_target_parse() on
- * /chat/{roomId}[?since=<sequenceNumber>], and seqnum_cmp() that orders the replay.
+ * fuzz_broadcast_path — what a subscriber asks the consumer for (SPEC §3, docs/protocol.md §2):
+ * bc_target_parse() on /chat/{roomId}[?since=<seq>][&userId=&username=], seqnum_cmp() that orders
+ * the replay, and subscriber_frame_parse() on what a member sends (READ frames).
  *
  * Input: byte 0 sets the served range (rooms 1..byte0+1); the rest is cut at '\n' into the path
  * and up to 8 query arguments ("name=value", as libwebsockets hands them over).
- * Properties: the answer is 0, 400 or 404; an accepted target has its room in the served range
- * and since either "" or a valid sequence number equal to the argument given; a refusal has a
+ * Properties: the answer is 0, 400 or 404; an accepted target has its room in the served range,
+ * since either "" or a valid sequence number equal to the argument given, and either no member
+ * or a valid userId and username, both equal to the arguments given; a refusal has a
  * non-empty, NUL-terminated reason at any buffer size. For every two arguments that are valid
  * sequence numbers, seqnum_cmp() is antisymmetric, reflexive and agrees with 128-bit
- * arithmetic when both fit.
+ * arithmetic when both fit. The input after byte 0, taken whole as a member's frame: accepted
+ * only as a READ of room 7 with a valid sequence number; a refusal has a terminated, valid UTF-8
+ * reason whose ERROR event is a JSON object.
  */
+#include <jansson.h>
+
 #include "broadcast_path.h"
+#include "events.h"
 #include "fuzz_util.h"
 #include "seqnum.h"
 
@@ -37,6 +44,23 @@ static void check_order(const char *a, const char *b)
     if (fits_u128(a, &x) && fits_u128(b, &y)) FUZZ_ASSERT(ab == (x > y) - (x < y));
 }
 
+static void check_member_frame(const char *frame, size_t len)
+{
+    char seq[SEQNUM_BUF], err[200];
+    chat_status st = subscriber_frame_parse(frame, len, 7, seq, err, sizeof err);
+    if (st == CHAT_OK) {
+        FUZZ_ASSERT(seqnum_valid(seq) && len <= SUBSCRIBER_FRAME_MAX);
+        return;
+    }
+    FUZZ_ASSERT(st == CHAT_INVALID_JSON || st == CHAT_VALIDATION_ERROR || st == CHAT_MESSAGE_TOO_LARGE);
+    FUZZ_ASSERT(fuzz_terminated(err, sizeof err) && err[0] != '\0');
+    char *event = subscriber_error_json(st, err);
+    json_t *root = event ? json_loads(event, 0, NULL) : NULL;
+    FUZZ_ASSERT(json_is_object(root));
+    json_decref(root);
+    free(event);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1 || size > 4096) return 0;
@@ -55,8 +79,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc == 0) {
         FUZZ_ASSERT(t.room >= 1 && t.room <= room_max);
         FUZZ_ASSERT(t.since[0] == '\0' || seqnum_valid(t.since));
-        FUZZ_ASSERT(nargs <= 1);
-        if (nargs == 1) FUZZ_ASSERT(strcmp(t.since, args[0] + 6) == 0);
+        FUZZ_ASSERT(nargs <= 3);
+        FUZZ_ASSERT((t.user_id == 0) == (t.username[0] == '\0'));
+        if (t.user_id) FUZZ_ASSERT(t.user_id <= CHAT_USER_ID_MAX && chat_valid_username(t.username));
+        for (size_t i = 0; i < nargs; i++) {
+            const char *v = strchr(args[i], '=') + 1;
+            if (strncmp(args[i], "since=", 6) == 0) FUZZ_ASSERT(strcmp(t.since, v) == 0);
+            else if (strncmp(args[i], "username=", 9) == 0) FUZZ_ASSERT(strcmp(t.username, v) == 0);
+            else FUZZ_ASSERT(strncmp(args[i], "userId=", 7) == 0 && strtoul(v, NULL, 10) == t.user_id);
+        }
     } else {
         FUZZ_ASSERT(fuzz_terminated(reason, sizeof reason) && reason[0] != '\0');
     }
@@ -73,6 +104,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             check_order(a, b);
         }
     }
+    check_member_frame((const char *)data + 1, size - 1);
     free(buf);
     return 0;
 }
