@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# browser_chat — the chat page (producer/web/) in Debian's Chromium, driven by playwright-core
+# (test/browser/chat.test.mjs), against a real producer and consumer on a private stack: two users
+# in one room, messages with their receipts, presence, typing, the producer's error on an invalid
+# message, history after a reload, resume with since= after the events socket is cut, and a
+# consumer restart. Screenshots and the pages' console logs go to $TEST_LOGDIR.
+#
+# Without /usr/bin/chromium (make deps installs it) the test is skipped with a note.
+# Everything listens on 127.0.0.1 on free ports; every process is stopped by PID on exit.
+set -u
+. "$(dirname "$0")/../lib/common.sh"
+. "$ROOT/test/lib/services.sh"
+
+CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+ROOM=${BROWSER_CHAT_ROOM:-7}
+
+if [ ! -x "$CHROMIUM" ]; then
+    note "$CHROMIUM is missing: the browser test needs Debian's chromium package, which 'make deps' installs"
+    echo "ok - # SKIP chromium not installed"
+    exit 0
+fi
+[ -f "$ROOT/node_modules/playwright-core/package.json" ] ||
+    { tap_fail "playwright-core is installed in node_modules ('make deps' runs npm ci)"; finish; }
+for b in chatflow-producer chatflow-consumer; do
+    [ -x "$CHATFLOW_BIN/$b" ] || { tap_fail "$b is built"; finish; }
+done
+
+private_stack_up browser_chat || { tap_fail "private stack started"; finish; }
+on_exit "private_stack down --purge >/dev/null 2>&1"
+# The private stack's data may survive an earlier run that was interrupted: start empty.
+psql -XAtq -c "drop schema public cascade; create schema public" >/dev/null 2>&1
+
+# The producer's /config.json must name the consumer's ports, so all four are picked before either
+# service starts (services_start picks them itself, too late to hand them to the producer), and
+# the services are started as services_start does (same environment, CHATFLOW_SERVICE_WRAPPER).
+PRODUCER_WS_PORT=$(free_port)
+PRODUCER_ADMIN_PORT=$(free_port)
+CONSUMER_WS_PORT=$(free_port)
+CONSUMER_ADMIN_PORT=$(free_port)
+export PRODUCER_WS_PORT PRODUCER_ADMIN_PORT CONSUMER_WS_PORT CONSUMER_ADMIN_PORT
+CONSUMER_RUNS=0
+
+start_consumer() {
+    CONSUMER_RUNS=$((CONSUMER_RUNS + 1))
+    start_bg "consumer$CONSUMER_RUNS" env CHATFLOW_WS_PORT="$CONSUMER_WS_PORT" \
+        CHATFLOW_ADMIN_PORT="$CONSUMER_ADMIN_PORT" CHATFLOW_WS_BIND=127.0.0.1 \
+        CHATFLOW_ADMIN_BIND=127.0.0.1 CHATFLOW_MIGRATE_ON_START=1 CHATFLOW_RECEIVE_WAIT_S=2 \
+        ${CHATFLOW_SERVICE_WRAPPER:-} "$CHATFLOW_BIN/chatflow-consumer"
+    CONSUMER_PID=$BG_PID
+    wait_http "http://127.0.0.1:$CONSUMER_ADMIN_PORT/health/ready" 60
+}
+
+start_producer() {
+    start_bg producer env CHATFLOW_WS_PORT="$PRODUCER_WS_PORT" CHATFLOW_ADMIN_PORT="$PRODUCER_ADMIN_PORT" \
+        CHATFLOW_WS_BIND=127.0.0.1 CHATFLOW_ADMIN_BIND=127.0.0.1 \
+        CHATFLOW_WEB_ROOT="$ROOT/producer/web" \
+        CHATFLOW_WEB_EVENTS_URL="ws://127.0.0.1:$CONSUMER_WS_PORT" \
+        CHATFLOW_WEB_API_URL="http://127.0.0.1:$CONSUMER_ADMIN_PORT" \
+        CHATFLOW_RATE_LIMIT_PER_MINUTE=600 \
+        ${CHATFLOW_SERVICE_WRAPPER:-} "$CHATFLOW_BIN/chatflow-producer"
+    PRODUCER_PID=$BG_PID
+    wait_http "http://127.0.0.1:$PRODUCER_ADMIN_PORT/health/ready" 60
+}
+
+start_consumer || { tap_fail "consumer ready (log $(bg_log consumer1))"; finish; }
+start_producer || { tap_fail "producer ready (log $(bg_log producer))"; finish; }
+tap_ok "private stack, consumer (pid $CONSUMER_PID) and producer (pid $PRODUCER_PID) up on 127.0.0.1"
+
+config=$(curl -sf --max-time 5 "http://127.0.0.1:$PRODUCER_WS_PORT/config.json")
+tap_is "$(printf '%s' "$config" | grep -o "\"eventsUrl\" *: *\"ws://127.0.0.1:$CONSUMER_WS_PORT\"" | wc -l)" 1 \
+    "the producer's /config.json names the consumer's events URL"
+
+# The node script asks for the consumer restart through files in $CONTROL (it cannot signal a
+# process this shell started); this loop answers while the script runs.
+CONTROL="$TEST_LOGDIR/control"
+rm -rf "$CONTROL"
+mkdir -p "$CONTROL"
+start_bg browser env CHATFLOW_PAGE_URL="http://127.0.0.1:$PRODUCER_WS_PORT/" \
+    CHATFLOW_EVENTS_URL="ws://127.0.0.1:$CONSUMER_WS_PORT" CHATFLOW_ROOM="$ROOM" \
+    CHATFLOW_TEST_CONTROL="$CONTROL" TEST_LOGDIR="$TEST_LOGDIR" CHROMIUM="$CHROMIUM" \
+    node "$ROOT/test/browser/chat.test.mjs"
+BROWSER_PID=$BG_PID
+start_s=$SECONDS
+while pid_running "$BROWSER_PID"; do
+    if [ -e "$CONTROL/stop-consumer" ]; then
+        rm -f "$CONTROL/stop-consumer"
+        stop_bg "consumer$CONSUMER_RUNS" TERM 30
+        echo "$?" >"$CONTROL/consumer-stopped"
+    fi
+    if [ -e "$CONTROL/start-consumer" ]; then
+        rm -f "$CONTROL/start-consumer"
+        if start_consumer; then echo ok >"$CONTROL/consumer-started"; else
+            note "the consumer did not come back (log $(bg_log "consumer$CONSUMER_RUNS"))"
+        fi
+    fi
+    sleep 0.2
+done
+wait "$BROWSER_PID" 2>/dev/null
+browser_rc=$?
+unset "BG_PIDS[browser]"
+
+# The node script's TAP lines count as this script's.
+out=$(bg_log browser)
+cat "$out"
+TAP_PASSED=$((TAP_PASSED + $(grep -c '^ok - ' "$out")))
+TAP_FAILED=$((TAP_FAILED + $(grep -c '^not ok - ' "$out")))
+tap_is "$browser_rc" 0 "the browser test exits 0 (took $((SECONDS - start_s))s)"
+[ -e "$CONTROL/consumer-stopped" ] && tap_is "$(cat "$CONTROL/consumer-stopped")" 0 "SIGTERM: the consumer exited 0"
+finish
