@@ -9,6 +9,11 @@
  *    ends, pass or fail (atexit + signal handlers).
  *  - Messages are sent as SPEC §2 bodies straight to SQS (group = room, dedup = messageId), so
  *    the test knows every field it expects to find in the table.
+ *  - Sanitizer and Valgrind hooks (test/run --sanitizers): the child inherits ASAN_OPTIONS /
+ *    TSAN_OPTIONS (log_path: its reports go to files test/run scans, however it ends), and
+ *    CHATFLOW_SERVICE_WRAPPER, when set, is a command line the consumer is started under
+ *    ("valgrind --tool=memcheck ..."); CHATFLOW_TEST_LOGS, when set, replaces
+ *    $ROOT/$BUILD/test-logs as the root of the log folders.
  * Header-only (static inline): shared by several test programs and nothing else.
  */
 #ifndef CHATFLOW_IT_CONSUMER_LIB_H
@@ -287,8 +292,11 @@ static inline bool itc_init(itc_env_t *e, const char *name, int room_min, int ro
     signal(SIGTERM, itc_on_signal);
     signal(SIGPIPE, SIG_IGN);
     snprintf(e->name, sizeof e->name, "%s", name);
-    snprintf(e->log_dir, sizeof e->log_dir, "%s/%s/test-logs/%s", itc_env("ROOT", "."),
-             itc_env("BUILD", "build"), name);
+    if (getenv("CHATFLOW_TEST_LOGS") && getenv("CHATFLOW_TEST_LOGS")[0])
+        snprintf(e->log_dir, sizeof e->log_dir, "%s/%s", getenv("CHATFLOW_TEST_LOGS"), name);
+    else
+        snprintf(e->log_dir, sizeof e->log_dir, "%s/%s/test-logs/%s", itc_env("ROOT", "."),
+                 itc_env("BUILD", "build"), name);
     char cmd[700];
     snprintf(cmd, sizeof cmd, "mkdir -p '%s'", e->log_dir);
     if (!itc_sh(cmd)) snprintf(e->log_dir, sizeof e->log_dir, "/tmp");
@@ -334,6 +342,25 @@ static inline void itc_done(itc_env_t *e)
 
 /* ---------------------------------------------------------------- the consumer process */
 
+/* In the child: execs bin (no arguments), under $CHATFLOW_SERVICE_WRAPPER when it is set (its
+ * words, split at spaces, come first; the wrapper is looked up in PATH). Returns only on failure. */
+static inline void itc_exec_service(const char *bin)
+{
+    char *argv[48];
+    int n = 0;
+    static char wrapper[2048];
+    snprintf(wrapper, sizeof wrapper, "%s", itc_env("CHATFLOW_SERVICE_WRAPPER", ""));
+    for (char *save = NULL, *w = strtok_r(wrapper, " ", &save); w && n < 40; w = strtok_r(NULL, " ", &save))
+        argv[n++] = w;
+    bool wrapped = n > 0;
+    argv[n++] = (char *)bin;
+    argv[n] = NULL;
+    if (wrapped)
+        execvp(argv[0], argv);
+    else
+        execv(bin, argv);
+}
+
 /* Starts chatflow-consumer on e's database and queues. env: extra NULL-terminated NAME=value
  * strings (override the defaults set here). Waits for its start-up line. */
 static inline bool consumer_start(itc_env_t *e, consumer_proc *p, const char *log_name,
@@ -374,7 +401,7 @@ static inline bool consumer_start(itc_env_t *e, consumer_proc *p, const char *lo
         setenv("CHATFLOW_RECEIVE_WAIT_S", "1", 1);
         setenv("CHATFLOW_QUEUE_DEPTH_INTERVAL_S", "2", 1);
         for (size_t i = 0; env && env[i]; i++) putenv((char *)env[i]);
-        execl(bin, "chatflow-consumer", (char *)NULL);
+        itc_exec_service(bin);
         fprintf(stderr, "exec %s: %s\n", bin, strerror(errno));
         _exit(127);
     }
@@ -386,7 +413,9 @@ static inline bool consumer_start(itc_env_t *e, consumer_proc *p, const char *lo
             itc_children[i] = pid;
             break;
         }
-    for (int i = 0; i < 600; i++) { /* up to 30 s (migrations included) */
+    /* up to 30 s (migrations included); 120 s under a wrapper (memcheck) */
+    int polls = itc_env("CHATFLOW_SERVICE_WRAPPER", NULL) ? 2400 : 600;
+    for (int i = 0; i < polls; i++) {
         FILE *f = fopen(p->log_path, "r");
         char line[2048];
         while (f && fgets(line, sizeof line, f)) {
@@ -412,7 +441,7 @@ static inline bool consumer_start(itc_env_t *e, consumer_proc *p, const char *lo
         }
         time_sleep_ms(50);
     }
-    NOTE("consumer did not start within 30 s (log %s)", p->log_path);
+    NOTE("consumer did not start within %d s (log %s)", polls / 20, p->log_path);
     return false;
 }
 

@@ -7,6 +7,11 @@
  *    (port 0; the ports are read back from its "listening ws=<p> admin=<p>" log line); it is
  *    stopped by PID when the test ends, pass or fail (atexit + signal handlers).
  *  - /metrics and /health are read with libcurl; frames and answers are JSON via jansson.
+ *  - Sanitizer and Valgrind hooks (test/run --sanitizers): the child inherits ASAN_OPTIONS /
+ *    TSAN_OPTIONS (log_path: its reports go to files test/run scans, however it ends), and
+ *    CHATFLOW_SERVICE_WRAPPER, when set, is a command line the producer is started under
+ *    ("valgrind --tool=memcheck ..."); CHATFLOW_TEST_LOGS, when set, replaces
+ *    $ROOT/$BUILD/test-logs as the root of the log folders.
  * Header-only (static inline) because it is shared by several test programs and nothing else.
  */
 #ifndef CHATFLOW_IT_PRODUCER_LIB_H
@@ -68,10 +73,14 @@ static inline const char *itp_env(const char *name, const char *def)
     return v && v[0] ? v : def;
 }
 
-/* Log directory for this test: $ROOT/$BUILD/test-logs/<name>. */
+/* Log directory for this test: $ROOT/$BUILD/test-logs/<name> ($CHATFLOW_TEST_LOGS/<name> if set). */
 static inline void itp_log_dir(const char *test_name, char *out, size_t len)
 {
-    snprintf(out, len, "%s/%s/test-logs/%s", itp_env("ROOT", "."), itp_env("BUILD", "build"), test_name);
+    const char *root = getenv("CHATFLOW_TEST_LOGS");
+    if (root && root[0])
+        snprintf(out, len, "%s/%s", root, test_name);
+    else
+        snprintf(out, len, "%s/%s/test-logs/%s", itp_env("ROOT", "."), itp_env("BUILD", "build"), test_name);
     char cmd[700];
     snprintf(cmd, sizeof cmd, "mkdir -p '%s'", out);
     if (system(cmd) != 0) snprintf(out, len, "/tmp");
@@ -103,6 +112,27 @@ static inline long itp_raise_nofile(long want)
 
 /* ---------------------------------------------------------------- the producer process */
 
+/* In the child: execs bin with args (NULL-terminated), under $CHATFLOW_SERVICE_WRAPPER when it is
+ * set (its words, split at spaces, come first; the wrapper is looked up in PATH). Returns only on
+ * failure. */
+static inline void itp_exec_service(const char *bin, const char *const *args)
+{
+    char *argv[64];
+    int n = 0;
+    static char wrapper[2048];
+    snprintf(wrapper, sizeof wrapper, "%s", itp_env("CHATFLOW_SERVICE_WRAPPER", ""));
+    for (char *save = NULL, *w = strtok_r(wrapper, " ", &save); w && n < 40; w = strtok_r(NULL, " ", &save))
+        argv[n++] = w;
+    bool wrapped = n > 0;
+    argv[n++] = (char *)bin;
+    for (size_t i = 0; args[i] && n < 63; i++) argv[n++] = (char *)args[i];
+    argv[n] = NULL;
+    if (wrapped)
+        execvp(argv[0], argv);
+    else
+        execv(bin, argv);
+}
+
 /* env: NULL-terminated "NAME=value" strings added to the child's environment. */
 static inline bool producer_start(producer_proc *p, const char *log_path, const char *const *env)
 {
@@ -123,8 +153,9 @@ static inline bool producer_start(producer_proc *p, const char *log_path, const 
         dup2(fd, 2);
         close(fd);
         for (size_t i = 0; env && env[i]; i++) putenv((char *)env[i]);
-        execl(bin, "chatflow-producer", "--ws-port", "0", "--admin-port", "0", "--ws-bind", "127.0.0.1",
-              "--admin-bind", "127.0.0.1", (char *)NULL);
+        static const char *const args[] = { "--ws-port", "0", "--admin-port", "0", "--ws-bind", "127.0.0.1",
+                                            "--admin-bind", "127.0.0.1", NULL };
+        itp_exec_service(bin, args);
         fprintf(stderr, "exec %s: %s\n", bin, strerror(errno));
         _exit(127);
     }
@@ -136,7 +167,8 @@ static inline bool producer_start(producer_proc *p, const char *log_path, const 
             itp_children[i] = pid;
             break;
         }
-    for (int i = 0; i < 200; i++) {           /* up to 10 s */
+    int polls = itp_env("CHATFLOW_SERVICE_WRAPPER", NULL) ? 1200 : 200; /* 10 s; 60 s under memcheck */
+    for (int i = 0; i < polls; i++) {
         FILE *f = fopen(log_path, "r");
         char line[1024];
         while (f && fgets(line, sizeof line, f)) {

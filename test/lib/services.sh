@@ -11,6 +11,8 @@
 #    $CHATFLOW_BIN/chatflow-producer with start_bg, so they are stopped by PID when the script
 #    exits. Extra VAR=value words before "--" go to the producer's environment, after it to the
 #    consumer's.
+#  - CHATFLOW_SERVICE_WRAPPER, when set, is a command line both services are started under
+#    (test/run --sanitizers sets it to memcheck for its Valgrind pass).
 #  - Sets PRODUCER_WS_PORT, PRODUCER_ADMIN_PORT, CONSUMER_WS_PORT, CONSUMER_ADMIN_PORT,
 #    PRODUCER_PID, CONSUMER_PID; returns non-zero (after a note naming the log) when a service
 #    does not answer /health/live within SERVICES_START_TIMEOUT seconds (default 30).
@@ -29,11 +31,11 @@ services_start() {
 
     start_bg consumer env CHATFLOW_WS_PORT="$CONSUMER_WS_PORT" CHATFLOW_ADMIN_PORT="$CONSUMER_ADMIN_PORT" \
         CHATFLOW_WS_BIND=127.0.0.1 CHATFLOW_ADMIN_BIND=127.0.0.1 CHATFLOW_MIGRATE_ON_START=1 \
-        "${consumer_env[@]}" "$CHATFLOW_BIN/chatflow-consumer"
+        "${consumer_env[@]}" ${CHATFLOW_SERVICE_WRAPPER:-} "$CHATFLOW_BIN/chatflow-consumer"
     CONSUMER_PID=$BG_PID
     start_bg producer env CHATFLOW_WS_PORT="$PRODUCER_WS_PORT" CHATFLOW_ADMIN_PORT="$PRODUCER_ADMIN_PORT" \
         CHATFLOW_WS_BIND=127.0.0.1 CHATFLOW_ADMIN_BIND=127.0.0.1 \
-        "${producer_env[@]}" "$CHATFLOW_BIN/chatflow-producer"
+        "${producer_env[@]}" ${CHATFLOW_SERVICE_WRAPPER:-} "$CHATFLOW_BIN/chatflow-producer"
     PRODUCER_PID=$BG_PID
 
     if ! wait_http "http://127.0.0.1:$CONSUMER_ADMIN_PORT/health/live" "$timeout"; then
