@@ -3,6 +3,7 @@
 #   make            build everything into build/
 #   make run        install what is missing, start the local stack and both services (Ctrl-C stops all)
 #   make test       install what is missing, build, run every test; ends with "N passed, N failed"
+#   make soak       the 30-minute soak test (MINUTES=N), not part of make test
 #   make deps       install Debian packages (apt-get, as root) and the npm tools (project-local)
 #   make SAN=address,undefined   instrumented build into build/san-address-undefined/
 #   make SAN=thread              instrumented build into build/san-thread/
@@ -109,9 +110,12 @@ deps:
 	@deploy/local/deps
 
 # Unit tests need no servers; the full run adds the integration tests, which start
-# their own PostgreSQL and fauxqs on free loopback ports and stop them by PID. The unit tests
-# run a second time under AddressSanitizer + UndefinedBehaviorSanitizer, and the threaded ones
-# under ThreadSanitizer (test/run --sanitizers).
+# their own PostgreSQL and fauxqs on free loopback ports and stop them by PID. Then, from the
+# instrumented builds (test/run --sanitizers, docs/reliability.md): the unit tests and the
+# integration tests again against the AddressSanitizer + UndefinedBehaviorSanitizer services, the
+# threaded unit tests and the core producer/consumer integration tests against the ThreadSanitizer
+# services, and one producer and one consumer integration test with the services under Valgrind
+# memcheck. A report in any process, children included, fails the run.
 ASAN_BUILD := build/san-address-undefined
 TSAN_BUILD := build/san-thread
 test: deps all sanitizer-builds
@@ -120,6 +124,13 @@ test: deps all sanitizer-builds
 sanitizer-builds:
 	@$(MAKE) --no-print-directory -s SAN=address,undefined BUILD=$(ASAN_BUILD) all
 	@$(MAKE) --no-print-directory -s SAN=thread BUILD=$(TSAN_BUILD) all
+
+# The soak test (not part of make test): MINUTES (30) at 80 % of the measured maximum end-to-end
+# rate on a private stack; timeline, RSS and the exactly-once check in $(BUILD)/soak/<date>/.
+MINUTES ?= 30
+.PHONY: soak
+soak: deps all
+	@BUILD=$(BUILD) test/soak/run --minutes $(MINUTES)
 
 test-unit: all
 	@BUILD=$(BUILD) test/run --unit-only
