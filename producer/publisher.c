@@ -70,10 +70,13 @@ struct publisher {
 char *publisher_body_json(const chat_message *m)
 {
     char *body = queue_message_to_json(m);
-    bool astral = false;
-    for (const unsigned char *c = (const unsigned char *)m->message; *c && !astral; c++) astral = *c >= 0xF0;
-    if (!body || !astral) return body;
-    /* Rare (emoji): re-encode with every non-ASCII character escaped. */
+    /* SQS's message character set stops at U+FFFD: U+FFFE and U+FFFF (EF BF BE / EF BF BF) are
+     * refused raw too, though they are valid UTF-8 and valid in JSON. */
+    bool escape = false;
+    for (const unsigned char *c = (const unsigned char *)m->message; *c && !escape; c++)
+        escape = *c >= 0xF0 || (c[0] == 0xEF && c[1] == 0xBF && (c[2] == 0xBE || c[2] == 0xBF));
+    if (!body || !escape) return body;
+    /* Rare (emoji, noncharacters): re-encode with every non-ASCII character escaped. */
     json_t *doc = json_loads(body, 0, NULL);
     char *escaped = doc ? json_dumps(doc, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
     json_decref(doc);

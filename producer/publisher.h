@@ -56,9 +56,10 @@ typedef struct publish_request {
 } publish_request;
 
 /* The SQS body for a message: queue_message_to_json(), with characters outside the Basic
- * Multilingual Plane (emoji) written as JSON \u surrogate-pair escapes. SQS allows them, but
- * some SQS implementations (fauxqs 1.9.2) refuse them as InvalidMessageContents; the escaped
- * form is the same JSON value for every reader. malloc'd, NULL on allocation failure. */
+ * Multilingual Plane (emoji) written as JSON \u surrogate-pair escapes — SQS allows them, but
+ * some SQS implementations (fauxqs 1.9.2) refuse them as InvalidMessageContents — and so are
+ * U+FFFE and U+FFFF, which SQS itself refuses raw. The escaped form is the same JSON value for
+ * every reader. malloc'd, NULL on allocation failure. */
 char *publisher_body_json(const chat_message *m);
 
 /* Frees the request and its body. */
