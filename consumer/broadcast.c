@@ -648,11 +648,13 @@ static void join_room(broadcaster *b, subscriber *sub, const bc_target *t)
     sub->member = true;
     sub->user_id = t->user_id;
     snprintf(sub->username, sizeof sub->username, "%s", t->username);
-    size_t cap = presence_member_cap(b->cfg.presence);
-    presence_member *others = malloc(cap * sizeof *others);
-    size_t n = others ? presence_members(b->cfg.presence, t->room, others, cap) : 0;
+    /* only this thread changes presence, so the count cannot move between the two calls */
+    size_t n = presence_members(b->cfg.presence, t->room, NULL, 0);
+    presence_member *others = malloc(n * sizeof *others);
+    if (!others) n = 0;
+    presence_members(b->cfg.presence, t->room, others, n);
     int64_t now = time_wall_ms();
-    for (size_t i = 0; i < n && i < cap; i++)
+    for (size_t i = 0; i < n; i++)
         if (res == PRESENCE_AGAIN || others[i].user_id != t->user_id)
             tell(b, sub, presence_event_json(t->room, others[i].user_id, others[i].username, "ONLINE",
                                              "present", others[i].since_ms, n));

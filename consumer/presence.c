@@ -187,7 +187,7 @@ size_t presence_members(presence *p, long room, presence_member *out, size_t max
     pthread_mutex_lock(&p->mu);
     room_members *rm = room_of(p, room);
     size_t n = rm ? rm->n : 0;
-    if (n)
+    if (n && out && max)
         memcpy(out, rm->members, (n < max ? n : max) * sizeof(*out));
     pthread_mutex_unlock(&p->mu);
     return n;

@@ -58,7 +58,8 @@ bool presence_leave(presence *p, long room, uint32_t user_id, int64_t now_ms, si
 void presence_seen(presence *p, long room, uint32_t user_id, int64_t now_ms);
 bool presence_advance_read(presence *p, long room, uint32_t user_id, const char *seq);
 
-/* Copies up to max members of the room into out; returns how many there are in all. */
+/* Copies up to max members of the room into out (out may be NULL when max is 0); returns how many
+ * there are in all. */
 size_t presence_members(presence *p, long room, presence_member *out, size_t max);
 /* {"roomId","memberCap","onlineCount","online":[{userId,username,connections,since,lastSeen}]};
  * NULL on OOM. */

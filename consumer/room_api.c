@@ -118,7 +118,9 @@ static void add_seen(void *ctx, const history_user_row *row)
 /* Up to `recent` users of the room who are not online, newest activity first. */
 static json_t *recently_seen(room_api *a, long room, size_t recent, char *err, size_t err_len)
 {
-    size_t cap = presence_member_cap(a->cfg.presence);
+    /* A snapshot: more than 8 members joining between the count and the copy would merely be
+     * listed as recently seen too. */
+    size_t cap = presence_members(a->cfg.presence, room, NULL, 0) + 8;
     presence_member *online = malloc(cap * sizeof(*online));
     json_t *list = json_array();
     if (!online || !list) {
