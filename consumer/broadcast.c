@@ -658,6 +658,12 @@ static void join_room(broadcaster *b, subscriber *sub, const bc_target *t)
         if (res == PRESENCE_AGAIN || others[i].user_id != t->user_id)
             tell(b, sub, presence_event_json(t->room, others[i].user_id, others[i].username, "ONLINE",
                                              "present", others[i].since_ms, n));
+    /* READ events are not replayed: a connection that (re)joins learns the online members'
+     * positions here, or it would miss those sent while it was away. */
+    for (size_t i = 0; i < n; i++)
+        if (others[i].read_seq[0])
+            tell(b, sub, read_event_json(t->room, others[i].user_id, others[i].username, others[i].read_seq,
+                                         now));
     free(others);
     if (res == PRESENCE_FIRST) {
         update_members_gauge(b, 1);

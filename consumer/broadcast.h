@@ -21,7 +21,7 @@
  *  - Members (docs/protocol.md §2): a subscriber that gives userId and username joins the room's
  *    presence (config.presence). A new user beyond the member cap is refused at the handshake
  *    (403). Members get, besides every MESSAGE: a PRESENCE snapshot of who is online when they
- *    join, PRESENCE events when a user's first connection opens or last one closes (reason
+ *    join (and a READ event for each online member whose read position is known), PRESENCE events when a user's first connection opens or last one closes (reason
  *    "timeout" when it was dropped for a missed heartbeat), TYPING events (from the queue,
  *    never cached or replayed) and READ events. A member's READ frame that moves its position
  *    forward (not beyond the room's newest message) is announced and handed to

@@ -333,7 +333,11 @@ async function run(browser) {
     await assertShownOnce(a, [m1, m2, m3, m4, ...gap, ...down]);
     for (const t of down) {
       const log = await statusLog(a, await ownMessage(a, t).getAttribute('data-client-message-id'));
-      assert(log.slice(0, 3).join('>') === 'sending>sent>delivered', `statuses ${log.join(' > ')}`);
+      // "read" may come straight after "sent": the consumer tells a reconnecting member the
+      // positions read while it was away (a READ already covering the message) before its replay
+      // delivers the message, and a read message is shown as read, which implies delivered.
+      const third = log.slice(0, 3).join('>');
+      assert(third === 'sending>sent>delivered' || third === 'sending>sent>read', `statuses ${log.join(' > ')}`);
     }
   });
   await check('presence is back after the restart: each page lists the other user', async () => {

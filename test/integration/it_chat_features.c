@@ -360,6 +360,10 @@ static void test_member_limits(wsc_conn *p, wsc_conn *alice, wsc_conn *bob)
     j = alice2 ? wait_type(alice2, "PRESENCE", 5000, NULL) : NULL;
     CHECK(j && strcmp(str(j, "reason"), "present") == 0, "the second connection gets the snapshot");
     json_decref(j);
+    j = alice2 ? wait_type(alice2, "READ", 5000, NULL) : NULL;
+    CHECK(j && strcmp(str(j, "userId"), "12") == 0 && strcmp(str(j, "sequenceNumber"), seq_m2) == 0,
+          "and bob's read position, sent before it connected (READ events are not replayed)");
+    json_decref(j);
     CHECK(itc_metric(cons.admin_port, "chatflow_room_full_refusals_total", NULL) >= 1, "the refusal is counted");
 
     /* alice's second connection closes: she is still online, nobody is told */
