@@ -33,9 +33,13 @@ SANFLAGS := -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
 endif
 comma := ,
 
+# pkg-config runs when make reads this file: the targets that install first (test, run, ...)
+# therefore build through a second make (BUILD_AFTER_DEPS), which reads it after the install.
 PKGS    := libwebsockets libcurl openssl libpq jansson libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+PKGS_MISSING := $(shell pkg-config --exists $(PKGS) 2>/dev/null || echo yes)
+BUILD_AFTER_DEPS = @$(MAKE) --no-print-directory all
 
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
@@ -69,13 +73,19 @@ BENCHES     := $(patsubst test/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 ALL_BINS := $(PRODUCER) $(CONSUMER) $(TOOLS) $(LOADGEN) $(UNIT_TESTS) $(IT_TESTS) $(BENCHES)
 
-.PHONY: all deps run test test-unit sanitizer-builds fuzz stack-up stack-down bench bench-producer bench-consumer demo clean
+# Without the -dev packages every link fails with hundreds of undefined references: say why once.
+check-pkgs:
+ifneq ($(PKGS_MISSING),)
+	@echo "build: pkg-config does not find all of: $(PKGS) (run: make deps)" >&2; exit 1
+endif
+
+.PHONY: all check-pkgs deps run test test-unit sanitizer-builds fuzz stack-up stack-down bench bench-producer bench-consumer demo clean
 all: $(ALL_BINS)
 
 # Objects are kept between builds (pattern-rule intermediates would otherwise be deleted).
 .SECONDARY:
 
-$(BUILD)/obj/%.o: %.c
+$(BUILD)/obj/%.o: %.c | check-pkgs
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -118,7 +128,9 @@ deps:
 # memcheck. A report in any process, children included, fails the run.
 ASAN_BUILD := build/san-address-undefined
 TSAN_BUILD := build/san-thread
-test: deps all sanitizer-builds
+test: deps
+	$(BUILD_AFTER_DEPS)
+	@$(MAKE) --no-print-directory sanitizer-builds
 	@BUILD=$(BUILD) ASAN_BUILD=$(ASAN_BUILD) TSAN_BUILD=$(TSAN_BUILD) test/run --sanitizers
 
 sanitizer-builds:
@@ -129,30 +141,37 @@ sanitizer-builds:
 # rate on a private stack; timeline, RSS and the exactly-once check in $(BUILD)/soak/<date>/.
 MINUTES ?= 30
 .PHONY: soak
-soak: deps all
+soak: deps
+	$(BUILD_AFTER_DEPS)
 	@BUILD=$(BUILD) test/soak/run --minutes $(MINUTES)
 
 test-unit: all
 	@BUILD=$(BUILD) test/run --unit-only
 
-run: deps all
+run: deps
+	$(BUILD_AFTER_DEPS)
 	@BUILD=$(BUILD) deploy/local/run
 
 # The whole system under the reference load (MESSAGES=500000 by default), verified end to end.
 MESSAGES ?= 500000
-demo: deps all
+demo: deps
+	$(BUILD_AFTER_DEPS)
 	@BUILD=$(BUILD) MESSAGES=$(MESSAGES) deploy/local/demo
 
 # Benchmarks (test/bench/): each on a private stack, next to its baseline measured in the same
 # run; they assert nothing about speed. `make bench` also rewrites the tables in docs/benchmarks.md.
-bench: deps all
+bench: deps
+	$(BUILD_AFTER_DEPS)
 	@BUILD=$(BUILD) test/bench/run --messages $(MESSAGES)
-bench-producer: deps all
+bench-producer: deps
+	$(BUILD_AFTER_DEPS)
 	@BUILD=$(BUILD) test/bench/producer.sh
-bench-consumer: deps all
+bench-consumer: deps
+	$(BUILD_AFTER_DEPS)
 	@BUILD=$(BUILD) test/bench/consumer.sh && BUILD=$(BUILD) test/bench/broadcast.sh
 
-stack-up: deps all
+stack-up: deps
+	$(BUILD_AFTER_DEPS)
 	@BUILD=$(BUILD) deploy/local/stack up
 stack-down:
 	@BUILD=$(BUILD) deploy/local/stack down

@@ -697,6 +697,7 @@ static int on_established(broadcaster *b, struct lws *wsi, subscriber *sub)
         log_error(COMPONENT, "established connection with a bad target: %s", reason);
         return -1;   /* cannot happen: the same check passed at the upgrade */
     }
+    lws_set_timer_usecs(wsi, LWS_SET_TIMER_USEC_CANCEL);   /* the handshake deadline is met */
     sub->wsi = wsi;
     sub->id = ++b->next_sub_id;
     sub->room = t.room;
@@ -863,6 +864,15 @@ static int callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void
     subscriber *sub = user;
 
     switch (reason) {
+    case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+        /* lws 4.1 gives an accepted socket no deadline of its own (a timeout set here is replaced
+         * during adoption, and a trickling handshake lives until the 10 s header idle timeout):
+         * a wsi timer closes it unless it has upgraded by then. */
+        if (b->cfg.handshake_timeout_s > 0)
+            lws_set_timer_usecs(wsi, (lws_usec_t)b->cfg.handshake_timeout_s * LWS_US_PER_SEC);
+        return 0;
+    case LWS_CALLBACK_TIMER:
+        return sub && sub->wsi == wsi ? 0 : -1;   /* only a connection still in its handshake */
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         return on_confirm_upgrade(b, wsi, in);
     case LWS_CALLBACK_HTTP:
@@ -922,6 +932,8 @@ static bool config_ok(const broadcast_config *c, char *err, size_t err_len)
              c->ping_interval_s + c->pong_timeout_s > 65535)
         snprintf(err, err_len, "ping interval %d s / pong timeout %d s are not valid",
                  c->ping_interval_s, c->pong_timeout_s);
+    else if (c->handshake_timeout_s < 0 || c->handshake_timeout_s > 3600)
+        snprintf(err, err_len, "handshake timeout %d s is not valid", c->handshake_timeout_s);
     else if (c->bind_addr && strlen(c->bind_addr) >= 64)
         snprintf(err, err_len, "bind address is too long");
     else
@@ -1005,6 +1017,7 @@ static bool create_listener(broadcaster *b, char *err, size_t err_len)
     memset(&info, 0, sizeof info);
     info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
     info.user = b;
+    if (b->cfg.handshake_timeout_s > 0) info.timeout_secs = (unsigned int)b->cfg.handshake_timeout_s;
     info.gid = -1;
     info.uid = -1;
     b->ctx = lws_create_context(&info);

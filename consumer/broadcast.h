@@ -68,6 +68,7 @@ typedef struct {
     size_t max_subscribers;     /* total connection cap */
     int ping_interval_s;
     int pong_timeout_s;
+    int handshake_timeout_s;    /* accept → upgraded, else the socket is closed; 0: lws defaults */
     broadcast_history_fn history;
     void *history_ctx;
     presence *presence;         /* NULL: nobody is a member (features off) */

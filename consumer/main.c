@@ -181,6 +181,7 @@ static bool start_services(consumer *c)
         .max_subscribers = (size_t)c->s.max_subscribers,
         .ping_interval_s = (int)c->s.ping_interval_s,
         .pong_timeout_s = (int)c->s.pong_timeout_s,
+        .handshake_timeout_s = (int)c->s.handshake_timeout_s,
         .history = history_read,
         .history_ctx = c->history,
         .presence = c->presence,

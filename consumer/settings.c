@@ -59,6 +59,9 @@ static const config_option consumer_options[] = {
                    "WebSocket ping interval for subscribers."),
     CONFIG_OPT_INT("CHATFLOW_PONG_TIMEOUT_S", "pong-timeout-s", S, pong_timeout_s, "8", 1, 3600,
                    "Subscriber closed when no pong arrives within this after a ping."),
+    CONFIG_OPT_INT("CHATFLOW_HANDSHAKE_TIMEOUT_S", "handshake-timeout-s", S, handshake_timeout_s,
+                   "10", 1, 600, "Seconds from the accept for a subscriber to complete the WebSocket "
+                   "handshake; a socket that has not upgraded by then is closed."),
     CONFIG_OPT_INT("CHATFLOW_QUEUE_DEPTH_INTERVAL_S", "queue-depth-interval-s", S,
                    queue_depth_interval_s, "15", 0, 3600,
                    "Period of the chatflow_sqs_queue_depth{room} refresh (0: off)."),

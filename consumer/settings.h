@@ -40,6 +40,7 @@ typedef struct {
     long long max_subscribers;
     long long ping_interval_s;
     long long pong_timeout_s;
+    long long handshake_timeout_s;
     long long queue_depth_interval_s;
     long long stop_timeout_s;
     long long room_member_cap;

@@ -151,7 +151,8 @@ for name, td in sorted(tasks.items()):
 # ------------------------------------------------------------------ ECS: services, ALB, autoscaling
 services = {os.path.basename(f): load(f) for f in glob.glob(os.path.join(OUT, "service-*.json"))}
 tgs = {os.path.basename(f): load(f) for f in glob.glob(os.path.join(OUT, "target-group-*.json"))
-       if "attributes" not in f}
+       if "attributes" not in f and "target-group-api-" not in f}
+api_tgs = {os.path.basename(f): load(f) for f in glob.glob(os.path.join(OUT, "target-group-api-*.json"))}
 for name, s in sorted(services.items()):
     svc = "producer" if "producer" in name else "consumer"
     td = tasks[name.replace("service-", "task-")]
@@ -164,12 +165,23 @@ for name, s in sorted(services.items()):
         dc = s["deploymentConfiguration"]
         check(s["desiredCount"] == 1 and dc["maximumPercent"] == 100,
               f"{name}: one task per room range, never two at once (subscribers share the receiving task)")
+        shard = name[len("service-consumer-"):-len(".json")]
+        api_lb = [b for b in s["loadBalancers"][1:] if b["containerPort"] == PORTS[svc][1]]
+        check(len(s["loadBalancers"]) == 2 and len(api_lb) == 1
+              and api_lb[0]["targetGroupArn"].split("/")[1] == api_tgs.get(f"target-group-api-{shard}.json", {}).get("Name"),
+              f"{name}: a second target group, the shard's room API group, on the admin port")
 for name, tg in sorted(tgs.items()):
     svc = "producer" if "producer" in name else "consumer"
     check(tg["HealthCheckPath"] == "/health/ready" and tg["HealthCheckPort"] == str(PORTS[svc][1])
           and tg["Port"] == PORTS[svc][0] and tg["TargetType"] == "ip",
           f"{name}: ip targets on the WebSocket port, health check /health/ready on the admin port")
 check(len(tgs) == len(services), "one target group per service", f"{sorted(tgs)} vs {sorted(services)}")
+for name, tg in sorted(api_tgs.items()):
+    check(tg["Port"] == PORTS["consumer"][1] and tg["HealthCheckPath"] == "/health/ready"
+          and tg["HealthCheckPort"] == "traffic-port" and tg["TargetType"] == "ip",
+          f"{name}: ip targets on the consumer's admin port (the room API), health check /health/ready")
+check(len(api_tgs) == sum(1 for n in services if n.startswith("service-consumer-")),
+      "one room API target group per consumer shard", sorted(api_tgs))
 for f in glob.glob(os.path.join(OUT, "target-group-attributes-*.json")):
     attrs = {a["Key"]: a["Value"] for a in load(f)["Attributes"]}
     check(attrs.get("stickiness.enabled") == "false" and int(attrs["deregistration_delay.timeout_seconds"]) <= 60,
@@ -199,6 +211,32 @@ for f in glob.glob(os.path.join(OUT, "listener-rule-consumer-*.json")):
             routed.setdefault(int(p.rsplit("/", 1)[1]), []).append(shard)
 want = {r: [n] for n, lo, hi in shards for r in range(lo, hi + 1)}
 check(routed == want, "listener rules route /chat/N on the consumer host to the shard owning room N")
+pr = load(os.path.join(OUT, "listener-rule-producer.json"))
+check([c["Field"] for c in pr["Conditions"]] == ["host-header"]
+      and pr["Actions"][0]["TargetGroupArn"].split("/")[1] == "chatflow-producer",
+      "the producer host is routed whole to the producer: /chat/* and the chat page at /")
+api_routed = {}
+for f in glob.glob(os.path.join(OUT, "listener-rule-api-*.json")):
+    r = load(f)
+    shard = re.match(r"listener-rule-api-([a-z0-9]+)-\d+\.json", os.path.basename(f)).group(1)
+    values = sum(len(c.get("HostHeaderConfig", c.get("PathPatternConfig", {})).get("Values", [])) for c in r["Conditions"])
+    hosts = [v for c in r["Conditions"] for v in c.get("HostHeaderConfig", {}).get("Values", [])]
+    target = r["Actions"][0]["TargetGroupArn"].split("/")[1]
+    check(values <= 5 and hosts == [prod_env.get("CHATFLOW_WEB_API_URL", "").split("//")[-1]]
+          and target == f"chatflow-api-{shard}",
+          f"{os.path.basename(f)}: the host the page calls, at most 5 condition values, to the shard's API group")
+    for c in r["Conditions"]:
+        for p in c.get("PathPatternConfig", {}).get("Values", []):
+            m = re.fullmatch(r"/api/rooms/(\d+)/\*", p)
+            api_routed.setdefault(int(m.group(1)) if m else p, []).append(shard)
+check(api_routed == want, "listener rules route only /api/rooms/N/* (not /metrics) to the shard owning room N",
+      {k: v for k, v in api_routed.items() if want.get(k) != v})
+cons_env = {e["name"]: e["value"] for e in next(t for n, t in tasks.items() if n.startswith("task-consumer-"))
+            ["containerDefinitions"][0]["environment"]}
+check(cons_env.get("CHATFLOW_API_ALLOW_ORIGIN", "").startswith("https://")
+      and prod_env.get("CHATFLOW_WEB_EVENTS_URL", "").startswith("wss://"),
+      "the page served by the producer subscribes over wss:// and the room API allows its origin (CORS)",
+      (cons_env.get("CHATFLOW_API_ALLOW_ORIGIN"), prod_env.get("CHATFLOW_WEB_EVENTS_URL")))
 prios = [load(f)["Priority"] for f in glob.glob(os.path.join(OUT, "listener-rule-*.json"))]
 check(len(prios) == len(set(prios)), "listener rule priorities are distinct", sorted(prios))
 pol = load(os.path.join(OUT, "autoscaling-producer-policy.json"))
@@ -306,6 +344,7 @@ else:
     OPS = [("task-*.json", "ecs", "RegisterTaskDefinition"), ("service-*.json", "ecs", "CreateService"),
            ("target-group-producer.json", "elbv2", "CreateTargetGroup"),
            ("target-group-consumer-*.json", "elbv2", "CreateTargetGroup"),
+           ("target-group-api-*.json", "elbv2", "CreateTargetGroup"),
            ("target-group-attributes-*.json", "elbv2", "ModifyTargetGroupAttributes"),
            ("load-balancer-attributes.json", "elbv2", "ModifyLoadBalancerAttributes"),
            ("listener-rule-*.json", "elbv2", "CreateRule"),
