@@ -421,8 +421,9 @@ static void test_ping_flood(void)
     probe("after the ping flood");
 }
 
-/* A client that never reads its answers floods invalid frames (answered at once, no SQS). Loopback
- * kernel buffers hold ~10 MB each way, so the flood is sized past them: 150,000 small frames make
+/* A client that never reads its answers floods invalid frames (answered at once, no SQS). Its
+ * receive buffer is fixed small and the producer's send buffer holds at most tcp_wmem's maximum
+ * (4 MiB here), so the flood is sized past them: 150,000 small frames make
  * ~20 MB of answers (the producer's writes block, unanswered frames reach the per-connection cap
  * of 100 and its reads pause), then 8,000 frames of 4,000 bytes (32 MB) that it must leave unread.
  * Some frames must stay unsent on the client and the producer's memory must stay flat. */
@@ -436,6 +437,9 @@ static void test_never_reads(void)
         wsc_ctx_free(ctx);
         return;
     }
+    /* Fixed at 256 KiB (the kernel doubles it): with autotuning, a tcp_rmem maximum of 32 MiB
+     * would let the client's socket swallow every answer. */
+    CHECK(wsc_set_recv_buffer(c, 256 * 1024), "never-reads: the client's receive buffer fixed at 256 KiB");
     wsc_set_reading(c, false);
     long before = rss_kb();
     const char junk[] = "{\"userId\":\"1\"}";

@@ -11,6 +11,7 @@
 
 #include <libwebsockets.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -424,6 +425,12 @@ void wsc_set_reading(wsc_conn *c, bool reading)
 {
     if (c->wsi)
         lws_rx_flow_control(c->wsi, reading ? 1 : 0);
+}
+
+bool wsc_set_recv_buffer(wsc_conn *c, int bytes)
+{
+    int fd = c->wsi ? (int)lws_get_socket_fd(c->wsi) : -1;
+    return fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes) == 0;
 }
 
 bool wsc_is_closed(const wsc_conn *c)

@@ -20,7 +20,9 @@
  *    connection closes, or timeout_ms passes; returns a malloc'd NUL-terminated copy the caller
  *    frees (NULL on timeout/close).
  *  - wsc_set_reading(conn, false) stops reading from the socket (lws_rx_flow_control), for
- *    "client that never reads" tests.
+ *    "client that never reads" tests. wsc_set_recv_buffer() fixes the socket's receive buffer
+ *    (SO_RCVBUF, which also turns off the kernel's autotuning), so what such a client can
+ *    swallow does not depend on the machine's tcp_rmem.
  *  - After the peer closes, wsc_is_closed() is true and wsc_close_info() gives the close code
  *    and reason (1006 when the socket just dropped). wsc_free() closes (if open) and frees.
  */
@@ -64,6 +66,7 @@ bool wsc_flush(wsc_conn *c, int timeout_ms);
 
 char *wsc_recv(wsc_conn *c, int timeout_ms, size_t *len_out);
 void wsc_set_reading(wsc_conn *c, bool reading);
+bool wsc_set_recv_buffer(wsc_conn *c, int bytes);
 
 bool wsc_is_closed(const wsc_conn *c);
 void wsc_close_info(const wsc_conn *c, int *code, const char **reason);
