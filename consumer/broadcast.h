@@ -18,6 +18,8 @@
  *    the history callback, run on a replay worker thread (never on the service thread).
  *  - A room outside [room_min, room_max] or a bad path is refused at the handshake (HTTP 4xx) — or,
  *    where lws cannot answer with a status, closed at once with a reason naming the owned range.
+ *  - A socket that has not completed its WebSocket handshake config.handshake_timeout_s after the
+ *    accept (idle, or trickling the request) is closed.
  *  - Members (docs/protocol.md §2): a subscriber that gives userId and username joins the room's
  *    presence (config.presence). A new user beyond the member cap is refused at the handshake
  *    (403). Members get, besides every MESSAGE: a PRESENCE snapshot of who is online when they
