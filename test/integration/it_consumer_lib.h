@@ -37,6 +37,7 @@
 #include "log.h"
 #include "message.h"
 #include "sqs.h"
+#include "it_exec_lib.h"
 #include "testlib.h"
 #include "timeutil.h"
 #include "uuid.h"
@@ -342,25 +343,6 @@ static inline void itc_done(itc_env_t *e)
 
 /* ---------------------------------------------------------------- the consumer process */
 
-/* In the child: execs bin (no arguments), under $CHATFLOW_SERVICE_WRAPPER when it is set (its
- * words, split at spaces, come first; the wrapper is looked up in PATH). Returns only on failure. */
-static inline void itc_exec_service(const char *bin)
-{
-    char *argv[48];
-    int n = 0;
-    static char wrapper[2048];
-    snprintf(wrapper, sizeof wrapper, "%s", itc_env("CHATFLOW_SERVICE_WRAPPER", ""));
-    for (char *save = NULL, *w = strtok_r(wrapper, " ", &save); w && n < 40; w = strtok_r(NULL, " ", &save))
-        argv[n++] = w;
-    bool wrapped = n > 0;
-    argv[n++] = (char *)bin;
-    argv[n] = NULL;
-    if (wrapped)
-        execvp(argv[0], argv);
-    else
-        execv(bin, argv);
-}
-
 /* Starts chatflow-consumer on e's database and queues. env: extra NULL-terminated NAME=value
  * strings (override the defaults set here). Waits for its start-up line. */
 static inline bool consumer_start(itc_env_t *e, consumer_proc *p, const char *log_name,
@@ -401,7 +383,7 @@ static inline bool consumer_start(itc_env_t *e, consumer_proc *p, const char *lo
         setenv("CHATFLOW_RECEIVE_WAIT_S", "1", 1);
         setenv("CHATFLOW_QUEUE_DEPTH_INTERVAL_S", "2", 1);
         for (size_t i = 0; env && env[i]; i++) putenv((char *)env[i]);
-        itc_exec_service(bin);
+        it_exec_service(bin, NULL);
         fprintf(stderr, "exec %s: %s\n", bin, strerror(errno));
         _exit(127);
     }

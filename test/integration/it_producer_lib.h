@@ -35,6 +35,7 @@
 #include "credentials.h"
 #include "log.h"
 #include "sqs.h"
+#include "it_exec_lib.h"
 #include "testlib.h"
 #include "timeutil.h"
 #include "uuid.h"
@@ -112,27 +113,6 @@ static inline long itp_raise_nofile(long want)
 
 /* ---------------------------------------------------------------- the producer process */
 
-/* In the child: execs bin with args (NULL-terminated), under $CHATFLOW_SERVICE_WRAPPER when it is
- * set (its words, split at spaces, come first; the wrapper is looked up in PATH). Returns only on
- * failure. */
-static inline void itp_exec_service(const char *bin, const char *const *args)
-{
-    char *argv[64];
-    int n = 0;
-    static char wrapper[2048];
-    snprintf(wrapper, sizeof wrapper, "%s", itp_env("CHATFLOW_SERVICE_WRAPPER", ""));
-    for (char *save = NULL, *w = strtok_r(wrapper, " ", &save); w && n < 40; w = strtok_r(NULL, " ", &save))
-        argv[n++] = w;
-    bool wrapped = n > 0;
-    argv[n++] = (char *)bin;
-    for (size_t i = 0; args[i] && n < 63; i++) argv[n++] = (char *)args[i];
-    argv[n] = NULL;
-    if (wrapped)
-        execvp(argv[0], argv);
-    else
-        execv(bin, argv);
-}
-
 /* env: NULL-terminated "NAME=value" strings added to the child's environment. */
 static inline bool producer_start(producer_proc *p, const char *log_path, const char *const *env)
 {
@@ -155,7 +135,7 @@ static inline bool producer_start(producer_proc *p, const char *log_path, const 
         for (size_t i = 0; env && env[i]; i++) putenv((char *)env[i]);
         static const char *const args[] = { "--ws-port", "0", "--admin-port", "0", "--ws-bind", "127.0.0.1",
                                             "--admin-bind", "127.0.0.1", NULL };
-        itp_exec_service(bin, args);
+        it_exec_service(bin, args);
         fprintf(stderr, "exec %s: %s\n", bin, strerror(errno));
         _exit(127);
     }
