@@ -648,11 +648,8 @@ static void join_room(broadcaster *b, subscriber *sub, const bc_target *t)
     sub->member = true;
     sub->user_id = t->user_id;
     snprintf(sub->username, sizeof sub->username, "%s", t->username);
-    /* only this thread changes presence, so the count cannot move between the two calls */
-    size_t n = presence_members(b->cfg.presence, t->room, NULL, 0);
-    presence_member *others = malloc(n * sizeof *others);
-    if (!others) n = 0;
-    presence_members(b->cfg.presence, t->room, others, n);
+    size_t n = 0;
+    presence_member *others = presence_members_copy(b->cfg.presence, t->room, &n);   /* OOM: no snapshot */
     int64_t now = time_wall_ms();
     for (size_t i = 0; i < n; i++)
         if (res == PRESENCE_AGAIN || others[i].user_id != t->user_id)

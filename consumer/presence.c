@@ -187,10 +187,22 @@ size_t presence_members(presence *p, long room, presence_member *out, size_t max
     pthread_mutex_lock(&p->mu);
     room_members *rm = room_of(p, room);
     size_t n = rm ? rm->n : 0;
-    if (n && out && max)
+    if (n)
         memcpy(out, rm->members, (n < max ? n : max) * sizeof(*out));
     pthread_mutex_unlock(&p->mu);
     return n;
+}
+
+presence_member *presence_members_copy(presence *p, long room, size_t *n)
+{
+    pthread_mutex_lock(&p->mu);
+    room_members *rm = room_of(p, room);
+    *n = rm ? rm->n : 0;
+    presence_member *copy = malloc((*n ? *n : 1) * sizeof(*copy));   /* never malloc(0): NULL means OOM */
+    if (copy && *n) memcpy(copy, rm->members, *n * sizeof(*copy));
+    if (!copy) *n = 0;
+    pthread_mutex_unlock(&p->mu);
+    return copy;
 }
 
 static json_t *member_json(const presence_member *m)

@@ -13,7 +13,8 @@
  *  - presence_seen() records activity (a pong or a frame) as last seen. presence_advance_read()
  *    moves a member's read position forward only: true when seq is beyond what the member had
  *    read in this session (the caller announces READ and stores it).
- *  - presence_members() copies the room's members (user id order) for announcing a snapshot;
+ *  - presence_members() / presence_members_copy() copy the room's members (user id order) for
+ *    announcing a snapshot;
  *    presence_room_json() builds the presence API answer. Rooms outside [room_min, room_max]
  *    have no members.
  *  - Thread-safe (one mutex): the WebSocket service thread writes, HTTP threads read. Nothing is
@@ -58,9 +59,11 @@ bool presence_leave(presence *p, long room, uint32_t user_id, int64_t now_ms, si
 void presence_seen(presence *p, long room, uint32_t user_id, int64_t now_ms);
 bool presence_advance_read(presence *p, long room, uint32_t user_id, const char *seq);
 
-/* Copies up to max members of the room into out (out may be NULL when max is 0); returns how many
- * there are in all. */
+/* Copies up to max members of the room into out; returns how many there are in all. */
 size_t presence_members(presence *p, long room, presence_member *out, size_t max);
+/* All the room's members at one instant, in a malloc'd array of *n the caller frees; NULL (and
+ * *n 0) only when out of memory. */
+presence_member *presence_members_copy(presence *p, long room, size_t *n);
 /* {"roomId","memberCap","onlineCount","online":[{userId,username,connections,since,lastSeen}]};
  * NULL on OOM. */
 json_t *presence_room_json(presence *p, long room);

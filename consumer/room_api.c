@@ -118,10 +118,8 @@ static void add_seen(void *ctx, const history_user_row *row)
 /* Up to `recent` users of the room who are not online, newest activity first. */
 static json_t *recently_seen(room_api *a, long room, size_t recent, char *err, size_t err_len)
 {
-    /* A snapshot: more than 8 members joining between the count and the copy would merely be
-     * listed as recently seen too. */
-    size_t cap = presence_members(a->cfg.presence, room, NULL, 0) + 8;
-    presence_member *online = malloc(cap * sizeof(*online));
+    size_t n_online = 0;
+    presence_member *online = presence_members_copy(a->cfg.presence, room, &n_online);
     json_t *list = json_array();
     if (!online || !list) {
         free(online);
@@ -129,8 +127,7 @@ static json_t *recently_seen(room_api *a, long room, size_t recent, char *err, s
         snprintf(err, err_len, "out of memory");
         return NULL;
     }
-    size_t n = presence_members(a->cfg.presence, room, online, cap);
-    seen_ctx sc = {list, online, n < cap ? n : cap, recent};
+    seen_ctx sc = {list, online, n_online, recent};
     /* ask for more than `recent`: the users online now are skipped */
     bool ok = recent == 0 ||
               history_recently_seen(a->cfg.history, room, recent + sc.n_online, add_seen, &sc, err, err_len);

@@ -33,6 +33,14 @@ static void test_presence_members(void)
     CHECK(m[0].user_id == 3 && m[1].user_id == 7, "in user id order");
     CHECK(m[1].connections == 2 && m[1].since_ms == 1000, "7 has 2 connections since its first");
     CHECK_STR(m[1].username, "alice", "with its username");
+    size_t n_copy = 99;
+    presence_member *copy = presence_members_copy(p, 1, &n_copy);
+    CHECK(copy && n_copy == 2 && copy[0].user_id == 3 && copy[1].user_id == 7 && copy[1].connections == 2,
+          "presence_members_copy: both members, in user id order");
+    free(copy);
+    copy = presence_members_copy(p, 2, &n_copy);
+    CHECK(copy && n_copy == 0, "presence_members_copy: an empty room gives an empty array, not NULL");
+    free(copy);
 
     presence_seen(p, 1, 7, 5000);
     json_t *j = presence_room_json(p, 1);
