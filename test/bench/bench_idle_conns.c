@@ -25,6 +25,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../integration/it_hostile_lib.h"   /* hs_rss_kb */
 #include "timeutil.h"
 #include "wsclient.h"
 
@@ -77,27 +78,14 @@ static int serve(void)
 
 /* ---- hold: open N connections, read the server's RSS ---- */
 
-static long rss_kb(long pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%ld/status", pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    long kb = -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "VmRSS:", 6) == 0) kb = strtol(line + 6, NULL, 10);
-    fclose(f);
-    return kb;
-}
-
 /* The lowest of three reads 300 ms apart, servicing the client loop meanwhile. */
-static long settled_rss_kb(wsc_ctx *ctx, long pid)
+static long settled_rss_kb(wsc_ctx *ctx, pid_t pid)
 {
     long best = -1;
     for (int i = 0; i < 3; i++) {
         uint64_t until = time_mono_ns() + 300000000ull;
         while (time_mono_ns() < until) wsc_service(ctx, 50);
-        long kb = rss_kb(pid);
+        long kb = hs_rss_kb(pid);
         if (kb >= 0 && (best < 0 || kb < best)) best = kb;
     }
     return best;
@@ -164,7 +152,7 @@ static int hold(int argc, char **argv)
         fprintf(stderr, "bench_idle_conns: out of memory\n");
         return 1;
     }
-    long before = settled_rss_kb(ctx, pid);
+    long before = settled_rss_kb(ctx, (pid_t)pid);
     size_t open = 0;
     for (size_t from = 0; from < (size_t)n; from += OPEN_BATCH) {
         size_t to = from + OPEN_BATCH < (size_t)n ? from + OPEN_BATCH : (size_t)n;
@@ -172,7 +160,7 @@ static int hold(int argc, char **argv)
     }
     uint64_t quiet = time_mono_ns() + 2000000000ull;
     while (time_mono_ns() < quiet) wsc_service(ctx, 50);
-    long after = settled_rss_kb(ctx, pid);
+    long after = settled_rss_kb(ctx, (pid_t)pid);
     double per = open ? (double)(after - before) / (double)open : 0;
     printf("{\"connections\":%zu,\"rss_before_kb\":%ld,\"rss_after_kb\":%ld,\"kib_per_connection\":%.2f}\n", open,
            before, after, per);

@@ -12,7 +12,8 @@
  *  - hs_read_close(): reads server frames until a close frame; its code and reason (idle, when
  *    given, runs between reads).
  *  - hs_rss_kb(pid), hs_open_fds(pid): VmRSS and the number of open descriptors.
- * Header-only (static inline): shared by two test programs and nothing else.
+ * Header-only (static inline): shared by the two hostile-client tests and, for hs_rss_kb, the
+ * idle-connection benchmark (test/bench/bench_idle_conns.c).
  */
 #ifndef CHATFLOW_IT_HOSTILE_LIB_H
 #define CHATFLOW_IT_HOSTILE_LIB_H
