@@ -27,6 +27,9 @@
 
 #define MAX_BODY (64 * 1024)
 #define CONNECTION_TIMEOUT_S 30u
+/* Scrapers and probes need a handful of connections; the cap keeps a flood of idle ones from
+ * taking the file descriptors the services need (MHD refuses beyond it at accept). */
+#define ADMIN_CONNECTION_LIMIT 128u
 
 typedef struct {
     char *method;
@@ -48,6 +51,9 @@ struct admin_http {
     size_t n_routes;
     check *checks;
     size_t n_checks;
+    check liveness;          /* fn NULL: live while the server answers */
+    check serving;           /* fn NULL: always serving */
+    unsigned int connection_limit;
     int port;
 };
 
@@ -122,11 +128,34 @@ static void serve_metrics(void *ctx, const http_request *req, http_response *res
     resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
 }
 
+/* One check as {"status":..., "detail":...}: 200 when it passes (or is not set), else 503. */
+static void serve_single_check(const check *c, http_response *resp)
+{
+    bool ok = true;
+    char detail[512] = "";
+    if (c->fn) ok = c->fn(c->ctx, detail, sizeof detail);
+    detail[sizeof detail - 1] = '\0';
+    json_t *root = c->fn ? json_pack("{s:s, s:s}", "status", ok ? "UP" : "DOWN", "detail", detail)
+                         : json_pack("{s:s}", "status", "UP");
+    resp->body = root ? json_dumps(root, JSON_COMPACT) : NULL;
+    json_decref(root);
+    if (!resp->body) {
+        http_respond_error(resp, 500, "cannot build the health report");
+        return;
+    }
+    resp->status = ok ? 200 : 503;
+}
+
 static void serve_live(void *ctx, const http_request *req, http_response *resp)
 {
-    (void)ctx;
     (void)req;
-    resp->body = xstrdup("{\"status\":\"UP\"}");
+    serve_single_check(&((const admin_http *)ctx)->liveness, resp);
+}
+
+static void serve_serving(void *ctx, const http_request *req, http_response *resp)
+{
+    (void)req;
+    serve_single_check(&((const admin_http *)ctx)->serving, resp);
 }
 
 static json_t *check_result(const check *c, bool *healthy)
@@ -166,7 +195,9 @@ admin_http *admin_http_new(void)
     admin_http *h = calloc(1, sizeof *h);
     if (!h) return NULL;
     admin_http_add_route(h, "GET", "/metrics", serve_metrics, NULL);
-    admin_http_add_route(h, "GET", "/health/live", serve_live, NULL);
+    h->connection_limit = ADMIN_CONNECTION_LIMIT;
+    admin_http_add_route(h, "GET", "/health/live", serve_live, h);
+    admin_http_add_route(h, "GET", "/health/serving", serve_serving, h);
     admin_http_add_route(h, "GET", "/health/ready", serve_ready, h);
     admin_http_add_route(h, "GET", "/health", serve_ready, h);
     return h;
@@ -182,6 +213,21 @@ void admin_http_add_check(admin_http *h, const char *name, health_check_fn fn, v
     if (!grown) out_of_memory();
     h->checks = grown;
     h->checks[h->n_checks++] = (check){xstrdup(name), fn, ctx};
+}
+
+void admin_http_set_liveness(admin_http *h, health_check_fn fn, void *ctx)
+{
+    h->liveness = (check){NULL, fn, ctx};
+}
+
+void admin_http_set_serving(admin_http *h, health_check_fn fn, void *ctx)
+{
+    h->serving = (check){NULL, fn, ctx};
+}
+
+void admin_http_set_connection_limit(admin_http *h, unsigned int limit)
+{
+    if (limit > 0) h->connection_limit = limit;
 }
 
 void admin_http_add_route(admin_http *h, const char *method, const char *path, route_fn fn, void *ctx)
@@ -417,6 +463,7 @@ bool admin_http_start(admin_http *h, const char *bind_addr, int port, int thread
                                  MHD_OPTION_SOCK_ADDR, addr,
                                  MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)threads,
                                  MHD_OPTION_CONNECTION_TIMEOUT, CONNECTION_TIMEOUT_S,
+                                 MHD_OPTION_CONNECTION_LIMIT, h->connection_limit,
                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
                                  MHD_OPTION_END);
     if (!h->daemon) {
