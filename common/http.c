@@ -295,7 +295,7 @@ static const route *find_route(const admin_http *h, const char *method, const ch
 /* Queues resp; takes ownership of body. */
 static enum MHD_Result send_response(struct MHD_Connection *connection, int status, char *body,
                                      const char *content_type, const char *allow,
-                                     const char *allow_origin)
+                                     const char *allow_origin, int retry_after_s)
 {
     size_t len = body ? strlen(body) : 0;
     struct MHD_Response *response;
@@ -312,6 +312,11 @@ static enum MHD_Result send_response(struct MHD_Connection *connection, int stat
     if (allow && *allow) MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, allow);
     if (allow_origin && *allow_origin)
         MHD_add_response_header(response, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin);
+    if (retry_after_s > 0) {
+        char seconds[16];
+        snprintf(seconds, sizeof seconds, "%d", retry_after_s);
+        MHD_add_response_header(response, MHD_HTTP_HEADER_RETRY_AFTER, seconds);
+    }
     enum MHD_Result queued = MHD_queue_response(connection, (unsigned int)status, response);
     MHD_destroy_response(response);
     return queued;
@@ -320,7 +325,7 @@ static enum MHD_Result send_response(struct MHD_Connection *connection, int stat
 static enum MHD_Result send_error(struct MHD_Connection *connection, int status, const char *msg,
                                   const char *allow)
 {
-    return send_response(connection, status, json_error_body(msg), NULL, allow, NULL);
+    return send_response(connection, status, json_error_body(msg), NULL, allow, NULL, 0);
 }
 
 static enum MHD_Result dispatch(const admin_http *h, http_request *req)
@@ -336,7 +341,7 @@ static enum MHD_Result dispatch(const admin_http *h, http_request *req)
         snprintf(msg, sizeof msg, "no such path: %s", req->path);
         return send_error(req->connection, 404, msg, NULL);
     }
-    http_response resp = {200, NULL, NULL, NULL};
+    http_response resp = {200, NULL, NULL, NULL, 0};
     r->fn(r->ctx, req, &resp);
     if (resp.status < 100 || resp.status > 599) {
         log_error("http", "handler for %s %s answered status %d", r->method, req->path, resp.status);
@@ -344,7 +349,7 @@ static enum MHD_Result dispatch(const admin_http *h, http_request *req)
         return send_error(req->connection, 500, "internal error", NULL);
     }
     return send_response(req->connection, resp.status, resp.body, resp.content_type, NULL,
-                         resp.allow_origin);
+                         resp.allow_origin, resp.retry_after_s);
 }
 
 /* Appends one piece of an upload; past MAX_BODY the body is dropped and 413 answered at the end. */

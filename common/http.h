@@ -39,6 +39,7 @@ typedef struct {
     char *body;                  /* malloc'd; freed by the server */
     const char *content_type;    /* NULL -> application/json */
     const char *allow_origin;    /* NULL -> no CORS header; else Access-Control-Allow-Origin */
+    int retry_after_s;           /* > 0 -> a Retry-After header (with 503: try again then) */
 } http_response;
 
 /* Returns true when healthy; writes a short human detail either way. */
