@@ -118,8 +118,14 @@ void http_respond_error(http_response *resp, int status, const char *msg)
 
 static void serve_metrics(void *ctx, const http_request *req, http_response *resp)
 {
-    (void)ctx;
     (void)req;
+    /* Run the liveness check first: gauges it keeps (stuck loops) are then current at every
+     * scrape, even where nothing probes /health/live. */
+    const admin_http *h = ctx;
+    if (h->liveness.fn) {
+        char ignored[256];
+        h->liveness.fn(h->liveness.ctx, ignored, sizeof ignored);
+    }
     resp->body = metrics_render();
     if (!resp->body) {
         http_respond_error(resp, 500, "cannot render metrics");
@@ -194,7 +200,7 @@ admin_http *admin_http_new(void)
 {
     admin_http *h = calloc(1, sizeof *h);
     if (!h) return NULL;
-    admin_http_add_route(h, "GET", "/metrics", serve_metrics, NULL);
+    admin_http_add_route(h, "GET", "/metrics", serve_metrics, h);
     h->connection_limit = ADMIN_CONNECTION_LIMIT;
     admin_http_add_route(h, "GET", "/health/live", serve_live, h);
     admin_http_add_route(h, "GET", "/health/serving", serve_serving, h);

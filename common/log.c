@@ -7,6 +7,7 @@
  * built with jansson, which does the string escaping for us.
  */
 #include "log.h"
+#include "redact.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -147,6 +148,9 @@ void log_write(log_level level, const char *component, const char *fmt, ...)
     va_end(ap);
     if (n < 0) return;
     if ((size_t)n >= sizeof msg) memcpy(msg + sizeof msg - 4, "...", 4);
+    /* Last line of defence: whatever a caller quoted (an endpoint, a libpq or settings message),
+     * no password, key or token reaches the log. */
+    redact_text(msg, sizeof msg);
 
     char ts[40];
     format_timestamp(ts, sizeof ts);

@@ -70,6 +70,8 @@ struct sqs_client {
     int base_backoff_ms;
     int max_backoff_ms;
 
+    const atomic_bool *abort_flag;  /* set by another thread: end the call in progress */
+
     CURL *curl;
     char curl_error[CURL_ERROR_SIZE];
     char *response;                 /* reused across requests */
@@ -284,6 +286,26 @@ static bool parse_endpoint(sqs_client *c, char *err, size_t err_len)
     return ok;
 }
 
+/* libcurl calls this about once a second (and on every transfer event): a non-zero answer ends
+ * the transfer with CURLE_ABORTED_BY_CALLBACK. */
+static int on_progress(void *ctx, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+    (void)dltotal; (void)dlnow; (void)ultotal; (void)ulnow;
+    const sqs_client *c = ctx;
+    return c->abort_flag && atomic_load(c->abort_flag) ? 1 : 0;
+}
+
+void sqs_client_set_abort(sqs_client *c, const atomic_bool *flag)
+{
+    c->abort_flag = flag;
+    curl_easy_setopt(c->curl, CURLOPT_NOPROGRESS, flag ? 0L : 1L);
+}
+
+bool sqs_client_aborted(const sqs_client *c)
+{
+    return c->abort_flag && atomic_load(c->abort_flag);
+}
+
 sqs_client *sqs_client_new(const sqs_config *cfg, char *err, size_t err_len)
 {
     if (!cfg || !cfg->region || !*cfg->region || !cfg->credentials) {
@@ -334,6 +356,9 @@ sqs_client *sqs_client_new(const sqs_config *cfg, char *err, size_t err_len)
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, c);
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 1L);
     return c;
 fail:
     sqs_client_free(c);
@@ -488,7 +513,7 @@ static sqs_status sqs_call(sqs_client *c, sqs_action a, json_t *body_json, long 
         uint64_t start = time_mono_ns();
         s = attempt(c, a, body, body_len, c->request_timeout_ms + extra_timeout_ms, err);
         record_request(a, s, (double)(time_mono_ns() - start) / 1e9);
-        if (s == SQS_OK || !sqs_status_retriable(s) || n >= c->max_attempts) break;
+        if (s == SQS_OK || !sqs_status_retriable(s) || n >= c->max_attempts || sqs_client_aborted(c)) break;
         long sleep_ms = backoff_ms(c, n - 1);
         log_debug("sqs", "%s attempt %d/%d: %s (%s %s); retrying in %ld ms", action_names[a], n,
                   c->max_attempts, sqs_status_name(s), err->type, err->message, sleep_ms);

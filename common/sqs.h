@@ -25,6 +25,7 @@
 #ifndef CHATFLOW_SQS_H
 #define CHATFLOW_SQS_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -64,6 +65,11 @@ typedef struct sqs_client sqs_client;
 
 /* Copies what it needs from cfg. NULL on failure (err set). */
 sqs_client *sqs_client_new(const sqs_config *cfg, char *err, size_t err_len);
+/* Ends calls early: once *flag is true (set by any thread), a call in progress — a long poll
+ * included — returns SQS_NETWORK_ERROR within about a second (libcurl's progress callback), and no
+ * retry starts. For bounded shutdown. flag must outlive the client; NULL turns it off. */
+void sqs_client_set_abort(sqs_client *c, const atomic_bool *flag);
+bool sqs_client_aborted(const sqs_client *c);
 void sqs_client_free(sqs_client *c);
 
 typedef struct {

@@ -18,6 +18,16 @@ uint64_t time_mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+struct timespec time_mono_timespec(uint64_t mono_ns)
+{
+    return (struct timespec){.tv_sec = (time_t)(mono_ns / 1000000000u), .tv_nsec = (long)(mono_ns % 1000000000u)};
+}
+
+struct timespec time_mono_after_ms(long ms)
+{
+    return time_mono_timespec(time_mono_ns() + (uint64_t)(ms > 0 ? ms : 0) * 1000000u);
+}
+
 int64_t time_wall_ms(void)
 {
     struct timespec ts;
@@ -156,14 +166,7 @@ void time_sleep_ms(long ms)
 {
     if (ms <= 0) return;
     /* An absolute deadline, so a signal does not stretch the total sleep. */
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += ms / 1000;
-    deadline.tv_nsec += (ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = time_mono_after_ms(ms);
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &deadline, NULL) == EINTR) {
     }
 }

@@ -16,10 +16,16 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #define ISO8601_BUF 32
 
 uint64_t time_mono_ns(void);
+/* The CLOCK_MONOTONIC instant mono_ns (time_mono_ns() scale) as a timespec: the deadline of a
+ * pthread_cond_timedwait() on a condition variable created with CLOCK_MONOTONIC. */
+struct timespec time_mono_timespec(uint64_t mono_ns);
+/* time_mono_timespec() of now + ms (ms < 0 counts as 0). */
+struct timespec time_mono_after_ms(long ms);
 int64_t time_wall_ms(void);
 void time_format_iso8601(int64_t epoch_ms, char out[ISO8601_BUF]);
 bool time_parse_iso8601(const char *s, int64_t *epoch_ms_out);

@@ -10,6 +10,8 @@
  */
 #include "workqueue.h"
 
+#include "timeutil.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -77,22 +79,9 @@ static void *take_one(workqueue *q)
     return item;
 }
 
-static struct timespec deadline_after(long timeout_ms)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    t.tv_sec += timeout_ms / 1000;
-    t.tv_nsec += (timeout_ms % 1000) * 1000000L;
-    if (t.tv_nsec >= 1000000000L) {
-        t.tv_sec++;
-        t.tv_nsec -= 1000000000L;
-    }
-    return t;
-}
-
 void *workqueue_pop_wait(workqueue *q, long timeout_ms)
 {
-    struct timespec deadline = deadline_after(timeout_ms > 0 ? timeout_ms : 0);
+    struct timespec deadline = time_mono_after_ms(timeout_ms);
     void *item = NULL;
     pthread_mutex_lock(&q->lock);
     while (q->length == 0 && !q->closed) {

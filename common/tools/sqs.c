@@ -2,7 +2,9 @@
  * chatflow-sqs — creates, inspects and purges ChatFlow's SQS queues.
  *
  *   chatflow-sqs setup   create (idempotently) per room <prefix><room>.fifo with a redrive policy to
- *                        its dead-letter queue <prefix><room>-dlq.fifo, and the db DLQ
+ *                        its dead-letter queue <prefix><room>-dlq.fifo, the db DLQ, and the
+ *                        spill queue (a standard queue that holds messages during a database
+ *                        outage until they are stored)
  *   chatflow-sqs stats   print every queue's depth (visible / in flight) as a table
  *   chatflow-sqs purge   delete every message of every queue
  *
@@ -25,6 +27,7 @@ typedef struct {
     struct chatflow_common_settings common;
     long long retention_seconds;
     long long max_receive_count;
+    char spill_queue_name[96];
 } tool_settings;
 
 static const config_option options[] = {
@@ -33,11 +36,15 @@ static const config_option options[] = {
                    "345600", 60, 1209600, "MessageRetentionPeriod of the room queues (setup)."),
     CONFIG_OPT_INT("CHATFLOW_SQS_MAX_RECEIVE_COUNT", "sqs-max-receive-count", tool_settings, max_receive_count,
                    "5", 1, 1000, "Receives before a room message moves to its dead-letter queue (setup)."),
+    CONFIG_OPT_STR("CHATFLOW_SPILL_QUEUE_NAME", "spill-queue-name", tool_settings, spill_queue_name,
+                   "chatflow-db-spill", NULL,
+                   "Standard queue for messages spilled during a database outage (the consumer's setting)."),
 };
 
 static const char summary[] =
     "Manages ChatFlow's SQS queues. Commands:\n"
-    "  setup   create the room queues, their dead-letter queues and the db DLQ (idempotent)\n"
+    "  setup   create the room queues, their dead-letter queues, the db DLQ and the spill queue\n"
+    "          (idempotent)\n"
     "  stats   print each queue's depth\n"
     "  purge   delete every message of every queue";
 
@@ -154,6 +161,30 @@ static int setup_room(const tool *t, long long room)
     return rc;
 }
 
+/* A standard queue (spilled rows carry their own sequence numbers, so order does not matter) with
+ * the longest retention, and no redrive policy: a spilled message waits for the database however
+ * often it is received while the database is down. */
+static int setup_spill_queue(const tool *t)
+{
+    const char *name = t->settings->spill_queue_name;
+    size_t len = strlen(name);
+    if (len >= 5 && strcmp(name + len - 5, ".fifo") == 0) {
+        fprintf(stderr, "chatflow-sqs: CHATFLOW_SPILL_QUEUE_NAME \"%s\" must not end in .fifo (it is a standard queue)\n",
+                name);
+        return 2;
+    }
+    const sqs_attribute attrs[] = {
+        {"VisibilityTimeout", "30"},
+        {"MessageRetentionPeriod", DLQ_RETENTION_SECONDS},
+    };
+    char *url = NULL;
+    const char *action;
+    int rc = ensure_queue(t, name, attrs, sizeof attrs / sizeof attrs[0], &url, &action);
+    if (rc == 0) printf("%-7s %-40s %s\n", action, name, url);
+    free(url);
+    return rc;
+}
+
 static int cmd_setup(const tool *t)
 {
     const char *db_dlq = t->settings->common.dlq_name;
@@ -170,7 +201,7 @@ static int cmd_setup(const tool *t)
     char *url = NULL;
     int rc = setup_dead_letter_queue(t, db_dlq, &url);
     free(url);
-    return rc;
+    return rc == 0 ? setup_spill_queue(t) : rc;
 }
 
 /* ---- stats and purge: the same walk over every queue ---- */
@@ -205,7 +236,8 @@ static int for_each_queue(const tool *t, queue_fn fn, int *missing)
         }
         if (rc != 0) return rc;
     }
-    return visit(t, t->settings->common.dlq_name, fn, missing);
+    int rc = visit(t, t->settings->common.dlq_name, fn, missing);
+    return rc == 0 ? visit(t, t->settings->spill_queue_name, fn, missing) : rc;
 }
 
 static int print_depth(const tool *t, const char *name, const char *url, int *missing)
