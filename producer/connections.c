@@ -19,6 +19,7 @@ answer *answer_new(const char *text, size_t len)
     if (!a) return NULL;
     a->next = NULL;
     a->len = len;
+    a->refusal = false;
     a->text = a->storage + LWS_PRE;
     memcpy(a->text, text, len);
     a->text[len] = '\0';

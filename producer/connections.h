@@ -24,6 +24,7 @@ struct lws;
 typedef struct answer {
     struct answer *next;
     size_t len;
+    bool refusal;                  /* a frame refused at a cap: never counted in unanswered */
     unsigned char *text;           /* points into storage, after the headroom */
     unsigned char storage[];
 } answer;
@@ -51,6 +52,7 @@ typedef struct pconn {
 
     int unanswered;                /* frames received whose answer is not written yet */
     int at_publisher;              /* of those, how many the publisher still holds */
+    int refusals;                  /* refusal answers queued (frames past a cap; not in unanswered) */
     bool reads_paused;
     bool closing;                  /* close with "going away" at the next WRITEABLE */
 

@@ -5,22 +5,34 @@
  * Threads: the libwebsockets service thread (this one, in ingress_run), the publisher threads,
  * libmicrohttpd's admin threads, and a signal thread that turns SIGTERM/SIGINT into
  * ingress_request_stop() (sigwait: no work in a signal handler).
+ *
+ * Stopping is bounded by CHATFLOW_STOP_TIMEOUT_S from the signal in every state (queue URLs
+ * unresolved, SQS unreachable, frames in flight): the ingress drains and closes before the
+ * deadline, then the publisher gets what is left of it. If a publisher thread has not ended by
+ * then, the process exits 0 at once without freeing anything that thread may still use.
  */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "breaker.h"
 #include "credentials.h"
+#include "failpoint.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
 #include "producer_metrics.h"
 #include "publisher.h"
+#include "redact.h"
 #include "settings.h"
+#include "timeutil.h"
+#include "watchdog.h"
 #include "ws_server.h"
+
+#define EXIT_MARGIN_NS ((uint64_t)250 * 1000000)   /* of the stop budget, kept for the exit itself */
 
 typedef struct {
     publisher *pub;
@@ -46,6 +58,15 @@ static bool check_accepting(void *ctx, char *detail, size_t len)
     return !stopping;
 }
 
+/* /health/serving: what a load balancer routes on — 503 from the moment the drain starts. */
+static bool check_serving(void *ctx, char *detail, size_t len)
+{
+    app *a = ctx;
+    bool stopping = ingress_stopping(a->in);
+    snprintf(detail, len, "%s", stopping ? "draining: shutting down" : "accepting connections");
+    return !stopping;
+}
+
 static void *signal_thread(void *arg)
 {
     app *a = arg;
@@ -65,6 +86,7 @@ int main(int argc, char **argv)
     case PRODUCER_SETTINGS_HELP:
         return 0;
     case PRODUCER_SETTINGS_ERROR:
+        redact_text(err, sizeof err);   /* a value quoted back may be a secret put in the wrong place */
         fprintf(stderr, "chatflow-producer: %s\n", err);
         return 2;
     case PRODUCER_SETTINGS_OK:
@@ -91,11 +113,13 @@ int main(int argc, char **argv)
     }
     creds = credentials_provider_new(err, sizeof err);
     if (!creds) {
+        redact_text(err, sizeof err);
         log_error("producer", "AWS credentials: %s", err);
         goto out;
     }
     a.in = ingress_new(&s, a.breaker, err, sizeof err);
     if (!a.in) {
+        redact_text(err, sizeof err);
         log_error("producer", "%s", err);
         goto out;
     }
@@ -116,9 +140,11 @@ int main(int argc, char **argv)
         .wake = ingress_wake,
         .wake_ctx = a.in,
         .queue_capacity = (size_t)s.max_inflight_total + 1024,
+        .failpoint_stall = failpoint_on("stall-publisher"),
     };
     a.pub = publisher_start(&pc, err, sizeof err);
     if (!a.pub) {
+        redact_text(err, sizeof err);
         log_error("producer", "%s", err);
         goto out;
     }
@@ -131,7 +157,12 @@ int main(int argc, char **argv)
     }
     admin_http_add_check(admin, "sqs", check_sqs, &a);
     admin_http_add_check(admin, "accepting", check_accepting, &a);
+    /* Liveness is the watchdog only (the service loop and the publisher threads): never SQS,
+     * whose outages are /health/ready's business and must not get every task restarted. */
+    admin_http_set_liveness(admin, watchdog_health_check, NULL);
+    admin_http_set_serving(admin, check_serving, &a);
     if (!admin_http_start(admin, s.common.admin_bind, (int)s.admin_port, (int)s.admin_threads, err, sizeof err)) {
+        redact_text(err, sizeof err);
         log_error("producer", "admin HTTP: %s", err);
         goto out;
     }
@@ -143,9 +174,12 @@ int main(int argc, char **argv)
     }
     pthread_detach(sig_thread);
 
+    char endpoint[sizeof s.common.sqs_endpoint];
+    snprintf(endpoint, sizeof endpoint, "%s", s.common.sqs_endpoint[0] ? s.common.sqs_endpoint : "(AWS)");
+    redact_text(endpoint, sizeof endpoint);   /* http://user:password@host must not reach the log */
     log_info("producer", "listening ws=%d admin=%d rooms=%lld-%lld server_id=%s sqs=%s",
              ingress_port(a.in), admin_http_port(admin), s.common.room_min, s.common.room_max,
-             s.common.server_id, s.common.sqs_endpoint[0] ? s.common.sqs_endpoint : "(AWS)");
+             s.common.server_id, endpoint);
     ingress_run(a.in);
     rc = 0;
     log_info("producer", "stopped");
@@ -155,7 +189,15 @@ out:
      * it must not answer once they are freed. Then the publisher: it answers what it holds, and
      * its results need the ingress's queue (freed with the ingress). */
     admin_http_free(admin);
-    publisher_stop(a.pub);
+    uint64_t deadline = a.in ? ingress_stop_deadline_ns(a.in) : time_mono_ns();
+    if (!publisher_stop(a.pub, deadline > EXIT_MARGIN_NS ? deadline - EXIT_MARGIN_NS : deadline)) {
+        /* A publisher thread is still inside a request: it may use the ingress's results queue
+         * and lws context, the credentials and the breaker. Free none of it; just go. */
+        log_warn("producer", "stopped without joining every publisher thread (stop timeout)");
+        fflush(stdout);
+        fflush(stderr);
+        _exit(rc);
+    }
     ingress_free(a.in);
     credentials_provider_free(creds);
     circuit_breaker_free(a.breaker);

@@ -6,6 +6,17 @@
  * deadline, and send the head of the list when a batch is due. Only the owning thread touches a
  * room's state; the only shared things are the input queues, the results queue, the breaker and
  * the per-room ready flags.
+ *
+ * Liveness: each thread beats its watchdog at the top of every turn (its longest wait there is
+ * the input queue's, at most IDLE_WAIT_MS) and before every SQS request (bounded by the request
+ * timeout), so an SQS outage never looks like a stuck thread, while a thread that stops turning
+ * does.
+ *
+ * Stopping: publisher_drain_by() moves every message's send-by time forward so the thread has
+ * answered everything by then; rooms whose queue URL is unknown stop resolving and answer at
+ * once. publisher_stop() then waits for the threads until its deadline and frees nothing if one
+ * did not end (it may still be inside a request, using its client, the breaker and the results
+ * queue).
  */
 #include "publisher.h"
 
@@ -16,10 +27,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "failpoint.h"
 #include "log.h"
 #include "metrics.h"
+#include "redact.h"
 #include "sqs.h"
 #include "timeutil.h"
+#include "watchdog.h"
 
 #define BATCH_MAX_BYTES (256 * 1024)
 #define IDLE_WAIT_MS 200
@@ -27,6 +41,8 @@
 #define RETRY_BASE_MS 50
 #define RETRY_MAX_MS 1000
 #define MS ((uint64_t)1000000)
+/* Added to every announced wait: the CPU work of a turn (answers, JSON) on a loaded machine. */
+#define TURN_SLACK_MS 2000
 
 typedef struct {
     long room;
@@ -49,6 +65,8 @@ typedef struct {
     sqs_client *sqs;
     unsigned int seed;
     bool results_pending;          /* delivered since the last wake */
+    watchdog_loop *dog;
+    bool exited;                   /* publisher_main returned (under owner->exit_lock) */
 } publisher_thread;
 
 struct publisher {
@@ -59,6 +77,9 @@ struct publisher {
     _Atomic bool *room_ready;
     atomic_size_t rooms_ready;
     atomic_bool stopping;
+    _Atomic uint64_t drain_by_ns;  /* 0, or: answer everything by then (shutdown) */
+    pthread_mutex_t exit_lock;
+    pthread_cond_t exit_cond;      /* signalled as each thread ends (CLOCK_MONOTONIC) */
     int n_threads;
     publisher_thread *threads;
     metric_histogram *batch_size;
@@ -105,9 +126,17 @@ static void deliver(publisher_thread *t, publish_result *res)
 {
     publisher *p = t->owner;
     t->results_pending = true;
-    /* The results queue holds at least the in-flight cap, so it is only full for an instant; a
-     * result is never dropped (every frame gets one answer). */
-    while (!workqueue_push(p->cfg.results, res)) time_sleep_ms(1);
+    if (workqueue_push(p->cfg.results, res)) return;
+    /* The results queue holds more than the in-flight cap (which the WebSocket thread enforces
+     * before counting a frame), so this should not happen. If it does, only the service thread
+     * can make room, and it may be asleep in poll(): wake it before every retry — waiting
+     * without waking is a deadlock. A result is never dropped (every frame gets one answer). */
+    log_warn("publisher", "results queue full; waking the WebSocket thread until it drains");
+    do {
+        p->cfg.wake(p->cfg.wake_ctx);
+        watchdog_expect(t->dog, TURN_SLACK_MS);
+        time_sleep_ms(1);
+    } while (!workqueue_push(p->cfg.results, res));
 }
 
 static void answer_request(publisher_thread *t, publish_request *r, chat_status status, const char *why,
@@ -204,10 +233,36 @@ static uint64_t backoff_ns(publisher_thread *t, int attempts)
     return (1 + (uint64_t)rand_r(&t->seed) % cap) * MS;
 }
 
+/* The last moment a request carrying r may start: the whole request must fit before r's
+ * deadline, and while draining before the drain's end too. */
 static uint64_t send_by_ns(const publisher *p, const publish_request *r)
 {
-    return r->received_ns + (uint64_t)(p->cfg.deadline_ms - p->cfg.request_timeout_ms) * MS;
+    uint64_t by = r->received_ns + (uint64_t)(p->cfg.deadline_ms - p->cfg.request_timeout_ms) * MS;
+    uint64_t drain = atomic_load(&((publisher *)p)->drain_by_ns);
+    if (drain) {
+        uint64_t req = (uint64_t)p->cfg.request_timeout_ms * MS;
+        uint64_t drain_by = drain > req ? drain - req : 0;
+        if (drain_by < by) by = drain_by;
+    }
+    return by;
 }
+
+static bool draining(const publisher *p) { return atomic_load(&((publisher *)p)->drain_by_ns) != 0; }
+
+/* Answers the head messages that can no longer be sent in time. */
+static void expire_heads(publisher_thread *t, room_state *rs, uint64_t now)
+{
+    publisher *p = t->owner;
+    while (rs->head && now > send_by_ns(p, rs->head)) {
+        log_debug("publisher", "%s: message %s missed its deadline", rs->queue_name, rs->head->message_id);
+        const char *why = draining(p) ? "server is shutting down and SQS did not accept the message in time; resend it"
+                                      : "SQS did not accept the message before the deadline";
+        answer_request(t, room_pop(rs), CHAT_QUEUE_ERROR, why, NULL);
+    }
+}
+
+/* "My next beat comes within ms (plus slack)": before a wait or an SQS request. */
+static void beat(publisher_thread *t, long ms) { watchdog_expect(t->dog, ms + TURN_SLACK_MS); }
 
 static void resolve_room(publisher_thread *t, room_state *rs, uint64_t now)
 {
@@ -216,6 +271,7 @@ static void resolve_room(publisher_thread *t, room_state *rs, uint64_t now)
     sqs_error e;
     memset(&e, 0, sizeof e);
     char *url = NULL;
+    beat(t, p->cfg.request_timeout_ms);
     sqs_status st = sqs_get_queue_url(t->sqs, rs->queue_name, &url, &e);
     if (st == SQS_OK && url) {
         rs->queue_url = url;
@@ -230,6 +286,7 @@ static void resolve_room(publisher_thread *t, room_state *rs, uint64_t now)
     uint64_t wait = (uint64_t)100 << (rs->resolve_failures < 6 ? rs->resolve_failures : 6);
     if (wait > RESOLVE_BACKOFF_MAX_MS) wait = RESOLVE_BACKOFF_MAX_MS;
     rs->next_resolve_ns = now + wait * MS;
+    redact_text(e.message, sizeof e.message);
     if (rs->resolve_failures == 1 || rs->resolve_failures % 10 == 0)
         log_warn("publisher", "GetQueueUrl %s failed (%s, HTTP %ld %s: %s); retrying",
                  rs->queue_name, sqs_status_name(st), e.http_status, e.type, e.message);
@@ -252,6 +309,18 @@ static bool batch_due(const publisher *p, const room_state *rs, uint64_t now, bo
            rs->head->attempts > 0 || now - rs->head->enqueued_ns >= (uint64_t)p->cfg.linger_ms * MS;
 }
 
+static void settle_entries(publisher_thread *t, room_state *rs, publish_request **batch,
+                           const sqs_entry_result *results, size_t n, uint64_t after);
+
+/* Hands the results delivered so far to the WebSocket thread: one wake per request or room turn,
+ * not per result (each wake costs that thread a poll over every socket). */
+static void wake_if_pending(publisher_thread *t)
+{
+    if (!t->results_pending) return;
+    t->results_pending = false;
+    t->owner->cfg.wake(t->owner->cfg.wake_ctx);
+}
+
 static void send_batch(publisher_thread *t, room_state *rs, uint64_t now, bool probe)
 {
     publisher *p = t->owner;
@@ -272,8 +341,10 @@ static void send_batch(publisher_thread *t, room_state *rs, uint64_t now, bool p
     memset(results, 0, sizeof results);
     sqs_error e;
     memset(&e, 0, sizeof e);
+    beat(t, p->cfg.request_timeout_ms);
     sqs_status st = sqs_send_message_batch(t->sqs, rs->queue_url, entries, n, results, &e);
     uint64_t after = time_mono_ns();
+    redact_text(e.message, sizeof e.message);
     metric_counter_inc(p->batches);
     metric_histogram_observe(p->batch_size, (double)n);
 
@@ -302,11 +373,40 @@ static void send_batch(publisher_thread *t, room_state *rs, uint64_t now, bool p
     }
 
     circuit_record(p->cfg.breaker, true, probe, after);
+    settle_entries(t, rs, batch, results, n, after);
+}
+
+/* Per-entry outcome of a SendMessageBatch that succeeded as a request. Every entry of a batch
+ * is in the room's one message group, and SQS settles each entry on its own: a later entry can
+ * be accepted although an earlier one failed, and it is then already in the queue ahead of the
+ * failed one. Retrying the failed entry would put it behind a message the client sent after it,
+ * so an entry that failed before the batch's last accepted entry is answered QUEUE_ERROR
+ * instead (the client may resend it: with the same clientMessageId it is queued at most once).
+ * Entries that failed after the last accepted one are retried, in their order, ahead of newer
+ * messages: nothing of the room is in the queue past them, so the room's order holds. Acked
+ * sequence numbers therefore always increase in send order. */
+static void settle_entries(publisher_thread *t, room_state *rs, publish_request **batch,
+                           const sqs_entry_result *results, size_t n, uint64_t after)
+{
+    publisher *p = t->owner;
+    size_t last_ok = n;            /* index of the last accepted entry; n = none */
+    for (size_t i = n; i-- > 0;)
+        if (results[i].ok) {
+            last_ok = i;
+            break;
+        }
     publish_request *again[SQS_MAX_BATCH];
     size_t n_again = 0;
     uint64_t wait = 0;
     for (size_t i = 0; i < n; i++) {
-        if (results[i].ok) {
+        if (!results[i].ok && !results[i].sender_fault && last_ok != n && i < last_ok) {
+            log_warn("publisher", "SendMessageBatch %s: entry failed (%s) after a later one was queued; "
+                     "answering it rather than reordering the room", rs->queue_name, results[i].code);
+            char why[200];
+            snprintf(why, sizeof why, "SQS failed the message (%s) but queued a later one of this room; "
+                     "resend it (same clientMessageId: queued at most once)", results[i].code);
+            answer_request(t, batch[i], CHAT_QUEUE_ERROR, why, NULL);
+        } else if (results[i].ok) {
             answer_request(t, batch[i], CHAT_OK, NULL, results[i].sequence_number);
         } else if (results[i].sender_fault) {
             log_warn("publisher", "SendMessageBatch %s: entry refused: %s %s", rs->queue_name, results[i].code,
@@ -334,17 +434,16 @@ static uint64_t service_room(publisher_thread *t, room_state *rs, uint64_t now, 
 {
     publisher *p = t->owner;
     if (!rs->queue_url) {
-        resolve_room(t, rs, now);
+        /* Draining: nobody will submit to this room any more, so there is nothing to resolve
+         * for (and a retry loop here would hold the shutdown up). */
+        if (!draining(p)) resolve_room(t, rs, now);
         if (!rs->queue_url) {
             /* The WebSocket thread only submits to ready rooms; anything here raced a reset. */
             answer_all(t, rs, CHAT_QUEUE_UNAVAILABLE, "the room's queue is not reachable yet");
-            return rs->next_resolve_ns;
+            return draining(p) ? 0 : rs->next_resolve_ns;
         }
     }
-    while (rs->head && now > send_by_ns(p, rs->head)) {
-        log_debug("publisher", "%s: message %s missed its deadline", rs->queue_name, rs->head->message_id);
-        answer_request(t, room_pop(rs), CHAT_QUEUE_ERROR, "SQS did not accept the message before the deadline", NULL);
-    }
+    expire_heads(t, rs, now);
     while (batch_due(p, rs, now, flushing)) {
         bool probe = false;
         if (!circuit_acquire(p->cfg.breaker, now, &probe)) {
@@ -355,9 +454,9 @@ static uint64_t service_room(publisher_thread *t, room_state *rs, uint64_t now, 
             break;
         }
         send_batch(t, rs, now, probe);
+        wake_if_pending(t);
         now = time_mono_ns();
-        while (rs->head && now > send_by_ns(p, rs->head))
-            answer_request(t, room_pop(rs), CHAT_QUEUE_ERROR, "SQS did not accept the message before the deadline", NULL);
+        expire_heads(t, rs, now);
         if (rs->count < SQS_MAX_BATCH && !flushing && rs->head && rs->head->attempts == 0) break;
     }
     if (!rs->head) return 0;
@@ -374,7 +473,7 @@ static uint64_t service_room(publisher_thread *t, room_state *rs, uint64_t now, 
 static void probe_if_open(publisher_thread *t, uint64_t now)
 {
     publisher *p = t->owner;
-    if (t->index != 0 || circuit_state(p->cfg.breaker) == CIRCUIT_CLOSED) return;
+    if (t->index != 0 || draining(p) || circuit_state(p->cfg.breaker) == CIRCUIT_CLOSED) return;
     bool probe = false;
     if (!circuit_acquire(p->cfg.breaker, now, &probe)) return;
     if (!probe) {                      /* closed meanwhile: nothing to prove */
@@ -383,6 +482,7 @@ static void probe_if_open(publisher_thread *t, uint64_t now)
     char *url = NULL;
     sqs_error e;
     memset(&e, 0, sizeof e);
+    beat(t, p->cfg.request_timeout_ms);
     sqs_status st = sqs_get_queue_url(t->sqs, p->rooms[0].queue_name, &url, &e);
     free(url);
     bool outage = st == SQS_NETWORK_ERROR || st == SQS_SERVER_ERROR || st == SQS_AUTH_ERROR;
@@ -397,9 +497,18 @@ static void *publisher_main(void *arg)
     void *items[256];
     const size_t max_items = sizeof items / sizeof items[0];
     uint64_t next_due = 0;         /* earliest time one of this thread's rooms needs a turn */
+    bool stall = p->cfg.failpoint_stall && t->index == 0;
     for (;;) {
+        beat(t, IDLE_WAIT_MS);
+        if (stall) {
+            /* test-only failpoint (CHATFLOW_TEST_FAILPOINT=stall-publisher): a wedged loop, for
+             * the liveness test. Never returns; the process exits without joining this thread. */
+            log_warn("publisher", "failpoint stall-publisher: thread %d stops turning", t->index);
+            failpoint_stall_forever();
+        }
         size_t n = workqueue_pop_many(t->in, items, max_items);
         bool stopping = atomic_load(&p->stopping);
+        bool flushing = stopping || draining(p);
         if (n == 0) {
             uint64_t now = time_mono_ns();
             if (stopping && next_due == 0) break;           /* input closed, nothing pending */
@@ -424,29 +533,63 @@ static void *publisher_main(void *arg)
         }
         next_due = 0;
         probe_if_open(t, now);
-        if (t->index == 0 && circuit_state(p->cfg.breaker) != CIRCUIT_CLOSED && !stopping)
+        if (t->index == 0 && circuit_state(p->cfg.breaker) != CIRCUIT_CLOSED && !flushing)
             next_due = time_mono_ns() + 50 * MS;
         for (size_t i = (size_t)t->index; i < p->n_rooms; i += (size_t)p->n_threads) {
             room_state *rs = &p->rooms[i];
-            uint64_t due = service_room(t, rs, time_mono_ns(), stopping);
-            if (t->results_pending) {
-                t->results_pending = false;
-                p->cfg.wake(p->cfg.wake_ctx);
-            }
-            if (!rs->queue_url && !stopping && (due == 0 || rs->next_resolve_ns < due)) due = rs->next_resolve_ns;
+            uint64_t due = service_room(t, rs, time_mono_ns(), flushing);
+            wake_if_pending(t);
+            if (!rs->queue_url && !flushing && (due == 0 || rs->next_resolve_ns < due)) due = rs->next_resolve_ns;
             if (due && (next_due == 0 || due < next_due)) next_due = due;
         }
     }
+    watchdog_unregister(t->dog);
+    t->dog = NULL;
+    pthread_mutex_lock(&p->exit_lock);
+    t->exited = true;
+    pthread_cond_broadcast(&p->exit_cond);
+    pthread_mutex_unlock(&p->exit_lock);
     return NULL;
 }
 
-static void stop_threads(publisher *p)
+/* Asks the threads to finish and waits for them until deadline_ns (0: without limit). True when
+ * every started thread ended and was joined; a thread still running is left alone (detached). */
+static bool stop_threads(publisher *p, uint64_t deadline_ns)
 {
     atomic_store(&p->stopping, true);
     for (int i = 0; i < p->n_threads; i++)
         if (p->threads[i].in) workqueue_close(p->threads[i].in);
-    for (int i = 0; i < p->n_threads; i++)
-        if (p->threads[i].started) pthread_join(p->threads[i].thread, NULL);
+    bool all = true;
+    pthread_mutex_lock(&p->exit_lock);
+    for (int i = 0; i < p->n_threads; i++) {
+        publisher_thread *t = &p->threads[i];
+        while (t->started && !t->exited) {
+            if (!deadline_ns) {
+                pthread_cond_wait(&p->exit_cond, &p->exit_lock);
+                continue;
+            }
+            struct timespec until = { .tv_sec = (time_t)(deadline_ns / 1000000000u),
+                                      .tv_nsec = (long)(deadline_ns % 1000000000u) };
+            if (pthread_cond_timedwait(&p->exit_cond, &p->exit_lock, &until) != 0 && !t->exited) break;
+        }
+        if (t->started && !t->exited) all = false;
+    }
+    pthread_mutex_unlock(&p->exit_lock);
+    for (int i = 0; i < p->n_threads; i++) {
+        publisher_thread *t = &p->threads[i];
+        if (!t->started) continue;
+        pthread_mutex_lock(&p->exit_lock);
+        bool exited = t->exited;
+        pthread_mutex_unlock(&p->exit_lock);
+        if (exited) {
+            pthread_join(t->thread, NULL);
+        } else {
+            log_error("publisher", "thread %d did not end by the stop deadline; leaving it", i);
+            pthread_detach(t->thread);
+        }
+        t->started = false;
+    }
+    return all;
 }
 
 static void free_all(publisher *p)
@@ -468,6 +611,8 @@ static void free_all(publisher *p)
     free(p->threads);
     free(p->rooms);
     free((void *)p->room_ready);
+    pthread_cond_destroy(&p->exit_cond);
+    pthread_mutex_destroy(&p->exit_lock);
     free(p);
 }
 
@@ -479,6 +624,12 @@ publisher *publisher_start(const publisher_config *cfg, char *err, size_t err_le
     }
     publisher *p = calloc(1, sizeof *p);
     if (!p) goto oom;
+    pthread_mutex_init(&p->exit_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);   /* deadlines are time_mono_ns() */
+    pthread_cond_init(&p->exit_cond, &ca);
+    pthread_condattr_destroy(&ca);
     p->cfg = *cfg;
     snprintf(p->queue_prefix, sizeof p->queue_prefix, "%s", cfg->queue_prefix);
     p->cfg.queue_prefix = p->queue_prefix;
@@ -521,7 +672,14 @@ publisher *publisher_start(const publisher_config *cfg, char *err, size_t err_le
         t->in = workqueue_new(cfg->queue_capacity ? cfg->queue_capacity : 65536, NULL, NULL);
         if (!t->in) goto oom;
         t->sqs = sqs_client_new(&sc, err, err_len);
-        if (!t->sqs) goto fail;
+        if (!t->sqs) {
+            redact_text(err, err_len);
+            goto fail;
+        }
+        char name[32];
+        snprintf(name, sizeof name, "publisher-%d", i);
+        /* the first turn resolves the thread's queue URLs: one request per room at most */
+        t->dog = watchdog_register(name, cfg->request_timeout_ms + TURN_SLACK_MS);
     }
     for (int i = 0; i < p->n_threads; i++) {
         if (pthread_create(&p->threads[i].thread, NULL, publisher_main, &p->threads[i]) != 0) {
@@ -536,7 +694,10 @@ oom:
     snprintf(err, err_len, "publisher: out of memory");
 fail:
     if (p) {
-        if (p->threads) stop_threads(p);
+        if (p->threads) {
+            stop_threads(p, 0);
+            for (int i = 0; i < p->n_threads; i++) watchdog_unregister(p->threads[i].dog);
+        }
         free_all(p);
     }
     return NULL;
@@ -558,9 +719,19 @@ bool publisher_room_ready(const publisher *p, long room)
 size_t publisher_rooms_ready(const publisher *p) { return atomic_load(&((publisher *)p)->rooms_ready); }
 size_t publisher_room_count(const publisher *p) { return p->n_rooms; }
 
-void publisher_stop(publisher *p)
+void publisher_drain_by(publisher *p, uint64_t deadline_ns)
 {
-    if (!p) return;
-    stop_threads(p);
+    if (!p || !deadline_ns) return;
+    uint64_t cur = atomic_load(&p->drain_by_ns);
+    while ((cur == 0 || deadline_ns < cur) && !atomic_compare_exchange_weak(&p->drain_by_ns, &cur, deadline_ns)) {
+    }
+}
+
+bool publisher_stop(publisher *p, uint64_t deadline_ns)
+{
+    if (!p) return true;
+    publisher_drain_by(p, deadline_ns);
+    if (!stop_threads(p, deadline_ns)) return false;   /* a thread may still use all of it */
     free_all(p);
+    return true;
 }

@@ -17,15 +17,34 @@
  *  - Exactly one publish_result comes back on cfg.results for every request submitted: an ack
  *    (SQS accepted it; carries the sequence number) or an error frame — or, for a silent request
  *    (a typing indicator, never answered), just its outcome, without a frame. Entries that fail are
- *    retried (only they, ahead of newer messages of that room, with jittered backoff) while a
+ *    retried (ahead of newer messages of that room, with jittered backoff; see Order) while a
  *    whole request still fits before received + deadline_ms; then QUEUE_ERROR. Entries SQS calls
  *    the sender's fault get QUEUE_ERROR at once. While the circuit breaker is open, waiting
- *    messages get QUEUE_UNAVAILABLE at once. cfg.wake is called once after each room's turn that
- *    produced results (not once per result: each wake costs the WebSocket thread a poll over
- *    every socket).
- *  - publisher_stop() stops taking requests, sends (or answers) everything still pending —
- *    bounded by the deadline — then joins the threads and frees them. The results queue is the
- *    caller's.
+ *    messages get QUEUE_UNAVAILABLE at once.
+ *  - Results are handed back as they are made: cfg.wake is called after each SendMessageBatch
+ *    and each room turn that produced results. If the results queue is ever full (it is sized
+ *    above max_inflight_total, which the WebSocket thread never lets the publisher exceed), the
+ *    thread wakes the WebSocket thread before every retry: it never waits on it silently.
+ *  - Order: a retriable failure of a whole request retries the whole batch, in order, ahead of
+ *    newer messages. Within a request SQS settles entries one by one, so a later entry of the
+ *    room can be accepted although an earlier one failed: an entry that failed before the
+ *    batch's last accepted entry is answered QUEUE_ERROR (a retry would queue it behind a later
+ *    message); failed entries after the last accepted one are retried in order. So acked
+ *    sequence numbers of a room always increase in the order the messages were submitted.
+ *  - Liveness: each thread is a watchdog loop ("publisher-<i>"): it beats at the top of each turn
+ *    (announcing its input wait, at most 200 ms) and before each SQS request (announcing the
+ *    request timeout), each plus 2 s of slack; an SQS outage never makes it late.
+ *  - publisher_drain_by(deadline) (any thread; the earliest call wins): every message held is
+ *    answered by deadline — a request is only started if it fits before it, later ones are
+ *    answered QUEUE_ERROR — batches go out without lingering, and rooms whose queue URL is
+ *    unknown stop resolving (their messages are answered QUEUE_UNAVAILABLE).
+ *  - publisher_stop(deadline) stops taking requests, drains by deadline, waits for the threads
+ *    until deadline (0: without limit) and frees everything — true. If a thread has not ended
+ *    by then (stuck in a request), it frees NOTHING and returns false: that thread may still use
+ *    the publisher, its SQS client, the breaker, the credentials and the results queue, so the
+ *    caller must exit without freeing those either. The results queue is the caller's.
+ *  - cfg.failpoint_stall (tests only, CHATFLOW_TEST_FAILPOINT=stall-publisher) makes thread 0
+ *    stop turning forever at the top of its loop.
  */
 #ifndef CHATFLOW_PRODUCER_PUBLISHER_H
 #define CHATFLOW_PRODUCER_PUBLISHER_H
@@ -91,6 +110,7 @@ typedef struct {
     void (*wake)(void *ctx);       /* tells the WebSocket thread results are waiting */
     void *wake_ctx;
     size_t queue_capacity;         /* per thread input queue */
+    bool failpoint_stall;          /* tests only: thread 0 sleeps forever in its loop */
 } publisher_config;
 
 #define PUBLISHER_AUTO_THREADS_MAX 64
@@ -103,6 +123,7 @@ bool publisher_submit(publisher *p, publish_request *r);
 bool publisher_room_ready(const publisher *p, long room);
 size_t publisher_rooms_ready(const publisher *p);
 size_t publisher_room_count(const publisher *p);
-void publisher_stop(publisher *p);
+void publisher_drain_by(publisher *p, uint64_t deadline_ns);
+bool publisher_stop(publisher *p, uint64_t deadline_ns);
 
 #endif

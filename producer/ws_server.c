@@ -10,6 +10,10 @@
  * its answer has been written. total_unanswered is the process-wide sum, including frames of
  * connections that closed while the publisher still held them (their results are dropped on
  * arrival, and only then leave the count), so the caps bound memory, not just open sockets.
+ * A frame that arrives while its connection or the process is at its cap is refused (an error
+ * answer marked as a refusal) before it is counted: pausing reads alone overshoots, because
+ * every connection that was not paused yet still gets its next frame in — with thousands of
+ * connections, thousands of frames past the cap, and results the publisher could not hand back.
  */
 #include "ws_server.h"
 
@@ -25,11 +29,19 @@
 #include "producer_metrics.h"
 #include "rate_limit.h"
 #include "timeutil.h"
+#include "watchdog.h"
 #include "web_page.h"
 
 #define STOP_TICK_US (50 * LWS_US_PER_MS)
-#define CLOSE_GRACE_NS ((uint64_t)1500 * 1000000)
+#define MS_NS ((uint64_t)1000000)
+#define CLOSE_GRACE_NS (1500 * MS_NS)
+#define STOP_RESERVE_NS (3000 * MS_NS)  /* of the stop budget: for closing and the publisher's end */
 #define RESULTS_BATCH 256
+/* The service loop wakes at least this often (a timer), so its watchdog deadline can be short. */
+#define HEARTBEAT_US (1000 * LWS_US_PER_MS)
+/* What one service turn may take: the poll wait (at most the heartbeat) plus the callbacks of one
+ * turn, which with thousands of connections can take a while on a loaded machine. */
+#define SERVICE_TURN_MS 5000
 
 typedef enum { PHASE_RUNNING, PHASE_DRAINING, PHASE_CLOSING, PHASE_DONE } ingress_phase;
 
@@ -53,10 +65,13 @@ struct ingress {
     bool paused_for_total;          /* some connection paused because of the process-wide cap */
 
     atomic_bool stop_requested;
+    _Atomic uint64_t stop_requested_ns;   /* when ingress_request_stop() was first called */
     ingress_phase phase;
     uint64_t drain_deadline_ns;
     uint64_t close_deadline_ns;
     lws_sorted_usec_list_t stop_tick;
+    lws_sorted_usec_list_t heartbeat;
+    watchdog_loop *dog;
 
     chat_message scratch;           /* parse target; this thread only */
 };
@@ -195,6 +210,58 @@ static void answer_error(ingress *in, pconn *c, chat_status status, const char *
 
 /* ---- frames ------------------------------------------------------------------------------- */
 
+/* NULL when one more frame may be counted; else why not, and the code to refuse it with. The
+ * per-connection cap says "wait for your answers" (RATE_LIMITED: the client is sending faster
+ * than it is answered); the process-wide one says the server is full (QUEUE_UNAVAILABLE). */
+static const char *cap_reached(const ingress *in, const pconn *c, chat_status *status, char *buf, size_t len)
+{
+    if (c->unanswered >= in->s->max_inflight_per_connection) {
+        *status = CHAT_RATE_LIMITED;
+        snprintf(buf, len, "%d frames on this connection are unanswered (the limit); wait for their answers, then resend",
+                 c->unanswered);
+        return buf;
+    }
+    if (in->total_unanswered >= in->s->max_inflight_total) {
+        *status = CHAT_QUEUE_UNAVAILABLE;
+        snprintf(buf, len, "server is at its limit of %lld unanswered frames; retry later", in->s->max_inflight_total);
+        return buf;
+    }
+    return NULL;
+}
+
+/* Answers a frame past a cap without counting it. The frame is parsed only to echo its
+ * clientMessageId (so the client knows which one to resend); a TYPING frame is dropped unanswered,
+ * as when it cannot be published. Reads are paused at a cap, so a connection collects at most a
+ * few refusals; one that somehow collects more than its cap of them is closed. */
+static void refuse_frame(ingress *in, pconn *c, const char *data, size_t len, bool binary, chat_status status,
+                         const char *why)
+{
+    chat_message *m = &in->scratch;
+    char err[256];
+    m->client_message_id[0] = '\0';
+    if (!binary && chat_frame_parse(data, len, (size_t)in->s->max_frame_bytes, m, err, sizeof err) == CHAT_OK &&
+        m->kind == CHAT_KIND_TYPING) {
+        metric_counter_inc(in->m->typing[TYPING_DROPPED]);
+        return;
+    }
+    if (c->refusals >= in->s->max_inflight_per_connection) {
+        log_warn("ingress", "%s: %d refused frames unread; closing the connection", c->client_ip, c->refusals);
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
+        return;
+    }
+    metric_counter_inc(in->m->received[status]);
+    char *text = error_to_json(status, why, m->client_message_id);
+    answer *a = text ? answer_new(text, strlen(text)) : NULL;
+    free(text);
+    if (!a) {
+        log_error("ingress", "out of memory refusing a frame (%s)", chat_status_code(status));
+        return;
+    }
+    a->refusal = true;
+    c->refusals++;
+    queue_answer(in, c, a);
+}
+
 /* Why nothing can be handed to the publisher now, or NULL when it can. */
 static const char *publish_blocked(ingress *in, const pconn *c, uint64_t now, char *buf, size_t len)
 {
@@ -263,6 +330,13 @@ static void handle_typing(ingress *in, pconn *c, chat_message *m, uint64_t now)
 
 static void handle_frame(ingress *in, pconn *c, const char *data, size_t len, bool binary)
 {
+    char capbuf[160];
+    chat_status cap_status;
+    const char *over = cap_reached(in, c, &cap_status, capbuf, sizeof capbuf);
+    if (over) {
+        refuse_frame(in, c, data, len, binary, cap_status, over);
+        return;
+    }
     c->unanswered++;
     in->total_unanswered++;
     update_inflight(in);
@@ -324,7 +398,12 @@ static void on_receive(ingress *in, struct lws *wsi, pconn *c, const char *data,
             }
         }
         if (!complete) return;
-        if (c->rx_discarding) {
+        char capbuf[160];
+        chat_status cap_status;
+        const char *over = cap_reached(in, c, &cap_status, capbuf, sizeof capbuf);
+        if (over) {
+            refuse_frame(in, c, NULL, 0, true, cap_status, over);
+        } else if (c->rx_discarding) {
             c->unanswered++;
             in->total_unanswered++;
             update_inflight(in);
@@ -380,10 +459,19 @@ static void drain_results(ingress *in)
 
 /* ---- stopping ----------------------------------------------------------------------------- */
 
+/* Of the stop budget, what is kept back after the drain for closing the connections and for
+ * the publisher's end: 3 s, or a third of a short budget. */
+static uint64_t stop_reserve_ns(const ingress *in)
+{
+    uint64_t budget = (uint64_t)in->s->stop_timeout_s * 1000 * MS_NS;
+    return budget / 3 < STOP_RESERVE_NS ? budget / 3 : STOP_RESERVE_NS;
+}
+
 static void begin_closing(ingress *in)
 {
     in->phase = PHASE_CLOSING;
-    in->close_deadline_ns = time_mono_ns() + CLOSE_GRACE_NS;
+    uint64_t grace = stop_reserve_ns(in) / 2;
+    in->close_deadline_ns = time_mono_ns() + (grace < CLOSE_GRACE_NS ? grace : CLOSE_GRACE_NS);
     for (size_t i = 0; i < conn_table_capacity(in->conns); i++) {
         pconn *c = conn_table_at(in->conns, i);
         if (!c) continue;
@@ -415,13 +503,15 @@ static void stop_tick(lws_sorted_usec_list_t *sul)
     lws_sul_schedule(in->context, 0, &in->stop_tick, stop_tick, STOP_TICK_US);
 }
 
+/* The drain ends stop_reserve_ns() before the stop deadline; the publisher must have answered
+ * everything it holds a little before that, so the answers can still be written. */
 static void begin_stop(ingress *in)
 {
     in->phase = PHASE_DRAINING;
-    uint64_t now = time_mono_ns();
-    uint64_t budget = (uint64_t)in->s->stop_timeout_s * 1000000000u;
-    /* leave room for the close handshakes and the publisher's own shutdown */
-    in->drain_deadline_ns = now + (budget > 2 * CLOSE_GRACE_NS ? budget - 2 * CLOSE_GRACE_NS : budget / 2);
+    uint64_t reserve = stop_reserve_ns(in);
+    in->drain_deadline_ns = ingress_stop_deadline_ns(in) - reserve;
+    uint64_t margin = reserve / 4 < 200 * MS_NS ? reserve / 4 : 200 * MS_NS;
+    if (in->pub) publisher_drain_by(in->pub, in->drain_deadline_ns - margin);
     log_info("ingress", "stopping: refusing new connections; %zu open, %ld frames unanswered",
              conn_table_active(in->conns), in->total_unanswered);
     lws_sul_schedule(in->context, 0, &in->stop_tick, stop_tick, 1);
@@ -489,10 +579,14 @@ static int on_writeable(ingress *in, struct lws *wsi, pconn *c)
     size_t len_written = a->len;
     int n = lws_write(wsi, a->text, a->len, LWS_WRITE_TEXT);
     bool ok = n >= (int)a->len;
+    if (a->refusal) {
+        c->refusals--;
+    } else {
+        c->unanswered--;
+        in->total_unanswered--;
+        update_inflight(in);
+    }
     answer_free(a);
-    c->unanswered--;
-    in->total_unanswered--;
-    update_inflight(in);
     if (!ok) {
         log_warn("ingress", "write to %s failed (%d of %zu bytes); closing the connection", c->client_ip, n, len_written);
         return -1;
@@ -647,16 +741,40 @@ int ingress_port(const ingress *in)
     return in->vhost ? lws_get_vhost_listen_port(in->vhost) : -1;
 }
 
+/* Keeps lws_service() returning at least once a heartbeat, so the loop beats the watchdog even
+ * when no socket has anything to say. */
+static void heartbeat(lws_sorted_usec_list_t *sul)
+{
+    ingress *in = lws_container_of(sul, ingress, heartbeat);
+    lws_sul_schedule(in->context, 0, &in->heartbeat, heartbeat, HEARTBEAT_US);
+}
+
 void ingress_run(ingress *in)
 {
-    while (in->phase != PHASE_DONE)
+    in->dog = watchdog_register("lws-service", SERVICE_TURN_MS);
+    lws_sul_schedule(in->context, 0, &in->heartbeat, heartbeat, HEARTBEAT_US);
+    while (in->phase != PHASE_DONE) {
+        watchdog_expect(in->dog, SERVICE_TURN_MS);
         if (lws_service(in->context, 0) < 0) break;
+    }
+    lws_sul_cancel(&in->heartbeat);
+    watchdog_unregister(in->dog);
+    in->dog = NULL;
 }
 
 void ingress_request_stop(ingress *in)
 {
+    uint64_t none = 0;
+    atomic_compare_exchange_strong(&in->stop_requested_ns, &none, time_mono_ns());
     atomic_store(&in->stop_requested, true);
     lws_cancel_service(in->context);
+}
+
+uint64_t ingress_stop_deadline_ns(const ingress *in)
+{
+    uint64_t since = atomic_load(&((ingress *)in)->stop_requested_ns);
+    if (!since) since = time_mono_ns();
+    return since + (uint64_t)in->s->stop_timeout_s * 1000 * MS_NS;
 }
 
 bool ingress_stopping(const ingress *in) { return atomic_load(&((ingress *)in)->stop_requested); }

@@ -15,17 +15,26 @@
  *    are drained on LWS_CALLBACK_EVENT_WAIT_CANCELLED.
  *  - Reads of a connection pause (lws_rx_flow_control) while it has max_inflight_per_connection
  *    unanswered frames or the process has max_inflight_total, and resume as answers are written.
+ *  - A frame that arrives while its connection has max_inflight_per_connection unanswered frames
+ *    (RATE_LIMITED) or the process has max_inflight_total (QUEUE_UNAVAILABLE) is refused with that
+ *    error answer and never counted, so the caps hold exactly — and the publisher never holds
+ *    more than max_inflight_total requests, which is what sizes the results queue.
  *  - ingress_request_stop() may be called from any thread (e.g. the signal thread). The service
- *    thread then refuses new handshakes (503), answers new frames QUEUE_UNAVAILABLE, waits until
+ *    thread then refuses new handshakes (503), answers new frames QUEUE_UNAVAILABLE, tells the
+ *    publisher to answer what it holds by the end of the drain (publisher_drain_by), waits until
  *    the publisher holds nothing for it, writes the remaining answers, closes every connection
- *    with 1001 "going away" and returns from ingress_run() — all within stop_timeout_s.
- *  - ingress_run() runs the service loop on the calling thread until then.
+ *    with 1001 "going away" and returns from ingress_run() — all before
+ *    ingress_stop_deadline_ns() minus a reserve (a third of the budget, at most 3 s) that is left
+ *    for the publisher's end and the exit.
+ *  - ingress_run() runs the service loop on the calling thread until then; the loop is watched
+ *    (watchdog "lws-service", a timer wakes it every second).
  */
 #ifndef CHATFLOW_PRODUCER_WS_SERVER_H
 #define CHATFLOW_PRODUCER_WS_SERVER_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "breaker.h"
 #include "publisher.h"
@@ -44,6 +53,9 @@ int ingress_port(const ingress *in);
 void ingress_run(ingress *in);
 void ingress_request_stop(ingress *in);
 bool ingress_stopping(const ingress *in);
+/* Monotonic time (time_mono_ns) by which the process must have exited: the first
+ * ingress_request_stop() plus stop_timeout_s (from now if no stop was requested). */
+uint64_t ingress_stop_deadline_ns(const ingress *in);
 void ingress_free(ingress *in);
 
 #endif
