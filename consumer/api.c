@@ -13,6 +13,8 @@
 
 #define COMPONENT "api"
 #define API_CONNECTIONS 2
+#define API_ACQUIRE_WAIT_MS 500L
+#define API_RETRY_AFTER_S 2
 #define SAMPLE_ROWS "10"
 #define REFRESH_TIMEOUT_MS 600000L
 
@@ -98,6 +100,8 @@ static const char *const materialized_views[] = {
 struct api {
     long statement_timeout_ms;
     db_pool *pool;
+    db_gate *gate;       /* admin threads in database work (api_set_gate) */
+    db_gate *own_gate;
     pthread_mutex_t refreshed_mu;
     char refreshed_at[ISO8601_BUF];   /* "" until the first refresh by this process */
 };
@@ -107,11 +111,15 @@ api *api_new(const char *database_url, long statement_timeout_ms)
     api *a = calloc(1, sizeof(*a));
     if (!a)
         return NULL;
+    /* the writer's timeout may be long; an admin thread must not wait that long */
+    if (statement_timeout_ms <= 0 || statement_timeout_ms > API_STATEMENT_TIMEOUT_MAX_MS)
+        statement_timeout_ms = API_STATEMENT_TIMEOUT_MAX_MS;
     a->statement_timeout_ms = statement_timeout_ms;
     pthread_mutex_init(&a->refreshed_mu, NULL);
     a->pool = db_pool_new(database_url, statement_timeout_ms, "chatflow-consumer-api", api_statements,
                           sizeof(api_statements) / sizeof(api_statements[0]), API_CONNECTIONS);
-    if (!a->pool) {
+    a->gate = a->own_gate = db_gate_new(API_DB_THREADS_DEFAULT);
+    if (!a->pool || !a->gate) {
         api_free(a);
         return NULL;
     }
@@ -123,8 +131,15 @@ void api_free(api *a)
     if (!a)
         return;
     db_pool_free(a->pool);
+    db_gate_free(a->own_gate);
     pthread_mutex_destroy(&a->refreshed_mu);
     free(a);
+}
+
+void api_set_gate(api *a, db_gate *g)
+{
+    if (g)
+        a->gate = g;
 }
 
 /* ---- parameters ---- */
@@ -315,13 +330,49 @@ static void respond_json(http_response *resp, json_t *o)
     resp->status = 200;
 }
 
+/* Only a DATA fault (class 22/23: a bug in a query of ours) is a 500; everything else is the
+ * database's — down, busy, locked, timed out, read-only, schema missing — and a 503 with
+ * Retry-After. */
 static void respond_db_error(http_response *resp, db_conn *s, const char *err)
 {
     char msg[600];
-    bool down = db_last_error_kind(s) == DB_ERR_CONNECTION;
-    snprintf(msg, sizeof(msg), "%s: %s", down ? "database unavailable" : "query failed", err);
-    log_warn(COMPONENT, "%s", msg);
-    http_respond_error(resp, down ? 503 : 500, msg);
+    bool ours = db_last_error_kind(s) == DB_ERR_DATA;
+    snprintf(msg, sizeof(msg), "%s: %s", ours ? "query failed" : "database unavailable", err);
+    log_warn(COMPONENT, "%s (%s)", msg, db_last_error_class(s));
+    http_respond_error(resp, ours ? 500 : 503, msg);
+    if (!ours)
+        resp->retry_after_s = API_RETRY_AFTER_S;
+}
+
+static void respond_busy(http_response *resp, const char *why)
+{
+    log_warn(COMPONENT, "database busy: %s", why);
+    char msg[200];
+    snprintf(msg, sizeof(msg), "database busy: %s; try again later", why);
+    http_respond_error(resp, 503, msg);
+    resp->retry_after_s = API_RETRY_AFTER_S;
+}
+
+/* A place among the admin threads allowed in database work, then a connection, both without
+ * waiting long; NULL with resp set to a 503 otherwise. */
+static db_conn *begin_db(api *a, http_response *resp)
+{
+    if (!db_gate_try_enter(a->gate)) {
+        respond_busy(resp, "too many requests in the database already");
+        return NULL;
+    }
+    db_conn *s = db_pool_acquire_timeout(a->pool, API_ACQUIRE_WAIT_MS);
+    if (!s) {
+        db_gate_leave(a->gate);
+        respond_busy(resp, "no connection free within 500 ms");
+    }
+    return s;
+}
+
+static void end_db(api *a, db_conn *s)
+{
+    db_pool_release(a->pool, s);
+    db_gate_leave(a->gate);
 }
 
 /* ---- handlers ---- */
@@ -394,7 +445,9 @@ static void serve_all(void *ctx, const http_request *req, http_response *resp)
         return;
     bool room_given = w.room_id != 0, user_given = w.user_id != 0;
     char err[512] = "";
-    db_conn *s = db_pool_acquire(a->pool);
+    db_conn *s = begin_db(a, resp);
+    if (!s)
+        return;
     json_t *root = NULL, *core = NULL;
     if (!pick_defaults(s, &w, err, sizeof(err)))
         goto fail;
@@ -434,13 +487,13 @@ static void serve_all(void *ctx, const http_request *req, http_response *resp)
     }
     root = json_pack("{s:{s:s, s:s}, s:o, s:o, s:o}", "window", "testStartTime", w.start, "testEndTime", w.end,
                      "coreQueries", core, "analytics", an, "dbStats", stats);
-    db_pool_release(a->pool, s);
+    end_db(a, s);
     respond_json(resp, root);
     return;
 fail:
     json_decref(core);
     respond_db_error(resp, s, err);
-    db_pool_release(a->pool, s);
+    end_db(a, s);
 }
 
 static void serve_db_stats(void *ctx, const http_request *req, http_response *resp)
@@ -448,13 +501,15 @@ static void serve_db_stats(void *ctx, const http_request *req, http_response *re
     (void)req;
     api *a = ctx;
     char err[512] = "";
-    db_conn *s = db_pool_acquire(a->pool);
+    db_conn *s = begin_db(a, resp);
+    if (!s)
+        return;
     json_t *stats = db_stats(s, err, sizeof(err));
     if (!stats)
         respond_db_error(resp, s, err);
     else
         respond_json(resp, stats);
-    db_pool_release(a->pool, s);
+    end_db(a, s);
 }
 
 static void serve_refresh(void *ctx, const http_request *req, http_response *resp)
@@ -462,7 +517,9 @@ static void serve_refresh(void *ctx, const http_request *req, http_response *res
     (void)req;
     api *a = ctx;
     char err[512] = "", sql[160];
-    db_conn *s = db_pool_acquire(a->pool);
+    db_conn *s = begin_db(a, resp);
+    if (!s)
+        return;
     uint64_t t0 = time_mono_ns();
     bool ok = db_conn_ensure(s, err, sizeof(err));
     /* Refreshing large views can outlast the per-statement timeout of ingest queries. */
@@ -483,10 +540,10 @@ static void serve_refresh(void *ctx, const http_request *req, http_response *res
     if (!ok) {
         json_decref(done);
         respond_db_error(resp, s, err);
-        db_pool_release(a->pool, s);
+        end_db(a, s);
         return;
     }
-    db_pool_release(a->pool, s);
+    end_db(a, s);
     char now[ISO8601_BUF];
     time_format_iso8601(time_wall_ms(), now);
     pthread_mutex_lock(&a->refreshed_mu);

@@ -14,8 +14,14 @@
  *  - GET /api/metrics/db-stats: row counts, table and index sizes.
  *  - POST /api/metrics/refresh: REFRESH MATERIALIZED VIEW CONCURRENTLY of every view.
  *  - Handlers run on the HTTP server's threads; they share a small pool of PostgreSQL connections
- *    of their own (never the writer's), reconnecting as needed; 503 when PostgreSQL is down.
- *    Every value from the request is bound as a parameter.
+ *    of their own (never the writer's), reconnecting as needed. Every value from the request is
+ *    bound as a parameter.
+ *  - Bounded: before any database work a handler enters the gate (api_set_gate; by default one
+ *    of its own with API_DB_THREADS_DEFAULT places) or is answered 503 at once; it waits at most
+ *    500 ms for a connection; statements run under statement_timeout_ms capped at
+ *    API_STATEMENT_TIMEOUT_MAX_MS (0 means the cap; refresh sets its own, longer one). Every
+ *    database fault but a DATA one (db.h) answers 503 {"error"} with Retry-After: 2; a DATA
+ *    fault (a bug in a query) is a 500.
  */
 #ifndef CHATFLOW_CONSUMER_API_H
 #define CHATFLOW_CONSUMER_API_H
@@ -23,11 +29,17 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "db.h"
 #include "http.h"
+
+#define API_STATEMENT_TIMEOUT_MAX_MS 5000L
+#define API_DB_THREADS_DEFAULT 1
 
 typedef struct api api;
 
 api *api_new(const char *database_url, long statement_timeout_ms);
+/* Shares g (e.g. with room_api_config.gate) instead of the api's own gate; g outlives a. */
+void api_set_gate(api *a, db_gate *g);
 void api_add_routes(api *a, admin_http *h);
 void api_free(api *a);
 

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "timeutil.h"
+#include "watchdog.h"
 
 #define COMPONENT "writer"
 #define FIRST_BACKOFF_MS 100
@@ -64,9 +65,15 @@ struct batch_writer {
     bool exiting;               /* the thread ends once nothing is pending */
     uint64_t stop_deadline_ns;
 
+    bool flushing;              /* a flush attempt is running (rows taken off the list) */
+    uint64_t flush_oldest_ns;   /* submission time of the oldest batch in that attempt */
+    uint64_t last_commit_ns;
+
     db_conn *db;
-    pthread_mutex_t health_mu;
+    watchdog_loop *watchdog;
+    pthread_mutex_t health_mu;  /* db_up, failing_since_ns, last_error (taken inside mu, never around it) */
     bool db_up;
+    uint64_t failing_since_ns;
     char last_error[256];
 
     metric_histogram *m_batch_size, *m_flush_seconds;
@@ -247,7 +254,7 @@ static bool copy_into_stage(db_conn *db, write_row *const *rows, size_t n, char 
         tb_puts(&b, w->client_timestamp); tb_putc(&b, '\t');
         tb_puts(&b, w->received_at); tb_putc(&b, '\n');
     }
-    bool sent = !b.oom && PQputCopyData(pg, b.data, (int)b.len) == 1;
+    bool sent = !b.oom && (b.len == 0 || PQputCopyData(pg, b.data, (int)b.len) == 1);
     free(b.data);
     if (PQputCopyEnd(pg, sent ? NULL : "client could not build the COPY data") != 1) {
         db_note_failure(db, NULL, "COPY end", err, err_len);
@@ -310,6 +317,8 @@ static bool write_with_unnest(db_conn *db, write_row *const *rows, size_t n, lon
     const char *values[NCOL];
     bool oom = false;
     for (int c = 0; c < NCOL; c++) {
+        if (cols[c].len == 0)
+            tb_putc(&cols[c], '{');   /* no rows (the writer's probe): empty arrays */
         tb_putc(&cols[c], '}');
         oom |= cols[c].oom;
         values[c] = cols[c].data;
@@ -337,7 +346,9 @@ static void set_health(batch_writer *w, bool up, const char *error)
         if (up)
             log_info(COMPONENT, "PostgreSQL writes succeed again");
         else
-            log_warn(COMPONENT, "PostgreSQL writes failing: %s", error);
+            log_warn(COMPONENT, "PostgreSQL writes failing (retried until they succeed): %s", error);
+        if (!up)
+            w->failing_since_ns = time_mono_ns();
     }
     w->db_up = up;
     snprintf(w->last_error, sizeof(w->last_error), "%s", up ? "" : error);
@@ -345,7 +356,32 @@ static void set_health(batch_writer *w, bool up, const char *error)
     metric_gauge_set(w->m_db_up, up ? 1 : 0);
 }
 
-/* Writes rows in one transaction. Returns the error kind (DB_ERR_NONE on success). */
+/* chatflow_db_failures_total{class}: which kind of database fault, for dashboards and alerts. */
+static metric_counter *failure_counter(const char *class_name)
+{
+    char labels[64];
+    snprintf(labels, sizeof labels, "class=\"%s\"", class_name);
+    return metrics_counter("chatflow_db_failures_total",
+                           "Failed database writes and probes of the batch writer, by kind of fault.", labels);
+}
+
+static void count_failure_class(batch_writer *w)
+{
+    metric_counter_inc(failure_counter(db_last_error_class(w->db)));
+}
+
+/* Every class at 0 from the start, so rate() and increase() see the first failure of each too
+ * (db.h's fixed set, "none" aside). */
+static void register_failure_classes(void)
+{
+    static const char *const classes[] = {"connection", "read_only", "schema", "permission", "resources",
+                                          "timeout", "conflict", "data", "other"};
+    for (size_t i = 0; i < sizeof classes / sizeof classes[0]; i++)
+        failure_counter(classes[i]);
+}
+
+/* Writes rows in one transaction. Returns the error kind (DB_ERR_NONE on success). With n = 0
+ * it is the writer's probe: the same statements with no rows. */
 static db_error_kind write_rows(batch_writer *w, write_row *const *rows, size_t n, char *err,
                                 size_t err_len)
 {
@@ -356,14 +392,24 @@ static db_error_kind write_rows(batch_writer *w, write_row *const *rows, size_t 
                                  : write_with_copy(w->db, rows, n, &inserted, err, err_len));
     if (!ok) {
         metric_counter_inc(w->m_flush_failures);
+        count_failure_class(w);
         db_error_kind kind = db_last_error_kind(w->db);
+        /* A database fault may be a property of the session (default_transaction_read_only after
+         * a failover onto a reader, a role's settings): the next attempt starts a fresh one. */
+        if (kind != DB_ERR_DATA)
+            db_conn_drop(w->db);
         return kind == DB_ERR_NONE ? DB_ERR_TRANSIENT : kind;
     }
+    if (n == 0)
+        return DB_ERR_NONE;   /* the probe */
     metric_histogram_observe(w->m_flush_seconds, (double)(time_mono_ns() - t0) / 1e9);
     metric_histogram_observe(w->m_batch_size, (double)n);
     metric_counter_add(w->m_rows_written, (uint64_t)inserted);
     for (size_t i = 0; i < n; i++)
         rows[i]->status = WRITE_COMMITTED;
+    pthread_mutex_lock(&w->mu);
+    w->last_commit_ns = time_mono_ns();
+    pthread_mutex_unlock(&w->mu);
     if ((size_t)inserted < n)
         log_debug(COMPONENT, "flush of %zu rows: %zu already stored (redelivery)", n, n - (size_t)inserted);
     return DB_ERR_NONE;
@@ -429,13 +475,9 @@ static void abandon_all_locked(batch_writer *w)
 
 static void wait_until_locked(batch_writer *w, uint64_t deadline_ns)
 {
-    struct timespec now_rt;
-    clock_gettime(CLOCK_MONOTONIC, &now_rt);
-    uint64_t now = time_mono_ns();
-    if (deadline_ns <= now)
+    if (deadline_ns <= time_mono_ns())
         return;
-    uint64_t abs_ns = (uint64_t)now_rt.tv_sec * 1000000000ull + (uint64_t)now_rt.tv_nsec + (deadline_ns - now);
-    struct timespec ts = {.tv_sec = (time_t)(abs_ns / 1000000000ull), .tv_nsec = (long)(abs_ns % 1000000000ull)};
+    struct timespec ts = time_mono_timespec(deadline_ns);
     pthread_cond_timedwait(&w->work, &w->mu, &ts);
 }
 
@@ -466,6 +508,13 @@ static write_batch *take_locked(batch_writer *w, write_row ***rows_out, size_t *
         w->tail = NULL;
     last->next = NULL;
     w->pending_rows -= n;
+    w->flushing = true;
+    w->flush_oldest_ns = UINT64_MAX;
+    for (write_batch *b = first; b; b = b->next) {
+        b->in_flight = true;
+        if (b->submitted_ns < w->flush_oldest_ns)
+            w->flush_oldest_ns = b->submitted_ns;
+    }
 
     write_row **rows = malloc((n ? n : 1) * sizeof(*rows));
     size_t k = 0;
@@ -483,6 +532,7 @@ static write_batch *take_locked(batch_writer *w, write_row ***rows_out, size_t *
  * open rows back at the head in their order and wakes the pollers of finished ones. */
 static void settle_locked(batch_writer *w, write_batch *taken, const char *err)
 {
+    w->flushing = false;
     write_batch *requeue_head = NULL, *requeue_tail = NULL;
     size_t requeued_rows = 0;
     for (write_batch *b = taken, *next; b; b = next) {
@@ -491,13 +541,11 @@ static void settle_locked(batch_writer *w, write_batch *taken, const char *err)
             write_row *r = &b->rows[i];
             if (r->status != WRITE_PENDING)
                 continue;
-            r->attempts++;
-            if (r->attempts >= w->cfg.max_attempts) {
-                r->status = WRITE_FAILED;
-                snprintf(r->failure, sizeof(r->failure), "not stored after %d attempts: %s",
-                         r->attempts, err && *err ? err : "database unavailable");
-            }
+            r->attempts += err != NULL;
+            if (b->withdraw)
+                r->status = WRITE_WITHDRAWN;
         }
+        b->in_flight = false;
         b->open = count_open(b);
         if (b->open == 0) {
             finish_batch_locked(w, b);
@@ -521,6 +569,52 @@ static void settle_locked(batch_writer *w, write_batch *taken, const char *err)
     pthread_cond_broadcast(&w->done);
 }
 
+/* The longest a turn of the writer may legitimately take: a flush (or probe) bounded by the
+ * connect timeout, the statement timeout and TCP keepalive on a dead peer (db.c), plus a backoff. */
+static long turn_budget_ms(const batch_writer *w)
+{
+    return w->cfg.statement_timeout_ms + w->cfg.max_backoff_ms + 60000;
+}
+
+static bool writer_db_up(batch_writer *w)
+{
+    pthread_mutex_lock(&w->health_mu);
+    bool up = w->db_up;
+    pthread_mutex_unlock(&w->health_mu);
+    return up;
+}
+
+/* While the database is failing and nothing is pending, the writer probes it by itself, so the
+ * state (and the pollers' choice between committing and spilling) follows the database. */
+static void probe_locked(batch_writer *w, long backoff_ms)
+{
+    uint64_t until = time_mono_ns() + (uint64_t)backoff_ms * 1000000ull;
+    while (!w->head && !w->exiting && time_mono_ns() < until)
+        wait_until_locked(w, until);
+    if (w->head || w->exiting)
+        return;
+    pthread_mutex_unlock(&w->mu);
+    char err[512] = "";
+    db_error_kind kind = write_rows(w, NULL, 0, err, sizeof(err));
+    set_health(w, kind == DB_ERR_NONE, err);
+    pthread_mutex_lock(&w->mu);
+}
+
+static long next_backoff(const batch_writer *w, long backoff_ms)
+{
+    return backoff_ms * 2 > w->cfg.max_backoff_ms ? w->cfg.max_backoff_ms : backoff_ms * 2;
+}
+
+/* After a failed flush: wait out the backoff (cut short by the stop deadline). */
+static void backoff_locked(batch_writer *w, long backoff_ms)
+{
+    uint64_t until = time_mono_ns() + (uint64_t)backoff_ms * 1000000ull;
+    if (w->stopping && until > w->stop_deadline_ns)
+        until = w->stop_deadline_ns;
+    while (time_mono_ns() < until && !(w->stopping && time_mono_ns() >= w->stop_deadline_ns))
+        wait_until_locked(w, until);
+}
+
 static void *writer_main(void *arg)
 {
     batch_writer *w = arg;
@@ -528,8 +622,16 @@ static void *writer_main(void *arg)
     char err[512];
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        while (!w->head && !w->exiting)
-            pthread_cond_wait(&w->work, &w->mu);
+        watchdog_expect(w->watchdog, turn_budget_ms(w));
+        if (!w->head && !w->exiting) {
+            if (!writer_db_up(w)) {
+                probe_locked(w, backoff_ms);
+                backoff_ms = writer_db_up(w) ? FIRST_BACKOFF_MS : next_backoff(w, backoff_ms);
+            } else {
+                wait_until_locked(w, time_mono_ns() + 1000000000ull);   /* turn for the watchdog */
+            }
+            continue;
+        }
         if (!w->head)
             break;
         if (w->stopping && time_mono_ns() >= w->stop_deadline_ns) {
@@ -561,15 +663,12 @@ static void *writer_main(void *arg)
             backoff_ms = FIRST_BACKOFF_MS;
             continue;
         }
-        log_warn(COMPONENT, "flush of %zu rows failed (%s); retrying in %ld ms", n, err, backoff_ms);
-        uint64_t until = time_mono_ns() + (uint64_t)backoff_ms * 1000000ull;
-        if (w->stopping && until > w->stop_deadline_ns)
-            until = w->stop_deadline_ns;
-        while (time_mono_ns() < until && !(w->stopping && time_mono_ns() >= w->stop_deadline_ns))
-            wait_until_locked(w, until);
-        backoff_ms = backoff_ms * 2 > w->cfg.max_backoff_ms ? w->cfg.max_backoff_ms : backoff_ms * 2;
+        log_debug(COMPONENT, "flush of %zu rows failed (%s); retrying in %ld ms", n, err, backoff_ms);
+        backoff_locked(w, backoff_ms);
+        backoff_ms = next_backoff(w, backoff_ms);
     }
     pthread_mutex_unlock(&w->mu);
+    watchdog_unregister(w->watchdog);
     return NULL;
 }
 
@@ -585,8 +684,6 @@ batch_writer *batch_writer_start(const batch_writer_config *cfg, char *err, size
     w->cfg = *cfg;
     if (w->cfg.batch_size == 0)
         w->cfg.batch_size = 1;
-    if (w->cfg.max_attempts <= 0)
-        w->cfg.max_attempts = 1;
     if (w->cfg.max_backoff_ms < FIRST_BACKOFF_MS)
         w->cfg.max_backoff_ms = FIRST_BACKOFF_MS;
     snprintf(w->url, sizeof(w->url), "%s", cfg->database_url);
@@ -609,6 +706,7 @@ batch_writer *batch_writer_start(const batch_writer_config *cfg, char *err, size
                                         "Message rows inserted (redelivered duplicates not counted).", NULL);
     w->m_flush_failures = metrics_counter("chatflow_db_flush_failures_total", "Database flushes that failed.", NULL);
     w->m_db_up = metrics_gauge("chatflow_db_up", "1 while the last database write succeeded.", NULL);
+    register_failure_classes();
 
     w->db = db_conn_new(w->url, cfg->statement_timeout_ms, "chatflow-consumer-writer",
                         writer_statements, sizeof(writer_statements) / sizeof(writer_statements[0]),
@@ -624,6 +722,7 @@ batch_writer *batch_writer_start(const batch_writer_config *cfg, char *err, size
     w->db_up = !up;   /* force the first log line */
     set_health(w, up, cerr);
 
+    w->watchdog = watchdog_register("db-writer", turn_budget_ms(w));
     int rc = pthread_create(&w->thread, NULL, writer_main, w);
     if (rc != 0) {
         snprintf(err, err_len, "pthread_create: %s", strerror(rc));
@@ -672,14 +771,9 @@ bool batch_writer_wait(batch_writer *w, write_batch *b, long timeout_ms)
 {
     uint64_t deadline = time_mono_ns() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms) * 1000000ull;
     pthread_mutex_lock(&w->mu);
-    while (b->open > 0 && time_mono_ns() < deadline) {
-        struct timespec now_rt;
-        clock_gettime(CLOCK_MONOTONIC, &now_rt);
-        uint64_t left = deadline - time_mono_ns();
-        uint64_t abs_ns = (uint64_t)now_rt.tv_sec * 1000000000ull + (uint64_t)now_rt.tv_nsec + left;
-        struct timespec ts = {.tv_sec = (time_t)(abs_ns / 1000000000ull), .tv_nsec = (long)(abs_ns % 1000000000ull)};
+    struct timespec ts = time_mono_timespec(deadline);
+    while (b->open > 0 && time_mono_ns() < deadline)
         pthread_cond_timedwait(&w->done, &w->mu, &ts);
-    }
     bool done = b->open == 0;
     pthread_mutex_unlock(&w->mu);
     return done;
@@ -692,6 +786,74 @@ bool batch_writer_db_up(batch_writer *w, char *detail, size_t detail_len)
     snprintf(detail, detail_len, "%s", up ? "last write succeeded" : w->last_error);
     pthread_mutex_unlock(&w->health_mu);
     return up;
+}
+
+long batch_writer_stalled_ms(batch_writer *w)
+{
+    uint64_t now = time_mono_ns(), since = 0;
+    pthread_mutex_lock(&w->mu);
+    pthread_mutex_lock(&w->health_mu);
+    if (!w->db_up) {
+        since = w->failing_since_ns;
+    } else {
+        uint64_t oldest = w->flushing ? w->flush_oldest_ns : UINT64_MAX;
+        if (w->head && w->head->submitted_ns < oldest)
+            oldest = w->head->submitted_ns;
+        if (oldest != UINT64_MAX)
+            since = oldest > w->last_commit_ns ? oldest : w->last_commit_ns;
+    }
+    pthread_mutex_unlock(&w->health_mu);
+    pthread_mutex_unlock(&w->mu);
+    return since && now > since ? (long)((now - since) / 1000000ull) : 0;
+}
+
+/* Unlinks b from the pending list (it is there: not in flight, not final). */
+static void unlink_locked(batch_writer *w, write_batch *b)
+{
+    write_batch *prev = NULL;
+    for (write_batch *x = w->head; x && x != b; x = x->next)
+        prev = x;
+    if (prev)
+        prev->next = b->next;
+    else if (w->head == b)
+        w->head = b->next;
+    if (w->tail == b)
+        w->tail = prev;
+    w->pending_rows -= b->open;
+    b->next = NULL;
+}
+
+void batch_writer_withdraw(batch_writer *w, write_batch *b)
+{
+    pthread_mutex_lock(&w->mu);
+    if (b->open > 0 && !b->in_flight) {
+        unlink_locked(w, b);
+        for (size_t i = 0; i < b->n_rows; i++)
+            if (b->rows[i].status == WRITE_PENDING)
+                b->rows[i].status = WRITE_WITHDRAWN;
+        b->open = 0;
+    }
+    /* In a flush attempt: settle_locked() withdraws what that attempt did not commit. */
+    b->withdraw = true;
+    while (b->open > 0)
+        pthread_cond_wait(&w->done, &w->mu);
+    pthread_mutex_unlock(&w->mu);
+}
+
+bool batch_writer_wait_or_withdraw(batch_writer *w, write_batch *b, long timeout_ms, long stall_limit_ms)
+{
+    uint64_t deadline = time_mono_ns() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms) * 1000000ull;
+    for (;;) {
+        long slice = 100;
+        if (batch_writer_wait(w, b, slice))
+            return true;
+        if (stall_limit_ms >= 0 && batch_writer_stalled_ms(w) >= stall_limit_ms) {
+            batch_writer_withdraw(w, b);
+            return true;
+        }
+        if (time_mono_ns() >= deadline)
+            return false;
+    }
 }
 
 void batch_writer_begin_stop(batch_writer *w, uint64_t stop_deadline_ns)

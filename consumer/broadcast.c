@@ -4,13 +4,28 @@
  *  - Threads. Poller threads only copy a message into `inbox` (a bounded workqueue whose notify
  *    calls lws_cancel_service). The lws service thread owns every subscriber, room and frame. A
  *    replay worker thread runs the history callback (it may block on PostgreSQL) and hands the
- *    frames it built back through `replay_results` (+ lws_cancel_service). Nothing else crosses
- *    threads.
+ *    frames it built back through `replay_results` (+ lws_cancel_service). Besides those, only
+ *    the waits of a full inbox (room_mu/room_cv) and the table of lost events (drops_mu) cross
+ *    threads; the only lws call made off the service thread is lws_cancel_service().
+ *  - Inbox backpressure. A publisher that finds the inbox full waits on room_cv (counted in
+ *    publishers_waiting, so the service thread takes room_mu only when someone waits) until the
+ *    service thread has popped a batch, at most publish_wait_ms. No lost wake-up: the waiter
+ *    registers and retries the push under room_mu, and the service thread pops (the queue's lock)
+ *    before it reads publishers_waiting and broadcasts under room_mu. `drains` counts batches
+ *    popped; a publisher whose wait ran out stores drains + 1 in stalled_at, and later publishers
+ *    skip the wait while that still equals drains + 1 (no batch popped since).
+ *  - Lost events. A MESSAGE dropped by broadcast_publish() (wait ran out, out of memory) goes
+ *    into `drops`, a table of (room id text, newest lost sequence number), one entry per room,
+ *    preallocated for every room served (so recording never allocates), keyed by the room id as
+ *    the message names it (not an index: rooms will become string ids). drops_pending (set under
+ *    drops_mu) is read before every fan-out: a room's later event is pushed to the inbox after
+ *    its drop was recorded, so the drop is applied before that event goes anywhere. Applying it
+ *    marks the room cache (bc_room_cache_mark_lost) and closes the room's subscribers with 4013.
  *  - Fan-out. On LWS_CALLBACK_EVENT_WAIT_CANCELLED the service thread drains the inbox; each
  *    message is serialised once into a refcounted bc_frame shared by the room cache and every
  *    subscriber queue, and lws_callback_on_writable() is asked only for subscribers whose queue
  *    went from empty to non-empty (a queue that is not empty always has a WRITEABLE pending).
- *  - Backpressure. A subscriber whose queue passes its limit while its socket takes no more
+ *  - Slow subscribers. A subscriber whose queue passes its limit while its socket takes no more
  *    (or passes twice its limit) is closed with 4008 "slow subscriber: N frames behind"; its
  *    queue is freed at once, so it costs nothing more while lws sends the close frame (or hangs
  *    up after CLOSE_GRACE_S if its socket stays full).
@@ -30,11 +45,21 @@
  *    (PRESENCE, TYPING, READ, ERROR) have no sequence number: they go straight into a member's
  *    send queue even while it replays (their order against messages does not matter), never
  *    into the room cache, under the same slow-subscriber bound as everything else.
- *  - Close codes: 1001 stop, 1011 store failure, 4008 slow, 4009 room full, 4013 try again (lws
- *    clients turn the registered 1013 into 1002).
+ *  - Subscriber frames. Each connection has a token bucket (bc_bucket) taken for every frame it
+ *    sends, before anything else is done with it. An accepted READ updates presence and the
+ *    receipts writer at once; its announcement is put off (read_timer) when the connection
+ *    announced less than READ_ANNOUNCE_GAP_MS ago, and then announces the member's position at
+ *    that time (the newest; a member with several connections never goes backwards).
+ *  - Liveness. lws 4.1's lws_service() ignores its timeout (it sleeps until the next lws timer
+ *    or event, "23 days" when there is none), so a 1 s lws timer (`tick`) makes an idle loop turn;
+ *    each turn announces SERVICE_TURN_MAX_MS to the watchdog. The replay worker waits for jobs at
+ *    most REPLAY_IDLE_WAIT_MS and announces history_max_ms per turn.
+ *  - Close codes: 1001 stop, 1011 out of memory, 4008 slow, 4009 room full, 4013 try again (lws
+ *    clients turn the registered 1013 into 1002) — also "events lost here".
  */
 #include "broadcast.h"
 
+#include <errno.h>
 #include <libwebsockets.h>
 #include <pthread.h>
 #include <sched.h>
@@ -42,6 +67,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "broadcast_path.h"
 #include "broadcast_room.h"
@@ -50,11 +76,23 @@
 #include "metrics.h"
 #include "seqnum.h"
 #include "timeutil.h"
+#include "watchdog.h"
 #include "workqueue.h"
 
 #define COMPONENT "broadcast"
 
-#define INBOX_CAPACITY 8192          /* messages between pollers and the service thread */
+#define INBOX_CAPACITY 8192          /* default: messages between pollers and the service thread */
+/* Default bound of a publisher's wait on a full inbox: long enough to ride out a burst the
+ * service thread is fanning out (8192 messages take well under a second), short enough that a
+ * poller holding a receive's messages stays far inside their 30 s visibility timeout. */
+#define PUBLISH_WAIT_MS 2000
+/* Default longest history call: the store's statement timeout (10 s) plus a reconnect (5 s
+ * connect timeout) and a wait for a pooled connection, with room to spare: a slow database must
+ * never fail liveness. */
+#define HISTORY_MAX_MS 60000
+#define SERVICE_TICK_US LWS_US_PER_SEC   /* an idle service loop still turns this often */
+#define SERVICE_TURN_MAX_MS 10000    /* one tick + a turn's work (a drain, writes), generously */
+#define REPLAY_IDLE_WAIT_MS 5000     /* an idle replay worker turns this often */
 #define DRAIN_BATCH 256
 #define DRAIN_BATCHES_PER_WAKE 8     /* then let writes run; we wake ourselves to continue */
 #define CLOSE_SLOW 4008
@@ -74,6 +112,12 @@ typedef struct {
     char seq[SEQNUM_BUF];
     char server_ts[ISO8601_BUF];
 } published;
+
+/* The newest MESSAGE of a room that never reached the service thread. */
+typedef struct {
+    char room[sizeof ((chat_message *)0)->room_id];
+    char seq[SEQNUM_BUF];
+} lost_event;
 
 /* One page of history: asked by the service thread, answered by the replay worker. */
 typedef struct {
@@ -113,6 +157,10 @@ typedef struct {
     char *rx;                  /* frame reassembly, SUBSCRIBER_FRAME_MAX bytes when allocated */
     size_t rx_len;
     bool rx_over;              /* the current frame passed the limit: the rest is dropped */
+    bc_bucket frames;          /* throttles the frames this connection sends */
+    uint64_t read_announced_ns;   /* when this connection's last READ was announced */
+    bool read_put_off;         /* read_timer armed: an announcement is waiting */
+    lws_sorted_usec_list_t read_timer;
 } subscriber;
 
 typedef struct {
@@ -141,13 +189,30 @@ struct broadcaster {
 
     atomic_size_t subscribers;
     atomic_bool stopping;
+    atomic_bool replay_stop;
     atomic_int publishers_inside;
+
+    /* full inbox: publishers wait here for the service thread to drain */
+    pthread_mutex_t room_mu;
+    pthread_cond_t room_cv;
+    bool room_sync_ready;
+    atomic_int publishers_waiting;
+    _Atomic uint64_t drains;
+    _Atomic uint64_t stalled_at;   /* drains + 1 when a wait ran out; 0: none */
+    _Atomic uint64_t drop_logged_ns;
+
+    /* lost events, one entry per room, for the service thread */
+    pthread_mutex_t drops_mu;
+    lost_event *drops;
+    size_t n_drops;
+    atomic_bool drops_pending;
 
     /* service thread only */
     bool closing_all;
     bool loop_exit;
     long members_online;
     lws_sorted_usec_list_t stop_deadline;
+    lws_sorted_usec_list_t tick;
 
     metric_gauge *m_active;
     metric_counter *m_connections;
@@ -158,7 +223,8 @@ struct broadcaster {
     metric_counter *m_replay_history;
     metric_gauge *m_members;
     metric_counter *m_room_full;
-    metric_counter *m_frames_read, *m_frames_error;
+    metric_counter *m_frames_read, *m_frames_error, *m_frames_limited;
+    metric_counter *m_waits, *m_dropped_message, *m_dropped_typing;
 };
 
 static void wake_service(void *arg)
@@ -260,20 +326,22 @@ static void offer_live_frame(broadcaster *b, subscriber *sub, bc_frame *f)
     deliver_now(b, sub, f);
 }
 
-/* An ephemeral event (no sequence number) for every member of the room. Takes json (freed). */
-static void announce(broadcaster *b, room_state *rs, char *json)
+/* An ephemeral event (no sequence number) for every member of the room. Takes json (freed).
+ * false when it could not be built (out of memory). */
+static bool announce(broadcaster *b, room_state *rs, char *json)
 {
     bc_frame *f = json ? bc_frame_new(json, strlen(json), "") : NULL;
     free(json);
     if (!f) {
         log_error(COMPONENT, "out of memory building an event; not announced");
-        return;
+        return false;
     }
     lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, lws_dll2_get_head(&rs->subs)) {
         subscriber *sub = lws_container_of(d, subscriber, in_room);
         if (sub->member) deliver_now(b, sub, f);
     } lws_end_foreach_dll_safe(d, d1);
     bc_frame_unref(f);
+    return true;
 }
 
 /* An ephemeral event for one subscriber. Takes json (freed). */
@@ -297,6 +365,61 @@ static void observe_latency(broadcaster *b, const chat_message *m)
     if (delta >= 0) metric_histogram_observe(b->m_e2e, (double)delta / 1000.0);
 }
 
+/* ---- lost events ---- */
+
+/* A MESSAGE of the room never reached its cache or subscribers: the cache counts it as evicted
+ * (a replay from below it goes to the store), and the subscribers, who will never get it live,
+ * are told to reconnect from what they have. */
+static void room_lost_event(long room, room_state *rs, const char *seq)
+{
+    bc_room_cache_mark_lost(&rs->cache, seq);
+    size_t closed = 0;
+    lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, lws_dll2_get_head(&rs->subs)) {
+        subscriber *sub = lws_container_of(d, subscriber, in_room);
+        if (!sub->closing) closed++;
+        close_with(sub, CLOSE_TRY_AGAIN,
+                   "events lost here (broadcaster overloaded); reconnect with since=<the last "
+                   "sequenceNumber received>");
+    } lws_end_foreach_dll_safe(d, d1);
+    log_warn(COMPONENT, "room %ld: event %s was not broadcast; replays below it come from the store, "
+             "%zu subscribers told to reconnect", room, seq[0] ? seq : "(no sequence number)", closed);
+}
+
+/* Applies what broadcast_publish() recorded. Called before every fan-out and replay decision. */
+static void apply_lost_events(broadcaster *b)
+{
+    if (!atomic_load(&b->drops_pending)) return;
+    pthread_mutex_lock(&b->drops_mu);
+    atomic_store(&b->drops_pending, false);
+    for (size_t i = 0; i < b->n_drops; i++) {
+        long room;
+        room_state *rs;
+        if (parse_room_id(b->drops[i].room, &room) && (rs = room_of(b, room)))
+            room_lost_event(room, rs, b->drops[i].seq);
+    }
+    b->n_drops = 0;
+    pthread_mutex_unlock(&b->drops_mu);
+}
+
+/* Poller side: remembers the newest lost sequence number per room; never allocates. A room the
+ * table has no slot for is not one this consumer serves (nothing of it is broadcast anyway). */
+static void record_lost_event(broadcaster *b, const published *p)
+{
+    pthread_mutex_lock(&b->drops_mu);
+    size_t i = 0;
+    while (i < b->n_drops && strcmp(b->drops[i].room, p->msg.room_id) != 0) i++;
+    if (i == b->n_drops && i < b->n_rooms) {
+        snprintf(b->drops[i].room, sizeof b->drops[i].room, "%s", p->msg.room_id);
+        b->drops[i].seq[0] = '\0';
+        b->n_drops++;
+    }
+    if (i < b->n_drops && seqnum_valid(p->seq) &&
+        (!b->drops[i].seq[0] || seqnum_cmp(p->seq, b->drops[i].seq) > 0))
+        snprintf(b->drops[i].seq, sizeof b->drops[i].seq, "%s", p->seq);
+    atomic_store(&b->drops_pending, true);
+    pthread_mutex_unlock(&b->drops_mu);
+}
+
 static void fan_out(broadcaster *b, const published *p)
 {
     long room;
@@ -314,7 +437,8 @@ static void fan_out(broadcaster *b, const published *p)
     }
     if (p->msg.kind == CHAT_KIND_TYPING) {   /* ephemeral: members only, never cached */
         if (seq[0]) memcpy(rs->last_seq, seq, sizeof rs->last_seq);
-        announce(b, rs, broadcast_event_to_json(&p->msg, p->server_ts, NULL));
+        if (!announce(b, rs, broadcast_event_to_json(&p->msg, p->server_ts, NULL)))
+            metric_counter_inc(b->m_dropped_typing);
         return;
     }
     char *json = broadcast_event_to_json(&p->msg, p->server_ts, seq);
@@ -323,6 +447,8 @@ static void fan_out(broadcaster *b, const published *p)
     if (!f) {
         log_error(COMPONENT, "room %ld: out of memory building a frame; message %s not broadcast",
                   room, p->msg.message_id);
+        metric_counter_inc(b->m_dropped_message);
+        room_lost_event(room, rs, seq);
         return;
     }
     observe_latency(b, &p->msg);
@@ -336,12 +462,24 @@ static void fan_out(broadcaster *b, const published *p)
     bc_frame_unref(f);
 }
 
+/* There is room in the inbox again: wake the publishers waiting for it (see the top). */
+static void inbox_drained(broadcaster *b)
+{
+    atomic_fetch_add(&b->drains, 1);
+    if (!atomic_load(&b->publishers_waiting)) return;
+    pthread_mutex_lock(&b->room_mu);
+    pthread_cond_broadcast(&b->room_cv);
+    pthread_mutex_unlock(&b->room_mu);
+}
+
 static void drain_inbox(broadcaster *b)
 {
     void *items[DRAIN_BATCH];
     for (int round = 0; round < DRAIN_BATCHES_PER_WAKE; round++) {
         size_t n = workqueue_pop_many(b->inbox, items, DRAIN_BATCH);
+        if (n) inbox_drained(b);
         for (size_t i = 0; i < n; i++) {
+            apply_lost_events(b);   /* before any later event of a room with a lost one */
             fan_out(b, items[i]);
             free(items[i]);
         }
@@ -431,11 +569,11 @@ static void apply_page(broadcaster *b, replay_job *job)
     if (!sub || sub->closing || sub->state != SUB_REPLAYING) return;  /* gone meanwhile */
     sub->job_outstanding = false;
     if (!job->ok) {
-        char reason[320];   /* close_with() cuts it to what a close frame carries */
-        snprintf(reason, sizeof reason, "history unavailable: %s", job->err);
-        log_warn(COMPONENT, "room %ld subscriber %llu: %s", sub->room,
-                 (unsigned long long)sub->id, reason);
-        close_with(sub, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, reason);
+        /* The database is busy or down (the cache did not cover since=): the client is asked to
+         * come back, like an HTTP 503 with Retry-After; the server's message stays in the log. */
+        log_warn(COMPONENT, "room %ld subscriber %llu: history unavailable: %s", sub->room,
+                 (unsigned long long)sub->id, job->err);
+        close_with(sub, CLOSE_TRY_AGAIN, "history unavailable; reconnect with since= shortly");
         return;
     }
     size_t accepted = 0;
@@ -481,6 +619,7 @@ static void drain_replay_results(broadcaster *b)
 
 static void start_replay(broadcaster *b, subscriber *sub, const char *since)
 {
+    apply_lost_events(b);   /* the cache must know what it lacks before it is asked */
     room_state *rs = room_of(b, sub->room);
     if (bc_room_cache_serves(&rs->cache, since)) {
         metric_counter_inc(b->m_replay_cache);
@@ -555,11 +694,16 @@ static void *replay_main(void *arg)
 {
     broadcaster *b = arg;
     pthread_setname_np(pthread_self(), "cf-replay");
-    replay_job *job;
-    while ((job = workqueue_pop_wait(b->replay_jobs, -1))) {
+    /* A turn is an idle wait or one history call, whose own timeouts bound it. */
+    watchdog_loop *wd = watchdog_register("broadcast-replay", b->cfg.history_max_ms);
+    while (!atomic_load(&b->replay_stop)) {
+        watchdog_expect(wd, b->cfg.history_max_ms);
+        replay_job *job = workqueue_pop_wait(b->replay_jobs, REPLAY_IDLE_WAIT_MS);
+        if (!job) continue;
         run_history(b, job);
         if (!workqueue_push(b->replay_results, job)) replay_job_free(job);
     }
+    watchdog_unregister(wd);
     return NULL;
 }
 
@@ -720,6 +864,7 @@ static void on_closed(broadcaster *b, subscriber *sub)
 {
     if (!sub || !sub->wsi) return;
     lws_sul_cancel(&sub->retry_timer);
+    lws_sul_cancel(&sub->read_timer);
     lws_dll2_remove(&sub->in_room);
     bc_fqueue_clear(&sub->sendq);
     bc_replay_free(&sub->replay);
@@ -764,9 +909,43 @@ static void frame_error(broadcaster *b, subscriber *sub, chat_status code, const
     tell(b, sub, subscriber_error_json(code, why));
 }
 
+/* Announces the member's newest read position (presence has it: with several connections of
+ * one member, the newest of all of them, so an announcement never goes backwards). */
+static void announce_read(broadcaster *b, subscriber *sub)
+{
+    char seq[SEQNUM_BUF];
+    sub->read_announced_ns = time_mono_ns();
+    if (!presence_read_position(b->cfg.presence, sub->room, sub->user_id, seq) || !seq[0]) return;
+    announce(b, room_of(b, sub->room), read_event_json(sub->room, sub->user_id, sub->username, seq,
+                                                         time_wall_ms()));
+}
+
+static void read_due(lws_sorted_usec_list_t *sul)
+{
+    subscriber *sub = lws_container_of(sul, subscriber, read_timer);
+    sub->read_put_off = false;
+    if (!sub->wsi || sub->closing) return;
+    announce_read(lws_context_user(lws_get_context(sub->wsi)), sub);
+}
+
+/* At once when this connection announced nothing for READ_ANNOUNCE_GAP_MS, else when the gap
+ * has passed (READs arriving meanwhile ride along: the newest position is announced then). */
+static void announce_read_soon(broadcaster *b, subscriber *sub)
+{
+    if (sub->read_put_off) return;
+    uint64_t gap_ns = (uint64_t)READ_ANNOUNCE_GAP_MS * 1000000ull;
+    uint64_t since = time_mono_ns() - sub->read_announced_ns;
+    if (!sub->read_announced_ns || since >= gap_ns) {
+        announce_read(b, sub);
+        return;
+    }
+    sub->read_put_off = true;
+    lws_sul_schedule(b->ctx, 0, &sub->read_timer, read_due, (lws_usec_t)((gap_ns - since) / 1000u));
+}
+
 static void handle_member_frame(broadcaster *b, subscriber *sub, const char *data, size_t len)
 {
-    char seq[SEQNUM_BUF], err[200];
+    char seq[SEQNUM_BUF], err[320];
     if (!sub->member) {
         frame_error(b, sub, CHAT_VALIDATION_ERROR,
                     "READ needs a member subscription: connect with ?userId=...&username=...");
@@ -778,8 +957,15 @@ static void handle_member_frame(broadcaster *b, subscriber *sub, const char *dat
         return;
     }
     room_state *rs = room_of(b, sub->room);
-    if (rs->last_seq[0] && seqnum_cmp(seq, rs->last_seq) > 0) {
-        /* unknown until seen here, so a client cannot flood the room with made-up positions */
+    /* Only positions seen here are believed, so a client cannot plant a made-up one (stored
+     * positions never move back: an invented huge one would stick for good). */
+    if (!rs->last_seq[0]) {
+        snprintf(err, sizeof err, "sequenceNumber: %s is not known here yet: no message of this room "
+                 "has arrived since the consumer started; send READ again after the next one", seq);
+        frame_error(b, sub, CHAT_VALIDATION_ERROR, err);
+        return;
+    }
+    if (seqnum_cmp(seq, rs->last_seq) > 0) {
         snprintf(err, sizeof err, "sequenceNumber: %s is beyond the room's newest message %s", seq, rs->last_seq);
         frame_error(b, sub, CHAT_VALIDATION_ERROR, err);
         return;
@@ -787,7 +973,7 @@ static void handle_member_frame(broadcaster *b, subscriber *sub, const char *dat
     metric_counter_inc(b->m_frames_read);
     if (!presence_advance_read(b->cfg.presence, sub->room, sub->user_id, seq)) return;   /* not newer */
     if (b->cfg.receipts) read_receipts_record(b->cfg.receipts, sub->room, sub->user_id, seq);
-    announce(b, rs, read_event_json(sub->room, sub->user_id, sub->username, seq, time_wall_ms()));
+    announce_read_soon(b, sub);
 }
 
 /* Gathers a frame's pieces (a frame may arrive in several callbacks) up to SUBSCRIBER_FRAME_MAX. */
@@ -809,7 +995,13 @@ static void on_receive(broadcaster *b, struct lws *wsi, subscriber *sub, const c
         }
     }
     if (!complete) return;
-    if (sub->rx_over) {
+    if (!bc_bucket_take(&sub->frames, time_mono_ns(), SUBSCRIBER_FRAMES_PER_S, SUBSCRIBER_FRAME_BURST)) {
+        char why[160];
+        snprintf(why, sizeof why, "more than %.0f frames a second (burst %.0f): this one was ignored; "
+                 "send READ for the newest message only", SUBSCRIBER_FRAMES_PER_S, SUBSCRIBER_FRAME_BURST);
+        metric_counter_inc(b->m_frames_limited);
+        tell(b, sub, subscriber_error_json(CHAT_RATE_LIMITED, why));
+    } else if (sub->rx_over) {
         char why[64];
         snprintf(why, sizeof why, "frame is larger than %d bytes", SUBSCRIBER_FRAME_MAX);
         frame_error(b, sub, CHAT_MESSAGE_TOO_LARGE, why);
@@ -847,6 +1039,7 @@ static void close_everyone(broadcaster *b)
 
 static void on_wake(broadcaster *b)
 {
+    apply_lost_events(b);
     drain_inbox(b);
     drain_replay_results(b);
     if (atomic_load(&b->stopping) && !b->closing_all) close_everyone(b);
@@ -904,12 +1097,25 @@ static const struct lws_protocols protocols[] = {
     { NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
+/* Keeps an idle loop turning (lws_service sleeps until the next lws timer), for the watchdog. */
+static void tick(lws_sorted_usec_list_t *sul)
+{
+    broadcaster *b = lws_container_of(sul, broadcaster, tick);
+    lws_sul_schedule(b->ctx, 0, &b->tick, tick, SERVICE_TICK_US);
+}
+
 static void *service_main(void *arg)
 {
     broadcaster *b = arg;
     pthread_setname_np(pthread_self(), "cf-broadcast");   /* for top -H and the benchmark */
-    while (!b->loop_exit)
+    watchdog_loop *wd = watchdog_register("broadcast-service", SERVICE_TURN_MAX_MS);
+    lws_sul_schedule(b->ctx, 0, &b->tick, tick, SERVICE_TICK_US);
+    while (!b->loop_exit) {
+        watchdog_expect(wd, SERVICE_TURN_MAX_MS);
         if (lws_service(b->ctx, 0) < 0) break;
+    }
+    lws_sul_cancel(&b->tick);
+    watchdog_unregister(wd);
     return NULL;
 }
 
@@ -964,6 +1170,17 @@ static void register_metrics(broadcaster *b)
                                        "Frames sent by subscribers, by outcome.", "result=\"read\"");
     b->m_frames_error = metrics_counter("chatflow_subscriber_frames_total",
                                         "Frames sent by subscribers, by outcome.", "result=\"error\"");
+    b->m_frames_limited = metrics_counter("chatflow_subscriber_frames_total",
+                                          "Frames sent by subscribers, by outcome.", "result=\"rate_limited\"");
+    b->m_waits = metrics_counter("chatflow_broadcast_publish_waits_total",
+                                 "Publishes that found the broadcaster's inbox full and waited (backpressure on the pollers).",
+                                 NULL);
+    b->m_dropped_message = metrics_counter("chatflow_broadcast_events_dropped_total",
+                                           "Events never broadcast (inbox full past the wait, out of memory), by kind.",
+                                           "kind=\"message\"");
+    b->m_dropped_typing = metrics_counter("chatflow_broadcast_events_dropped_total",
+                                          "Events never broadcast (inbox full past the wait, out of memory), by kind.",
+                                          "kind=\"typing\"");
 }
 
 static void free_queued(workqueue *q, bool jobs)
@@ -988,6 +1205,12 @@ static void destroy(broadcaster *b)
     if (b->ctx) lws_context_destroy(b->ctx);   /* runs CLOSED for whoever is still connected */
     for (size_t r = 0; b->rooms && r < b->n_rooms; r++) bc_room_cache_free(&b->rooms[r].cache);
     free(b->rooms);
+    free(b->drops);
+    if (b->room_sync_ready) {
+        pthread_cond_destroy(&b->room_cv);
+        pthread_mutex_destroy(&b->room_mu);
+        pthread_mutex_destroy(&b->drops_mu);
+    }
     free(b);
 }
 
@@ -1042,6 +1265,28 @@ static bool create_listener(broadcaster *b, char *err, size_t err_len)
     return true;
 }
 
+/* The inbox waits measure on the monotonic clock, so wall-clock jumps do not stretch them. */
+static bool init_sync(broadcaster *b)
+{
+    pthread_condattr_t attr;
+    if (pthread_condattr_init(&attr) != 0) return false;
+    bool ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
+              pthread_cond_init(&b->room_cv, &attr) == 0;
+    pthread_condattr_destroy(&attr);
+    if (!ok) return false;
+    if (pthread_mutex_init(&b->room_mu, NULL) != 0) {
+        pthread_cond_destroy(&b->room_cv);
+        return false;
+    }
+    if (pthread_mutex_init(&b->drops_mu, NULL) != 0) {
+        pthread_cond_destroy(&b->room_cv);
+        pthread_mutex_destroy(&b->room_mu);
+        return false;
+    }
+    b->room_sync_ready = true;
+    return true;
+}
+
 broadcaster *broadcast_start(const broadcast_config *cfg, char *err, size_t err_len)
 {
     if (!cfg || !config_ok(cfg, err, err_len)) {
@@ -1054,14 +1299,18 @@ broadcaster *broadcast_start(const broadcast_config *cfg, char *err, size_t err_
         return NULL;
     }
     b->cfg = *cfg;
+    if (!b->cfg.inbox_capacity) b->cfg.inbox_capacity = INBOX_CAPACITY;
+    if (b->cfg.publish_wait_ms <= 0) b->cfg.publish_wait_ms = PUBLISH_WAIT_MS;
+    if (b->cfg.history_max_ms <= 0) b->cfg.history_max_ms = HISTORY_MAX_MS;
     snprintf(b->bind_addr, sizeof b->bind_addr, "%s", cfg->bind_addr ? cfg->bind_addr : "");
     b->cfg.bind_addr = b->bind_addr;
     b->n_rooms = (size_t)(cfg->room_max - cfg->room_min + 1);
     b->rooms = calloc(b->n_rooms, sizeof *b->rooms);
-    bool ok = b->rooms != NULL;
+    b->drops = calloc(b->n_rooms, sizeof *b->drops);   /* recording a loss never allocates */
+    bool ok = b->rooms && b->drops && init_sync(b);
     for (size_t r = 0; ok && r < b->n_rooms; r++) ok = bc_room_cache_init(&b->rooms[r].cache, cfg->cache_per_room);
     if (ok) {
-        b->inbox = workqueue_new(INBOX_CAPACITY, wake_service, b);
+        b->inbox = workqueue_new(b->cfg.inbox_capacity, wake_service, b);
         /* a subscriber has at most one page asked for at a time */
         b->replay_jobs = workqueue_new(cfg->max_subscribers + 1, NULL, NULL);
         b->replay_results = workqueue_new(cfg->max_subscribers + 1, wake_service, b);
@@ -1085,6 +1334,7 @@ broadcaster *broadcast_start(const broadcast_config *cfg, char *err, size_t err_
     b->replay_started = true;
     if (pthread_create(&b->service_thread, NULL, service_main, b) != 0) {
         snprintf(err, err_len, "cannot start the WebSocket service thread");
+        atomic_store(&b->replay_stop, true);
         workqueue_close(b->replay_jobs);
         pthread_join(b->replay_thread, NULL);
         destroy(b);
@@ -1101,6 +1351,53 @@ int broadcast_port(const broadcaster *b)
     return b ? b->port : -1;
 }
 
+/* Waits (bounded) for the service thread to make room in the full inbox; see the top comment
+ * for why no wake-up is lost. true when p was queued. */
+static bool push_waiting(broadcaster *b, published *p)
+{
+    if (atomic_load(&b->stopping)) return false;
+    metric_counter_inc(b->m_waits);
+    uint64_t drains = atomic_load(&b->drains);
+    if (atomic_load(&b->stalled_at) == drains + 1) return false;   /* nothing drained since a wait ran out */
+    struct timespec deadline = time_mono_after_ms(b->cfg.publish_wait_ms);
+    bool queued = false, timed_out = false;
+    pthread_mutex_lock(&b->room_mu);
+    atomic_fetch_add(&b->publishers_waiting, 1);
+    while (!(queued = workqueue_push(b->inbox, p)) && !timed_out && !atomic_load(&b->stopping))
+        timed_out = pthread_cond_timedwait(&b->room_cv, &b->room_mu, &deadline) == ETIMEDOUT;
+    atomic_fetch_sub(&b->publishers_waiting, 1);
+    pthread_mutex_unlock(&b->room_mu);
+    if (!queued && timed_out) atomic_store(&b->stalled_at, atomic_load(&b->drains) + 1);
+    return queued;
+}
+
+/* Counts a dropped event; a MESSAGE is recorded for the service thread (see the top). */
+static void dropped(broadcaster *b, const published *p)
+{
+    if (p->msg.kind == CHAT_KIND_TYPING) {
+        metric_counter_inc(b->m_dropped_typing);
+        return;
+    }
+    metric_counter_inc(b->m_dropped_message);
+    /* one line a second at most: a wedged service thread drops at the pollers' pace */
+    uint64_t now = time_mono_ns(), last = atomic_load(&b->drop_logged_ns);
+    if ((!last || now - last >= 1000000000ull) &&
+        atomic_compare_exchange_strong(&b->drop_logged_ns, &last, now))
+        log_warn(COMPONENT, "room %s: message %s (sequence number %s) not broadcast: no room in the "
+                 "inbox for %ld ms (or no memory); see chatflow_broadcast_events_dropped_total",
+                 p->msg.room_id, p->msg.message_id, p->seq[0] ? p->seq : "none", b->cfg.publish_wait_ms);
+    record_lost_event(b, p);
+    lws_cancel_service(b->ctx);   /* apply it even if nothing else wakes the service thread */
+}
+
+static void fill_published(published *p, const chat_message *m, const char *sequence_number,
+                           const char *server_timestamp)
+{
+    p->msg = *m;
+    snprintf(p->seq, sizeof p->seq, "%s", sequence_number ? sequence_number : "");
+    snprintf(p->server_ts, sizeof p->server_ts, "%s", server_timestamp ? server_timestamp : "");
+}
+
 bool broadcast_publish(broadcaster *b, const chat_message *m, const char *sequence_number,
                        const char *server_timestamp)
 {
@@ -1112,11 +1409,15 @@ bool broadcast_publish(broadcaster *b, const chat_message *m, const char *sequen
     if (!atomic_load(&b->stopping)) {
         published *p = malloc(sizeof *p);
         if (p) {
-            p->msg = *m;
-            snprintf(p->seq, sizeof p->seq, "%s", sequence_number ? sequence_number : "");
-            snprintf(p->server_ts, sizeof p->server_ts, "%s", server_timestamp ? server_timestamp : "");
-            ok = workqueue_push(b->inbox, p);
+            fill_published(p, m, sequence_number, server_timestamp);
+            ok = workqueue_push(b->inbox, p) || push_waiting(b, p);
+            if (!ok && !atomic_load(&b->stopping)) dropped(b, p);
             if (!ok) free(p);
+        } else {
+            /* on the stack: recording the loss needs no memory */
+            published lost;
+            fill_published(&lost, m, sequence_number, server_timestamp);
+            dropped(b, &lost);
         }
     }
     atomic_fetch_sub(&b->publishers_inside, 1);
@@ -1132,6 +1433,9 @@ void broadcast_stop(broadcaster *b)
 {
     if (!b) return;
     atomic_store(&b->stopping, true);
+    pthread_mutex_lock(&b->room_mu);   /* publishers waiting on a full inbox give up now */
+    pthread_cond_broadcast(&b->room_cv);
+    pthread_mutex_unlock(&b->room_mu);
     while (atomic_load(&b->publishers_inside) > 0) sched_yield();
     workqueue_close(b->inbox);
     if (b->service_started) {
@@ -1140,6 +1444,7 @@ void broadcast_stop(broadcaster *b)
     }
     /* The worker may be inside the history callback; its answer is dropped. */
     workqueue_close(b->replay_results);
+    atomic_store(&b->replay_stop, true);
     workqueue_close(b->replay_jobs);
     if (b->replay_started) pthread_join(b->replay_thread, NULL);
     destroy(b);

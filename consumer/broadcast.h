@@ -6,9 +6,24 @@
  *    with LWS_MAX_SMP 1). Everything about subscribers lives on that thread.
  *  - broadcast_publish() is called by poller threads, in SQS order per room, as soon as a message
  *    is received (persistence never delays it). It copies what it needs into the hand-off queue
- *    and wakes the service thread with lws_cancel_service(); the thread turns each message into one
- *    BroadcastEvent frame (SPEC §3) for every subscriber of its room, in order. It returns false
- *    only when the hand-off queue is full or the broadcaster is stopping (the caller decides).
+ *    (config.inbox_capacity messages) and wakes the service thread with lws_cancel_service(); the
+ *    thread turns each message into one BroadcastEvent frame (SPEC §3) for every subscriber of
+ *    its room, in order.
+ *  - Backpressure: when the hand-off queue is full, broadcast_publish() BLOCKS until the service
+ *    thread has taken messages out, at most config.publish_wait_ms (counted in
+ *    chatflow_broadcast_publish_waits_total). That slows the calling poller's SQS receives, which
+ *    is the point. Once a wait has run out, later calls do not wait again until the service thread
+ *    has drained something (a wedged thread must not cost every poller the bound per message).
+ *  - Nothing is dropped silently. broadcast_publish() returns false when the event was dropped
+ *    (the bound passed, or out of memory; counted in
+ *    chatflow_broadcast_events_dropped_total{kind="message"|"typing"}) or the broadcaster is
+ *    stopping (nobody is left to receive it). A dropped MESSAGE is recorded (allocation-free) for
+ *    the service thread, which applies it before it fans out any later event: the room's replay
+ *    cache counts it as evicted (broadcast_room.h: a since= below it is replayed from the history
+ *    store, which has it, never from the cache with a gap), and the room's subscribers, who will
+ *    never see it live, are closed with 4013 "events lost here ...; reconnect with since=<the last
+ *    sequenceNumber received>" so a reconnect fetches it. A dropped TYPING event is only counted.
+ *    The service thread treats a frame it cannot build (out of memory) the same way.
  *  - Each subscriber has a bounded send queue (config.send_queue_max frames). One that falls behind
  *    is closed with a clear close reason and counted in chatflow_slow_subscribers_dropped_total;
  *    the others never wait for it.
@@ -26,9 +41,19 @@
  *    join (and a READ event for each online member whose read position is known), PRESENCE events when a user's first connection opens or last one closes (reason
  *    "timeout" when it was dropped for a missed heartbeat), TYPING events (from the queue,
  *    never cached or replayed) and READ events. A member's READ frame that moves its position
- *    forward (not beyond the room's newest message) is announced and handed to
- *    config.receipts; a bad frame gets an ERROR event. Anonymous subscribers get MESSAGE
- *    events only, exactly as SPEC §3.
+ *    forward is handed to config.receipts and announced; a bad frame gets an ERROR event.
+ *    Anonymous subscribers get MESSAGE events only, exactly as SPEC §3.
+ *  - Frames from subscribers are throttled per connection: a token bucket of
+ *    SUBSCRIBER_FRAMES_PER_S (burst SUBSCRIBER_FRAME_BURST); a frame beyond it is answered with an
+ *    ERROR event RATE_LIMITED and otherwise ignored (not announced, not stored). A READ must not
+ *    be beyond the newest sequence number this process has seen in the room (compared as numbers);
+ *    while it has seen none (just started, a silent room) every READ is refused, so a client can
+ *    never plant an invented position. READ announcements of one connection are coalesced: at
+ *    most one every READ_ANNOUNCE_GAP_MS, a put-off one announces the member's newest position.
+ *  - Liveness: the service thread and the replay worker register with the watchdog
+ *    ("broadcast-service", "broadcast-replay"). The service loop turns at least every second (an
+ *    lws timer), so it is expected within 10 s per turn; the replay worker within
+ *    config.history_max_ms (the longest one history call may legitimately take).
  *  - broadcast_stop() closes every subscriber with 1001 "going away", stops the thread and frees
  *    everything. Safe to call once, from the thread that started it.
  */
@@ -75,10 +100,24 @@ typedef struct {
     void *history_ctx;
     presence *presence;         /* NULL: nobody is a member (features off) */
     read_receipts *receipts;    /* NULL: READ positions are announced, not stored */
+    size_t inbox_capacity;      /* messages between pollers and the service thread; 0: 8192 */
+    long publish_wait_ms;       /* longest broadcast_publish() waits on a full inbox; 0: 2000 */
+    long history_max_ms;        /* longest one history call legitimately takes (liveness); 0: 60000 */
 } broadcast_config;
+
+/* Frames a subscriber may send (READ): 5 a second with a burst of 10. A reader sends one READ per
+ * burst of messages it has seen (the chat page debounces to one per 300 ms at most); 5/s is far
+ * above that and still caps what one connection can make the room fan out. */
+#define SUBSCRIBER_FRAMES_PER_S 5.0
+#define SUBSCRIBER_FRAME_BURST 10.0
+/* READ events of one connection are announced at most once a second (the newest position wins):
+ * a read receipt a second late is invisible to people, a flood of them is not to the room. */
+#define READ_ANNOUNCE_GAP_MS 1000
 
 broadcaster *broadcast_start(const broadcast_config *cfg, char *err, size_t err_len);
 int broadcast_port(const broadcaster *b);
+/* May block up to config.publish_wait_ms (backpressure, above). true: handed to the service
+ * thread; false: dropped (counted, recorded) or stopping. */
 bool broadcast_publish(broadcaster *b, const chat_message *m, const char *sequence_number,
                        const char *server_timestamp);
 /* Current number of subscribers (any thread; approximate). */

@@ -112,16 +112,23 @@ void bc_room_cache_free(bc_room_cache *c)
     memset(c, 0, sizeof *c);
 }
 
+/* evicted_upto only moves up: a lost event may already have raised it above what is evicted. */
+static void raise_evicted(bc_room_cache *c, const char *seq)
+{
+    if (!c->evicted_upto[0] || seqnum_cmp(seq, c->evicted_upto) > 0)
+        snprintf(c->evicted_upto, sizeof c->evicted_upto, "%s", seq);
+}
+
 void bc_room_cache_push(bc_room_cache *c, bc_frame *f)
 {
     if (!c->cap) {
         /* Nothing is kept, so everything pushed is at once "evicted". */
-        snprintf(c->evicted_upto, sizeof c->evicted_upto, "%s", f->seq);
+        raise_evicted(c, f->seq);
         return;
     }
     if (c->len == c->cap) {
         bc_frame *old = c->ring[c->head];
-        snprintf(c->evicted_upto, sizeof c->evicted_upto, "%s", old->seq);
+        raise_evicted(c, old->seq);
         bc_frame_unref(old);
         c->head = (c->head + 1) % c->cap;
         c->len--;
@@ -138,10 +145,16 @@ const char *bc_room_cache_oldest(const bc_room_cache *c)
 bool bc_room_cache_serves(const bc_room_cache *c, const char *since)
 {
     if (!since || !since[0]) return false;
-    /* Everything after evicted_upto is still here, and so is everything after the oldest. */
-    if (c->evicted_upto[0] && seqnum_cmp(since, c->evicted_upto) >= 0) return true;
+    /* Everything after evicted_upto is still here. Only when nothing was ever evicted or lost is
+     * everything after the oldest here too (a lost event may lie above the oldest). */
+    if (c->evicted_upto[0]) return seqnum_cmp(since, c->evicted_upto) >= 0;
     const char *oldest = bc_room_cache_oldest(c);
     return oldest && seqnum_cmp(oldest, since) <= 0;
+}
+
+void bc_room_cache_mark_lost(bc_room_cache *c, const char *seq)
+{
+    if (seqnum_valid(seq)) raise_evicted(c, seq);
 }
 
 bool bc_room_cache_copy_after(const bc_room_cache *c, const char *since, bc_fqueue *out)
@@ -202,4 +215,20 @@ bool bc_replay_finish(bc_replay *r, bc_fqueue *out)
 void bc_replay_free(bc_replay *r)
 {
     bc_fqueue_clear(&r->held);
+}
+
+/* ---- token bucket ---- */
+
+bool bc_bucket_take(bc_bucket *b, uint64_t now_ns, double rate_per_s, double burst)
+{
+    if (!b->at_ns) {
+        b->tokens = burst;
+    } else if (now_ns > b->at_ns) {
+        b->tokens += (double)(now_ns - b->at_ns) / 1e9 * rate_per_s;
+        if (b->tokens > burst) b->tokens = burst;
+    }
+    b->at_ns = now_ns ? now_ns : 1;
+    if (b->tokens < 1.0) return false;
+    b->tokens -= 1.0;
+    return true;
 }

@@ -21,6 +21,17 @@
  *    numbers cannot be known (SQS numbers are not consecutive), hence "<= S", not "== S + 1";
  *    when nothing was ever evicted, older events may predate this process and live only in the
  *    store.
+ *  - An event of the room that never reached the cache (the broadcaster had to drop it: no room
+ *    in its hand-off queue, out of memory) breaks "every event after evicted_upto" unless it is
+ *    accounted for: bc_room_cache_mark_lost() counts it as evicted, i.e. raises evicted_upto to
+ *    its sequence number (never lowers it; evictions never lower it either). From then on a
+ *    since=S below the lost event is refused by bc_room_cache_serves() (the replay goes to the
+ *    store, and bc_replay_begin() makes the store cover at least the lost event), while S at or
+ *    above it is still served: nothing newer than the lost event can be missing, since the room's
+ *    later events reach the cache in order. So the cache is "incomplete" exactly below the lost
+ *    event, and whole again by itself — no flag to clear, nothing indexed by room. Because
+ *    evicted_upto may now lie above cached frames, the cache serves S only when S >= evicted_upto
+ *    once anything was evicted or lost; "oldest <= S" is used only when nothing ever was.
  *  - bc_replay: the state of one subscriber that replays from the history store.
  *    bc_replay_begin() snapshots the cache frames newer than since into `held` and remembers
  *    the cache's evicted_upto as `need_cover`; live frames published meanwhile are appended to
@@ -30,12 +41,16 @@
  *    left the cache are not committed yet), or finish; bc_replay_finish() then moves the held
  *    frames newer than cursor to the send queue. The result: every event > since exactly once,
  *    in increasing order.
+ *  - bc_bucket: a token bucket (rate tokens a second, at most burst), for throttling what one
+ *    connection may send. bc_bucket_take() refills by the time elapsed, then takes one token if
+ *    there is one. Time is a monotonic nanosecond clock passed in (testable).
  */
 #ifndef CHATFLOW_BROADCAST_ROOM_H
 #define CHATFLOW_BROADCAST_ROOM_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <libwebsockets.h>
 
@@ -83,6 +98,8 @@ void bc_room_cache_free(bc_room_cache *c);
 void bc_room_cache_push(bc_room_cache *c, bc_frame *f);
 const char *bc_room_cache_oldest(const bc_room_cache *c);   /* NULL when empty */
 bool bc_room_cache_serves(const bc_room_cache *c, const char *since);
+/* An event with this (valid) sequence number never reached the cache: it counts as evicted. */
+void bc_room_cache_mark_lost(bc_room_cache *c, const char *seq);
 /* Appends (new references to) the cached frames with seq > since to out. False on OOM. */
 bool bc_room_cache_copy_after(const bc_room_cache *c, const char *since, bc_fqueue *out);
 
@@ -106,5 +123,12 @@ bc_replay_step bc_replay_after_page(const bc_replay *r, size_t rows_in_page, siz
  * to out and clears held. False on OOM (held is cleared either way). */
 bool bc_replay_finish(bc_replay *r, bc_fqueue *out);
 void bc_replay_free(bc_replay *r);
+
+typedef struct {
+    double tokens;
+    uint64_t at_ns;    /* time of the last refill; 0: never used (starts full) */
+} bc_bucket;
+
+bool bc_bucket_take(bc_bucket *b, uint64_t now_ns, double rate_per_s, double burst);
 
 #endif

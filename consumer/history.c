@@ -1,11 +1,13 @@
 /* history — a room's stored past for replay and the room API; see history.h. */
 #include "history.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "db.h"
+#include "timeutil.h"
 
 #define POOL_SIZE 2   /* the replay worker and one API request at a time, without waiting */
 
@@ -49,17 +51,32 @@ static const db_statement history_statements[] = {
 
 struct history {
     db_pool *pool;
+    /* fail fast: after a database failure, reads fail at once until fail_fast_until_ns */
+    pthread_mutex_t mu;
+    uint64_t fail_fast_until_ns;
+    char last_failure[400];
 };
+
+/* Interactive reads of at most a page: anything longer is a database in trouble, and a thread
+ * (an admin HTTP thread, the replay worker) waiting on it. */
+static long bounded_timeout(long statement_timeout_ms)
+{
+    return statement_timeout_ms <= 0 || statement_timeout_ms > HISTORY_STATEMENT_TIMEOUT_MAX_MS
+               ? HISTORY_STATEMENT_TIMEOUT_MAX_MS
+               : statement_timeout_ms;
+}
 
 history *history_new(const char *database_url, long statement_timeout_ms)
 {
     history *h = calloc(1, sizeof(*h));
     if (!h)
         return NULL;
-    h->pool = db_pool_new(database_url, statement_timeout_ms, "chatflow-consumer-history",
+    pthread_mutex_init(&h->mu, NULL);
+    h->pool = db_pool_new(database_url, bounded_timeout(statement_timeout_ms), "chatflow-consumer-history",
                           history_statements, sizeof(history_statements) / sizeof(history_statements[0]),
                           POOL_SIZE);
     if (!h->pool) {
+        pthread_mutex_destroy(&h->mu);
         free(h);
         return NULL;
     }
@@ -71,7 +88,31 @@ void history_free(history *h)
     if (!h)
         return;
     db_pool_free(h->pool);
+    pthread_mutex_destroy(&h->mu);
     free(h);
+}
+
+/* Within the fail-fast window: false with err = the failure that opened it. Each read that goes
+ * to a database in trouble holds a thread for up to the statement timeout; one such read per
+ * window is enough to know it is still in trouble. */
+static bool may_try(history *h, char *err, size_t err_len)
+{
+    pthread_mutex_lock(&h->mu);
+    uint64_t now = time_mono_ns();
+    bool wait = now < h->fail_fast_until_ns;
+    if (wait)
+        snprintf(err, err_len, "%s (failing fast for %ld ms)", h->last_failure,
+                 (long)((h->fail_fast_until_ns - now) / 1000000ull) + 1);
+    pthread_mutex_unlock(&h->mu);
+    return !wait;
+}
+
+static void note_failure(history *h, const char *err)
+{
+    pthread_mutex_lock(&h->mu);
+    h->fail_fast_until_ns = time_mono_ns() + (uint64_t)HISTORY_FAIL_FAST_MS * 1000000ull;
+    snprintf(h->last_failure, sizeof(h->last_failure), "%s", err);
+    pthread_mutex_unlock(&h->mu);
 }
 
 static bool valid_seq(const char *s, char *err, size_t err_len, const char *what)
@@ -84,11 +125,25 @@ static bool valid_seq(const char *s, char *err, size_t err_len, const char *what
     return true;
 }
 
-static PGresult *query(history *h, const char *name, int n, const char *const *params, char *err,
-                       size_t err_len)
+/* A free connection within wait_ms, then the statement; NULL with err saying which failed. */
+static PGresult *query(history *h, long wait_ms, const char *name, int n, const char *const *params,
+                       char *err, size_t err_len)
 {
-    db_conn *c = db_pool_acquire(h->pool);
-    PGresult *r = db_run_prepared(c, name, n, params, err, err_len);
+    if (!may_try(h, err, err_len))
+        return NULL;
+    db_conn *c = db_pool_acquire_timeout(h->pool, wait_ms);
+    if (!c) {
+        snprintf(err, err_len, "database busy: no connection free within %ld ms", wait_ms);
+        return NULL;
+    }
+    char why[300] = "";
+    PGresult *r = db_run_prepared(c, name, n, params, why, sizeof(why));
+    if (!r) {
+        char failure[400];
+        snprintf(failure, sizeof(failure), "database unavailable (%s): %s", db_last_error_class(c), why);
+        note_failure(h, failure);
+        snprintf(err, err_len, "%s", failure);
+    }
     db_pool_release(h->pool, c);
     return r;
 }
@@ -138,7 +193,7 @@ bool history_read(void *ctx, long room, const char *since_seq, size_t limit, his
     snprintf(room_s, sizeof(room_s), "%ld", room);
     snprintf(limit_s, sizeof(limit_s), "%zu", limit);
     const char *params[] = {room_s, since_seq, limit_s};
-    PGresult *r = query(ctx, "history_after", 3, params, err, err_len);
+    PGresult *r = query(ctx, HISTORY_REPLAY_WAIT_MS, "history_after", 3, params, err, err_len);
     return r && emit_rows(r, emit, emit_ctx, err, err_len);
 }
 
@@ -153,8 +208,8 @@ bool history_read_before(history *h, long room, const char *before_seq, size_t l
     snprintf(limit_s, sizeof(limit_s), "%zu", limit);
     const char *with_bound[] = {room_s, before_seq, limit_s};
     const char *newest[] = {room_s, limit_s};
-    PGresult *r = bounded ? query(h, "history_before", 3, with_bound, err, err_len)
-                          : query(h, "history_latest", 2, newest, err, err_len);
+    PGresult *r = bounded ? query(h, HISTORY_API_WAIT_MS, "history_before", 3, with_bound, err, err_len)
+                          : query(h, HISTORY_API_WAIT_MS, "history_latest", 2, newest, err, err_len);
     return r && emit_rows(r, emit, emit_ctx, err, err_len);
 }
 
@@ -180,7 +235,7 @@ bool history_read_positions(history *h, long room, const char *user_id, size_t l
     snprintf(room_s, sizeof(room_s), "%ld", room);
     snprintf(limit_s, sizeof(limit_s), "%zu", limit);
     const char *params[] = {room_s, user_id, limit_s};   /* NULL user_id binds SQL NULL */
-    PGresult *r = query(h, "read_positions", 3, params, err, err_len);
+    PGresult *r = query(h, HISTORY_API_WAIT_MS, "read_positions", 3, params, err, err_len);
     return r && emit_users(r, emit, emit_ctx);
 }
 
@@ -191,7 +246,7 @@ bool history_recently_seen(history *h, long room, size_t limit, history_user_fn 
     snprintf(room_s, sizeof(room_s), "%ld", room);
     snprintf(limit_s, sizeof(limit_s), "%zu", limit);
     const char *params[] = {room_s, limit_s};
-    PGresult *r = query(h, "recently_seen", 2, params, err, err_len);
+    PGresult *r = query(h, HISTORY_API_WAIT_MS, "recently_seen", 2, params, err, err_len);
     return r && emit_users(r, emit, emit_ctx);
 }
 

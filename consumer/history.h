@@ -17,6 +17,17 @@
  *    room by user_activity.last_activity, newest first, at most `limit`.
  *  - Thread-safe: a small pool of PostgreSQL connections of its own (never the writer's), each
  *    reconnected when it was lost. Every value is a bound parameter.
+ *  - Bounded, so that neither an admin HTTP thread nor the replay worker hangs on a database in
+ *    trouble: a free connection is waited for at most HISTORY_API_WAIT_MS (the API calls) or
+ *    HISTORY_REPLAY_WAIT_MS (history_read, the replay worker); statements run under
+ *    statement_timeout_ms, capped at HISTORY_STATEMENT_TIMEOUT_MAX_MS (0 means the cap); a
+ *    connection attempt takes at most 2 s and, after one failed, the pool's connections fail at
+ *    once for 1 s (db.h). After any database failure, every read fails at once with the same
+ *    error for HISTORY_FAIL_FAST_MS ("(failing fast for N ms)"), so a database that is down or
+ *    locked costs one statement timeout per window, not one per request. Every failure of these
+ *    reads is the database's (the values are checked first): err starts with "database busy:"
+ *    (no connection free in time) or "database unavailable (<class>):" followed by the server's
+ *    or libpq's message, never a password.
  */
 #ifndef CHATFLOW_CONSUMER_HISTORY_H
 #define CHATFLOW_CONSUMER_HISTORY_H
@@ -26,6 +37,13 @@
 
 #include "broadcast.h"
 #include "seqnum.h"
+
+/* A history read holds an admin HTTP thread (and every connection libmicrohttpd queued on it)
+ * for up to the statement timeout: pages are index range scans of at most 101 rows (ms). */
+#define HISTORY_STATEMENT_TIMEOUT_MAX_MS 500L
+#define HISTORY_API_WAIT_MS 200L
+#define HISTORY_REPLAY_WAIT_MS 2000L
+#define HISTORY_FAIL_FAST_MS 1000L
 
 typedef struct history history;
 

@@ -5,10 +5,14 @@
  *
  * Threads: N pollers (poller.c), one batch writer (batch_writer.c), the lws service thread and
  * its replay worker (broadcast.c), the read-receipt writer (read_receipts.c), libmicrohttpd's pool
- * (admin, the metrics API and the room API), the queue depth refresher, and main, which only waits for SIGTERM/SIGINT (blocked everywhere, taken with
- * sigtimedwait, so no code runs in a signal handler).
+ * (admin, the metrics API and the room API), the queue depth refresher, the spill drainer
+ * (spill.c), a signal thread that turns SIGTERM/SIGINT (blocked everywhere, taken with sigwait, so
+ * no code runs in a signal handler) into the `stopping` flag, and main, which starts and stops the
+ * rest. The flag also cuts short an SQS call main is inside (queue URL resolution at start-up),
+ * so a stop is bounded in every state.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -30,8 +34,10 @@
 #include "recent.h"
 #include "room_api.h"
 #include "settings.h"
+#include "spill.h"
 #include "sqs.h"
 #include "timeutil.h"
+#include "watchdog.h"
 
 #define COMPONENT "consumer"
 
@@ -44,9 +50,15 @@ typedef struct {
     api *api;
     char **queue_urls;          /* [room - room_min] */
     char *dlq_url;
+    char *spill_url;
+    atomic_bool serving;        /* listening for subscribers and not draining (/health/serving) */
+    atomic_bool stopping;       /* SIGTERM taken: cuts the spill drainer's long poll */
+    spill_drainer *drainer;
     batch_writer *writer;
     pthread_mutex_t writer_mu;  /* the readiness check (an admin thread) vs setting/freeing writer */
     history *history;
+    db_gate *api_gate;          /* admin threads that may be in database work at once */
+    db_health *db_health;       /* the active "postgres" readiness check */
     presence *presence;
     recent_cache *recent;
     room_api *room_api;
@@ -56,19 +68,28 @@ typedef struct {
     queue_depth *depth;
 } consumer;
 
-/* Waits up to ms for SIGTERM/SIGINT; true when one arrived. */
-static bool stop_signal_within(consumer *c, long ms)
+static void *signal_thread(void *arg)
 {
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
-    int sig = sigtimedwait(&c->stop_signals, NULL, &ts);
-    if (sig > 0) {
+    consumer *c = arg;
+    int sig = 0;
+    if (sigwait(&c->stop_signals, &sig) == 0) {
         log_info(COMPONENT, "received %s; stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-        return true;
+        atomic_store(&c->serving, false);
+        atomic_store(&c->stopping, true);
     }
-    return false;
+    return NULL;
 }
 
-static bool postgres_check(void *ctx, char *detail, size_t detail_len)
+/* Waits up to ms for a stop request; true when there is one. */
+static bool stop_signal_within(consumer *c, long ms)
+{
+    for (; ms > 0 && !atomic_load(&c->stopping); ms -= 50)
+        time_sleep_ms(ms > 50 ? 50 : ms);
+    return atomic_load(&c->stopping);
+}
+
+/* The writer's own state: is it committing? (The "postgres" check asks the database itself.) */
+static bool writer_check(void *ctx, char *detail, size_t detail_len)
 {
     consumer *c = ctx;
     pthread_mutex_lock(&c->writer_mu);
@@ -79,6 +100,15 @@ static bool postgres_check(void *ctx, char *detail, size_t detail_len)
         snprintf(detail, detail_len, "starting");
     pthread_mutex_unlock(&c->writer_mu);
     return up;
+}
+
+static bool serving_check(void *ctx, char *detail, size_t detail_len)
+{
+    consumer *c = ctx;
+    bool serving = atomic_load(&c->serving);
+    snprintf(detail, detail_len, "%s", serving ? "accepting subscribers"
+                                       : atomic_load(&c->stopping) ? "draining" : "starting");
+    return serving;
 }
 
 /* Sets c->writer where the readiness check sees it; returns the previous one. */
@@ -118,6 +148,8 @@ static bool resolve_queue(consumer *c, sqs_client *sqs, const char *name, char *
         sqs_health_record(&c->sqs_health, s, "GetQueueUrl", &e);
         if (s == SQS_OK)
             return true;
+        if (atomic_load(&c->stopping))
+            return false;
         log_warn(COMPONENT, "GetQueueUrl %s: %s (%s %s); retrying in %ld ms", name, sqs_status_name(s),
                  e.type, e.message, backoff);
         if (stop_signal_within(c, backoff))
@@ -135,6 +167,7 @@ static bool resolve_queues(consumer *c)
         log_error(COMPONENT, "SQS client: %s", err);
         return false;
     }
+    sqs_client_set_abort(sqs, &c->stopping);   /* SQS may hang: a stop must not wait for it */
     long n = (long)(c->s.common.room_max - c->s.common.room_min + 1);
     c->queue_urls = calloc((size_t)n, sizeof(char *));
     bool ok = c->queue_urls != NULL;
@@ -143,7 +176,8 @@ static bool resolve_queues(consumer *c)
         snprintf(name, sizeof(name), "%s%lld.fifo", c->s.common.queue_prefix, c->s.common.room_min + i);
         ok = resolve_queue(c, sqs, name, &c->queue_urls[i]);
     }
-    ok = ok && resolve_queue(c, sqs, c->s.common.dlq_name, &c->dlq_url);
+    ok = ok && resolve_queue(c, sqs, c->s.common.dlq_name, &c->dlq_url) &&
+         resolve_queue(c, sqs, c->s.spill_queue_name, &c->spill_url);
     sqs_client_free(sqs);
     return ok;
 }
@@ -156,7 +190,6 @@ static bool start_services(consumer *c)
         .statement_timeout_ms = (long)c->s.db_statement_timeout_ms,
         .batch_size = (size_t)c->s.db_batch_size,
         .max_wait_ms = (long)c->s.db_max_wait_ms,
-        .max_attempts = (int)c->s.db_max_attempts,
         .max_backoff_ms = (long)c->s.db_retry_max_backoff_ms,
         .use_unnest = strcmp(c->s.db_write_method, "unnest") == 0,
     };
@@ -182,6 +215,8 @@ static bool start_services(consumer *c)
         .ping_interval_s = (int)c->s.ping_interval_s,
         .pong_timeout_s = (int)c->s.pong_timeout_s,
         .handshake_timeout_s = (int)c->s.handshake_timeout_s,
+        /* One history page waits for a pooled connection (bounded) and runs one statement. */
+        .history_max_ms = (long)(2 * c->s.db_statement_timeout_ms + 60000),
         .history = history_read,
         .history_ctx = c->history,
         .presence = c->presence,
@@ -199,10 +234,23 @@ static bool start_services(consumer *c)
         .recent = c->recent,
         .queue_urls = (const char *const *)c->queue_urls,
         .dlq_url = c->dlq_url,
+        .spill_url = c->spill_url,
         .health = &c->sqs_health,
     };
     if (!(c->pollers = poller_pool_start(&pc, err, sizeof(err)))) {
         log_error(COMPONENT, "pollers: %s", err);
+        return false;
+    }
+    spill_drainer_config dc = {
+        .settings = &c->s,
+        .credentials = c->credentials,
+        .writer = c->writer,
+        .spill_url = c->spill_url,
+        .dlq_url = c->dlq_url,
+        .stopping = &c->stopping,
+    };
+    if (!(c->drainer = spill_drainer_start(&dc, err, sizeof(err)))) {
+        log_error(COMPONENT, "spill drainer: %s", err);
         return false;
     }
     if (c->s.queue_depth_interval_s > 0) {
@@ -213,17 +261,22 @@ static bool start_services(consumer *c)
         if (!c->depth)
             log_warn(COMPONENT, "queue depth gauge off: %s", err);
     }
+    atomic_store(&c->serving, true);
     log_info(COMPONENT, "consuming rooms %lld-%lld; subscribers on ws://%s:%d/chat/{room}; admin on %s:%d",
              c->s.common.room_min, c->s.common.room_max, c->s.ws_bind, broadcast_port(c->broadcast),
              c->s.common.admin_bind, admin_http_port(c->http));
     return true;
 }
 
-/* Stop order: no new receives; what the pollers hold is committed and deleted; the writer
- * flushes the rest; subscribers get 1001; then the admin server. Bounded by the stop timeout. */
+/* Stop order: no new receives; what the pollers hold is committed (or spilled) and deleted; the
+ * writer flushes the rest; subscribers get 1001; then the admin server. Bounded by the stop
+ * timeout. Returns false when a thread did not finish in time: then nothing it may still use is
+ * freed (the caller exits instead). */
 static bool stop_services(consumer *c)
 {
     uint64_t deadline = time_mono_ns() + (uint64_t)c->s.stop_timeout_s * 1000000000ull - 1500000000ull;
+    atomic_store(&c->serving, false);
+    atomic_store(&c->stopping, true);
     queue_depth_stop(c->depth);
     c->depth = NULL;
     bool pollers_joined = true;
@@ -238,25 +291,32 @@ static bool stop_services(consumer *c)
             log_warn(COMPONENT, "some pollers are still in a receive at the stop deadline; their "
                                 "messages return to the queue after the visibility timeout");
     }
-    if (pollers_joined) {
-        batch_writer_stop(set_writer(c, NULL), deadline);
-        poller_pool_free(c->pollers);
-        c->pollers = NULL;
-    }
+    bool drainer_joined = spill_drainer_stop(c->drainer, deadline);
+    if (drainer_joined)
+        c->drainer = NULL;
+    else
+        log_warn(COMPONENT, "the spill drainer is still inside a call at the stop deadline");
+    if (!pollers_joined || !drainer_joined)
+        return false;   /* they may still use the writer, the broadcaster and the SQS clients */
+    batch_writer_stop(set_writer(c, NULL), deadline);
+    poller_pool_free(c->pollers);
+    c->pollers = NULL;
     if (c->broadcast)
         broadcast_stop(c->broadcast);
     c->broadcast = NULL;
     read_receipts_stop(c->receipts);   /* after the broadcaster: nothing records any more */
     c->receipts = NULL;
-    return pollers_joined;
+    return true;
 }
 
 static void free_consumer(consumer *c)
 {
-    admin_http_free(c->http);
+    admin_http_free(c->http);   /* first: nothing below is used by a request any more */
+    db_health_free(c->db_health);
     api_free(c->api);
     room_api_free(c->room_api);
     history_free(c->history);
+    db_gate_free(c->api_gate);
     presence_free(c->presence);
     recent_free(c->recent);
     if (c->queue_urls)
@@ -264,6 +324,7 @@ static void free_consumer(consumer *c)
             free(c->queue_urls[i]);
     free(c->queue_urls);
     free(c->dlq_url);
+    free(c->spill_url);
     credentials_provider_free(c->credentials);
     sqs_health_destroy(&c->sqs_health);
 }
@@ -316,6 +377,12 @@ int main(int argc, char **argv)
     sigaddset(&c.stop_signals, SIGTERM);
     sigaddset(&c.stop_signals, SIGINT);
     pthread_sigmask(SIG_BLOCK, &c.stop_signals, NULL);
+    pthread_t signals;
+    if (pthread_create(&signals, NULL, signal_thread, &c) != 0) {
+        log_error(COMPONENT, "cannot start the signal thread");
+        return 1;
+    }
+    pthread_detach(signals);   /* it ends with the first signal, or with the process */
     signal(SIGPIPE, SIG_IGN);
     sqs_health_init(&c.sqs_health);
     pthread_mutex_init(&c.writer_mu, NULL);
@@ -339,13 +406,23 @@ int main(int argc, char **argv)
         .history = c.history,
         .allow_origin = c.s.api_allow_origin,
     };
-    c.room_api = c.history && c.presence && c.recent ? room_api_new(&rc) : NULL;
-    if (!c.http || !c.api || !c.room_api) {
+    /* One admin thread always stays out of database work, so /health and /metrics never wait
+     * behind the API (settings.c keeps CHATFLOW_ADMIN_THREADS >= 2). */
+    c.api_gate = db_gate_new((unsigned)c.s.admin_threads - 1);
+    c.db_health = db_health_new(c.s.database_url);
+    rc.gate = c.api_gate;
+    if (c.api && c.api_gate)
+        api_set_gate(c.api, c.api_gate);
+    c.room_api = c.history && c.presence && c.recent && c.api_gate ? room_api_new(&rc) : NULL;
+    if (!c.http || !c.api || !c.room_api || !c.db_health) {
         log_error(COMPONENT, "out of memory");
         goto out;
     }
+    admin_http_set_liveness(c.http, watchdog_health_check, NULL);
+    admin_http_set_serving(c.http, serving_check, &c);
     admin_http_add_check(c.http, "sqs", sqs_health_check, &c.sqs_health);
-    admin_http_add_check(c.http, "postgres", postgres_check, &c);
+    admin_http_add_check(c.http, "postgres", db_health_check, c.db_health);
+    admin_http_add_check(c.http, "db_writer", writer_check, &c);
     api_add_routes(c.api, c.http);
     room_api_add_routes(c.room_api, c.http);
     if (!admin_http_start(c.http, c.s.common.admin_bind, (int)c.s.admin_port, (int)c.s.admin_threads, err,
@@ -369,7 +446,8 @@ int main(int argc, char **argv)
         ;
     status = 0;
     if (!stop_services(&c)) {
-        /* Pollers still in a receive use the writer and clients: exit without freeing them. */
+        /* Threads still inside a call use the writer, the broadcaster and their clients: exit
+         * without freeing them. */
         log_info(COMPONENT, "stopped");
         admin_http_free(c.http);
         exit(0);

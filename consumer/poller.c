@@ -8,14 +8,18 @@
 #include <string.h>
 
 #include "dlq.h"
+#include "failpoint.h"
 #include "log.h"
 #include "metrics.h"
+#include "spill.h"
 #include "timeutil.h"
 #include "uuid.h"
+#include "watchdog.h"
 
 #define COMPONENT "poller"
 #define WAIT_SLICE_MS 500
 #define RETRY_MAX_BACKOFF_MS 5000
+#define SPILL_RETRY_VISIBILITY_S 2   /* not taken by the spill queue: back in the room queue soon */
 
 /* ---- SQS health ---- */
 
@@ -86,6 +90,7 @@ struct poller {
     pthread_t thread;
     bool started;
     atomic_bool finished;
+    watchdog_loop *watchdog;
 };
 
 /* What a poller keeps about one received message until it is settled. */
@@ -95,9 +100,19 @@ typedef struct {
     write_row *row;            /* into rows[] when valid */
     bool settled;              /* deleted, or must not be deleted */
     bool to_delete;
+    bool to_spill;
 } held_message;
 
 static bool stopping(const poller *p) { return atomic_load(&p->pool->stopping); }
+
+/* The longest one turn may legitimately take: a long poll, then the calls that settle a receive
+ * (each bounded by the request timeout and the client's retries), a DLQ or spill send, and a wait
+ * slice on the writer. Past it the poller is stuck, not waiting. */
+static long poller_turn_budget_ms(const poller *p)
+{
+    const consumer_settings *s = p->pool->cfg.settings;
+    return (long)(s->receive_wait_s * 1000 + 6 * s->common.sqs_request_timeout_ms + 10000);
+}
 
 static void sleep_unless_stopping(const poller *p, long ms)
 {
@@ -220,21 +235,25 @@ static size_t prepare(poller *p, long room, held_message *held, size_t n, write_
         held[i].valid = true;
         held[i].row = &rows[n_rows++];
         metric_counter_inc(p->pool->m_consumed);
-        if (p->pool->cfg.broadcast &&
-            !broadcast_publish(p->pool->cfg.broadcast, &m, sm->sequence_number, held[i].row->received_at))
-            log_debug(COMPONENT, "room %ld: broadcast hand-off refused message %s", room, m.message_id);
+        /* May wait (bounded) for the broadcaster: backpressure. A drop is counted and handled
+         * there (the room's cache marked, its subscribers told to resume with since=). */
+        if (p->pool->cfg.broadcast)
+            broadcast_publish(p->pool->cfg.broadcast, &m, sm->sequence_number, held[i].row->received_at);
         remember(p, room, &m, sm->sequence_number, held[i].row->received_at);
     }
     return n_rows;
 }
 
-/* Waits for the writer, keeping the messages invisible meanwhile. */
+/* Waits for the writer, keeping the messages invisible meanwhile; once the writer has been unable
+ * to commit for the spill limit, takes the batch back (its rows become WRITE_WITHDRAWN). */
 static void wait_for_writer(poller *p, long room, held_message *held, size_t n, write_batch *b)
 {
     long vis = (long)p->pool->cfg.settings->visibility_timeout_s;
+    long stall_limit = (long)p->pool->cfg.settings->db_spill_after_ms;
     uint64_t extend_every = (uint64_t)vis * 1000000000ull / 2;
     uint64_t next_extend = time_mono_ns() + extend_every;
-    while (!batch_writer_wait(p->pool->cfg.writer, b, WAIT_SLICE_MS)) {
+    while (!batch_writer_wait_or_withdraw(p->pool->cfg.writer, b, WAIT_SLICE_MS, stall_limit)) {
+        watchdog_expect(p->watchdog, poller_turn_budget_ms(p));
         if (time_mono_ns() >= next_extend) {
             log_info(COMPONENT, "room %ld: database slow; extending visibility of %zu messages by %ld s",
                      room, b->n_rows, vis);
@@ -244,6 +263,30 @@ static void wait_for_writer(poller *p, long room, held_message *held, size_t n, 
             next_extend = time_mono_ns() + extend_every;
         }
     }
+}
+
+/* The database cannot take them now: into the spill queue; what it took is deleted with the rest,
+ * what it did not take comes back to this room queue shortly. */
+static void spill_withdrawn(poller *p, long room, held_message *held, size_t n)
+{
+    const sqs_message *msgs[SQS_MAX_BATCH];
+    size_t map[SQS_MAX_BATCH], k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (held[i].to_spill) {
+            msgs[k] = held[i].sqs;
+            map[k++] = i;
+        }
+    if (k == 0)
+        return;
+    bool taken[SQS_MAX_BATCH];
+    size_t sent = spill_send(p->sqs, p->pool->cfg.spill_url, msgs, k, taken);
+    log_debug(COMPONENT, "room %ld: %zu of %zu messages spilled (database unavailable)", room, sent, k);
+    for (size_t j = 0; j < k; j++) {
+        held[map[j]].to_delete = taken[j];
+        held[map[j]].settled = taken[j];
+    }
+    if (sent < k)
+        handle_batch(p, room, held, n, false, SPILL_RETRY_VISIBILITY_S);
 }
 
 static void settle(poller *p, long room, held_message *held, size_t n)
@@ -259,10 +302,14 @@ static void settle(poller *p, long room, held_message *held, size_t n)
         case WRITE_FAILED:
             send_to_dlq(p, room, &held[i], DLQ_DB, r->failure, r->attempts);
             break;
+        case WRITE_WITHDRAWN:
+            held[i].to_spill = true;
+            break;
         default:
             break;   /* abandoned at the stop deadline: released below */
         }
     }
+    spill_withdrawn(p, room, held, n);
     handle_batch(p, room, held, n, true, 0);
     /* Unwritten at the stop deadline: visible again at once, for another consumer. */
     bool any = false;
@@ -288,6 +335,9 @@ static void process(poller *p, long room, sqs_message *msgs, size_t n)
         held[i].sqs = &msgs[i];
     write_batch b = {.rows = rows, .n_rows = prepare(p, room, held, n, rows)};
     batch_writer_submit(p->pool->cfg.writer, &b);
+    /* Known to be down for the spill limit already: no point queueing behind it. */
+    if (batch_writer_stalled_ms(p->pool->cfg.writer) >= (long)p->pool->cfg.settings->db_spill_after_ms)
+        batch_writer_withdraw(p->pool->cfg.writer, &b);
     wait_for_writer(p, room, held, n, &b);
     settle(p, room, held, n);
     free(rows);
@@ -319,12 +369,18 @@ static bool receive(poller *p, long room, int wait_s, sqs_message **msgs, size_t
     long backoff = 100;
     while (!stopping(p)) {
         sqs_error e = {0};
+        /* A stop cuts the long poll short (the deletes after it must still run: abort only here). */
+        sqs_client_set_abort(p->sqs, &p->pool->stopping);
         sqs_status st = sqs_receive_message(p->sqs, queue_url(p, room), &opt, msgs, n, &e);
+        sqs_client_set_abort(p->sqs, NULL);
+        if (st != SQS_OK && stopping(p))
+            return false;
         record(p, st, "ReceiveMessage", &e);
         if (st == SQS_OK)
             return true;
         log_warn(COMPONENT, "room %ld: ReceiveMessage failed: %s (%s %s); retrying in %ld ms", room,
                  sqs_status_name(st), e.type, e.message, backoff);
+        watchdog_expect(p->watchdog, poller_turn_budget_ms(p));
         sleep_unless_stopping(p, backoff);
         backoff = backoff * 2 > RETRY_MAX_BACKOFF_MS ? RETRY_MAX_BACKOFF_MS : backoff * 2;
     }
@@ -344,6 +400,9 @@ static void *poller_main(void *arg)
         if (p->n_rooms > 1)
             wait_s = empty_in_sweep >= p->n_rooms ? (wait_s > 0 ? 1 : 0) : 0;
 
+        watchdog_expect(p->watchdog, poller_turn_budget_ms(p));
+        if (p->index == 0 && failpoint_on("stall-poller"))
+            failpoint_stall_forever();   /* a wedged thread, for the liveness test */
         sqs_message *msgs = NULL;
         size_t n = 0;
         if (!receive(p, room, wait_s, &msgs, &n))
@@ -361,6 +420,7 @@ static void *poller_main(void *arg)
         }
         sqs_messages_free(msgs, n);
     }
+    watchdog_unregister(p->watchdog);
     atomic_store(&p->finished, true);
     return NULL;
 }
@@ -386,6 +446,7 @@ poller_pool *poller_pool_start(const poller_pool_config *cfg, char *err, size_t 
     pool->m_poison = metrics_counter("chatflow_poison_messages_total",
                                      "Received bodies that failed validation (sent to the DLQ).", NULL);
     dlq_metrics_init();
+    spill_metrics_init();
 
     sqs_config sc = consumer_sqs_config(s, cfg->credentials);
     for (size_t t = 0; t < n_threads; t++) {
@@ -397,6 +458,9 @@ poller_pool *poller_pool_start(const poller_pool_config *cfg, char *err, size_t 
         p->sqs = sqs_client_new(&sc, err, err_len);
         if (!p->rooms || !p->sqs)
             goto fail;
+        char name[32];
+        snprintf(name, sizeof name, "poller-%zu", t);
+        p->watchdog = watchdog_register(name, poller_turn_budget_ms(p));
         for (size_t r = t; r < n_rooms; r += n_threads)
             p->rooms[p->n_rooms++] = s->common.room_min + (long)r;
     }
@@ -448,6 +512,8 @@ void poller_pool_free(poller_pool *pool)
     if (!pool)
         return;
     for (size_t t = 0; t < pool->n_pollers; t++) {
+        if (!atomic_load(&pool->pollers[t].finished))
+            watchdog_unregister(pool->pollers[t].watchdog);   /* never started */
         sqs_client_free(pool->pollers[t].sqs);
         free(pool->pollers[t].rooms);
     }

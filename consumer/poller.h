@@ -13,12 +13,20 @@
  *      valid -> broadcast_publish() and recent_add() at once, then handed to the batch writer.
  *    The poller waits for the writer's outcome (extending visibility with
  *    ChangeMessageVisibilityBatch at half the visibility timeout while it waits), deletes what
- *    was committed (DeleteMessageBatch), sends what failed for good to the DLQ and deletes it,
- *    and only then receives again. So each poller holds at most one receive's worth of messages:
- *    memory is bounded, and pollers stop receiving while the writer is behind.
- *  - poller_pool_stop(): no new receives; messages a receive returns after the stop are released
+ *    was committed (DeleteMessageBatch), sends what the database refused on its own to the DLQ
+ *    and deletes it, and only then receives again. So each poller holds at most one receive's
+ *    worth of messages: memory is bounded, and pollers stop receiving while the writer is behind.
+ *  - Database outage (spill.h): once the writer has been unable to commit for
+ *    settings.db_spill_after_ms, the poller stops waiting — its batch is withdrawn from the writer,
+ *    the messages (already broadcast) go to the spill queue, and only those the spill queue took
+ *    are deleted — so the room's FIFO group unlocks and live chat goes on. A database fault never
+ *    dead-letters a message.
+ *  - poller_pool_request_stop(): no new receives, and a long poll in progress is cut short
+ *    (sqs_client_set_abort); messages a receive returns after the stop are released
  *    (visibility 0) for another consumer; messages already handed to the writer finish normally.
  *    Threads are joined until the deadline; true when all were.
+ *  - Each poller is a watchdog loop ("poller-N"): it announces, per turn, the longest a receive
+ *    and the calls that settle it may take (long poll + 6 request timeouts + 10 s).
  *  - sqs_health records the outcome of the last SQS call (any thread) for /health/ready.
  */
 #ifndef CHATFLOW_CONSUMER_POLLER_H
@@ -55,6 +63,7 @@ typedef struct {
     recent_cache *recent;               /* may be NULL: no history cache */
     const char *const *queue_urls;      /* [room - room_min] */
     const char *dlq_url;
+    const char *spill_url;              /* spill.h */
     sqs_health *health;
 } poller_pool_config;
 

@@ -182,6 +182,15 @@ bool presence_advance_read(presence *p, long room, uint32_t user_id, const char 
     return advanced;
 }
 
+bool presence_read_position(presence *p, long room, uint32_t user_id, char out[SEQNUM_BUF])
+{
+    pthread_mutex_lock(&p->mu);
+    presence_member *m = member_locked(p, room, user_id);
+    snprintf(out, SEQNUM_BUF, "%s", m ? m->read_seq : "");
+    pthread_mutex_unlock(&p->mu);
+    return m != NULL;
+}
+
 size_t presence_members(presence *p, long room, presence_member *out, size_t max)
 {
     pthread_mutex_lock(&p->mu);

@@ -12,7 +12,8 @@
  *    gets the room's member count after the change.
  *  - presence_seen() records activity (a pong or a frame) as last seen. presence_advance_read()
  *    moves a member's read position forward only: true when seq is beyond what the member had
- *    read in this session (the caller announces READ and stores it).
+ *    read in this session (the caller announces READ and stores it); presence_read_position()
+ *    reads it back (an announcement that was put off announces the newest position).
  *  - presence_members() / presence_members_copy() copy the room's members (user id order) for
  *    announcing a snapshot;
  *    presence_room_json() builds the presence API answer. Rooms outside [room_min, room_max]
@@ -58,6 +59,8 @@ presence_join_result presence_join(presence *p, long room, uint32_t user_id, con
 bool presence_leave(presence *p, long room, uint32_t user_id, int64_t now_ms, size_t *online);
 void presence_seen(presence *p, long room, uint32_t user_id, int64_t now_ms);
 bool presence_advance_read(presence *p, long room, uint32_t user_id, const char *seq);
+/* The member's read position in this session into out ("" when none); false when not online. */
+bool presence_read_position(presence *p, long room, uint32_t user_id, char out[SEQNUM_BUF]);
 
 /* Copies up to max members of the room into out; returns how many there are in all. */
 size_t presence_members(presence *p, long room, presence_member *out, size_t max);

@@ -13,6 +13,7 @@
 struct room_api {
     room_api_config cfg;
     char allow_origin[256];
+    db_gate *own_gate;   /* when cfg.gate was NULL */
 };
 
 room_api *room_api_new(const room_api_config *cfg)
@@ -23,10 +24,49 @@ room_api *room_api_new(const room_api_config *cfg)
     a->cfg = *cfg;
     snprintf(a->allow_origin, sizeof(a->allow_origin), "%s", cfg->allow_origin ? cfg->allow_origin : "");
     a->cfg.allow_origin = a->allow_origin;
+    if (!a->cfg.gate && !(a->cfg.gate = a->own_gate = db_gate_new(ROOM_API_DB_THREADS_DEFAULT))) {
+        free(a);
+        return NULL;
+    }
     return a;
 }
 
-void room_api_free(room_api *a) { free(a); }
+void room_api_free(room_api *a)
+{
+    if (!a)
+        return;
+    db_gate_free(a->own_gate);
+    free(a);
+}
+
+/* ---- database admission ---- */
+
+/* A handler's turn at the database: at most cfg.gate's limit of admin threads are in database
+ * work at once, so a slow or locked database never takes the threads /health/... needs. */
+typedef struct {
+    room_api *a;
+    bool entered, refused;
+} db_turn;
+
+static bool turn_enter(db_turn *t, char *err, size_t err_len)
+{
+    if (t->entered)
+        return true;
+    if (t->refused || !db_gate_try_enter(t->a->cfg.gate)) {
+        t->refused = true;
+        snprintf(err, err_len, "database busy: %u requests already wait on it", db_gate_limit(t->a->cfg.gate));
+        return false;
+    }
+    t->entered = true;
+    return true;
+}
+
+static void turn_leave(db_turn *t)
+{
+    if (t->entered)
+        db_gate_leave(t->a->cfg.gate);
+    t->entered = false;
+}
 
 /* ---- parameters ---- */
 
@@ -80,12 +120,22 @@ static void respond(http_response *resp, json_t *o)
         resp->status = 200;
 }
 
+/* What a chat client is told: the kind of failure ("database busy", "database unavailable
+ * (timeout)"), not the server's message, which names hosts, ports and databases (logged). */
+static const char *public_reason(const char *err, char *out, size_t out_len)
+{
+    snprintf(out, out_len, "%.*s; try again later", (int)strcspn(err, ":"), err);
+    return out;
+}
+
+/* Every database failure of this API is the database's (values are checked first): 503 with
+ * Retry-After and the reason, never a 500 and never a wait without bound. */
 static void respond_unavailable(http_response *resp, const char *err)
 {
-    char msg[600];
-    snprintf(msg, sizeof(msg), "database unavailable: %s", err);
-    log_warn(COMPONENT, "%s", msg);
-    http_respond_error(resp, 503, msg);
+    char shown[128];
+    log_warn(COMPONENT, "%s", err);
+    http_respond_error(resp, 503, public_reason(err, shown, sizeof(shown)));
+    resp->retry_after_s = ROOM_API_RETRY_AFTER_S;
 }
 
 /* ---- presence ---- */
@@ -116,7 +166,8 @@ static void add_seen(void *ctx, const history_user_row *row)
 }
 
 /* Up to `recent` users of the room who are not online, newest activity first. */
-static json_t *recently_seen(room_api *a, long room, size_t recent, char *err, size_t err_len)
+static json_t *recently_seen(room_api *a, db_turn *turn, long room, size_t recent, char *err,
+                             size_t err_len)
 {
     size_t n_online = 0;
     presence_member *online = presence_members_copy(a->cfg.presence, room, &n_online);
@@ -130,7 +181,8 @@ static json_t *recently_seen(room_api *a, long room, size_t recent, char *err, s
     seen_ctx sc = {list, online, n_online, recent};
     /* ask for more than `recent`: the users online now are skipped */
     bool ok = recent == 0 ||
-              history_recently_seen(a->cfg.history, room, recent + sc.n_online, add_seen, &sc, err, err_len);
+              (turn_enter(turn, err, err_len) &&
+               history_recently_seen(a->cfg.history, room, recent + sc.n_online, add_seen, &sc, err, err_len));
     free(online);
     if (!ok) {
         json_decref(list);
@@ -153,13 +205,17 @@ static void serve_presence(room_api *a, long room, const http_request *req, http
         return;
     }
     char err[512] = "";
-    json_t *seen = recently_seen(a, room, (size_t)recent, err, sizeof(err));
+    db_turn turn = {a, false, false};
+    json_t *seen = recently_seen(a, &turn, room, (size_t)recent, err, sizeof(err));
+    turn_leave(&turn);
     if (seen) {
         json_object_set_new(o, "recentlySeen", seen);
     } else {
         /* the online list comes from memory: still worth answering without the database */
         json_object_set_new(o, "recentlySeen", json_null());
-        json_object_set_new(o, "recentlySeenError", json_string(err));
+        char shown[128];
+        log_warn(COMPONENT, "recently seen: %s", err);
+        json_object_set_new(o, "recentlySeenError", json_string(public_reason(err, shown, sizeof(shown))));
     }
     respond(resp, o);
 }
@@ -192,8 +248,8 @@ static void add_position(void *ctx, const history_user_row *row)
 }
 
 /* The page, newest first: the cache's part, then PostgreSQL's below what the cache covers. */
-static bool gather(room_api *a, long room, const char *before, size_t want, page_ctx *page,
-                   size_t *from_cache, char *err, size_t err_len)
+static bool gather(room_api *a, db_turn *turn, long room, const char *before, size_t want,
+                   page_ctx *page, size_t *from_cache, char *err, size_t err_len)
 {
     recent_entry *entries = calloc(want, sizeof(*entries));
     if (!entries) {
@@ -212,7 +268,8 @@ static bool gather(room_api *a, long room, const char *before, size_t want, page
     free(entries);
     if (*from_cache >= want)
         return true;
-    bool ok = history_read_before(a->cfg.history, room, db_before, want - *from_cache, add_row, page, err,
+    bool ok = turn_enter(turn, err, err_len) &&
+              history_read_before(a->cfg.history, room, db_before, want - *from_cache, add_row, page, err,
                                   err_len);
     if (ok && page->failed) {
         snprintf(err, err_len, "out of memory");
@@ -242,8 +299,11 @@ static void serve_messages(room_api *a, long room, const http_request *req, http
     char err[512] = "";
     page_ctx page = {json_array(), 0, false};
     size_t from_cache = 0;
+    db_turn turn = {a, false, false};
     /* one more than asked: whether older messages exist */
-    if (!page.newest_first || !gather(a, room, before, (size_t)limit + 1, &page, &from_cache, err, sizeof(err))) {
+    if (!page.newest_first ||
+        !gather(a, &turn, room, before, (size_t)limit + 1, &page, &from_cache, err, sizeof(err))) {
+        turn_leave(&turn);
         json_decref(page.newest_first);
         respond_unavailable(resp, err);
         return;
@@ -263,25 +323,29 @@ static void serve_messages(room_api *a, long room, const http_request *req, http
     json_t *mine = json_array();
     char user_id[12];
     snprintf(user_id, sizeof(user_id), "%ld", user);
-    bool ok = history_read_positions(a->cfg.history, room, NULL, ROOM_API_READ_POSITIONS_MAX, add_position,
+    bool ok = turn_enter(&turn, err, sizeof(err)) &&
+              history_read_positions(a->cfg.history, room, NULL, ROOM_API_READ_POSITIONS_MAX, add_position,
                                      positions, err, sizeof(err)) &&
               (!user || history_read_positions(a->cfg.history, room, user_id, 1, add_position, mine, err,
                                                sizeof(err)));
-    if (!ok) {
-        json_decref(messages);
-        json_decref(next);
-        json_decref(positions);
-        json_decref(mine);
-        respond_unavailable(resp, err);
-        return;
-    }
-    json_t *my_position = json_array_size(mine) ? json_incref(json_array_get(mine, 0)) : json_null();
+    turn_leave(&turn);
+    json_t *my_position = ok && json_array_size(mine) ? json_incref(json_array_get(mine, 0)) : json_null();
     json_decref(mine);
+    if (!ok) {
+        /* the page is served (from memory); only the positions need the database */
+        log_warn(COMPONENT, "read positions: %s", err);
+        json_decref(positions);
+        positions = json_null();
+    }
     char room_s[24];
     snprintf(room_s, sizeof(room_s), "%ld", room);
-    respond(resp, json_pack("{s:s, s:o, s:b, s:o, s:s, s:o, s:o}", "roomId", room_s, "messages", messages,
-                            "hasMore", has_more, "nextBefore", next, "source", source, "readPositions",
-                            positions, "readPosition", my_position));
+    json_t *o = json_pack("{s:s, s:o, s:b, s:o, s:s, s:o, s:o}", "roomId", room_s, "messages", messages,
+                          "hasMore", has_more, "nextBefore", next, "source", source, "readPositions",
+                          positions, "readPosition", my_position);
+    char reason[128];
+    if (o && !ok)
+        json_object_set_new(o, "readPositionsError", json_string(public_reason(err, reason, sizeof(reason))));
+    respond(resp, o);
 }
 
 static void serve_room(void *ctx, const http_request *req, http_response *resp)

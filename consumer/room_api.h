@@ -13,15 +13,23 @@
  *    PostgreSQL (history.h, index range scan). "hasMore" tells whether older ones exist,
  *    "nextBefore" is the sequence number to page on with, "source" where the page came from.
  *    "readPositions" lists the room's stored read positions (up to 100), "readPosition" that of
- *    userId when given (else null). 503 when PostgreSQL is needed and does not answer.
+ *    userId when given (else null). A page the cache holds is served even while PostgreSQL is
+ *    down (then "readPositions" and "readPosition" are null and "readPositionsError" says why);
+ *    a page that needs PostgreSQL when it does not answer in time is a 503.
  *  - A bad parameter -> 400 naming it; a room outside [room_min, room_max] or an unknown
  *    sub-path -> 404. Every answer carries Access-Control-Allow-Origin: allow_origin (when not
  *    empty), so the chat page served by the producer can read it.
+ *  - Database failures (down, busy, locked, timed out) answer 503 {"error": "..."} with
+ *    Retry-After: ROOM_API_RETRY_AFTER_S, never 500, and never after an unbounded wait: before
+ *    any database work a handler enters cfg.gate (db.h; NULL: a gate of its own with
+ *    ROOM_API_DB_THREADS_DEFAULT places) and is answered 503 at once when it is full; inside,
+ *    history.h bounds the wait for a connection and the statement.
  *  - Handlers run on the HTTP server's threads; everything they touch is thread-safe.
  */
 #ifndef CHATFLOW_CONSUMER_ROOM_API_H
 #define CHATFLOW_CONSUMER_ROOM_API_H
 
+#include "db.h"
 #include "history.h"
 #include "http.h"
 #include "presence.h"
@@ -31,6 +39,10 @@
 #define ROOM_API_LIMIT_MAX 100
 #define ROOM_API_RECENT_DEFAULT 20
 #define ROOM_API_READ_POSITIONS_MAX 100
+#define ROOM_API_RETRY_AFTER_S 2
+/* With api.c's API_DB_THREADS_DEFAULT (1): 3 admin threads at most in database work, below the
+ * default CHATFLOW_ADMIN_THREADS (4). */
+#define ROOM_API_DB_THREADS_DEFAULT 2
 
 typedef struct {
     long room_min, room_max;
@@ -38,6 +50,7 @@ typedef struct {
     recent_cache *recent;
     history *history;
     const char *allow_origin;   /* copied */
+    db_gate *gate;              /* shared with api.h (api_set_gate); NULL: a gate of its own */
 } room_api_config;
 
 typedef struct room_api room_api;

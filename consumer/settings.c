@@ -22,8 +22,9 @@ static const config_option consumer_options[] = {
                    "Subscriber WebSocket port (0 picks a free one)."),
     CONFIG_OPT_INT("CHATFLOW_ADMIN_PORT", "admin-port", S, admin_port, "9091", 0, 65535,
                    "Admin HTTP port: /metrics, /health/*, /api/metrics/* (0 picks a free one)."),
-    CONFIG_OPT_INT("CHATFLOW_ADMIN_THREADS", "admin-threads", S, admin_threads, "4", 1, 64,
-                   "Admin HTTP server threads."),
+    CONFIG_OPT_INT("CHATFLOW_ADMIN_THREADS", "admin-threads", S, admin_threads, "4", 2, 64,
+                   "Admin HTTP server threads; at most all but one are in database work (the room "
+                   "and metrics APIs) at once, so health probes and scrapes always find one free."),
     CONFIG_OPT_INT("CHATFLOW_POLLER_THREADS", "poller-threads", S, poller_threads, "20", 1, 1000,
                    "SQS poller threads; rooms are spread over them (never more threads than rooms)."),
     CONFIG_OPT_INT("CHATFLOW_RECEIVE_WAIT_S", "receive-wait-s", S, receive_wait_s, "20", 0, 20,
@@ -36,8 +37,14 @@ static const config_option consumer_options[] = {
     CONFIG_OPT_INT("CHATFLOW_DB_MAX_WAIT_MS", "db-max-wait-ms", S, db_max_wait_ms, "1000", 0, 60000,
                    "Longest a row waits for a flush (flushes happen sooner when every poller holding "
                    "messages waits on the writer)."),
-    CONFIG_OPT_INT("CHATFLOW_DB_MAX_ATTEMPTS", "db-max-attempts", S, db_max_attempts, "20", 1, 1000,
-                   "Flush attempts of a row before it goes to the dead-letter queue."),
+    CONFIG_OPT_INT("CHATFLOW_DB_SPILL_AFTER_MS", "db-spill-after-ms", S, db_spill_after_ms, "2000", 0,
+                   3600000,
+                   "When the database has not taken writes for this long, received messages (already "
+                   "broadcast) go to the spill queue instead of waiting, so live chat goes on."),
+    CONFIG_OPT_STR("CHATFLOW_SPILL_QUEUE_NAME", "spill-queue-name", S, spill_queue_name,
+                   "chatflow-db-spill", NULL,
+                   "Standard SQS queue that holds messages spilled during a database outage until "
+                   "they are stored."),
     CONFIG_OPT_INT("CHATFLOW_DB_RETRY_MAX_BACKOFF_MS", "db-retry-max-backoff-ms", S,
                    db_retry_max_backoff_ms, "5000", 10, 600000,
                    "Cap of the exponential backoff between failed flushes (starts at 100 ms)."),

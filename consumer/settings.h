@@ -30,7 +30,8 @@ typedef struct {
     long long visibility_timeout_s;
     long long db_batch_size;
     long long db_max_wait_ms;
-    long long db_max_attempts;
+    long long db_spill_after_ms;
+    char spill_queue_name[96];
     long long db_statement_timeout_ms;
     long long db_retry_max_backoff_ms;
     char db_write_method[8];

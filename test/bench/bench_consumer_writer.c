@@ -41,7 +41,7 @@ int main(int argc, char **argv)
     }
     log_init("warn", "text");
     batch_writer_config cfg = {.database_url = url, .statement_timeout_ms = 60000, .batch_size = (size_t)batch,
-                               .max_wait_ms = 1000, .max_attempts = 1, .max_backoff_ms = 100,
+                               .max_wait_ms = 1000, .max_backoff_ms = 100,
                                .use_unnest = strcmp(method, "unnest") == 0};
     char err[512];
     batch_writer *w = batch_writer_start(&cfg, err, sizeof err);

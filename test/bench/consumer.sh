@@ -13,7 +13,11 @@
 #   4. per method: the 20 room queues filled with N messages (bench_consumer_fill, which also writes
 #      the same rows as a COPY file), then chatflow-consumer started and timed until all N rows are
 #      committed (and so deleted): its drain rate = its persist rate; per-room rates from created_at;
-#   5. plain COPY of the same N rows into a table shaped like messages (same indexes), same server.
+#   5. plain COPY of the same N rows into a table shaped like messages (same indexes), same server;
+#   6. the spill path: N messages queued, the database made read-only (what a failover onto a
+#      reader looks like), the consumer started and timed until every message was moved to the
+#      spill queue (its live rate while the database is unavailable); then the database made
+#      writable again and timed until the drainer has stored all N (the catch-up rate).
 # Prints a table and one JSON line (also in $BUILD/bench/consumer.json).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -109,11 +113,52 @@ run_consumer() { # method -> JSON
           room_min_msgs_per_s: ($rooms|split(" ")[0]|tonumber), room_max_msgs_per_s: ($rooms|split(" ")[1]|tonumber)}'
 }
 
+# The spill path (spill.h) next to the normal path: rate while the database refuses writes, then
+# the drainer's catch-up rate once it takes them again.
+run_spill() {
+    local log="$OUT/consumer-spill.log" admin t0 t1 t2 spilled=0 n=0 db
+    sql "TRUNCATE messages, user_activity"
+    "$BUILD/bench/bench_consumer_fill" --messages "$MESSAGES" --rooms 20 --copy-file /dev/null >/dev/null
+    db=$(sql "select current_database()")
+    sql "ALTER DATABASE \"$db\" SET default_transaction_read_only = on"
+    t0=$(now)
+    CHATFLOW_WS_PORT=0 CHATFLOW_ADMIN_PORT=0 CHATFLOW_WS_BIND=127.0.0.1 CHATFLOW_ADMIN_BIND=127.0.0.1 \
+        CHATFLOW_RECEIVE_WAIT_S=1 CHATFLOW_QUEUE_DEPTH_INTERVAL_S=0 "$BUILD/chatflow-consumer" >"$log" 2>&1 &
+    CONSUMER_PID=$!
+    until admin=$(sed -n 's/.*; admin on [0-9.]*:\([0-9]*\).*/\1/p' "$log") && [ -n "$admin" ]; do
+        sleep 0.05
+        kill -0 "$CONSUMER_PID" 2>/dev/null || { echo "consumer died: $log" >&2; exit 1; }
+    done
+    metric() { curl -sf "http://127.0.0.1:$admin/metrics" | awk -v m="$1" '$1 == m {print int($2)}'; }
+    while [ "${spilled:-0}" -lt "$MESSAGES" ]; do
+        sleep 0.1
+        spilled=$(metric chatflow_spill_messages_total)
+        kill -0 "$CONSUMER_PID" 2>/dev/null || { echo "consumer died: $log" >&2; exit 1; }
+    done
+    t1=$(now)
+    # A session option outranks the database's setting: this session may write the reset.
+    PGOPTIONS="-c default_transaction_read_only=off" sql "ALTER DATABASE \"$db\" RESET default_transaction_read_only"
+    while [ "$n" -lt "$MESSAGES" ]; do
+        sleep 0.1
+        n=$(sql "select count(*) from messages")
+        kill -0 "$CONSUMER_PID" 2>/dev/null || { echo "consumer died: $log" >&2; exit 1; }
+    done
+    t2=$(now)
+    kill -TERM "$CONSUMER_PID"; wait "$CONSUMER_PID" || true; CONSUMER_PID=
+    jq -cn --arg n "$MESSAGES" --arg s1 "$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')" \
+        --arg s2 "$(awk -v a="$t1" -v b="$t2" 'BEGIN {print b - a}')" \
+        '{messages: ($n|tonumber), spill_seconds: ($s1|tonumber), spill_msgs_per_s: (($n|tonumber) / ($s1|tonumber)),
+          drain_seconds: ($s2|tonumber), drain_msgs_per_s: (($n|tonumber) / ($s2|tonumber))}'
+}
+
 RUNS="[]"
 for method in $METHODS; do
     echo "consumer ($method): $MESSAGES queued messages over 20 rooms ..." >&2
     RUNS=$(jq -c --argjson r "$(run_consumer "$method")" '. + [$r]' <<<"$RUNS")
 done
+
+echo "spill path: $MESSAGES queued messages, database read-only, then writable ..." >&2
+SPILL=$(run_spill)
 
 echo "plain COPY of the same rows ..." >&2
 sql "DROP TABLE IF EXISTS bench_copy; CREATE TABLE bench_copy (LIKE messages INCLUDING ALL)"
@@ -133,7 +178,12 @@ jq -r --arg ceil "$CEILING_DRAIN" --arg copy "$COPY_RATE" '.[] |
     "  per room min / max                               \(.room_min_msgs_per_s|floor) / \(.room_max_msgs_per_s|floor) msg/s",
     "  flushes, mean rows per flush, mean flush time    \(.flushes), \(.mean_flush_rows * 10 | floor / 10), \(.mean_flush_ms * 10 | floor / 10) ms",
     "  CPU per message: consumer / fauxqs               \(.cpu_us_per_message) / \(.fauxqs_cpu_us_per_message) us"' <<<"$RUNS"
+jq -r --argjson c "$(jq '.[0].msgs_per_s' <<<"$RUNS")" '
+    "spill path: database read-only, moved to the spill queue  \(.spill_msgs_per_s|floor) msg/s (ratio to the normal drain \(.spill_msgs_per_s / $c * 100 | floor / 100))",
+    "  then writable again: drainer catch-up                \(.drain_msgs_per_s|floor) msg/s (ratio \(.drain_msgs_per_s / $c * 100 | floor / 100))"' <<<"$SPILL"
 jq -r '.[] | "writer alone (\(.method), flush of \(.batch))                 \(.rows_per_s) rows/s"' <<<"$WRITER"
 jq -cn --argjson ceiling "$CEILING" --argjson runs "$RUNS" --argjson writer "$WRITER" --arg copy "$COPY_RATE" --arg load "$LOAD" \
-    '{load_average: $load, ceiling: $ceiling, plain_copy_rows_per_s: ($copy|tonumber), consumer: $runs, writer_alone: $writer}' |
+    --argjson spill "$SPILL" \
+    '{load_average: $load, ceiling: $ceiling, plain_copy_rows_per_s: ($copy|tonumber), consumer: $runs, writer_alone: $writer,
+      spill: $spill}' |
     tee "$OUT/consumer.json"

@@ -172,14 +172,16 @@ for name, s in sorted(services.items()):
               f"{name}: a second target group, the shard's room API group, on the admin port")
 for name, tg in sorted(tgs.items()):
     svc = "producer" if "producer" in name else "consumer"
-    check(tg["HealthCheckPath"] == "/health/ready" and tg["HealthCheckPort"] == str(PORTS[svc][1])
+    # /health/serving: accepting and not draining. Not /health/ready: a dependency incident must
+    # not take every task out of the load balancer (and ECS would replace them all).
+    check(tg["HealthCheckPath"] == "/health/serving" and tg["HealthCheckPort"] == str(PORTS[svc][1])
           and tg["Port"] == PORTS[svc][0] and tg["TargetType"] == "ip",
-          f"{name}: ip targets on the WebSocket port, health check /health/ready on the admin port")
+          f"{name}: ip targets on the WebSocket port, health check /health/serving on the admin port")
 check(len(tgs) == len(services), "one target group per service", f"{sorted(tgs)} vs {sorted(services)}")
 for name, tg in sorted(api_tgs.items()):
-    check(tg["Port"] == PORTS["consumer"][1] and tg["HealthCheckPath"] == "/health/ready"
+    check(tg["Port"] == PORTS["consumer"][1] and tg["HealthCheckPath"] == "/health/serving"
           and tg["HealthCheckPort"] == "traffic-port" and tg["TargetType"] == "ip",
-          f"{name}: ip targets on the consumer's admin port (the room API), health check /health/ready")
+          f"{name}: ip targets on the consumer's admin port (the room API), health check /health/serving")
 check(len(api_tgs) == sum(1 for n in services if n.startswith("service-consumer-")),
       "one room API target group per consumer shard", sorted(api_tgs))
 for f in glob.glob(os.path.join(OUT, "target-group-attributes-*.json")):
@@ -286,8 +288,10 @@ check(prod_deny and all(str(st["Resource"]).endswith("-dlq.fifo") for st in prod
 
 for name, lo, hi in shards:
     cons = allows(load(os.path.join(OUT, "iam", f"consumer-{name}-task-policy.json")))
-    room_stmt = [(a, r) for a, r in cons if "sqs:ReceiveMessage" in a]
-    dlq_stmt = [(a, r) for a, r in cons if "sqs:ReceiveMessage" not in a]
+    is_spill = lambda r: [x.rsplit(":", 1)[1] for x in r] == ["chatflow-db-spill"]
+    room_stmt = [(a, r) for a, r in cons if "sqs:ReceiveMessage" in a and not is_spill(r)]
+    spill_stmt = [(a, r) for a, r in cons if is_spill(r)]
+    dlq_stmt = [(a, r) for a, r in cons if "sqs:ReceiveMessage" not in a and not is_spill(r)]
     want_arns = [f"chatflow-room-{r}.fifo" for r in range(lo, hi + 1)]
     check(len(room_stmt) == 1 and room_stmt[0][0] == {"sqs:ReceiveMessage", "sqs:DeleteMessage",
           "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"},
@@ -298,6 +302,9 @@ for name, lo, hi in shards:
     check(len(dlq_stmt) == 1 and dlq_stmt[0][0] <= {"sqs:SendMessage", "sqs:GetQueueUrl"}
           and [r.rsplit(":", 1)[1] for r in dlq_stmt[0][1]] == ["chatflow-db-dlq.fifo"],
           f"consumer-{name} role: send only to the DLQ chatflow-db-dlq.fifo", dlq_stmt)
+    check(len(spill_stmt) == 1 and spill_stmt[0][0] == {"sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage",
+          "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"},
+          f"consumer-{name} role: send, receive and delete on the spill queue chatflow-db-spill only", spill_stmt)
     granted = set().union(*(a for a, _ in cons))
     check(used_actions("consumer") <= granted and used_actions("consumer"),
           f"consumer-{name} role grants every SQS action the consumer's code calls", used_actions("consumer") - granted)
@@ -312,7 +319,7 @@ check(setup_calls and setup_calls <= setup_actions and not any(a in setup_action
       ("sqs:DeleteQueue", "sqs:PurgeQueue", "sqs:ReceiveMessage", "sqs:SendMessage")),
       "sqs-setup policy: what `chatflow-sqs setup` calls, nothing destructive or data-reading",
       (setup_calls, setup_actions))
-check(all(re.match(r"^arn:aws:sqs:[^:]+:\d{12}:chatflow-(room-\*|db-dlq\.fifo)$", r) for _, res in setup for r in res),
+check(all(re.match(r"^arn:aws:sqs:[^:]+:\d{12}:chatflow-(room-\*|db-dlq\.fifo|db-spill)$", r) for _, res in setup for r in res),
       "sqs-setup policy: only ChatFlow's queues")
 
 every = []

@@ -545,7 +545,8 @@ static void test_replay_from_history(broadcaster *b, wsc_ctx *ws)
           "history replay: counted as source=history");
     wsc_free(c);
 
-    /* A failing store: the subscriber is closed with a reason. */
+    /* A failing store (the database busy or down): the subscriber is told to come back (4013, the
+     * WebSocket form of a 503), and the store's own message — it may name hosts — stays in the log. */
     pthread_mutex_lock(&store.mu);
     store.failing[9] = true;
     pthread_mutex_unlock(&store.mu);
@@ -556,24 +557,10 @@ static void test_replay_from_history(broadcaster *b, wsc_ctx *ws)
         int code = 0;
         const char *reason = NULL;
         wsc_close_info(f, &code, &reason);
-        CHECK_INT(code, 1011, "history failure: close code 1011");
-        CHECK_STR(reason, "history unavailable: store is down (test)", "history failure: close reason");
+        CHECK_INT(code, 4013, "history failure: close code 4013 (try again)");
+        CHECK_STR(reason, "history unavailable; reconnect with since= shortly",
+                  "history failure: a reason the client can act on, without the store's message");
         wsc_free(f);
-    }
-    pthread_mutex_lock(&store.mu);
-    store.failing[10] = true;
-    pthread_mutex_unlock(&store.mu);
-    wsc_conn *f10 = subscribe(ws, broadcast_port(b), "/chat/10?since=1");
-    CHECK(f10 && wsc_wait_closed(f10, 5000), "history failure: a long reason closes too");
-    if (f10) {
-        int code = 0;
-        const char *reason = NULL;
-        wsc_close_info(f10, &code, &reason);
-        size_t rlen = reason ? strlen(reason) : 0;
-        CHECK(code == 1011 && rlen <= 123 && rlen >= 121 && utf8_validate(reason, rlen),
-              "history failure: a long reason is cut to 123 bytes at a character boundary (%d, %zu bytes)",
-              code, rlen);
-        wsc_free(f10);
     }
     wait_subscribers(b, 0);
 }

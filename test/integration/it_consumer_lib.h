@@ -76,11 +76,13 @@ typedef struct {
     char db_name[64];
     char prefix[64];           /* queue prefix */
     char dlq_name[96];
+    char spill_name[96];       /* the spill queue (standard) */
     int room_min, room_max;
     credentials_provider *creds;
     sqs_client *sqs;
     char *urls[64];            /* by room */
     char *dlq_url;
+    char *spill_url;
     PGconn *pg;                /* on the test's database */
 } itc_env_t;
 
@@ -185,9 +187,10 @@ static inline bool itc_queues_setup(itc_env_t *e)
 {
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
-             "CHATFLOW_QUEUE_PREFIX='%s' CHATFLOW_DLQ_NAME='%s' CHATFLOW_ROOM_MIN=%d CHATFLOW_ROOM_MAX=%d "
-             "'%s/chatflow-sqs' setup >>'%s/sqs-setup.log' 2>&1",
-             e->prefix, e->dlq_name, e->room_min, e->room_max, itc_env("CHATFLOW_BIN", "build"), e->log_dir);
+             "CHATFLOW_QUEUE_PREFIX='%s' CHATFLOW_DLQ_NAME='%s' CHATFLOW_SPILL_QUEUE_NAME='%s' "
+             "CHATFLOW_ROOM_MIN=%d CHATFLOW_ROOM_MAX=%d '%s/chatflow-sqs' setup >>'%s/sqs-setup.log' 2>&1",
+             e->prefix, e->dlq_name, e->spill_name, e->room_min, e->room_max, itc_env("CHATFLOW_BIN", "build"),
+             e->log_dir);
     if (!itc_sh(cmd)) {
         NOTE("chatflow-sqs setup failed (log %s/sqs-setup.log)", e->log_dir);
         return false;
@@ -202,8 +205,10 @@ static inline bool itc_queues_setup(itc_env_t *e)
     }
     sqs_error err;
     free(e->dlq_url);
-    e->dlq_url = NULL;
-    return sqs_get_queue_url(e->sqs, e->dlq_name, &e->dlq_url, &err) == SQS_OK;
+    free(e->spill_url);
+    e->dlq_url = e->spill_url = NULL;
+    return sqs_get_queue_url(e->sqs, e->dlq_name, &e->dlq_url, &err) == SQS_OK &&
+           sqs_get_queue_url(e->sqs, e->spill_name, &e->spill_url, &err) == SQS_OK;
 }
 
 /* ApproximateNumberOfMessages + ...NotVisible of a queue; -1 on error. */
@@ -307,6 +312,7 @@ static inline bool itc_init(itc_env_t *e, const char *name, int room_min, int ro
     unsigned tag = (unsigned)getpid() ^ (unsigned)(time_wall_ms() & 0xffff);
     snprintf(e->prefix, sizeof e->prefix, "it-%s-%x-room-", name, tag);
     snprintf(e->dlq_name, sizeof e->dlq_name, "it-%s-%x-db-dlq.fifo", name, tag);
+    snprintf(e->spill_name, sizeof e->spill_name, "it-%s-%x-db-spill", name, tag);
     if (!e->admin_url[0] || !getenv("AWS_ENDPOINT_URL_SQS")) {
         NOTE("DATABASE_URL and AWS_ENDPOINT_URL_SQS are needed (run through test/run)");
         return false;
@@ -336,6 +342,7 @@ static inline void itc_done(itc_env_t *e)
     itc_drop_db(e);
     for (int i = 0; i < 64; i++) free(e->urls[i]);
     free(e->dlq_url);
+    free(e->spill_url);
     sqs_client_free(e->sqs);
     credentials_provider_free(e->creds);
     curl_global_cleanup();
@@ -343,9 +350,9 @@ static inline void itc_done(itc_env_t *e)
 
 /* ---------------------------------------------------------------- the consumer process */
 
-/* Starts chatflow-consumer on e's database and queues. env: extra NULL-terminated NAME=value
- * strings (override the defaults set here). Waits for its start-up line. */
-static inline bool consumer_start(itc_env_t *e, consumer_proc *p, const char *log_name,
+/* Starts chatflow-consumer on e's database and queues and returns at once (p->pid > 0 when it
+ * runs). env: extra NULL-terminated NAME=value strings (override the defaults set here). */
+static inline bool consumer_spawn(itc_env_t *e, consumer_proc *p, const char *log_name,
                                   const char *const *env)
 {
     memset(p, 0, sizeof *p);
@@ -372,6 +379,7 @@ static inline bool consumer_start(itc_env_t *e, consumer_proc *p, const char *lo
         setenv("DATABASE_URL", e->db_url, 1);
         setenv("CHATFLOW_QUEUE_PREFIX", e->prefix, 1);
         setenv("CHATFLOW_DLQ_NAME", e->dlq_name, 1);
+        setenv("CHATFLOW_SPILL_QUEUE_NAME", e->spill_name, 1);
         setenv("CHATFLOW_ROOM_MIN", rmin, 1);
         setenv("CHATFLOW_ROOM_MAX", rmax, 1);
         setenv("CHATFLOW_MIGRATIONS_DIR", migrations, 1);
@@ -395,6 +403,15 @@ static inline bool consumer_start(itc_env_t *e, consumer_proc *p, const char *lo
             itc_children[i] = pid;
             break;
         }
+    return true;
+}
+
+/* consumer_spawn(), then waits for its start-up line and reads its ports from it. */
+static inline bool consumer_start(itc_env_t *e, consumer_proc *p, const char *log_name,
+                                  const char *const *env)
+{
+    if (!consumer_spawn(e, p, log_name, env)) return false;
+    pid_t pid = p->pid;
     /* up to 30 s (migrations included); 120 s under a wrapper (memcheck) */
     int polls = itc_env("CHATFLOW_SERVICE_WRAPPER", NULL) ? 2400 : 600;
     for (int i = 0; i < polls; i++) {

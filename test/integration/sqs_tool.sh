@@ -12,6 +12,7 @@ if [ -z "${AWS_ENDPOINT_URL_SQS:-}" ]; then nok "AWS_ENDPOINT_URL_SQS is set (ru
 export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test}
 run=$$-$(date +%s)
 export CHATFLOW_QUEUE_PREFIX="tooltest-$run-room-" CHATFLOW_DLQ_NAME="tooltest-$run-db-dlq.fifo"
+export CHATFLOW_SPILL_QUEUE_NAME="tooltest-$run-db-spill"
 export CHATFLOW_ROOM_MIN=1 CHATFLOW_ROOM_MAX=2
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -24,13 +25,14 @@ queue_url() { sqs GetQueueUrl "{\"QueueName\":\"$1\"}" | sed -n 's/.*"QueueUrl":
 
 "$BIN" setup >"$tmp/setup1" 2>"$tmp/err"
 check "setup exits 0 ($(head -c 300 "$tmp/err"))" [ $? -eq 0 ]
-check "setup prints one line per queue (2 rooms, 2 room DLQs, db DLQ)" [ "$(wc -l <"$tmp/setup1")" -eq 5 ]
+check "setup prints one line per queue (2 rooms, 2 room DLQs, db DLQ, spill queue)" [ "$(wc -l <"$tmp/setup1")" -eq 6 ]
 check "setup names the room queue" grep -q "${CHATFLOW_QUEUE_PREFIX}1.fifo" "$tmp/setup1"
 check "setup names the room DLQ" grep -q "${CHATFLOW_QUEUE_PREFIX}2-dlq.fifo" "$tmp/setup1"
 check "setup names the db DLQ" grep -q "$CHATFLOW_DLQ_NAME" "$tmp/setup1"
+check "setup names the spill queue" grep -q "$CHATFLOW_SPILL_QUEUE_NAME" "$tmp/setup1"
 "$BIN" setup >"$tmp/setup2" 2>&1
 check "setup again exits 0 (idempotent)" [ $? -eq 0 ]
-check "setup again finds every queue ready" [ "$(grep -c '^ready' "$tmp/setup2")" -eq 5 ]
+check "setup again finds every queue ready" [ "$(grep -c '^ready' "$tmp/setup2")" -eq 6 ]
 
 url1=$(queue_url "${CHATFLOW_QUEUE_PREFIX}1.fifo")
 check "room queue 1 exists ($url1)" [ -n "$url1" ]
@@ -57,7 +59,7 @@ check "stats shows an empty room 2" grep -Eq "^${CHATFLOW_QUEUE_PREFIX}2\.fifo +
 
 "$BIN" purge >"$tmp/purge" 2>&1
 check "purge exits 0" [ $? -eq 0 ]
-check "purge prints one line per queue" [ "$(grep -c '^purged' "$tmp/purge")" -eq 5 ]
+check "purge prints one line per queue" [ "$(grep -c '^purged' "$tmp/purge")" -eq 6 ]
 "$BIN" stats >"$tmp/stats2" 2>&1
 check "after purge room 1 is empty" grep -Eq "^${CHATFLOW_QUEUE_PREFIX}1\.fifo +0 +0\$" "$tmp/stats2"
 

@@ -1,7 +1,9 @@
 /*
  * Unit tests of the broadcaster's socket-free parts: sequence number order, the subscription
- * path, the per-room replay cache and the replay merge (history pages + held live frames).
+ * path, the per-room replay cache (with events lost before it: incomplete below them, whole
+ * above), the replay merge (history pages + held live frames) and the frame token bucket.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -190,6 +192,104 @@ static void test_cache(void)
     bc_room_cache_free(&none);
 }
 
+/* An event that never reached the cache: it counts as evicted, the cache is incomplete below it
+ * and whole at or above it, and evictions never move the mark back down. */
+static void test_cache_lost_event(void)
+{
+    bc_room_cache c;
+    bc_room_cache_init(&c, 4);
+    push_seq(&c, "10");
+    push_seq(&c, "20");
+    CHECK(bc_room_cache_serves(&c, "10"), "lost: before the loss, since=10 is served (fresh cache)");
+    bc_room_cache_mark_lost(&c, "30");   /* 30 dropped; 40 arrives */
+    push_seq(&c, "40");
+    CHECK_STR(c.evicted_upto, "30", "lost: the lost event counts as evicted");
+    CHECK(!bc_room_cache_serves(&c, "10"), "lost: since=10 (below the loss, above the oldest) is not served");
+    CHECK(!bc_room_cache_serves(&c, "20"), "lost: since=20 (just below the loss) is not served: 30 is missing");
+    CHECK(!bc_room_cache_serves(&c, "29"), "lost: since=29 is not served");
+    CHECK(bc_room_cache_serves(&c, "30"), "lost: since=30 (the lost one itself) is served: 40 is all there is after it");
+    CHECK(bc_room_cache_serves(&c, "35"), "lost: since above the loss is served");
+    bc_fqueue q;
+    bc_fqueue_init(&q);
+    bc_room_cache_copy_after(&c, "30", &q);
+    CHECK_STR(seqs(&q), "40", "lost: since=30 from the cache gives 40");
+    bc_fqueue_clear(&q);
+
+    /* A replay from below the loss must make the store cover it before the held frames. */
+    bc_replay r;
+    bc_replay_begin(&r, &c, "10");
+    CHECK_STR(r.need_cover, "30", "lost: a replay must cover up to the lost event");
+    CHECK_STR(seqs(&r.held), "20,40", "lost: held starts with the cache after since");
+    bc_fqueue out;
+    bc_fqueue_init(&out);
+    const char *p1[] = { "20" };
+    for (size_t i = 0; i < 1; i++) {
+        bc_frame *f = frame(p1[i]);
+        if (bc_replay_accept(&r, f)) bc_fqueue_push(&out, f);
+        bc_frame_unref(f);
+    }
+    CHECK_INT(bc_replay_after_page(&r, 1, 10), BC_REPLAY_RETRY,
+              "lost: the store ends at 20, below the lost 30: retry, never finish with the gap");
+    bc_frame *f30 = frame("30");
+    if (bc_replay_accept(&r, f30)) bc_fqueue_push(&out, f30);
+    bc_frame_unref(f30);
+    CHECK_INT(bc_replay_after_page(&r, 1, 10), BC_REPLAY_DONE, "lost: once the store has 30: done");
+    bc_replay_finish(&r, &out);
+    CHECK_STR(seqs(&out), "20,30,40", "lost: the replay has the lost event, no gap, no duplicate");
+    bc_fqueue_clear(&out);
+    bc_replay_free(&r);
+
+    /* Evicting older frames never lowers the mark; once real evictions pass it, they lead. */
+    push_seq(&c, "50");
+    push_seq(&c, "60");   /* evicts 10: evicted_upto stays 30 */
+    CHECK_STR(c.evicted_upto, "30", "lost: evicting 10 does not lower the mark below the lost 30");
+    push_seq(&c, "70");   /* evicts 20 */
+    push_seq(&c, "80");   /* evicts 40 */
+    CHECK_STR(c.evicted_upto, "40", "lost: evictions beyond the loss move the mark on (whole again)");
+    CHECK(bc_room_cache_serves(&c, "40") && !bc_room_cache_serves(&c, "39"),
+          "lost: afterwards the cache serves exactly from what it evicted, as before the loss");
+    bc_room_cache_mark_lost(&c, "35");   /* an older loss changes nothing */
+    CHECK_STR(c.evicted_upto, "40", "lost: a loss below the mark does not move it");
+    bc_room_cache_mark_lost(&c, "");
+    bc_room_cache_mark_lost(&c, "x");
+    CHECK_STR(c.evicted_upto, "40", "lost: a loss without a valid sequence number is ignored");
+    /* Numeric order: a loss at 100 is above 80 although "100" < "80" as text. */
+    bc_room_cache_mark_lost(&c, "100");
+    CHECK(!bc_room_cache_serves(&c, "99") && bc_room_cache_serves(&c, "100"),
+          "lost: sequence numbers compare as numbers (100 > 99)");
+    bc_room_cache_free(&c);
+
+    /* A cache of 0 keeps the mark too. */
+    bc_room_cache none;
+    bc_room_cache_init(&none, 0);
+    bc_room_cache_mark_lost(&none, "9");
+    push_seq(&none, "8");
+    CHECK_STR(none.evicted_upto, "9", "lost: cache of 0: an older push does not lower the mark");
+    bc_room_cache_free(&none);
+}
+
+static void test_bucket(void)
+{
+    bc_bucket bk = { 0 };
+    uint64_t t = 5000000000ull;   /* any monotonic start */
+    int taken = 0;
+    for (int i = 0; i < 20; i++) taken += bc_bucket_take(&bk, t, 5.0, 10.0);
+    CHECK_INT(taken, 10, "bucket: a fresh bucket lets a burst of 10 through, not 20");
+    CHECK(!bc_bucket_take(&bk, t + 100000000ull, 5.0, 10.0), "bucket: 100 ms later there is no whole token yet (0.5)");
+    CHECK(bc_bucket_take(&bk, t + 200000000ull, 5.0, 10.0), "bucket: 200 ms later one token (5/s)");
+    CHECK(!bc_bucket_take(&bk, t + 200000000ull, 5.0, 10.0), "bucket: and only one");
+    taken = 0;
+    for (int i = 0; i < 20; i++) taken += bc_bucket_take(&bk, t + 60000000000ull, 5.0, 10.0);
+    CHECK_INT(taken, 10, "bucket: after a long pause the bucket holds the burst, no more");
+    /* Steady 5 a second over 2 s: all pass at the rate, none beyond. */
+    taken = 0;
+    uint64_t t2 = t + 120000000000ull;
+    bc_bucket steady = { 0 };
+    for (int i = 0; i < 10; i++) bc_bucket_take(&steady, t2, 5.0, 10.0);   /* empty it */
+    for (int i = 1; i <= 40; i++) taken += bc_bucket_take(&steady, t2 + (uint64_t)i * 50000000ull, 5.0, 10.0);
+    CHECK_INT(taken, 10, "bucket: 40 frames over 2 s (20/s) after the burst: 10 pass (5/s)");
+}
+
 /* A history page of the given sequence numbers, fed through bc_replay_accept into out. */
 static size_t feed_page(bc_replay *r, bc_fqueue *out, const char *const *page, size_t n)
 {
@@ -309,6 +409,8 @@ int main(void)
     test_path();
     test_frames_and_queue();
     test_cache();
+    test_cache_lost_event();
     test_replay_merge();
+    test_bucket();
     return TEST_DONE();
 }
