@@ -17,6 +17,7 @@
 
 #define COMPONENT "writer"
 #define FIRST_BACKOFF_MS 100
+#define PROBE_MAX_INTERVAL_MS 1000
 
 #define MESSAGE_COLUMNS                                                                        \
     "message_id, room_id, user_id, username, message_text, message_type, server_id, client_ip, " \
@@ -625,7 +626,10 @@ static void *writer_main(void *arg)
         watchdog_expect(w->watchdog, turn_budget_ms(w));
         if (!w->head && !w->exiting) {
             if (!writer_db_up(w)) {
-                probe_locked(w, backoff_ms);
+                /* Probes stay frequent (at most PROBE_MAX_INTERVAL_MS apart) whatever the flush
+                 * backoff: each costs one connection attempt, and the spill queue drains only
+                 * once the writer knows the database is back. */
+                probe_locked(w, backoff_ms < PROBE_MAX_INTERVAL_MS ? backoff_ms : PROBE_MAX_INTERVAL_MS);
                 backoff_ms = writer_db_up(w) ? FIRST_BACKOFF_MS : next_backoff(w, backoff_ms);
             } else {
                 wait_until_locked(w, time_mono_ns() + 1000000000ull);   /* turn for the watchdog */

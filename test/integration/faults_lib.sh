@@ -12,7 +12,8 @@
 #                            sleeps until MS after that moment
 #   ... inject the fault while the load runs (faults_mark "what" records the moment) ...
 #   faults_load_wait         waits for the load generator (bounded), reports what it saw
-#   faults_drain             waits until every room queue is empty and the row count is stable
+#   faults_drain             waits until every room queue and the spill queue are empty and the row
+#                            count is stable
 #   faults_check_exactly_once [MAY_LOSE]
 #                            every acked messageId is in PostgreSQL exactly once (MAY_LOSE: how
 #                            many acked ones may be missing because fauxqs lost them, for the SQS
@@ -165,10 +166,11 @@ faults_load_wait() {
     tap_ok "load generator finished: $ACKED of $FAULT_MESSAGES acked"
 }
 
-# Room queue depth summed over the stack's room queues (visible + in flight), or -1.
+# Depth summed over the stack's room queues and its spill queue (visible + in flight), or -1: a
+# message the consumer spilled during a database fault is not stored until the spill queue drains.
 queue_depth() {
     AWS_ENDPOINT_URL_SQS=$AWS_ENDPOINT_URL_SQS "$CHATFLOW_BIN/chatflow-sqs" stats 2>/dev/null |
-        awk '/room-[0-9]+\.fifo/ { for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) s += $i; found = 1 }
+        awk '/room-[0-9]+\.fifo|db-spill/ { for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) s += $i; found = 1 }
              END { print found ? s + 0 : -1 }'
 }
 
