@@ -63,7 +63,8 @@ static bool is_choice(const char *choices, const char *value)
     return false;
 }
 
-static bool apply_int(const config_option *o, void *field, const char *value, char *err, size_t err_len)
+static bool apply_int(const config_option *o, void *field, const char *value, char *err,
+                      size_t err_len)
 {
     char *end = NULL;
     errno = 0;
@@ -81,7 +82,8 @@ static bool apply_int(const config_option *o, void *field, const char *value, ch
     return true;
 }
 
-static bool apply_string(const config_option *o, void *field, const char *value, char *err, size_t err_len)
+static bool apply_string(const config_option *o, void *field, const char *value, char *err,
+                         size_t err_len)
 {
     if (o->choices && !is_choice(o->choices, value)) {
         fail(o, value, err, err_len, "is not one of %s", o->choices);
@@ -89,14 +91,16 @@ static bool apply_string(const config_option *o, void *field, const char *value,
     }
     size_t len = strlen(value);
     if (o->size == 0 || len >= o->size) {
-        fail(o, value, err, err_len, "is too long (at most %zu characters)", o->size ? o->size - 1 : 0);
+        fail(o, value, err, err_len, "is too long (at most %zu characters)",
+             o->size ? o->size - 1 : 0);
         return false;
     }
     memcpy(field, value, len + 1);
     return true;
 }
 
-static bool apply_bool(const config_option *o, void *field, const char *value, char *err, size_t err_len)
+static bool apply_bool(const config_option *o, void *field, const char *value, char *err,
+                       size_t err_len)
 {
     bool v;
     if (!parse_bool(value, &v)) {
@@ -107,7 +111,8 @@ static bool apply_bool(const config_option *o, void *field, const char *value, c
     return true;
 }
 
-static bool apply_value(const config_option *o, void *target, const char *value, char *err, size_t err_len)
+static bool apply_value(const config_option *o, void *target, const char *value, char *err,
+                        size_t err_len)
 {
     void *field = (char *)target + o->offset;
     switch (o->type) {
@@ -119,7 +124,8 @@ static bool apply_value(const config_option *o, void *target, const char *value,
     return false;
 }
 
-static const config_option *find_flag(const config_option *opts, size_t n_opts, const char *name, size_t len)
+static const config_option *find_flag(const config_option *opts, size_t n_opts, const char *name,
+                                      size_t len)
 {
     for (size_t i = 0; i < n_opts; i++)
         if (strlen(opts[i].flag) == len && strncmp(opts[i].flag, name, len) == 0) return &opts[i];
@@ -169,14 +175,16 @@ static bool apply_flags(const config_option *opts, size_t n_opts, void *target, 
         size_t name_len = eq ? (size_t)(eq - name) : strlen(name);
         const config_option *o = arg[1] == '-' ? find_flag(opts, n_opts, name, name_len) : NULL;
         if (!o) {
-            snprintf(err, err_len, "unknown option %.*s (see --help)", (int)(name_len + (size_t)(name - arg)), arg);
+            snprintf(err, err_len, "unknown option %.*s (see --help)",
+                     (int)(name_len + (size_t)(name - arg)), arg);
             return false;
         }
         const char *value;
         bool flag_value;
         if (eq) {
             value = eq + 1;
-        } else if (o->type == CONFIG_BOOL && (i + 1 >= *argc || !parse_bool(argv[i + 1], &flag_value))) {
+        } else if (o->type == CONFIG_BOOL &&
+                   (i + 1 >= *argc || !parse_bool(argv[i + 1], &flag_value))) {
             value = "true"; /* a bare boolean flag switches it on */
         } else if (i + 1 < *argc) {
             value = argv[++i];
@@ -192,8 +200,8 @@ static bool apply_flags(const config_option *opts, size_t n_opts, void *target, 
 }
 
 config_result config_load(const config_option *opts, size_t n_opts, void *target,
-                          const char *program, const char *summary,
-                          int *argc, char **argv, char *err, size_t err_len)
+                          const char *program, const char *summary, int *argc, char **argv,
+                          char *err, size_t err_len)
 {
     if (err && err_len) err[0] = '\0';
     int help = argc && argv ? help_requested(*argc, argv) : 0;
@@ -206,7 +214,8 @@ config_result config_load(const config_option *opts, size_t n_opts, void *target
         return CONFIG_HELP;
     }
     if (!apply_defaults_and_env(opts, n_opts, target, err, err_len)) return CONFIG_ERROR;
-    if (argc && argv && !apply_flags(opts, n_opts, target, argc, argv, err, err_len)) return CONFIG_ERROR;
+    if (argc && argv && !apply_flags(opts, n_opts, target, argc, argv, err, err_len))
+        return CONFIG_ERROR;
     return CONFIG_OK;
 }
 
@@ -239,7 +248,9 @@ void config_print_help(FILE *out, const config_option *opts, size_t n_opts, cons
         fprintf(out, "      env %s, default \"%s\"\n", o->env, o->default_value);
         fprintf(out, "      %s\n", o->help ? o->help : "");
     }
-    fprintf(out, "\n  --help            this text\n  --help-markdown   the settings as a Markdown table\n");
+    fprintf(
+        out,
+        "\n  --help            this text\n  --help-markdown   the settings as a Markdown table\n");
 }
 
 /* Markdown table cells: a '|' would end the cell. */
@@ -299,30 +310,36 @@ bool config_common_finish(struct chatflow_common_settings *c, char *err, size_t 
 {
     if (c->room_min > c->room_max) {
         snprintf(err, err_len,
-                 "CHATFLOW_ROOM_MIN (--room-min) = %lld is greater than CHATFLOW_ROOM_MAX (--room-max) = %lld",
+                 "CHATFLOW_ROOM_MIN (--room-min) = %lld is greater than CHATFLOW_ROOM_MAX "
+                 "(--room-max) = %lld",
                  c->room_min, c->room_max);
         return false;
     }
     if (c->server_id[0] == '\0') {
         char host[256];
         if (gethostname(host, sizeof host) != 0) {
-            snprintf(err, err_len, "CHATFLOW_SERVER_ID (--server-id) is empty and the host name is unavailable: %s",
-                     strerror(errno));
+            snprintf(
+                err, err_len,
+                "CHATFLOW_SERVER_ID (--server-id) is empty and the host name is unavailable: %s",
+                strerror(errno));
             return false;
         }
         host[sizeof host - 1] = '\0';
         if (strlen(host) >= sizeof c->server_id) {
-            snprintf(err, err_len, "CHATFLOW_SERVER_ID (--server-id) is empty and the host name is longer than %zu characters; set it",
+            snprintf(err, err_len,
+                     "CHATFLOW_SERVER_ID (--server-id) is empty and the host name is longer than "
+                     "%zu characters; set it",
                      sizeof c->server_id - 1);
             return false;
         }
         strcpy(c->server_id, host);
     }
     if (!log_init(c->log_level, c->log_format)) {
-        snprintf(err, err_len,
-                 "CHATFLOW_LOG_LEVEL/CHATFLOW_LOG_FORMAT: cannot apply level \"%s\" with format \"%s\" "
-                 "(levels debug|info|warn|error, formats text|json)",
-                 c->log_level, c->log_format);
+        snprintf(
+            err, err_len,
+            "CHATFLOW_LOG_LEVEL/CHATFLOW_LOG_FORMAT: cannot apply level \"%s\" with format \"%s\" "
+            "(levels debug|info|warn|error, formats text|json)",
+            c->log_level, c->log_format);
         return false;
     }
     return true;

@@ -27,30 +27,39 @@
 typedef enum { CONFIG_INT, CONFIG_STRING, CONFIG_BOOL } config_type;
 
 typedef struct {
-    const char *env;             /* "CHATFLOW_WS_PORT" */
-    const char *flag;            /* "ws-port" (used as --ws-port) */
+    const char *env;  /* "CHATFLOW_WS_PORT" */
+    const char *flag; /* "ws-port" (used as --ws-port) */
     config_type type;
-    const char *default_value;   /* as text, "" for empty */
-    long long min, max;          /* CONFIG_INT */
-    const char *choices;         /* CONFIG_STRING: "a|b|c", or NULL for any */
-    size_t offset;               /* offsetof(settings struct, field) */
-    size_t size;                 /* CONFIG_STRING: sizeof the char array */
+    const char *default_value; /* as text, "" for empty */
+    long long min, max;        /* CONFIG_INT */
+    const char *choices;       /* CONFIG_STRING: "a|b|c", or NULL for any */
+    size_t offset;             /* offsetof(settings struct, field) */
+    size_t size;               /* CONFIG_STRING: sizeof the char array */
     const char *help;
 } config_option;
 
 /* Field types: CONFIG_INT -> long long, CONFIG_BOOL -> bool, CONFIG_STRING -> char[size]. */
-#define CONFIG_OPT_INT(env, flag, type, field, def, lo, hi, help) \
-    { env, flag, CONFIG_INT, def, lo, hi, NULL, offsetof(type, field), sizeof(((type *)0)->field), help }
-#define CONFIG_OPT_STR(env, flag, type, field, def, choices, help) \
-    { env, flag, CONFIG_STRING, def, 0, 0, choices, offsetof(type, field), sizeof(((type *)0)->field), help }
-#define CONFIG_OPT_BOOL(env, flag, type, field, def, help) \
-    { env, flag, CONFIG_BOOL, def, 0, 1, NULL, offsetof(type, field), sizeof(((type *)0)->field), help }
+#define CONFIG_OPT_INT(env, flag, type, field, def, lo, hi, help)        \
+    {                                                                    \
+        env, flag, CONFIG_INT, def, lo, hi, NULL, offsetof(type, field), \
+            sizeof(((type *)0)->field), help                             \
+    }
+#define CONFIG_OPT_STR(env, flag, type, field, def, choices, help)           \
+    {                                                                        \
+        env, flag, CONFIG_STRING, def, 0, 0, choices, offsetof(type, field), \
+            sizeof(((type *)0)->field), help                                 \
+    }
+#define CONFIG_OPT_BOOL(env, flag, type, field, def, help)              \
+    {                                                                   \
+        env, flag, CONFIG_BOOL, def, 0, 1, NULL, offsetof(type, field), \
+            sizeof(((type *)0)->field), help                            \
+    }
 
 typedef enum { CONFIG_OK = 0, CONFIG_HELP, CONFIG_ERROR } config_result;
 
 config_result config_load(const config_option *opts, size_t n_opts, void *target,
-                          const char *program, const char *summary,
-                          int *argc, char **argv, char *err, size_t err_len);
+                          const char *program, const char *summary, int *argc, char **argv,
+                          char *err, size_t err_len);
 void config_print_help(FILE *out, const config_option *opts, size_t n_opts, const char *program,
                        const char *summary);
 void config_print_markdown(FILE *out, const config_option *opts, size_t n_opts);
@@ -75,32 +84,34 @@ struct chatflow_common_settings {
     long long sqs_request_timeout_ms;
 };
 
-#define CONFIG_COMMON_OPTIONS(type)                                                              \
-    CONFIG_OPT_STR("CHATFLOW_LOG_LEVEL", "log-level", type, common.log_level, "info",           \
-                   "debug|info|warn|error", "Lowest level logged."),                             \
-    CONFIG_OPT_STR("CHATFLOW_LOG_FORMAT", "log-format", type, common.log_format, "text",        \
-                   "text|json", "Log line format; json for CloudWatch."),                        \
-    CONFIG_OPT_STR("AWS_REGION", "aws-region", type, common.aws_region, "us-east-1", NULL,      \
-                   "AWS region of the SQS queues."),                                             \
-    CONFIG_OPT_STR("AWS_ENDPOINT_URL_SQS", "sqs-endpoint", type, common.sqs_endpoint, "", NULL, \
-                   "SQS endpoint URL; empty means https://sqs.{region}.amazonaws.com."),         \
-    CONFIG_OPT_STR("CHATFLOW_QUEUE_PREFIX", "queue-prefix", type, common.queue_prefix,          \
-                   "chatflow-room-", NULL, "Room queue name prefix; the queue is <prefix><room>.fifo."), \
-    CONFIG_OPT_STR("CHATFLOW_DLQ_NAME", "dlq-name", type, common.dlq_name,                      \
-                   "chatflow-db-dlq.fifo", NULL, "Dead-letter queue for messages that cannot be stored."), \
-    CONFIG_OPT_INT("CHATFLOW_ROOM_MIN", "room-min", type, common.room_min, "1", 1, 1000000,     \
-                   "Lowest room id served."),                                                    \
-    CONFIG_OPT_INT("CHATFLOW_ROOM_MAX", "room-max", type, common.room_max, "20", 1, 1000000,    \
-                   "Highest room id served."),                                                   \
-    CONFIG_OPT_STR("CHATFLOW_ADMIN_BIND", "admin-bind", type, common.admin_bind, "0.0.0.0",     \
-                   NULL, "Address the admin HTTP server (metrics, health) binds to."),           \
-    CONFIG_OPT_STR("CHATFLOW_SERVER_ID", "server-id", type, common.server_id, "", NULL,         \
-                   "Identity written into each message; empty means the host name."),           \
-    CONFIG_OPT_INT("CHATFLOW_SQS_CONNECT_TIMEOUT_MS", "sqs-connect-timeout-ms", type,           \
-                   common.sqs_connect_timeout_ms, "2000", 100, 60000, "SQS connect timeout."),    \
-    CONFIG_OPT_INT("CHATFLOW_SQS_REQUEST_TIMEOUT_MS", "sqs-request-timeout-ms", type,           \
-                   common.sqs_request_timeout_ms, "10000", 100, 120000,                         \
-                   "SQS request timeout (long polls add their wait).")
+#define CONFIG_COMMON_OPTIONS(type)                                                                \
+    CONFIG_OPT_STR("CHATFLOW_LOG_LEVEL", "log-level", type, common.log_level, "info",              \
+                   "debug|info|warn|error", "Lowest level logged."),                               \
+        CONFIG_OPT_STR("CHATFLOW_LOG_FORMAT", "log-format", type, common.log_format, "text",       \
+                       "text|json", "Log line format; json for CloudWatch."),                      \
+        CONFIG_OPT_STR("AWS_REGION", "aws-region", type, common.aws_region, "us-east-1", NULL,     \
+                       "AWS region of the SQS queues."),                                           \
+        CONFIG_OPT_STR("AWS_ENDPOINT_URL_SQS", "sqs-endpoint", type, common.sqs_endpoint, "",      \
+                       NULL, "SQS endpoint URL; empty means https://sqs.{region}.amazonaws.com."), \
+        CONFIG_OPT_STR("CHATFLOW_QUEUE_PREFIX", "queue-prefix", type, common.queue_prefix,         \
+                       "chatflow-room-", NULL,                                                     \
+                       "Room queue name prefix; the queue is <prefix><room>.fifo."),               \
+        CONFIG_OPT_STR("CHATFLOW_DLQ_NAME", "dlq-name", type, common.dlq_name,                     \
+                       "chatflow-db-dlq.fifo", NULL,                                               \
+                       "Dead-letter queue for messages that cannot be stored."),                   \
+        CONFIG_OPT_INT("CHATFLOW_ROOM_MIN", "room-min", type, common.room_min, "1", 1, 1000000,    \
+                       "Lowest room id served."),                                                  \
+        CONFIG_OPT_INT("CHATFLOW_ROOM_MAX", "room-max", type, common.room_max, "20", 1, 1000000,   \
+                       "Highest room id served."),                                                 \
+        CONFIG_OPT_STR("CHATFLOW_ADMIN_BIND", "admin-bind", type, common.admin_bind, "0.0.0.0",    \
+                       NULL, "Address the admin HTTP server (metrics, health) binds to."),         \
+        CONFIG_OPT_STR("CHATFLOW_SERVER_ID", "server-id", type, common.server_id, "", NULL,        \
+                       "Identity written into each message; empty means the host name."),          \
+        CONFIG_OPT_INT("CHATFLOW_SQS_CONNECT_TIMEOUT_MS", "sqs-connect-timeout-ms", type,          \
+                       common.sqs_connect_timeout_ms, "2000", 100, 60000, "SQS connect timeout."), \
+        CONFIG_OPT_INT("CHATFLOW_SQS_REQUEST_TIMEOUT_MS", "sqs-request-timeout-ms", type,          \
+                       common.sqs_request_timeout_ms, "10000", 100, 120000,                        \
+                       "SQS request timeout (long polls add their wait).")
 
 /* Checks cross-field rules of the common settings (room_min <= room_max), fills server_id with
  * the host name when empty, and applies the log settings. false with err set on a bad value. */

@@ -37,18 +37,19 @@ typedef enum { SOURCE_ENVIRONMENT, SOURCE_ECS } credentials_source_kind;
 
 struct credentials_provider {
     credentials_source_kind source;
-    char url[2048];                 /* ECS: the full credentials URL */
-    char authorization[2048];       /* ECS: Authorization header value, "" for none */
+    char url[2048];           /* ECS: the full credentials URL */
+    char authorization[2048]; /* ECS: Authorization header value, "" for none */
 
-    pthread_mutex_t lock;           /* guards everything below */
-    pthread_cond_t refreshed;       /* signalled when a fetch ends */
+    pthread_mutex_t lock;     /* guards everything below */
+    pthread_cond_t refreshed; /* signalled when a fetch ends */
     aws_credentials current;
     bool refreshing;
-    time_t last_failure;            /* time of the last failed fetch, 0 if none */
-    char last_error[512];           /* cause of the last failed fetch */
+    time_t last_failure;  /* time of the last failed fetch, 0 if none */
+    char last_error[512]; /* cause of the last failed fetch */
 };
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void set_err(char *err, size_t err_len, const char *fmt, ...)
 {
     if (!err || err_len == 0) return;
@@ -84,15 +85,18 @@ static bool load_environment(credentials_provider *p, char *err, size_t err_len)
     const char *secret = env_nonempty("AWS_SECRET_ACCESS_KEY");
     const char *token = env_nonempty("AWS_SESSION_TOKEN");
     if (!id || !secret) {
-        set_err(err, err_len, "AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not (or the other way round)");
+        set_err(
+            err, err_len,
+            "AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not (or the other way round)");
         return false;
     }
     aws_credentials *c = &p->current;
-    return copy_field(c->access_key_id, sizeof c->access_key_id, id, "AWS_ACCESS_KEY_ID", err, err_len) &&
-           copy_field(c->secret_access_key, sizeof c->secret_access_key, secret, "AWS_SECRET_ACCESS_KEY",
-                      err, err_len) &&
-           copy_field(c->session_token, sizeof c->session_token, token ? token : "", "AWS_SESSION_TOKEN",
-                      err, err_len);
+    return copy_field(c->access_key_id, sizeof c->access_key_id, id, "AWS_ACCESS_KEY_ID", err,
+                      err_len) &&
+           copy_field(c->secret_access_key, sizeof c->secret_access_key, secret,
+                      "AWS_SECRET_ACCESS_KEY", err, err_len) &&
+           copy_field(c->session_token, sizeof c->session_token, token ? token : "",
+                      "AWS_SESSION_TOKEN", err, err_len);
 }
 
 /* ---- ECS source ---- */
@@ -120,9 +124,11 @@ static bool full_uri_allowed(const char *uri, char *err, size_t err_len)
                 strcmp(host, "169.254.170.23") == 0)) {
         ok = true;
     } else {
-        set_err(err, err_len,
-                "AWS_CONTAINER_CREDENTIALS_FULL_URI \"%s\": plain http is allowed only to loopback or "
-                "the ECS credentials host; use https", uri);
+        set_err(
+            err, err_len,
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI \"%s\": plain http is allowed only to loopback or "
+            "the ECS credentials host; use https",
+            uri);
     }
     curl_free(scheme);
     curl_free(host);
@@ -130,12 +136,13 @@ static bool full_uri_allowed(const char *uri, char *err, size_t err_len)
     return ok;
 }
 
-static bool configure_ecs(credentials_provider *p, const char *relative, const char *full, char *err,
-                          size_t err_len)
+static bool configure_ecs(credentials_provider *p, const char *relative, const char *full,
+                          char *err, size_t err_len)
 {
     if (relative) {
         if (relative[0] != '/') {
-            set_err(err, err_len, "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI \"%s\" must start with '/'", relative);
+            set_err(err, err_len,
+                    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI \"%s\" must start with '/'", relative);
             return false;
         }
         int n = snprintf(p->url, sizeof p->url, "http://%s%s", ECS_CREDENTIALS_HOST, relative);
@@ -145,7 +152,8 @@ static bool configure_ecs(credentials_provider *p, const char *relative, const c
         }
     } else {
         if (!full_uri_allowed(full, err, err_len)) return false;
-        if (!copy_field(p->url, sizeof p->url, full, "AWS_CONTAINER_CREDENTIALS_FULL_URI", err, err_len))
+        if (!copy_field(p->url, sizeof p->url, full, "AWS_CONTAINER_CREDENTIALS_FULL_URI", err,
+                        err_len))
             return false;
         const char *token = env_nonempty("AWS_CONTAINER_AUTHORIZATION_TOKEN");
         if (token && !copy_field(p->authorization, sizeof p->authorization, token,
@@ -178,8 +186,8 @@ static size_t collect_body(char *ptr, size_t size, size_t nmemb, void *userdata)
     return n;
 }
 
-static bool json_string_field(json_t *root, const char *name, bool required, char *dst, size_t dst_len,
-                              char *err, size_t err_len)
+static bool json_string_field(json_t *root, const char *name, bool required, char *dst,
+                              size_t dst_len, char *err, size_t err_len)
 {
     json_t *v = json_object_get(root, name);
     if (!v) {
@@ -197,7 +205,8 @@ static bool json_string_field(json_t *root, const char *name, bool required, cha
     return copy_field(dst, dst_len, json_string_value(v), name, err, err_len);
 }
 
-static bool parse_credentials(const char *body, size_t len, aws_credentials *out, char *err, size_t err_len)
+static bool parse_credentials(const char *body, size_t len, aws_credentials *out, char *err,
+                              size_t err_len)
 {
     json_error_t jerr;
     json_t *root = json_loadb(body, len, 0, &jerr);
@@ -210,15 +219,18 @@ static bool parse_credentials(const char *body, size_t len, aws_credentials *out
     int64_t expiration_ms = 0;
     if (!json_is_object(root)) {
         set_err(err, err_len, "credentials answer is not a JSON object");
-    } else if (json_string_field(root, "AccessKeyId", true, out->access_key_id, sizeof out->access_key_id,
-                                 err, err_len) &&
+    } else if (json_string_field(root, "AccessKeyId", true, out->access_key_id,
+                                 sizeof out->access_key_id, err, err_len) &&
                json_string_field(root, "SecretAccessKey", true, out->secret_access_key,
                                  sizeof out->secret_access_key, err, err_len) &&
-               json_string_field(root, "Token", false, out->session_token, sizeof out->session_token,
-                                 err, err_len) &&
-               json_string_field(root, "Expiration", true, expiration, sizeof expiration, err, err_len)) {
+               json_string_field(root, "Token", false, out->session_token,
+                                 sizeof out->session_token, err, err_len) &&
+               json_string_field(root, "Expiration", true, expiration, sizeof expiration, err,
+                                 err_len)) {
         if (!time_parse_iso8601(expiration, &expiration_ms)) {
-            set_err(err, err_len, "credentials answer \"Expiration\" \"%s\" is not an ISO-8601 instant", expiration);
+            set_err(err, err_len,
+                    "credentials answer \"Expiration\" \"%s\" is not an ISO-8601 instant",
+                    expiration);
         } else {
             out->expiration = (time_t)(expiration_ms / 1000);
             ok = true;
@@ -229,7 +241,8 @@ static bool parse_credentials(const char *body, size_t len, aws_credentials *out
 }
 
 /* One HTTP GET of the credentials endpoint. Called without the provider's lock held. */
-static bool fetch_ecs(const credentials_provider *p, aws_credentials *out, char *err, size_t err_len)
+static bool fetch_ecs(const credentials_provider *p, aws_credentials *out, char *err,
+                      size_t err_len)
 {
     CURL *curl = curl_easy_init();
     if (!curl) {
@@ -263,13 +276,16 @@ static bool fetch_ecs(const credentials_provider *p, aws_credentials *out, char 
     CURLcode rc = curl_easy_perform(curl);
     if (rc != CURLE_OK) {
         set_err(err, err_len, "GET %s failed: %s", p->url,
-                body.too_big ? "answer larger than 64 KiB" : errbuf[0] ? errbuf : curl_easy_strerror(rc));
+                body.too_big ? "answer larger than 64 KiB"
+                : errbuf[0]  ? errbuf
+                             : curl_easy_strerror(rc));
         goto done;
     }
     long status = 0;
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
     if (status != 200) {
-        set_err(err, err_len, "GET %s answered HTTP %ld: %.200s", p->url, status, body.data ? body.data : "");
+        set_err(err, err_len, "GET %s answered HTTP %ld: %.200s", p->url, status,
+                body.data ? body.data : "");
         goto done;
     }
     char perr[400];
@@ -295,9 +311,10 @@ credentials_provider *credentials_provider_new(char *err, size_t err_len)
     const char *full = env_nonempty("AWS_CONTAINER_CREDENTIALS_FULL_URI");
 
     if (!id && !secret && !relative && !full) {
-        set_err(err, err_len,
-                "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with ECS "
-                "container credentials (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI / _FULL_URI)");
+        set_err(
+            err, err_len,
+            "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with ECS "
+            "container credentials (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI / _FULL_URI)");
         return NULL;
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -367,10 +384,13 @@ static void refresh(credentials_provider *p)
         log_info("credentials", "refreshed ECS credentials; they expire in %lld s",
                  (long long)(fresh.expiration - now));
     } else if (expiration > now) {
-        log_error("credentials", "refreshing ECS credentials failed, keeping the current ones until they "
-                  "expire in %lld s: %s", (long long)(expiration - now), ferr);
+        log_error("credentials",
+                  "refreshing ECS credentials failed, keeping the current ones until they "
+                  "expire in %lld s: %s",
+                  (long long)(expiration - now), ferr);
     } else {
-        log_error("credentials", "refreshing ECS credentials failed and the current ones have expired: %s", ferr);
+        log_error("credentials",
+                  "refreshing ECS credentials failed and the current ones have expired: %s", ferr);
     }
 }
 
@@ -390,7 +410,8 @@ bool credentials_get(credentials_provider *p, aws_credentials *out, char *err, s
 
     pthread_mutex_lock(&p->lock);
     /* Expired keys are useless: wait for a fetch another thread has in flight rather than fail. */
-    while (p->refreshing && p->current.expiration <= now) pthread_cond_wait(&p->refreshed, &p->lock);
+    while (p->refreshing && p->current.expiration <= now)
+        pthread_cond_wait(&p->refreshed, &p->lock);
     bool valid = p->current.expiration > now;
     if (valid) {
         *out = p->current;

@@ -28,8 +28,8 @@
 typedef struct {
     char access_key_id[128];
     char secret_access_key[128];
-    char session_token[4096];   /* "" when none */
-    time_t expiration;          /* 0 for static credentials */
+    char session_token[4096]; /* "" when none */
+    time_t expiration;        /* 0 for static credentials */
 } aws_credentials;
 
 typedef struct credentials_provider credentials_provider;

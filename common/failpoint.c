@@ -17,8 +17,7 @@ static void load(void)
     const char *v = getenv("CHATFLOW_TEST_FAILPOINT");
     /* Framed by commas so a lookup matches whole names only. */
     snprintf(active, sizeof active, ",%s,", v ? v : "");
-    if (v && *v)
-        log_warn("failpoint", "test failpoints active: %s", v);
+    if (v && *v) log_warn("failpoint", "test failpoints active: %s", v);
 }
 
 bool failpoint_on(const char *name)
@@ -31,6 +30,5 @@ bool failpoint_on(const char *name)
 
 void failpoint_stall_forever(void)
 {
-    for (;;)
-        sleep(3600);
+    for (;;) sleep(3600);
 }

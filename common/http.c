@@ -33,7 +33,7 @@
 
 typedef struct {
     char *method;
-    char *path;      /* without the trailing '*' for prefixes */
+    char *path; /* without the trailing '*' for prefixes */
     bool prefix;
     route_fn fn;
     void *ctx;
@@ -51,8 +51,8 @@ struct admin_http {
     size_t n_routes;
     check *checks;
     size_t n_checks;
-    check liveness;          /* fn NULL: live while the server answers */
-    check serving;           /* fn NULL: always serving */
+    check liveness; /* fn NULL: live while the server answers */
+    check serving;  /* fn NULL: always serving */
     unsigned int connection_limit;
     int port;
 };
@@ -61,7 +61,7 @@ struct http_request {
     struct MHD_Connection *connection;
     const char *method;
     const char *path;
-    char *body;      /* NUL-terminated for convenience; NULL when none */
+    char *body; /* NUL-terminated for convenience; NULL when none */
     size_t body_len;
     bool too_large;
 };
@@ -172,7 +172,8 @@ static json_t *check_result(const check *c, bool *healthy)
     if (!ok) *healthy = false;
     json_t *result = json_pack("{s:s, s:s}", "status", ok ? "UP" : "DOWN", "detail", detail);
     if (!result)
-        result = json_pack("{s:s, s:s}", "status", ok ? "UP" : "DOWN", "detail", "(detail not valid UTF-8)");
+        result = json_pack("{s:s, s:s}", "status", ok ? "UP" : "DOWN", "detail",
+                           "(detail not valid UTF-8)");
     return result;
 }
 
@@ -236,7 +237,8 @@ void admin_http_set_connection_limit(admin_http *h, unsigned int limit)
     if (limit > 0) h->connection_limit = limit;
 }
 
-void admin_http_add_route(admin_http *h, const char *method, const char *path, route_fn fn, void *ctx)
+void admin_http_add_route(admin_http *h, const char *method, const char *path, route_fn fn,
+                          void *ctx)
 {
     if (h->daemon) {
         log_error("http", "route %s %s added after start; ignored", method, path);
@@ -317,7 +319,8 @@ static enum MHD_Result send_response(struct MHD_Connection *connection, int stat
                             content_type ? content_type : "application/json");
     if (allow && *allow) MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, allow);
     if (allow_origin && *allow_origin)
-        MHD_add_response_header(response, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin);
+        MHD_add_response_header(response, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN,
+                                allow_origin);
     if (retry_after_s > 0) {
         char seconds[16];
         snprintf(seconds, sizeof seconds, "%d", retry_after_s);
@@ -350,7 +353,8 @@ static enum MHD_Result dispatch(const admin_http *h, http_request *req)
     http_response resp = {200, NULL, NULL, NULL, 0};
     r->fn(r->ctx, req, &resp);
     if (resp.status < 100 || resp.status > 599) {
-        log_error("http", "handler for %s %s answered status %d", r->method, req->path, resp.status);
+        log_error("http", "handler for %s %s answered status %d", r->method, req->path,
+                  resp.status);
         free(resp.body);
         return send_error(req->connection, 500, "internal error", NULL);
     }
@@ -382,8 +386,8 @@ static void take_upload(http_request *req, const char *data, size_t size)
 
 static bool declared_too_large(struct MHD_Connection *connection)
 {
-    const char *length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
-                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *length =
+        MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     return length && strtoull(length, NULL, 10) > MAX_BODY;
 }
 
@@ -440,7 +444,8 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* ---- start / stop ---- */
 
-bool admin_http_start(admin_http *h, const char *bind_addr, int port, int threads, char *err, size_t err_len)
+bool admin_http_start(admin_http *h, const char *bind_addr, int port, int threads, char *err,
+                      size_t err_len)
 {
     if (h->daemon) {
         snprintf(err, err_len, "admin HTTP server already started");
@@ -469,14 +474,11 @@ bool admin_http_start(admin_http *h, const char *bind_addr, int port, int thread
         return false;
     }
     errno = 0;
-    h->daemon = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, h,
-                                 MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-                                 MHD_OPTION_SOCK_ADDR, addr,
-                                 MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)threads,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, CONNECTION_TIMEOUT_S,
-                                 MHD_OPTION_CONNECTION_LIMIT, h->connection_limit,
-                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-                                 MHD_OPTION_END);
+    h->daemon = MHD_start_daemon(
+        flags, (uint16_t)port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
+        NULL, MHD_OPTION_SOCK_ADDR, addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)threads,
+        MHD_OPTION_CONNECTION_TIMEOUT, CONNECTION_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT,
+        h->connection_limit, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_END);
     if (!h->daemon) {
         snprintf(err, err_len, "admin HTTP server cannot listen on %s:%d: %s", bind_addr, port,
                  errno ? strerror(errno) : "libmicrohttpd refused to start");
@@ -487,10 +489,7 @@ bool admin_http_start(admin_http *h, const char *bind_addr, int port, int thread
     return true;
 }
 
-int admin_http_port(const admin_http *h)
-{
-    return h->daemon ? h->port : 0;
-}
+int admin_http_port(const admin_http *h) { return h->daemon ? h->port : 0; }
 
 void admin_http_free(admin_http *h)
 {

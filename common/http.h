@@ -10,19 +10,19 @@
  *                          when the process is stuck, never because a dependency is down
  *      GET /health/serving 200/503 likewise for the serving check (admin_http_set_serving):
  *                          accepting clients and not draining — what a load balancer routes on
- *      GET /health/ready   200/503 {"status":"UP"|"DOWN","checks":{"<name>":{"status":"UP","detail":"..."}}}
- *                          dependency readiness, for operators and alerts (not for restarts)
- *      GET /health         alias of /health/ready
- *    plus the routes added with admin_http_add_route(). Unknown path -> 404, known path with the
- *    wrong method -> 405 with an Allow header; both with a JSON body {"error":"..."}.
+ *      GET /health/ready   200/503
+ * {"status":"UP"|"DOWN","checks":{"<name>":{"status":"UP","detail":"..."}}} dependency readiness,
+ * for operators and alerts (not for restarts) GET /health         alias of /health/ready plus the
+ * routes added with admin_http_add_route(). Unknown path -> 404, known path with the wrong method
+ * -> 405 with an Allow header; both with a JSON body {"error":"..."}.
  *  - Routes and checks are added before admin_http_start() (they are read without locking).
  *  - Health checks are called on the server's threads, concurrently: they must be thread-safe and
  *    bounded (a check that calls a dependency does so with a short timeout of its own).
  *  - At most admin_http_set_connection_limit() connections (default 128) are open at once.
  *  - A route handler fills an http_response; body is malloc'd and ownership passes to the
  *    server, which frees it. A handler that sets allow_origin gets an Access-Control-Allow-Origin
- *    header on its answer (for pages served from another origin). Request arguments come from http_request_arg(); a POST body is
- *    delivered whole (up to 64 KiB, else 413).
+ *    header on its answer (for pages served from another origin). Request arguments come from
+ * http_request_arg(); a POST body is delivered whole (up to 64 KiB, else 413).
  *  - port 0 picks a free port; admin_http_port() tells which.
  */
 #ifndef CHATFLOW_HTTP_H
@@ -36,10 +36,10 @@ typedef struct http_request http_request;
 
 typedef struct {
     int status;
-    char *body;                  /* malloc'd; freed by the server */
-    const char *content_type;    /* NULL -> application/json */
-    const char *allow_origin;    /* NULL -> no CORS header; else Access-Control-Allow-Origin */
-    int retry_after_s;           /* > 0 -> a Retry-After header (with 503: try again then) */
+    char *body;               /* malloc'd; freed by the server */
+    const char *content_type; /* NULL -> application/json */
+    const char *allow_origin; /* NULL -> no CORS header; else Access-Control-Allow-Origin */
+    int retry_after_s;        /* > 0 -> a Retry-After header (with 503: try again then) */
 } http_response;
 
 /* Returns true when healthy; writes a short human detail either way. */
@@ -58,8 +58,10 @@ void admin_http_set_liveness(admin_http *h, health_check_fn fn, void *ctx);
 void admin_http_set_serving(admin_http *h, health_check_fn fn, void *ctx);
 void admin_http_set_connection_limit(admin_http *h, unsigned int limit);
 /* path: exact path, or a prefix when it ends with a star (e.g. "/api/rooms/" plus a star). */
-void admin_http_add_route(admin_http *h, const char *method, const char *path, route_fn fn, void *ctx);
-bool admin_http_start(admin_http *h, const char *bind_addr, int port, int threads, char *err, size_t err_len);
+void admin_http_add_route(admin_http *h, const char *method, const char *path, route_fn fn,
+                          void *ctx);
+bool admin_http_start(admin_http *h, const char *bind_addr, int port, int threads, char *err,
+                      size_t err_len);
 int admin_http_port(const admin_http *h);
 /* Stops the server (if started) and frees everything. */
 void admin_http_free(admin_http *h);

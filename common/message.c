@@ -1,11 +1,11 @@
 /*
- * message — the ChatFlow message model (contract in message.h; rules in SPEC §1–§3).
+ * message — the ChatFlow message model (contract in message.h; rules in protocol.md §1, §2, §4).
  *
  * Decisions the contract leaves open:
  *  - userId as a string must be canonical decimal: digits only, no sign, no spaces, no leading
  *    zeros ("007" is refused, not rewritten). One user has exactly one spelling, so the v5 id
  *    name "userId:roomId:clientMessageId" cannot differ between two frames of the same user,
- *    and nothing downstream has to normalise. A JSON integer is accepted too (SPEC §1) and
+ *    and nothing downstream has to normalise. A JSON integer is accepted too (protocol.md §1) and
  *    written out in the same canonical form; a JSON real (1.0, 1e3) is refused as not an integer.
  *  - Duplicate keys are refused (JSON_REJECT_DUPLICATES -> INVALID_JSON): with two "username"
  *    members the frame has no single meaning, and parsers disagree about which one wins.
@@ -13,8 +13,8 @@
  *    a newer client or producer during a rolling upgrade (forward compatible).
  *  - clientMessageId null or absent means none; present it must be 1-64 [A-Za-z0-9_-] ("" is an
  *    error, as it is not 1-64 characters).
- *  - The queue body (SPEC §2) is "all strings", so queue_message_parse() takes userId only as a
- *    string. Its messageId is stored in lower case, the form uuid.c writes.
+ *  - The queue body (protocol.md §4) is "all strings", so queue_message_parse() takes userId only
+ * as a string. Its messageId is stored in lower case, the form uuid.c writes.
  *  - jansson refuses "\u0000" unless told otherwise (JSON_ALLOW_NUL is not passed), so every
  *    string member is free of NUL bytes and can be handled as a C string.
  *
@@ -65,12 +65,16 @@ static size_t utf8_first_invalid(const unsigned char *s, size_t len)
             need = 1;
         } else if (c >= 0xe0 && c <= 0xef) {
             need = 2;
-            if (c == 0xe0) lo = 0xa0;      /* overlong below U+0800 */
-            else if (c == 0xed) hi = 0x9f; /* surrogates U+D800..DFFF */
+            if (c == 0xe0)
+                lo = 0xa0; /* overlong below U+0800 */
+            else if (c == 0xed)
+                hi = 0x9f; /* surrogates U+D800..DFFF */
         } else if (c >= 0xf0 && c <= 0xf4) {
             need = 3;
-            if (c == 0xf0) lo = 0x90;      /* overlong below U+10000 */
-            else if (c == 0xf4) hi = 0x8f; /* above U+10FFFF */
+            if (c == 0xf0)
+                lo = 0x90; /* overlong below U+10000 */
+            else if (c == 0xf4)
+                hi = 0x8f; /* above U+10FFFF */
         } else {
             return i; /* continuation byte, C0/C1 overlong lead, or F5..FF */
         }
@@ -91,8 +95,7 @@ bool utf8_validate(const char *s, size_t len)
 size_t utf8_codepoints(const char *s, size_t len)
 {
     size_t n = 0;
-    for (size_t i = 0; i < len; i++)
-        n += ((unsigned char)s[i] & 0xc0) != 0x80;
+    for (size_t i = 0; i < len; i++) n += ((unsigned char)s[i] & 0xc0) != 0x80;
     return n;
 }
 
@@ -272,8 +275,8 @@ static bool parse_client_message_id(json_t *obj, chat_message *out, char *err, s
     return true;
 }
 
-/* The SPEC §1 fields. clientMessageId goes first so that it is in out even when another field
- * fails (the error frame echoes it); its own error is reported after the others'. */
+/* The protocol.md §1 fields. clientMessageId goes first so that it is in out even when another
+ * field fails (the error frame echoes it); its own error is reported after the others'. */
 static bool parse_client_fields(json_t *obj, bool user_id_number_ok, chat_message *out, char *err,
                                 size_t err_len)
 {
@@ -310,8 +313,7 @@ static json_t *load_object(const char *what, const char *text, size_t len, char 
     json_error_t jerr;
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!root) {
-        fail(err, err_len, "%s is not valid JSON: %s (at byte %d)", what, jerr.text,
-             jerr.position);
+        fail(err, err_len, "%s is not valid JSON: %s (at byte %d)", what, jerr.text, jerr.position);
         return NULL;
     }
     if (!json_is_object(root)) {
@@ -368,7 +370,7 @@ chat_status chat_frame_parse(const char *frame, size_t len, size_t max_frame, ch
     bool ok;
     if (!parse_kind(root, &out->kind, err, err_len)) {
         ok = false;
-        parse_client_message_id(root, out, NULL, 0);   /* echoed by the error frame when valid */
+        parse_client_message_id(root, out, NULL, 0); /* echoed by the error frame when valid */
     } else if (out->kind == CHAT_KIND_TYPING) {
         ok = parse_typing_fields(root, true, out, err, err_len);
     } else {
@@ -421,7 +423,8 @@ static bool parse_queue_ids(json_t *obj, chat_message *out, char *err, size_t er
     if (!canonical_decimal(room, ROOM_ID_MAX))
         return fail(err, err_len,
                     "roomId: must be a positive decimal integer up to %lld, without sign or "
-                    "leading zeros", ROOM_ID_MAX);
+                    "leading zeros",
+                    ROOM_ID_MAX);
     memcpy(out->room_id, room, len + 1);
     return true;
 }
@@ -432,16 +435,16 @@ bool queue_message_parse(const char *json, size_t len, chat_message *out, char *
     if (err && err_len) err[0] = '\0';
     json_t *root = load_object("queue message", json, len, err, err_len);
     if (!root) return false;
-    bool ok = parse_kind(root, &out->kind, err, err_len) && parse_queue_ids(root, out, err, err_len) &&
-              (out->kind == CHAT_KIND_TYPING ? parse_typing_fields(root, false, out, err, err_len)
-                                             : parse_client_fields(root, false, out, err, err_len)) &&
-              parse_bounded_string(root, "serverId", 1, out->server_id, sizeof out->server_id, err,
-                                   err_len) &&
-              /* empty when the producer could not learn the peer address */
-              parse_bounded_string(root, "clientIp", 0, out->client_ip, sizeof out->client_ip, err,
-                                   err_len) &&
-              parse_instant(root, "receivedAt", out->received_at, sizeof out->received_at, err,
-                            err_len);
+    bool ok =
+        parse_kind(root, &out->kind, err, err_len) && parse_queue_ids(root, out, err, err_len) &&
+        (out->kind == CHAT_KIND_TYPING ? parse_typing_fields(root, false, out, err, err_len)
+                                       : parse_client_fields(root, false, out, err, err_len)) &&
+        parse_bounded_string(root, "serverId", 1, out->server_id, sizeof out->server_id, err,
+                             err_len) &&
+        /* empty when the producer could not learn the peer address */
+        parse_bounded_string(root, "clientIp", 0, out->client_ip, sizeof out->client_ip, err,
+                             err_len) &&
+        parse_instant(root, "receivedAt", out->received_at, sizeof out->received_at, err, err_len);
     json_decref(root);
     return ok;
 }
@@ -567,7 +570,7 @@ char *ack_to_json(const chat_message *m, const char *server_timestamp, const cha
     put_string(&b, "roomId", m->room_id);
     put_string(&b, "serverTimestamp", server_timestamp);
     put_string_if_set(&b, "sequenceNumber", sequence_number);
-    put_string(&b, "delivery", "sent");   /* first delivery receipt: durable in SQS */
+    put_string(&b, "delivery", "sent"); /* first delivery receipt: durable in SQS */
     return builder_finish(&b);
 }
 

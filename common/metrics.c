@@ -41,8 +41,8 @@ struct metric_gauge {
 struct metric_histogram {
     double *bounds;
     size_t n_bounds;
-    _Atomic uint64_t *buckets;  /* n_bounds + 1: the last one is (last bound, +Inf) */
-    _Atomic int64_t sum_micro;  /* sum of observations * 1e6, rounded */
+    _Atomic uint64_t *buckets; /* n_bounds + 1: the last one is (last bound, +Inf) */
+    _Atomic int64_t sum_micro; /* sum of observations * 1e6, rounded */
 };
 
 typedef struct series {
@@ -176,7 +176,8 @@ metric_histogram *metrics_histogram(const char *name, const char *help, const ch
     if (!bounds || n_bounds == 0) misuse("histogram without bounds", name ? name : "(null)");
     for (size_t i = 0; i < n_bounds; i++)
         if (!isfinite(bounds[i]) || (i > 0 && bounds[i] <= bounds[i - 1]))
-            misuse("histogram bounds must be finite and strictly increasing", name ? name : "(null)");
+            misuse("histogram bounds must be finite and strictly increasing",
+                   name ? name : "(null)");
 
     pthread_mutex_lock(&registry_lock);
     family *f = find_or_add_family(name, help, METRIC_HISTOGRAM);
@@ -320,7 +321,8 @@ static void render_histogram(FILE *out, const char *name, const series *s)
     char num[64];
     uint64_t cumulative = 0;
     for (size_t i = 0; i <= h->n_bounds; i++) {
-        cumulative += atomic_load_explicit(&((struct metric_histogram *)h)->buckets[i], memory_order_relaxed);
+        cumulative +=
+            atomic_load_explicit(&((struct metric_histogram *)h)->buckets[i], memory_order_relaxed);
         if (i < h->n_bounds)
             format_double(num, sizeof num, h->bounds[i]);
         else
@@ -329,8 +331,9 @@ static void render_histogram(FILE *out, const char *name, const series *s)
         write_labels(out, s->labels, num);
         fprintf(out, " %" PRIu64 "\n", cumulative);
     }
-    format_micro(num, sizeof num,
-                 atomic_load_explicit(&((struct metric_histogram *)h)->sum_micro, memory_order_relaxed));
+    format_micro(
+        num, sizeof num,
+        atomic_load_explicit(&((struct metric_histogram *)h)->sum_micro, memory_order_relaxed));
     fprintf(out, "%s_sum", name);
     write_labels(out, s->labels, NULL);
     fprintf(out, " %s\n", num);
@@ -354,9 +357,7 @@ static void render_series(FILE *out, const family *f, const series *s)
         write_labels(out, s->labels, NULL);
         fprintf(out, " %s\n", num);
         break;
-    case METRIC_HISTOGRAM:
-        render_histogram(out, f->name, s);
-        break;
+    case METRIC_HISTOGRAM: render_histogram(out, f->name, s); break;
     }
 }
 

@@ -44,9 +44,9 @@ void metric_histogram_observe(metric_histogram *h, double v);
 uint64_t metric_histogram_count(const metric_histogram *h);
 
 /* Standard bucket sets. */
-extern const double METRICS_LATENCY_BUCKETS[];   /* 0.0005 s .. 10 s */
+extern const double METRICS_LATENCY_BUCKETS[]; /* 0.0005 s .. 10 s */
 extern const size_t METRICS_LATENCY_BUCKETS_N;
-extern const double METRICS_SIZE_BUCKETS[];      /* 1 .. 5000 */
+extern const double METRICS_SIZE_BUCKETS[]; /* 1 .. 5000 */
 extern const size_t METRICS_SIZE_BUCKETS_N;
 
 char *metrics_render(void);

@@ -6,8 +6,8 @@
 
 #define MASK "***"
 
-static const char *const SECRET_VARS[] = { "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                                           "AWS_CONTAINER_AUTHORIZATION_TOKEN" };
+static const char *const SECRET_VARS[] = {"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                                          "AWS_CONTAINER_AUTHORIZATION_TOKEN"};
 
 /* Replaces s[at, at + len) by MASK (len >= strlen(MASK), so the string never grows). */
 static void mask_span(char *s, size_t at, size_t len)
@@ -16,7 +16,8 @@ static void mask_span(char *s, size_t at, size_t len)
     memmove(s + at + sizeof MASK - 1, s + at + len, strlen(s + at + len) + 1);
 }
 
-/* URL userinfo ("user:pass" before an @ after the scheme) becomes "***"; the authority ends at the first
+/* URL userinfo ("user:pass" before an @ after the scheme) becomes "***"; the authority ends at the
+ * first
  * '/', '?', '#', space or quote; only an '@' inside it marks userinfo. */
 static void mask_userinfo(char *s)
 {
@@ -40,7 +41,7 @@ static void mask_userinfo(char *s)
 static void mask_value(char *s, const char *secret)
 {
     size_t n = secret ? strlen(secret) : 0;
-    if (n < 4) return;   /* too short to be a real secret; masking would mangle ordinary text */
+    if (n < 4) return; /* too short to be a real secret; masking would mangle ordinary text */
     for (char *p = strstr(s, secret); p; p = strstr(p, secret)) {
         mask_span(s, (size_t)(p - s), n);
         p += sizeof MASK - 1;
@@ -77,5 +78,6 @@ void redact_text(char *s, size_t cap)
     if (!memchr(s, '\0', cap)) s[cap - 1] = '\0';
     mask_userinfo(s);
     mask_keyword_password(s);
-    for (size_t i = 0; i < sizeof SECRET_VARS / sizeof SECRET_VARS[0]; i++) mask_value(s, getenv(SECRET_VARS[i]));
+    for (size_t i = 0; i < sizeof SECRET_VARS / sizeof SECRET_VARS[0]; i++)
+        mask_value(s, getenv(SECRET_VARS[i]));
 }

@@ -93,8 +93,8 @@ void sigv4_amz_date(long long epoch_seconds, char out[17])
 
 static bool is_unreserved(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_' || c == '.' || c == '~';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.' || c == '~';
 }
 
 static int hex_value(unsigned char c)
@@ -105,10 +105,7 @@ static int hex_value(unsigned char c)
     return -1;
 }
 
-static char ascii_lower(char c)
-{
-    return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
-}
+static char ascii_lower(char c) { return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c; }
 
 /* Appends s[0..len) URI-encoded (unreserved kept, the rest %XX upper-case); returns the new end. */
 static char *put_encoded(char *p, const char *s, size_t len)
@@ -294,10 +291,7 @@ static int compare_header_names(const void *a, const void *b)
     return x->index < y->index ? -1 : (x->index > y->index);
 }
 
-static bool is_space(char c)
-{
-    return c == ' ' || c == '\t';
-}
+static bool is_space(char c) { return c == ' ' || c == '\t'; }
 
 /* Appends a header value trimmed, with inner runs of whitespace folded to one space. */
 static char *put_trimmed_value(char *p, const char *v)
@@ -320,7 +314,8 @@ static bool check_header(const sigv4_header *h, char *err, size_t err_len)
 {
     static const char *const signer_owned[] = {"authorization", "x-amz-date",
                                                "x-amz-security-token", "x-amz-content-sha256"};
-    if (!h->name || !h->name[0] || !h->value) return fail(err, err_len, "header without a name or value");
+    if (!h->name || !h->name[0] || !h->value)
+        return fail(err, err_len, "header without a name or value");
     for (const char *c = h->name; *c; c++)
         if ((unsigned char)*c <= ' ' || *c == ':' || *c == 0x7f)
             return fail(err, err_len, "invalid header name \"%s\"", h->name);
@@ -340,23 +335,32 @@ static bool check_amz_date(const char *d)
     return true;
 }
 
-static bool check_inputs(const sigv4_request *req, const sigv4_params *pr, char *err, size_t err_len)
+static bool check_inputs(const sigv4_request *req, const sigv4_params *pr, char *err,
+                         size_t err_len)
 {
     if (!req || !pr) return fail(err, err_len, "no request or parameters");
     if (!req->method || !req->method[0] || strpbrk(req->method, " \t\r\n"))
         return fail(err, err_len, "missing or invalid method");
     if (!req->path) return fail(err, err_len, "missing path");
-    if (strpbrk(req->path, "?#\r\n")) return fail(err, err_len, "path \"%s\" has '?', '#' or a line break", req->path);
-    if (req->query && strpbrk(req->query, "#\r\n")) return fail(err, err_len, "query has '#' or a line break");
+    if (strpbrk(req->path, "?#\r\n"))
+        return fail(err, err_len, "path \"%s\" has '?', '#' or a line break", req->path);
+    if (req->query && strpbrk(req->query, "#\r\n"))
+        return fail(err, err_len, "query has '#' or a line break");
     if (req->n_headers && !req->headers) return fail(err, err_len, "n_headers set without headers");
     if (req->body_len && !req->body) return fail(err, err_len, "body_len set without a body");
-    if (!pr->access_key_id || !pr->access_key_id[0]) return fail(err, err_len, "missing access key id");
-    if (!pr->secret_access_key || !pr->secret_access_key[0]) return fail(err, err_len, "missing secret access key");
-    if (!pr->region || !pr->region[0] || strchr(pr->region, '/')) return fail(err, err_len, "missing or invalid region");
-    if (!pr->service || !pr->service[0] || strchr(pr->service, '/')) return fail(err, err_len, "missing or invalid service");
+    if (!pr->access_key_id || !pr->access_key_id[0])
+        return fail(err, err_len, "missing access key id");
+    if (!pr->secret_access_key || !pr->secret_access_key[0])
+        return fail(err, err_len, "missing secret access key");
+    if (!pr->region || !pr->region[0] || strchr(pr->region, '/'))
+        return fail(err, err_len, "missing or invalid region");
+    if (!pr->service || !pr->service[0] || strchr(pr->service, '/'))
+        return fail(err, err_len, "missing or invalid service");
     if (!check_amz_date(pr->amz_date))
-        return fail(err, err_len, "amz_date \"%s\" is not YYYYMMDDTHHMMSSZ", pr->amz_date ? pr->amz_date : "(null)");
-    if (pr->session_token && strpbrk(pr->session_token, "\r\n")) return fail(err, err_len, "session token has a line break");
+        return fail(err, err_len, "amz_date \"%s\" is not YYYYMMDDTHHMMSSZ",
+                    pr->amz_date ? pr->amz_date : "(null)");
+    if (pr->session_token && strpbrk(pr->session_token, "\r\n"))
+        return fail(err, err_len, "session token has a line break");
     bool has_host = false;
     for (size_t i = 0; i < req->n_headers; i++) {
         if (!check_header(&req->headers[i], err, err_len)) return false;
@@ -386,8 +390,9 @@ static bool compute_signature(const sigv4_params *pr, const char *string_to_sign
     unsigned char mac[2][EVP_MAX_MD_SIZE];
     size_t mac_len = 0;
     char digest_name[] = "SHA256";
-    OSSL_PARAM mac_params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest_name, 0),
-                               OSSL_PARAM_construct_end()};
+    OSSL_PARAM mac_params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest_name, 0),
+        OSSL_PARAM_construct_end()};
     EVP_MAC_CTX *ctx = algorithms_ready() ? EVP_MAC_CTX_new(hmac_mac) : NULL;
     bool ok = ctx != NULL;
     const unsigned char *step_key = (const unsigned char *)key;
@@ -408,8 +413,8 @@ static bool compute_signature(const sigv4_params *pr, const char *string_to_sign
     return ok && mac_len == 32 ? true : fail(err, err_len, "HMAC-SHA256 failed");
 }
 
-bool sigv4_sign(const sigv4_request *req, const sigv4_params *params, sigv4_result *out,
-                char *err, size_t err_len)
+bool sigv4_sign(const sigv4_request *req, const sigv4_params *params, sigv4_result *out, char *err,
+                size_t err_len)
 {
     if (!out) return fail(err, err_len, "no result");
     memset(out, 0, sizeof *out);
@@ -422,7 +427,8 @@ bool sigv4_sign(const sigv4_request *req, const sigv4_params *params, sigv4_resu
 
     /* Headers the signer adds: values live in added_storage, which the result owns. */
     size_t token_len = has_token ? strlen(params->session_token) : 0;
-    out->added_storage = malloc(17 + (has_token ? token_len + 1 : 0) + (params->sign_body ? 65 : 0));
+    out->added_storage =
+        malloc(17 + (has_token ? token_len + 1 : 0) + (params->sign_body ? 65 : 0));
     if (!out->added_storage) return fail(err, err_len, "out of memory");
     char *st = out->added_storage;
     memcpy(st, params->amz_date, 17);
@@ -444,7 +450,8 @@ bool sigv4_sign(const sigv4_request *req, const sigv4_params *params, sigv4_resu
     if (!hs) goto oom;
     size_t header_bytes = 0;
     for (size_t i = 0; i < n; i++) {
-        const sigv4_header *h = i < req->n_headers ? &req->headers[i] : &out->added[i - req->n_headers];
+        const sigv4_header *h =
+            i < req->n_headers ? &req->headers[i] : &out->added[i - req->n_headers];
         hs[i] = (header_ref){h->name, h->value, i};
         header_bytes += 2 * strlen(h->name) + strlen(h->value) + 3; /* "name:value\n" + "name;" */
     }
@@ -509,10 +516,11 @@ bool sigv4_sign(const sigv4_request *req, const sigv4_params *params, sigv4_resu
     if (!out->string_to_sign) goto oom;
     snprintf(out->string_to_sign, sts_cap, ALGORITHM "\n%s\n%.8s/%s/%s/aws4_request\n%s",
              params->amz_date, params->amz_date, params->region, params->service, cr_hash);
-    if (!compute_signature(params, out->string_to_sign, out->signature, err, err_len)) goto fail_out;
+    if (!compute_signature(params, out->string_to_sign, out->signature, err, err_len))
+        goto fail_out;
 
-    size_t auth_cap = sizeof ALGORITHM + 12 + strlen(params->access_key_id) + 1 + (size_t)scope_len +
-                      16 + signed_len + 12 + 64 + 1;
+    size_t auth_cap = sizeof ALGORITHM + 12 + strlen(params->access_key_id) + 1 +
+                      (size_t)scope_len + 16 + signed_len + 12 + 64 + 1;
     out->authorization = malloc(auth_cap);
     if (!out->authorization) goto oom;
     snprintf(out->authorization, auth_cap,

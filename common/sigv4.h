@@ -34,10 +34,10 @@ typedef struct {
 } sigv4_header;
 
 typedef struct {
-    const char *method;            /* "GET", "POST", ... */
-    const char *path;              /* raw path as on the request line, without the query */
-    const char *query;             /* raw query without '?', or NULL */
-    const sigv4_header *headers;   /* the request's headers (must include Host) */
+    const char *method;          /* "GET", "POST", ... */
+    const char *path;            /* raw path as on the request line, without the query */
+    const char *query;           /* raw query without '?', or NULL */
+    const sigv4_header *headers; /* the request's headers (must include Host) */
     size_t n_headers;
     const uint8_t *body;
     size_t body_len;
@@ -46,28 +46,28 @@ typedef struct {
 typedef struct {
     const char *access_key_id;
     const char *secret_access_key;
-    const char *session_token;     /* NULL or "" when none */
+    const char *session_token; /* NULL or "" when none */
     const char *region;
     const char *service;
-    const char *amz_date;          /* "YYYYMMDDTHHMMSSZ" */
-    bool normalize_path;           /* true for every service but S3 */
-    bool sign_body;                /* add and sign x-amz-content-sha256 */
+    const char *amz_date; /* "YYYYMMDDTHHMMSSZ" */
+    bool normalize_path;  /* true for every service but S3 */
+    bool sign_body;       /* add and sign x-amz-content-sha256 */
 } sigv4_params;
 
 typedef struct {
     char *canonical_request;
     char *string_to_sign;
     char signature[65];
-    char *authorization;           /* value of the Authorization header */
+    char *authorization; /* value of the Authorization header */
     /* headers the caller must add to the request (name/value pairs, n_added of them) */
     sigv4_header added[3];
     size_t n_added;
-    char *added_storage;           /* owns the strings in added[] */
+    char *added_storage; /* owns the strings in added[] */
 } sigv4_result;
 
 /* Returns false on allocation failure or a malformed request (err says which). */
-bool sigv4_sign(const sigv4_request *req, const sigv4_params *params, sigv4_result *out,
-                char *err, size_t err_len);
+bool sigv4_sign(const sigv4_request *req, const sigv4_params *params, sigv4_result *out, char *err,
+                size_t err_len);
 void sigv4_result_free(sigv4_result *r);
 
 /* Helpers shared with the SQS client: amz_date from epoch seconds, hex SHA-256. */

@@ -47,22 +47,25 @@ typedef enum {
 } sqs_action;
 
 static const char *const action_names[ACT_COUNT] = {
-    "CreateQueue",     "GetQueueUrl", "GetQueueAttributes", "SetQueueAttributes",   "PurgeQueue",
-    "SendMessage",     "SendMessageBatch", "ReceiveMessage", "DeleteMessageBatch",
-    "ChangeMessageVisibilityBatch",
+    "CreateQueue",        "GetQueueUrl",
+    "GetQueueAttributes", "SetQueueAttributes",
+    "PurgeQueue",         "SendMessage",
+    "SendMessageBatch",   "ReceiveMessage",
+    "DeleteMessageBatch", "ChangeMessageVisibilityBatch",
 };
 
 #define STATUS_COUNT (SQS_AUTH_ERROR + 1)
 
 static const char *const status_names[STATUS_COUNT] = {
-    "ok", "throttled", "server_error", "network_error", "queue_missing", "invalid_request", "auth_error",
+    "ok",         "throttled", "server_error", "network_error", "queue_missing", "invalid_request",
+    "auth_error",
 };
 
 struct sqs_client {
     char region[64];
     char endpoint[512];
-    char host[300];                 /* Host header value: host[:port] */
-    char path[256];                 /* endpoint path, "/" normally */
+    char host[300]; /* Host header value: host[:port] */
+    char path[256]; /* endpoint path, "/" normally */
     credentials_provider *credentials;
     long connect_timeout_ms;
     long request_timeout_ms;
@@ -70,14 +73,14 @@ struct sqs_client {
     int base_backoff_ms;
     int max_backoff_ms;
 
-    const atomic_bool *abort_flag;  /* set by another thread: end the call in progress */
+    const atomic_bool *abort_flag; /* set by another thread: end the call in progress */
 
     CURL *curl;
     char curl_error[CURL_ERROR_SIZE];
-    char *response;                 /* reused across requests */
+    char *response; /* reused across requests */
     size_t response_len, response_cap;
     bool response_too_big;
-    char query_error[128];          /* x-amzn-query-error of the last answer, "" if none */
+    char query_error[128]; /* x-amzn-query-error of the last answer, "" if none */
 };
 
 const char *sqs_status_name(sqs_status s)
@@ -100,17 +103,19 @@ static void record_request(sqs_action a, sqs_status s, double seconds)
     metric_counter *c = atomic_load_explicit(&request_counters[a][s], memory_order_acquire);
     if (!c) {
         char labels[128];
-        snprintf(labels, sizeof labels, "action=\"%s\",result=\"%s\"", action_names[a], status_names[s]);
-        c = metrics_counter("chatflow_sqs_requests_total", "SQS requests (each attempt) by action and result.",
-                            labels);
+        snprintf(labels, sizeof labels, "action=\"%s\",result=\"%s\"", action_names[a],
+                 status_names[s]);
+        c = metrics_counter("chatflow_sqs_requests_total",
+                            "SQS requests (each attempt) by action and result.", labels);
         atomic_store_explicit(&request_counters[a][s], c, memory_order_release);
     }
     metric_histogram *h = atomic_load_explicit(&request_durations[a], memory_order_acquire);
     if (!h) {
         char labels[96];
         snprintf(labels, sizeof labels, "action=\"%s\"", action_names[a]);
-        h = metrics_histogram("chatflow_sqs_request_duration_seconds", "SQS request duration (each attempt).",
-                              labels, METRICS_LATENCY_BUCKETS, METRICS_LATENCY_BUCKETS_N);
+        h = metrics_histogram("chatflow_sqs_request_duration_seconds",
+                              "SQS request duration (each attempt).", labels,
+                              METRICS_LATENCY_BUCKETS, METRICS_LATENCY_BUCKETS_N);
         atomic_store_explicit(&request_durations[a], h, memory_order_release);
     }
     metric_counter_inc(c);
@@ -146,17 +151,37 @@ static bool type_in(const char *type, const char *const *list)
 }
 
 static const char *const throttle_types[] = {
-    "ThrottlingException", "Throttling", "RequestThrottled", "AWS.SimpleQueueService.RequestThrottled",
-    "TooManyRequestsException", "RequestLimitExceeded", "KmsThrottled", NULL,
+    "ThrottlingException",
+    "Throttling",
+    "RequestThrottled",
+    "AWS.SimpleQueueService.RequestThrottled",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "KmsThrottled",
+    NULL,
 };
 static const char *const missing_types[] = {
-    "QueueDoesNotExist", "NonExistentQueue", "AWS.SimpleQueueService.NonExistentQueue", NULL,
+    "QueueDoesNotExist",
+    "NonExistentQueue",
+    "AWS.SimpleQueueService.NonExistentQueue",
+    NULL,
 };
 static const char *const auth_types[] = {
-    "InvalidClientTokenId", "SignatureDoesNotMatch", "IncompleteSignature", "MissingAuthenticationToken",
-    "MissingClientTokenId", "AccessDenied", "AccessDeniedException", "ExpiredToken", "ExpiredTokenException",
-    "InvalidSecurity", "UnrecognizedClientException", "InvalidAccessKeyId", "RequestExpired",
-    "AuthFailure", NULL,
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+    "IncompleteSignature",
+    "MissingAuthenticationToken",
+    "MissingClientTokenId",
+    "AccessDenied",
+    "AccessDeniedException",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "InvalidSecurity",
+    "UnrecognizedClientException",
+    "InvalidAccessKeyId",
+    "RequestExpired",
+    "AuthFailure",
+    NULL,
 };
 
 static sqs_status classify_type(const char *type)
@@ -169,8 +194,8 @@ static sqs_status classify_type(const char *type)
 }
 
 /* Fills err from a non-200 answer and returns its kind (sqs.h). */
-sqs_status sqs_parse_error_answer(long http_status, const char *body, size_t len, const char *query_error,
-                                  sqs_error *err)
+sqs_status sqs_parse_error_answer(long http_status, const char *body, size_t len,
+                                  const char *query_error, sqs_error *err)
 {
     sqs_error local;
     if (!err) err = &local;
@@ -199,12 +224,17 @@ sqs_status sqs_parse_error_answer(long http_status, const char *body, size_t len
     if (kind == SQS_OK) kind = classify_type(type);
     if (!type[0] && query_error[0]) snprintf(type, sizeof type, "%s", query_error);
     if (kind == SQS_OK) {
-        if (http_status == 429) kind = SQS_THROTTLED;
-        else if (http_status == 401 || http_status == 403) kind = SQS_AUTH_ERROR;
-        else if (http_status >= 400 && http_status < 500) kind = SQS_INVALID_REQUEST;
-        else kind = SQS_SERVER_ERROR; /* 5xx, or an answer no SQS server gives */
+        if (http_status == 429)
+            kind = SQS_THROTTLED;
+        else if (http_status == 401 || http_status == 403)
+            kind = SQS_AUTH_ERROR;
+        else if (http_status >= 400 && http_status < 500)
+            kind = SQS_INVALID_REQUEST;
+        else
+            kind = SQS_SERVER_ERROR; /* 5xx, or an answer no SQS server gives */
     }
-    err_set(err, http_status, type[0] ? type : "", "%s", message[0] ? message : "(no error message)");
+    err_set(err, http_status, type[0] ? type : "", "%s",
+            message[0] ? message : "(no error message)");
     return kind;
 }
 
@@ -288,9 +318,13 @@ static bool parse_endpoint(sqs_client *c, char *err, size_t err_len)
 
 /* libcurl calls this about once a second (and on every transfer event): a non-zero answer ends
  * the transfer with CURLE_ABORTED_BY_CALLBACK. */
-static int on_progress(void *ctx, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+static int on_progress(void *ctx, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
 {
-    (void)dltotal; (void)dlnow; (void)ultotal; (void)ulnow;
+    (void)dltotal;
+    (void)dlnow;
+    (void)ultotal;
+    (void)ulnow;
     const sqs_client *c = ctx;
     return c->abort_flag && atomic_load(c->abort_flag) ? 1 : 0;
 }
@@ -301,10 +335,7 @@ void sqs_client_set_abort(sqs_client *c, const atomic_bool *flag)
     curl_easy_setopt(c->curl, CURLOPT_NOPROGRESS, flag ? 0L : 1L);
 }
 
-bool sqs_client_aborted(const sqs_client *c)
-{
-    return c->abort_flag && atomic_load(c->abort_flag);
-}
+bool sqs_client_aborted(const sqs_client *c) { return c->abort_flag && atomic_load(c->abort_flag); }
 
 sqs_client *sqs_client_new(const sqs_config *cfg, char *err, size_t err_len)
 {
@@ -325,7 +356,8 @@ sqs_client *sqs_client_new(const sqs_config *cfg, char *err, size_t err_len)
     int n1 = snprintf(c->region, sizeof c->region, "%s", cfg->region);
     int n2 = cfg->endpoint && *cfg->endpoint
                  ? snprintf(c->endpoint, sizeof c->endpoint, "%s", cfg->endpoint)
-                 : snprintf(c->endpoint, sizeof c->endpoint, "https://sqs.%s.amazonaws.com", cfg->region);
+                 : snprintf(c->endpoint, sizeof c->endpoint, "https://sqs.%s.amazonaws.com",
+                            cfg->region);
     c->credentials = cfg->credentials;
     c->connect_timeout_ms = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 2000;
     c->request_timeout_ms = cfg->request_timeout_ms > 0 ? cfg->request_timeout_ms : 30000;
@@ -376,12 +408,14 @@ void sqs_client_free(sqs_client *c)
 
 /* ---- one request ---- */
 
-static struct curl_slist *append_header(struct curl_slist *list, const char *name, const char *value, bool *ok)
+static struct curl_slist *append_header(struct curl_slist *list, const char *name,
+                                        const char *value, bool *ok)
 {
     char line[4200];
     if (!*ok) return list;
     int n = snprintf(line, sizeof line, "%s: %s", name, value);
-    struct curl_slist *next = (n > 0 && (size_t)n < sizeof line) ? curl_slist_append(list, line) : NULL;
+    struct curl_slist *next =
+        (n > 0 && (size_t)n < sizeof line) ? curl_slist_append(list, line) : NULL;
     if (!next) {
         *ok = false;
         return list;
@@ -390,8 +424,8 @@ static struct curl_slist *append_header(struct curl_slist *list, const char *nam
 }
 
 /* One signed POST. On SQS_OK the answer is in c->response. */
-static sqs_status attempt(sqs_client *c, sqs_action a, const char *body, size_t body_len, long timeout_ms,
-                          sqs_error *err)
+static sqs_status attempt(sqs_client *c, sqs_action a, const char *body, size_t body_len,
+                          long timeout_ms, sqs_error *err)
 {
     aws_credentials creds;
     char cerr[600];
@@ -409,13 +443,23 @@ static sqs_status attempt(sqs_client *c, sqs_action a, const char *body, size_t 
         {"X-Amz-Target", target},
     };
     const sigv4_request req = {
-        .method = "POST", .path = c->path, .query = NULL, .headers = headers,
-        .n_headers = sizeof headers / sizeof headers[0], .body = (const uint8_t *)body, .body_len = body_len,
+        .method = "POST",
+        .path = c->path,
+        .query = NULL,
+        .headers = headers,
+        .n_headers = sizeof headers / sizeof headers[0],
+        .body = (const uint8_t *)body,
+        .body_len = body_len,
     };
     const sigv4_params params = {
-        .access_key_id = creds.access_key_id, .secret_access_key = creds.secret_access_key,
-        .session_token = creds.session_token, .region = c->region, .service = "sqs",
-        .amz_date = amz_date, .normalize_path = true, .sign_body = false,
+        .access_key_id = creds.access_key_id,
+        .secret_access_key = creds.secret_access_key,
+        .session_token = creds.session_token,
+        .region = c->region,
+        .service = "sqs",
+        .amz_date = amz_date,
+        .normalize_path = true,
+        .sign_body = false,
     };
     sigv4_result sig;
     char serr[256];
@@ -428,14 +472,18 @@ static sqs_status attempt(sqs_client *c, sqs_action a, const char *body, size_t 
 
     bool ok = true;
     struct curl_slist *list = NULL;
-    for (size_t i = 0; i < req.n_headers; i++) list = append_header(list, headers[i].name, headers[i].value, &ok);
-    for (size_t i = 0; i < sig.n_added; i++) list = append_header(list, sig.added[i].name, sig.added[i].value, &ok);
+    for (size_t i = 0; i < req.n_headers; i++)
+        list = append_header(list, headers[i].name, headers[i].value, &ok);
+    for (size_t i = 0; i < sig.n_added; i++)
+        list = append_header(list, sig.added[i].name, sig.added[i].value, &ok);
     list = append_header(list, "Authorization", sig.authorization, &ok);
     /* No "Expect: 100-continue" round trip for large batches: SQS answers at once anyway. */
     if (ok) {
         struct curl_slist *next = curl_slist_append(list, "Expect:");
-        if (next) list = next;
-        else ok = false;
+        if (next)
+            list = next;
+        else
+            ok = false;
     }
     sigv4_result_free(&sig);
     if (!ok) {
@@ -460,7 +508,9 @@ static sqs_status attempt(sqs_client *c, sqs_action a, const char *body, size_t 
     if (rc != CURLE_OK) {
         err_set(err, 0, rc == CURLE_OPERATION_TIMEDOUT ? "Timeout" : "NetworkError", "%s %s: %s",
                 action_names[a], c->endpoint,
-                c->response_too_big ? "answer too large" : c->curl_error[0] ? c->curl_error : curl_easy_strerror(rc));
+                c->response_too_big ? "answer too large"
+                : c->curl_error[0]  ? c->curl_error
+                                    : curl_easy_strerror(rc));
         return SQS_NETWORK_ERROR;
     }
     long status = 0;
@@ -487,8 +537,9 @@ static json_t *parse_reply(const char *action, const char *body, size_t len, sqs
     if (!json_is_object(root)) {
         json_decref(root);
         /* body need not be NUL-terminated (sqs_parse_* callers): print at most len bytes */
-        err_set(err, 200, "MalformedResponse", "%s answered 200 with a body that is not a JSON object: %.*s",
-                action, (int)(len < 100 ? len : 100), len ? body : "");
+        err_set(err, 200, "MalformedResponse",
+                "%s answered 200 with a body that is not a JSON object: %.*s", action,
+                (int)(len < 100 ? len : 100), len ? body : "");
         return NULL;
     }
     return root;
@@ -513,7 +564,9 @@ static sqs_status sqs_call(sqs_client *c, sqs_action a, json_t *body_json, long 
         uint64_t start = time_mono_ns();
         s = attempt(c, a, body, body_len, c->request_timeout_ms + extra_timeout_ms, err);
         record_request(a, s, (double)(time_mono_ns() - start) / 1e9);
-        if (s == SQS_OK || !sqs_status_retriable(s) || n >= c->max_attempts || sqs_client_aborted(c)) break;
+        if (s == SQS_OK || !sqs_status_retriable(s) || n >= c->max_attempts ||
+            sqs_client_aborted(c))
+            break;
         long sleep_ms = backoff_ms(c, n - 1);
         log_debug("sqs", "%s attempt %d/%d: %s (%s %s); retrying in %ld ms", action_names[a], n,
                   c->max_attempts, sqs_status_name(s), err->type, err->message, sleep_ms);
@@ -546,7 +599,8 @@ static bool add_attributes(json_t *body, const sqs_attribute *attrs, size_t n)
     return json_object_set_new(body, "Attributes", map) == 0;
 }
 
-static sqs_status invalid(sqs_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static sqs_status invalid(sqs_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static sqs_status invalid(sqs_error *err, const char *fmt, ...)
 {
     err->http_status = 0;
@@ -585,8 +639,8 @@ static sqs_status take_queue_url(json_t *reply, char **queue_url, sqs_error *err
 
 /* ---- queue management ---- */
 
-sqs_status sqs_create_queue(sqs_client *c, const char *name, const sqs_attribute *attrs, size_t n_attrs,
-                            char **queue_url, sqs_error *err)
+sqs_status sqs_create_queue(sqs_client *c, const char *name, const sqs_attribute *attrs,
+                            size_t n_attrs, char **queue_url, sqs_error *err)
 {
     sqs_error local;
     if (!err) err = &local;
@@ -607,7 +661,8 @@ sqs_status sqs_get_queue_url(sqs_client *c, const char *name, char **queue_url, 
     if (!err) err = &local;
     if (!name || !*name || !queue_url) return invalid(err, "GetQueueUrl: queue name required");
     json_t *reply;
-    sqs_status s = sqs_call(c, ACT_GET_QUEUE_URL, json_pack("{s:s}", "QueueName", name), 0, &reply, err);
+    sqs_status s =
+        sqs_call(c, ACT_GET_QUEUE_URL, json_pack("{s:s}", "QueueName", name), 0, &reply, err);
     return s == SQS_OK ? take_queue_url(reply, queue_url, err) : s;
 }
 
@@ -634,12 +689,13 @@ sqs_status sqs_get_queue_attributes(sqs_client *c, const char *queue_url, const 
     return SQS_OK;
 }
 
-sqs_status sqs_set_queue_attributes(sqs_client *c, const char *queue_url, const sqs_attribute *attrs,
-                                    size_t n_attrs, sqs_error *err)
+sqs_status sqs_set_queue_attributes(sqs_client *c, const char *queue_url,
+                                    const sqs_attribute *attrs, size_t n_attrs, sqs_error *err)
 {
     sqs_error local;
     if (!err) err = &local;
-    if (!queue_url || !attrs || n_attrs == 0) return invalid(err, "SetQueueAttributes: queue URL and attributes required");
+    if (!queue_url || !attrs || n_attrs == 0)
+        return invalid(err, "SetQueueAttributes: queue URL and attributes required");
     json_t *body = body_with_queue(queue_url);
     if (!add_attributes(body, attrs, n_attrs)) {
         json_decref(body);
@@ -669,8 +725,9 @@ static void set_optional(json_t *obj, const char *name, const char *value)
     if (value) json_object_set_new(obj, name, json_string(value));
 }
 
-sqs_status sqs_send_message(sqs_client *c, const char *queue_url, const char *body_text, const char *group_id,
-                            const char *dedup_id, sqs_send_result *result, sqs_error *err)
+sqs_status sqs_send_message(sqs_client *c, const char *queue_url, const char *body_text,
+                            const char *group_id, const char *dedup_id, sqs_send_result *result,
+                            sqs_error *err)
 {
     sqs_error local;
     if (!err) err = &local;
@@ -684,34 +741,40 @@ sqs_status sqs_send_message(sqs_client *c, const char *queue_url, const char *bo
     if (s != SQS_OK) return s;
     if (result) {
         copy_string_field(reply, "MessageId", result->message_id, sizeof result->message_id);
-        copy_string_field(reply, "SequenceNumber", result->sequence_number, sizeof result->sequence_number);
+        copy_string_field(reply, "SequenceNumber", result->sequence_number,
+                          sizeof result->sequence_number);
     }
     json_decref(reply);
     return SQS_OK;
 }
 
 /* Marks every result failed, then fills them from the Successful / Failed lists by Id. */
-static void read_batch_results(json_t *reply, const char *const *ids, size_t n, sqs_entry_result *results)
+static void read_batch_results(json_t *reply, const char *const *ids, size_t n,
+                               sqs_entry_result *results)
 {
     for (size_t i = 0; i < n; i++) {
         memset(&results[i], 0, sizeof results[i]);
         snprintf(results[i].code, sizeof results[i].code, "NoResult");
-        snprintf(results[i].message, sizeof results[i].message, "the answer did not mention this entry");
+        snprintf(results[i].message, sizeof results[i].message,
+                 "the answer did not mention this entry");
     }
     size_t k;
     json_t *e;
-    json_array_foreach(json_object_get(reply, "Successful"), k, e) {
+    json_array_foreach(json_object_get(reply, "Successful"), k, e)
+    {
         const char *id = json_string_value(json_object_get(e, "Id"));
         for (size_t i = 0; id && i < n; i++) {
             if (strcmp(ids[i], id) != 0) continue;
             results[i].ok = true;
             results[i].code[0] = results[i].message[0] = '\0';
             copy_string_field(e, "MessageId", results[i].message_id, sizeof results[i].message_id);
-            copy_string_field(e, "SequenceNumber", results[i].sequence_number, sizeof results[i].sequence_number);
+            copy_string_field(e, "SequenceNumber", results[i].sequence_number,
+                              sizeof results[i].sequence_number);
             break;
         }
     }
-    json_array_foreach(json_object_get(reply, "Failed"), k, e) {
+    json_array_foreach(json_object_get(reply, "Failed"), k, e)
+    {
         const char *id = json_string_value(json_object_get(e, "Id"));
         for (size_t i = 0; id && i < n; i++) {
             if (strcmp(ids[i], id) != 0) continue;
@@ -724,13 +787,16 @@ static void read_batch_results(json_t *reply, const char *const *ids, size_t n, 
     }
 }
 
-sqs_status sqs_send_message_batch(sqs_client *c, const char *queue_url, const sqs_send_entry *entries, size_t n,
+sqs_status sqs_send_message_batch(sqs_client *c, const char *queue_url,
+                                  const sqs_send_entry *entries, size_t n,
                                   sqs_entry_result *results, sqs_error *err)
 {
     sqs_error local;
     if (!err) err = &local;
-    if (!queue_url || !entries || !results) return invalid(err, "SendMessageBatch: queue URL, entries and results required");
-    if (n == 0 || n > SQS_MAX_BATCH) return invalid(err, "SendMessageBatch: %zu entries, must be 1..%d", n, SQS_MAX_BATCH);
+    if (!queue_url || !entries || !results)
+        return invalid(err, "SendMessageBatch: queue URL, entries and results required");
+    if (n == 0 || n > SQS_MAX_BATCH)
+        return invalid(err, "SendMessageBatch: %zu entries, must be 1..%d", n, SQS_MAX_BATCH);
     json_t *body = body_with_queue(queue_url);
     json_t *list = json_array();
     const char *ids[SQS_MAX_BATCH];
@@ -764,7 +830,8 @@ sqs_status sqs_send_message_batch(sqs_client *c, const char *queue_url, const sq
 
 static json_t *system_attribute_names(void)
 {
-    return json_pack("[s,s,s,s]", "SequenceNumber", "ApproximateReceiveCount", "SentTimestamp", "MessageGroupId");
+    return json_pack("[s,s,s,s]", "SequenceNumber", "ApproximateReceiveCount", "SentTimestamp",
+                     "MessageGroupId");
 }
 
 static bool read_message(json_t *m, sqs_message *out)
@@ -779,7 +846,8 @@ static bool read_message(json_t *m, sqs_message *out)
     out->group_id = dup_string_field(attrs, "MessageGroupId");
     out->receive_count = count ? atoi(count) : 0;
     out->sent_timestamp_ms = sent ? strtoll(sent, NULL, 10) : 0;
-    return out->message_id && out->receipt_handle && out->body && out->sequence_number && out->group_id;
+    return out->message_id && out->receipt_handle && out->body && out->sequence_number &&
+           out->group_id;
 }
 
 static sqs_status take_messages(json_t *reply, sqs_message **messages, size_t *n_messages,
@@ -795,12 +863,14 @@ sqs_status sqs_receive_message(sqs_client *c, const char *queue_url, const sqs_r
     *messages = NULL;
     *n_messages = 0;
     if (opt->max_messages < 1 || opt->max_messages > 10)
-        return invalid(err, "ReceiveMessage: max_messages %d is out of range 1..10", opt->max_messages);
+        return invalid(err, "ReceiveMessage: max_messages %d is out of range 1..10",
+                       opt->max_messages);
     if (opt->wait_seconds < 0 || opt->wait_seconds > 20)
-        return invalid(err, "ReceiveMessage: wait_seconds %d is out of range 0..20", opt->wait_seconds);
+        return invalid(err, "ReceiveMessage: wait_seconds %d is out of range 0..20",
+                       opt->wait_seconds);
 
-    json_t *body = json_pack("{s:s,s:i,s:i}", "QueueUrl", queue_url, "MaxNumberOfMessages", opt->max_messages,
-                             "WaitTimeSeconds", opt->wait_seconds);
+    json_t *body = json_pack("{s:s,s:i,s:i}", "QueueUrl", queue_url, "MaxNumberOfMessages",
+                             opt->max_messages, "WaitTimeSeconds", opt->wait_seconds);
     if (opt->visibility_timeout >= 0)
         json_object_set_new(body, "VisibilityTimeout", json_integer(opt->visibility_timeout));
     set_optional(body, "ReceiveRequestAttemptId", opt->attempt_id);
@@ -808,13 +878,15 @@ sqs_status sqs_receive_message(sqs_client *c, const char *queue_url, const sqs_r
     json_object_set_new(body, "AttributeNames", system_attribute_names()); /* older servers */
 
     json_t *reply;
-    sqs_status s = sqs_call(c, ACT_RECEIVE_MESSAGE, body, (long)opt->wait_seconds * 1000, &reply, err);
+    sqs_status s =
+        sqs_call(c, ACT_RECEIVE_MESSAGE, body, (long)opt->wait_seconds * 1000, &reply, err);
     if (s != SQS_OK) return s;
     return take_messages(reply, messages, n_messages, err);
 }
 
 /* Copies the messages out of a ReceiveMessage answer, which it consumes. */
-static sqs_status take_messages(json_t *reply, sqs_message **messages, size_t *n_messages, sqs_error *err)
+static sqs_status take_messages(json_t *reply, sqs_message **messages, size_t *n_messages,
+                                sqs_error *err)
 {
     *messages = NULL;
     *n_messages = 0;
@@ -852,8 +924,8 @@ void sqs_messages_free(sqs_message *messages, size_t n)
 
 /* ---- answers parsed without a request (sqs.h: for tests and fuzzing) ---- */
 
-sqs_status sqs_parse_receive_answer(const char *body, size_t len, sqs_message **messages, size_t *n_messages,
-                                    sqs_error *err)
+sqs_status sqs_parse_receive_answer(const char *body, size_t len, sqs_message **messages,
+                                    size_t *n_messages, sqs_error *err)
 {
     sqs_error local;
     if (!err) err = &local;
@@ -868,7 +940,8 @@ sqs_status sqs_parse_batch_answer(const char *body, size_t len, const char *cons
 {
     sqs_error local;
     if (!err) err = &local;
-    if (n > SQS_MAX_BATCH) return invalid(err, "batch answer: %zu entries, must be 0..%d", n, SQS_MAX_BATCH);
+    if (n > SQS_MAX_BATCH)
+        return invalid(err, "batch answer: %zu entries, must be 0..%d", n, SQS_MAX_BATCH);
     json_t *reply = parse_reply("batch", body, len, err);
     if (!reply) return SQS_SERVER_ERROR;
     read_batch_results(reply, ids, n, results);
@@ -878,8 +951,9 @@ sqs_status sqs_parse_batch_answer(const char *body, size_t len, const char *cons
 
 /* ---- handle batches ---- */
 
-static sqs_status handle_batch(sqs_client *c, sqs_action a, const char *queue_url, const sqs_handle_entry *entries,
-                               size_t n, sqs_entry_result *results, sqs_error *err)
+static sqs_status handle_batch(sqs_client *c, sqs_action a, const char *queue_url,
+                               const sqs_handle_entry *entries, size_t n, sqs_entry_result *results,
+                               sqs_error *err)
 {
     sqs_error local;
     if (!err) err = &local;
@@ -896,9 +970,11 @@ static sqs_status handle_batch(sqs_client *c, sqs_action a, const char *queue_ur
             json_decref(body);
             return invalid(err, "%s: entry %zu has no id or receipt handle", action_names[a], i);
         }
-        json_t *e = json_pack("{s:s,s:s}", "Id", entries[i].id, "ReceiptHandle", entries[i].receipt_handle);
+        json_t *e =
+            json_pack("{s:s,s:s}", "Id", entries[i].id, "ReceiptHandle", entries[i].receipt_handle);
         if (a == ACT_CHANGE_VISIBILITY_BATCH)
-            json_object_set_new(e, "VisibilityTimeout", json_integer(entries[i].visibility_timeout));
+            json_object_set_new(e, "VisibilityTimeout",
+                                json_integer(entries[i].visibility_timeout));
         json_array_append_new(list, e);
         ids[i] = entries[i].id;
     }
@@ -911,14 +987,16 @@ static sqs_status handle_batch(sqs_client *c, sqs_action a, const char *queue_ur
     return SQS_OK;
 }
 
-sqs_status sqs_delete_message_batch(sqs_client *c, const char *queue_url, const sqs_handle_entry *entries, size_t n,
+sqs_status sqs_delete_message_batch(sqs_client *c, const char *queue_url,
+                                    const sqs_handle_entry *entries, size_t n,
                                     sqs_entry_result *results, sqs_error *err)
 {
     return handle_batch(c, ACT_DELETE_MESSAGE_BATCH, queue_url, entries, n, results, err);
 }
 
-sqs_status sqs_change_visibility_batch(sqs_client *c, const char *queue_url, const sqs_handle_entry *entries,
-                                       size_t n, sqs_entry_result *results, sqs_error *err)
+sqs_status sqs_change_visibility_batch(sqs_client *c, const char *queue_url,
+                                       const sqs_handle_entry *entries, size_t n,
+                                       sqs_entry_result *results, sqs_error *err)
 {
     return handle_batch(c, ACT_CHANGE_VISIBILITY_BATCH, queue_url, entries, n, results, err);
 }

@@ -9,9 +9,9 @@
  *    SigV4 with service "sqs".
  *  - Every call returns an sqs_status. Errors are classified from the HTTP status and the JSON
  *    "__type" (the part after '#'): throttling -> SQS_THROTTLED; 5xx / network / timeout ->
- *    SQS_SERVER_ERROR / SQS_NETWORK_ERROR; QueueDoesNotExist / NonExistentQueue -> SQS_QUEUE_MISSING;
- *    other 4xx -> SQS_INVALID_REQUEST (or SQS_AUTH_ERROR for signature/credential types).
- *    sqs_error carries the HTTP status, the AWS type and message for the log.
+ *    SQS_SERVER_ERROR / SQS_NETWORK_ERROR; QueueDoesNotExist / NonExistentQueue ->
+ * SQS_QUEUE_MISSING; other 4xx -> SQS_INVALID_REQUEST (or SQS_AUTH_ERROR for signature/credential
+ * types). sqs_error carries the HTTP status, the AWS type and message for the log.
  *  - Retriable kinds (throttled, server, network) are retried inside the call up to
  *    cfg.max_attempts in total, sleeping a random time in [0, min(max_backoff, base * 2^n)]
  *    ("full jitter"). Set max_attempts = 1 to do your own retrying.
@@ -41,24 +41,24 @@ typedef enum {
     SQS_AUTH_ERROR,
 } sqs_status;
 
-const char *sqs_status_name(sqs_status s);          /* "ok", "throttled", ... (metric label) */
+const char *sqs_status_name(sqs_status s); /* "ok", "throttled", ... (metric label) */
 bool sqs_status_retriable(sqs_status s);
 
 typedef struct {
-    long http_status;            /* 0 when no HTTP answer */
-    char type[128];              /* AWS error type, e.g. "QueueDoesNotExist" */
+    long http_status; /* 0 when no HTTP answer */
+    char type[128];   /* AWS error type, e.g. "QueueDoesNotExist" */
     char message[512];
 } sqs_error;
 
 typedef struct {
-    const char *region;          /* required */
-    const char *endpoint;        /* NULL -> https://sqs.{region}.amazonaws.com */
+    const char *region;                /* required */
+    const char *endpoint;              /* NULL -> https://sqs.{region}.amazonaws.com */
     credentials_provider *credentials; /* required; shared, not owned */
-    long connect_timeout_ms;     /* 0 -> 2000 */
-    long request_timeout_ms;     /* 0 -> 30000; long polls add their wait time on top */
-    int max_attempts;            /* 0 -> 4 */
-    int base_backoff_ms;         /* 0 -> 50 */
-    int max_backoff_ms;          /* 0 -> 2000 */
+    long connect_timeout_ms;           /* 0 -> 2000 */
+    long request_timeout_ms;           /* 0 -> 30000; long polls add their wait time on top */
+    int max_attempts;                  /* 0 -> 4 */
+    int base_backoff_ms;               /* 0 -> 50 */
+    int max_backoff_ms;                /* 0 -> 2000 */
 } sqs_config;
 
 typedef struct sqs_client sqs_client;
@@ -83,8 +83,8 @@ sqs_status sqs_get_queue_url(sqs_client *c, const char *name, char **queue_url, 
 /* names: e.g. "ApproximateNumberOfMessages"; values[i] receives a malloc'd string or NULL. */
 sqs_status sqs_get_queue_attributes(sqs_client *c, const char *queue_url, const char *const *names,
                                     size_t n_names, char **values, sqs_error *err);
-sqs_status sqs_set_queue_attributes(sqs_client *c, const char *queue_url, const sqs_attribute *attrs,
-                                    size_t n_attrs, sqs_error *err);
+sqs_status sqs_set_queue_attributes(sqs_client *c, const char *queue_url,
+                                    const sqs_attribute *attrs, size_t n_attrs, sqs_error *err);
 sqs_status sqs_purge_queue(sqs_client *c, const char *queue_url, sqs_error *err);
 
 typedef struct {
@@ -99,15 +99,15 @@ sqs_status sqs_send_message(sqs_client *c, const char *queue_url, const char *bo
 #define SQS_MAX_BATCH 10
 
 typedef struct {
-    const char *id;              /* unique within the batch: [A-Za-z0-9_-]{1,80} */
+    const char *id; /* unique within the batch: [A-Za-z0-9_-]{1,80} */
     const char *body;
-    const char *group_id;        /* FIFO only, else NULL */
-    const char *dedup_id;        /* FIFO only, else NULL */
+    const char *group_id; /* FIFO only, else NULL */
+    const char *dedup_id; /* FIFO only, else NULL */
 } sqs_send_entry;
 
 typedef struct {
     bool ok;
-    bool sender_fault;           /* true: retrying the same entry will fail again */
+    bool sender_fault; /* true: retrying the same entry will fail again */
     char message_id[128];
     char sequence_number[64];
     char code[64];
@@ -115,8 +115,9 @@ typedef struct {
 } sqs_entry_result;
 
 /* n <= SQS_MAX_BATCH. */
-sqs_status sqs_send_message_batch(sqs_client *c, const char *queue_url, const sqs_send_entry *entries,
-                                  size_t n, sqs_entry_result *results, sqs_error *err);
+sqs_status sqs_send_message_batch(sqs_client *c, const char *queue_url,
+                                  const sqs_send_entry *entries, size_t n,
+                                  sqs_entry_result *results, sqs_error *err);
 
 typedef struct {
     char *message_id;
@@ -129,10 +130,10 @@ typedef struct {
 } sqs_message;
 
 typedef struct {
-    int max_messages;            /* 1..10 */
-    int wait_seconds;            /* 0..20 long poll */
-    int visibility_timeout;      /* < 0: queue default */
-    const char *attempt_id;      /* ReceiveRequestAttemptId, FIFO only; NULL for none */
+    int max_messages;       /* 1..10 */
+    int wait_seconds;       /* 0..20 long poll */
+    int visibility_timeout; /* < 0: queue default */
+    const char *attempt_id; /* ReceiveRequestAttemptId, FIFO only; NULL for none */
 } sqs_receive_options;
 
 /* On SQS_OK *messages is a malloc'd array of *n_messages (may be 0, then *messages is NULL). */
@@ -143,11 +144,12 @@ void sqs_messages_free(sqs_message *messages, size_t n);
 typedef struct {
     const char *id;
     const char *receipt_handle;
-    int visibility_timeout;      /* ChangeMessageVisibilityBatch only */
+    int visibility_timeout; /* ChangeMessageVisibilityBatch only */
 } sqs_handle_entry;
 
-sqs_status sqs_delete_message_batch(sqs_client *c, const char *queue_url, const sqs_handle_entry *entries,
-                                    size_t n, sqs_entry_result *results, sqs_error *err);
+sqs_status sqs_delete_message_batch(sqs_client *c, const char *queue_url,
+                                    const sqs_handle_entry *entries, size_t n,
+                                    sqs_entry_result *results, sqs_error *err);
 sqs_status sqs_change_visibility_batch(sqs_client *c, const char *queue_url,
                                        const sqs_handle_entry *entries, size_t n,
                                        sqs_entry_result *results, sqs_error *err);
@@ -160,10 +162,10 @@ sqs_status sqs_change_visibility_batch(sqs_client *c, const char *queue_url,
  *  - sqs_parse_batch_answer(): a 200 Send/Delete/ChangeVisibility batch body -> results[i] for
  *    ids[i] (n <= SQS_MAX_BATCH), as the batch calls.
  * A 200 body that is not a JSON object gives SQS_SERVER_ERROR ("MalformedResponse"). */
-sqs_status sqs_parse_error_answer(long http_status, const char *body, size_t len, const char *query_error,
-                                  sqs_error *err);
-sqs_status sqs_parse_receive_answer(const char *body, size_t len, sqs_message **messages, size_t *n_messages,
-                                    sqs_error *err);
+sqs_status sqs_parse_error_answer(long http_status, const char *body, size_t len,
+                                  const char *query_error, sqs_error *err);
+sqs_status sqs_parse_receive_answer(const char *body, size_t len, sqs_message **messages,
+                                    size_t *n_messages, sqs_error *err);
 sqs_status sqs_parse_batch_answer(const char *body, size_t len, const char *const *ids, size_t n,
                                   sqs_entry_result *results, sqs_error *err);
 

@@ -20,7 +20,8 @@ uint64_t time_mono_ns(void)
 
 struct timespec time_mono_timespec(uint64_t mono_ns)
 {
-    return (struct timespec){.tv_sec = (time_t)(mono_ns / 1000000000u), .tv_nsec = (long)(mono_ns % 1000000000u)};
+    return (struct timespec){.tv_sec = (time_t)(mono_ns / 1000000000u),
+                             .tv_nsec = (long)(mono_ns % 1000000000u)};
 }
 
 struct timespec time_mono_after_ms(long ms)
@@ -62,10 +63,7 @@ void time_format_iso8601(int64_t epoch_ms, char out[ISO8601_BUF])
              (unsigned)tm.tm_sec % 100u, (unsigned)millis % 1000u);
 }
 
-static bool is_leap_year(int y)
-{
-    return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-}
+static bool is_leap_year(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
 
 static int days_in_month(int y, int m)
 {
@@ -156,8 +154,8 @@ bool time_parse_iso8601(const char *s, int64_t *epoch_ms_out)
 
     /* A leap second (:60) is counted as the first second of the next minute, as POSIX time
      * has no place for it. */
-    int64_t secs = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 +
-                   second - (int64_t)offset_min * 60;
+    int64_t secs = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second -
+                   (int64_t)offset_min * 60;
     if (epoch_ms_out) *epoch_ms_out = secs * 1000 + millis;
     return true;
 }

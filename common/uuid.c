@@ -15,8 +15,7 @@
 /* Fixed for the life of the product: every message id derived from a clientMessageId depends on
  * it, so a retry after an upgrade still maps to the id of the first attempt. */
 const uint8_t CHATFLOW_MESSAGE_NAMESPACE[16] = {
-    0x03, 0x3a, 0x2e, 0x2f, 0xd8, 0xa6, 0x4e, 0x91,
-    0x96, 0x1b, 0xf9, 0x66, 0x9b, 0xf1, 0x80, 0xf4,
+    0x03, 0x3a, 0x2e, 0x2f, 0xd8, 0xa6, 0x4e, 0x91, 0x96, 0x1b, 0xf9, 0x66, 0x9b, 0xf1, 0x80, 0xf4,
 }; /* 033a2e2f-d8a6-4e91-961b-f9669bf180f4 */
 
 static void uuid_format(const uint8_t b[16], char out[UUID_STR_BUF])
@@ -54,10 +53,7 @@ bool uuid_v4(char out[UUID_STR_BUF])
 static pthread_once_t sha1_once = PTHREAD_ONCE_INIT;
 static EVP_MD *sha1_md;
 
-static void sha1_fetch(void)
-{
-    sha1_md = EVP_MD_fetch(NULL, "SHA1", NULL);
-}
+static void sha1_fetch(void) { sha1_md = EVP_MD_fetch(NULL, "SHA1", NULL); }
 
 /* uuid.h declares no failure for v5; if OpenSSL cannot hash (no provider with SHA-1, out of
  * memory) out is set to "", so a caller that checks out[0] can tell (chat_message_assign_id

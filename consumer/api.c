@@ -21,7 +21,7 @@
 #define ISO_UTC(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 #define MSG_COLUMNS                                                                              \
     "message_id::text AS \"messageId\", room_id AS \"roomId\", user_id AS \"userId\", username," \
-    " message_text AS message, message_type AS \"messageType\","                                  \
+    " message_text AS message, message_type AS \"messageType\","                                 \
     " " ISO_UTC("client_timestamp") " AS timestamp, sequence_number::text AS \"sequenceNumber\""
 
 /* A column named total_count carries count(*) OVER (): the result count before LIMIT. */
@@ -47,12 +47,14 @@ static const db_statement api_statements[] = {
     /* Core 4: the rooms of a user (user_activity primary key). */
     {"user_rooms",
      "SELECT room_id AS \"roomId\", message_count AS \"messageCount\","
-     " " ISO_UTC("first_activity") " AS \"firstActivity\", " ISO_UTC("last_activity")
-     " AS \"lastActivity\", count(*) OVER () AS total_count FROM user_activity"
-     " WHERE user_id = $1::int ORDER BY last_activity DESC, room_id LIMIT " SAMPLE_ROWS,
+     " " ISO_UTC("first_activity") " AS \"firstActivity\", " ISO_UTC(
+         "last_activity") " AS \"lastActivity\", count(*) OVER () AS total_count FROM user_activity"
+                          " WHERE user_id = $1::int ORDER BY last_activity DESC, room_id "
+                          "LIMIT " SAMPLE_ROWS,
      1},
     {"busiest_room",
-     "SELECT room_id FROM messages WHERE client_timestamp BETWEEN $1::timestamptz AND $2::timestamptz"
+     "SELECT room_id FROM messages WHERE client_timestamp BETWEEN $1::timestamptz AND "
+     "$2::timestamptz"
      " GROUP BY room_id ORDER BY count(*) DESC, room_id LIMIT 1",
      2},
     {"per_second",
@@ -62,15 +64,17 @@ static const db_statement api_statements[] = {
      2},
     {"hourly",
      "SELECT " ISO_UTC("hour") " AS hour, message_count AS \"messageCount\","
-     " unique_users AS \"uniqueUsers\" FROM mv_messages_per_hour"
-     " WHERE hour BETWEEN date_trunc('hour', $1::timestamptz) AND $2::timestamptz ORDER BY hour LIMIT 168",
+                               " unique_users AS \"uniqueUsers\" FROM mv_messages_per_hour"
+                               " WHERE hour BETWEEN date_trunc('hour', $1::timestamptz) AND "
+                               "$2::timestamptz ORDER BY hour LIMIT 168",
      2},
     {"top_users",
      "SELECT user_id AS \"userId\", username, message_count AS \"messageCount\", rooms"
      " FROM mv_top_users ORDER BY message_count DESC, user_id LIMIT " SAMPLE_ROWS,
      0},
     {"top_rooms",
-     "SELECT room_id AS \"roomId\", message_count AS \"messageCount\", unique_users AS \"uniqueUsers\""
+     "SELECT room_id AS \"roomId\", message_count AS \"messageCount\", unique_users AS "
+     "\"uniqueUsers\""
      " FROM mv_top_rooms ORDER BY message_count DESC, room_id LIMIT " SAMPLE_ROWS,
      0},
     {"participation",
@@ -93,31 +97,31 @@ static const db_statement api_statements[] = {
 };
 
 static const char *const materialized_views[] = {
-    "mv_messages_per_second", "mv_messages_per_hour", "mv_top_users", "mv_top_rooms",
-    "mv_user_participation",
+    "mv_messages_per_second", "mv_messages_per_hour",  "mv_top_users",
+    "mv_top_rooms",           "mv_user_participation",
 };
 
 struct api {
     long statement_timeout_ms;
     db_pool *pool;
-    db_gate *gate;       /* admin threads in database work (api_set_gate) */
+    db_gate *gate; /* admin threads in database work (api_set_gate) */
     db_gate *own_gate;
     pthread_mutex_t refreshed_mu;
-    char refreshed_at[ISO8601_BUF];   /* "" until the first refresh by this process */
+    char refreshed_at[ISO8601_BUF]; /* "" until the first refresh by this process */
 };
 
 api *api_new(const char *database_url, long statement_timeout_ms)
 {
     api *a = calloc(1, sizeof(*a));
-    if (!a)
-        return NULL;
+    if (!a) return NULL;
     /* the writer's timeout may be long; an admin thread must not wait that long */
     if (statement_timeout_ms <= 0 || statement_timeout_ms > API_STATEMENT_TIMEOUT_MAX_MS)
         statement_timeout_ms = API_STATEMENT_TIMEOUT_MAX_MS;
     a->statement_timeout_ms = statement_timeout_ms;
     pthread_mutex_init(&a->refreshed_mu, NULL);
-    a->pool = db_pool_new(database_url, statement_timeout_ms, "chatflow-consumer-api", api_statements,
-                          sizeof(api_statements) / sizeof(api_statements[0]), API_CONNECTIONS);
+    a->pool =
+        db_pool_new(database_url, statement_timeout_ms, "chatflow-consumer-api", api_statements,
+                    sizeof(api_statements) / sizeof(api_statements[0]), API_CONNECTIONS);
     a->gate = a->own_gate = db_gate_new(API_DB_THREADS_DEFAULT);
     if (!a->pool || !a->gate) {
         api_free(a);
@@ -128,8 +132,7 @@ api *api_new(const char *database_url, long statement_timeout_ms)
 
 void api_free(api *a)
 {
-    if (!a)
-        return;
+    if (!a) return;
     db_pool_free(a->pool);
     db_gate_free(a->own_gate);
     pthread_mutex_destroy(&a->refreshed_mu);
@@ -138,8 +141,7 @@ void api_free(api *a)
 
 void api_set_gate(api *a, db_gate *g)
 {
-    if (g)
-        a->gate = g;
+    if (g) a->gate = g;
 }
 
 /* ---- parameters ---- */
@@ -148,34 +150,27 @@ static bool all_digits(const char *s) { return *s && strspn(s, "0123456789") == 
 
 bool api_parse_time(const char *s, int64_t *epoch_ms)
 {
-    if (!s || !*s)
-        return false;
+    if (!s || !*s) return false;
     if (all_digits(s)) {
-        if (strlen(s) > 15)
-            return false;
+        if (strlen(s) > 15) return false;
         *epoch_ms = strtoll(s, NULL, 10);
         return true;
     }
-    if (time_parse_iso8601(s, epoch_ms))
-        return true;
+    if (time_parse_iso8601(s, epoch_ms)) return true;
     /* An unencoded '+' of a zone offset arrives as a space in a query string. */
     char fixed[64];
-    if (strlen(s) >= sizeof(fixed) || !strchr(s, ' '))
-        return false;
+    if (strlen(s) >= sizeof(fixed) || !strchr(s, ' ')) return false;
     snprintf(fixed, sizeof(fixed), "%s", s);
     for (char *p = fixed; *p; p++)
-        if (*p == ' ')
-            *p = '+';
+        if (*p == ' ') *p = '+';
     return time_parse_iso8601(fixed, epoch_ms);
 }
 
 static bool parse_int_param(const char *s, long lo, long hi, long *out)
 {
-    if (!s || !all_digits(s) || strlen(s) > 9)
-        return false;
+    if (!s || !all_digits(s) || strlen(s) > 9) return false;
     long v = strtol(s, NULL, 10);
-    if (v < lo || v > hi)
-        return false;
+    if (v < lo || v > hi) return false;
     *out = v;
     return true;
 }
@@ -183,7 +178,7 @@ static bool parse_int_param(const char *s, long lo, long hi, long *out)
 typedef struct {
     int64_t start_ms, end_ms;
     char start[ISO8601_BUF], end[ISO8601_BUF];
-    long user_id, room_id;    /* 0: not given */
+    long user_id, room_id; /* 0: not given */
 } window_params;
 
 /* false with resp set to a 400 naming the parameter. */
@@ -195,16 +190,19 @@ static bool parse_window(const http_request *req, window_params *w, http_respons
     const char *room = http_request_arg(req, "roomId");
     memset(w, 0, sizeof(*w));
     if (!start || !end) {
-        http_respond_error(resp, 400, !start ? "testStartTime is required (ISO-8601 instant or epoch ms)"
-                                             : "testEndTime is required (ISO-8601 instant or epoch ms)");
+        http_respond_error(resp, 400,
+                           !start ? "testStartTime is required (ISO-8601 instant or epoch ms)"
+                                  : "testEndTime is required (ISO-8601 instant or epoch ms)");
         return false;
     }
     if (!api_parse_time(start, &w->start_ms)) {
-        http_respond_error(resp, 400, "testStartTime: not an ISO-8601 instant with a zone or epoch milliseconds");
+        http_respond_error(
+            resp, 400, "testStartTime: not an ISO-8601 instant with a zone or epoch milliseconds");
         return false;
     }
     if (!api_parse_time(end, &w->end_ms)) {
-        http_respond_error(resp, 400, "testEndTime: not an ISO-8601 instant with a zone or epoch milliseconds");
+        http_respond_error(
+            resp, 400, "testEndTime: not an ISO-8601 instant with a zone or epoch milliseconds");
         return false;
     }
     if (w->start_ms > w->end_ms) {
@@ -228,21 +226,28 @@ static bool parse_window(const http_request *req, window_params *w, http_respons
 
 /* Type OIDs from pg_type.dat (stable across versions): ints -> JSON integers, numeric/float ->
  * JSON reals, bool -> JSON booleans, everything else as text. */
-enum { OID_BOOL = 16, OID_INT8 = 20, OID_INT2 = 21, OID_INT4 = 23, OID_FLOAT4 = 700, OID_FLOAT8 = 701,
-       OID_NUMERIC = 1700 };
+enum {
+    OID_BOOL = 16,
+    OID_INT8 = 20,
+    OID_INT2 = 21,
+    OID_INT4 = 23,
+    OID_FLOAT4 = 700,
+    OID_FLOAT8 = 701,
+    OID_NUMERIC = 1700
+};
 
 static json_t *cell_json(const PGresult *r, int row, int col)
 {
-    if (PQgetisnull(r, row, col))
-        return json_null();
+    if (PQgetisnull(r, row, col)) return json_null();
     const char *v = PQgetvalue(r, row, col);
     switch (PQftype(r, col)) {
-    case OID_INT2: case OID_INT4: case OID_INT8:
-        return json_integer(strtoll(v, NULL, 10));
-    case OID_FLOAT4: case OID_FLOAT8: case OID_NUMERIC:
-        return json_real(strtod(v, NULL));
-    case OID_BOOL:
-        return json_boolean(v[0] == 't');
+    case OID_INT2:
+    case OID_INT4:
+    case OID_INT8: return json_integer(strtoll(v, NULL, 10));
+    case OID_FLOAT4:
+    case OID_FLOAT8:
+    case OID_NUMERIC: return json_real(strtod(v, NULL));
+    case OID_BOOL: return json_boolean(v[0] == 't');
     default: {
         json_t *s = json_string(v);
         return s ? s : json_string("(not valid UTF-8)");
@@ -262,8 +267,7 @@ static json_t *row_json(const PGresult *r, int row)
 static json_t *rows_json(const PGresult *r)
 {
     json_t *a = json_array();
-    for (int i = 0; a && i < PQntuples(r); i++)
-        json_array_append_new(a, row_json(r, i));
+    for (int i = 0; a && i < PQntuples(r); i++) json_array_append_new(a, row_json(r, i));
     return a;
 }
 
@@ -273,8 +277,7 @@ static PGresult *run(db_conn *s, const char *name, int n, const char *const *par
 {
     uint64_t t0 = time_mono_ns();
     PGresult *r = db_run_prepared(s, name, n, params, err, err_len);
-    if (ms)
-        *ms = (double)(time_mono_ns() - t0) / 1e6;
+    if (ms) *ms = (double)(time_mono_ns() - t0) / 1e6;
     return r;
 }
 
@@ -290,13 +293,11 @@ static json_t *core_query(db_conn *s, const char *name, int n, const char *const
     }
     long long total = 0;
     int tc = PQfnumber(r, "total_count");
-    if (PQntuples(r) > 0 && tc >= 0)
-        total = strtoll(PQgetvalue(r, 0, tc), NULL, 10);
-    json_t *o = json_pack("{s:f, s:I, s:o}", "executionTimeMs", ms, "resultCount", (json_int_t)total,
-                          "sampleData", rows_json(r));
+    if (PQntuples(r) > 0 && tc >= 0) total = strtoll(PQgetvalue(r, 0, tc), NULL, 10);
+    json_t *o = json_pack("{s:f, s:I, s:o}", "executionTimeMs", ms, "resultCount",
+                          (json_int_t)total, "sampleData", rows_json(r));
     PQclear(r);
-    if (o && extra)
-        json_object_update(o, extra);
+    if (o && extra) json_object_update(o, extra);
     json_decref(extra);
     return o;
 }
@@ -304,16 +305,14 @@ static json_t *core_query(db_conn *s, const char *name, int n, const char *const
 static json_t *db_stats(db_conn *s, char *err, size_t err_len)
 {
     PGresult *t = run(s, "table_stats", 0, NULL, NULL, err, err_len);
-    if (!t)
-        return NULL;
+    if (!t) return NULL;
     PGresult *ix = run(s, "index_stats", 0, NULL, NULL, err, err_len);
     if (!ix) {
         PQclear(t);
         return NULL;
     }
     json_t *o = PQntuples(t) == 1 ? row_json(t, 0) : json_object();
-    if (o)
-        json_object_set_new(o, "indexes", rows_json(ix));
+    if (o) json_object_set_new(o, "indexes", rows_json(ix));
     PQclear(t);
     PQclear(ix);
     return o;
@@ -340,8 +339,7 @@ static void respond_db_error(http_response *resp, db_conn *s, const char *err)
     snprintf(msg, sizeof(msg), "%s: %s", ours ? "query failed" : "database unavailable", err);
     log_warn(COMPONENT, "%s (%s)", msg, db_last_error_class(s));
     http_respond_error(resp, ours ? 500 : 503, msg);
-    if (!ours)
-        resp->retry_after_s = API_RETRY_AFTER_S;
+    if (!ours) resp->retry_after_s = API_RETRY_AFTER_S;
 }
 
 static void respond_busy(http_response *resp, const char *why)
@@ -381,11 +379,9 @@ static json_t *analytics(api *a, db_conn *s, const window_params *w, char *err, 
 {
     const char *win[] = {w->start, w->end};
     PGresult *ps = run(s, "per_second", 2, win, NULL, err, err_len);
-    if (!ps)
-        return NULL;
+    if (!ps) return NULL;
     double seconds = (double)(w->end_ms - w->start_ms) / 1000.0;
-    if (seconds < 1)
-        seconds = 1;
+    if (seconds < 1) seconds = 1;
     long long total = strtoll(PQgetvalue(ps, 0, 0), NULL, 10);
     long long peak = strtoll(PQgetvalue(ps, 0, 1), NULL, 10);
     PQclear(ps);
@@ -400,12 +396,11 @@ static json_t *analytics(api *a, db_conn *s, const window_params *w, char *err, 
         pthread_mutex_lock(&a->refreshed_mu);
         snprintf(refreshed, sizeof(refreshed), "%s", a->refreshed_at);
         pthread_mutex_unlock(&a->refreshed_mu);
-        o = json_pack("{s:{s:I, s:f, s:I}, s:o, s:o, s:o, s:o, s:o}",
-                      "messagesPerSecond", "messages", (json_int_t)total, "avg", (double)total / seconds,
-                      "peak", (json_int_t)peak,
-                      "hourly", rows_json(hourly), "topUsers", rows_json(users), "topRooms",
-                      rows_json(rooms), "userParticipation", rows_json(part), "viewsRefreshedAt",
-                      refreshed[0] ? json_string(refreshed) : json_null());
+        o = json_pack("{s:{s:I, s:f, s:I}, s:o, s:o, s:o, s:o, s:o}", "messagesPerSecond",
+                      "messages", (json_int_t)total, "avg", (double)total / seconds, "peak",
+                      (json_int_t)peak, "hourly", rows_json(hourly), "topUsers", rows_json(users),
+                      "topRooms", rows_json(rooms), "userParticipation", rows_json(part),
+                      "viewsRefreshedAt", refreshed[0] ? json_string(refreshed) : json_null());
     }
     PQclear(hourly);
     PQclear(users);
@@ -420,18 +415,14 @@ static bool pick_defaults(db_conn *s, window_params *w, char *err, size_t err_le
     const char *win[] = {w->start, w->end};
     if (w->room_id == 0) {
         PGresult *r = run(s, "busiest_room", 2, win, NULL, err, err_len);
-        if (!r)
-            return false;
-        if (PQntuples(r) > 0)
-            w->room_id = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+        if (!r) return false;
+        if (PQntuples(r) > 0) w->room_id = strtol(PQgetvalue(r, 0, 0), NULL, 10);
         PQclear(r);
     }
     if (w->user_id == 0) {
         PGresult *r = run(s, "active_users", 2, win, NULL, err, err_len);
-        if (!r)
-            return false;
-        if (PQntuples(r) > 0)
-            w->user_id = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+        if (!r) return false;
+        if (PQntuples(r) > 0) w->user_id = strtol(PQgetvalue(r, 0, 0), NULL, 10);
         PQclear(r);
     }
     return true;
@@ -441,16 +432,13 @@ static void serve_all(void *ctx, const http_request *req, http_response *resp)
 {
     api *a = ctx;
     window_params w;
-    if (!parse_window(req, &w, resp))
-        return;
+    if (!parse_window(req, &w, resp)) return;
     bool room_given = w.room_id != 0, user_given = w.user_id != 0;
     char err[512] = "";
     db_conn *s = begin_db(a, resp);
-    if (!s)
-        return;
+    if (!s) return;
     json_t *root = NULL, *core = NULL;
-    if (!pick_defaults(s, &w, err, sizeof(err)))
-        goto fail;
+    if (!pick_defaults(s, &w, err, sizeof(err))) goto fail;
     char room_s[24], user_s[24];
     snprintf(room_s, sizeof(room_s), "%ld", w.room_id);
     snprintf(user_s, sizeof(user_s), "%ld", w.user_id);
@@ -458,16 +446,18 @@ static void serve_all(void *ctx, const http_request *req, http_response *resp)
     const char *user_p[] = {user_s, w.start, w.end};
     const char *win[] = {w.start, w.end};
     const char *user_only[] = {user_s};
-    json_t *q1 = core_query(s, "room_messages", 3, room_p,
-                            json_pack("{s:i, s:b}", "roomId", (int)w.room_id, "roomIdGiven", room_given), err,
-                            sizeof(err));
+    json_t *q1 =
+        core_query(s, "room_messages", 3, room_p,
+                   json_pack("{s:i, s:b}", "roomId", (int)w.room_id, "roomIdGiven", room_given),
+                   err, sizeof(err));
     json_t *q2 = q1 ? core_query(s, "user_history", 3, user_p,
-                                 json_pack("{s:i, s:b}", "userId", (int)w.user_id, "userIdGiven", user_given),
+                                 json_pack("{s:i, s:b}", "userId", (int)w.user_id, "userIdGiven",
+                                           user_given),
                                  err, sizeof(err))
                     : NULL;
     json_t *q3 = q2 ? core_query(s, "active_users", 2, win, NULL, err, sizeof(err)) : NULL;
-    json_t *q4 = q3 ? core_query(s, "user_rooms", 1, user_only, json_pack("{s:i}", "userId", (int)w.user_id),
-                                 err, sizeof(err))
+    json_t *q4 = q3 ? core_query(s, "user_rooms", 1, user_only,
+                                 json_pack("{s:i}", "userId", (int)w.user_id), err, sizeof(err))
                     : NULL;
     if (!q4) {
         json_decref(q1);
@@ -475,18 +465,17 @@ static void serve_all(void *ctx, const http_request *req, http_response *resp)
         json_decref(q3);
         goto fail;
     }
-    core = json_pack("{s:o, s:o, s:o, s:o}", "roomMessages", q1, "userHistory", q2, "activeUsers", q3,
-                     "userRooms", q4);
+    core = json_pack("{s:o, s:o, s:o, s:o}", "roomMessages", q1, "userHistory", q2, "activeUsers",
+                     q3, "userRooms", q4);
     json_t *an = analytics(a, s, &w, err, sizeof(err));
-    if (!an)
-        goto fail;
+    if (!an) goto fail;
     json_t *stats = db_stats(s, err, sizeof(err));
     if (!stats) {
         json_decref(an);
         goto fail;
     }
-    root = json_pack("{s:{s:s, s:s}, s:o, s:o, s:o}", "window", "testStartTime", w.start, "testEndTime", w.end,
-                     "coreQueries", core, "analytics", an, "dbStats", stats);
+    root = json_pack("{s:{s:s, s:s}, s:o, s:o, s:o}", "window", "testStartTime", w.start,
+                     "testEndTime", w.end, "coreQueries", core, "analytics", an, "dbStats", stats);
     end_db(a, s);
     respond_json(resp, root);
     return;
@@ -502,8 +491,7 @@ static void serve_db_stats(void *ctx, const http_request *req, http_response *re
     api *a = ctx;
     char err[512] = "";
     db_conn *s = begin_db(a, resp);
-    if (!s)
-        return;
+    if (!s) return;
     json_t *stats = db_stats(s, err, sizeof(err));
     if (!stats)
         respond_db_error(resp, s, err);
@@ -518,8 +506,7 @@ static void serve_refresh(void *ctx, const http_request *req, http_response *res
     api *a = ctx;
     char err[512] = "", sql[160];
     db_conn *s = begin_db(a, resp);
-    if (!s)
-        return;
+    if (!s) return;
     uint64_t t0 = time_mono_ns();
     bool ok = db_conn_ensure(s, err, sizeof(err));
     /* Refreshing large views can outlast the per-statement timeout of ingest queries. */
@@ -527,10 +514,10 @@ static void serve_refresh(void *ctx, const http_request *req, http_response *res
     ok = ok && db_exec(s, sql, err, sizeof(err));
     json_t *done = json_array();
     for (size_t i = 0; ok && i < sizeof(materialized_views) / sizeof(materialized_views[0]); i++) {
-        snprintf(sql, sizeof(sql), "REFRESH MATERIALIZED VIEW CONCURRENTLY %s", materialized_views[i]);
+        snprintf(sql, sizeof(sql), "REFRESH MATERIALIZED VIEW CONCURRENTLY %s",
+                 materialized_views[i]);
         ok = db_exec(s, sql, err, sizeof(err));
-        if (ok)
-            json_array_append_new(done, json_string(materialized_views[i]));
+        if (ok) json_array_append_new(done, json_string(materialized_views[i]));
     }
     if (db_conn_is_up(s)) {
         char ignored[128];
@@ -556,8 +543,7 @@ static void serve_refresh(void *ctx, const http_request *req, http_response *res
 const char *api_query_sql(const char *name)
 {
     for (size_t i = 0; i < sizeof(api_statements) / sizeof(api_statements[0]); i++)
-        if (strcmp(api_statements[i].name, name) == 0)
-            return api_statements[i].sql;
+        if (strcmp(api_statements[i].name, name) == 0) return api_statements[i].sql;
     return NULL;
 }
 

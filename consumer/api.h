@@ -1,5 +1,5 @@
 /*
- * api — the consumer's /api/metrics endpoints (SPEC §6) on the admin HTTP server.
+ * api — the consumer's /api/metrics endpoints (protocol.md §5) on the admin HTTP server.
  *
  * Contract:
  *  - GET /api/metrics/all?testStartTime=&testEndTime=[&userId=][&roomId=]
@@ -10,7 +10,8 @@
  *      Answer: {"window", "coreQueries": {roomMessages, userHistory, activeUsers, userRooms} each
  *      {executionTimeMs, resultCount, sampleData (<= 10 rows)}, "analytics": {messagesPerSecond
  *      {avg, peak}, topUsers, topRooms, userParticipation, viewsRefreshedAt}, "dbStats"}.
- *      Core queries read the tables; analytics read the materialized views (as of the last refresh).
+ *      Core queries read the tables; analytics read the materialized views (as of the last
+ * refresh).
  *  - GET /api/metrics/db-stats: row counts, table and index sizes.
  *  - POST /api/metrics/refresh: REFRESH MATERIALIZED VIEW CONCURRENTLY of every view.
  *  - Handlers run on the HTTP server's threads; they share a small pool of PostgreSQL connections

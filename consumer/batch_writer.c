@@ -19,21 +19,21 @@
 #define FIRST_BACKOFF_MS 100
 #define PROBE_MAX_INTERVAL_MS 1000
 
-#define MESSAGE_COLUMNS                                                                        \
+#define MESSAGE_COLUMNS                                                                          \
     "message_id, room_id, user_id, username, message_text, message_type, server_id, client_ip, " \
     "sequence_number, client_timestamp, received_at"
 
 /* Only rows really inserted (RETURNING skips conflicts) feed user_activity, aggregated per key
  * and applied in key order so concurrent writers lock rows in the same order. */
-#define FLUSH_TAIL                                                                             \
-    "), ua AS (INSERT INTO user_activity (user_id, room_id, first_activity, last_activity,"    \
-    " message_count)"                                                                          \
+#define FLUSH_TAIL                                                                              \
+    "), ua AS (INSERT INTO user_activity (user_id, room_id, first_activity, last_activity,"     \
+    " message_count)"                                                                           \
     " SELECT user_id, room_id, min(client_timestamp), max(client_timestamp), count(*) FROM ins" \
-    " GROUP BY user_id, room_id ORDER BY user_id, room_id"                                     \
-    " ON CONFLICT (user_id, room_id) DO UPDATE SET"                                            \
-    " first_activity = LEAST(user_activity.first_activity, EXCLUDED.first_activity),"          \
-    " last_activity = GREATEST(user_activity.last_activity, EXCLUDED.last_activity),"          \
-    " message_count = user_activity.message_count + EXCLUDED.message_count)"                   \
+    " GROUP BY user_id, room_id ORDER BY user_id, room_id"                                      \
+    " ON CONFLICT (user_id, room_id) DO UPDATE SET"                                             \
+    " first_activity = LEAST(user_activity.first_activity, EXCLUDED.first_activity),"           \
+    " last_activity = GREATEST(user_activity.last_activity, EXCLUDED.last_activity),"           \
+    " message_count = user_activity.message_count + EXCLUDED.message_count)"                    \
     " SELECT count(*) FROM ins"
 
 static const db_statement writer_statements[] = {
@@ -57,22 +57,23 @@ struct batch_writer {
     bool thread_started;
 
     pthread_mutex_t mu;
-    pthread_cond_t work;        /* writer waits: submissions, holders, stop */
-    pthread_cond_t done;        /* pollers wait: a batch reached its final state */
-    write_batch *head, *tail;   /* pending, in submission order */
+    pthread_cond_t work;      /* writer waits: submissions, holders, stop */
+    pthread_cond_t done;      /* pollers wait: a batch reached its final state */
+    write_batch *head, *tail; /* pending, in submission order */
     size_t pending_rows;
     int holders;
-    bool stopping;              /* no group-commit waits; give up on rows at stop_deadline_ns */
-    bool exiting;               /* the thread ends once nothing is pending */
+    bool stopping; /* no group-commit waits; give up on rows at stop_deadline_ns */
+    bool exiting;  /* the thread ends once nothing is pending */
     uint64_t stop_deadline_ns;
 
-    bool flushing;              /* a flush attempt is running (rows taken off the list) */
-    uint64_t flush_oldest_ns;   /* submission time of the oldest batch in that attempt */
+    bool flushing;            /* a flush attempt is running (rows taken off the list) */
+    uint64_t flush_oldest_ns; /* submission time of the oldest batch in that attempt */
     uint64_t last_commit_ns;
 
     db_conn *db;
     watchdog_loop *watchdog;
-    pthread_mutex_t health_mu;  /* db_up, failing_since_ns, last_error (taken inside mu, never around it) */
+    pthread_mutex_t
+        health_mu; /* db_up, failing_since_ns, last_error (taken inside mu, never around it) */
     bool db_up;
     uint64_t failing_since_ns;
     char last_error[256];
@@ -126,7 +127,8 @@ bool write_row_init(write_row *row, const chat_message *m, const char *sequence_
     snprintf(row->message_type, sizeof(row->message_type), "%s", m->message_type);
     snprintf(row->server_id, sizeof(row->server_id), "%s", m->server_id);
     snprintf(row->client_ip, sizeof(row->client_ip), "%s", m->client_ip);
-    snprintf(row->sequence_number, sizeof(row->sequence_number), "%s", sequence_number ? sequence_number : "");
+    snprintf(row->sequence_number, sizeof(row->sequence_number), "%s",
+             sequence_number ? sequence_number : "");
     row->status = WRITE_PENDING;
     return true;
 }
@@ -141,11 +143,9 @@ typedef struct {
 
 static void tb_reserve(textbuf *b, size_t more)
 {
-    if (b->oom || b->len + more + 1 <= b->cap)
-        return;
+    if (b->oom || b->len + more + 1 <= b->cap) return;
     size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + more + 1)
-        cap *= 2;
+    while (cap < b->len + more + 1) cap *= 2;
     char *d = realloc(b->data, cap);
     if (!d) {
         b->oom = true;
@@ -200,8 +200,7 @@ static void tb_put_array_elem(textbuf *b, const char *s)
     }
     tb_putc(b, '"');
     for (; *s; s++) {
-        if (*s == '\\' || *s == '"')
-            tb_putc(b, '\\');
+        if (*s == '\\' || *s == '"') tb_putc(b, '\\');
         tb_putc(b, *s);
     }
     tb_putc(b, '"');
@@ -212,12 +211,13 @@ static void tb_put_array_elem(textbuf *b, const char *s)
 static bool create_stage(db_conn *c, void *ctx, char *err, size_t err_len)
 {
     (void)ctx;
-    return db_exec(c,
-                   "CREATE TEMP TABLE IF NOT EXISTS chatflow_stage ("
-                   " message_id uuid, room_id int, user_id int, username text, message_text text,"
-                   " message_type text, server_id text, client_ip text, sequence_number numeric(40,0),"
-                   " client_timestamp timestamptz, received_at timestamptz) ON COMMIT DELETE ROWS",
-                   err, err_len);
+    return db_exec(
+        c,
+        "CREATE TEMP TABLE IF NOT EXISTS chatflow_stage ("
+        " message_id uuid, room_id int, user_id int, username text, message_text text,"
+        " message_type text, server_id text, client_ip text, sequence_number numeric(40,0),"
+        " client_timestamp timestamptz, received_at timestamptz) ON COMMIT DELETE ROWS",
+        err, err_len);
 }
 
 static void rollback_quietly(db_conn *db)
@@ -228,7 +228,8 @@ static void rollback_quietly(db_conn *db)
     }
 }
 
-static bool copy_into_stage(db_conn *db, write_row *const *rows, size_t n, char *err, size_t err_len)
+static bool copy_into_stage(db_conn *db, write_row *const *rows, size_t n, char *err,
+                            size_t err_len)
 {
     PGconn *pg = db_conn_pg(db);
     PGresult *r = PQexec(pg, "COPY chatflow_stage (" MESSAGE_COLUMNS ") FROM STDIN");
@@ -246,14 +247,22 @@ static bool copy_into_stage(db_conn *db, write_row *const *rows, size_t n, char 
         tb_puts(&b, w->message_id);
         snprintf(num, sizeof(num), "\t%ld\t%ld\t", w->room_id, w->user_id);
         tb_puts(&b, num);
-        tb_put_copy_field(&b, w->username); tb_putc(&b, '\t');
-        tb_put_copy_field(&b, w->message_text); tb_putc(&b, '\t');
-        tb_put_copy_field(&b, w->message_type); tb_putc(&b, '\t');
-        tb_put_copy_field(&b, w->server_id); tb_putc(&b, '\t');
-        tb_put_copy_field(&b, w->client_ip); tb_putc(&b, '\t');
-        tb_puts(&b, w->sequence_number[0] ? w->sequence_number : "\\N"); tb_putc(&b, '\t');
-        tb_puts(&b, w->client_timestamp); tb_putc(&b, '\t');
-        tb_puts(&b, w->received_at); tb_putc(&b, '\n');
+        tb_put_copy_field(&b, w->username);
+        tb_putc(&b, '\t');
+        tb_put_copy_field(&b, w->message_text);
+        tb_putc(&b, '\t');
+        tb_put_copy_field(&b, w->message_type);
+        tb_putc(&b, '\t');
+        tb_put_copy_field(&b, w->server_id);
+        tb_putc(&b, '\t');
+        tb_put_copy_field(&b, w->client_ip);
+        tb_putc(&b, '\t');
+        tb_puts(&b, w->sequence_number[0] ? w->sequence_number : "\\N");
+        tb_putc(&b, '\t');
+        tb_puts(&b, w->client_timestamp);
+        tb_putc(&b, '\t');
+        tb_puts(&b, w->received_at);
+        tb_putc(&b, '\n');
     }
     bool sent = !b.oom && (b.len == 0 || PQputCopyData(pg, b.data, (int)b.len) == 1);
     free(b.data);
@@ -268,27 +277,23 @@ static bool copy_into_stage(db_conn *db, write_row *const *rows, size_t n, char 
             ok = false;
         }
         PQclear(r);
-        if (!db_conn_pg(db))
-            break;   /* connection dropped by db_note_failure */
+        if (!db_conn_pg(db)) break; /* connection dropped by db_note_failure */
     }
     return ok && sent;
 }
 
 /* Inserts rows in one transaction; *inserted = rows new to the table. */
-static bool write_with_copy(db_conn *db, write_row *const *rows, size_t n, long *inserted, char *err,
-                            size_t err_len)
+static bool write_with_copy(db_conn *db, write_row *const *rows, size_t n, long *inserted,
+                            char *err, size_t err_len)
 {
-    if (!db_exec(db, "BEGIN", err, err_len))
-        return false;
+    if (!db_exec(db, "BEGIN", err, err_len)) return false;
     PGresult *r = NULL;
     bool ok = copy_into_stage(db, rows, n, err, err_len) &&
               (r = db_exec_prepared(db, "flush_from_stage", 0, NULL, err, err_len)) != NULL;
-    if (ok)
-        *inserted = atol(PQgetvalue(r, 0, 0));
+    if (ok) *inserted = atol(PQgetvalue(r, 0, 0));
     PQclear(r);
     ok = ok && db_exec(db, "COMMIT", err, err_len);
-    if (!ok)
-        rollback_quietly(db);
+    if (!ok) rollback_quietly(db);
     return ok;
 }
 
@@ -319,7 +324,7 @@ static bool write_with_unnest(db_conn *db, write_row *const *rows, size_t n, lon
     bool oom = false;
     for (int c = 0; c < NCOL; c++) {
         if (cols[c].len == 0)
-            tb_putc(&cols[c], '{');   /* no rows (the writer's probe): empty arrays */
+            tb_putc(&cols[c], '{'); /* no rows (the writer's probe): empty arrays */
         tb_putc(&cols[c], '}');
         oom |= cols[c].oom;
         values[c] = cols[c].data;
@@ -335,8 +340,7 @@ static bool write_with_unnest(db_conn *db, write_row *const *rows, size_t n, lon
         }
         PQclear(r);
     }
-    for (int c = 0; c < NCOL; c++)
-        free(cols[c].data);
+    for (int c = 0; c < NCOL; c++) free(cols[c].data);
     return ok;
 }
 
@@ -347,9 +351,9 @@ static void set_health(batch_writer *w, bool up, const char *error)
         if (up)
             log_info(COMPONENT, "PostgreSQL writes succeed again");
         else
-            log_warn(COMPONENT, "PostgreSQL writes failing (retried until they succeed): %s", error);
-        if (!up)
-            w->failing_since_ns = time_mono_ns();
+            log_warn(COMPONENT, "PostgreSQL writes failing (retried until they succeed): %s",
+                     error);
+        if (!up) w->failing_since_ns = time_mono_ns();
     }
     w->db_up = up;
     snprintf(w->last_error, sizeof(w->last_error), "%s", up ? "" : error);
@@ -362,8 +366,9 @@ static metric_counter *failure_counter(const char *class_name)
 {
     char labels[64];
     snprintf(labels, sizeof labels, "class=\"%s\"", class_name);
-    return metrics_counter("chatflow_db_failures_total",
-                           "Failed database writes and probes of the batch writer, by kind of fault.", labels);
+    return metrics_counter(
+        "chatflow_db_failures_total",
+        "Failed database writes and probes of the batch writer, by kind of fault.", labels);
 }
 
 static void count_failure_class(batch_writer *w)
@@ -375,10 +380,10 @@ static void count_failure_class(batch_writer *w)
  * (db.h's fixed set, "none" aside). */
 static void register_failure_classes(void)
 {
-    static const char *const classes[] = {"connection", "read_only", "schema", "permission", "resources",
-                                          "timeout", "conflict", "data", "other"};
-    for (size_t i = 0; i < sizeof classes / sizeof classes[0]; i++)
-        failure_counter(classes[i]);
+    static const char *const classes[] = {"connection", "read_only", "schema",
+                                          "permission", "resources", "timeout",
+                                          "conflict",   "data",      "other"};
+    for (size_t i = 0; i < sizeof classes / sizeof classes[0]; i++) failure_counter(classes[i]);
 }
 
 /* Writes rows in one transaction. Returns the error kind (DB_ERR_NONE on success). With n = 0
@@ -397,22 +402,20 @@ static db_error_kind write_rows(batch_writer *w, write_row *const *rows, size_t 
         db_error_kind kind = db_last_error_kind(w->db);
         /* A database fault may be a property of the session (default_transaction_read_only after
          * a failover onto a reader, a role's settings): the next attempt starts a fresh one. */
-        if (kind != DB_ERR_DATA)
-            db_conn_drop(w->db);
+        if (kind != DB_ERR_DATA) db_conn_drop(w->db);
         return kind == DB_ERR_NONE ? DB_ERR_TRANSIENT : kind;
     }
-    if (n == 0)
-        return DB_ERR_NONE;   /* the probe */
+    if (n == 0) return DB_ERR_NONE; /* the probe */
     metric_histogram_observe(w->m_flush_seconds, (double)(time_mono_ns() - t0) / 1e9);
     metric_histogram_observe(w->m_batch_size, (double)n);
     metric_counter_add(w->m_rows_written, (uint64_t)inserted);
-    for (size_t i = 0; i < n; i++)
-        rows[i]->status = WRITE_COMMITTED;
+    for (size_t i = 0; i < n; i++) rows[i]->status = WRITE_COMMITTED;
     pthread_mutex_lock(&w->mu);
     w->last_commit_ns = time_mono_ns();
     pthread_mutex_unlock(&w->mu);
     if ((size_t)inserted < n)
-        log_debug(COMPONENT, "flush of %zu rows: %zu already stored (redelivery)", n, n - (size_t)inserted);
+        log_debug(COMPONENT, "flush of %zu rows: %zu already stored (redelivery)", n,
+                  n - (size_t)inserted);
     return DB_ERR_NONE;
 }
 
@@ -438,8 +441,7 @@ static bool flush_rows(batch_writer *w, write_row *const *rows, size_t n, char *
     }
     log_warn(COMPONENT, "batch of %zu rows rejected (%s); retrying row by row", n, err);
     for (size_t i = 0; i < n; i++)
-        if (!flush_rows(w, &rows[i], 1, err, err_len))
-            return false;
+        if (!flush_rows(w, &rows[i], 1, err, err_len)) return false;
     return true;
 }
 
@@ -455,8 +457,7 @@ static void finish_batch_locked(batch_writer *w, write_batch *b)
 static size_t count_open(const write_batch *b)
 {
     size_t open = 0;
-    for (size_t i = 0; i < b->n_rows; i++)
-        open += b->rows[i].status == WRITE_PENDING;
+    for (size_t i = 0; i < b->n_rows; i++) open += b->rows[i].status == WRITE_PENDING;
     return open;
 }
 
@@ -465,8 +466,7 @@ static void abandon_all_locked(batch_writer *w)
     for (write_batch *b = w->head, *next; b; b = next) {
         next = b->next;
         for (size_t i = 0; i < b->n_rows; i++)
-            if (b->rows[i].status == WRITE_PENDING)
-                b->rows[i].status = WRITE_ABANDONED;
+            if (b->rows[i].status == WRITE_PENDING) b->rows[i].status = WRITE_ABANDONED;
         finish_batch_locked(w, b);
     }
     w->head = w->tail = NULL;
@@ -476,8 +476,7 @@ static void abandon_all_locked(batch_writer *w)
 
 static void wait_until_locked(batch_writer *w, uint64_t deadline_ns)
 {
-    if (deadline_ns <= time_mono_ns())
-        return;
+    if (deadline_ns <= time_mono_ns()) return;
     struct timespec ts = time_mono_timespec(deadline_ns);
     pthread_cond_timedwait(&w->work, &w->mu, &ts);
 }
@@ -487,8 +486,7 @@ static void wait_for_flush_locked(batch_writer *w)
 {
     while (!w->stopping && w->pending_rows < w->cfg.batch_size && w->holders > 0) {
         uint64_t deadline = w->head->submitted_ns + (uint64_t)w->cfg.max_wait_ms * 1000000ull;
-        if (time_mono_ns() >= deadline)
-            return;
+        if (time_mono_ns() >= deadline) return;
         wait_until_locked(w, deadline);
     }
 }
@@ -499,22 +497,19 @@ static write_batch *take_locked(batch_writer *w, write_row ***rows_out, size_t *
     write_batch *first = w->head, *last = NULL;
     size_t n = 0;
     for (write_batch *b = w->head; b; b = b->next) {
-        if (n > 0 && n + b->open > w->cfg.batch_size)
-            break;
+        if (n > 0 && n + b->open > w->cfg.batch_size) break;
         n += b->open;
         last = b;
     }
     w->head = last->next;
-    if (!w->head)
-        w->tail = NULL;
+    if (!w->head) w->tail = NULL;
     last->next = NULL;
     w->pending_rows -= n;
     w->flushing = true;
     w->flush_oldest_ns = UINT64_MAX;
     for (write_batch *b = first; b; b = b->next) {
         b->in_flight = true;
-        if (b->submitted_ns < w->flush_oldest_ns)
-            w->flush_oldest_ns = b->submitted_ns;
+        if (b->submitted_ns < w->flush_oldest_ns) w->flush_oldest_ns = b->submitted_ns;
     }
 
     write_row **rows = malloc((n ? n : 1) * sizeof(*rows));
@@ -522,8 +517,7 @@ static write_batch *take_locked(batch_writer *w, write_row ***rows_out, size_t *
     if (rows)
         for (write_batch *b = first; b; b = b->next)
             for (size_t i = 0; i < b->n_rows; i++)
-                if (b->rows[i].status == WRITE_PENDING)
-                    rows[k++] = &b->rows[i];
+                if (b->rows[i].status == WRITE_PENDING) rows[k++] = &b->rows[i];
     *rows_out = rows;
     *n_out = rows ? k : 0;
     return first;
@@ -540,11 +534,9 @@ static void settle_locked(batch_writer *w, write_batch *taken, const char *err)
         next = b->next;
         for (size_t i = 0; i < b->n_rows; i++) {
             write_row *r = &b->rows[i];
-            if (r->status != WRITE_PENDING)
-                continue;
+            if (r->status != WRITE_PENDING) continue;
             r->attempts += err != NULL;
-            if (b->withdraw)
-                r->status = WRITE_WITHDRAWN;
+            if (b->withdraw) r->status = WRITE_WITHDRAWN;
         }
         b->in_flight = false;
         b->open = count_open(b);
@@ -563,15 +555,15 @@ static void settle_locked(batch_writer *w, write_batch *taken, const char *err)
     if (requeue_head) {
         requeue_tail->next = w->head;
         w->head = requeue_head;
-        if (!w->tail)
-            w->tail = requeue_tail;
+        if (!w->tail) w->tail = requeue_tail;
         w->pending_rows += requeued_rows;
     }
     pthread_cond_broadcast(&w->done);
 }
 
 /* The longest a turn of the writer may legitimately take: a flush (or probe) bounded by the
- * connect timeout, the statement timeout and TCP keepalive on a dead peer (db.c), plus a backoff. */
+ * connect timeout, the statement timeout and TCP keepalive on a dead peer (db.c), plus a backoff.
+ */
 static long turn_budget_ms(const batch_writer *w)
 {
     return w->cfg.statement_timeout_ms + w->cfg.max_backoff_ms + 60000;
@@ -590,10 +582,8 @@ static bool writer_db_up(batch_writer *w)
 static void probe_locked(batch_writer *w, long backoff_ms)
 {
     uint64_t until = time_mono_ns() + (uint64_t)backoff_ms * 1000000ull;
-    while (!w->head && !w->exiting && time_mono_ns() < until)
-        wait_until_locked(w, until);
-    if (w->head || w->exiting)
-        return;
+    while (!w->head && !w->exiting && time_mono_ns() < until) wait_until_locked(w, until);
+    if (w->head || w->exiting) return;
     pthread_mutex_unlock(&w->mu);
     char err[512] = "";
     db_error_kind kind = write_rows(w, NULL, 0, err, sizeof(err));
@@ -610,8 +600,7 @@ static long next_backoff(const batch_writer *w, long backoff_ms)
 static void backoff_locked(batch_writer *w, long backoff_ms)
 {
     uint64_t until = time_mono_ns() + (uint64_t)backoff_ms * 1000000ull;
-    if (w->stopping && until > w->stop_deadline_ns)
-        until = w->stop_deadline_ns;
+    if (w->stopping && until > w->stop_deadline_ns) until = w->stop_deadline_ns;
     while (time_mono_ns() < until && !(w->stopping && time_mono_ns() >= w->stop_deadline_ns))
         wait_until_locked(w, until);
 }
@@ -629,17 +618,18 @@ static void *writer_main(void *arg)
                 /* Probes stay frequent (at most PROBE_MAX_INTERVAL_MS apart) whatever the flush
                  * backoff: each costs one connection attempt, and the spill queue drains only
                  * once the writer knows the database is back. */
-                probe_locked(w, backoff_ms < PROBE_MAX_INTERVAL_MS ? backoff_ms : PROBE_MAX_INTERVAL_MS);
+                probe_locked(w, backoff_ms < PROBE_MAX_INTERVAL_MS ? backoff_ms
+                                                                   : PROBE_MAX_INTERVAL_MS);
                 backoff_ms = writer_db_up(w) ? FIRST_BACKOFF_MS : next_backoff(w, backoff_ms);
             } else {
-                wait_until_locked(w, time_mono_ns() + 1000000000ull);   /* turn for the watchdog */
+                wait_until_locked(w, time_mono_ns() + 1000000000ull); /* turn for the watchdog */
             }
             continue;
         }
-        if (!w->head)
-            break;
+        if (!w->head) break;
         if (w->stopping && time_mono_ns() >= w->stop_deadline_ns) {
-            log_warn(COMPONENT, "stop deadline reached with %zu rows unwritten; they are released to SQS",
+            log_warn(COMPONENT,
+                     "stop deadline reached with %zu rows unwritten; they are released to SQS",
                      w->pending_rows);
             abandon_all_locked(w);
             continue;
@@ -667,7 +657,8 @@ static void *writer_main(void *arg)
             backoff_ms = FIRST_BACKOFF_MS;
             continue;
         }
-        log_debug(COMPONENT, "flush of %zu rows failed (%s); retrying in %ld ms", n, err, backoff_ms);
+        log_debug(COMPONENT, "flush of %zu rows failed (%s); retrying in %ld ms", n, err,
+                  backoff_ms);
         backoff_locked(w, backoff_ms);
         backoff_ms = next_backoff(w, backoff_ms);
     }
@@ -686,10 +677,8 @@ batch_writer *batch_writer_start(const batch_writer_config *cfg, char *err, size
         return NULL;
     }
     w->cfg = *cfg;
-    if (w->cfg.batch_size == 0)
-        w->cfg.batch_size = 1;
-    if (w->cfg.max_backoff_ms < FIRST_BACKOFF_MS)
-        w->cfg.max_backoff_ms = FIRST_BACKOFF_MS;
+    if (w->cfg.batch_size == 0) w->cfg.batch_size = 1;
+    if (w->cfg.max_backoff_ms < FIRST_BACKOFF_MS) w->cfg.max_backoff_ms = FIRST_BACKOFF_MS;
     snprintf(w->url, sizeof(w->url), "%s", cfg->database_url);
     w->cfg.database_url = w->url;
     pthread_mutex_init(&w->mu, NULL);
@@ -703,13 +692,17 @@ batch_writer *batch_writer_start(const batch_writer_config *cfg, char *err, size
 
     w->m_batch_size = metrics_histogram("chatflow_db_batch_size", "Rows per database flush.", NULL,
                                         METRICS_SIZE_BUCKETS, METRICS_SIZE_BUCKETS_N);
-    w->m_flush_seconds = metrics_histogram("chatflow_db_flush_duration_seconds",
-                                           "Duration of a successful database flush (one transaction).",
-                                           NULL, METRICS_LATENCY_BUCKETS, METRICS_LATENCY_BUCKETS_N);
-    w->m_rows_written = metrics_counter("chatflow_db_rows_written_total",
-                                        "Message rows inserted (redelivered duplicates not counted).", NULL);
-    w->m_flush_failures = metrics_counter("chatflow_db_flush_failures_total", "Database flushes that failed.", NULL);
-    w->m_db_up = metrics_gauge("chatflow_db_up", "1 while the last database write succeeded.", NULL);
+    w->m_flush_seconds =
+        metrics_histogram("chatflow_db_flush_duration_seconds",
+                          "Duration of a successful database flush (one transaction).", NULL,
+                          METRICS_LATENCY_BUCKETS, METRICS_LATENCY_BUCKETS_N);
+    w->m_rows_written =
+        metrics_counter("chatflow_db_rows_written_total",
+                        "Message rows inserted (redelivered duplicates not counted).", NULL);
+    w->m_flush_failures =
+        metrics_counter("chatflow_db_flush_failures_total", "Database flushes that failed.", NULL);
+    w->m_db_up =
+        metrics_gauge("chatflow_db_up", "1 while the last database write succeeded.", NULL);
     register_failure_classes();
 
     w->db = db_conn_new(w->url, cfg->statement_timeout_ms, "chatflow-consumer-writer",
@@ -723,7 +716,7 @@ batch_writer *batch_writer_start(const batch_writer_config *cfg, char *err, size
     /* Connect now to report the state early; a database down at start-up is retried later. */
     char cerr[256];
     bool up = db_conn_ensure(w->db, cerr, sizeof(cerr));
-    w->db_up = !up;   /* force the first log line */
+    w->db_up = !up; /* force the first log line */
     set_health(w, up, cerr);
 
     w->watchdog = watchdog_register("db-writer", turn_budget_ms(w));
@@ -776,8 +769,7 @@ bool batch_writer_wait(batch_writer *w, write_batch *b, long timeout_ms)
     uint64_t deadline = time_mono_ns() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms) * 1000000ull;
     pthread_mutex_lock(&w->mu);
     struct timespec ts = time_mono_timespec(deadline);
-    while (b->open > 0 && time_mono_ns() < deadline)
-        pthread_cond_timedwait(&w->done, &w->mu, &ts);
+    while (b->open > 0 && time_mono_ns() < deadline) pthread_cond_timedwait(&w->done, &w->mu, &ts);
     bool done = b->open == 0;
     pthread_mutex_unlock(&w->mu);
     return done;
@@ -801,10 +793,8 @@ long batch_writer_stalled_ms(batch_writer *w)
         since = w->failing_since_ns;
     } else {
         uint64_t oldest = w->flushing ? w->flush_oldest_ns : UINT64_MAX;
-        if (w->head && w->head->submitted_ns < oldest)
-            oldest = w->head->submitted_ns;
-        if (oldest != UINT64_MAX)
-            since = oldest > w->last_commit_ns ? oldest : w->last_commit_ns;
+        if (w->head && w->head->submitted_ns < oldest) oldest = w->head->submitted_ns;
+        if (oldest != UINT64_MAX) since = oldest > w->last_commit_ns ? oldest : w->last_commit_ns;
     }
     pthread_mutex_unlock(&w->health_mu);
     pthread_mutex_unlock(&w->mu);
@@ -815,14 +805,12 @@ long batch_writer_stalled_ms(batch_writer *w)
 static void unlink_locked(batch_writer *w, write_batch *b)
 {
     write_batch *prev = NULL;
-    for (write_batch *x = w->head; x && x != b; x = x->next)
-        prev = x;
+    for (write_batch *x = w->head; x && x != b; x = x->next) prev = x;
     if (prev)
         prev->next = b->next;
     else if (w->head == b)
         w->head = b->next;
-    if (w->tail == b)
-        w->tail = prev;
+    if (w->tail == b) w->tail = prev;
     w->pending_rows -= b->open;
     b->next = NULL;
 }
@@ -833,30 +821,27 @@ void batch_writer_withdraw(batch_writer *w, write_batch *b)
     if (b->open > 0 && !b->in_flight) {
         unlink_locked(w, b);
         for (size_t i = 0; i < b->n_rows; i++)
-            if (b->rows[i].status == WRITE_PENDING)
-                b->rows[i].status = WRITE_WITHDRAWN;
+            if (b->rows[i].status == WRITE_PENDING) b->rows[i].status = WRITE_WITHDRAWN;
         b->open = 0;
     }
     /* In a flush attempt: settle_locked() withdraws what that attempt did not commit. */
     b->withdraw = true;
-    while (b->open > 0)
-        pthread_cond_wait(&w->done, &w->mu);
+    while (b->open > 0) pthread_cond_wait(&w->done, &w->mu);
     pthread_mutex_unlock(&w->mu);
 }
 
-bool batch_writer_wait_or_withdraw(batch_writer *w, write_batch *b, long timeout_ms, long stall_limit_ms)
+bool batch_writer_wait_or_withdraw(batch_writer *w, write_batch *b, long timeout_ms,
+                                   long stall_limit_ms)
 {
     uint64_t deadline = time_mono_ns() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms) * 1000000ull;
     for (;;) {
         long slice = 100;
-        if (batch_writer_wait(w, b, slice))
-            return true;
+        if (batch_writer_wait(w, b, slice)) return true;
         if (stall_limit_ms >= 0 && batch_writer_stalled_ms(w) >= stall_limit_ms) {
             batch_writer_withdraw(w, b);
             return true;
         }
-        if (time_mono_ns() >= deadline)
-            return false;
+        if (time_mono_ns() >= deadline) return false;
     }
 }
 
@@ -872,8 +857,7 @@ void batch_writer_begin_stop(batch_writer *w, uint64_t stop_deadline_ns)
 
 void batch_writer_stop(batch_writer *w, uint64_t stop_deadline_ns)
 {
-    if (!w)
-        return;
+    if (!w) return;
     if (w->thread_started) {
         batch_writer_begin_stop(w, stop_deadline_ns);
         pthread_mutex_lock(&w->mu);

@@ -4,9 +4,9 @@
  * Contract:
  *  - One writer thread owns one PostgreSQL connection. Pollers hand it rows and wait for the
  *    outcome; the poller deletes from SQS only rows whose status is WRITE_COMMITTED.
- *  - Group commit (SPEC §5): a flush starts when the pending rows reach batch_size, or as soon as
- *    every poller that holds messages has submitted them (nothing more can arrive: a FIFO group
- *    stays locked until its messages are deleted), or when the oldest pending row has waited
+ *  - Group commit (docs/consumer.md): a flush starts when the pending rows reach batch_size, or as
+ * soon as every poller that holds messages has submitted them (nothing more can arrive: a FIFO
+ * group stays locked until its messages are deleted), or when the oldest pending row has waited
  *    max_wait_ms. A poller announces that it holds messages with batch_writer_hold() right after
  *    a receive returns some, and stops holding when it submits (or calls batch_writer_unhold()).
  *  - A flush is one transaction: rows go into messages with ON CONFLICT (message_id) DO NOTHING,
@@ -47,9 +47,9 @@
 typedef enum {
     WRITE_PENDING = 0,
     WRITE_COMMITTED,
-    WRITE_FAILED,       /* the database refuses this row on its own: dead-letter it */
-    WRITE_ABANDONED,    /* not written by the stop deadline: release it to SQS */
-    WRITE_WITHDRAWN,    /* taken back by its submitter (batch_writer_withdraw) */
+    WRITE_FAILED,    /* the database refuses this row on its own: dead-letter it */
+    WRITE_ABANDONED, /* not written by the stop deadline: release it to SQS */
+    WRITE_WITHDRAWN, /* taken back by its submitter (batch_writer_withdraw) */
 } write_status;
 
 typedef struct {
@@ -62,8 +62,8 @@ typedef struct {
     char message_type[8];
     char server_id[64];
     char client_ip[64];
-    char sequence_number[64];              /* "" -> NULL */
-    char client_timestamp[ISO8601_BUF];    /* normalised to UTC */
+    char sequence_number[64];           /* "" -> NULL */
+    char client_timestamp[ISO8601_BUF]; /* normalised to UTC */
     char received_at[ISO8601_BUF];
     /* Outcome, written by the writer thread. */
     write_status status;
@@ -71,15 +71,16 @@ typedef struct {
     char failure[256];
 } write_row;
 
-/* A poller's submission: it owns the rows and must keep them until batch_writer_wait() says done. */
+/* A poller's submission: it owns the rows and must keep them until batch_writer_wait() says done.
+ */
 typedef struct write_batch {
     write_row *rows;
     size_t n_rows;
     /* Writer bookkeeping. */
     size_t open;
     uint64_t submitted_ns;
-    bool in_flight;             /* inside a flush attempt */
-    bool withdraw;              /* withdrawn while in flight: settle, do not requeue */
+    bool in_flight; /* inside a flush attempt */
+    bool withdraw;  /* withdrawn while in flight: settle, do not requeue */
     struct write_batch *next;
 } write_batch;
 
@@ -89,7 +90,7 @@ typedef struct {
     size_t batch_size;
     long max_wait_ms;
     long max_backoff_ms;
-    bool use_unnest;            /* false: COPY into a staging table */
+    bool use_unnest; /* false: COPY into a staging table */
 } batch_writer_config;
 
 typedef struct batch_writer batch_writer;
@@ -113,7 +114,8 @@ long batch_writer_stalled_ms(batch_writer *w);
 void batch_writer_withdraw(batch_writer *w, write_batch *b);
 /* Waits up to timeout_ms for b to be final; withdraws it once the writer has been stalled for
  * stall_limit_ms (< 0: never). True when every row of b is final. */
-bool batch_writer_wait_or_withdraw(batch_writer *w, write_batch *b, long timeout_ms, long stall_limit_ms);
+bool batch_writer_wait_or_withdraw(batch_writer *w, write_batch *b, long timeout_ms,
+                                   long stall_limit_ms);
 void batch_writer_begin_stop(batch_writer *w, uint64_t stop_deadline_ns);
 void batch_writer_stop(batch_writer *w, uint64_t stop_deadline_ns);
 

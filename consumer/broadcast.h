@@ -7,8 +7,8 @@
  *  - broadcast_publish() is called by poller threads, in SQS order per room, as soon as a message
  *    is received (persistence never delays it). It copies what it needs into the hand-off queue
  *    (config.inbox_capacity messages) and wakes the service thread with lws_cancel_service(); the
- *    thread turns each message into one BroadcastEvent frame (SPEC §3) for every subscriber of
- *    its room, in order.
+ *    thread turns each message into one BroadcastEvent frame (protocol.md §2) for every subscriber
+ * of its room, in order.
  *  - Backpressure: when the hand-off queue is full, broadcast_publish() BLOCKS until the service
  *    thread has taken messages out, at most config.publish_wait_ms (counted in
  *    chatflow_broadcast_publish_waits_total). That slows the calling poller's SQS receives, which
@@ -27,9 +27,9 @@
  *  - Each subscriber has a bounded send queue (config.send_queue_max frames). One that falls behind
  *    is closed with a clear close reason and counted in chatflow_slow_subscribers_dropped_total;
  *    the others never wait for it.
- *  - since=<seq>: the subscriber first gets the room's messages with sequenceNumber > seq, then live
- *    events, with no gap and no duplicate. The newest config.cache_per_room events of each room are
- *    kept in memory (they include messages broadcast but not yet committed); older ones come from
+ *  - since=<seq>: the subscriber first gets the room's messages with sequenceNumber > seq, then
+ * live events, with no gap and no duplicate. The newest config.cache_per_room events of each room
+ * are kept in memory (they include messages broadcast but not yet committed); older ones come from
  *    the history callback, run on a replay worker thread (never on the service thread).
  *  - A room outside [room_min, room_max] or a bad path is refused at the handshake (HTTP 4xx) — or,
  *    where lws cannot answer with a status, closed at once with a reason naming the owned range.
@@ -38,11 +38,12 @@
  *  - Members (docs/protocol.md §2): a subscriber that gives userId and username joins the room's
  *    presence (config.presence). A new user beyond the member cap is refused at the handshake
  *    (403). Members get, besides every MESSAGE: a PRESENCE snapshot of who is online when they
- *    join (and a READ event for each online member whose read position is known), PRESENCE events when a user's first connection opens or last one closes (reason
- *    "timeout" when it was dropped for a missed heartbeat), TYPING events (from the queue,
- *    never cached or replayed) and READ events. A member's READ frame that moves its position
- *    forward is handed to config.receipts and announced; a bad frame gets an ERROR event.
- *    Anonymous subscribers get MESSAGE events only, exactly as SPEC §3.
+ *    join (and a READ event for each online member whose read position is known), PRESENCE events
+ * when a user's first connection opens or last one closes (reason "timeout" when it was dropped for
+ * a missed heartbeat), TYPING events (from the queue, never cached or replayed) and READ events. A
+ * member's READ frame that moves its position forward is handed to config.receipts and announced; a
+ * bad frame gets an ERROR event. Anonymous subscribers get MESSAGE events only, exactly as
+ * protocol.md §2.
  *  - Frames from subscribers are throttled per connection: a token bucket of
  *    SUBSCRIBER_FRAMES_PER_S (burst SUBSCRIBER_FRAME_BURST); a frame beyond it is answered with an
  *    ERROR event RATE_LIMITED and otherwise ignored (not announced, not stored). A READ must not
@@ -87,22 +88,22 @@ typedef bool (*broadcast_history_fn)(void *ctx, long room, const char *since_seq
                                      void *emit_ctx, char *err, size_t err_len);
 
 typedef struct {
-    const char *bind_addr;      /* "0.0.0.0" */
-    int port;                   /* 0 picks a free one; see broadcast_port() */
+    const char *bind_addr; /* "0.0.0.0" */
+    int port;              /* 0 picks a free one; see broadcast_port() */
     long room_min, room_max;
-    size_t send_queue_max;      /* frames queued per subscriber before it is dropped */
-    size_t cache_per_room;      /* newest events kept per room for replay */
-    size_t max_subscribers;     /* total connection cap */
+    size_t send_queue_max;  /* frames queued per subscriber before it is dropped */
+    size_t cache_per_room;  /* newest events kept per room for replay */
+    size_t max_subscribers; /* total connection cap */
     int ping_interval_s;
     int pong_timeout_s;
-    int handshake_timeout_s;    /* accept → upgraded, else the socket is closed; 0: lws defaults */
+    int handshake_timeout_s; /* accept → upgraded, else the socket is closed; 0: lws defaults */
     broadcast_history_fn history;
     void *history_ctx;
-    presence *presence;         /* NULL: nobody is a member (features off) */
-    read_receipts *receipts;    /* NULL: READ positions are announced, not stored */
-    size_t inbox_capacity;      /* messages between pollers and the service thread; 0: 8192 */
-    long publish_wait_ms;       /* longest broadcast_publish() waits on a full inbox; 0: 2000 */
-    long history_max_ms;        /* longest one history call legitimately takes (liveness); 0: 60000 */
+    presence *presence;      /* NULL: nobody is a member (features off) */
+    read_receipts *receipts; /* NULL: READ positions are announced, not stored */
+    size_t inbox_capacity;   /* messages between pollers and the service thread; 0: 8192 */
+    long publish_wait_ms;    /* longest broadcast_publish() waits on a full inbox; 0: 2000 */
+    long history_max_ms;     /* longest one history call legitimately takes (liveness); 0: 60000 */
 } broadcast_config;
 
 /* Frames a subscriber may send (READ): 5 a second with a burst of 10. A reader sends one READ per

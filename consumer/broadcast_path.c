@@ -24,7 +24,7 @@ static bool parse_room(const char *s, long *room)
 static bool parse_user(const char *s, uint32_t *user)
 {
     long v;
-    if (!parse_room(s, &v) || v < 1 || v > CHAT_USER_ID_MAX) return false;   /* same digit rules */
+    if (!parse_room(s, &v) || v < 1 || v > CHAT_USER_ID_MAX) return false; /* same digit rules */
     *user = (uint32_t)v;
     return true;
 }
@@ -55,9 +55,10 @@ int bc_target_parse(const char *path, const char *const *args, size_t nargs, lon
 {
     memset(out, 0, sizeof *out);
     if (!path || strncmp(path, CHAT_PREFIX, strlen(CHAT_PREFIX)) != 0)
-        return refuse(404, reason, reason_len,
-                      "path '%s' is not served here; subscribe to /chat/{roomId} with roomId %ld-%ld",
-                      path ? path : "", room_min, room_max);
+        return refuse(
+            404, reason, reason_len,
+            "path '%s' is not served here; subscribe to /chat/{roomId} with roomId %ld-%ld",
+            path ? path : "", room_min, room_max);
     const char *room_s = path + strlen(CHAT_PREFIX);
     if (!parse_room(room_s, &out->room))
         return refuse(404, reason, reason_len,
@@ -79,8 +80,8 @@ int bc_target_parse(const char *path, const char *const *args, size_t nargs, lon
             }
             if (!seqnum_valid(a + 6)) {
                 snprintf(reason, reason_len,
-                         "since '%s' is not a sequence number (1-%d decimal digits)", shown(a + 6, buf),
-                         SEQNUM_MAX_DIGITS);
+                         "since '%s' is not a sequence number (1-%d decimal digits)",
+                         shown(a + 6, buf), SEQNUM_MAX_DIGITS);
                 return 400;
             }
             snprintf(out->since, sizeof out->since, "%s", a + 6);
@@ -102,7 +103,8 @@ int bc_target_parse(const char *path, const char *const *args, size_t nargs, lon
             if (!*seen) snprintf(out->username, sizeof out->username, "%s", a + 9);
         } else {
             snprintf(reason, reason_len,
-                     "unknown query argument '%s'; accepted: since, userId, username", shown(a, buf));
+                     "unknown query argument '%s'; accepted: since, userId, username",
+                     shown(a, buf));
             return 400;
         }
         if (*seen) {
@@ -112,7 +114,8 @@ int bc_target_parse(const char *path, const char *const *args, size_t nargs, lon
         *seen = true;
     }
     if (user_given != name_given) {
-        snprintf(reason, reason_len, "userId and username identify a member together: give both or neither");
+        snprintf(reason, reason_len,
+                 "userId and username identify a member together: give both or neither");
         return 400;
     }
     return 0;

@@ -28,8 +28,8 @@
 
 typedef struct {
     long room;
-    char since[SEQNUM_BUF];   /* "" when absent */
-    uint32_t user_id;         /* 0: an anonymous subscriber */
+    char since[SEQNUM_BUF]; /* "" when absent */
+    uint32_t user_id;       /* 0: an anonymous subscriber */
     char username[CHAT_USERNAME_MAX + 1];
 } bc_target;
 

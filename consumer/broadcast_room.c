@@ -39,10 +39,7 @@ bool bc_frame_after(const bc_frame *f, const char *seq)
 
 /* ---- frame queue: a growable ring whose capacity is a power of two (index by mask) ---- */
 
-void bc_fqueue_init(bc_fqueue *q)
-{
-    memset(q, 0, sizeof *q);
-}
+void bc_fqueue_init(bc_fqueue *q) { memset(q, 0, sizeof *q); }
 
 static bool fqueue_grow(bc_fqueue *q)
 {
@@ -65,10 +62,7 @@ bool bc_fqueue_push(bc_fqueue *q, bc_frame *f)
     return true;
 }
 
-bc_frame *bc_fqueue_peek(const bc_fqueue *q)
-{
-    return q->len ? q->items[q->head] : NULL;
-}
+bc_frame *bc_fqueue_peek(const bc_fqueue *q) { return q->len ? q->items[q->head] : NULL; }
 
 bc_frame *bc_fqueue_at(const bc_fqueue *q, size_t i)
 {
@@ -212,10 +206,7 @@ bool bc_replay_finish(bc_replay *r, bc_fqueue *out)
     return ok;
 }
 
-void bc_replay_free(bc_replay *r)
-{
-    bc_fqueue_clear(&r->held);
-}
+void bc_replay_free(bc_replay *r) { bc_fqueue_clear(&r->held); }
 
 /* ---- token bucket ---- */
 

@@ -58,9 +58,9 @@
 
 typedef struct bc_frame {
     size_t refs;
-    size_t len;                 /* payload bytes */
-    char seq[SEQNUM_BUF];       /* "" when the message had no (valid) sequence number */
-    unsigned char buf[];        /* LWS_PRE headroom, then len bytes of payload */
+    size_t len;           /* payload bytes */
+    char seq[SEQNUM_BUF]; /* "" when the message had no (valid) sequence number */
+    unsigned char buf[];  /* LWS_PRE headroom, then len bytes of payload */
 } bc_frame;
 
 /* refs = 1. seq may be NULL or "" (no sequence number) or must be valid. NULL on OOM. */
@@ -77,12 +77,12 @@ typedef struct {
 } bc_fqueue;
 
 void bc_fqueue_init(bc_fqueue *q);
-bool bc_fqueue_push(bc_fqueue *q, bc_frame *f);     /* takes a new reference; false on OOM */
-bc_frame *bc_fqueue_peek(const bc_fqueue *q);        /* NULL when empty */
-bc_frame *bc_fqueue_pop(bc_fqueue *q);               /* the queue's reference moves to the caller */
+bool bc_fqueue_push(bc_fqueue *q, bc_frame *f); /* takes a new reference; false on OOM */
+bc_frame *bc_fqueue_peek(const bc_fqueue *q);   /* NULL when empty */
+bc_frame *bc_fqueue_pop(bc_fqueue *q);          /* the queue's reference moves to the caller */
 bc_frame *bc_fqueue_at(const bc_fqueue *q, size_t i);
 static inline size_t bc_fqueue_len(const bc_fqueue *q) { return q->len; }
-void bc_fqueue_clear(bc_fqueue *q);                  /* drops every reference, frees storage */
+void bc_fqueue_clear(bc_fqueue *q); /* drops every reference, frees storage */
 
 typedef struct {
     bc_frame **ring;
@@ -96,7 +96,7 @@ void bc_room_cache_free(bc_room_cache *c);
 /* Takes a new reference to f (which must have a sequence number newer than the newest cached);
  * the oldest frame leaves when full. */
 void bc_room_cache_push(bc_room_cache *c, bc_frame *f);
-const char *bc_room_cache_oldest(const bc_room_cache *c);   /* NULL when empty */
+const char *bc_room_cache_oldest(const bc_room_cache *c); /* NULL when empty */
 bool bc_room_cache_serves(const bc_room_cache *c, const char *since);
 /* An event with this (valid) sequence number never reached the cache: it counts as evicted. */
 void bc_room_cache_mark_lost(bc_room_cache *c, const char *seq);
@@ -104,15 +104,15 @@ void bc_room_cache_mark_lost(bc_room_cache *c, const char *seq);
 bool bc_room_cache_copy_after(const bc_room_cache *c, const char *since, bc_fqueue *out);
 
 typedef enum {
-    BC_REPLAY_NEXT_PAGE,   /* the page was full: ask the store for more after cursor */
-    BC_REPLAY_RETRY,       /* the store ends before need_cover: ask again after a pause */
-    BC_REPLAY_DONE,        /* cursor joins the held frames: call bc_replay_finish() */
+    BC_REPLAY_NEXT_PAGE, /* the page was full: ask the store for more after cursor */
+    BC_REPLAY_RETRY,     /* the store ends before need_cover: ask again after a pause */
+    BC_REPLAY_DONE,      /* cursor joins the held frames: call bc_replay_finish() */
 } bc_replay_step;
 
 typedef struct {
-    char cursor[SEQNUM_BUF];      /* newest seq queued for the subscriber (starts at since) */
-    char need_cover[SEQNUM_BUF];  /* the cache's evicted_upto when the replay began ("" none) */
-    bc_fqueue held;               /* cache snapshot after since, then live frames */
+    char cursor[SEQNUM_BUF];     /* newest seq queued for the subscriber (starts at since) */
+    char need_cover[SEQNUM_BUF]; /* the cache's evicted_upto when the replay began ("" none) */
+    bc_fqueue held;              /* cache snapshot after since, then live frames */
 } bc_replay;
 
 bool bc_replay_begin(bc_replay *r, const bc_room_cache *c, const char *since);
@@ -126,7 +126,7 @@ void bc_replay_free(bc_replay *r);
 
 typedef struct {
     double tokens;
-    uint64_t at_ns;    /* time of the last refill; 0: never used (starts full) */
+    uint64_t at_ns; /* time of the last refill; 0: never used (starts full) */
 } bc_bucket;
 
 bool bc_bucket_take(bc_bucket *b, uint64_t now_ns, double rate_per_s, double burst);

@@ -49,8 +49,7 @@ db_conn *db_conn_new(const char *url, long statement_timeout_ms, const char *app
                      db_on_connect_fn on_connect, void *on_connect_ctx)
 {
     db_conn *c = calloc(1, sizeof(*c));
-    if (!c)
-        return NULL;
+    if (!c) return NULL;
     c->url = url;
     c->statement_timeout_ms = statement_timeout_ms;
     c->application_name = application_name;
@@ -73,8 +72,7 @@ void db_conn_drop(db_conn *c)
 
 void db_conn_free(db_conn *c)
 {
-    if (!c)
-        return;
+    if (!c) return;
     db_conn_drop(c);
     free(c);
 }
@@ -85,7 +83,10 @@ db_error_kind db_last_error_kind(const db_conn *c) { return c->last_error; }
 const char *db_last_error_class(const db_conn *c) { return c->last_class; }
 const char *db_last_sqlstate(const db_conn *c) { return c->last_state; }
 void db_conn_set_connect_timeout(db_conn *c, int seconds) { c->connect_timeout_s = seconds; }
-void db_conn_set_connect_backoff(db_conn *c, long backoff_ms) { c->connect_backoff_ms = backoff_ms; }
+void db_conn_set_connect_backoff(db_conn *c, long backoff_ms)
+{
+    c->connect_backoff_ms = backoff_ms;
+}
 
 const char *db_error_kind_name(db_error_kind kind)
 {
@@ -102,7 +103,7 @@ const char *db_error_kind_name(db_error_kind kind)
 /* ---- fault classification ---- */
 
 typedef struct {
-    const char *prefix;   /* a whole SQLSTATE, or its class (2 characters) */
+    const char *prefix; /* a whole SQLSTATE, or its class (2 characters) */
     db_error_kind kind;
     const char *class_name;
 } sqlstate_rule;
@@ -114,7 +115,7 @@ typedef struct {
  * again on every retry. Everything else is about the database, the session or our own SQL. */
 static const sqlstate_rule sqlstate_rules[] = {
     {"08", DB_ERR_CONNECTION, "connection"},
-    {"57P", DB_ERR_CONNECTION, "connection"},    /* shutdown, crash, cannot connect now, dropped */
+    {"57P", DB_ERR_CONNECTION, "connection"}, /* shutdown, crash, cannot connect now, dropped */
     {"22", DB_ERR_DATA, "data"},
     {"23", DB_ERR_DATA, "data"},
     {"25006", DB_ERR_UNAVAILABLE, "read_only"},  /* default_transaction_read_only, a standby */
@@ -126,13 +127,13 @@ static const sqlstate_rule sqlstate_rules[] = {
     {"3D000", DB_ERR_UNAVAILABLE, "schema"},     /* invalid catalog name (database) */
     {"42501", DB_ERR_UNAVAILABLE, "permission"}, /* insufficient privilege: a revoked grant */
     {"28", DB_ERR_UNAVAILABLE, "permission"},    /* invalid authorization */
-    {"53", DB_ERR_UNAVAILABLE, "resources"},     /* disk full, out of memory, too many connections */
-    {"58", DB_ERR_UNAVAILABLE, "resources"},     /* system error: I/O */
-    {"57014", DB_ERR_TRANSIENT, "timeout"},      /* statement timeout, cancel */
-    {"25P03", DB_ERR_TRANSIENT, "timeout"},      /* idle-in-transaction timeout */
-    {"40", DB_ERR_TRANSIENT, "conflict"},        /* serialization failure, deadlock */
-    {"55P03", DB_ERR_TRANSIENT, "conflict"},     /* lock not available */
-    {"55006", DB_ERR_TRANSIENT, "conflict"},     /* object in use */
+    {"53", DB_ERR_UNAVAILABLE, "resources"}, /* disk full, out of memory, too many connections */
+    {"58", DB_ERR_UNAVAILABLE, "resources"}, /* system error: I/O */
+    {"57014", DB_ERR_TRANSIENT, "timeout"},  /* statement timeout, cancel */
+    {"25P03", DB_ERR_TRANSIENT, "timeout"},  /* idle-in-transaction timeout */
+    {"40", DB_ERR_TRANSIENT, "conflict"},    /* serialization failure, deadlock */
+    {"55P03", DB_ERR_TRANSIENT, "conflict"}, /* lock not available */
+    {"55006", DB_ERR_TRANSIENT, "conflict"}, /* object in use */
 };
 
 db_error_kind db_classify_sqlstate(const char *sqlstate, const char **class_name)
@@ -152,8 +153,7 @@ db_error_kind db_classify_sqlstate(const char *sqlstate, const char **class_name
             }
         }
     }
-    if (class_name)
-        *class_name = name;
+    if (class_name) *class_name = name;
     return kind;
 }
 
@@ -162,8 +162,7 @@ static void classify(db_conn *c, const PGresult *res)
 {
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     snprintf(c->last_state, sizeof(c->last_state), "%s", state ? state : "");
-    if (!c->pg || PQstatus(c->pg) != CONNECTION_OK)
-        state = NULL;
+    if (!c->pg || PQstatus(c->pg) != CONNECTION_OK) state = NULL;
     c->last_error = db_classify_sqlstate(state, &c->last_class);
 }
 
@@ -184,7 +183,7 @@ static void note_kind(db_conn *c, db_error_kind kind, const char *class_name, co
 /* ---- redaction ---- */
 
 typedef struct {
-    size_t start, len;   /* the value as written (quotes included) */
+    size_t start, len; /* the value as written (quotes included) */
     bool quoted;
 } secret_span;
 
@@ -201,11 +200,9 @@ static size_t uri_userinfo_secret(const char *s, secret_span *out)
 {
     const char *rest = strstr(s, "://") + 3;
     const char *at = strrchr(rest, '@');
-    if (!at)
-        return 0;
+    if (!at) return 0;
     const char *colon = memchr(rest, ':', (size_t)(at - rest));
-    if (!colon)
-        return 0;
+    if (!colon) return 0;
     out->start = (size_t)(colon + 1 - s);
     out->len = (size_t)(at - colon - 1);
     out->quoted = false;
@@ -218,27 +215,20 @@ static size_t keyword_secrets(const char *s, bool uri, secret_span *out, size_t 
 {
     size_t n = 0;
     for (const char *p = strstr(s, "password"); p && n < max; p = strstr(p + 1, "password")) {
-        if (p > s && !isspace((unsigned char)p[-1]) && p[-1] != '?' && p[-1] != '&')
-            continue;
+        if (p > s && !isspace((unsigned char)p[-1]) && p[-1] != '?' && p[-1] != '&') continue;
         const char *q = p + 8;
-        while (isspace((unsigned char)*q))
-            q++;
-        if (*q != '=')
-            continue;
+        while (isspace((unsigned char)*q)) q++;
+        if (*q != '=') continue;
         q++;
-        while (!uri && isspace((unsigned char)*q))
-            q++;
+        while (!uri && isspace((unsigned char)*q)) q++;
         const char *v = q;
         bool quoted = !uri && *q == '\'';
         if (quoted) {
             for (q++; *q && *q != '\''; q++)
-                if (*q == '\\' && q[1])
-                    q++;
-            if (*q == '\'')
-                q++;
+                if (*q == '\\' && q[1]) q++;
+            if (*q == '\'') q++;
         } else {
-            while (*q && !isspace((unsigned char)*q) && !(uri && *q == '&'))
-                q++;
+            while (*q && !isspace((unsigned char)*q) && !(uri && *q == '&')) q++;
         }
         out[n++] = (secret_span){(size_t)(v - s), (size_t)(q - v), quoted};
     }
@@ -256,8 +246,7 @@ static size_t find_secrets(const char *conninfo, secret_span *out)
 {
     size_t n = 0;
     bool uri = is_uri(conninfo);
-    if (uri)
-        n += uri_userinfo_secret(conninfo, out);
+    if (uri) n += uri_userinfo_secret(conninfo, out);
     n += keyword_secrets(conninfo, uri, out + n, MAX_SECRETS - n);
     qsort(out, n, sizeof(*out), by_start);
     size_t kept = 0;
@@ -269,41 +258,36 @@ static size_t find_secrets(const char *conninfo, secret_span *out)
 
 void db_redact(const char *conninfo, char *out, size_t out_len)
 {
-    if (out_len == 0)
-        return;
+    if (out_len == 0) return;
     out[0] = '\0';
-    if (!conninfo)
-        return;
+    if (!conninfo) return;
     secret_span spans[MAX_SECRETS];
     size_t n = find_secrets(conninfo, spans), from = 0, used = 0;
     for (size_t i = 0; i <= n && used < out_len - 1; i++) {
         size_t upto = i < n ? spans[i].start : strlen(conninfo);
         int w = snprintf(out + used, out_len - used, "%.*s%s", (int)(upto - from), conninfo + from,
                          i < n ? "***" : "");
-        if (w < 0)
-            break;
+        if (w < 0) break;
         used += (size_t)w;
-        if (i < n)
-            from = spans[i].start + spans[i].len;
+        if (i < n) from = spans[i].start + spans[i].len;
     }
-    if (used >= out_len)
-        out[out_len - 1] = '\0';
+    if (used >= out_len) out[out_len - 1] = '\0';
 }
 
 /* Replaces every occurrence of needle in msg (buffer of msg_size) with repl, truncating. */
 static void replace_all(char *msg, size_t msg_size, const char *needle, size_t needle_len,
                         const char *repl)
 {
-    if (needle_len == 0 || !strstr(msg, needle) || msg_size == 0)
-        return;
+    if (needle_len == 0 || !strstr(msg, needle) || msg_size == 0) return;
     char *out = malloc(msg_size);
     if (!out) {
-        msg[0] = '\0';   /* cannot scrub: say nothing rather than the secret */
+        msg[0] = '\0'; /* cannot scrub: say nothing rather than the secret */
         return;
     }
     size_t used = 0, repl_len = strlen(repl);
     const char *p = msg;
-    for (const char *hit; (hit = strstr(p, needle)) != NULL && used < msg_size - 1; p = hit + needle_len) {
+    for (const char *hit; (hit = strstr(p, needle)) != NULL && used < msg_size - 1;
+         p = hit + needle_len) {
         size_t keep = (size_t)(hit - p);
         size_t room = msg_size - 1 - used;
         memcpy(out + used, p, keep < room ? keep : room);
@@ -351,12 +335,10 @@ static void decode_secret(const char *v, size_t len, bool quoted, char *out, siz
 
 void db_scrub(const char *conninfo, char *msg, size_t msg_size)
 {
-    if (!conninfo || !*conninfo || !msg || msg_size == 0)
-        return;
+    if (!conninfo || !*conninfo || !msg || msg_size == 0) return;
     secret_span spans[MAX_SECRETS];
     size_t n = find_secrets(conninfo, spans);
-    if (n == 0)
-        return;
+    if (n == 0) return;
     char redacted[1200];
     db_redact(conninfo, redacted, sizeof(redacted));
     replace_all(msg, msg_size, conninfo, strlen(conninfo), redacted);
@@ -377,11 +359,9 @@ void db_scrub(const char *conninfo, char *msg, size_t msg_size)
 static void trim_newline(char *s)
 {
     size_t n = strlen(s);
-    while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == ' '))
-        s[--n] = '\0';
+    while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == ' ')) s[--n] = '\0';
     for (char *p = s; *p; p++)
-        if (*p == '\n')
-            *p = ' ';
+        if (*p == '\n') *p = ' ';
 }
 
 /* Every error string leaves this file through here: one line, no password. */
@@ -401,13 +381,11 @@ static void notice_to_log(void *arg, const char *message)
 void db_note_failure(db_conn *c, const PGresult *res, const char *what, char *err, size_t err_len)
 {
     const char *msg = res ? PQresultErrorMessage(res) : "";
-    if (!msg || !*msg)
-        msg = c->pg ? PQerrorMessage(c->pg) : "not connected";
+    if (!msg || !*msg) msg = c->pg ? PQerrorMessage(c->pg) : "not connected";
     snprintf(err, err_len, "%s: %s", what, msg);
     finish_error(c, err, err_len);
     classify(c, res);
-    if (c->last_error == DB_ERR_CONNECTION)
-        db_conn_drop(c);
+    if (c->last_error == DB_ERR_CONNECTION) db_conn_drop(c);
 }
 
 static bool prepare_all(db_conn *c, char *err, size_t err_len)
@@ -416,11 +394,9 @@ static bool prepare_all(db_conn *c, char *err, size_t err_len)
         const db_statement *s = &c->statements[i];
         PGresult *r = PQprepare(c->pg, s->name, s->sql, s->n_params, NULL);
         bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-        if (!ok)
-            db_note_failure(c, r, s->name, err, err_len);
+        if (!ok) db_note_failure(c, r, s->name, err, err_len);
         PQclear(r);
-        if (!ok)
-            return false;
+        if (!ok) return false;
     }
     return true;
 }
@@ -451,8 +427,7 @@ static void setup_failed(db_conn *c, const char *err)
 static bool in_backoff(db_conn *c, char *err, size_t err_len)
 {
     uint64_t now = time_mono_ns();
-    if (c->connect_backoff_ms <= 0 || now >= c->retry_at_ns)
-        return false;
+    if (c->connect_backoff_ms <= 0 || now >= c->retry_at_ns) return false;
     snprintf(err, err_len, "%s (not retried for %ld ms)", c->setup_error,
              (long)((c->retry_at_ns - now) / 1000000ull) + 1);
     note_kind(c, c->setup_kind, c->setup_class, c->setup_state);
@@ -463,8 +438,9 @@ static bool connect_pg(db_conn *c, char *err, size_t err_len)
 {
     char timeout[16];
     snprintf(timeout, sizeof(timeout), "%d", c->connect_timeout_s);
-    const char *keys[] = {"dbname", "application_name", "connect_timeout", "keepalives",
-                          "keepalives_idle", "keepalives_interval", "keepalives_count", NULL};
+    const char *keys[] = {
+        "dbname",          "application_name",    "connect_timeout",  "keepalives",
+        "keepalives_idle", "keepalives_interval", "keepalives_count", NULL};
     const char *vals[] = {c->url, c->application_name, timeout, "1", "10", "5", "3", NULL};
     c->pg = PQconnectdbParams(keys, vals, 1);
     if (c->pg && PQstatus(c->pg) == CONNECTION_OK) {
@@ -483,8 +459,7 @@ bool db_conn_ensure(db_conn *c, char *err, size_t err_len)
     if (c->pg && PQstatus(c->pg) == CONNECTION_OK && PQtransactionStatus(c->pg) == PQTRANS_IDLE)
         return true;
     db_conn_drop(c);
-    if (in_backoff(c, err, err_len))
-        return false;
+    if (in_backoff(c, err, err_len)) return false;
     note_success(c);
     /* Fixed text: the number is ours, not input. */
     char sql[96];
@@ -515,8 +490,7 @@ static PGresult *checked(db_conn *c, PGresult *r, const char *what, char *err, s
 
 static bool not_connected(db_conn *c, char *err, size_t err_len)
 {
-    if (c->pg)
-        return false;
+    if (c->pg) return false;
     snprintf(err, err_len, "not connected");
     note_kind(c, DB_ERR_CONNECTION, "connection", "");
     return true;
@@ -524,8 +498,7 @@ static bool not_connected(db_conn *c, char *err, size_t err_len)
 
 bool db_exec(db_conn *c, const char *sql, char *err, size_t err_len)
 {
-    if (not_connected(c, err, err_len))
-        return false;
+    if (not_connected(c, err, err_len)) return false;
     PGresult *r = checked(c, PQexec(c->pg, sql), "query", err, err_len);
     PQclear(r);
     return r != NULL;
@@ -534,28 +507,25 @@ bool db_exec(db_conn *c, const char *sql, char *err, size_t err_len)
 PGresult *db_exec_prepared(db_conn *c, const char *name, int n, const char *const *values,
                            char *err, size_t err_len)
 {
-    if (not_connected(c, err, err_len))
-        return NULL;
+    if (not_connected(c, err, err_len)) return NULL;
     return checked(c, PQexecPrepared(c->pg, name, n, values, NULL, NULL, 0), name, err, err_len);
 }
 
-PGresult *db_exec_params(db_conn *c, const char *sql, int n, const char *const *values,
-                         char *err, size_t err_len)
+PGresult *db_exec_params(db_conn *c, const char *sql, int n, const char *const *values, char *err,
+                         size_t err_len)
 {
-    if (not_connected(c, err, err_len))
-        return NULL;
-    return checked(c, PQexecParams(c->pg, sql, n, NULL, values, NULL, NULL, 0), "query", err, err_len);
+    if (not_connected(c, err, err_len)) return NULL;
+    return checked(c, PQexecParams(c->pg, sql, n, NULL, values, NULL, NULL, 0), "query", err,
+                   err_len);
 }
 
-PGresult *db_run_prepared(db_conn *c, const char *name, int n, const char *const *values,
-                          char *err, size_t err_len)
+PGresult *db_run_prepared(db_conn *c, const char *name, int n, const char *const *values, char *err,
+                          size_t err_len)
 {
     PGresult *r = NULL;
     for (int attempt = 0; attempt < 2 && !r; attempt++) {
-        if (db_conn_ensure(c, err, err_len))
-            r = db_exec_prepared(c, name, n, values, err, err_len);
-        if (!r && db_last_error_kind(c) != DB_ERR_CONNECTION)
-            break;
+        if (db_conn_ensure(c, err, err_len)) r = db_exec_prepared(c, name, n, values, err, err_len);
+        if (!r && db_last_error_kind(c) != DB_ERR_CONNECTION) break;
     }
     return r;
 }
@@ -607,9 +577,9 @@ bool db_check_writable(db_conn *c, char *detail, size_t detail_len)
                       "read-only: transaction_read_only is on (default_transaction_read_only)");
     if (!has_table)
         return refuse(c, "schema", "42P01", detail, detail_len,
-                      "schema not ready: table public.messages does not exist (run chatflow-consumer --migrate)");
-    if (!may_insert)
-        return refuse(c, "permission", "42501", detail, detail_len, what);
+                      "schema not ready: table public.messages does not exist (run "
+                      "chatflow-consumer --migrate)");
+    if (!may_insert) return refuse(c, "permission", "42501", detail, detail_len, what);
     snprintf(detail, detail_len, "writable");
     return true;
 }
@@ -618,9 +588,9 @@ bool db_check_writable(db_conn *c, char *detail, size_t detail_len)
 
 struct db_health {
     char url[1024];
-    pthread_mutex_t probe_mu;   /* held by the one probe in progress (trylock: no pile-up) */
-    db_conn *conn;              /* used under probe_mu only */
-    pthread_mutex_t cache_mu;   /* the last outcome */
+    pthread_mutex_t probe_mu; /* held by the one probe in progress (trylock: no pile-up) */
+    db_conn *conn;            /* used under probe_mu only */
+    pthread_mutex_t cache_mu; /* the last outcome */
     bool have, ok;
     uint64_t at_ns;
     char detail[512];
@@ -629,11 +599,10 @@ struct db_health {
 db_health *db_health_new(const char *url)
 {
     db_health *h = calloc(1, sizeof(*h));
-    if (!h)
-        return NULL;
+    if (!h) return NULL;
     snprintf(h->url, sizeof(h->url), "%s", url);
-    h->conn = db_conn_new(h->url, HEALTH_STATEMENT_TIMEOUT_MS, "chatflow-consumer-health", NULL, 0, NULL,
-                          NULL);
+    h->conn = db_conn_new(h->url, HEALTH_STATEMENT_TIMEOUT_MS, "chatflow-consumer-health", NULL, 0,
+                          NULL, NULL);
     if (!h->conn) {
         free(h);
         return NULL;
@@ -646,8 +615,7 @@ db_health *db_health_new(const char *url)
 
 void db_health_free(db_health *h)
 {
-    if (!h)
-        return;
+    if (!h) return;
     db_conn_free(h->conn);
     pthread_mutex_destroy(&h->probe_mu);
     pthread_mutex_destroy(&h->cache_mu);
@@ -671,8 +639,7 @@ bool db_health_check(void *ctx, char *detail, size_t detail_len)
 {
     db_health *h = ctx;
     bool ok = false;
-    if (cached(h, true, &ok, detail, detail_len))
-        return ok;
+    if (cached(h, true, &ok, detail, detail_len)) return ok;
     if (pthread_mutex_trylock(&h->probe_mu) != 0) {
         /* another probe is asking the database right now: do not queue behind it */
         if (!cached(h, false, &ok, detail, detail_len))
@@ -698,7 +665,7 @@ bool db_health_check(void *ctx, char *detail, size_t detail_len)
 
 struct db_pool {
     pthread_mutex_t mu;
-    pthread_cond_t freed;   /* CLOCK_MONOTONIC: timed waits ignore wall-clock steps */
+    pthread_cond_t freed; /* CLOCK_MONOTONIC: timed waits ignore wall-clock steps */
     char url[1024];
     char application_name[64];
     size_t size;
@@ -710,8 +677,7 @@ db_pool *db_pool_new(const char *url, long statement_timeout_ms, const char *app
                      const db_statement *statements, size_t n_statements, size_t size)
 {
     db_pool *p = calloc(1, sizeof(*p));
-    if (!p)
-        return NULL;
+    if (!p) return NULL;
     snprintf(p->url, sizeof(p->url), "%s", url);
     snprintf(p->application_name, sizeof(p->application_name), "%s", application_name);
     pthread_mutex_init(&p->mu, NULL);
@@ -725,8 +691,8 @@ db_pool *db_pool_new(const char *url, long statement_timeout_ms, const char *app
     p->busy = calloc(size, sizeof(*p->busy));
     bool ok = p->conns && p->busy;
     for (size_t i = 0; ok && i < size; i++) {
-        ok = (p->conns[i] = db_conn_new(p->url, statement_timeout_ms, p->application_name, statements,
-                                        n_statements, NULL, NULL)) != NULL;
+        ok = (p->conns[i] = db_conn_new(p->url, statement_timeout_ms, p->application_name,
+                                        statements, n_statements, NULL, NULL)) != NULL;
         if (ok) {
             db_conn_set_connect_timeout(p->conns[i], POOL_CONNECT_TIMEOUT_S);
             db_conn_set_connect_backoff(p->conns[i], POOL_CONNECT_BACKOFF_MS);
@@ -741,10 +707,8 @@ db_pool *db_pool_new(const char *url, long statement_timeout_ms, const char *app
 
 void db_pool_free(db_pool *p)
 {
-    if (!p)
-        return;
-    for (size_t i = 0; p->conns && i < p->size; i++)
-        db_conn_free(p->conns[i]);
+    if (!p) return;
+    for (size_t i = 0; p->conns && i < p->size; i++) db_conn_free(p->conns[i]);
     free(p->conns);
     free(p->busy);
     pthread_cond_destroy(&p->freed);
@@ -778,10 +742,10 @@ db_conn *db_pool_acquire_timeout(db_pool *p, long timeout_ms)
     }
     pthread_mutex_lock(&p->mu);
     db_conn *c;
-    while (!(c = take_free_locked(p)) && pthread_cond_timedwait(&p->freed, &p->mu, &deadline) != ETIMEDOUT)
+    while (!(c = take_free_locked(p)) &&
+           pthread_cond_timedwait(&p->freed, &p->mu, &deadline) != ETIMEDOUT)
         ;
-    if (!c)
-        c = take_free_locked(p);   /* freed just as the wait timed out */
+    if (!c) c = take_free_locked(p); /* freed just as the wait timed out */
     pthread_mutex_unlock(&p->mu);
     return c;
 }
@@ -790,8 +754,7 @@ db_conn *db_pool_acquire(db_pool *p)
 {
     pthread_mutex_lock(&p->mu);
     db_conn *c;
-    while (!(c = take_free_locked(p)))
-        pthread_cond_wait(&p->freed, &p->mu);
+    while (!(c = take_free_locked(p))) pthread_cond_wait(&p->freed, &p->mu);
     pthread_mutex_unlock(&p->mu);
     return c;
 }
@@ -800,8 +763,7 @@ void db_pool_release(db_pool *p, db_conn *c)
 {
     pthread_mutex_lock(&p->mu);
     for (size_t i = 0; i < p->size; i++)
-        if (p->conns[i] == c)
-            p->busy[i] = false;
+        if (p->conns[i] == c) p->busy[i] = false;
     pthread_cond_signal(&p->freed);
     pthread_mutex_unlock(&p->mu);
 }
@@ -816,8 +778,7 @@ struct db_gate {
 db_gate *db_gate_new(unsigned limit)
 {
     db_gate *g = calloc(1, sizeof(*g));
-    if (!g)
-        return NULL;
+    if (!g) return NULL;
     pthread_mutex_init(&g->mu, NULL);
     g->limit = limit;
     return g;
@@ -825,8 +786,7 @@ db_gate *db_gate_new(unsigned limit)
 
 void db_gate_free(db_gate *g)
 {
-    if (!g)
-        return;
+    if (!g) return;
     pthread_mutex_destroy(&g->mu);
     free(g);
 }
@@ -835,8 +795,7 @@ bool db_gate_try_enter(db_gate *g)
 {
     pthread_mutex_lock(&g->mu);
     bool in = g->inside < g->limit;
-    if (in)
-        g->inside++;
+    if (in) g->inside++;
     pthread_mutex_unlock(&g->mu);
     return in;
 }
@@ -844,8 +803,7 @@ bool db_gate_try_enter(db_gate *g)
 void db_gate_leave(db_gate *g)
 {
     pthread_mutex_lock(&g->mu);
-    if (g->inside > 0)
-        g->inside--;
+    if (g->inside > 0) g->inside--;
     pthread_mutex_unlock(&g->mu);
 }
 
@@ -887,8 +845,7 @@ static char *read_file(const char *path, char *err, size_t err_len)
         }
         size_t got = fread(buf + len, 1, cap - len, f);
         len += got;
-        if (got == 0)
-            break;
+        if (got == 0) break;
     }
     bool bad = ferror(f);
     fclose(f);
@@ -901,13 +858,13 @@ static char *read_file(const char *path, char *err, size_t err_len)
     return buf;
 }
 
-static bool migration_applied(db_conn *c, const char *version, bool *applied, char *err, size_t err_len)
+static bool migration_applied(db_conn *c, const char *version, bool *applied, char *err,
+                              size_t err_len)
 {
     const char *v[] = {version};
-    PGresult *r = db_exec_params(c, "SELECT 1 FROM schema_migrations WHERE version = $1", 1, v,
-                                 err, err_len);
-    if (!r)
-        return false;
+    PGresult *r =
+        db_exec_params(c, "SELECT 1 FROM schema_migrations WHERE version = $1", 1, v, err, err_len);
+    if (!r) return false;
     *applied = PQntuples(r) > 0;
     PQclear(r);
     return true;
@@ -927,20 +884,18 @@ static bool apply_one(db_conn *c, const char *dir, const char *file, bool *newly
     version[digits] = '\0';
 
     bool applied = false;
-    if (!migration_applied(c, version, &applied, err, err_len))
-        return false;
-    if (applied)
-        return true;
+    if (!migration_applied(c, version, &applied, err, err_len)) return false;
+    if (applied) return true;
     char *sql = read_file(path, err, err_len);
-    if (!sql)
-        return false;
+    if (!sql) return false;
     char qerr[512];
     const char *v[] = {version, file};
     PGresult *r = NULL;
-    bool ok = db_exec(c, "BEGIN", qerr, sizeof(qerr)) && db_exec(c, sql, qerr, sizeof(qerr)) &&
-              (r = db_exec_params(c, "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                                  2, v, qerr, sizeof(qerr))) != NULL &&
-              db_exec(c, "COMMIT", qerr, sizeof(qerr));
+    bool ok =
+        db_exec(c, "BEGIN", qerr, sizeof(qerr)) && db_exec(c, sql, qerr, sizeof(qerr)) &&
+        (r = db_exec_params(c, "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", 2,
+                            v, qerr, sizeof(qerr))) != NULL &&
+        db_exec(c, "COMMIT", qerr, sizeof(qerr));
     PQclear(r);
     free(sql);
     if (!ok) {
@@ -966,7 +921,8 @@ bool db_migrate(const char *url, const char *dir, long statement_timeout_ms, int
         snprintf(err, err_len, "migrations folder %s: %s", dir, strerror(errno));
         return false;
     }
-    db_conn *c = db_conn_new(url, statement_timeout_ms, "chatflow-consumer-migrate", NULL, 0, NULL, NULL);
+    db_conn *c =
+        db_conn_new(url, statement_timeout_ms, "chatflow-consumer-migrate", NULL, 0, NULL, NULL);
     bool ok = c && db_conn_ensure(c, err, err_len) &&
               db_exec(c, "SELECT pg_advisory_lock(" MIGRATION_LOCK_KEY ")", err, err_len) &&
               db_exec(c,
@@ -974,20 +930,17 @@ bool db_migrate(const char *url, const char *dir, long statement_timeout_ms, int
                       " version text PRIMARY KEY, name text NOT NULL,"
                       " applied_at timestamptz NOT NULL DEFAULT now())",
                       err, err_len);
-    if (!c)
-        snprintf(err, err_len, "out of memory");
+    if (!c) snprintf(err, err_len, "out of memory");
     for (int i = 0; ok && i < n; i++) {
         bool newly = false;
         ok = apply_one(c, dir, files[i]->d_name, &newly, err, err_len);
-        if (ok && newly)
-            (*applied)++;
+        if (ok && newly) (*applied)++;
     }
     if (c && c->pg) {
         char ignored[64];
         db_exec(c, "SELECT pg_advisory_unlock(" MIGRATION_LOCK_KEY ")", ignored, sizeof(ignored));
     }
-    for (int i = 0; i < n; i++)
-        free(files[i]);
+    for (int i = 0; i < n; i++) free(files[i]);
     free(files);
     db_conn_free(c);
     return ok;

@@ -102,15 +102,15 @@ bool db_exec(db_conn *c, const char *sql, char *err, size_t err_len);
 /* Returns a result with PGRES_COMMAND_OK or PGRES_TUPLES_OK (caller PQclear()s), or NULL. */
 PGresult *db_exec_prepared(db_conn *c, const char *name, int n, const char *const *values,
                            char *err, size_t err_len);
-PGresult *db_exec_params(db_conn *c, const char *sql, int n, const char *const *values,
-                         char *err, size_t err_len);
+PGresult *db_exec_params(db_conn *c, const char *sql, int n, const char *const *values, char *err,
+                         size_t err_len);
 /* Records the outcome of a libpq call made directly on db_conn_pg() (e.g. COPY). */
 void db_note_failure(db_conn *c, const PGresult *res, const char *what, char *err, size_t err_len);
 
 /* db_conn_ensure() then db_exec_prepared(), tried once more on a fresh connection when the first
  * attempt found the connection dead (e.g. after a database restart). */
-PGresult *db_run_prepared(db_conn *c, const char *name, int n, const char *const *values,
-                          char *err, size_t err_len);
+PGresult *db_run_prepared(db_conn *c, const char *name, int n, const char *const *values, char *err,
+                          size_t err_len);
 
 /* Connects if needed, then in one round trip checks that writes would go in: the session is not
  * read-only, the server is not in recovery, public.messages exists and this role may INSERT into

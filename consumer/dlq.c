@@ -21,19 +21,18 @@ void dlq_metrics_init(void)
     dlq_counter(DLQ_DB);
 }
 
-char *dlq_body(const char *original, const char *failure_reason, int attempt_count, long long now_ms)
+char *dlq_body(const char *original, const char *failure_reason, int attempt_count,
+               long long now_ms)
 {
     char ts[ISO8601_BUF];
     time_format_iso8601(now_ms, ts);
     /* originalMessage may be any bytes: jansson refuses invalid UTF-8, so fall back to a
      * lossless-enough marker rather than losing the whole record. */
     json_t *orig = json_string(original);
-    if (!orig)
-        orig = json_string("(original body is not valid UTF-8)");
+    if (!orig) orig = json_string("(original body is not valid UTF-8)");
     json_t *o = json_pack("{s:o, s:s, s:s, s:i}", "originalMessage", orig, "failureReason",
                           failure_reason, "failureTimestamp", ts, "attemptCount", attempt_count);
-    if (!o)
-        return NULL;
+    if (!o) return NULL;
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return s;

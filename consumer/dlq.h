@@ -1,5 +1,5 @@
 /*
- * dlq — sends a message that will never be stored to the dead-letter queue (SPEC §4).
+ * dlq — sends a message that will never be stored to the dead-letter queue (docs/operations.md).
  *
  * Contract:
  *  - The DLQ body is {"originalMessage": <the SQS body, as a string>, "failureReason": "...",
@@ -24,7 +24,8 @@ typedef enum { DLQ_POISON, DLQ_DB } dlq_reason;
 /* Registers the metric series; call once before threads start. */
 void dlq_metrics_init(void);
 /* Builds the body (malloc'd, caller frees); NULL on allocation failure. */
-char *dlq_body(const char *original, const char *failure_reason, int attempt_count, long long now_ms);
+char *dlq_body(const char *original, const char *failure_reason, int attempt_count,
+               long long now_ms);
 bool dlq_send(sqs_client *c, const char *dlq_url, dlq_reason reason, const char *original,
               const char *failure_reason, int attempt_count, const char *group_id,
               const char *dedup_id, char *err, size_t err_len);

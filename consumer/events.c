@@ -22,9 +22,9 @@ char *presence_event_json(long room, uint32_t user_id, const char *username, con
     snprintf(room_s, sizeof(room_s), "%ld", room);
     snprintf(user_s, sizeof(user_s), "%u", user_id);
     time_format_iso8601(when_ms, when);
-    return dump(json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "type", "PRESENCE", "roomId", room_s,
-                          "userId", user_s, "username", username, "status", status, "reason", reason,
-                          "timestamp", when, "online", (json_int_t)online));
+    return dump(json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "type", "PRESENCE", "roomId",
+                          room_s, "userId", user_s, "username", username, "status", status,
+                          "reason", reason, "timestamp", when, "online", (json_int_t)online));
 }
 
 char *read_event_json(long room, uint32_t user_id, const char *username, const char *seq,
@@ -34,8 +34,9 @@ char *read_event_json(long room, uint32_t user_id, const char *username, const c
     snprintf(room_s, sizeof(room_s), "%ld", room);
     snprintf(user_s, sizeof(user_s), "%u", user_id);
     time_format_iso8601(when_ms, when);
-    return dump(json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "type", "READ", "roomId", room_s, "userId",
-                          user_s, "username", username, "sequenceNumber", seq, "timestamp", when));
+    return dump(json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "type", "READ", "roomId", room_s,
+                          "userId", user_s, "username", username, "sequenceNumber", seq,
+                          "timestamp", when));
 }
 
 char *subscriber_error_json(chat_status code, const char *message)
@@ -62,8 +63,9 @@ chat_status subscriber_frame_parse(const char *frame, size_t len, long room, cha
     json_t *root = json_loadb(frame, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!json_is_object(root)) {
         json_decref(root);
-        return refuse(CHAT_INVALID_JSON, err, err_len,
-                      "frame must be a JSON object: {\"type\":\"READ\",\"roomId\",\"sequenceNumber\"}");
+        return refuse(
+            CHAT_INVALID_JSON, err, err_len,
+            "frame must be a JSON object: {\"type\":\"READ\",\"roomId\",\"sequenceNumber\"}");
     }
     const char *type = json_string_value(json_object_get(root, "type"));
     const char *room_s = json_string_value(json_object_get(root, "roomId"));
@@ -76,7 +78,8 @@ chat_status subscriber_frame_parse(const char *frame, size_t len, long room, cha
     else if (!room_s || strcmp(room_s, want_room) != 0)
         snprintf(err, err_len, "roomId: must be \"%s\", the room of this subscription", want_room);
     else if (!s || !seqnum_valid(s))
-        snprintf(err, err_len, "sequenceNumber: must be a sequence number (1-%d decimal digits, as a string)",
+        snprintf(err, err_len,
+                 "sequenceNumber: must be a sequence number (1-%d decimal digits, as a string)",
                  SEQNUM_MAX_DIGITS);
     else {
         snprintf(seq, SEQNUM_BUF, "%s", s);

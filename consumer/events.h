@@ -4,7 +4,7 @@
  *
  * Contract:
  *  - *_json() return a malloc'd NUL-terminated JSON text (the caller frees), NULL on OOM.
- *    Ids are written as decimal strings, like every id of SPEC §1–§3.
+ *    Ids are written as decimal strings, like every id of protocol.md §1, §2, §4.
  *  - subscriber_frame_parse() reads one frame from a subscriber: it must be at most
  *    SUBSCRIBER_FRAME_MAX bytes (MESSAGE_TOO_LARGE), a JSON object (INVALID_JSON) of type "READ"
  *    whose roomId is the subscription's room and whose sequenceNumber is a sequence number

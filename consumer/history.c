@@ -9,43 +9,48 @@
 #include "db.h"
 #include "timeutil.h"
 
-#define POOL_SIZE 2   /* the replay worker and one API request at a time, without waiting */
+#define POOL_SIZE 2 /* the replay worker and one API request at a time, without waiting */
 
 /* numeric drops leading zeros; SQS sequence numbers are (at least) 20 digits and fauxqs
  * zero-pads them: restore that width so a replayed event carries the same text as the live one. */
-#define SEQ_TEXT(col)                                                                            \
-    "CASE WHEN length(" col "::text) < 20 THEN lpad(" col "::text, 20, '0')"                     \
+#define SEQ_TEXT(col)                                                        \
+    "CASE WHEN length(" col "::text) < 20 THEN lpad(" col "::text, 20, '0')" \
     " ELSE " col "::text END"
 
 #define ISO_UTC(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
-#define ROW_COLUMNS                                                                              \
-    "SELECT message_id, room_id, user_id, username, message_text, " ISO_UTC("client_timestamp") "," \
-    " message_type, server_id, client_ip, " SEQ_TEXT("sequence_number") ", " ISO_UTC("received_at") \
-    " FROM messages"
+#define ROW_COLUMNS                                                           \
+    "SELECT message_id, room_id, user_id, username, message_text, " ISO_UTC(  \
+        "client_timestamp") ","                                               \
+                            " message_type, server_id, client_ip, " SEQ_TEXT( \
+                                "sequence_number") ", " ISO_UTC("received_at") " FROM messages"
 
 /* ORDER BY names are qualified: a bare name would sort by the text output column of that name. */
 static const db_statement history_statements[] = {
     {"history_after",
      ROW_COLUMNS " WHERE room_id = $1::int AND sequence_number > $2::numeric"
-     " ORDER BY messages.sequence_number LIMIT $3::bigint",
+                 " ORDER BY messages.sequence_number LIMIT $3::bigint",
      3},
     {"history_before",
      ROW_COLUMNS " WHERE room_id = $1::int AND sequence_number < $2::numeric"
-     " ORDER BY messages.sequence_number DESC LIMIT $3::bigint",
+                 " ORDER BY messages.sequence_number DESC LIMIT $3::bigint",
      3},
     {"history_latest",
      ROW_COLUMNS " WHERE room_id = $1::int AND sequence_number IS NOT NULL"
-     " ORDER BY messages.sequence_number DESC LIMIT $2::bigint",
+                 " ORDER BY messages.sequence_number DESC LIMIT $2::bigint",
      2},
     {"read_positions",
-     "SELECT user_id::text, " SEQ_TEXT("sequence_number") ", " ISO_UTC("updated_at") ", 0"
-     " FROM read_positions WHERE room_id = $1::int AND ($2::int IS NULL OR user_id = $2::int)"
-     " ORDER BY read_positions.updated_at DESC, user_id LIMIT $3::bigint",
+     "SELECT user_id::text, " SEQ_TEXT("sequence_number") ", " ISO_UTC(
+         "updated_at") ", 0"
+                       " FROM read_positions WHERE room_id = $1::int AND ($2::int IS NULL OR "
+                       "user_id = $2::int)"
+                       " ORDER BY read_positions.updated_at DESC, user_id LIMIT $3::bigint",
      3},
     {"recently_seen",
-     "SELECT user_id::text, '', " ISO_UTC("last_activity") ", message_count FROM user_activity"
-     " WHERE room_id = $1::int ORDER BY user_activity.last_activity DESC, user_id LIMIT $2::bigint",
+     "SELECT user_id::text, '', " ISO_UTC(
+         "last_activity") ", message_count FROM user_activity"
+                          " WHERE room_id = $1::int ORDER BY user_activity.last_activity DESC, "
+                          "user_id LIMIT $2::bigint",
      2},
 };
 
@@ -69,12 +74,11 @@ static long bounded_timeout(long statement_timeout_ms)
 history *history_new(const char *database_url, long statement_timeout_ms)
 {
     history *h = calloc(1, sizeof(*h));
-    if (!h)
-        return NULL;
+    if (!h) return NULL;
     pthread_mutex_init(&h->mu, NULL);
-    h->pool = db_pool_new(database_url, bounded_timeout(statement_timeout_ms), "chatflow-consumer-history",
-                          history_statements, sizeof(history_statements) / sizeof(history_statements[0]),
-                          POOL_SIZE);
+    h->pool = db_pool_new(database_url, bounded_timeout(statement_timeout_ms),
+                          "chatflow-consumer-history", history_statements,
+                          sizeof(history_statements) / sizeof(history_statements[0]), POOL_SIZE);
     if (!h->pool) {
         pthread_mutex_destroy(&h->mu);
         free(h);
@@ -85,8 +89,7 @@ history *history_new(const char *database_url, long statement_timeout_ms)
 
 void history_free(history *h)
 {
-    if (!h)
-        return;
+    if (!h) return;
     db_pool_free(h->pool);
     pthread_mutex_destroy(&h->mu);
     free(h);
@@ -129,8 +132,7 @@ static bool valid_seq(const char *s, char *err, size_t err_len, const char *what
 static PGresult *query(history *h, long wait_ms, const char *name, int n, const char *const *params,
                        char *err, size_t err_len)
 {
-    if (!may_try(h, err, err_len))
-        return NULL;
+    if (!may_try(h, err, err_len)) return NULL;
     db_conn *c = db_pool_acquire_timeout(h->pool, wait_ms);
     if (!c) {
         snprintf(err, err_len, "database busy: no connection free within %ld ms", wait_ms);
@@ -140,7 +142,8 @@ static PGresult *query(history *h, long wait_ms, const char *name, int n, const 
     PGresult *r = db_run_prepared(c, name, n, params, why, sizeof(why));
     if (!r) {
         char failure[400];
-        snprintf(failure, sizeof(failure), "database unavailable (%s): %s", db_last_error_class(c), why);
+        snprintf(failure, sizeof(failure), "database unavailable (%s): %s", db_last_error_class(c),
+                 why);
         note_failure(h, failure);
         snprintf(err, err_len, "%s", failure);
     }
@@ -187,8 +190,7 @@ static bool emit_rows(PGresult *r, history_emit_fn emit, void *emit_ctx, char *e
 bool history_read(void *ctx, long room, const char *since_seq, size_t limit, history_emit_fn emit,
                   void *emit_ctx, char *err, size_t err_len)
 {
-    if (!valid_seq(since_seq, err, err_len, "since"))
-        return false;
+    if (!valid_seq(since_seq, err, err_len, "since")) return false;
     char room_s[24], limit_s[24];
     snprintf(room_s, sizeof(room_s), "%ld", room);
     snprintf(limit_s, sizeof(limit_s), "%zu", limit);
@@ -201,15 +203,15 @@ bool history_read_before(history *h, long room, const char *before_seq, size_t l
                          history_emit_fn emit, void *emit_ctx, char *err, size_t err_len)
 {
     bool bounded = before_seq && before_seq[0];
-    if (bounded && !valid_seq(before_seq, err, err_len, "before"))
-        return false;
+    if (bounded && !valid_seq(before_seq, err, err_len, "before")) return false;
     char room_s[24], limit_s[24];
     snprintf(room_s, sizeof(room_s), "%ld", room);
     snprintf(limit_s, sizeof(limit_s), "%zu", limit);
     const char *with_bound[] = {room_s, before_seq, limit_s};
     const char *newest[] = {room_s, limit_s};
-    PGresult *r = bounded ? query(h, HISTORY_API_WAIT_MS, "history_before", 3, with_bound, err, err_len)
-                          : query(h, HISTORY_API_WAIT_MS, "history_latest", 2, newest, err, err_len);
+    PGresult *r = bounded
+                      ? query(h, HISTORY_API_WAIT_MS, "history_before", 3, with_bound, err, err_len)
+                      : query(h, HISTORY_API_WAIT_MS, "history_latest", 2, newest, err, err_len);
     return r && emit_rows(r, emit, emit_ctx, err, err_len);
 }
 
@@ -234,13 +236,13 @@ bool history_read_positions(history *h, long room, const char *user_id, size_t l
     char room_s[24], limit_s[24];
     snprintf(room_s, sizeof(room_s), "%ld", room);
     snprintf(limit_s, sizeof(limit_s), "%zu", limit);
-    const char *params[] = {room_s, user_id, limit_s};   /* NULL user_id binds SQL NULL */
+    const char *params[] = {room_s, user_id, limit_s}; /* NULL user_id binds SQL NULL */
     PGresult *r = query(h, HISTORY_API_WAIT_MS, "read_positions", 3, params, err, err_len);
     return r && emit_users(r, emit, emit_ctx);
 }
 
-bool history_recently_seen(history *h, long room, size_t limit, history_user_fn emit, void *emit_ctx,
-                           char *err, size_t err_len)
+bool history_recently_seen(history *h, long room, size_t limit, history_user_fn emit,
+                           void *emit_ctx, char *err, size_t err_len)
 {
     char room_s[24], limit_s[24];
     snprintf(room_s, sizeof(room_s), "%ld", room);
@@ -253,7 +255,6 @@ bool history_recently_seen(history *h, long room, size_t limit, history_user_fn 
 const char *history_query_sql(const char *name)
 {
     for (size_t i = 0; i < sizeof(history_statements) / sizeof(history_statements[0]); i++)
-        if (strcmp(history_statements[i].name, name) == 0)
-            return history_statements[i].sql;
+        if (strcmp(history_statements[i].name, name) == 0) return history_statements[i].sql;
     return NULL;
 }

@@ -58,17 +58,17 @@ bool history_read_before(history *h, long room, const char *before_seq, size_t l
 
 typedef struct {
     char user_id[8];
-    char sequence_number[SEQNUM_BUF];   /* read positions only */
-    char when[ISO8601_BUF];             /* updated_at / last_activity */
-    long long message_count;            /* recently seen only */
+    char sequence_number[SEQNUM_BUF]; /* read positions only */
+    char when[ISO8601_BUF];           /* updated_at / last_activity */
+    long long message_count;          /* recently seen only */
 } history_user_row;
 
 typedef void (*history_user_fn)(void *emit_ctx, const history_user_row *row);
 
 bool history_read_positions(history *h, long room, const char *user_id, size_t limit,
                             history_user_fn emit, void *emit_ctx, char *err, size_t err_len);
-bool history_recently_seen(history *h, long room, size_t limit, history_user_fn emit, void *emit_ctx,
-                           char *err, size_t err_len);
+bool history_recently_seen(history *h, long room, size_t limit, history_user_fn emit,
+                           void *emit_ctx, char *err, size_t err_len);
 
 /* SQL text of a statement ("history_after", "history_before", "history_latest", "read_positions",
  * "recently_seen"), NULL for another name: for tests that EXPLAIN exactly what runs. */

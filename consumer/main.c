@@ -36,6 +36,7 @@
 #include "settings.h"
 #include "spill.h"
 #include "sqs.h"
+#include "sqs_health.h"
 #include "timeutil.h"
 #include "watchdog.h"
 
@@ -48,17 +49,17 @@ typedef struct {
     sqs_health sqs_health;
     admin_http *http;
     api *api;
-    char **queue_urls;          /* [room - room_min] */
+    char **queue_urls; /* [room - room_min] */
     char *dlq_url;
     char *spill_url;
-    atomic_bool serving;        /* listening for subscribers and not draining (/health/serving) */
-    atomic_bool stopping;       /* SIGTERM taken: cuts the spill drainer's long poll */
+    atomic_bool serving;  /* listening for subscribers and not draining (/health/serving) */
+    atomic_bool stopping; /* SIGTERM taken: cuts the spill drainer's long poll */
     spill_drainer *drainer;
     batch_writer *writer;
-    pthread_mutex_t writer_mu;  /* the readiness check (an admin thread) vs setting/freeing writer */
+    pthread_mutex_t writer_mu; /* the readiness check (an admin thread) vs setting/freeing writer */
     history *history;
-    db_gate *api_gate;          /* admin threads that may be in database work at once */
-    db_health *db_health;       /* the active "postgres" readiness check */
+    db_gate *api_gate;    /* admin threads that may be in database work at once */
+    db_health *db_health; /* the active "postgres" readiness check */
     presence *presence;
     recent_cache *recent;
     room_api *room_api;
@@ -83,8 +84,7 @@ static void *signal_thread(void *arg)
 /* Waits up to ms for a stop request; true when there is one. */
 static bool stop_signal_within(consumer *c, long ms)
 {
-    for (; ms > 0 && !atomic_load(&c->stopping); ms -= 50)
-        time_sleep_ms(ms > 50 ? 50 : ms);
+    for (; ms > 0 && !atomic_load(&c->stopping); ms -= 50) time_sleep_ms(ms > 50 ? 50 : ms);
     return atomic_load(&c->stopping);
 }
 
@@ -106,8 +106,10 @@ static bool serving_check(void *ctx, char *detail, size_t detail_len)
 {
     consumer *c = ctx;
     bool serving = atomic_load(&c->serving);
-    snprintf(detail, detail_len, "%s", serving ? "accepting subscribers"
-                                       : atomic_load(&c->stopping) ? "draining" : "starting");
+    snprintf(detail, detail_len, "%s",
+             serving                     ? "accepting subscribers"
+             : atomic_load(&c->stopping) ? "draining"
+                                         : "starting");
     return serving;
 }
 
@@ -133,8 +135,7 @@ static bool migrate_until_done(consumer *c)
             return true;
         }
         log_warn(COMPONENT, "migrations: %s; retrying in 2 s", err);
-        if (stop_signal_within(c, 2000))
-            return false;
+        if (stop_signal_within(c, 2000)) return false;
     }
 }
 
@@ -146,14 +147,11 @@ static bool resolve_queue(consumer *c, sqs_client *sqs, const char *name, char *
         sqs_error e = {0};
         sqs_status s = sqs_get_queue_url(sqs, name, url, &e);
         sqs_health_record(&c->sqs_health, s, "GetQueueUrl", &e);
-        if (s == SQS_OK)
-            return true;
-        if (atomic_load(&c->stopping))
-            return false;
-        log_warn(COMPONENT, "GetQueueUrl %s: %s (%s %s); retrying in %ld ms", name, sqs_status_name(s),
-                 e.type, e.message, backoff);
-        if (stop_signal_within(c, backoff))
-            return false;
+        if (s == SQS_OK) return true;
+        if (atomic_load(&c->stopping)) return false;
+        log_warn(COMPONENT, "GetQueueUrl %s: %s (%s %s); retrying in %ld ms", name,
+                 sqs_status_name(s), e.type, e.message, backoff);
+        if (stop_signal_within(c, backoff)) return false;
         backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
     }
 }
@@ -167,13 +165,14 @@ static bool resolve_queues(consumer *c)
         log_error(COMPONENT, "SQS client: %s", err);
         return false;
     }
-    sqs_client_set_abort(sqs, &c->stopping);   /* SQS may hang: a stop must not wait for it */
+    sqs_client_set_abort(sqs, &c->stopping); /* SQS may hang: a stop must not wait for it */
     long n = (long)(c->s.common.room_max - c->s.common.room_min + 1);
     c->queue_urls = calloc((size_t)n, sizeof(char *));
     bool ok = c->queue_urls != NULL;
     for (long i = 0; ok && i < n; i++) {
         char name[128];
-        snprintf(name, sizeof(name), "%s%lld.fifo", c->s.common.queue_prefix, c->s.common.room_min + i);
+        snprintf(name, sizeof(name), "%s%lld.fifo", c->s.common.queue_prefix,
+                 c->s.common.room_min + i);
         ok = resolve_queue(c, sqs, name, &c->queue_urls[i]);
     }
     ok = ok && resolve_queue(c, sqs, c->s.common.dlq_name, &c->dlq_url) &&
@@ -199,8 +198,8 @@ static bool start_services(consumer *c)
         return false;
     }
     set_writer(c, writer);
-    if (!(c->receipts = read_receipts_start(c->s.database_url, (long)c->s.db_statement_timeout_ms, err,
-                                            sizeof(err)))) {
+    if (!(c->receipts = read_receipts_start(c->s.database_url, (long)c->s.db_statement_timeout_ms,
+                                            err, sizeof(err)))) {
         log_error(COMPONENT, "read receipts: %s", err);
         return false;
     }
@@ -255,14 +254,14 @@ static bool start_services(consumer *c)
     }
     if (c->s.queue_depth_interval_s > 0) {
         sqs_config sc = consumer_sqs_config(&c->s, c->credentials);
-        c->depth = queue_depth_start(&sc, (const char *const *)c->queue_urls, (long)c->s.common.room_min,
-                                     (long)c->s.common.room_max, (int)c->s.queue_depth_interval_s, err,
-                                     sizeof(err));
-        if (!c->depth)
-            log_warn(COMPONENT, "queue depth gauge off: %s", err);
+        c->depth = queue_depth_start(&sc, (const char *const *)c->queue_urls,
+                                     (long)c->s.common.room_min, (long)c->s.common.room_max,
+                                     (int)c->s.queue_depth_interval_s, err, sizeof(err));
+        if (!c->depth) log_warn(COMPONENT, "queue depth gauge off: %s", err);
     }
     atomic_store(&c->serving, true);
-    log_info(COMPONENT, "consuming rooms %lld-%lld; subscribers on ws://%s:%d/chat/{room}; admin on %s:%d",
+    log_info(COMPONENT,
+             "consuming rooms %lld-%lld; subscribers on ws://%s:%d/chat/{room}; admin on %s:%d",
              c->s.common.room_min, c->s.common.room_max, c->s.ws_bind, broadcast_port(c->broadcast),
              c->s.common.admin_bind, admin_http_port(c->http));
     return true;
@@ -274,7 +273,8 @@ static bool start_services(consumer *c)
  * freed (the caller exits instead). */
 static bool stop_services(consumer *c)
 {
-    uint64_t deadline = time_mono_ns() + (uint64_t)c->s.stop_timeout_s * 1000000000ull - 1500000000ull;
+    uint64_t deadline =
+        time_mono_ns() + (uint64_t)c->s.stop_timeout_s * 1000000000ull - 1500000000ull;
     atomic_store(&c->serving, false);
     atomic_store(&c->stopping, true);
     queue_depth_stop(c->depth);
@@ -282,8 +282,7 @@ static bool stop_services(consumer *c)
     bool pollers_joined = true;
     /* Rows the database cannot take before the deadline are abandoned a little earlier, so the
      * pollers waiting for them can release them to SQS and finish before their own deadline. */
-    if (c->writer)
-        batch_writer_begin_stop(c->writer, deadline - 500000000ull);
+    if (c->writer) batch_writer_begin_stop(c->writer, deadline - 500000000ull);
     if (c->pollers) {
         poller_pool_request_stop(c->pollers);
         pollers_joined = poller_pool_join(c->pollers, deadline);
@@ -297,21 +296,20 @@ static bool stop_services(consumer *c)
     else
         log_warn(COMPONENT, "the spill drainer is still inside a call at the stop deadline");
     if (!pollers_joined || !drainer_joined)
-        return false;   /* they may still use the writer, the broadcaster and the SQS clients */
+        return false; /* they may still use the writer, the broadcaster and the SQS clients */
     batch_writer_stop(set_writer(c, NULL), deadline);
     poller_pool_free(c->pollers);
     c->pollers = NULL;
-    if (c->broadcast)
-        broadcast_stop(c->broadcast);
+    if (c->broadcast) broadcast_stop(c->broadcast);
     c->broadcast = NULL;
-    read_receipts_stop(c->receipts);   /* after the broadcaster: nothing records any more */
+    read_receipts_stop(c->receipts); /* after the broadcaster: nothing records any more */
     c->receipts = NULL;
     return true;
 }
 
 static void free_consumer(consumer *c)
 {
-    admin_http_free(c->http);   /* first: nothing below is used by a request any more */
+    admin_http_free(c->http); /* first: nothing below is used by a request any more */
     db_health_free(c->db_health);
     api_free(c->api);
     room_api_free(c->room_api);
@@ -351,8 +349,7 @@ int main(int argc, char **argv)
     char err[512];
     bool migrate_only = take_migrate_flag(&argc, argv);
     config_result r = consumer_settings_load(&c.s, &argc, argv, err, sizeof(err));
-    if (r == CONFIG_HELP)
-        return 0;
+    if (r == CONFIG_HELP) return 0;
     if (r == CONFIG_ERROR) {
         fprintf(stderr, "chatflow-consumer: %s\n", err);
         return 2;
@@ -363,8 +360,8 @@ int main(int argc, char **argv)
     }
     if (migrate_only) {
         int applied = 0;
-        if (!db_migrate(c.s.database_url, c.s.migrations_dir, (long)c.s.db_statement_timeout_ms, &applied,
-                        err, sizeof(err))) {
+        if (!db_migrate(c.s.database_url, c.s.migrations_dir, (long)c.s.db_statement_timeout_ms,
+                        &applied, err, sizeof(err))) {
             log_error(COMPONENT, "%s", err);
             return 1;
         }
@@ -382,7 +379,7 @@ int main(int argc, char **argv)
         log_error(COMPONENT, "cannot start the signal thread");
         return 1;
     }
-    pthread_detach(signals);   /* it ends with the first signal, or with the process */
+    pthread_detach(signals); /* it ends with the first signal, or with the process */
     signal(SIGPIPE, SIG_IGN);
     sqs_health_init(&c.sqs_health);
     pthread_mutex_init(&c.writer_mu, NULL);
@@ -395,7 +392,8 @@ int main(int argc, char **argv)
     c.http = admin_http_new();
     c.api = api_new(c.s.database_url, (long)c.s.db_statement_timeout_ms);
     c.history = history_new(c.s.database_url, (long)c.s.db_statement_timeout_ms);
-    c.presence = presence_new((long)c.s.common.room_min, (long)c.s.common.room_max, (size_t)c.s.room_member_cap);
+    c.presence = presence_new((long)c.s.common.room_min, (long)c.s.common.room_max,
+                              (size_t)c.s.room_member_cap);
     c.recent = recent_new((long)c.s.common.room_min, (long)c.s.common.room_max,
                           (size_t)c.s.history_cache_per_room);
     room_api_config rc = {
@@ -411,8 +409,7 @@ int main(int argc, char **argv)
     c.api_gate = db_gate_new((unsigned)c.s.admin_threads - 1);
     c.db_health = db_health_new(c.s.database_url);
     rc.gate = c.api_gate;
-    if (c.api && c.api_gate)
-        api_set_gate(c.api, c.api_gate);
+    if (c.api && c.api_gate) api_set_gate(c.api, c.api_gate);
     c.room_api = c.history && c.presence && c.recent && c.api_gate ? room_api_new(&rc) : NULL;
     if (!c.http || !c.api || !c.room_api || !c.db_health) {
         log_error(COMPONENT, "out of memory");
@@ -425,13 +422,13 @@ int main(int argc, char **argv)
     admin_http_add_check(c.http, "db_writer", writer_check, &c);
     api_add_routes(c.api, c.http);
     room_api_add_routes(c.room_api, c.http);
-    if (!admin_http_start(c.http, c.s.common.admin_bind, (int)c.s.admin_port, (int)c.s.admin_threads, err,
-                          sizeof(err))) {
+    if (!admin_http_start(c.http, c.s.common.admin_bind, (int)c.s.admin_port,
+                          (int)c.s.admin_threads, err, sizeof(err))) {
         log_error(COMPONENT, "admin HTTP server: %s", err);
         goto out;
     }
     if (c.s.migrate_on_start && !migrate_until_done(&c)) {
-        status = 0;   /* stopped by a signal while waiting */
+        status = 0; /* stopped by a signal while waiting */
         goto out;
     }
     if (!resolve_queues(&c)) {
@@ -454,8 +451,7 @@ int main(int argc, char **argv)
     }
     log_info(COMPONENT, "stopped");
 out:
-    if (c.writer)
-        batch_writer_stop(set_writer(&c, NULL), time_mono_ns());
+    if (c.writer) batch_writer_stop(set_writer(&c, NULL), time_mono_ns());
     free_consumer(&c);
     return status;
 }

@@ -19,44 +19,7 @@
 #define COMPONENT "poller"
 #define WAIT_SLICE_MS 500
 #define RETRY_MAX_BACKOFF_MS 5000
-#define SPILL_RETRY_VISIBILITY_S 2   /* not taken by the spill queue: back in the room queue soon */
-
-/* ---- SQS health ---- */
-
-void sqs_health_init(sqs_health *h)
-{
-    pthread_mutex_init(&h->mu, NULL);
-    h->up = false;
-    snprintf(h->detail, sizeof(h->detail), "no SQS call yet");
-}
-
-void sqs_health_record(sqs_health *h, sqs_status s, const char *action, const sqs_error *e)
-{
-    pthread_mutex_lock(&h->mu);
-    bool was = h->up;
-    h->up = s == SQS_OK;
-    if (h->up)
-        snprintf(h->detail, sizeof(h->detail), "last %s succeeded", action);
-    else
-        snprintf(h->detail, sizeof(h->detail), "last %s failed: %s %s %s", action, sqs_status_name(s),
-                 e ? e->type : "", e ? e->message : "");
-    pthread_mutex_unlock(&h->mu);
-    if (was && s != SQS_OK)
-        log_warn(COMPONENT, "SQS %s failed: %s (%s %s)", action, sqs_status_name(s), e ? e->type : "",
-                 e ? e->message : "");
-}
-
-bool sqs_health_check(void *ctx, char *detail, size_t detail_len)
-{
-    sqs_health *h = ctx;
-    pthread_mutex_lock(&h->mu);
-    bool up = h->up;
-    snprintf(detail, detail_len, "%s", h->detail);
-    pthread_mutex_unlock(&h->mu);
-    return up;
-}
-
-void sqs_health_destroy(sqs_health *h) { pthread_mutex_destroy(&h->mu); }
+#define SPILL_RETRY_VISIBILITY_S 2 /* not taken by the spill queue: back in the room queue soon */
 
 sqs_config consumer_sqs_config(const consumer_settings *s, credentials_provider *cp)
 {
@@ -97,8 +60,8 @@ struct poller {
 typedef struct {
     sqs_message *sqs;
     bool valid;
-    write_row *row;            /* into rows[] when valid */
-    bool settled;              /* deleted, or must not be deleted */
+    write_row *row; /* into rows[] when valid */
+    bool settled;   /* deleted, or must not be deleted */
     bool to_delete;
     bool to_spill;
 } held_message;
@@ -143,32 +106,30 @@ static void handle_batch(poller *p, long room, held_message *held, size_t n, boo
     size_t k = 0;
     size_t map[SQS_MAX_BATCH];
     for (size_t i = 0; i < n && k < SQS_MAX_BATCH; i++) {
-        if (deleting ? !held[i].to_delete : held[i].settled)
-            continue;
+        if (deleting ? !held[i].to_delete : held[i].settled) continue;
         snprintf(ids[k], sizeof(ids[k]), "m%zu", i);
         entries[k] = (sqs_handle_entry){ids[k], held[i].sqs->receipt_handle, visibility};
         map[k++] = i;
     }
-    if (k == 0)
-        return;
+    if (k == 0) return;
     sqs_error e = {0};
     const char *action = deleting ? "DeleteMessageBatch" : "ChangeMessageVisibilityBatch";
-    sqs_status s = deleting ? sqs_delete_message_batch(p->sqs, queue_url(p, room), entries, k, results, &e)
-                            : sqs_change_visibility_batch(p->sqs, queue_url(p, room), entries, k, results, &e);
+    sqs_status s =
+        deleting ? sqs_delete_message_batch(p->sqs, queue_url(p, room), entries, k, results, &e)
+                 : sqs_change_visibility_batch(p->sqs, queue_url(p, room), entries, k, results, &e);
     record(p, s, action, &e);
     if (s != SQS_OK) {
         /* Not deleted: the messages come back after their visibility timeout and are inserted
          * again as no-ops (ON CONFLICT DO NOTHING). */
-        log_warn(COMPONENT, "room %ld: %s failed: %s (%s %s)", room, action, sqs_status_name(s), e.type,
-                 e.message);
+        log_warn(COMPONENT, "room %ld: %s failed: %s (%s %s)", room, action, sqs_status_name(s),
+                 e.type, e.message);
         return;
     }
     for (size_t j = 0; j < k; j++) {
         if (!results[j].ok)
             log_warn(COMPONENT, "room %ld: %s entry for %s failed: %s %s", room, action,
                      held[map[j]].sqs->message_id, results[j].code, results[j].message);
-        if (deleting)
-            held[map[j]].settled = true;
+        if (deleting) held[map[j]].settled = true;
     }
 }
 
@@ -180,27 +141,28 @@ static void send_to_dlq(poller *p, long room, held_message *h, dlq_reason reason
     snprintf(group, sizeof(group), "%ld", room);
     if (dlq_send(p->sqs, p->pool->cfg.dlq_url, reason, h->sqs->body, why, attempts, group,
                  h->sqs->message_id, err, sizeof(err))) {
-        log_warn(COMPONENT, "room %ld: message %s sent to the DLQ: %s", room, h->sqs->message_id, why);
+        log_warn(COMPONENT, "room %ld: message %s sent to the DLQ: %s", room, h->sqs->message_id,
+                 why);
         h->to_delete = true;
     } else {
         log_error(COMPONENT, "room %ld: message %s could not go to the DLQ (%s); left in the queue",
                   room, h->sqs->message_id, err);
-        h->settled = true;   /* neither deleted nor written: it will be received again */
+        h->settled = true; /* neither deleted nor written: it will be received again */
     }
 }
 
 /* Into the history cache, as a stored message reads back (no clientMessageId: it is not stored). */
 static void remember(poller *p, long room, chat_message *m, const char *seq, const char *server_ts)
 {
-    if (!p->pool->cfg.recent)
-        return;
+    if (!p->pool->cfg.recent) return;
     char cmid[sizeof m->client_message_id];
     memcpy(cmid, m->client_message_id, sizeof cmid);
     m->client_message_id[0] = '\0';
     char *json = broadcast_event_to_json(m, server_ts, seq);
     memcpy(m->client_message_id, cmid, sizeof cmid);
     if (!json || !recent_add(p->pool->cfg.recent, room, seq, json))
-        log_warn(COMPONENT, "room %ld: out of memory caching message %s for history", room, m->message_id);
+        log_warn(COMPONENT, "room %ld: out of memory caching message %s for history", room,
+                 m->message_id);
     free(json);
 }
 
@@ -214,7 +176,8 @@ static size_t prepare(poller *p, long room, held_message *held, size_t n, write_
         sqs_message *sm = &held[i].sqs[0];
         bool ok = queue_message_parse(sm->body, strlen(sm->body), &m, err, sizeof(err));
         if (ok && strtol(m.room_id, NULL, 10) != room) {
-            snprintf(err, sizeof(err), "roomId: %s does not belong to the queue of room %ld", m.room_id, room);
+            snprintf(err, sizeof(err), "roomId: %s does not belong to the queue of room %ld",
+                     m.room_id, room);
             ok = false;
         }
         if (ok && m.kind == CHAT_KIND_TYPING) {
@@ -225,8 +188,7 @@ static size_t prepare(poller *p, long room, held_message *held, size_t n, write_
                 broadcast_publish(p->pool->cfg.broadcast, &m, sm->sequence_number, m.received_at);
             continue;
         }
-        if (ok)
-            ok = write_row_init(&rows[n_rows], &m, sm->sequence_number, err, sizeof(err));
+        if (ok) ok = write_row_init(&rows[n_rows], &m, sm->sequence_number, err, sizeof(err));
         if (!ok) {
             metric_counter_inc(p->pool->m_poison);
             send_to_dlq(p, room, &held[i], DLQ_POISON, err, sm->receive_count);
@@ -238,7 +200,8 @@ static size_t prepare(poller *p, long room, held_message *held, size_t n, write_
         /* May wait (bounded) for the broadcaster: backpressure. A drop is counted and handled
          * there (the room's cache marked, its subscribers told to resume with since=). */
         if (p->pool->cfg.broadcast)
-            broadcast_publish(p->pool->cfg.broadcast, &m, sm->sequence_number, held[i].row->received_at);
+            broadcast_publish(p->pool->cfg.broadcast, &m, sm->sequence_number,
+                              held[i].row->received_at);
         remember(p, room, &m, sm->sequence_number, held[i].row->received_at);
     }
     return n_rows;
@@ -255,10 +218,10 @@ static void wait_for_writer(poller *p, long room, held_message *held, size_t n, 
     while (!batch_writer_wait_or_withdraw(p->pool->cfg.writer, b, WAIT_SLICE_MS, stall_limit)) {
         watchdog_expect(p->watchdog, poller_turn_budget_ms(p));
         if (time_mono_ns() >= next_extend) {
-            log_info(COMPONENT, "room %ld: database slow; extending visibility of %zu messages by %ld s",
-                     room, b->n_rows, vis);
-            for (size_t i = 0; i < n; i++)
-                held[i].settled = held[i].settled || !held[i].valid;
+            log_info(COMPONENT,
+                     "room %ld: database slow; extending visibility of %zu messages by %ld s", room,
+                     b->n_rows, vis);
+            for (size_t i = 0; i < n; i++) held[i].settled = held[i].settled || !held[i].valid;
             handle_batch(p, room, held, n, false, (int)vis);
             next_extend = time_mono_ns() + extend_every;
         }
@@ -276,37 +239,28 @@ static void spill_withdrawn(poller *p, long room, held_message *held, size_t n)
             msgs[k] = held[i].sqs;
             map[k++] = i;
         }
-    if (k == 0)
-        return;
+    if (k == 0) return;
     bool taken[SQS_MAX_BATCH];
     size_t sent = spill_send(p->sqs, p->pool->cfg.spill_url, msgs, k, taken);
-    log_debug(COMPONENT, "room %ld: %zu of %zu messages spilled (database unavailable)", room, sent, k);
+    log_debug(COMPONENT, "room %ld: %zu of %zu messages spilled (database unavailable)", room, sent,
+              k);
     for (size_t j = 0; j < k; j++) {
         held[map[j]].to_delete = taken[j];
         held[map[j]].settled = taken[j];
     }
-    if (sent < k)
-        handle_batch(p, room, held, n, false, SPILL_RETRY_VISIBILITY_S);
+    if (sent < k) handle_batch(p, room, held, n, false, SPILL_RETRY_VISIBILITY_S);
 }
 
 static void settle(poller *p, long room, held_message *held, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if (!held[i].valid)
-            continue;
+        if (!held[i].valid) continue;
         write_row *r = held[i].row;
         switch (r->status) {
-        case WRITE_COMMITTED:
-            held[i].to_delete = true;
-            break;
-        case WRITE_FAILED:
-            send_to_dlq(p, room, &held[i], DLQ_DB, r->failure, r->attempts);
-            break;
-        case WRITE_WITHDRAWN:
-            held[i].to_spill = true;
-            break;
-        default:
-            break;   /* abandoned at the stop deadline: released below */
+        case WRITE_COMMITTED: held[i].to_delete = true; break;
+        case WRITE_FAILED: send_to_dlq(p, room, &held[i], DLQ_DB, r->failure, r->attempts); break;
+        case WRITE_WITHDRAWN: held[i].to_spill = true; break;
+        default: break; /* abandoned at the stop deadline: released below */
         }
     }
     spill_withdrawn(p, room, held, n);
@@ -317,8 +271,7 @@ static void settle(poller *p, long room, held_message *held, size_t n)
         held[i].settled = !(held[i].valid && held[i].row->status == WRITE_ABANDONED);
         any = any || !held[i].settled;
     }
-    if (any)
-        handle_batch(p, room, held, n, false, 0);
+    if (any) handle_batch(p, room, held, n, false, 0);
 }
 
 static void process(poller *p, long room, sqs_message *msgs, size_t n)
@@ -326,17 +279,18 @@ static void process(poller *p, long room, sqs_message *msgs, size_t n)
     held_message held[SQS_MAX_BATCH] = {0};
     write_row *rows = calloc(n, sizeof(*rows));
     if (n > SQS_MAX_BATCH || !rows) {
-        log_error(COMPONENT, "room %ld: cannot hold %zu messages; leaving them for redelivery", room, n);
+        log_error(COMPONENT, "room %ld: cannot hold %zu messages; leaving them for redelivery",
+                  room, n);
         free(rows);
         batch_writer_unhold(p->pool->cfg.writer);
         return;
     }
-    for (size_t i = 0; i < n; i++)
-        held[i].sqs = &msgs[i];
+    for (size_t i = 0; i < n; i++) held[i].sqs = &msgs[i];
     write_batch b = {.rows = rows, .n_rows = prepare(p, room, held, n, rows)};
     batch_writer_submit(p->pool->cfg.writer, &b);
     /* Known to be down for the spill limit already: no point queueing behind it. */
-    if (batch_writer_stalled_ms(p->pool->cfg.writer) >= (long)p->pool->cfg.settings->db_spill_after_ms)
+    if (batch_writer_stalled_ms(p->pool->cfg.writer) >=
+        (long)p->pool->cfg.settings->db_spill_after_ms)
         batch_writer_withdraw(p->pool->cfg.writer, &b);
     wait_for_writer(p, room, held, n, &b);
     settle(p, room, held, n);
@@ -347,8 +301,7 @@ static void process(poller *p, long room, sqs_message *msgs, size_t n)
 static void release(poller *p, long room, sqs_message *msgs, size_t n)
 {
     held_message held[SQS_MAX_BATCH] = {0};
-    for (size_t i = 0; i < n && i < SQS_MAX_BATCH; i++)
-        held[i].sqs = &msgs[i];
+    for (size_t i = 0; i < n && i < SQS_MAX_BATCH; i++) held[i].sqs = &msgs[i];
     handle_batch(p, room, held, n < SQS_MAX_BATCH ? n : SQS_MAX_BATCH, false, 0);
 }
 
@@ -369,15 +322,14 @@ static bool receive(poller *p, long room, int wait_s, sqs_message **msgs, size_t
     long backoff = 100;
     while (!stopping(p)) {
         sqs_error e = {0};
-        /* A stop cuts the long poll short (the deletes after it must still run: abort only here). */
+        /* A stop cuts the long poll short (the deletes after it must still run: abort only here).
+         */
         sqs_client_set_abort(p->sqs, &p->pool->stopping);
         sqs_status st = sqs_receive_message(p->sqs, queue_url(p, room), &opt, msgs, n, &e);
         sqs_client_set_abort(p->sqs, NULL);
-        if (st != SQS_OK && stopping(p))
-            return false;
+        if (st != SQS_OK && stopping(p)) return false;
         record(p, st, "ReceiveMessage", &e);
-        if (st == SQS_OK)
-            return true;
+        if (st == SQS_OK) return true;
         log_warn(COMPONENT, "room %ld: ReceiveMessage failed: %s (%s %s); retrying in %ld ms", room,
                  sqs_status_name(st), e.type, e.message, backoff);
         watchdog_expect(p->watchdog, poller_turn_budget_ms(p));
@@ -397,16 +349,14 @@ static void *poller_main(void *arg)
         long room = p->rooms[next];
         next = (next + 1) % p->n_rooms;
         int wait_s = (int)s->receive_wait_s;
-        if (p->n_rooms > 1)
-            wait_s = empty_in_sweep >= p->n_rooms ? (wait_s > 0 ? 1 : 0) : 0;
+        if (p->n_rooms > 1) wait_s = empty_in_sweep >= p->n_rooms ? (wait_s > 0 ? 1 : 0) : 0;
 
         watchdog_expect(p->watchdog, poller_turn_budget_ms(p));
         if (p->index == 0 && failpoint_on("stall-poller"))
-            failpoint_stall_forever();   /* a wedged thread, for the liveness test */
+            failpoint_stall_forever(); /* a wedged thread, for the liveness test */
         sqs_message *msgs = NULL;
         size_t n = 0;
-        if (!receive(p, room, wait_s, &msgs, &n))
-            break;
+        if (!receive(p, room, wait_s, &msgs, &n)) break;
         if (n == 0) {
             empty_in_sweep++;
             continue;
@@ -439,12 +389,15 @@ poller_pool *poller_pool_start(const poller_pool_config *cfg, char *err, size_t 
     pool->cfg = *cfg;
     pool->n_pollers = n_threads;
     atomic_init(&pool->stopping, false);
-    pool->m_consumed = metrics_counter("chatflow_messages_consumed_total",
-                                       "Valid messages received from SQS (before persistence).", NULL);
-    pool->m_typing = metrics_counter("chatflow_typing_events_consumed_total",
-                                     "TYPING indicators received from SQS (broadcast, never stored).", NULL);
-    pool->m_poison = metrics_counter("chatflow_poison_messages_total",
-                                     "Received bodies that failed validation (sent to the DLQ).", NULL);
+    pool->m_consumed =
+        metrics_counter("chatflow_messages_consumed_total",
+                        "Valid messages received from SQS (before persistence).", NULL);
+    pool->m_typing =
+        metrics_counter("chatflow_typing_events_consumed_total",
+                        "TYPING indicators received from SQS (broadcast, never stored).", NULL);
+    pool->m_poison =
+        metrics_counter("chatflow_poison_messages_total",
+                        "Received bodies that failed validation (sent to the DLQ).", NULL);
     dlq_metrics_init();
     spill_metrics_init();
 
@@ -456,8 +409,7 @@ poller_pool *poller_pool_start(const poller_pool_config *cfg, char *err, size_t 
         atomic_init(&p->finished, false);
         p->rooms = calloc(n_rooms / n_threads + 1, sizeof(long));
         p->sqs = sqs_client_new(&sc, err, err_len);
-        if (!p->rooms || !p->sqs)
-            goto fail;
+        if (!p->rooms || !p->sqs) goto fail;
         char name[32];
         snprintf(name, sizeof name, "poller-%zu", t);
         p->watchdog = watchdog_register(name, poller_turn_budget_ms(p));
@@ -476,11 +428,11 @@ poller_pool *poller_pool_start(const poller_pool_config *cfg, char *err, size_t 
         }
         p->started = true;
     }
-    log_info(COMPONENT, "%zu pollers over rooms %lld-%lld", n_threads, s->common.room_min, s->common.room_max);
+    log_info(COMPONENT, "%zu pollers over rooms %lld-%lld", n_threads, s->common.room_min,
+             s->common.room_max);
     return pool;
 fail:
-    if (!err[0])
-        snprintf(err, err_len, "out of memory");
+    if (!err[0]) snprintf(err, err_len, "out of memory");
     poller_pool_free(pool);
     return NULL;
 }
@@ -493,10 +445,8 @@ bool poller_pool_join(poller_pool *pool, uint64_t deadline_ns)
     bool all = true;
     for (size_t t = 0; t < pool->n_pollers; t++) {
         poller *p = &pool->pollers[t];
-        if (!p->started)
-            continue;
-        while (!atomic_load(&p->finished) && time_mono_ns() < deadline_ns)
-            time_sleep_ms(20);
+        if (!p->started) continue;
+        while (!atomic_load(&p->finished) && time_mono_ns() < deadline_ns) time_sleep_ms(20);
         if (!atomic_load(&p->finished)) {
             all = false;
             continue;
@@ -509,11 +459,10 @@ bool poller_pool_join(poller_pool *pool, uint64_t deadline_ns)
 
 void poller_pool_free(poller_pool *pool)
 {
-    if (!pool)
-        return;
+    if (!pool) return;
     for (size_t t = 0; t < pool->n_pollers; t++) {
         if (!atomic_load(&pool->pollers[t].finished))
-            watchdog_unregister(pool->pollers[t].watchdog);   /* never started */
+            watchdog_unregister(pool->pollers[t].watchdog); /* never started */
         sqs_client_free(pool->pollers[t].sqs);
         free(pool->pollers[t].rooms);
     }

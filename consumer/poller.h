@@ -27,7 +27,7 @@
  *    Threads are joined until the deadline; true when all were.
  *  - Each poller is a watchdog loop ("poller-N"): it announces, per turn, the longest a receive
  *    and the calls that settle it may take (long poll + 6 request timeouts + 10 s).
- *  - sqs_health records the outcome of the last SQS call (any thread) for /health/ready.
+ *  - Each SQS call's outcome is recorded in cfg.health (sqs_health.h) for /health/ready.
  */
 #ifndef CHATFLOW_CONSUMER_POLLER_H
 #define CHATFLOW_CONSUMER_POLLER_H
@@ -43,27 +43,17 @@
 #include "recent.h"
 #include "settings.h"
 #include "sqs.h"
-
-typedef struct {
-    pthread_mutex_t mu;
-    bool up;
-    char detail[768];
-} sqs_health;
-
-void sqs_health_init(sqs_health *h);
-void sqs_health_record(sqs_health *h, sqs_status s, const char *action, const sqs_error *e);
-bool sqs_health_check(void *ctx, char *detail, size_t detail_len);   /* health_check_fn */
-void sqs_health_destroy(sqs_health *h);
+#include "sqs_health.h"
 
 typedef struct {
     const consumer_settings *settings;
     credentials_provider *credentials;
     batch_writer *writer;
-    broadcaster *broadcast;             /* may be NULL: nothing is broadcast */
-    recent_cache *recent;               /* may be NULL: no history cache */
-    const char *const *queue_urls;      /* [room - room_min] */
+    broadcaster *broadcast;        /* may be NULL: nothing is broadcast */
+    recent_cache *recent;          /* may be NULL: no history cache */
+    const char *const *queue_urls; /* [room - room_min] */
     const char *dlq_url;
-    const char *spill_url;              /* spill.h */
+    const char *spill_url; /* spill.h */
     sqs_health *health;
 } poller_pool_config;
 

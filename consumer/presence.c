@@ -26,11 +26,9 @@ struct presence {
 
 presence *presence_new(long room_min, long room_max, size_t member_cap)
 {
-    if (room_min < 1 || room_max < room_min || member_cap < 1)
-        return NULL;
+    if (room_min < 1 || room_max < room_min || member_cap < 1) return NULL;
     presence *p = calloc(1, sizeof(*p));
-    if (!p)
-        return NULL;
+    if (!p) return NULL;
     p->rooms = calloc((size_t)(room_max - room_min + 1), sizeof(*p->rooms));
     if (!p->rooms) {
         free(p);
@@ -45,10 +43,8 @@ presence *presence_new(long room_min, long room_max, size_t member_cap)
 
 void presence_free(presence *p)
 {
-    if (!p)
-        return;
-    for (long r = p->room_min; r <= p->room_max; r++)
-        free(p->rooms[r - p->room_min].members);
+    if (!p) return;
+    for (long r = p->room_min; r <= p->room_max; r++) free(p->rooms[r - p->room_min].members);
     free(p->rooms);
     pthread_mutex_destroy(&p->mu);
     free(p);
@@ -112,8 +108,7 @@ presence_join_result presence_join(presence *p, long room, uint32_t user_id, con
     } else {
         if (rm->n == rm->cap) {
             size_t cap = rm->cap ? rm->cap * 2 : 8;
-            if (cap > p->member_cap)
-                cap = p->member_cap;
+            if (cap > p->member_cap) cap = p->member_cap;
             presence_member *grown = realloc(rm->members, cap * sizeof(*grown));
             if (!grown) {
                 pthread_mutex_unlock(&p->mu);
@@ -132,8 +127,7 @@ presence_join_result presence_join(presence *p, long room, uint32_t user_id, con
         rm->n++;
         res = PRESENCE_FIRST;
     }
-    if (online)
-        *online = rm ? rm->n : 0;
+    if (online) *online = rm ? rm->n : 0;
     pthread_mutex_unlock(&p->mu);
     return res;
 }
@@ -154,8 +148,7 @@ bool presence_leave(presence *p, long room, uint32_t user_id, int64_t now_ms, si
             gone = true;
         }
     }
-    if (online)
-        *online = rm ? rm->n : 0;
+    if (online) *online = rm ? rm->n : 0;
     pthread_mutex_unlock(&p->mu);
     return gone;
 }
@@ -164,8 +157,7 @@ void presence_seen(presence *p, long room, uint32_t user_id, int64_t now_ms)
 {
     pthread_mutex_lock(&p->mu);
     presence_member *m = member_locked(p, room, user_id);
-    if (m)
-        m->last_seen_ms = now_ms;
+    if (m) m->last_seen_ms = now_ms;
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -196,8 +188,7 @@ size_t presence_members(presence *p, long room, presence_member *out, size_t max
     pthread_mutex_lock(&p->mu);
     room_members *rm = room_of(p, room);
     size_t n = rm ? rm->n : 0;
-    if (n)
-        memcpy(out, rm->members, (n < max ? n : max) * sizeof(*out));
+    if (n) memcpy(out, rm->members, (n < max ? n : max) * sizeof(*out));
     pthread_mutex_unlock(&p->mu);
     return n;
 }
@@ -207,7 +198,8 @@ presence_member *presence_members_copy(presence *p, long room, size_t *n)
     pthread_mutex_lock(&p->mu);
     room_members *rm = room_of(p, room);
     *n = rm ? rm->n : 0;
-    presence_member *copy = malloc((*n ? *n : 1) * sizeof(*copy));   /* never malloc(0): NULL means OOM */
+    presence_member *copy =
+        malloc((*n ? *n : 1) * sizeof(*copy)); /* never malloc(0): NULL means OOM */
     if (copy && *n) memcpy(copy, rm->members, *n * sizeof(*copy));
     if (!copy) *n = 0;
     pthread_mutex_unlock(&p->mu);
@@ -238,8 +230,7 @@ json_t *presence_room_json(presence *p, long room)
             online = NULL;
         }
     pthread_mutex_unlock(&p->mu);
-    if (!online)
-        return NULL;
-    return json_pack("{s:s, s:I, s:I, s:o}", "roomId", room_s, "memberCap", (json_int_t)p->member_cap,
-                     "onlineCount", (json_int_t)n, "online", online);
+    if (!online) return NULL;
+    return json_pack("{s:s, s:I, s:I, s:o}", "roomId", room_s, "memberCap",
+                     (json_int_t)p->member_cap, "onlineCount", (json_int_t)n, "online", online);
 }

@@ -40,12 +40,17 @@ typedef struct {
     uint32_t user_id;
     char username[CHAT_USERNAME_MAX + 1];
     unsigned connections;
-    int64_t since_ms;        /* first connection of this stay */
+    int64_t since_ms; /* first connection of this stay */
     int64_t last_seen_ms;
-    char read_seq[SEQNUM_BUF];   /* "" until the member sends READ */
+    char read_seq[SEQNUM_BUF]; /* "" until the member sends READ */
 } presence_member;
 
-typedef enum { PRESENCE_FIRST, PRESENCE_AGAIN, PRESENCE_FULL, PRESENCE_NO_MEMORY } presence_join_result;
+typedef enum {
+    PRESENCE_FIRST,
+    PRESENCE_AGAIN,
+    PRESENCE_FULL,
+    PRESENCE_NO_MEMORY
+} presence_join_result;
 
 /* NULL on OOM or a bad range. */
 presence *presence_new(long room_min, long room_max, size_t member_cap);

@@ -29,11 +29,13 @@ static void refresh(queue_depth *q)
     for (long room = q->room_min; room <= q->room_max; room++) {
         char *values[1] = {NULL};
         sqs_error e = {0};
-        sqs_status s = sqs_get_queue_attributes(q->sqs, q->urls[room - q->room_min], names, 1, values, &e);
+        sqs_status s =
+            sqs_get_queue_attributes(q->sqs, q->urls[room - q->room_min], names, 1, values, &e);
         if (s == SQS_OK && values[0])
             metric_gauge_set(q->gauges[room - q->room_min], strtod(values[0], NULL));
         else if (s != SQS_OK)
-            log_debug("queue-depth", "room %ld: GetQueueAttributes: %s %s", room, sqs_status_name(s), e.message);
+            log_debug("queue-depth", "room %ld: GetQueueAttributes: %s %s", room,
+                      sqs_status_name(s), e.message);
         free(values[0]);
     }
 }
@@ -72,9 +74,9 @@ queue_depth *queue_depth_start(const sqs_config *cfg, const char *const *queue_u
     for (long room = room_min; room <= room_max; room++) {
         char labels[48];
         snprintf(labels, sizeof(labels), "room=\"%ld\"", room);
-        q->gauges[room - room_min] = metrics_gauge("chatflow_sqs_queue_depth",
-                                                   "Messages waiting in the room queue (ApproximateNumberOfMessages).",
-                                                   labels);
+        q->gauges[room - room_min] = metrics_gauge(
+            "chatflow_sqs_queue_depth",
+            "Messages waiting in the room queue (ApproximateNumberOfMessages).", labels);
     }
     q->sqs = sqs_client_new(cfg, err, err_len);
     if (!q->sqs) {
@@ -103,8 +105,7 @@ queue_depth *queue_depth_start(const sqs_config *cfg, const char *const *queue_u
 
 void queue_depth_stop(queue_depth *q)
 {
-    if (!q)
-        return;
+    if (!q) return;
     pthread_mutex_lock(&q->mu);
     q->stopping = true;
     pthread_cond_signal(&q->cv);

@@ -56,10 +56,8 @@ struct read_receipts {
 
 static int key_cmp(const position *a, long room, uint32_t user)
 {
-    if (a->room != room)
-        return a->room < room ? -1 : 1;
-    if (a->user_id != user)
-        return a->user_id < user ? -1 : 1;
+    if (a->room != room) return a->room < room ? -1 : 1;
+    if (a->user_id != user) return a->user_id < user ? -1 : 1;
     return 0;
 }
 
@@ -93,13 +91,11 @@ static char *array_literal(const read_receipts *r, int column)
 {
     size_t cap = r->n_pending * (SEQNUM_BUF + 2) + 3, n = 0;
     char *s = malloc(cap);
-    if (!s)
-        return NULL;
+    if (!s) return NULL;
     s[n++] = '{';
     for (size_t i = 0; i < r->n_pending; i++) {
         const position *p = &r->pending[i];
-        if (i)
-            s[n++] = ',';
+        if (i) s[n++] = ',';
         if (column == 0)
             n += (size_t)snprintf(s + n, cap - n, "%ld", p->room);
         else if (column == 1)
@@ -123,8 +119,7 @@ static bool write_pending(read_receipts *r, char *err, size_t err_len)
     } else {
         snprintf(err, err_len, "out of memory");
     }
-    for (int i = 0; i < 3; i++)
-        free(cols[i]);
+    for (int i = 0; i < 3; i++) free(cols[i]);
     if (ok) {
         metric_counter_add(r->m_stored, r->n_pending);
         r->n_pending = 0;
@@ -138,8 +133,7 @@ static void take_queued(read_receipts *r, long wait_ms)
 {
     void *items[TAKE_BATCH];
     void *first = workqueue_pop_wait(r->queue, wait_ms);
-    if (!first)
-        return;
+    if (!first) return;
     merge(r, first);
     free(first);
     size_t n;
@@ -157,8 +151,7 @@ static void *writer_main(void *arg)
     long backoff = BACKOFF_MIN_MS;
     while (!atomic_load(&r->stopping)) {
         take_queued(r, r->n_pending ? backoff : 500);
-        if (!r->n_pending)
-            continue;
+        if (!r->n_pending) continue;
         char err[512];
         if (write_pending(r, err, sizeof(err))) {
             backoff = BACKOFF_MIN_MS;
@@ -227,8 +220,7 @@ bool read_receipts_record(read_receipts *r, long room, uint32_t user_id, const c
 
 void read_receipts_stop(read_receipts *r)
 {
-    if (!r)
-        return;
+    if (!r) return;
     if (r->started) {
         atomic_store(&r->stopping, true);
         workqueue_close(r->queue);
@@ -236,8 +228,7 @@ void read_receipts_stop(read_receipts *r)
     }
     if (r->queue) {
         void *item;
-        while (workqueue_pop_many(r->queue, &item, 1) == 1)
-            free(item);
+        while (workqueue_pop_many(r->queue, &item, 1) == 1) free(item);
         workqueue_free(r->queue);
     }
     db_conn_free(r->db);

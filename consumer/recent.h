@@ -29,7 +29,7 @@ typedef struct recent_cache recent_cache;
 
 typedef struct {
     char seq[SEQNUM_BUF];
-    char *json;   /* the BroadcastEvent, malloc'd */
+    char *json; /* the BroadcastEvent, malloc'd */
 } recent_entry;
 
 /* NULL on OOM or a bad range. */

@@ -13,16 +13,16 @@
 struct room_api {
     room_api_config cfg;
     char allow_origin[256];
-    db_gate *own_gate;   /* when cfg.gate was NULL */
+    db_gate *own_gate; /* when cfg.gate was NULL */
 };
 
 room_api *room_api_new(const room_api_config *cfg)
 {
     room_api *a = calloc(1, sizeof(*a));
-    if (!a)
-        return NULL;
+    if (!a) return NULL;
     a->cfg = *cfg;
-    snprintf(a->allow_origin, sizeof(a->allow_origin), "%s", cfg->allow_origin ? cfg->allow_origin : "");
+    snprintf(a->allow_origin, sizeof(a->allow_origin), "%s",
+             cfg->allow_origin ? cfg->allow_origin : "");
     a->cfg.allow_origin = a->allow_origin;
     if (!a->cfg.gate && !(a->cfg.gate = a->own_gate = db_gate_new(ROOM_API_DB_THREADS_DEFAULT))) {
         free(a);
@@ -33,8 +33,7 @@ room_api *room_api_new(const room_api_config *cfg)
 
 void room_api_free(room_api *a)
 {
-    if (!a)
-        return;
+    if (!a) return;
     db_gate_free(a->own_gate);
     free(a);
 }
@@ -50,11 +49,11 @@ typedef struct {
 
 static bool turn_enter(db_turn *t, char *err, size_t err_len)
 {
-    if (t->entered)
-        return true;
+    if (t->entered) return true;
     if (t->refused || !db_gate_try_enter(t->a->cfg.gate)) {
         t->refused = true;
-        snprintf(err, err_len, "database busy: %u requests already wait on it", db_gate_limit(t->a->cfg.gate));
+        snprintf(err, err_len, "database busy: %u requests already wait on it",
+                 db_gate_limit(t->a->cfg.gate));
         return false;
     }
     t->entered = true;
@@ -63,8 +62,7 @@ static bool turn_enter(db_turn *t, char *err, size_t err_len)
 
 static void turn_leave(db_turn *t)
 {
-    if (t->entered)
-        db_gate_leave(t->a->cfg.gate);
+    if (t->entered) db_gate_leave(t->a->cfg.gate);
     t->entered = false;
 }
 
@@ -73,11 +71,9 @@ static void turn_leave(db_turn *t)
 static bool parse_count(const char *s, long lo, long hi, long *out)
 {
     size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > 6 || strspn(s, "0123456789") != n)
-        return false;
+    if (n == 0 || n > 6 || strspn(s, "0123456789") != n) return false;
     long v = strtol(s, NULL, 10);
-    if (v < lo || v > hi)
-        return false;
+    if (v < lo || v > hi) return false;
     *out = v;
     return true;
 }
@@ -96,13 +92,16 @@ static bool parse_path(const room_api *a, const char *path, long *room, room_res
     bool known = digits > 0 && digits <= 9 && p[0] != '0' &&
                  (strcmp(rest, "/presence") == 0 || strcmp(rest, "/messages") == 0);
     if (!known) {
-        http_respond_error(resp, 404, "no such path: use /api/rooms/{roomId}/presence or /api/rooms/{roomId}/messages");
+        http_respond_error(
+            resp, 404,
+            "no such path: use /api/rooms/{roomId}/presence or /api/rooms/{roomId}/messages");
         return false;
     }
     *what = strcmp(rest, "/presence") == 0 ? ROOM_PRESENCE : ROOM_MESSAGES;
     *room = strtol(p, NULL, 10);
     if (*room < a->cfg.room_min || *room > a->cfg.room_max) {
-        snprintf(msg, sizeof(msg), "room %ld is not served here; this consumer serves rooms %ld-%ld", *room,
+        snprintf(msg, sizeof(msg),
+                 "room %ld is not served here; this consumer serves rooms %ld-%ld", *room,
                  a->cfg.room_min, a->cfg.room_max);
         http_respond_error(resp, 404, msg);
         return false;
@@ -142,26 +141,25 @@ static void respond_unavailable(http_response *resp, const char *err)
 
 typedef struct {
     json_t *list;
-    const presence_member *online;   /* who is online now (skipped), by user id */
+    const presence_member *online; /* who is online now (skipped), by user id */
     size_t n_online;
-    size_t left;                      /* how many more may be listed */
+    size_t left; /* how many more may be listed */
 } seen_ctx;
 
 static bool is_online(const seen_ctx *c, uint32_t user)
 {
     for (size_t i = 0; i < c->n_online; i++)
-        if (c->online[i].user_id == user)
-            return true;
+        if (c->online[i].user_id == user) return true;
     return false;
 }
 
 static void add_seen(void *ctx, const history_user_row *row)
 {
     seen_ctx *c = ctx;
-    if (c->left == 0 || is_online(c, (uint32_t)strtoul(row->user_id, NULL, 10)))
-        return;
-    json_array_append_new(c->list, json_pack("{s:s, s:s, s:I}", "userId", row->user_id, "lastSeen", row->when,
-                                             "messageCount", (json_int_t)row->message_count));
+    if (c->left == 0 || is_online(c, (uint32_t)strtoul(row->user_id, NULL, 10))) return;
+    json_array_append_new(c->list,
+                          json_pack("{s:s, s:s, s:I}", "userId", row->user_id, "lastSeen",
+                                    row->when, "messageCount", (json_int_t)row->message_count));
     c->left--;
 }
 
@@ -180,9 +178,9 @@ static json_t *recently_seen(room_api *a, db_turn *turn, long room, size_t recen
     }
     seen_ctx sc = {list, online, n_online, recent};
     /* ask for more than `recent`: the users online now are skipped */
-    bool ok = recent == 0 ||
-              (turn_enter(turn, err, err_len) &&
-               history_recently_seen(a->cfg.history, room, recent + sc.n_online, add_seen, &sc, err, err_len));
+    bool ok = recent == 0 || (turn_enter(turn, err, err_len) &&
+                              history_recently_seen(a->cfg.history, room, recent + sc.n_online,
+                                                    add_seen, &sc, err, err_len));
     free(online);
     if (!ok) {
         json_decref(list);
@@ -215,7 +213,8 @@ static void serve_presence(room_api *a, long room, const http_request *req, http
         json_object_set_new(o, "recentlySeen", json_null());
         char shown[128];
         log_warn(COMPONENT, "recently seen: %s", err);
-        json_object_set_new(o, "recentlySeenError", json_string(public_reason(err, shown, sizeof(shown))));
+        json_object_set_new(o, "recentlySeenError",
+                            json_string(public_reason(err, shown, sizeof(shown))));
     }
     respond(resp, o);
 }
@@ -243,8 +242,9 @@ static void add_row(void *ctx, const broadcast_history_row *row)
 static void add_position(void *ctx, const history_user_row *row)
 {
     json_t *list = ctx;
-    json_array_append_new(list, json_pack("{s:s, s:s, s:s}", "userId", row->user_id, "sequenceNumber",
-                                          row->sequence_number, "updatedAt", row->when));
+    json_array_append_new(list,
+                          json_pack("{s:s, s:s, s:s}", "userId", row->user_id, "sequenceNumber",
+                                    row->sequence_number, "updatedAt", row->when));
 }
 
 /* The page, newest first: the cache's part, then PostgreSQL's below what the cache covers. */
@@ -260,17 +260,15 @@ static bool gather(room_api *a, db_turn *turn, long room, const char *before, si
     size_t n = recent_page(a->cfg.recent, room, before, want, entries, db_before);
     for (size_t i = 0; i < n; i++) {
         json_t *ev = json_loads(entries[i].json, 0, NULL);
-        if (ev)
-            json_array_append_new(page->newest_first, ev);
+        if (ev) json_array_append_new(page->newest_first, ev);
     }
     *from_cache = json_array_size(page->newest_first);
     recent_entries_free(entries, n);
     free(entries);
-    if (*from_cache >= want)
-        return true;
+    if (*from_cache >= want) return true;
     bool ok = turn_enter(turn, err, err_len) &&
-              history_read_before(a->cfg.history, room, db_before, want - *from_cache, add_row, page, err,
-                                  err_len);
+              history_read_before(a->cfg.history, room, db_before, want - *from_cache, add_row,
+                                  page, err, err_len);
     if (ok && page->failed) {
         snprintf(err, err_len, "out of memory");
         ok = false;
@@ -314,9 +312,13 @@ static void serve_messages(room_api *a, long room, const http_request *req, http
     json_t *messages = json_array();
     for (size_t i = shown; i-- > 0;)
         json_array_append(messages, json_array_get(page.newest_first, i));
-    const char *oldest = shown ? json_string_value(json_object_get(json_array_get(messages, 0), "sequenceNumber")) : NULL;
+    const char *oldest =
+        shown ? json_string_value(json_object_get(json_array_get(messages, 0), "sequenceNumber"))
+              : NULL;
     json_t *next = oldest ? json_string(oldest) : json_null();
-    const char *source = shown == 0 || shown <= from_cache ? "cache" : from_cache == 0 ? "database" : "mixed";
+    const char *source = shown == 0 || shown <= from_cache ? "cache"
+                         : from_cache == 0                 ? "database"
+                                                           : "mixed";
     json_decref(page.newest_first);
 
     json_t *positions = json_array();
@@ -324,12 +326,13 @@ static void serve_messages(room_api *a, long room, const http_request *req, http
     char user_id[12];
     snprintf(user_id, sizeof(user_id), "%ld", user);
     bool ok = turn_enter(&turn, err, sizeof(err)) &&
-              history_read_positions(a->cfg.history, room, NULL, ROOM_API_READ_POSITIONS_MAX, add_position,
-                                     positions, err, sizeof(err)) &&
-              (!user || history_read_positions(a->cfg.history, room, user_id, 1, add_position, mine, err,
-                                               sizeof(err)));
+              history_read_positions(a->cfg.history, room, NULL, ROOM_API_READ_POSITIONS_MAX,
+                                     add_position, positions, err, sizeof(err)) &&
+              (!user || history_read_positions(a->cfg.history, room, user_id, 1, add_position, mine,
+                                               err, sizeof(err)));
     turn_leave(&turn);
-    json_t *my_position = ok && json_array_size(mine) ? json_incref(json_array_get(mine, 0)) : json_null();
+    json_t *my_position =
+        ok && json_array_size(mine) ? json_incref(json_array_get(mine, 0)) : json_null();
     json_decref(mine);
     if (!ok) {
         /* the page is served (from memory); only the positions need the database */
@@ -339,23 +342,23 @@ static void serve_messages(room_api *a, long room, const http_request *req, http
     }
     char room_s[24];
     snprintf(room_s, sizeof(room_s), "%ld", room);
-    json_t *o = json_pack("{s:s, s:o, s:b, s:o, s:s, s:o, s:o}", "roomId", room_s, "messages", messages,
-                          "hasMore", has_more, "nextBefore", next, "source", source, "readPositions",
-                          positions, "readPosition", my_position);
+    json_t *o = json_pack("{s:s, s:o, s:b, s:o, s:s, s:o, s:o}", "roomId", room_s, "messages",
+                          messages, "hasMore", has_more, "nextBefore", next, "source", source,
+                          "readPositions", positions, "readPosition", my_position);
     char reason[128];
     if (o && !ok)
-        json_object_set_new(o, "readPositionsError", json_string(public_reason(err, reason, sizeof(reason))));
+        json_object_set_new(o, "readPositionsError",
+                            json_string(public_reason(err, reason, sizeof(reason))));
     respond(resp, o);
 }
 
 static void serve_room(void *ctx, const http_request *req, http_response *resp)
 {
     room_api *a = ctx;
-    resp->allow_origin = a->allow_origin;   /* on errors too: the page shows their text */
+    resp->allow_origin = a->allow_origin; /* on errors too: the page shows their text */
     long room;
     room_resource what;
-    if (!parse_path(a, http_request_path(req), &room, &what, resp))
-        return;
+    if (!parse_path(a, http_request_path(req), &room, &what, resp)) return;
     if (what == ROOM_PRESENCE)
         serve_presence(a, room, req, resp);
     else

@@ -49,8 +49,8 @@ typedef struct {
     presence *presence;
     recent_cache *recent;
     history *history;
-    const char *allow_origin;   /* copied */
-    db_gate *gate;              /* shared with api.h (api_set_gate); NULL: a gate of its own */
+    const char *allow_origin; /* copied */
+    db_gate *gate;            /* shared with api.h (api_set_gate); NULL: a gate of its own */
 } room_api_config;
 
 typedef struct room_api room_api;

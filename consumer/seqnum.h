@@ -16,7 +16,7 @@
 #include <stdbool.h>
 
 #define SEQNUM_MAX_DIGITS 39
-#define SEQNUM_BUF 64   /* same size as broadcast_history_row.sequence_number */
+#define SEQNUM_BUF 64 /* same size as broadcast_history_row.sequence_number */
 
 bool seqnum_valid(const char *s);
 int seqnum_cmp(const char *a, const char *b);

@@ -25,8 +25,9 @@ static const config_option consumer_options[] = {
     CONFIG_OPT_INT("CHATFLOW_ADMIN_THREADS", "admin-threads", S, admin_threads, "4", 2, 64,
                    "Admin HTTP server threads; at most all but one are in database work (the room "
                    "and metrics APIs) at once, so health probes and scrapes always find one free."),
-    CONFIG_OPT_INT("CHATFLOW_POLLER_THREADS", "poller-threads", S, poller_threads, "20", 1, 1000,
-                   "SQS poller threads; rooms are spread over them (never more threads than rooms)."),
+    CONFIG_OPT_INT(
+        "CHATFLOW_POLLER_THREADS", "poller-threads", S, poller_threads, "20", 1, 1000,
+        "SQS poller threads; rooms are spread over them (never more threads than rooms)."),
     CONFIG_OPT_INT("CHATFLOW_RECEIVE_WAIT_S", "receive-wait-s", S, receive_wait_s, "20", 0, 20,
                    "ReceiveMessage long-poll wait."),
     CONFIG_OPT_INT("CHATFLOW_VISIBILITY_TIMEOUT_S", "visibility-timeout-s", S, visibility_timeout_s,
@@ -34,13 +35,14 @@ static const config_option consumer_options[] = {
                    "Visibility timeout asked for on receive; extended while the database is slow."),
     CONFIG_OPT_INT("CHATFLOW_DB_BATCH_SIZE", "db-batch-size", S, db_batch_size, "1000", 1, 10000,
                    "Rows that trigger a flush at once."),
-    CONFIG_OPT_INT("CHATFLOW_DB_MAX_WAIT_MS", "db-max-wait-ms", S, db_max_wait_ms, "1000", 0, 60000,
-                   "Longest a row waits for a flush (flushes happen sooner when every poller holding "
-                   "messages waits on the writer)."),
-    CONFIG_OPT_INT("CHATFLOW_DB_SPILL_AFTER_MS", "db-spill-after-ms", S, db_spill_after_ms, "2000", 0,
-                   3600000,
-                   "When the database has not taken writes for this long, received messages (already "
-                   "broadcast) go to the spill queue instead of waiting, so live chat goes on."),
+    CONFIG_OPT_INT(
+        "CHATFLOW_DB_MAX_WAIT_MS", "db-max-wait-ms", S, db_max_wait_ms, "1000", 0, 60000,
+        "Longest a row waits for a flush (flushes happen sooner when every poller holding "
+        "messages waits on the writer)."),
+    CONFIG_OPT_INT(
+        "CHATFLOW_DB_SPILL_AFTER_MS", "db-spill-after-ms", S, db_spill_after_ms, "2000", 0, 3600000,
+        "When the database has not taken writes for this long, received messages (already "
+        "broadcast) go to the spill queue instead of waiting, so live chat goes on."),
     CONFIG_OPT_STR("CHATFLOW_SPILL_QUEUE_NAME", "spill-queue-name", S, spill_queue_name,
                    "chatflow-db-spill", NULL,
                    "Standard SQS queue that holds messages spilled during a database outage until "
@@ -67,17 +69,20 @@ static const config_option consumer_options[] = {
     CONFIG_OPT_INT("CHATFLOW_PONG_TIMEOUT_S", "pong-timeout-s", S, pong_timeout_s, "8", 1, 3600,
                    "Subscriber closed when no pong arrives within this after a ping."),
     CONFIG_OPT_INT("CHATFLOW_HANDSHAKE_TIMEOUT_S", "handshake-timeout-s", S, handshake_timeout_s,
-                   "10", 1, 600, "Seconds from the accept for a subscriber to complete the WebSocket "
+                   "10", 1, 600,
+                   "Seconds from the accept for a subscriber to complete the WebSocket "
                    "handshake; a socket that has not upgraded by then is closed."),
     CONFIG_OPT_INT("CHATFLOW_QUEUE_DEPTH_INTERVAL_S", "queue-depth-interval-s", S,
                    queue_depth_interval_s, "15", 0, 3600,
                    "Period of the chatflow_sqs_queue_depth{room} refresh (0: off)."),
     CONFIG_OPT_INT("CHATFLOW_STOP_TIMEOUT_S", "stop-timeout-s", S, stop_timeout_s, "25", 1, 3600,
                    "On SIGTERM, everything is flushed and the process exits within this."),
-    CONFIG_OPT_INT("CHATFLOW_ROOM_MEMBER_CAP", "room-member-cap", S, room_member_cap, "100", 1, 100000,
-                   "Identified users (members) online per room; a new one beyond it is refused (403)."),
-    CONFIG_OPT_INT("CHATFLOW_HISTORY_CACHE_PER_ROOM", "history-cache-per-room", S, history_cache_per_room,
-                   "100", 0, 100000, "Newest messages per room kept in memory for the history API."),
+    CONFIG_OPT_INT(
+        "CHATFLOW_ROOM_MEMBER_CAP", "room-member-cap", S, room_member_cap, "100", 1, 100000,
+        "Identified users (members) online per room; a new one beyond it is refused (403)."),
+    CONFIG_OPT_INT("CHATFLOW_HISTORY_CACHE_PER_ROOM", "history-cache-per-room", S,
+                   history_cache_per_room, "100", 0, 100000,
+                   "Newest messages per room kept in memory for the history API."),
     CONFIG_OPT_STR("CHATFLOW_API_ALLOW_ORIGIN", "api-allow-origin", S, api_allow_origin, "*", NULL,
                    "Access-Control-Allow-Origin of /api/rooms/* answers (the chat page's origin); "
                    "empty = no header."),
@@ -93,18 +98,18 @@ config_result consumer_settings_load(consumer_settings *s, int *argc, char **arg
                                      size_t err_len)
 {
     memset(s, 0, sizeof(*s));
-    config_result r = config_load(consumer_options, sizeof(consumer_options) / sizeof(consumer_options[0]),
-                                  s, "chatflow-consumer", summary, argc, argv, err, err_len);
-    if (r != CONFIG_OK)
-        return r;
-    if (!config_common_finish(&s->common, err, err_len))
-        return CONFIG_ERROR;
+    config_result r =
+        config_load(consumer_options, sizeof(consumer_options) / sizeof(consumer_options[0]), s,
+                    "chatflow-consumer", summary, argc, argv, err, err_len);
+    if (r != CONFIG_OK) return r;
+    if (!config_common_finish(&s->common, err, err_len)) return CONFIG_ERROR;
     if (s->database_url[0] == '\0') {
         snprintf(err, err_len, "DATABASE_URL (--database-url): must not be empty");
         return CONFIG_ERROR;
     }
     if (s->pong_timeout_s >= s->ping_interval_s) {
-        snprintf(err, err_len, "CHATFLOW_PONG_TIMEOUT_S (%lld) must be below CHATFLOW_PING_INTERVAL_S (%lld)",
+        snprintf(err, err_len,
+                 "CHATFLOW_PONG_TIMEOUT_S (%lld) must be below CHATFLOW_PING_INTERVAL_S (%lld)",
                  s->pong_timeout_s, s->ping_interval_s);
         return CONFIG_ERROR;
     }
@@ -113,5 +118,6 @@ config_result consumer_settings_load(consumer_settings *s, int *argc, char **arg
 
 void consumer_settings_print_markdown(FILE *out)
 {
-    config_print_markdown(out, consumer_options, sizeof(consumer_options) / sizeof(consumer_options[0]));
+    config_print_markdown(out, consumer_options,
+                          sizeof(consumer_options) / sizeof(consumer_options[0]));
 }

@@ -16,22 +16,25 @@
 
 #define COMPONENT "spill"
 #define SPILL_VERSION 1
-#define DRAIN_WAIT_S 2              /* the drainer's long poll: short, so it notices a stop soon */
+#define DRAIN_WAIT_S 2 /* the drainer's long poll: short, so it notices a stop soon */
 #define DEPTH_REFRESH_MS 5000
-#define RETRY_VISIBILITY_S 5        /* a drained message the database did not take: back soon */
-#define IDLE_CHECK_MS 500           /* how often the drainer looks at the writer while it is down */
+#define RETRY_VISIBILITY_S 5 /* a drained message the database did not take: back soon */
+#define IDLE_CHECK_MS 500    /* how often the drainer looks at the writer while it is down */
 
 static metric_counter *m_spilled, *m_drained;
 static metric_gauge *m_depth;
 
 void spill_metrics_init(void)
 {
-    m_spilled = metrics_counter("chatflow_spill_messages_total",
-                                "Messages moved to the spill queue because the database could not take them.", NULL);
-    m_drained = metrics_counter("chatflow_spill_drained_total",
-                                "Spilled messages stored in PostgreSQL and deleted from the spill queue.", NULL);
-    m_depth = metrics_gauge("chatflow_spill_depth",
-                            "Messages in the spill queue (visible + in flight), waiting to be stored.", NULL);
+    m_spilled = metrics_counter(
+        "chatflow_spill_messages_total",
+        "Messages moved to the spill queue because the database could not take them.", NULL);
+    m_drained = metrics_counter(
+        "chatflow_spill_drained_total",
+        "Spilled messages stored in PostgreSQL and deleted from the spill queue.", NULL);
+    m_depth = metrics_gauge(
+        "chatflow_spill_depth",
+        "Messages in the spill queue (visible + in flight), waiting to be stored.", NULL);
 }
 
 /* ---- the envelope ---- */
@@ -45,19 +48,21 @@ char *spill_envelope(const sqs_message *m)
     return text;
 }
 
-bool spill_envelope_parse(const char *json, char **body, char **sequence_number, char *err, size_t err_len)
+bool spill_envelope_parse(const char *json, char **body, char **sequence_number, char *err,
+                          size_t err_len)
 {
     *body = *sequence_number = NULL;
     json_error_t jerr;
     json_t *root = json_loads(json, JSON_REJECT_DUPLICATES, &jerr);
     json_int_t version = 0;
     const char *b = NULL, *seq = NULL;
-    bool ok = root && json_unpack(root, "{s:I, s:s, s:s}", "spillVersion", &version, "sequenceNumber", &seq,
-                                  "body", &b) == 0;
+    bool ok = root && json_unpack(root, "{s:I, s:s, s:s}", "spillVersion", &version,
+                                  "sequenceNumber", &seq, "body", &b) == 0;
     if (!ok)
         snprintf(err, err_len, "not a spill envelope (spillVersion, sequenceNumber, body)");
     else if (version != SPILL_VERSION) {
-        snprintf(err, err_len, "spill envelope version %lld is not %d", (long long)version, SPILL_VERSION);
+        snprintf(err, err_len, "spill envelope version %lld is not %d", (long long)version,
+                 SPILL_VERSION);
         ok = false;
     } else {
         *body = strdup(b);
@@ -85,7 +90,8 @@ size_t spill_send(sqs_client *sqs, const char *spill_url, const sqs_message *con
     for (size_t i = 0; i < n && i < SQS_MAX_BATCH; i++) {
         taken[i] = false;
         if (!(bodies[k] = spill_envelope(msgs[i]))) {
-            log_error(COMPONENT, "out of memory building the spill envelope of %s", msgs[i]->message_id);
+            log_error(COMPONENT, "out of memory building the spill envelope of %s",
+                      msgs[i]->message_id);
             continue;
         }
         snprintf(ids[k], sizeof ids[k], "s%zu", i);
@@ -96,17 +102,18 @@ size_t spill_send(sqs_client *sqs, const char *spill_url, const sqs_message *con
     sqs_error e = {0};
     sqs_status st = k ? sqs_send_message_batch(sqs, spill_url, entries, k, results, &e) : SQS_OK;
     if (st != SQS_OK)
-        log_warn(COMPONENT, "SendMessageBatch to the spill queue failed: %s (%s %s); the messages stay in "
-                            "their room queue", sqs_status_name(st), e.type, e.message);
+        log_warn(COMPONENT,
+                 "SendMessageBatch to the spill queue failed: %s (%s %s); the messages stay in "
+                 "their room queue",
+                 sqs_status_name(st), e.type, e.message);
     for (size_t j = 0; st == SQS_OK && j < k; j++) {
         taken[map[j]] = results[j].ok;
         sent += results[j].ok;
         if (!results[j].ok)
-            log_warn(COMPONENT, "spill of %s refused: %s %s", msgs[map[j]]->message_id, results[j].code,
-                     results[j].message);
+            log_warn(COMPONENT, "spill of %s refused: %s %s", msgs[map[j]]->message_id,
+                     results[j].code, results[j].message);
     }
-    for (size_t j = 0; j < k; j++)
-        free(bodies[j]);
+    for (size_t j = 0; j < k; j++) free(bodies[j]);
     metric_counter_add(m_spilled, sent);
     return sent;
 }
@@ -125,8 +132,8 @@ struct spill_drainer {
 /* One spilled message while the drainer holds it. */
 typedef struct {
     sqs_message *sqs;
-    char *body;                 /* the original room-queue body */
-    write_row *row;             /* NULL: not a storable message (dead-lettered) */
+    char *body;     /* the original room-queue body */
+    write_row *row; /* NULL: not a storable message (dead-lettered) */
     bool to_delete;
     bool to_retry;
 } drained;
@@ -135,21 +142,21 @@ static bool stopping(const spill_drainer *d) { return atomic_load(d->cfg.stoppin
 
 static void sleep_unless_stopping(const spill_drainer *d, long ms)
 {
-    for (; ms > 0 && !stopping(d); ms -= 100)
-        time_sleep_ms(ms > 100 ? 100 : ms);
+    for (; ms > 0 && !stopping(d); ms -= 100) time_sleep_ms(ms > 100 ? 100 : ms);
 }
 
 static void refresh_depth(spill_drainer *d)
 {
     uint64_t now = time_mono_ns();
-    if (now < d->next_depth_ns)
-        return;
+    if (now < d->next_depth_ns) return;
     d->next_depth_ns = now + DEPTH_REFRESH_MS * 1000000ull;
-    static const char *const names[] = {"ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"};
+    static const char *const names[] = {"ApproximateNumberOfMessages",
+                                        "ApproximateNumberOfMessagesNotVisible"};
     char *values[2] = {NULL, NULL};
     sqs_error e = {0};
     if (sqs_get_queue_attributes(d->sqs, d->cfg.spill_url, names, 2, values, &e) == SQS_OK)
-        metric_gauge_set(m_depth, (values[0] ? atof(values[0]) : 0) + (values[1] ? atof(values[1]) : 0));
+        metric_gauge_set(m_depth,
+                         (values[0] ? atof(values[0]) : 0) + (values[1] ? atof(values[1]) : 0));
     free(values[0]);
     free(values[1]);
 }
@@ -162,32 +169,30 @@ static void settle_handles(spill_drainer *d, drained *held, size_t n, bool delet
     char ids[SQS_MAX_BATCH][24];
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        if (deleting ? !held[i].to_delete : !held[i].to_retry)
-            continue;
+        if (deleting ? !held[i].to_delete : !held[i].to_retry) continue;
         snprintf(ids[k], sizeof ids[k], "h%zu", i);
         entries[k] = (sqs_handle_entry){ids[k], held[i].sqs->receipt_handle, RETRY_VISIBILITY_S};
         k++;
     }
-    if (k == 0)
-        return;
+    if (k == 0) return;
     sqs_error e = {0};
-    sqs_status st = deleting ? sqs_delete_message_batch(d->sqs, d->cfg.spill_url, entries, k, results, &e)
-                             : sqs_change_visibility_batch(d->sqs, d->cfg.spill_url, entries, k, results, &e);
+    sqs_status st =
+        deleting ? sqs_delete_message_batch(d->sqs, d->cfg.spill_url, entries, k, results, &e)
+                 : sqs_change_visibility_batch(d->sqs, d->cfg.spill_url, entries, k, results, &e);
     if (st != SQS_OK) {
         /* Not deleted: received again later and stored again as a no-op. */
         log_warn(COMPONENT, "%s on the spill queue failed: %s (%s %s)",
-                 deleting ? "DeleteMessageBatch" : "ChangeMessageVisibilityBatch", sqs_status_name(st), e.type,
-                 e.message);
+                 deleting ? "DeleteMessageBatch" : "ChangeMessageVisibilityBatch",
+                 sqs_status_name(st), e.type, e.message);
         return;
     }
     size_t ok = 0;
-    for (size_t j = 0; j < k; j++)
-        ok += results[j].ok;
-    if (deleting)
-        metric_counter_add(m_drained, ok);
+    for (size_t j = 0; j < k; j++) ok += results[j].ok;
+    if (deleting) metric_counter_add(m_drained, ok);
 }
 
-static void dead_letter(spill_drainer *d, drained *h, dlq_reason reason, const char *why, const char *group)
+static void dead_letter(spill_drainer *d, drained *h, dlq_reason reason, const char *why,
+                        const char *group)
 {
     char err[256];
     const char *original = h->body ? h->body : h->sqs->body;
@@ -196,7 +201,8 @@ static void dead_letter(spill_drainer *d, drained *h, dlq_reason reason, const c
         log_warn(COMPONENT, "spilled message %s sent to the DLQ: %s", h->sqs->message_id, why);
         h->to_delete = true;
     } else {
-        log_error(COMPONENT, "spilled message %s could not go to the DLQ (%s); left in the spill queue",
+        log_error(COMPONENT,
+                  "spilled message %s could not go to the DLQ (%s); left in the spill queue",
                   h->sqs->message_id, err);
     }
 }
@@ -225,8 +231,7 @@ static void settle(spill_drainer *d, drained *held, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         write_row *r = held[i].row;
-        if (!r)
-            continue;
+        if (!r) continue;
         if (r->status == WRITE_COMMITTED) {
             held[i].to_delete = true;
         } else if (r->status == WRITE_FAILED) {
@@ -234,7 +239,7 @@ static void settle(spill_drainer *d, drained *held, size_t n)
             snprintf(group, sizeof group, "%ld", r->room_id);
             dead_letter(d, &held[i], DLQ_DB, r->failure, group);
         } else {
-            held[i].to_retry = true;   /* withdrawn or abandoned: the database went away again */
+            held[i].to_retry = true; /* withdrawn or abandoned: the database went away again */
         }
     }
     settle_handles(d, held, n, true);
@@ -246,8 +251,7 @@ static void drain(spill_drainer *d, sqs_message *msgs, size_t n)
 {
     drained held[SQS_MAX_BATCH] = {0};
     write_row rows[SQS_MAX_BATCH];
-    for (size_t i = 0; i < n && i < SQS_MAX_BATCH; i++)
-        held[i].sqs = &msgs[i];
+    for (size_t i = 0; i < n && i < SQS_MAX_BATCH; i++) held[i].sqs = &msgs[i];
     n = n < SQS_MAX_BATCH ? n : SQS_MAX_BATCH;
     batch_writer_hold(d->cfg.writer);
     write_batch b = {.rows = rows, .n_rows = prepare(d, held, n, rows)};
@@ -256,8 +260,7 @@ static void drain(spill_drainer *d, sqs_message *msgs, size_t n)
     while (!batch_writer_wait_or_withdraw(d->cfg.writer, &b, 500, stall_limit))
         watchdog_expect(d->watchdog, 60000);
     settle(d, held, n);
-    for (size_t i = 0; i < n; i++)
-        free(held[i].body);
+    for (size_t i = 0; i < n; i++) free(held[i].body);
 }
 
 static void *drainer_main(void *arg)
@@ -268,7 +271,7 @@ static void *drainer_main(void *arg)
         watchdog_expect(d->watchdog, DRAIN_WAIT_S * 1000 + request_ms + 60000);
         refresh_depth(d);
         if (batch_writer_stalled_ms(d->cfg.writer) > 0) {
-            sleep_unless_stopping(d, IDLE_CHECK_MS);   /* the database cannot take them now */
+            sleep_unless_stopping(d, IDLE_CHECK_MS); /* the database cannot take them now */
             continue;
         }
         sqs_receive_options opt = {
@@ -285,13 +288,12 @@ static void *drainer_main(void *arg)
         sqs_client_set_abort(d->sqs, NULL);
         if (st != SQS_OK) {
             if (!stopping(d))
-                log_debug(COMPONENT, "ReceiveMessage on the spill queue failed: %s (%s %s)", sqs_status_name(st),
-                          e.type, e.message);
+                log_debug(COMPONENT, "ReceiveMessage on the spill queue failed: %s (%s %s)",
+                          sqs_status_name(st), e.type, e.message);
             sleep_unless_stopping(d, 1000);
             continue;
         }
-        if (n > 0 && !stopping(d))
-            drain(d, msgs, n);
+        if (n > 0 && !stopping(d)) drain(d, msgs, n);
         sqs_messages_free(msgs, n);
     }
     watchdog_unregister(d->watchdog);
@@ -327,12 +329,9 @@ spill_drainer *spill_drainer_start(const spill_drainer_config *cfg, char *err, s
 
 bool spill_drainer_stop(spill_drainer *d, uint64_t deadline_ns)
 {
-    if (!d)
-        return true;
-    while (!atomic_load(&d->finished) && time_mono_ns() < deadline_ns)
-        time_sleep_ms(20);
-    if (!atomic_load(&d->finished))
-        return false;
+    if (!d) return true;
+    while (!atomic_load(&d->finished) && time_mono_ns() < deadline_ns) time_sleep_ms(20);
+    if (!atomic_load(&d->finished)) return false;
     pthread_join(d->thread, NULL);
     sqs_client_free(d->sqs);
     free(d);

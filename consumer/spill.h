@@ -12,9 +12,10 @@
  *    the spill queue did not take stays in its room queue (it comes back after a short visibility).
  *  - The spill queue is a standard SQS queue (CHATFLOW_SPILL_QUEUE_NAME, default chatflow-db-spill,
  *    created by `chatflow-sqs setup`, no redrive). A spilled body is the envelope
- *        {"spillVersion":1,"sequenceNumber":"<the room queue's SequenceNumber>","body":"<original>"}
- *    so the row keeps its original sequence number (and the original keeps its receivedAt): it is
- *    stored exactly where it belongs in the room's order, whenever it is stored.
+ *        {"spillVersion":1,"sequenceNumber":"<the room queue's
+ * SequenceNumber>","body":"<original>"} so the row keeps its original sequence number (and the
+ * original keeps its receivedAt): it is stored exactly where it belongs in the room's order,
+ * whenever it is stored.
  *  - The drainer (spill_drainer_start: one thread) receives from the spill queue only while the
  *    writer is healthy, hands the rows to the batch writer and deletes from the spill queue what
  *    was committed; a row the database refuses on its own goes to the DLQ (reason "db"). If the
@@ -45,7 +46,8 @@ void spill_metrics_init(void);
 char *spill_envelope(const sqs_message *m);
 /* Unwraps an envelope: *body and *sequence_number are malloc'd (caller frees). False (err set)
  * when it is not an envelope of a known version. */
-bool spill_envelope_parse(const char *json, char **body, char **sequence_number, char *err, size_t err_len);
+bool spill_envelope_parse(const char *json, char **body, char **sequence_number, char *err,
+                          size_t err_len);
 
 /* Sends msgs[0..n) (n <= SQS_MAX_BATCH) to the spill queue; taken[i] tells which ones SQS took.
  * Returns how many were taken. */
@@ -58,7 +60,7 @@ typedef struct {
     batch_writer *writer;
     const char *spill_url;
     const char *dlq_url;
-    const atomic_bool *stopping;      /* the consumer's stop flag (also cuts the drainer's long poll) */
+    const atomic_bool *stopping; /* the consumer's stop flag (also cuts the drainer's long poll) */
 } spill_drainer_config;
 
 typedef struct spill_drainer spill_drainer;

@@ -81,9 +81,7 @@ bool circuit_acquire(circuit_breaker *cb, uint64_t now_ns, bool *probe)
     *probe = false;
     pthread_mutex_lock(&cb->lock);
     switch ((circuit_state_t)atomic_load(&cb->state)) {
-    case CIRCUIT_CLOSED:
-        allowed = true;
-        break;
+    case CIRCUIT_CLOSED: allowed = true; break;
     case CIRCUIT_OPEN:
         if (now_ns - atomic_load(&cb->opened_at_ns) < cb->open_ns) break;
         transition(cb, CIRCUIT_HALF_OPEN);

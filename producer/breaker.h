@@ -36,6 +36,6 @@ bool circuit_acquire(circuit_breaker *cb, uint64_t now_ns, bool *probe);
 void circuit_record(circuit_breaker *cb, bool success, bool was_probe, uint64_t now_ns);
 circuit_state_t circuit_state(const circuit_breaker *cb);
 bool circuit_admits(const circuit_breaker *cb, uint64_t now_ns);
-const char *circuit_state_name(circuit_state_t s);   /* "closed", "half-open", "open" */
+const char *circuit_state_name(circuit_state_t s); /* "closed", "half-open", "open" */
 
 #endif

@@ -6,11 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The connections themselves live in the slot table's storage, one pconn per slot. */
 struct conn_table {
-    pconn *slots;
-    uint32_t *free_stack;          /* indexes of free slots; top at free_count - 1 */
-    size_t free_count;
-    size_t capacity;
+    slot_table *slots;
 };
 
 answer *answer_new(const char *text, size_t len)
@@ -32,76 +30,63 @@ conn_table *conn_table_new(size_t capacity)
 {
     conn_table *t = calloc(1, sizeof *t);
     if (!t) return NULL;
-    t->slots = calloc(capacity, sizeof *t->slots);
-    t->free_stack = malloc(capacity * sizeof *t->free_stack);
-    if (!t->slots || !t->free_stack) {
-        conn_table_free(t);
+    if (!(t->slots = slot_table_new(capacity, sizeof(pconn)))) {
+        free(t);
         return NULL;
     }
-    t->capacity = capacity;
-    /* Lowest slot on top, so slots are reused from the front. */
-    for (size_t i = 0; i < capacity; i++) t->free_stack[i] = (uint32_t)(capacity - 1 - i);
-    t->free_count = capacity;
     return t;
 }
 
 void conn_table_free(conn_table *t)
 {
     if (!t) return;
-    if (t->slots)
-        for (size_t i = 0; i < t->capacity; i++)
-            if (t->slots[i].in_use) conn_table_release(t, &t->slots[i]);
-    free(t->slots);
-    free(t->free_stack);
+    for (size_t i = 0; i < slot_table_capacity(t->slots); i++) {
+        pconn *c = conn_table_at(t, i);
+        if (c) conn_table_release(t, c);
+    }
+    slot_table_free(t->slots);
     free(t);
 }
 
 pconn *conn_table_acquire(conn_table *t)
 {
-    if (t->free_count == 0) return NULL;
-    uint32_t slot = t->free_stack[--t->free_count];
-    pconn *c = &t->slots[slot];
-    uint32_t generation = c->generation + 1;
-    memset(c, 0, sizeof *c);
-    c->slot = slot;
-    c->generation = generation;
-    c->in_use = true;
+    slot_ref ref;
+    pconn *c = slot_table_acquire(t->slots, &ref);
+    if (!c) return NULL;
+    c->slot = ref.slot;
+    c->generation = ref.generation;
     return c;
 }
 
 pconn *conn_table_get(conn_table *t, uint32_t slot, uint32_t generation)
 {
-    if (slot >= t->capacity) return NULL;
-    pconn *c = &t->slots[slot];
-    return c->in_use && c->generation == generation ? c : NULL;
+    return slot_table_get(t->slots, (slot_ref){.slot = slot, .generation = generation});
 }
 
 void conn_table_release(conn_table *t, pconn *c)
 {
-    if (!c->in_use) return;
+    slot_ref ref = {.slot = c->slot, .generation = c->generation};
+    if (!slot_table_get(t->slots, ref)) return;
     answer *a;
     while ((a = conn_pop_answer(c))) answer_free(a);
-    free(c->rx_buf);
+    ws_frame_free(c->rx_buf);
     c->rx_buf = NULL;
-    c->in_use = false;
     c->wsi = NULL;
-    c->generation++;               /* stale (slot, generation) pairs stop matching at once */
-    t->free_stack[t->free_count++] = c->slot;
+    slot_table_release(t->slots, ref); /* stale (slot, generation) pairs stop matching at once */
 }
 
-size_t conn_table_active(const conn_table *t) { return t->capacity - t->free_count; }
-size_t conn_table_capacity(const conn_table *t) { return t->capacity; }
+size_t conn_table_active(const conn_table *t) { return slot_table_active(t->slots); }
+size_t conn_table_capacity(const conn_table *t) { return slot_table_capacity(t->slots); }
 
-pconn *conn_table_at(conn_table *t, size_t i)
-{
-    return i < t->capacity && t->slots[i].in_use ? &t->slots[i] : NULL;
-}
+pconn *conn_table_at(conn_table *t, size_t i) { return slot_table_at(t->slots, i, NULL); }
 
 void conn_push_answer(pconn *c, answer *a)
 {
     a->next = NULL;
-    if (c->out_tail) c->out_tail->next = a;
-    else c->out_head = a;
+    if (c->out_tail)
+        c->out_tail->next = a;
+    else
+        c->out_head = a;
     c->out_tail = a;
     c->out_count++;
 }

@@ -1,5 +1,6 @@
 /*
- * connections — the WebSocket thread's table of open connections, addressed by (slot, generation).
+ * connections — the WebSocket thread's table of open connections, addressed by (slot, generation)
+ * (the handle scheme of slot_table.h).
  *
  * Contract:
  *  - Other threads never hold a connection pointer: a publish request carries the connection's
@@ -18,14 +19,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "slot_table.h"
+#include "ws_frame.h"
+
 struct lws;
 
 /* One answer frame (ack or error), with lws's LWS_PRE bytes of headroom before the text. */
 typedef struct answer {
     struct answer *next;
     size_t len;
-    bool refusal;                  /* a frame refused at a cap: never counted in unanswered */
-    unsigned char *text;           /* points into storage, after the headroom */
+    bool refusal;        /* a frame refused at a cap: never counted in unanswered */
+    unsigned char *text; /* points into storage, after the headroom */
     unsigned char storage[];
 } answer;
 
@@ -37,26 +41,22 @@ typedef struct pconn {
     struct lws *wsi;
     uint32_t slot;
     uint32_t generation;
-    bool in_use;
     long room;
     char client_ip[64];
 
-    /* frame reassembly */
-    unsigned char *rx_buf;         /* lazily allocated, max frame size */
-    size_t rx_len;
-    bool rx_discarding;            /* current frame is over the limit: drop its remaining bytes */
+    ws_frame *rx_buf; /* frame reassembly; NULL until a frame comes in pieces */
 
     /* answers waiting to be written */
     answer *out_head, *out_tail;
     size_t out_count;
 
-    int unanswered;                /* frames received whose answer is not written yet */
-    int at_publisher;              /* of those, how many the publisher still holds */
-    int refusals;                  /* refusal answers queued (frames past a cap; not in unanswered) */
+    int unanswered;   /* frames received whose answer is not written yet */
+    int at_publisher; /* of those, how many the publisher still holds */
+    int refusals;     /* refusal answers queued (frames past a cap; not in unanswered) */
     bool reads_paused;
-    bool closing;                  /* close with "going away" at the next WRITEABLE */
+    bool closing; /* close with "going away" at the next WRITEABLE */
 
-    bool typed_once;               /* a typing indicator was published (last_typing_ns is set) */
+    bool typed_once; /* a typing indicator was published (last_typing_ns is set) */
     uint64_t last_typing_ns;
 } pconn;
 

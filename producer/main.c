@@ -30,9 +30,10 @@
 #include "settings.h"
 #include "timeutil.h"
 #include "watchdog.h"
-#include "ws_server.h"
+#include "ingress.h"
 
-#define EXIT_MARGIN_NS ((uint64_t)250 * 1000000)   /* of the stop budget, kept for the exit itself */
+#define EXIT_MARGIN_NS ((uint64_t)250 * 1000000) /* of the stop budget, kept for the exit itself \
+                                                  */
 
 typedef struct {
     publisher *pub;
@@ -46,7 +47,8 @@ static bool check_sqs(void *ctx, char *detail, size_t len)
     app *a = ctx;
     size_t ready = publisher_rooms_ready(a->pub), rooms = publisher_room_count(a->pub);
     circuit_state_t st = circuit_state(a->breaker);
-    snprintf(detail, len, "breaker %s; queue URLs resolved for %zu of %zu rooms", circuit_state_name(st), ready, rooms);
+    snprintf(detail, len, "breaker %s; queue URLs resolved for %zu of %zu rooms",
+             circuit_state_name(st), ready, rooms);
     return st == CIRCUIT_CLOSED && ready == rooms;
 }
 
@@ -83,14 +85,13 @@ int main(int argc, char **argv)
     static producer_settings s;
     char err[512];
     switch (producer_settings_load(&s, &argc, argv, err, sizeof err)) {
-    case PRODUCER_SETTINGS_HELP:
-        return 0;
+    case PRODUCER_SETTINGS_HELP: return 0;
     case PRODUCER_SETTINGS_ERROR:
-        redact_text(err, sizeof err);   /* a value quoted back may be a secret put in the wrong place */
+        redact_text(err,
+                    sizeof err); /* a value quoted back may be a secret put in the wrong place */
         fprintf(stderr, "chatflow-producer: %s\n", err);
         return 2;
-    case PRODUCER_SETTINGS_OK:
-        break;
+    case PRODUCER_SETTINGS_OK: break;
     }
 
     /* Block the stop signals before any thread exists, so only the signal thread sees them. */
@@ -106,7 +107,8 @@ int main(int argc, char **argv)
     int rc = 1;
     credentials_provider *creds = NULL;
     admin_http *admin = NULL;
-    a.breaker = circuit_breaker_new((int)s.breaker_failure_threshold, s.breaker_open_ms, m->breaker_state);
+    a.breaker =
+        circuit_breaker_new((int)s.breaker_failure_threshold, s.breaker_open_ms, m->breaker_state);
     if (!a.breaker) {
         log_error("producer", "out of memory");
         return 1;
@@ -161,7 +163,8 @@ int main(int argc, char **argv)
      * whose outages are /health/ready's business and must not get every task restarted. */
     admin_http_set_liveness(admin, watchdog_health_check, NULL);
     admin_http_set_serving(admin, check_serving, &a);
-    if (!admin_http_start(admin, s.common.admin_bind, (int)s.admin_port, (int)s.admin_threads, err, sizeof err)) {
+    if (!admin_http_start(admin, s.common.admin_bind, (int)s.admin_port, (int)s.admin_threads, err,
+                          sizeof err)) {
         redact_text(err, sizeof err);
         log_error("producer", "admin HTTP: %s", err);
         goto out;
@@ -175,8 +178,9 @@ int main(int argc, char **argv)
     pthread_detach(sig_thread);
 
     char endpoint[sizeof s.common.sqs_endpoint];
-    snprintf(endpoint, sizeof endpoint, "%s", s.common.sqs_endpoint[0] ? s.common.sqs_endpoint : "(AWS)");
-    redact_text(endpoint, sizeof endpoint);   /* http://user:password@host must not reach the log */
+    snprintf(endpoint, sizeof endpoint, "%s",
+             s.common.sqs_endpoint[0] ? s.common.sqs_endpoint : "(AWS)");
+    redact_text(endpoint, sizeof endpoint); /* http://user:password@host must not reach the log */
     log_info("producer", "listening ws=%d admin=%d rooms=%lld-%lld server_id=%s sqs=%s",
              ingress_port(a.in), admin_http_port(admin), s.common.room_min, s.common.room_max,
              s.common.server_id, endpoint);

@@ -25,10 +25,13 @@ producer_metrics *producer_metrics_init(void)
     /* Called once from main before any thread starts; the flag only avoids re-registering. */
     if (initialised) return &M;
     initialised = 1;
-    M.connections_active = metrics_gauge("chatflow_ws_connections_active", "Open WebSocket connections.", NULL);
-    M.connections_total = metrics_counter("chatflow_ws_connections_total", "WebSocket connections accepted.", NULL);
-    M.handshakes_refused = metrics_counter("chatflow_ws_handshakes_refused_total",
-                                           "WebSocket handshakes refused (bad path, room, limit, stopping).", NULL);
+    M.connections_active =
+        metrics_gauge("chatflow_ws_connections_active", "Open WebSocket connections.", NULL);
+    M.connections_total =
+        metrics_counter("chatflow_ws_connections_total", "WebSocket connections accepted.", NULL);
+    M.handshakes_refused =
+        metrics_counter("chatflow_ws_handshakes_refused_total",
+                        "WebSocket handshakes refused (bad path, room, limit, stopping).", NULL);
     for (int s = CHAT_OK; s <= CHAT_QUEUE_ERROR; s++) {
         char labels[64];
         snprintf(labels, sizeof labels, "result=\"%s\"", producer_result_label((chat_status)s));
@@ -36,24 +39,30 @@ producer_metrics *producer_metrics_init(void)
                                         "Client frames by the answer they got.", labels);
     }
     M.ack_latency = metrics_histogram("chatflow_ack_latency_seconds",
-                                      "Frame received to ack queued (SQS accepted the message).", NULL,
-                                      METRICS_LATENCY_BUCKETS, METRICS_LATENCY_BUCKETS_N);
-    M.inflight = metrics_gauge("chatflow_inflight_messages", "Frames received and not answered yet.", NULL);
-    M.frames_paused = metrics_counter("chatflow_ws_frames_paused_total",
-                                      "Times a connection's reads were paused by the in-flight caps.", NULL);
+                                      "Frame received to ack queued (SQS accepted the message).",
+                                      NULL, METRICS_LATENCY_BUCKETS, METRICS_LATENCY_BUCKETS_N);
+    M.inflight =
+        metrics_gauge("chatflow_inflight_messages", "Frames received and not answered yet.", NULL);
+    M.frames_paused =
+        metrics_counter("chatflow_ws_frames_paused_total",
+                        "Times a connection's reads were paused by the in-flight caps.", NULL);
     M.breaker_state = metrics_gauge("chatflow_circuit_breaker_state",
                                     "SQS circuit breaker: 0 closed, 1 half-open, 2 open.", NULL);
-    M.late_answers_dropped = metrics_counter("chatflow_answers_dropped_total",
-                                             "Answers whose connection had closed before they were ready.", NULL);
+    M.late_answers_dropped =
+        metrics_counter("chatflow_answers_dropped_total",
+                        "Answers whose connection had closed before they were ready.", NULL);
     /* published: SQS took it; throttled: within the typing interval of the connection's last one;
      * dropped: could not be published now (stopping, breaker open, queue unknown, busy);
      * failed: SQS did not take it before the deadline. */
     static const char *const typing_labels[TYPING_RESULTS] = {
-        "result=\"published\"", "result=\"throttled\"", "result=\"dropped\"", "result=\"failed\"",
+        "result=\"published\"",
+        "result=\"throttled\"",
+        "result=\"dropped\"",
+        "result=\"failed\"",
     };
     for (int r = 0; r < TYPING_RESULTS; r++)
-        M.typing[r] = metrics_counter("chatflow_typing_frames_total",
-                                      "Valid TYPING frames by what became of them (never answered).",
-                                      typing_labels[r]);
+        M.typing[r] = metrics_counter(
+            "chatflow_typing_frames_total",
+            "Valid TYPING frames by what became of them (never answered).", typing_labels[r]);
     return &M;
 }

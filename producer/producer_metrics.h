@@ -1,5 +1,6 @@
 /*
- * producer_metrics — the WebSocket side's Prometheus series (SPEC §7 names), registered once.
+ * producer_metrics — the WebSocket side's Prometheus series (protocol.md §6 names), registered
+ * once.
  *
  * Contract:
  *  - producer_metrics_init() registers every series up front, so /metrics shows them (at 0)
@@ -14,13 +15,19 @@
 #include "metrics.h"
 
 /* The {result} of chatflow_typing_frames_total: what became of a valid TYPING frame. */
-typedef enum { TYPING_PUBLISHED, TYPING_THROTTLED, TYPING_DROPPED, TYPING_FAILED, TYPING_RESULTS } typing_result;
+typedef enum {
+    TYPING_PUBLISHED,
+    TYPING_THROTTLED,
+    TYPING_DROPPED,
+    TYPING_FAILED,
+    TYPING_RESULTS
+} typing_result;
 
 typedef struct {
     metric_gauge *connections_active;
     metric_counter *connections_total;
     metric_counter *handshakes_refused;
-    metric_counter *received[CHAT_QUEUE_ERROR + 1];   /* by chat_status */
+    metric_counter *received[CHAT_QUEUE_ERROR + 1]; /* by chat_status */
     metric_histogram *ack_latency;
     metric_gauge *inflight;
     metric_counter *frames_paused;

@@ -48,7 +48,7 @@ typedef struct {
     long room;
     char room_str[16];
     char queue_name[160];
-    char *queue_url;               /* NULL until resolved */
+    char *queue_url; /* NULL until resolved */
     uint64_t next_resolve_ns;
     int resolve_failures;
     publish_request *head, *tail;
@@ -64,22 +64,22 @@ typedef struct {
     workqueue *in;
     sqs_client *sqs;
     unsigned int seed;
-    bool results_pending;          /* delivered since the last wake */
+    bool results_pending; /* delivered since the last wake */
     watchdog_loop *dog;
-    bool exited;                   /* publisher_main returned (under owner->exit_lock) */
+    bool exited; /* publisher_main returned (under owner->exit_lock) */
 } publisher_thread;
 
 struct publisher {
     publisher_config cfg;
     char queue_prefix[64];
     size_t n_rooms;
-    room_state *rooms;             /* index room - room_min; each owned by one thread */
+    room_state *rooms; /* index room - room_min; each owned by one thread */
     _Atomic bool *room_ready;
     atomic_size_t rooms_ready;
     atomic_bool stopping;
-    _Atomic uint64_t drain_by_ns;  /* 0, or: answer everything by then (shutdown) */
+    _Atomic uint64_t drain_by_ns; /* 0, or: answer everything by then (shutdown) */
     pthread_mutex_t exit_lock;
-    pthread_cond_t exit_cond;      /* signalled as each thread ends (CLOCK_MONOTONIC) */
+    pthread_cond_t exit_cond; /* signalled as each thread ends (CLOCK_MONOTONIC) */
     int n_threads;
     publisher_thread *threads;
     metric_histogram *batch_size;
@@ -139,8 +139,8 @@ static void deliver(publisher_thread *t, publish_result *res)
     } while (!workqueue_push(p->cfg.results, res));
 }
 
-static void answer_request(publisher_thread *t, publish_request *r, chat_status status, const char *why,
-                           const char *sequence_number)
+static void answer_request(publisher_thread *t, publish_request *r, chat_status status,
+                           const char *why, const char *sequence_number)
 {
     publish_result *res = calloc(1, sizeof *res);
     char *text = NULL;
@@ -183,8 +183,10 @@ static void answer_request(publisher_thread *t, publish_request *r, chat_status 
 static void room_append(room_state *rs, publish_request *r)
 {
     r->next = NULL;
-    if (rs->tail) rs->tail->next = r;
-    else rs->head = r;
+    if (rs->tail)
+        rs->tail->next = r;
+    else
+        rs->head = r;
     rs->tail = r;
     rs->count++;
     rs->bytes += r->body_len;
@@ -247,16 +249,22 @@ static uint64_t send_by_ns(const publisher *p, const publish_request *r)
     return by;
 }
 
-static bool draining(const publisher *p) { return atomic_load(&((publisher *)p)->drain_by_ns) != 0; }
+static bool draining(const publisher *p)
+{
+    return atomic_load(&((publisher *)p)->drain_by_ns) != 0;
+}
 
 /* Answers the head messages that can no longer be sent in time. */
 static void expire_heads(publisher_thread *t, room_state *rs, uint64_t now)
 {
     publisher *p = t->owner;
     while (rs->head && now > send_by_ns(p, rs->head)) {
-        log_debug("publisher", "%s: message %s missed its deadline", rs->queue_name, rs->head->message_id);
-        const char *why = draining(p) ? "server is shutting down and SQS did not accept the message in time; resend it"
-                                      : "SQS did not accept the message before the deadline";
+        log_debug("publisher", "%s: message %s missed its deadline", rs->queue_name,
+                  rs->head->message_id);
+        const char *why =
+            draining(p)
+                ? "server is shutting down and SQS did not accept the message in time; resend it"
+                : "SQS did not accept the message before the deadline";
         answer_request(t, room_pop(rs), CHAT_QUEUE_ERROR, why, NULL);
     }
 }
@@ -329,13 +337,15 @@ static void send_batch(publisher_thread *t, room_state *rs, uint64_t now, bool p
     sqs_entry_result results[SQS_MAX_BATCH];
     char ids[SQS_MAX_BATCH][24];
     size_t n = 0, bytes = 0;
-    while (n < SQS_MAX_BATCH && rs->head && (n == 0 || bytes + rs->head->body_len <= BATCH_MAX_BYTES)) {
+    while (n < SQS_MAX_BATCH && rs->head &&
+           (n == 0 || bytes + rs->head->body_len <= BATCH_MAX_BYTES)) {
         publish_request *r = room_pop(rs);
         bytes += r->body_len;
-        if (r->attempts == 0) metric_histogram_observe(p->queue_wait, (double)(now - r->enqueued_ns) / 1e9);
+        if (r->attempts == 0)
+            metric_histogram_observe(p->queue_wait, (double)(now - r->enqueued_ns) / 1e9);
         snprintf(ids[n], sizeof ids[n], "%zu", n);
-        entries[n] = (sqs_send_entry){ .id = ids[n], .body = r->body, .group_id = rs->room_str,
-                                       .dedup_id = r->message_id };
+        entries[n] = (sqs_send_entry){
+            .id = ids[n], .body = r->body, .group_id = rs->room_str, .dedup_id = r->message_id};
         batch[n++] = r;
     }
     memset(results, 0, sizeof results);
@@ -389,7 +399,7 @@ static void settle_entries(publisher_thread *t, room_state *rs, publish_request 
                            const sqs_entry_result *results, size_t n, uint64_t after)
 {
     publisher *p = t->owner;
-    size_t last_ok = n;            /* index of the last accepted entry; n = none */
+    size_t last_ok = n; /* index of the last accepted entry; n = none */
     for (size_t i = n; i-- > 0;)
         if (results[i].ok) {
             last_ok = i;
@@ -400,23 +410,28 @@ static void settle_entries(publisher_thread *t, room_state *rs, publish_request 
     uint64_t wait = 0;
     for (size_t i = 0; i < n; i++) {
         if (!results[i].ok && !results[i].sender_fault && last_ok != n && i < last_ok) {
-            log_warn("publisher", "SendMessageBatch %s: entry failed (%s) after a later one was queued; "
-                     "answering it rather than reordering the room", rs->queue_name, results[i].code);
+            log_warn("publisher",
+                     "SendMessageBatch %s: entry failed (%s) after a later one was queued; "
+                     "answering it rather than reordering the room",
+                     rs->queue_name, results[i].code);
             char why[200];
-            snprintf(why, sizeof why, "SQS failed the message (%s) but queued a later one of this room; "
-                     "resend it (same clientMessageId: queued at most once)", results[i].code);
+            snprintf(why, sizeof why,
+                     "SQS failed the message (%s) but queued a later one of this room; "
+                     "resend it (same clientMessageId: queued at most once)",
+                     results[i].code);
             answer_request(t, batch[i], CHAT_QUEUE_ERROR, why, NULL);
         } else if (results[i].ok) {
             answer_request(t, batch[i], CHAT_OK, NULL, results[i].sequence_number);
         } else if (results[i].sender_fault) {
-            log_warn("publisher", "SendMessageBatch %s: entry refused: %s %s", rs->queue_name, results[i].code,
-                     results[i].message);
+            log_warn("publisher", "SendMessageBatch %s: entry refused: %s %s", rs->queue_name,
+                     results[i].code, results[i].message);
             char why[400];
-            snprintf(why, sizeof why, "SQS refused the message: %s %s", results[i].code, results[i].message);
+            snprintf(why, sizeof why, "SQS refused the message: %s %s", results[i].code,
+                     results[i].message);
             answer_request(t, batch[i], CHAT_QUEUE_ERROR, why, NULL);
         } else {
-            log_debug("publisher", "SendMessageBatch %s: entry failed: %s %s (will retry)", rs->queue_name,
-                      results[i].code, results[i].message);
+            log_debug("publisher", "SendMessageBatch %s: entry failed: %s %s (will retry)",
+                      rs->queue_name, results[i].code, results[i].message);
             if (!wait) wait = backoff_ns(t, batch[i]->attempts + 1);
             batch[i]->attempts++;
             batch[i]->not_before_ns = after + wait;
@@ -448,7 +463,8 @@ static uint64_t service_room(publisher_thread *t, room_state *rs, uint64_t now, 
         bool probe = false;
         if (!circuit_acquire(p->cfg.breaker, now, &probe)) {
             if (circuit_state(p->cfg.breaker) == CIRCUIT_OPEN)
-                answer_all(t, rs, CHAT_QUEUE_UNAVAILABLE, "SQS is unavailable (circuit breaker open)");
+                answer_all(t, rs, CHAT_QUEUE_UNAVAILABLE,
+                           "SQS is unavailable (circuit breaker open)");
             else
                 return now + 5 * MS; /* another room's probe is out: look again shortly */
             break;
@@ -476,7 +492,7 @@ static void probe_if_open(publisher_thread *t, uint64_t now)
     if (t->index != 0 || draining(p) || circuit_state(p->cfg.breaker) == CIRCUIT_CLOSED) return;
     bool probe = false;
     if (!circuit_acquire(p->cfg.breaker, now, &probe)) return;
-    if (!probe) {                      /* closed meanwhile: nothing to prove */
+    if (!probe) { /* closed meanwhile: nothing to prove */
         return;
     }
     char *url = NULL;
@@ -496,7 +512,7 @@ static void *publisher_main(void *arg)
     publisher *p = t->owner;
     void *items[256];
     const size_t max_items = sizeof items / sizeof items[0];
-    uint64_t next_due = 0;         /* earliest time one of this thread's rooms needs a turn */
+    uint64_t next_due = 0; /* earliest time one of this thread's rooms needs a turn */
     bool stall = p->cfg.failpoint_stall && t->index == 0;
     for (;;) {
         beat(t, IDLE_WAIT_MS);
@@ -511,7 +527,7 @@ static void *publisher_main(void *arg)
         bool flushing = stopping || draining(p);
         if (n == 0) {
             uint64_t now = time_mono_ns();
-            if (stopping && next_due == 0) break;           /* input closed, nothing pending */
+            if (stopping && next_due == 0) break; /* input closed, nothing pending */
             uint64_t wake = next_due ? next_due : now + (uint64_t)IDLE_WAIT_MS * MS;
             if (wake > now) {
                 long wait_ms = (long)((wake - now + MS - 1) / MS);
@@ -521,7 +537,7 @@ static void *publisher_main(void *arg)
                     items[0] = item;
                     n = 1 + workqueue_pop_many(t->in, items + 1, max_items - 1);
                 } else if (stopping) {
-                    time_sleep_ms(wait_ms);                 /* closed queue: no wake-ups left */
+                    time_sleep_ms(wait_ms); /* closed queue: no wake-ups left */
                 }
             }
         }
@@ -539,7 +555,8 @@ static void *publisher_main(void *arg)
             room_state *rs = &p->rooms[i];
             uint64_t due = service_room(t, rs, time_mono_ns(), flushing);
             wake_if_pending(t);
-            if (!rs->queue_url && !flushing && (due == 0 || rs->next_resolve_ns < due)) due = rs->next_resolve_ns;
+            if (!rs->queue_url && !flushing && (due == 0 || rs->next_resolve_ns < due))
+                due = rs->next_resolve_ns;
             if (due && (next_due == 0 || due < next_due)) next_due = due;
         }
     }
@@ -568,9 +585,10 @@ static bool stop_threads(publisher *p, uint64_t deadline_ns)
                 pthread_cond_wait(&p->exit_cond, &p->exit_lock);
                 continue;
             }
-            struct timespec until = { .tv_sec = (time_t)(deadline_ns / 1000000000u),
-                                      .tv_nsec = (long)(deadline_ns % 1000000000u) };
-            if (pthread_cond_timedwait(&p->exit_cond, &p->exit_lock, &until) != 0 && !t->exited) break;
+            struct timespec until = {.tv_sec = (time_t)(deadline_ns / 1000000000u),
+                                     .tv_nsec = (long)(deadline_ns % 1000000000u)};
+            if (pthread_cond_timedwait(&p->exit_cond, &p->exit_lock, &until) != 0 && !t->exited)
+                break;
         }
         if (t->started && !t->exited) all = false;
     }
@@ -618,7 +636,8 @@ static void free_all(publisher *p)
 
 publisher *publisher_start(const publisher_config *cfg, char *err, size_t err_len)
 {
-    if (cfg->room_max < cfg->room_min || cfg->threads < 0 || !cfg->results || !cfg->breaker || !cfg->wake) {
+    if (cfg->room_max < cfg->room_min || cfg->threads < 0 || !cfg->results || !cfg->breaker ||
+        !cfg->wake) {
         snprintf(err, err_len, "publisher: bad configuration");
         return NULL;
     }
@@ -627,7 +646,7 @@ publisher *publisher_start(const publisher_config *cfg, char *err, size_t err_le
     pthread_mutex_init(&p->exit_lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);   /* deadlines are time_mono_ns() */
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* deadlines are time_mono_ns() */
     pthread_cond_init(&p->exit_cond, &ca);
     pthread_condattr_destroy(&ca);
     p->cfg = *cfg;
@@ -646,23 +665,27 @@ publisher *publisher_start(const publisher_config *cfg, char *err, size_t err_le
         snprintf(rs->room_str, sizeof rs->room_str, "%ld", rs->room);
         snprintf(rs->queue_name, sizeof rs->queue_name, "%s%ld.fifo", p->queue_prefix, rs->room);
     }
-    p->batch_size = metrics_histogram("chatflow_publish_batch_size", "Messages per SendMessageBatch.",
-                                      NULL, METRICS_SIZE_BUCKETS, METRICS_SIZE_BUCKETS_N);
-    p->batches = metrics_counter("chatflow_publish_batches_total", "SendMessageBatch requests sent.", NULL);
+    p->batch_size =
+        metrics_histogram("chatflow_publish_batch_size", "Messages per SendMessageBatch.", NULL,
+                          METRICS_SIZE_BUCKETS, METRICS_SIZE_BUCKETS_N);
+    p->batches =
+        metrics_counter("chatflow_publish_batches_total", "SendMessageBatch requests sent.", NULL);
     p->retries = metrics_counter("chatflow_publish_retries_total",
                                  "Batch entries sent again after a failure.", NULL);
-    p->queue_wait = metrics_histogram("chatflow_publish_queue_wait_seconds",
-                                      "Time a message waits in the publisher before its first send.",
-                                      NULL, METRICS_LATENCY_BUCKETS, METRICS_LATENCY_BUCKETS_N);
+    p->queue_wait =
+        metrics_histogram("chatflow_publish_queue_wait_seconds",
+                          "Time a message waits in the publisher before its first send.", NULL,
+                          METRICS_LATENCY_BUCKETS, METRICS_LATENCY_BUCKETS_N);
 
     sqs_config sc = {
         .region = cfg->region,
         .endpoint = cfg->endpoint && cfg->endpoint[0] ? cfg->endpoint : NULL,
         .credentials = cfg->credentials,
-        .connect_timeout_ms = cfg->connect_timeout_ms < cfg->request_timeout_ms ? cfg->connect_timeout_ms
-                                                                                : cfg->request_timeout_ms,
+        .connect_timeout_ms = cfg->connect_timeout_ms < cfg->request_timeout_ms
+                                  ? cfg->connect_timeout_ms
+                                  : cfg->request_timeout_ms,
         .request_timeout_ms = cfg->request_timeout_ms,
-        .max_attempts = 1,         /* retries are ours: per entry, bounded by the deadline */
+        .max_attempts = 1, /* retries are ours: per entry, bounded by the deadline */
     };
     for (int i = 0; i < p->n_threads; i++) {
         publisher_thread *t = &p->threads[i];
@@ -688,7 +711,8 @@ publisher *publisher_start(const publisher_config *cfg, char *err, size_t err_le
         }
         p->threads[i].started = true;
     }
-    log_info("publisher", "%d publisher threads for rooms %ld-%ld", p->n_threads, cfg->room_min, cfg->room_max);
+    log_info("publisher", "%d publisher threads for rooms %ld-%ld", p->n_threads, cfg->room_min,
+             cfg->room_max);
     return p;
 oom:
     snprintf(err, err_len, "publisher: out of memory");
@@ -716,14 +740,18 @@ bool publisher_room_ready(const publisher *p, long room)
     return atomic_load(&p->room_ready[room - p->cfg.room_min]);
 }
 
-size_t publisher_rooms_ready(const publisher *p) { return atomic_load(&((publisher *)p)->rooms_ready); }
+size_t publisher_rooms_ready(const publisher *p)
+{
+    return atomic_load(&((publisher *)p)->rooms_ready);
+}
 size_t publisher_room_count(const publisher *p) { return p->n_rooms; }
 
 void publisher_drain_by(publisher *p, uint64_t deadline_ns)
 {
     if (!p || !deadline_ns) return;
     uint64_t cur = atomic_load(&p->drain_by_ns);
-    while ((cur == 0 || deadline_ns < cur) && !atomic_compare_exchange_weak(&p->drain_by_ns, &cur, deadline_ns)) {
+    while ((cur == 0 || deadline_ns < cur) &&
+           !atomic_compare_exchange_weak(&p->drain_by_ns, &cur, deadline_ns)) {
     }
 }
 
@@ -731,7 +759,7 @@ bool publisher_stop(publisher *p, uint64_t deadline_ns)
 {
     if (!p) return true;
     publisher_drain_by(p, deadline_ns);
-    if (!stop_threads(p, deadline_ns)) return false;   /* a thread may still use all of it */
+    if (!stop_threads(p, deadline_ns)) return false; /* a thread may still use all of it */
     free_all(p);
     return true;
 }

@@ -60,18 +60,18 @@
 #include "workqueue.h"
 
 typedef struct publish_request {
-    struct publish_request *next;  /* the publisher's room list */
-    uint32_t slot, generation;     /* the originating connection */
+    struct publish_request *next; /* the publisher's room list */
+    uint32_t slot, generation;    /* the originating connection */
     long room;
     char message_id[UUID_STR_BUF];
     char client_message_id[CHAT_CMID_MAX + 1];
-    char *body;                    /* SPEC §2 JSON, owned */
+    char *body; /* protocol.md §4 JSON, owned */
     size_t body_len;
-    uint64_t received_ns;          /* frame arrival (deadline and ack latency) */
-    uint64_t enqueued_ns;          /* arrival at the publisher (linger, queue wait) */
-    uint64_t not_before_ns;        /* retry backoff */
+    uint64_t received_ns;   /* frame arrival (deadline and ack latency) */
+    uint64_t enqueued_ns;   /* arrival at the publisher (linger, queue wait) */
+    uint64_t not_before_ns; /* retry backoff */
     int attempts;
-    bool silent;                   /* a typing indicator: its result carries no answer frame */
+    bool silent; /* a typing indicator: its result carries no answer frame */
 } publish_request;
 
 /* The SQS body for a message: queue_message_to_json(), with characters outside the Basic
@@ -86,31 +86,31 @@ void publish_request_free(publish_request *r);
 
 typedef struct {
     uint32_t slot, generation;
-    chat_status status;            /* CHAT_OK for an ack */
+    chat_status status; /* CHAT_OK for an ack */
     uint64_t received_ns;
-    bool silent;                   /* from a silent request: frame is NULL, nobody is answered */
-    answer *frame;                 /* the ack or error frame, owned */
+    bool silent;   /* from a silent request: frame is NULL, nobody is answered */
+    answer *frame; /* the ack or error frame, owned */
 } publish_result;
 
 void publish_result_free(publish_result *r);
 
 typedef struct {
     const char *region;
-    const char *endpoint;          /* NULL or "" -> AWS */
+    const char *endpoint; /* NULL or "" -> AWS */
     credentials_provider *credentials;
     const char *queue_prefix;
     long room_min, room_max;
-    int threads;                   /* 0 = one per room, at most PUBLISHER_AUTO_THREADS_MAX */
+    int threads; /* 0 = one per room, at most PUBLISHER_AUTO_THREADS_MAX */
     long linger_ms;
     long deadline_ms;
     long request_timeout_ms;
     long connect_timeout_ms;
     circuit_breaker *breaker;
-    workqueue *results;            /* publish_result * for the WebSocket thread */
-    void (*wake)(void *ctx);       /* tells the WebSocket thread results are waiting */
+    workqueue *results;      /* publish_result * for the WebSocket thread */
+    void (*wake)(void *ctx); /* tells the WebSocket thread results are waiting */
     void *wake_ctx;
-    size_t queue_capacity;         /* per thread input queue */
-    bool failpoint_stall;          /* tests only: thread 0 sleeps forever in its loop */
+    size_t queue_capacity; /* per thread input queue */
+    bool failpoint_stall;  /* tests only: thread 0 sleeps forever in its loop */
 } publisher_config;
 
 #define PUBLISHER_AUTO_THREADS_MAX 64

@@ -8,16 +8,16 @@
 #include <stdlib.h>
 
 typedef struct {
-    uint32_t user_id;            /* 0 = empty slot (user ids start at 1) */
+    uint32_t user_id; /* 0 = empty slot (user ids start at 1) */
     double tokens;
     uint64_t updated_ns;
 } bucket;
 
 struct rate_limiter {
-    double capacity;             /* tokens; also the refill per minute */
-    double per_ns;               /* refill per nanosecond */
+    double capacity; /* tokens; also the refill per minute */
+    double per_ns;   /* refill per nanosecond */
     size_t max_users;
-    size_t mask;                 /* table size - 1, a power of two >= 2 * max_users */
+    size_t mask; /* table size - 1, a power of two >= 2 * max_users */
     size_t count;
     bucket *table;
 };
@@ -29,7 +29,8 @@ static size_t slot_of(const rate_limiter *rl, uint32_t user_id)
 
 static double refilled(const rate_limiter *rl, const bucket *b, uint64_t now_ns)
 {
-    double t = b->tokens + (double)(now_ns > b->updated_ns ? now_ns - b->updated_ns : 0) * rl->per_ns;
+    double t =
+        b->tokens + (double)(now_ns > b->updated_ns ? now_ns - b->updated_ns : 0) * rl->per_ns;
     return t > rl->capacity ? rl->capacity : t;
 }
 

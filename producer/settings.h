@@ -48,7 +48,11 @@ typedef struct {
     char web_api_url[256];
 } producer_settings;
 
-typedef enum { PRODUCER_SETTINGS_OK, PRODUCER_SETTINGS_HELP, PRODUCER_SETTINGS_ERROR } producer_settings_result;
+typedef enum {
+    PRODUCER_SETTINGS_OK,
+    PRODUCER_SETTINGS_HELP,
+    PRODUCER_SETTINGS_ERROR
+} producer_settings_result;
 
 producer_settings_result producer_settings_load(producer_settings *s, int *argc, char **argv,
                                                 char *err, size_t err_len);

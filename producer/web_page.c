@@ -12,7 +12,7 @@
 
 struct web_page {
     char root[256];
-    unsigned char *config;      /* LWS_PRE headroom, then the JSON */
+    unsigned char *config; /* LWS_PRE headroom, then the JSON */
     size_t config_len;
 };
 
@@ -27,15 +27,13 @@ static const struct {
 
 static char *config_json(const producer_settings *s)
 {
-    json_t *o = json_pack("{s:s, s:s, s:{s:I, s:i, s:I, s:I, s:I}, s:{s:I, s:I}}",
-                          "eventsUrl", s->web_events_url, "apiUrl", s->web_api_url,
-                          "limits", "maxFrameBytes", (json_int_t)s->max_frame_bytes,
-                          "maxMessageChars", CHAT_TEXT_MAX_CP,
+    json_t *o = json_pack("{s:s, s:s, s:{s:I, s:i, s:I, s:I, s:I}, s:{s:I, s:I}}", "eventsUrl",
+                          s->web_events_url, "apiUrl", s->web_api_url, "limits", "maxFrameBytes",
+                          (json_int_t)s->max_frame_bytes, "maxMessageChars", CHAT_TEXT_MAX_CP,
                           "messagesPerMinute", (json_int_t)s->rate_limit_per_minute,
                           "typingIntervalMs", (json_int_t)s->typing_interval_ms,
-                          "publishDeadlineMs", (json_int_t)s->publish_deadline_ms,
-                          "rooms", "min", (json_int_t)s->common.room_min,
-                          "max", (json_int_t)s->common.room_max);
+                          "publishDeadlineMs", (json_int_t)s->publish_deadline_ms, "rooms", "min",
+                          (json_int_t)s->common.room_min, "max", (json_int_t)s->common.room_max);
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return text;
@@ -77,9 +75,10 @@ static int serve_config_headers(web_page *w, struct lws *wsi, bool *body_pending
 {
     unsigned char buf[LWS_PRE + 512];
     unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
-    if (lws_add_http_common_headers(wsi, HTTP_STATUS_OK, "application/json", w->config_len, &p, end) ||
-        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL, (const unsigned char *)"no-cache",
-                                     8, &p, end) ||
+    if (lws_add_http_common_headers(wsi, HTTP_STATUS_OK, "application/json", w->config_len, &p,
+                                    end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
+                                     (const unsigned char *)"no-cache", 8, &p, end) ||
         lws_finalize_write_http_header(wsi, start, &p, end))
         return -1;
     *body_pending = true;
@@ -90,7 +89,8 @@ static int serve_config_headers(web_page *w, struct lws *wsi, bool *body_pending
 int web_page_on_http(web_page *w, struct lws *wsi, const char *uri, bool *body_pending)
 {
     *body_pending = false;
-    if (!w->root[0]) return not_found(wsi, "WebSocket endpoint: /chat/{roomId} (the chat page is off)");
+    if (!w->root[0])
+        return not_found(wsi, "WebSocket endpoint: /chat/{roomId} (the chat page is off)");
     if (strcmp(uri, "/config.json") == 0) return serve_config_headers(w, wsi, body_pending);
     for (size_t i = 0; i < sizeof FILES / sizeof FILES[0]; i++) {
         if (strcmp(uri, FILES[i].path) != 0) continue;
@@ -111,7 +111,8 @@ int web_page_on_writeable(web_page *w, struct lws *wsi, bool *body_pending)
 {
     if (!*body_pending) return 0;
     *body_pending = false;
-    if (lws_write(wsi, w->config + LWS_PRE, w->config_len, LWS_WRITE_HTTP_FINAL) < (int)w->config_len)
+    if (lws_write(wsi, w->config + LWS_PRE, w->config_len, LWS_WRITE_HTTP_FINAL) <
+        (int)w->config_len)
         return -1;
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }

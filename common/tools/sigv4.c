@@ -211,8 +211,10 @@ static bool parse_context(const char *file, parsed_context *c, char *err, size_t
     p->normalize_path = json_flag(c->root, "normalize", true, &flags_ok);
     p->sign_body = json_flag(c->root, "sign_body", false, &flags_ok);
     if (!p->access_key_id || !p->secret_access_key || !p->region || !p->service) {
-        snprintf(err, err_len, "%s: needs credentials.access_key_id, credentials.secret_access_key, "
-                 "region and service as strings", file);
+        snprintf(err, err_len,
+                 "%s: needs credentials.access_key_id, credentials.secret_access_key, "
+                 "region and service as strings",
+                 file);
         return false;
     }
     if (!flags_ok) {
@@ -256,8 +258,8 @@ int main(int argc, char **argv)
         goto done;
     }
 
-    sigv4_request sreq = {req.method, req.path, req.query, req.headers, req.n_headers, req.body,
-                          req.body_len};
+    sigv4_request sreq = {req.method,    req.path, req.query,   req.headers,
+                          req.n_headers, req.body, req.body_len};
     sigv4_result res;
     if (!sigv4_sign(&sreq, &ctx.params, &res, err, sizeof err)) {
         usage_error("cannot sign this request: %s", err);

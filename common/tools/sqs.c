@@ -1,12 +1,11 @@
 /*
  * chatflow-sqs — creates, inspects and purges ChatFlow's SQS queues.
  *
- *   chatflow-sqs setup   create (idempotently) per room <prefix><room>.fifo with a redrive policy to
- *                        its dead-letter queue <prefix><room>-dlq.fifo, the db DLQ, and the
- *                        spill queue (a standard queue that holds messages during a database
- *                        outage until they are stored)
- *   chatflow-sqs stats   print every queue's depth (visible / in flight) as a table
- *   chatflow-sqs purge   delete every message of every queue
+ *   chatflow-sqs setup   create (idempotently) per room <prefix><room>.fifo with a redrive policy
+ * to its dead-letter queue <prefix><room>-dlq.fifo, the db DLQ, and the spill queue (a standard
+ * queue that holds messages during a database outage until they are stored) chatflow-sqs stats
+ * print every queue's depth (visible / in flight) as a table chatflow-sqs purge   delete every
+ * message of every queue
  *
  * Settings come from config.h (environment, or --flags; --help lists them). Exit status: 0 on
  * success, 1 when SQS refused or could not be reached, 2 for bad usage or settings.
@@ -32,13 +31,16 @@ typedef struct {
 
 static const config_option options[] = {
     CONFIG_COMMON_OPTIONS(tool_settings),
-    CONFIG_OPT_INT("CHATFLOW_SQS_RETENTION_SECONDS", "sqs-retention-seconds", tool_settings, retention_seconds,
-                   "345600", 60, 1209600, "MessageRetentionPeriod of the room queues (setup)."),
-    CONFIG_OPT_INT("CHATFLOW_SQS_MAX_RECEIVE_COUNT", "sqs-max-receive-count", tool_settings, max_receive_count,
-                   "5", 1, 1000, "Receives before a room message moves to its dead-letter queue (setup)."),
-    CONFIG_OPT_STR("CHATFLOW_SPILL_QUEUE_NAME", "spill-queue-name", tool_settings, spill_queue_name,
-                   "chatflow-db-spill", NULL,
-                   "Standard queue for messages spilled during a database outage (the consumer's setting)."),
+    CONFIG_OPT_INT("CHATFLOW_SQS_RETENTION_SECONDS", "sqs-retention-seconds", tool_settings,
+                   retention_seconds, "345600", 60, 1209600,
+                   "MessageRetentionPeriod of the room queues (setup)."),
+    CONFIG_OPT_INT("CHATFLOW_SQS_MAX_RECEIVE_COUNT", "sqs-max-receive-count", tool_settings,
+                   max_receive_count, "5", 1, 1000,
+                   "Receives before a room message moves to its dead-letter queue (setup)."),
+    CONFIG_OPT_STR(
+        "CHATFLOW_SPILL_QUEUE_NAME", "spill-queue-name", tool_settings, spill_queue_name,
+        "chatflow-db-spill", NULL,
+        "Standard queue for messages spilled during a database outage (the consumer's setting)."),
 };
 
 static const char summary[] =
@@ -58,10 +60,12 @@ static int report(const char *what, const char *queue, sqs_status s, const sqs_e
 {
     if (s == SQS_NETWORK_ERROR) {
         /* err->message already names the action and the endpoint */
-        fprintf(stderr, "chatflow-sqs: cannot reach SQS (while checking %s): %s\n", queue, err->message);
+        fprintf(stderr, "chatflow-sqs: cannot reach SQS (while checking %s): %s\n", queue,
+                err->message);
     } else {
-        fprintf(stderr, "chatflow-sqs: %s %s failed: %s (HTTP %ld%s%s): %s\n", what, queue, sqs_status_name(s),
-                err->http_status, err->type[0] ? ", " : "", err->type, err->message);
+        fprintf(stderr, "chatflow-sqs: %s %s failed: %s (HTTP %ld%s%s): %s\n", what, queue,
+                sqs_status_name(s), err->http_status, err->type[0] ? ", " : "", err->type,
+                err->message);
     }
     return 1;
 }
@@ -80,16 +84,16 @@ static void room_dlq_name(const tool *t, long long room, char *out, size_t len)
 
 static bool already_exists(sqs_status s, const sqs_error *err)
 {
-    return s == SQS_INVALID_REQUEST &&
-           (strcmp(err->type, "QueueAlreadyExists") == 0 || strcmp(err->type, "QueueNameExists") == 0 ||
-            strstr(err->type, "QueueAlreadyExists") != NULL);
+    return s == SQS_INVALID_REQUEST && (strcmp(err->type, "QueueAlreadyExists") == 0 ||
+                                        strcmp(err->type, "QueueNameExists") == 0 ||
+                                        strstr(err->type, "QueueAlreadyExists") != NULL);
 }
 
 /* CreateQueue is idempotent for equal attributes; when the queue exists with other attributes
  * (settings changed since the last setup), the mutable ones are updated in place. attrs[0] must
  * be FifoQueue, which cannot be changed. */
-static int ensure_queue(const tool *t, const char *name, const sqs_attribute *attrs, size_t n, char **url,
-                        const char **action)
+static int ensure_queue(const tool *t, const char *name, const sqs_attribute *attrs, size_t n,
+                        char **url, const char **action)
 {
     sqs_error err;
     sqs_status s = sqs_create_queue(t->client, name, attrs, n, url, &err);
@@ -140,7 +144,8 @@ static int setup_room(const tool *t, long long room)
     if (rc == 0) rc = queue_arn(t, dlq, dlq_url, &arn);
     if (rc == 0) {
         snprintf(retention, sizeof retention, "%lld", t->settings->retention_seconds);
-        snprintf(redrive, sizeof redrive, "{\"deadLetterTargetArn\":\"%s\",\"maxReceiveCount\":\"%lld\"}", arn,
+        snprintf(redrive, sizeof redrive,
+                 "{\"deadLetterTargetArn\":\"%s\",\"maxReceiveCount\":\"%lld\"}", arn,
                  t->settings->max_receive_count);
         const sqs_attribute attrs[] = {
             {"FifoQueue", "true"},
@@ -152,8 +157,9 @@ static int setup_room(const tool *t, long long room)
         };
         const char *action;
         rc = ensure_queue(t, name, attrs, sizeof attrs / sizeof attrs[0], &url, &action);
-        if (rc == 0) printf("%-7s %-40s %s (dead letters -> %s after %lld receives)\n", action, name, url, dlq,
-                            t->settings->max_receive_count);
+        if (rc == 0)
+            printf("%-7s %-40s %s (dead letters -> %s after %lld receives)\n", action, name, url,
+                   dlq, t->settings->max_receive_count);
     }
     free(dlq_url);
     free(arn);
@@ -169,7 +175,9 @@ static int setup_spill_queue(const tool *t)
     const char *name = t->settings->spill_queue_name;
     size_t len = strlen(name);
     if (len >= 5 && strcmp(name + len - 5, ".fifo") == 0) {
-        fprintf(stderr, "chatflow-sqs: CHATFLOW_SPILL_QUEUE_NAME \"%s\" must not end in .fifo (it is a standard queue)\n",
+        fprintf(stderr,
+                "chatflow-sqs: CHATFLOW_SPILL_QUEUE_NAME \"%s\" must not end in .fifo (it is a "
+                "standard queue)\n",
                 name);
         return 2;
     }
@@ -190,11 +198,14 @@ static int cmd_setup(const tool *t)
     const char *db_dlq = t->settings->common.dlq_name;
     size_t len = strlen(db_dlq);
     if (len < 5 || strcmp(db_dlq + len - 5, ".fifo") != 0) {
-        fprintf(stderr, "chatflow-sqs: CHATFLOW_DLQ_NAME (--dlq-name) \"%s\" must end in .fifo (it is a FIFO queue)\n",
+        fprintf(stderr,
+                "chatflow-sqs: CHATFLOW_DLQ_NAME (--dlq-name) \"%s\" must end in .fifo (it is a "
+                "FIFO queue)\n",
                 db_dlq);
         return 2;
     }
-    for (long long room = t->settings->common.room_min; room <= t->settings->common.room_max; room++) {
+    for (long long room = t->settings->common.room_min; room <= t->settings->common.room_max;
+         room++) {
         int rc = setup_room(t, room);
         if (rc != 0) return rc;
     }
@@ -227,7 +238,8 @@ static int visit(const tool *t, const char *name, queue_fn fn, int *missing)
 static int for_each_queue(const tool *t, queue_fn fn, int *missing)
 {
     char name[160];
-    for (long long room = t->settings->common.room_min; room <= t->settings->common.room_max; room++) {
+    for (long long room = t->settings->common.room_min; room <= t->settings->common.room_max;
+         room++) {
         room_queue_name(t, room, name, sizeof name);
         int rc = visit(t, name, fn, missing);
         if (rc == 0) {
@@ -247,7 +259,8 @@ static int print_depth(const tool *t, const char *name, const char *url, int *mi
         printf("%-40s %12s %12s\n", name, "missing", "missing");
         return 0;
     }
-    static const char *const names[] = {"ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"};
+    static const char *const names[] = {"ApproximateNumberOfMessages",
+                                        "ApproximateNumberOfMessagesNotVisible"};
     char *values[2] = {NULL, NULL};
     sqs_error err;
     sqs_status s = sqs_get_queue_attributes(t->client, url, names, 2, values, &err);
@@ -293,10 +306,7 @@ static int cmd_stats(const tool *t)
     return walk_and_report(t, print_depth);
 }
 
-static int cmd_purge(const tool *t)
-{
-    return walk_and_report(t, purge_one);
-}
+static int cmd_purge(const tool *t) { return walk_and_report(t, purge_one); }
 
 /* ---- main ---- */
 
@@ -304,19 +314,24 @@ int main(int argc, char **argv)
 {
     tool_settings settings;
     char err[512];
-    config_result cr = config_load(options, sizeof options / sizeof options[0], &settings, "chatflow-sqs setup|stats|purge",
-                                   summary, &argc, argv, err, sizeof err);
+    config_result cr =
+        config_load(options, sizeof options / sizeof options[0], &settings,
+                    "chatflow-sqs setup|stats|purge", summary, &argc, argv, err, sizeof err);
     if (cr == CONFIG_HELP) return 0;
     if (cr == CONFIG_ERROR || !config_common_finish(&settings.common, err, sizeof err)) {
         fprintf(stderr, "chatflow-sqs: %s\n", err);
         return 2;
     }
     int (*command)(const tool *) = NULL;
-    if (argc == 2 && strcmp(argv[1], "setup") == 0) command = cmd_setup;
-    else if (argc == 2 && strcmp(argv[1], "stats") == 0) command = cmd_stats;
-    else if (argc == 2 && strcmp(argv[1], "purge") == 0) command = cmd_purge;
+    if (argc == 2 && strcmp(argv[1], "setup") == 0)
+        command = cmd_setup;
+    else if (argc == 2 && strcmp(argv[1], "stats") == 0)
+        command = cmd_stats;
+    else if (argc == 2 && strcmp(argv[1], "purge") == 0)
+        command = cmd_purge;
     if (!command) {
-        fprintf(stderr, "chatflow-sqs: expected one command, setup, stats or purge%s%s (see --help)\n",
+        fprintf(stderr,
+                "chatflow-sqs: expected one command, setup, stats or purge%s%s (see --help)\n",
                 argc >= 2 ? ", got " : "", argc >= 2 ? argv[1] : "");
         return 2;
     }
@@ -330,7 +345,8 @@ int main(int argc, char **argv)
     if (settings.common.sqs_endpoint[0])
         snprintf(endpoint, sizeof endpoint, "%s", settings.common.sqs_endpoint);
     else
-        snprintf(endpoint, sizeof endpoint, "https://sqs.%s.amazonaws.com", settings.common.aws_region);
+        snprintf(endpoint, sizeof endpoint, "https://sqs.%s.amazonaws.com",
+                 settings.common.aws_region);
     const sqs_config cfg = {
         .region = settings.common.aws_region,
         .endpoint = endpoint,

@@ -1,4 +1,4 @@
--- Messages and per-(user, room) activity (SPEC §5). Applied once, in its own transaction, by the
+-- Messages and per-(user, room) activity (docs/consumer.md). Applied once, in its own transaction, by the
 -- consumer's migration runner; IF NOT EXISTS keeps a hand re-run harmless.
 
 CREATE TABLE IF NOT EXISTS messages (

@@ -1,4 +1,4 @@
--- Analytics materialized views (SPEC §5). Each has a unique index so that
+-- Analytics materialized views (docs/consumer.md). Each has a unique index so that
 -- REFRESH MATERIALIZED VIEW CONCURRENTLY (POST /api/metrics/refresh) never blocks readers.
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS mv_messages_per_second AS

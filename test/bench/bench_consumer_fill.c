@@ -1,7 +1,7 @@
 /*
- * bench_consumer_fill — loads the room queues with SPEC §2 messages for the consumer benchmark,
- * and writes the same rows as a COPY text file, so the benchmark can time a plain COPY of exactly
- * what the consumer stored.
+ * bench_consumer_fill — loads the room queues with protocol.md §4 messages for the consumer
+ * benchmark, and writes the same rows as a COPY text file, so the benchmark can time a plain COPY
+ * of exactly what the consumer stored.
  *
  *   bench_consumer_fill --messages N --rooms R --copy-file PATH [--prefix chatflow-room-]
  *
@@ -27,13 +27,14 @@ typedef struct {
     long messages;
     const char *prefix;
     sqs_config cfg;
-    chat_message *sent;       /* this room's messages, for the COPY file */
+    chat_message *sent; /* this room's messages, for the COPY file */
     char error[512];
 } room_job;
 
 static const char *const texts[] = {
-    "Hello everyone!", "How is it going?", "Anyone here?", "Good morning", "See you later",
-    "That is a great idea", "I agree", "Let me check", "Thanks!", "Nice to meet you all",
+    "Hello everyone!", "How is it going?",     "Anyone here?", "Good morning",
+    "See you later",   "That is a great idea", "I agree",      "Let me check",
+    "Thanks!",         "Nice to meet you all",
 };
 
 static void make_message(chat_message *m, int room, unsigned *seed)
@@ -44,7 +45,10 @@ static void make_message(chat_message *m, int room, unsigned *seed)
     snprintf(m->user_id, sizeof m->user_id, "%d", user);
     snprintf(m->username, sizeof m->username, "user%d", user);
     snprintf(m->message, sizeof m->message, "%s", texts[rand_r(seed) % 10]);
-    snprintf(m->message_type, sizeof m->message_type, "%s", t < 90 ? "TEXT" : t < 95 ? "JOIN" : "LEAVE");
+    snprintf(m->message_type, sizeof m->message_type, "%s",
+             t < 90   ? "TEXT"
+             : t < 95 ? "JOIN"
+                      : "LEAVE");
     int64_t now = time_wall_ms();
     time_format_iso8601(now, m->timestamp);
     uuid_v4(m->message_id);
@@ -89,7 +93,8 @@ static void *fill_room(void *arg)
             free(bodies[k]);
         }
         if (!ok) {
-            snprintf(j->error, sizeof j->error, "SendMessageBatch room %d failed: %.100s %.200s", j->room, e.type, e.message);
+            snprintf(j->error, sizeof j->error, "SendMessageBatch room %d failed: %.100s %.200s",
+                     j->room, e.type, e.message);
             break;
         }
     }
@@ -108,8 +113,9 @@ static bool write_copy_file(const char *path, room_job *jobs, int rooms)
         for (long i = 0; i < jobs[r].messages; i++) {
             write_row w;
             if (!write_row_init(&w, &jobs[r].sent[i], "", err, sizeof err)) continue;
-            fprintf(f, "%s\t%ld\t%ld\t%s\t%s\t%s\t%s\t%s\t%ld\t%s\t%s\n", w.message_id, w.room_id, w.user_id, w.username,
-                    w.message_text, w.message_type, w.server_id, w.client_ip, i + 1, w.client_timestamp, w.received_at);
+            fprintf(f, "%s\t%ld\t%ld\t%s\t%s\t%s\t%s\t%s\t%ld\t%s\t%s\n", w.message_id, w.room_id,
+                    w.user_id, w.username, w.message_text, w.message_type, w.server_id, w.client_ip,
+                    i + 1, w.client_timestamp, w.received_at);
         }
     return fclose(f) == 0;
 }
@@ -120,17 +126,23 @@ int main(int argc, char **argv)
     int rooms = 20;
     const char *copy_file = NULL, *prefix = "chatflow-room-";
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--messages") == 0) messages = atol(argv[i + 1]);
-        else if (strcmp(argv[i], "--rooms") == 0) rooms = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--copy-file") == 0) copy_file = argv[i + 1];
-        else if (strcmp(argv[i], "--prefix") == 0) prefix = argv[i + 1];
+        if (strcmp(argv[i], "--messages") == 0)
+            messages = atol(argv[i + 1]);
+        else if (strcmp(argv[i], "--rooms") == 0)
+            rooms = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--copy-file") == 0)
+            copy_file = argv[i + 1];
+        else if (strcmp(argv[i], "--prefix") == 0)
+            prefix = argv[i + 1];
         else {
-            fprintf(stderr, "usage: bench_consumer_fill --messages N --rooms R --copy-file PATH [--prefix P]\n");
+            fprintf(stderr, "usage: bench_consumer_fill --messages N --rooms R --copy-file PATH "
+                            "[--prefix P]\n");
             return 2;
         }
     }
     if (messages < rooms || rooms < 1 || rooms > 256 || !copy_file) {
-        fprintf(stderr, "bench_consumer_fill: need --copy-file, 1 <= rooms <= 256, messages >= rooms\n");
+        fprintf(stderr,
+                "bench_consumer_fill: need --copy-file, 1 <= rooms <= 256, messages >= rooms\n");
         return 2;
     }
     log_init("warn", "text");
@@ -149,7 +161,10 @@ int main(int argc, char **argv)
     pthread_t *threads = calloc((size_t)rooms, sizeof *threads);
     uint64_t t0 = time_mono_ns();
     for (int r = 0; r < rooms; r++) {
-        jobs[r] = (room_job){.room = r + 1, .messages = messages / rooms + (r < messages % rooms), .prefix = prefix, .cfg = cfg};
+        jobs[r] = (room_job){.room = r + 1,
+                             .messages = messages / rooms + (r < messages % rooms),
+                             .prefix = prefix,
+                             .cfg = cfg};
         jobs[r].sent = calloc((size_t)jobs[r].messages, sizeof(chat_message));
         pthread_create(&threads[r], NULL, fill_room, &jobs[r]);
     }

@@ -25,23 +25,32 @@ int main(int argc, char **argv)
     const char *url = NULL, *method = "copy";
     long batch = 100, rows = 20000;
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--database-url") == 0) url = argv[i + 1];
-        else if (strcmp(argv[i], "--method") == 0) method = argv[i + 1];
-        else if (strcmp(argv[i], "--batch") == 0) batch = atol(argv[i + 1]);
-        else if (strcmp(argv[i], "--rows") == 0) rows = atol(argv[i + 1]);
+        if (strcmp(argv[i], "--database-url") == 0)
+            url = argv[i + 1];
+        else if (strcmp(argv[i], "--method") == 0)
+            method = argv[i + 1];
+        else if (strcmp(argv[i], "--batch") == 0)
+            batch = atol(argv[i + 1]);
+        else if (strcmp(argv[i], "--rows") == 0)
+            rows = atol(argv[i + 1]);
         else {
-            fprintf(stderr, "usage: bench_consumer_writer --database-url URL --method copy|unnest --batch B --rows N\n");
+            fprintf(stderr, "usage: bench_consumer_writer --database-url URL --method copy|unnest "
+                            "--batch B --rows N\n");
             return 2;
         }
     }
     if (!url || batch < 1 || batch > 10000 || rows < batch ||
         (strcmp(method, "copy") != 0 && strcmp(method, "unnest") != 0)) {
-        fprintf(stderr, "bench_consumer_writer: need --database-url, method copy|unnest, 1 <= batch <= 10000, rows >= batch\n");
+        fprintf(stderr, "bench_consumer_writer: need --database-url, method copy|unnest, 1 <= "
+                        "batch <= 10000, rows >= batch\n");
         return 2;
     }
     log_init("warn", "text");
-    batch_writer_config cfg = {.database_url = url, .statement_timeout_ms = 60000, .batch_size = (size_t)batch,
-                               .max_wait_ms = 1000, .max_backoff_ms = 100,
+    batch_writer_config cfg = {.database_url = url,
+                               .statement_timeout_ms = 60000,
+                               .batch_size = (size_t)batch,
+                               .max_wait_ms = 1000,
+                               .max_backoff_ms = 100,
                                .use_unnest = strcmp(method, "unnest") == 0};
     char err[512];
     batch_writer *w = batch_writer_start(&cfg, err, sizeof err);
@@ -88,7 +97,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_consumer_writer: %ld rows not committed\n", failed);
         return 1;
     }
-    printf("{\"method\":\"%s\",\"batch\":%ld,\"rows\":%ld,\"seconds\":%.3f,\"rows_per_s\":%.0f}\n", method, batch, done, s,
-           done / s);
+    printf("{\"method\":\"%s\",\"batch\":%ld,\"rows\":%ld,\"seconds\":%.3f,\"rows_per_s\":%.0f}\n",
+           method, batch, done, s, done / s);
     return 0;
 }

@@ -25,7 +25,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../integration/it_hostile_lib.h"   /* hs_rss_kb */
+#include "tl_proc.h"
 #include "timeutil.h"
 #include "wsclient.h"
 
@@ -42,17 +42,18 @@ static void on_term(int sig)
     serve_stop = 1;
 }
 
-static int bare_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
+static int bare_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                         size_t len)
 {
     (void)wsi, (void)user, (void)in, (void)len;
-    return reason == LWS_CALLBACK_HTTP ? -1 : 0;   /* only upgrades are served */
+    return reason == LWS_CALLBACK_HTTP ? -1 : 0; /* only upgrades are served */
 }
 
 static int serve(void)
 {
     static const struct lws_protocols protocols[] = {
-        { "bare", bare_callback, 0, 0, 0, NULL, 0 },
-        { NULL, NULL, 0, 0, 0, NULL, 0 },
+        {"bare", bare_callback, 0, 0, 0, NULL, 0},
+        {NULL, NULL, 0, 0, 0, NULL, 0},
     };
     lws_set_log_level(LLL_ERR, NULL);
     struct lws_context_creation_info info;
@@ -71,7 +72,8 @@ static int serve(void)
     struct lws_vhost *vh = lws_get_vhost_by_name(ctx, "default");
     printf("port %d\n", vh ? lws_get_vhost_listen_port(vh) : -1);
     fflush(stdout);
-    while (!serve_stop && lws_service(ctx, 0) >= 0) {}
+    while (!serve_stop && lws_service(ctx, 0) >= 0) {
+    }
     lws_context_destroy(ctx);
     return 0;
 }
@@ -85,21 +87,23 @@ static long settled_rss_kb(wsc_ctx *ctx, pid_t pid)
     for (int i = 0; i < 3; i++) {
         uint64_t until = time_mono_ns() + 300000000ull;
         while (time_mono_ns() < until) wsc_service(ctx, 50);
-        long kb = hs_rss_kb(pid);
+        long kb = tl_proc_rss_kb(pid);
         if (kb >= 0 && (best < 0 || kb < best)) best = kb;
     }
     return best;
 }
 
 /* Starts conns[from..to) and services until each is open or failed (30 s at most). */
-static size_t open_batch(wsc_ctx *ctx, wsc_conn **conns, size_t from, size_t to, int port, int rooms,
-                         bool members)
+static size_t open_batch(wsc_ctx *ctx, wsc_conn **conns, size_t from, size_t to, int port,
+                         int rooms, bool members)
 {
     for (size_t i = from; i < to; i++) {
         char path[128];
         int room = (int)(i % (size_t)rooms) + 1;
-        if (members) snprintf(path, sizeof path, "/chat/%d?userId=%zu&username=user%zu", room, i + 1, i + 1);
-        else snprintf(path, sizeof path, "/chat/%d", room);
+        if (members)
+            snprintf(path, sizeof path, "/chat/%d?userId=%zu&username=user%zu", room, i + 1, i + 1);
+        else
+            snprintf(path, sizeof path, "/chat/%d", room);
         conns[i] = wsc_connect_start(ctx, HOST, port, path);
     }
     uint64_t deadline = time_mono_ns() + 30000000000ull;
@@ -109,8 +113,10 @@ static size_t open_batch(wsc_ctx *ctx, wsc_conn **conns, size_t from, size_t to,
         open = 0;
         for (size_t i = from; i < to; i++) {
             if (!conns[i]) continue;
-            if (wsc_is_open(conns[i])) open++;
-            else if (!wsc_has_failed(conns[i], NULL)) pending++;
+            if (wsc_is_open(conns[i]))
+                open++;
+            else if (!wsc_has_failed(conns[i], NULL))
+                pending++;
         }
         if (!pending) break;
         wsc_service(ctx, 20);
@@ -121,7 +127,8 @@ static size_t open_batch(wsc_ctx *ctx, wsc_conn **conns, size_t from, size_t to,
 static int usage(void)
 {
     fprintf(stderr, "usage: bench_idle_conns serve\n"
-                    "       bench_idle_conns hold --port P --pid PID [--connections N] [--rooms R] [--members]\n");
+                    "       bench_idle_conns hold --port P --pid PID [--connections N] [--rooms R] "
+                    "[--members]\n");
     return 2;
 }
 
@@ -139,11 +146,16 @@ static int hold(int argc, char **argv)
         char *end = NULL;
         long v = strtol(argv[++i], &end, 10);
         bool number = end && *end == '\0' && v > 0;
-        if (!strcmp(flag, "--port") && number && v < 65536) port = v;
-        else if (!strcmp(flag, "--pid") && number) pid = v;
-        else if (!strcmp(flag, "--connections") && number && v <= 100000) n = v;
-        else if (!strcmp(flag, "--rooms") && number && v <= 1000) rooms = v;
-        else return usage();
+        if (!strcmp(flag, "--port") && number && v < 65536)
+            port = v;
+        else if (!strcmp(flag, "--pid") && number)
+            pid = v;
+        else if (!strcmp(flag, "--connections") && number && v <= 100000)
+            n = v;
+        else if (!strcmp(flag, "--rooms") && number && v <= 1000)
+            rooms = v;
+        else
+            return usage();
     }
     if (!port || !pid) return usage();
     wsc_ctx *ctx = wsc_ctx_new();
@@ -162,15 +174,17 @@ static int hold(int argc, char **argv)
     while (time_mono_ns() < quiet) wsc_service(ctx, 50);
     long after = settled_rss_kb(ctx, (pid_t)pid);
     double per = open ? (double)(after - before) / (double)open : 0;
-    printf("{\"connections\":%zu,\"rss_before_kb\":%ld,\"rss_after_kb\":%ld,\"kib_per_connection\":%.2f}\n", open,
-           before, after, per);
+    printf("{\"connections\":%zu,\"rss_before_kb\":%ld,\"rss_after_kb\":%ld,\"kib_per_connection\":"
+           "%.2f}\n",
+           open, before, after, per);
     for (long i = 0; i < n; i++)
         if (conns[i]) wsc_free(conns[i]);
     free(conns);
     wsc_ctx_free(ctx);
     if (open < (size_t)n || before < 0 || after < 0) {
-        fprintf(stderr, "bench_idle_conns: %zu of %ld connections opened (server RSS %ld -> %ld KiB)\n", open, n,
-                before, after);
+        fprintf(stderr,
+                "bench_idle_conns: %zu of %ld connections opened (server RSS %ld -> %ld KiB)\n",
+                open, n, before, after);
         return 1;
     }
     return 0;

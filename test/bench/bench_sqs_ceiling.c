@@ -35,7 +35,7 @@ typedef struct {
     char *url;
     sqs_config cfg;
     long done;
-    double *req_ms;       /* send phase: duration of each request */
+    double *req_ms; /* send phase: duration of each request */
     size_t n_req;
     char error[768];
 } room_job;
@@ -49,8 +49,7 @@ static int cmp_double(const void *a, const void *b)
 /* The p-th percentile (nearest rank) of v[0..n), sorted here. */
 static double percentile(double *v, size_t n, double p)
 {
-    if (!n)
-        return 0;
+    if (!n) return 0;
     qsort(v, n, sizeof *v, cmp_double);
     size_t i = (size_t)ceil(p / 100.0 * (double)n);
     return v[i ? i - 1 : 0];
@@ -60,21 +59,17 @@ static double cpu_seconds(void)
 {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           (double)ru.ru_stime.tv_usec / 1e6;
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
-static double seconds_since(uint64_t start_ns)
-{
-    return (double)(time_mono_ns() - start_ns) / 1e9;
-}
+static double seconds_since(uint64_t start_ns) { return (double)(time_mono_ns() - start_ns) / 1e9; }
 
 static void *send_room(void *arg)
 {
     room_job *j = arg;
     sqs_client *c = sqs_client_new(&j->cfg, j->error, sizeof j->error);
-    if (!c)
-        return NULL;
+    if (!c) return NULL;
     char ids[SQS_MAX_BATCH][16], dedup[SQS_MAX_BATCH][48], group[16];
     snprintf(group, sizeof group, "%d", j->room);
     j->n_req = 0;
@@ -90,8 +85,9 @@ static void *send_room(void *arg)
         size_t n = 0;
         for (; n < SQS_MAX_BATCH && sent + (long)n < j->messages; n++) {
             snprintf(ids[n], sizeof ids[n], "e%zu", n);
-            snprintf(dedup[n], sizeof dedup[n], "%lld-%d-%ld", (long long)time_wall_ms(), j->room, sent + (long)n);
-            e[n] = (sqs_send_entry){ ids[n], j->body, group, dedup[n] };
+            snprintf(dedup[n], sizeof dedup[n], "%lld-%d-%ld", (long long)time_wall_ms(), j->room,
+                     sent + (long)n);
+            e[n] = (sqs_send_entry){ids[n], j->body, group, dedup[n]};
         }
         sqs_error err;
         uint64_t t0 = time_mono_ns();
@@ -100,8 +96,7 @@ static void *send_room(void *arg)
             break;
         }
         j->req_ms[j->n_req++] = (double)(time_mono_ns() - t0) / 1e6;
-        for (size_t i = 0; i < n; i++)
-            j->done += r[i].ok;
+        for (size_t i = 0; i < n; i++) j->done += r[i].ok;
         sent += (long)n;
     }
     sqs_client_free(c);
@@ -112,11 +107,10 @@ static void *drain_room(void *arg)
 {
     room_job *j = arg;
     sqs_client *c = sqs_client_new(&j->cfg, j->error, sizeof j->error);
-    if (!c)
-        return NULL;
+    if (!c) return NULL;
     int empty_polls = 0;
     while (j->done < j->messages && empty_polls < 5) {
-        sqs_receive_options opt = { .max_messages = 10, .wait_seconds = 1, .visibility_timeout = 30 };
+        sqs_receive_options opt = {.max_messages = 10, .wait_seconds = 1, .visibility_timeout = 30};
         sqs_message *m = NULL;
         size_t n = 0;
         sqs_error err;
@@ -128,10 +122,11 @@ static void *drain_room(void *arg)
         if (n) {
             sqs_handle_entry h[SQS_MAX_BATCH];
             sqs_entry_result r[SQS_MAX_BATCH];
-            char ids[SQS_MAX_BATCH][24]; /* room for "d" + any size_t: -O2 sanitizer builds check it */
+            char ids[SQS_MAX_BATCH]
+                    [24]; /* room for "d" + any size_t: -O2 sanitizer builds check it */
             for (size_t i = 0; i < n; i++) {
                 snprintf(ids[i], sizeof ids[i], "d%zu", i);
-                h[i] = (sqs_handle_entry){ ids[i], m[i].receipt_handle, 0 };
+                h[i] = (sqs_handle_entry){ids[i], m[i].receipt_handle, 0};
             }
             if (sqs_delete_message_batch(c, j->url, h, n, r, &err) != SQS_OK) {
                 snprintf(j->error, sizeof j->error, "delete: %s %s", err.type, err.message);
@@ -147,7 +142,8 @@ static void *drain_room(void *arg)
 }
 
 /* One message at a time through send -> receive -> delete on queue url; ms of each in out[]. */
-static bool run_probes(const sqs_config *cfg, const char *url, const char *body, int probes, double *out)
+static bool run_probes(const sqs_config *cfg, const char *url, const char *body, int probes,
+                       double *out)
 {
     char err_s[256];
     sqs_client *c = sqs_client_new(cfg, err_s, sizeof err_s);
@@ -159,7 +155,7 @@ static bool run_probes(const sqs_config *cfg, const char *url, const char *body,
     for (int p = 0; p < probes && ok; p++) {
         char dedup[48];
         snprintf(dedup, sizeof dedup, "probe-%lld-%d", (long long)time_wall_ms(), p);
-        sqs_send_entry e = { "p0", body, "probe", dedup };
+        sqs_send_entry e = {"p0", body, "probe", dedup};
         sqs_entry_result r;
         sqs_error err;
         uint64_t t0 = time_mono_ns();
@@ -169,7 +165,8 @@ static bool run_probes(const sqs_config *cfg, const char *url, const char *body,
             break;
         }
         for (;;) {
-            sqs_receive_options opt = { .max_messages = 1, .wait_seconds = 1, .visibility_timeout = 30 };
+            sqs_receive_options opt = {
+                .max_messages = 1, .wait_seconds = 1, .visibility_timeout = 30};
             sqs_message *m = NULL;
             size_t n = 0;
             if (sqs_receive_message(c, url, &opt, &m, &n, &err) != SQS_OK) {
@@ -177,9 +174,8 @@ static bool run_probes(const sqs_config *cfg, const char *url, const char *body,
                 ok = false;
                 break;
             }
-            if (!n)
-                continue;
-            sqs_handle_entry h = { "d0", m[0].receipt_handle, 0 };
+            if (!n) continue;
+            sqs_handle_entry h = {"d0", m[0].receipt_handle, 0};
             sqs_entry_result dr;
             if (sqs_delete_message_batch(c, url, &h, 1, &dr, &err) != SQS_OK) {
                 fprintf(stderr, "bench_sqs_ceiling: probe delete: %s %s\n", err.type, err.message);
@@ -202,8 +198,7 @@ static bool run_phase(room_job *jobs, int rooms, void *(*fn)(void *), double *se
         jobs[i].done = 0;
         pthread_create(&th[i], NULL, fn, &jobs[i]);
     }
-    for (int i = 0; i < rooms; i++)
-        pthread_join(th[i], NULL);
+    for (int i = 0; i < rooms; i++) pthread_join(th[i], NULL);
     *secs = seconds_since(start);
     for (int i = 0; i < rooms; i++) {
         if (jobs[i].error[0]) {
@@ -228,13 +223,15 @@ int main(int argc, char **argv)
         else if (i + 1 < argc && strcmp(argv[i], "--probes") == 0)
             probes = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: bench_sqs_ceiling [--messages N] [--rooms 1-256] [--body-bytes B] [--probes P]\n");
+            fprintf(stderr, "usage: bench_sqs_ceiling [--messages N] [--rooms 1-256] [--body-bytes "
+                            "B] [--probes P]\n");
             return 2;
         }
     }
-    if (messages < rooms || rooms < 1 || rooms > 256 || body_bytes < 1 || body_bytes > 200000 || probes < 0 ||
-        probes > 100000) {
-        fprintf(stderr, "bench_sqs_ceiling: need 1 <= rooms <= 256, messages >= rooms, 1 <= body-bytes <= 200000,"
+    if (messages < rooms || rooms < 1 || rooms > 256 || body_bytes < 1 || body_bytes > 200000 ||
+        probes < 0 || probes > 100000) {
+        fprintf(stderr, "bench_sqs_ceiling: need 1 <= rooms <= 256, messages >= rooms, 1 <= "
+                        "body-bytes <= 200000,"
                         " 0 <= probes <= 100000\n");
         return 2;
     }
@@ -247,7 +244,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_sqs_ceiling: %s\n", err);
         return 1;
     }
-    sqs_config cfg = { .region = region, .endpoint = endpoint && *endpoint ? endpoint : NULL, .credentials = creds };
+    sqs_config cfg = {.region = region,
+                      .endpoint = endpoint && *endpoint ? endpoint : NULL,
+                      .credentials = creds};
     sqs_client *admin = sqs_client_new(&cfg, err, sizeof err);
     if (!admin) {
         fprintf(stderr, "bench_sqs_ceiling: %s\n", err);
@@ -258,7 +257,8 @@ int main(int argc, char **argv)
     body[body_bytes] = '\0';
 
     room_job *jobs = calloc((size_t)rooms, sizeof *jobs);
-    static const sqs_attribute fifo[] = { { "FifoQueue", "true" }, { "ContentBasedDeduplication", "false" } };
+    static const sqs_attribute fifo[] = {{"FifoQueue", "true"},
+                                         {"ContentBasedDeduplication", "false"}};
     for (int i = 0; i < rooms; i++) {
         char name[64];
         snprintf(name, sizeof name, "chatflow-bench-ceiling-%d.fifo", i + 1);
@@ -280,34 +280,33 @@ int main(int argc, char **argv)
     double send_cpu_s = cpu_seconds() - cpu0;
     ok = ok && run_phase(jobs, rooms, drain_room, &drain_s);
     long drained = 0;
-    for (int i = 0; i < rooms; i++)
-        drained += jobs[i].done;
+    for (int i = 0; i < rooms; i++) drained += jobs[i].done;
     if (ok && drained != messages) {
         fprintf(stderr, "bench_sqs_ceiling: sent %ld, drained %ld\n", messages, drained);
         ok = false;
     }
     size_t n_req = 0;
-    for (int i = 0; i < rooms; i++)
-        n_req += jobs[i].n_req;
+    for (int i = 0; i < rooms; i++) n_req += jobs[i].n_req;
     double *req = malloc((n_req ? n_req : 1) * sizeof *req);
     size_t k = 0;
     for (int i = 0; req && i < rooms; i++)
-        for (size_t q = 0; q < jobs[i].n_req; q++)
-            req[k++] = jobs[i].req_ms[q];
+        for (size_t q = 0; q < jobs[i].n_req; q++) req[k++] = jobs[i].req_ms[q];
     double *probe_ms = probes ? calloc((size_t)probes, sizeof *probe_ms) : NULL;
-    if (ok && probes)
-        ok = probe_ms && run_probes(&cfg, jobs[0].url, body, probes, probe_ms);
+    if (ok && probes) ok = probe_ms && run_probes(&cfg, jobs[0].url, body, probes, probe_ms);
     if (ok && req) {
         double send_rate = messages / send_s, drain_rate = messages / drain_s;
         double req_p50 = percentile(req, k, 50), req_p99 = percentile(req, k, 99);
         printf("{\"messages\":%ld,\"rooms\":%d,\"send_msgs_per_s\":%.1f,\"drain_msgs_per_s\":%.1f,"
                "\"pipeline_ceiling_msgs_per_s\":%.1f,\"serial_ceiling_msgs_per_s\":%.1f,"
-               "\"send_request_p50_ms\":%.3f,\"send_request_p99_ms\":%.3f,\"send_cpu_us_per_msg\":%.2f",
-               messages, rooms, send_rate, drain_rate, send_rate < drain_rate ? send_rate : drain_rate,
-               messages / (send_s + drain_s), req_p50, req_p99, send_cpu_s * 1e6 / (double)messages);
+               "\"send_request_p50_ms\":%.3f,\"send_request_p99_ms\":%.3f,\"send_cpu_us_per_msg\":%"
+               ".2f",
+               messages, rooms, send_rate, drain_rate,
+               send_rate < drain_rate ? send_rate : drain_rate, messages / (send_s + drain_s),
+               req_p50, req_p99, send_cpu_s * 1e6 / (double)messages);
         if (probes)
             printf(",\"probes\":%d,\"probe_p50_ms\":%.3f,\"probe_p99_ms\":%.3f", probes,
-                   percentile(probe_ms, (size_t)probes, 50), percentile(probe_ms, (size_t)probes, 99));
+                   percentile(probe_ms, (size_t)probes, 50),
+                   percentile(probe_ms, (size_t)probes, 99));
         printf("}\n");
     }
     free(req);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test/bench/queries.sh — the consumer's four core queries (SPEC §6, consumer/api.c) on 1M rows,
+# test/bench/queries.sh — the consumer's four core queries (protocol.md §5, consumer/api.c) on 1M rows,
 # each next to the same query without its indexes, measured in the same run. A benchmark, not a
 # test: it asserts nothing about speed.
 #

@@ -1,6 +1,6 @@
 /*
  * fuzz_api_params — the consumer's HTTP API time parameters: api_parse_time() (consumer/api.c),
- * which reads testStartTime / testEndTime of GET /api/metrics/all (SPEC §6) as an ISO-8601
+ * which reads testStartTime / testEndTime of GET /api/metrics/all (protocol.md §5) as an ISO-8601
  * instant with a zone or epoch milliseconds, a '+' of an offset possibly decoded to a space.
  *
  * Input: the decoded query value (copied into an exact-size NUL-terminated buffer).

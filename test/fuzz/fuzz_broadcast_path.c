@@ -1,5 +1,5 @@
 /*
- * fuzz_broadcast_path — what a subscriber asks the consumer for (SPEC §3, docs/protocol.md §2):
+ * fuzz_broadcast_path — what a subscriber asks the consumer for (docs/protocol.md §2):
  * bc_target_parse() on /chat/{roomId}[?since=<seq>][&userId=&username=], seqnum_cmp() that orders
  * the replay, and subscriber_frame_parse() on what a member sends (READ frames).
  *
@@ -52,7 +52,8 @@ static void check_member_frame(const char *frame, size_t len)
         FUZZ_ASSERT(seqnum_valid(seq) && len <= SUBSCRIBER_FRAME_MAX);
         return;
     }
-    FUZZ_ASSERT(st == CHAT_INVALID_JSON || st == CHAT_VALIDATION_ERROR || st == CHAT_MESSAGE_TOO_LARGE);
+    FUZZ_ASSERT(st == CHAT_INVALID_JSON || st == CHAT_VALIDATION_ERROR ||
+                st == CHAT_MESSAGE_TOO_LARGE);
     FUZZ_ASSERT(fuzz_terminated(err, sizeof err) && err[0] != '\0');
     char *event = subscriber_error_json(st, err);
     json_t *root = event ? json_loads(event, 0, NULL) : NULL;
@@ -81,12 +82,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_ASSERT(t.since[0] == '\0' || seqnum_valid(t.since));
         FUZZ_ASSERT(nargs <= 3);
         FUZZ_ASSERT((t.user_id == 0) == (t.username[0] == '\0'));
-        if (t.user_id) FUZZ_ASSERT(t.user_id <= CHAT_USER_ID_MAX && chat_valid_username(t.username));
+        if (t.user_id)
+            FUZZ_ASSERT(t.user_id <= CHAT_USER_ID_MAX && chat_valid_username(t.username));
         for (size_t i = 0; i < nargs; i++) {
             const char *v = strchr(args[i], '=') + 1;
-            if (strncmp(args[i], "since=", 6) == 0) FUZZ_ASSERT(strcmp(t.since, v) == 0);
-            else if (strncmp(args[i], "username=", 9) == 0) FUZZ_ASSERT(strcmp(t.username, v) == 0);
-            else FUZZ_ASSERT(strncmp(args[i], "userId=", 7) == 0 && strtoul(v, NULL, 10) == t.user_id);
+            if (strncmp(args[i], "since=", 6) == 0)
+                FUZZ_ASSERT(strcmp(t.since, v) == 0);
+            else if (strncmp(args[i], "username=", 9) == 0)
+                FUZZ_ASSERT(strcmp(t.username, v) == 0);
+            else
+                FUZZ_ASSERT(strncmp(args[i], "userId=", 7) == 0 &&
+                            strtoul(v, NULL, 10) == t.user_id);
         }
     } else {
         FUZZ_ASSERT(fuzz_terminated(reason, sizeof reason) && reason[0] != '\0');

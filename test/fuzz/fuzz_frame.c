@@ -1,6 +1,6 @@
 /*
- * fuzz_frame — the producer's client frame parser and validator, chat_frame_parse() (SPEC §1, and
- * the TYPING frames of docs/protocol.md).
+ * fuzz_frame — the producer's client frame parser and validator, chat_frame_parse() (protocol.md
+ * §1, and the TYPING frames of docs/protocol.md).
  *
  * Input: the raw frame bytes (not NUL-terminated, as lws hands them over).
  * Properties checked beyond "no crash, no sanitizer report":
@@ -25,8 +25,9 @@ static void check_accepted(const chat_message *m)
     FUZZ_ASSERT(uid >= 1 && uid <= CHAT_USER_ID_MAX && m->user_id[0] != '0');
     FUZZ_ASSERT(chat_valid_username(m->username));
     int64_t ms;
-    if (m->kind == CHAT_KIND_TYPING) {   /* who is typing; no message fields */
-        FUZZ_ASSERT(m->message[0] == '\0' && m->message_type[0] == '\0' && m->client_message_id[0] == '\0');
+    if (m->kind == CHAT_KIND_TYPING) { /* who is typing; no message fields */
+        FUZZ_ASSERT(m->message[0] == '\0' && m->message_type[0] == '\0' &&
+                    m->client_message_id[0] == '\0');
         FUZZ_ASSERT(m->timestamp[0] == '\0' || time_parse_iso8601(m->timestamp, &ms));
         return;
     }
@@ -37,7 +38,8 @@ static void check_accepted(const chat_message *m)
     FUZZ_ASSERT(cp >= 1 && cp <= CHAT_TEXT_MAX_CP);
     FUZZ_ASSERT(time_parse_iso8601(m->timestamp, &ms));
     FUZZ_ASSERT(chat_valid_message_type(m->message_type));
-    FUZZ_ASSERT(m->client_message_id[0] == '\0' || chat_valid_client_message_id(m->client_message_id));
+    FUZZ_ASSERT(m->client_message_id[0] == '\0' ||
+                chat_valid_client_message_id(m->client_message_id));
 }
 
 static void check_queue_round_trip(chat_message m)
@@ -46,7 +48,8 @@ static void check_queue_round_trip(chat_message m)
     snprintf(m.server_id, sizeof m.server_id, "producer-fuzz");
     snprintf(m.client_ip, sizeof m.client_ip, "127.0.0.1");
     time_format_iso8601(1795000000000, m.received_at);
-    if (!m.timestamp[0]) memcpy(m.timestamp, m.received_at, sizeof m.received_at);   /* as the producer does */
+    if (!m.timestamp[0])
+        memcpy(m.timestamp, m.received_at, sizeof m.received_at); /* as the producer does */
     FUZZ_ASSERT(chat_message_assign_id(&m));
     char *body = queue_message_to_json(&m);
     FUZZ_ASSERT(body);
@@ -88,7 +91,8 @@ static void check_refused(chat_status st, const char *err, size_t err_len, const
     FUZZ_ASSERT(json_is_object(root));
     const char *said = json_string_value(json_object_get(root, "errorMessage"));
     FUZZ_ASSERT(said && strcmp(said, err) == 0);
-    FUZZ_ASSERT(strcmp(json_string_value(json_object_get(root, "errorCode")), chat_status_code(st)) == 0);
+    FUZZ_ASSERT(
+        strcmp(json_string_value(json_object_get(root, "errorCode")), chat_status_code(st)) == 0);
     json_decref(root);
     free(frame);
 }
@@ -109,13 +113,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char err[512];
         size_t err_len = i == 0 ? sizeof err : small;
         chat_status st = chat_frame_parse(frame, size, limits[i], &m, err, err_len);
-        if (size > limits[i]) FUZZ_ASSERT(st == CHAT_MESSAGE_TOO_LARGE);
-        else if (!utf8_validate(frame, size)) FUZZ_ASSERT(st == CHAT_INVALID_JSON);
+        if (size > limits[i])
+            FUZZ_ASSERT(st == CHAT_MESSAGE_TOO_LARGE);
+        else if (!utf8_validate(frame, size))
+            FUZZ_ASSERT(st == CHAT_INVALID_JSON);
         if (st == CHAT_OK) {
             check_accepted(&m);
             if (i == 0) check_queue_round_trip(m);
         } else {
-            FUZZ_ASSERT(st == CHAT_INVALID_JSON || st == CHAT_VALIDATION_ERROR || st == CHAT_MESSAGE_TOO_LARGE);
+            FUZZ_ASSERT(st == CHAT_INVALID_JSON || st == CHAT_VALIDATION_ERROR ||
+                        st == CHAT_MESSAGE_TOO_LARGE);
             check_refused(st, err, err_len, &m);
         }
     }

@@ -1,6 +1,6 @@
 /*
- * fuzz_iso8601 — time_parse_iso8601(), which checks every client timestamp (SPEC §1) and the
- * consumer's HTTP API window parameters (testStartTime / testEndTime, SPEC §6).
+ * fuzz_iso8601 — time_parse_iso8601(), which checks every client timestamp (protocol.md §1) and the
+ * consumer's HTTP API window parameters (testStartTime / testEndTime, protocol.md §5).
  *
  * Input: the string (copied into an exact-size NUL-terminated buffer).
  * Properties: an accepted string has a zone designator at its end ('Z'/'z' or a digit of an
@@ -11,8 +11,8 @@
 #include "fuzz_util.h"
 #include "timeutil.h"
 
-#define MIN_MS (-62167219200000LL)  /* 0000-01-01T00:00:00.000Z */
-#define MAX_MS (253402300799999LL)  /* 9999-12-31T23:59:59.999Z */
+#define MIN_MS (-62167219200000LL) /* 0000-01-01T00:00:00.000Z */
+#define MAX_MS (253402300799999LL) /* 9999-12-31T23:59:59.999Z */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -1,6 +1,6 @@
 /*
- * fuzz_queue_message — the consumer's queue body parser, queue_message_parse() (SPEC §2, and the
- * TYPING bodies of docs/protocol.md).
+ * fuzz_queue_message — the consumer's queue body parser, queue_message_parse() (protocol.md §4, and
+ * the TYPING bodies of docs/protocol.md).
  *
  * Input: an SQS message body (not NUL-terminated).
  * Properties: an accepted body has a lower-case UUID messageId, a canonical positive roomId and
@@ -38,12 +38,14 @@ static void check_accepted(const chat_message *m)
     for (const char *p = m->message_id; *p; p++) FUZZ_ASSERT(!(*p >= 'A' && *p <= 'F'));
     FUZZ_ASSERT(m->room_id[0] >= '1' && m->room_id[0] <= '9');
     FUZZ_ASSERT(chat_valid_username(m->username));
-    if (m->kind == CHAT_KIND_TYPING)   /* a typing indicator carries no message fields */
-        FUZZ_ASSERT(m->message[0] == '\0' && m->message_type[0] == '\0' && m->client_message_id[0] == '\0');
+    if (m->kind == CHAT_KIND_TYPING) /* a typing indicator carries no message fields */
+        FUZZ_ASSERT(m->message[0] == '\0' && m->message_type[0] == '\0' &&
+                    m->client_message_id[0] == '\0');
     else
         FUZZ_ASSERT(m->kind == CHAT_KIND_MESSAGE && chat_valid_message_type(m->message_type));
     size_t len = strlen(m->message);
-    FUZZ_ASSERT(utf8_validate(m->message, len) && utf8_codepoints(m->message, len) <= CHAT_TEXT_MAX_CP);
+    FUZZ_ASSERT(utf8_validate(m->message, len) &&
+                utf8_codepoints(m->message, len) <= CHAT_TEXT_MAX_CP);
     FUZZ_ASSERT(m->server_id[0] != '\0');
 
     char *body = queue_message_to_json(m);
@@ -61,11 +63,12 @@ static void check_accepted(const chat_message *m)
     FUZZ_ASSERT(event);
     json_t *root = json_loads(event, 0, NULL);
     FUZZ_ASSERT(json_is_object(root));
-    if (m->kind == CHAT_KIND_TYPING)   /* ephemeral: nobody may take it for a stored message */
+    if (m->kind == CHAT_KIND_TYPING) /* ephemeral: nobody may take it for a stored message */
         FUZZ_ASSERT(strcmp(json_string_value(json_object_get(root, "type")), "TYPING") == 0 &&
                     !json_object_get(root, "messageId"));
     else
-        FUZZ_ASSERT(strcmp(json_string_value(json_object_get(root, "messageId")), m->message_id) == 0);
+        FUZZ_ASSERT(strcmp(json_string_value(json_object_get(root, "messageId")), m->message_id) ==
+                    0);
     json_decref(root);
     free(event);
 }

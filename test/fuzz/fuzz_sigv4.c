@@ -23,7 +23,8 @@ static bool only_chars(const char *s, size_t len, const char *extra)
 {
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' || strchr(extra, c)) continue;
+        if (isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' || strchr(extra, c))
+            continue;
         if (c == '%' && i + 2 < len && isxdigit((unsigned char)s[i + 1]) &&
             isxdigit((unsigned char)s[i + 2]) && !islower((unsigned char)s[i + 1]) &&
             !islower((unsigned char)s[i + 2])) {
@@ -39,7 +40,8 @@ static bool only_chars(const char *s, size_t len, const char *extra)
 static void check_canonical(const char *cr, const char *method)
 {
     const char *l1 = strchr(cr, '\n');
-    FUZZ_ASSERT(l1 && (size_t)(l1 - cr) == strlen(method) && memcmp(cr, method, strlen(method)) == 0);
+    FUZZ_ASSERT(l1 && (size_t)(l1 - cr) == strlen(method) &&
+                memcmp(cr, method, strlen(method)) == 0);
     const char *uri = l1 + 1;
     const char *l2 = strchr(uri, '\n');
     FUZZ_ASSERT(l2 && l2 > uri && uri[0] == '/');
@@ -100,8 +102,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     static const uint8_t body[] = "{\"QueueUrl\":\"q\"}";
     const sigv4_request req = {
-        .method = method, .path = path, .query = query, .headers = headers, .n_headers = nh,
-        .body = body, .body_len = sizeof body - 1,
+        .method = method,
+        .path = path,
+        .query = query,
+        .headers = headers,
+        .n_headers = nh,
+        .body = body,
+        .body_len = sizeof body - 1,
     };
     const sigv4_params params = {
         .access_key_id = "AKIDEXAMPLE",
@@ -117,13 +124,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sigv4_result r1, r2;
     if (sign(&req, &params, &r1)) {
         FUZZ_ASSERT(strlen(r1.signature) == 64);
-        for (int i = 0; i < 64; i++) FUZZ_ASSERT(isxdigit((unsigned char)r1.signature[i]) && !isupper((unsigned char)r1.signature[i]));
+        for (int i = 0; i < 64; i++)
+            FUZZ_ASSERT(isxdigit((unsigned char)r1.signature[i]) &&
+                        !isupper((unsigned char)r1.signature[i]));
         check_canonical(r1.canonical_request, method);
         char hash[65];
         sigv4_sha256_hex(r1.canonical_request, strlen(r1.canonical_request), hash);
         size_t sl = strlen(r1.string_to_sign);
         FUZZ_ASSERT(sl > 64 && strcmp(r1.string_to_sign + sl - 64, hash) == 0);
-        FUZZ_ASSERT(strncmp(r1.authorization, "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261123/", 49) == 0);
+        FUZZ_ASSERT(strncmp(r1.authorization, "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261123/",
+                            49) == 0);
 
         FUZZ_ASSERT(sign(&req, &params, &r2));
         FUZZ_ASSERT(strcmp(r1.canonical_request, r2.canonical_request) == 0);

@@ -70,7 +70,8 @@ static void check_receive(const char *body, size_t len)
 
 static void check_batch(size_t n, const char *body, size_t len)
 {
-    static const char *const ids[SQS_MAX_BATCH] = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"};
+    static const char *const ids[SQS_MAX_BATCH] = {"0", "1", "2", "3", "4",
+                                                   "5", "6", "7", "8", "9"};
     sqs_entry_result results[SQS_MAX_BATCH];
     sqs_error err;
     sqs_status s = sqs_parse_batch_answer(body, len, ids, n, results, &err);
@@ -99,8 +100,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *body = malloc(len ? len : 1);
     if (!body) return 0;
     memcpy(body, data + 2, len);
-    if (kind == 1) check_receive(body, len);
-    else check_batch(data[1] % (SQS_MAX_BATCH + 1), body, len);
+    if (kind == 1)
+        check_receive(body, len);
+    else
+        check_batch(data[1] % (SQS_MAX_BATCH + 1), body, len);
     free(body);
     return 0;
 }

@@ -18,17 +18,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FUZZ_ASSERT(cond)                                                                   \
-    do {                                                                                    \
-        if (!(cond)) {                                                                      \
+#define FUZZ_ASSERT(cond)                                                                     \
+    do {                                                                                      \
+        if (!(cond)) {                                                                        \
             fprintf(stderr, "fuzz property broken: %s (%s:%d)\n", #cond, __FILE__, __LINE__); \
-            abort();                                                                        \
-        }                                                                                   \
+            abort();                                                                          \
+        }                                                                                     \
     } while (0)
 
 /* Copies data into buf (size >= size + max) and returns in parts[] up to max NUL-terminated
  * pieces cut at '\n'; the last piece takes the rest. Returns the number of pieces. */
-static inline size_t fuzz_split(const uint8_t *data, size_t size, char *buf, char **parts, size_t max)
+static inline size_t fuzz_split(const uint8_t *data, size_t size, char *buf, char **parts,
+                                size_t max)
 {
     memcpy(buf, data, size);
     buf[size] = '\0';

@@ -4,6 +4,7 @@
 # user_activity agrees with the table, the queues drain, the metrics API answers for the run's
 # window, and the consumer stops cleanly on SIGTERM. (The loadgen's broadcast matching is reported
 # as a note: subscriber delivery has tests of its own.)
+# test-passes: asan tsan
 set -u
 . "$(dirname "$0")/../lib/common.sh"
 . "$ROOT/test/lib/services.sh"

@@ -12,6 +12,7 @@
 #  - the Dockerfiles: multi-stage bookworm -> bookworm-slim, Makefile build, runtime libraries only,
 #    HEALTHCHECK, non-root USER, tini.
 # The structural checks live in deploy_config_checks.py (same folder).
+# test-passes: none (python and --help over files: no ChatFlow service runs)
 . "$(dirname "$0")/../lib/common.sh"
 cd "$ROOT"
 

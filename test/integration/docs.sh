@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The README stays true to the code: each binary's settings table (its --help-markdown output)
-# appears in the README verbatim, every binary's --help works, and a bad value is refused with
+# The docs stay true to the code: each binary's settings table (its --help-markdown output)
+# appears in docs/configuration.md verbatim, every binary's --help works, and a bad value is refused with
 # the variable and its range. (docs/configuration.md is held to the same tables by deploy_config.sh.)
+# test-passes: asan
 set -u
 . "$(dirname "$0")/../lib/common.sh"
 
@@ -21,10 +22,10 @@ for bin in chatflow-producer chatflow-consumer chatflow-sqs; do
         continue
     fi
     if python3 -c 'import sys; t=open(sys.argv[1]).read().strip(); sys.exit(0 if t and t in open(sys.argv[2]).read() else 1)' \
-        "$TEST_LOGDIR/$bin-table.md" README.md; then
-        tap_ok "README carries $bin's current settings table"
+        "$TEST_LOGDIR/$bin-table.md" docs/configuration.md; then
+        tap_ok "docs/configuration.md carries $bin's current settings table"
     else
-        tap_fail "README carries $bin's current settings table (regenerate: docs/settings-tables)"
+        tap_fail "docs/configuration.md carries $bin's current settings table (regenerate: docs/settings-tables)"
     fi
 done
 
@@ -35,5 +36,12 @@ if [ $rc -ne 0 ] && grep -q 'CHATFLOW_WS_PORT' <<<"$out" && grep -q '0\.\.65535'
     tap_ok "a bad CHATFLOW_WS_PORT stops the producer with the variable and its range"
 else
     tap_fail "a bad CHATFLOW_WS_PORT stops the producer with the variable and its range (rc $rc: $out)"
+fi
+# The repository stands alone: no tracked file refers to material outside it.
+outside=$(git ls-files -z | xargs -0 grep -lE '\.\./shared|SPEC\.md|SPEC §|FIELD-NOTES' -- 2>/dev/null | grep -v '^test/integration/docs.sh$')
+if [ -z "$outside" ]; then
+    tap_ok "no tracked file refers to anything outside the repository"
+else
+    tap_fail "no tracked file refers to anything outside the repository: $(echo $outside)"
 fi
 finish

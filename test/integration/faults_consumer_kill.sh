@@ -2,6 +2,7 @@
 # faults_consumer_kill — the consumer is killed with SIGKILL during a load run and restarted:
 # whatever it had received but not committed is redelivered after the visibility timeout (10 s
 # here) and stored once; every acked message ends up in PostgreSQL exactly once.
+# test-passes: asan
 . "$(dirname "$0")/../lib/common.sh"
 . "$(dirname "$0")/faults_lib.sh"
 

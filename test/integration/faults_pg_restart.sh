@@ -4,6 +4,7 @@
 # the messages in SQS until they are committed (it does not delete what it has not stored);
 # /health/ready reports the database down meanwhile. Every acked message ends up in PostgreSQL
 # exactly once, none in the DLQ.
+# test-passes: asan
 . "$(dirname "$0")/../lib/common.sh"
 . "$(dirname "$0")/faults_lib.sh"
 

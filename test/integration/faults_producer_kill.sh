@@ -4,6 +4,7 @@
 # them again with the same clientMessageId, so they map to the same messageId and SQS
 # deduplicates them. Every acked message ends up in PostgreSQL exactly once; the unacked ones
 # that never made it are counted (the loss window of an unacked send).
+# test-passes: asan
 . "$(dirname "$0")/../lib/common.sh"
 . "$(dirname "$0")/faults_lib.sh"
 

@@ -6,6 +6,7 @@
 # (chatflow_ack_latency_seconds_count) less the messages the consumer had received
 # (chatflow_messages_consumed_total), both read right after the kill, when neither can move. Every
 # other acked message must be in PostgreSQL exactly once, and both services recover by themselves.
+# test-passes: asan
 . "$(dirname "$0")/../lib/common.sh"
 . "$(dirname "$0")/faults_lib.sh"
 

@@ -5,6 +5,7 @@
 # anyway), the rest are lost. The test requires every acked message in PostgreSQL exactly once,
 # and reports how many frames were unanswered, how many of them were stored, how many were lost,
 # and when they had been sent relative to the kill (docs/reliability.md quotes it).
+# test-passes: asan
 . "$(dirname "$0")/../lib/common.sh"
 . "$(dirname "$0")/faults_lib.sh"
 

@@ -6,6 +6,7 @@
 # its committed seed corpus, committed regression inputs (corpus/<name>/regress-*) first. Prints
 # one ok / not ok line per target; a crash names its reproducer. No servers are used.
 # The whole run stays under ~90 s on this 2-core machine (6-7 targets x 8 s plus the build).
+# test-passes: none (an ASan+UBSan libFuzzer run already, with builds of its own)
 . "$(dirname "$0")/../lib/common.sh"
 
 seconds=${FUZZ_SHORT_SECONDS:-8}

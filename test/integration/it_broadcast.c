@@ -13,6 +13,7 @@
  * and body as a raw client sees them); the connection cap; keepalive hang-up of a client that
  * never answers pings; stop closes subscribers with 1001 "going away".
  */
+/* test-passes: asan tsan */
 #include <arpa/inet.h>
 #include <jansson.h>
 #include <netinet/in.h>
@@ -29,6 +30,7 @@
 #include "metrics.h"
 #include "testlib.h"
 #include "timeutil.h"
+#include "tl_http.h"
 #include "uuid.h"
 #include "wsclient.h"
 #include "../../consumer/broadcast.h"
@@ -46,12 +48,12 @@ typedef struct {
     char committed[ROOMS + 1][MAX_COMMITTED][SEQNUM_BUF];
     size_t n_committed[ROOMS + 1];
     bool failing[ROOMS + 1];
-    bool gate_closed;     /* while true, history calls wait (to publish during a replay) */
-    int waiting;          /* history calls waiting at the gate */
+    bool gate_closed; /* while true, history calls wait (to publish during a replay) */
+    int waiting;      /* history calls waiting at the gate */
     int calls;
 } fake_store;
 
-static fake_store store = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+static fake_store store = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
 static void make_msg(chat_message *m, long room, const char *seq, const char *text)
 {
@@ -96,7 +98,7 @@ static bool fake_history(void *ctx, long room, const char *since_seq, size_t lim
     store.waiting--;
     if (store.failing[room]) {
         pthread_mutex_unlock(&store.mu);
-        if (room == 10)   /* a long reason of 2-byte characters: cut at a character boundary */
+        if (room == 10) /* a long reason of 2-byte characters: cut at a character boundary */
             for (size_t i = 0; i + 2 < err_len && i < 200; i += 2) memcpy(err + i, "\xC3\xA9", 3);
         else
             snprintf(err, err_len, "store is down (test)");
@@ -121,13 +123,7 @@ static bool fake_history(void *ctx, long room, const char *since_seq, size_t lim
 static double metric(const char *series)
 {
     char *text = metrics_render();
-    double v = 0;
-    size_t n = strlen(series);
-    for (const char *line = text; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
-        if (strncmp(line, series, n) == 0 && line[n] == ' ') {
-            v = strtod(line + n + 1, NULL);
-            break;
-        }
+    double v = tl_metric_sum(text, series, NULL);
     free(text);
     return v;
 }
@@ -135,9 +131,17 @@ static double metric(const char *series)
 static broadcast_config base_config(void)
 {
     broadcast_config c = {
-        .bind_addr = HOST, .port = 0, .room_min = 1, .room_max = ROOMS,
-        .send_queue_max = 64, .cache_per_room = 16, .max_subscribers = 200,
-        .ping_interval_s = 20, .pong_timeout_s = 5, .history = fake_history, .history_ctx = NULL,
+        .bind_addr = HOST,
+        .port = 0,
+        .room_min = 1,
+        .room_max = ROOMS,
+        .send_queue_max = 64,
+        .cache_per_room = 16,
+        .max_subscribers = 200,
+        .ping_interval_s = 20,
+        .pong_timeout_s = 5,
+        .history = fake_history,
+        .history_ctx = NULL,
     };
     return c;
 }
@@ -197,7 +201,8 @@ static bool recv_event(wsc_conn *c, int timeout_ms, long *room, char seq[SEQNUM_
 
 /* Receives exactly the expected sequence numbers of room, in order. Returns how many matched
  * before the first mismatch (== n when all did). */
-static size_t expect_seqs(wsc_conn *c, long room, char (*want)[SEQNUM_BUF], size_t n, const char *who)
+static size_t expect_seqs(wsc_conn *c, long room, char (*want)[SEQNUM_BUF], size_t n,
+                          const char *who)
 {
     for (size_t i = 0; i < n; i++) {
         long got_room;
@@ -234,9 +239,9 @@ static void seq_of(char out[SEQNUM_BUF], unsigned long long n)
 static int raw_connect(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     inet_pton(AF_INET, HOST, &a.sin_addr);
-    struct timeval tv = { .tv_sec = 3 };
+    struct timeval tv = {.tv_sec = 3};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
         close(fd);
@@ -248,10 +253,11 @@ static int raw_connect(int port)
 static bool raw_send_upgrade(int fd, const char *path)
 {
     char req[512];
-    int n = snprintf(req, sizeof req,
-                     "GET %s HTTP/1.1\r\nHost: " HOST "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                     path);
+    int n = snprintf(
+        req, sizeof req,
+        "GET %s HTTP/1.1\r\nHost: " HOST "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        path);
     return write(fd, req, (size_t)n) == n;
 }
 
@@ -266,7 +272,8 @@ static int raw_handshake(int port, const char *path, char *resp, size_t resp_len
     }
     size_t got = 0;
     ssize_t n;
-    while (got + 1 < resp_len && (n = read(fd, resp + got, resp_len - 1 - got)) > 0) got += (size_t)n;
+    while (got + 1 < resp_len && (n = read(fd, resp + got, resp_len - 1 - got)) > 0)
+        got += (size_t)n;
     resp[got] = '\0';
     close(fd);
     int status = -1;
@@ -288,7 +295,8 @@ static void test_refusals(broadcaster *b, wsc_ctx *ws)
     CHECK_INT(st, 404, "refusal: room 0 -> 404");
     st = raw_handshake(port, "/chat/3?since=abc", resp, sizeof resp);
     CHECK_INT(st, 400, "refusal: since=abc -> 400");
-    CHECK(strstr(resp, "since 'abc' is not a sequence number") != NULL, "refusal: the body says why (since)");
+    CHECK(strstr(resp, "since 'abc' is not a sequence number") != NULL,
+          "refusal: the body says why (since)");
     st = raw_handshake(port, "/chat/3?sinse=5", resp, sizeof resp);
     CHECK_INT(st, 400, "refusal: unknown query argument -> 400");
     st = raw_handshake(port, "/other", resp, sizeof resp);
@@ -307,7 +315,8 @@ static void test_refusals(broadcaster *b, wsc_ctx *ws)
         }
     resp[got] = '\0';
     if (fd >= 0) close(fd);
-    CHECK(strncmp(resp, "HTTP/1.1 400", 12) == 0 && strstr(resp, "subscribe with a WebSocket upgrade"),
+    CHECK(strncmp(resp, "HTTP/1.1 400", 12) == 0 &&
+              strstr(resp, "subscribe with a WebSocket upgrade"),
           "refusal: a plain HTTP request gets 400 and says to upgrade");
 
     int status = 0;
@@ -336,7 +345,8 @@ static void test_fan_out(broadcaster *b, wsc_ctx *ws)
     CHECK(all_open, "fan-out: 20 rooms x 3 subscribers connected");
     if (!all_open) return;
     wait_subscribers(b, ROOMS * PER_ROOM);
-    CHECK_INT(broadcast_subscriber_count(b), ROOMS * PER_ROOM, "fan-out: broadcaster counts 60 subscribers");
+    CHECK_INT(broadcast_subscriber_count(b), ROOMS * PER_ROOM,
+              "fan-out: broadcaster counts 60 subscribers");
 
     /* Interleave the rooms; sequence numbers cross 99 -> 100 (numeric order). */
     static char want[ROOMS + 1][EVENTS][SEQNUM_BUF];
@@ -354,10 +364,13 @@ static void test_fan_out(broadcaster *b, wsc_ctx *ws)
             if (expect_seqs(subs[r][k], r, want[r], EVENTS, who) == EVENTS) complete++;
         }
     for (long r = 1; r <= ROOMS; r++)
-        for (int k = 0; k < PER_ROOM; k++) silent_after += nothing_more(subs[r][k], r == 1 && k == 0 ? 300 : 1);
-    CHECK_INT(complete, ROOMS * PER_ROOM,
-              "fan-out: each of 60 subscribers got its room's 30 events once, in order, no other room's");
-    CHECK_INT(silent_after, ROOMS * PER_ROOM, "fan-out: nothing more (no duplicate, no other room)");
+        for (int k = 0; k < PER_ROOM; k++)
+            silent_after += nothing_more(subs[r][k], r == 1 && k == 0 ? 300 : 1);
+    CHECK_INT(
+        complete, ROOMS * PER_ROOM,
+        "fan-out: each of 60 subscribers got its room's 30 events once, in order, no other room's");
+    CHECK_INT(silent_after, ROOMS * PER_ROOM,
+              "fan-out: nothing more (no duplicate, no other room)");
 
     /* A redelivered message (same or older sequence number) is not broadcast again. */
     publish(b, 4, want[4][EVENTS - 1], NULL);
@@ -393,7 +406,8 @@ static void test_slow_subscriber(broadcaster *b, wsc_ctx *ws)
     static char want[MAX_EVENTS][SEQNUM_BUF];
     size_t published = 0, good_got = 0;
     bool good_in_order = true;
-    while (published < MAX_EVENTS && metric("chatflow_slow_subscribers_dropped_total") == dropped_before) {
+    while (published < MAX_EVENTS &&
+           metric("chatflow_slow_subscribers_dropped_total") == dropped_before) {
         for (int i = 0; i < CHUNK; i++, published++) {
             seq_of(want[published], 5000000000000000000ULL + published);
             publish(b, 5, want[published], big);
@@ -407,14 +421,15 @@ static void test_slow_subscriber(broadcaster *b, wsc_ctx *ws)
         }
     }
     CHECK(metric("chatflow_slow_subscribers_dropped_total") == dropped_before + 1,
-          "slow: the subscriber that never reads is dropped and counted (after %zu events)", published);
+          "slow: the subscriber that never reads is dropped and counted (after %zu events)",
+          published);
     /* The others keep receiving after the drop. */
     for (int i = 0; i < CHUNK; i++, published++) {
         seq_of(want[published], 5000000000000000000ULL + published);
         publish(b, 5, want[published], big);
     }
     char other_seq[1][SEQNUM_BUF];
-    seq_of(other_seq[0], 100000);   /* newer than the fan-out's */
+    seq_of(other_seq[0], 100000); /* newer than the fan-out's */
     publish(b, 6, other_seq[0], NULL);
     while (good_got < published) {
         long room;
@@ -441,14 +456,16 @@ static void test_slow_subscriber(broadcaster *b, wsc_ctx *ws)
         prefix++;
     }
     CHECK(prefix_in_order && prefix < published,
-          "slow: the dropped subscriber got an in-order prefix (%zu of %zu events)", prefix, published);
+          "slow: the dropped subscriber got an in-order prefix (%zu of %zu events)", prefix,
+          published);
     CHECK(wsc_wait_closed(slow, 5000), "slow: the dropped subscriber is closed");
     int code = 0;
     const char *reason = NULL;
     wsc_close_info(slow, &code, &reason);
     CHECK_INT(code, 4008, "slow: close code 4008");
     unsigned long behind = 0;
-    CHECK(reason && sscanf(reason, "slow subscriber: %lu frames behind", &behind) == 1 && behind > 64,
+    CHECK(reason && sscanf(reason, "slow subscriber: %lu frames behind", &behind) == 1 &&
+              behind > 64,
           "slow: close reason \"%s\"", reason ? reason : "(none)");
     wsc_free(slow);
     wsc_free(good);
@@ -469,7 +486,8 @@ static void test_replay_from_cache(broadcaster *b, wsc_ctx *ws)
         seq_of(want[i], 7000 + (unsigned long long)i * 10);
         publish(b, 7, want[i], NULL);
     }
-    CHECK(marker && expect_seqs(marker, 7, want, N, "marker") == N, "cache replay: 12 events published");
+    CHECK(marker && expect_seqs(marker, 7, want, N, "marker") == N,
+          "cache replay: 12 events published");
     char path[96];
     /* since = the 4th event: events 5..12 from the cache; since between two numbers works too. */
     snprintf(path, sizeof path, "/chat/7?since=%s", want[3]);
@@ -486,7 +504,8 @@ static void test_replay_from_cache(broadcaster *b, wsc_ctx *ws)
     seq_of(want[N + 1], 10000);
     publish(b, 7, want[N], NULL);
     publish(b, 7, want[N + 1], NULL);
-    CHECK_INT(expect_seqs(c, 7, want + N, 2, "cache replay live"), 2, "cache replay: then live events");
+    CHECK_INT(expect_seqs(c, 7, want + N, 2, "cache replay live"), 2,
+              "cache replay: then live events");
     CHECK(nothing_more(c, 200), "cache replay: no duplicate");
     double cache_after = metric("chatflow_replay_requests_total{source=\"cache\"}");
     CHECK(cache_after == cache_before + 2, "cache replay: counted as source=cache (%.0f -> %.0f)",
@@ -511,7 +530,8 @@ static void test_replay_from_history(broadcaster *b, wsc_ctx *ws)
         publish(b, 8, want[i], NULL);
         if (i < COMMITTED) store_commit(8, want[i]);
     }
-    CHECK(marker && expect_seqs(marker, 8, want, N, "marker") == N, "history replay: 40 events published");
+    CHECK(marker && expect_seqs(marker, 8, want, N, "marker") == N,
+          "history replay: 40 events published");
     if (marker) wsc_free(marker);
     wait_subscribers(b, 0);
     double history_before = metric("chatflow_replay_requests_total{source=\"history\"}");
@@ -538,15 +558,17 @@ static void test_replay_from_history(broadcaster *b, wsc_ctx *ws)
     }
     CHECK(nothing_more(c, 200), "history replay: nothing is sent before history answers");
     store_gate(false);
-    CHECK_INT(expect_seqs(c, 8, want + 3, N + LIVE - 3, "history replay"), N + LIVE - 3,
-              "history replay: events 4..45 exactly once in order (history, cache, live during replay)");
+    CHECK_INT(
+        expect_seqs(c, 8, want + 3, N + LIVE - 3, "history replay"), N + LIVE - 3,
+        "history replay: events 4..45 exactly once in order (history, cache, live during replay)");
     CHECK(nothing_more(c, 200), "history replay: no duplicate after the merge");
     CHECK(metric("chatflow_replay_requests_total{source=\"history\"}") == history_before + 1,
           "history replay: counted as source=history");
     wsc_free(c);
 
     /* A failing store (the database busy or down): the subscriber is told to come back (4013, the
-     * WebSocket form of a 503), and the store's own message — it may name hosts — stays in the log. */
+     * WebSocket form of a 503), and the store's own message — it may name hosts — stays in the log.
+     */
     pthread_mutex_lock(&store.mu);
     store.failing[9] = true;
     pthread_mutex_unlock(&store.mu);
@@ -578,7 +600,7 @@ static void test_replay_paged_and_lagging(wsc_ctx *ws)
     enum { N = 30, COMMITTED_FIRST = 20 };
     char want[N][SEQNUM_BUF];
     for (int i = 0; i < N; i++) {
-        seq_of(want[i], 99990 + (unsigned long long)i);   /* crosses 99999 -> 100000 */
+        seq_of(want[i], 99990 + (unsigned long long)i); /* crosses 99999 -> 100000 */
         publish(b, 2, want[i], NULL);
         if (i < COMMITTED_FIRST) store_commit(2, want[i]);
     }
@@ -589,7 +611,8 @@ static void test_replay_paged_and_lagging(wsc_ctx *ws)
     char path[96];
     snprintf(path, sizeof path, "/chat/2?since=%s", want[N - 2]);
     wsc_conn *marker = subscribe(ws, broadcast_port(b), path);
-    CHECK(marker && expect_seqs(marker, 2, want + N - 1, 1, "marker") == 1, "paged: events published");
+    CHECK(marker && expect_seqs(marker, 2, want + N - 1, 1, "marker") == 1,
+          "paged: events published");
     /* Cache holds 27..30 (evicted up to 26) but the store only has 1..20 committed. */
     wsc_conn *c = subscribe(ws, broadcast_port(b), "/chat/2?since=0");
     CHECK(c != NULL, "paged: replaying subscriber connected");
@@ -617,7 +640,8 @@ static void test_replay_paged_and_lagging(wsc_ctx *ws)
         publish(b, 3, r3[i], NULL);
     }
     CHECK(live3 && expect_seqs(live3, 3, r3, 10, "room 3 live") == 10,
-          "burst: 10 events fanned out at once to a reader with send_queue_max 8 all arrive (no drop)");
+          "burst: 10 events fanned out at once to a reader with send_queue_max 8 all arrive (no "
+          "drop)");
     wsc_conn *g = subscribe(ws, broadcast_port(b), "/chat/3?since=100");
     CHECK(g && wsc_wait_closed(g, 10000), "lagging store: the replay gives up");
     if (g) {
@@ -625,7 +649,8 @@ static void test_replay_paged_and_lagging(wsc_ctx *ws)
         const char *reason = NULL;
         wsc_close_info(g, &code, &reason);
         CHECK_INT(code, 4013, "lagging store: close code 4013 (try again later)");
-        CHECK_STR(reason, "replay incomplete: history ends at 100, not stored up to 505 yet; reconnect",
+        CHECK_STR(reason,
+                  "replay incomplete: history ends at 100, not stored up to 505 yet; reconnect",
                   "lagging store: the reason says where history ends");
         CHECK(nothing_more(g, 1), "lagging store: nothing with a gap was sent");
         wsc_free(g);
@@ -652,7 +677,8 @@ static void test_replay_paged_and_lagging(wsc_ctx *ws)
         wsc_free(h);
     }
     store_gate(false);
-    CHECK(metric("chatflow_slow_subscribers_dropped_total") == dropped_before + 1, "held: counted as slow");
+    CHECK(metric("chatflow_slow_subscribers_dropped_total") == dropped_before + 1,
+          "held: counted as slow");
     if (live3) wsc_free(live3);
     if (marker) wsc_free(marker);
     broadcast_stop(b);
@@ -693,10 +719,11 @@ static void test_cap_and_keepalive(wsc_ctx *ws)
             eof = true;
             break;
         }
-        if (n < 0) continue;   /* receive timeout; keep waiting */
+        if (n < 0) continue; /* receive timeout; keep waiting */
     }
     double secs = (double)(time_mono_ns() - start) / 1e9;
-    CHECK(eof && secs >= 1.0, "keepalive: a client that never answers pings is hung up (%.1f s)", secs);
+    CHECK(eof && secs >= 1.0, "keepalive: a client that never answers pings is hung up (%.1f s)",
+          secs);
     if (fd >= 0) close(fd);
     broadcast_stop(b);
 }
@@ -723,8 +750,10 @@ static void test_stop(broadcaster *b, wsc_ctx *ws)
         int code = 0;
         const char *reason = NULL;
         wsc_close_info(c[i], &code, &reason);
-        if (code == 1001 && reason && strcmp(reason, "going away") == 0) closed_1001++;
-        else printf("# stop: subscriber %d closed with %d \"%s\"\n", i, code, reason ? reason : "");
+        if (code == 1001 && reason && strcmp(reason, "going away") == 0)
+            closed_1001++;
+        else
+            printf("# stop: subscriber %d closed with %d \"%s\"\n", i, code, reason ? reason : "");
     }
     pthread_join(t, NULL);
     CHECK_INT(closed_1001, 3, "stop: every subscriber is closed with 1001 \"going away\"");
@@ -740,7 +769,8 @@ int main(void)
     broadcast_config cfg = base_config();
     char err[200] = "";
     broadcaster *b = broadcast_start(&cfg, err, sizeof err);
-    CHECK(b != NULL && broadcast_port(b) > 0, "broadcaster started on a free port (%s)", b ? "ok" : err);
+    CHECK(b != NULL && broadcast_port(b) > 0, "broadcaster started on a free port (%s)",
+          b ? "ok" : err);
     if (!b || !ws) return TEST_DONE();
 
     cfg.room_max = 0;

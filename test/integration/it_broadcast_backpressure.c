@@ -21,6 +21,7 @@
  *  - liveness: both broadcaster loops are registered with the watchdog and an idle broadcaster
  *    stays live past the service loop's 10 s turn expectation (the 1 s lws tick).
  */
+/* test-passes: asan tsan */
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
@@ -38,6 +39,7 @@
 #include "metrics.h"
 #include "testlib.h"
 #include "timeutil.h"
+#include "tl_http.h"
 #include "uuid.h"
 #include "watchdog.h"
 #include "wsclient.h"
@@ -73,7 +75,8 @@ static void make_msg(chat_message *m, long room, const char *seq, chat_kind kind
 static void store_add(long room, const char *seq)
 {
     pthread_mutex_lock(&store_mu);
-    if (n_stored[room] < MAX_STORED) snprintf(stored[room][n_stored[room]++], SEQNUM_BUF, "%s", seq);
+    if (n_stored[room] < MAX_STORED)
+        snprintf(stored[room][n_stored[room]++], SEQNUM_BUF, "%s", seq);
     pthread_mutex_unlock(&store_mu);
 }
 
@@ -136,7 +139,8 @@ static pid_t service_tid(void)
         snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
         FILE *f = fopen(path, "r");
         if (!f) continue;
-        if (fgets(name, sizeof name, f) && strncmp(name, "cf-broadcast", 12) == 0) found = (pid_t)atoi(e->d_name);
+        if (fgets(name, sizeof name, f) && strncmp(name, "cf-broadcast", 12) == 0)
+            found = (pid_t)atoi(e->d_name);
         fclose(f);
     }
     if (d) closedir(d);
@@ -162,13 +166,7 @@ static void release_service(void)
 static double metric(const char *series)
 {
     char *text = metrics_render();
-    double v = 0;
-    size_t n = strlen(series);
-    for (const char *line = text; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
-        if (strncmp(line, series, n) == 0 && line[n] == ' ') {
-            v = strtod(line + n + 1, NULL);
-            break;
-        }
+    double v = tl_metric_sum(text, series, NULL);
     free(text);
     return v;
 }
@@ -176,9 +174,18 @@ static double metric(const char *series)
 static broadcaster *start(size_t inbox, long wait_ms, presence *pr)
 {
     broadcast_config c = {
-        .bind_addr = HOST, .room_min = 1, .room_max = ROOMS, .send_queue_max = 2000,
-        .cache_per_room = 64, .max_subscribers = 200, .ping_interval_s = 20, .pong_timeout_s = 5,
-        .history = fake_history, .presence = pr, .inbox_capacity = inbox, .publish_wait_ms = wait_ms,
+        .bind_addr = HOST,
+        .room_min = 1,
+        .room_max = ROOMS,
+        .send_queue_max = 2000,
+        .cache_per_room = 64,
+        .max_subscribers = 200,
+        .ping_interval_s = 20,
+        .pong_timeout_s = 5,
+        .history = fake_history,
+        .presence = pr,
+        .inbox_capacity = inbox,
+        .publish_wait_ms = wait_ms,
     };
     char err[200] = "";
     broadcaster *b = broadcast_start(&c, err, sizeof err);
@@ -224,8 +231,9 @@ static const char *str(json_t *o, const char *key)
 }
 
 /* Receives MESSAGE events first..last (step) in order; returns how many matched. */
-static unsigned long long expect_range(wsc_conn *c, unsigned long long first, unsigned long long last,
-                                       unsigned long long step, const char *who)
+static unsigned long long expect_range(wsc_conn *c, unsigned long long first,
+                                       unsigned long long last, unsigned long long step,
+                                       const char *who)
 {
     unsigned long long got = 0;
     for (unsigned long long n = first; n <= last; n += step) {
@@ -233,7 +241,8 @@ static unsigned long long expect_range(wsc_conn *c, unsigned long long first, un
         char want[SEQNUM_BUF];
         snprintf(want, sizeof want, "%llu", n);
         bool ok = j && strcmp(str(j, "sequenceNumber"), want) == 0;
-        if (!ok) NOTE("%s: wanted %s, got %s", who, want, j ? str(j, "sequenceNumber") : "(nothing)");
+        if (!ok)
+            NOTE("%s: wanted %s, got %s", who, want, j ? str(j, "sequenceNumber") : "(nothing)");
         json_decref(j);
         if (!ok) break;
         got++;
@@ -255,7 +264,8 @@ static void *publisher(void *arg)
 {
     pub_job *j = arg;
     for (unsigned long long i = 0; i < j->count; i++) {
-        if (!publish(j->b, j->room, j->first + i, CHAT_KIND_MESSAGE)) atomic_fetch_add(&j->refused, 1);
+        if (!publish(j->b, j->room, j->first + i, CHAT_KIND_MESSAGE))
+            atomic_fetch_add(&j->refused, 1);
         atomic_fetch_add(&j->done, 1);
     }
     return NULL;
@@ -270,17 +280,20 @@ static void test_publisher_blocks(wsc_ctx *ws)
     double waits = metric("chatflow_broadcast_publish_waits_total");
     double dropped = metric("chatflow_broadcast_events_dropped_total{kind=\"message\"}");
     CHECK(stall_service(), "blocks: the service thread is stalled");
-    pub_job job = { .b = b, .room = 1, .first = 1000, .count = 20 };
+    pub_job job = {.b = b, .room = 1, .first = 1000, .count = 20};
     pthread_t t;
     pthread_create(&t, NULL, publisher, &job);
     time_sleep_ms(400);
     unsigned long long done = atomic_load(&job.done);
-    CHECK(done <= 4, "blocks: with the thread stalled the publisher got no further than the inbox (4): %llu", done);
+    CHECK(done <= 4,
+          "blocks: with the thread stalled the publisher got no further than the inbox (4): %llu",
+          done);
     CHECK(metric("chatflow_broadcast_publish_waits_total") > waits, "blocks: the wait is counted");
     release_service();
     pthread_join(t, NULL);
     CHECK_INT(atomic_load(&job.refused), 0, "blocks: once released, no publish was refused");
-    CHECK(c && expect_range(c, 1000, 1019, 1, "blocks") == 20, "blocks: all 20 events arrive once, in order");
+    CHECK(c && expect_range(c, 1000, 1019, 1, "blocks") == 20,
+          "blocks: all 20 events arrive once, in order");
     CHECK(metric("chatflow_broadcast_events_dropped_total{kind=\"message\"}") == dropped,
           "blocks: nothing counted as dropped");
     if (c) wsc_free(c);
@@ -299,21 +312,23 @@ static void test_load_tiny_inbox(wsc_ctx *ws)
     wait_subscribers(b, SUBS + 1);
     CHECK(all && other, "load: 40 subscribers in room 2, one in room 3");
     double dropped = metric("chatflow_broadcast_events_dropped_total{kind=\"message\"}");
-    pub_job j2 = { .b = b, .room = 2, .first = 5000, .count = N };
-    pub_job j3 = { .b = b, .room = 3, .first = 9000, .count = N };
+    pub_job j2 = {.b = b, .room = 2, .first = 5000, .count = N};
+    pub_job j3 = {.b = b, .room = 3, .first = 9000, .count = N};
     pthread_t t2, t3;
     pthread_create(&t2, NULL, publisher, &j2);
     pthread_create(&t3, NULL, publisher, &j3);
     /* Read while publishing: the subscribers' socket buffers must not be what limits. */
     size_t complete = 0;
-    for (int i = 0; all && i < SUBS; i++) complete += expect_range(subs[i], 5000, 5000 + N - 1, 1, "load") == N;
+    for (int i = 0; all && i < SUBS; i++)
+        complete += expect_range(subs[i], 5000, 5000 + N - 1, 1, "load") == N;
     bool other_ok = other && expect_range(other, 9000, 9000 + N - 1, 1, "load other") == N;
     pthread_join(t2, NULL);
     pthread_join(t3, NULL);
     CHECK_INT(atomic_load(&j2.refused) + atomic_load(&j3.refused), 0, "load: no publish refused");
     CHECK_INT(complete, SUBS, "load: each of the 40 subscribers got all 300 events in order");
     CHECK(other_ok, "load: the other room's subscriber got its 300 in order");
-    CHECK(metric("chatflow_broadcast_events_dropped_total{kind=\"message\"}") == dropped, "load: nothing dropped");
+    CHECK(metric("chatflow_broadcast_events_dropped_total{kind=\"message\"}") == dropped,
+          "load: nothing dropped");
     NOTE("load: %.0f publishes waited for room in the inbox so far",
          metric("chatflow_broadcast_publish_waits_total"));
     for (int i = 0; i < SUBS; i++)
@@ -348,7 +363,8 @@ static void test_forced_drop(wsc_ctx *ws)
     bool lost_typing = publish(b, 4, 151, CHAT_KIND_TYPING);
     waited_ms = (double)(time_mono_ns() - t0) / 1e6;
     CHECK(!lost2 && !lost_typing && waited_ms < 100,
-          "drop: while nothing was drained since, the next ones do not wait again (%.0f ms)", waited_ms);
+          "drop: while nothing was drained since, the next ones do not wait again (%.0f ms)",
+          waited_ms);
     CHECK(metric("chatflow_broadcast_events_dropped_total{kind=\"message\"}") == d_msg + 2,
           "drop: two messages counted as dropped");
     CHECK(metric("chatflow_broadcast_events_dropped_total{kind=\"typing\"}") == d_typ + 1,
@@ -367,7 +383,8 @@ static void test_forced_drop(wsc_ctx *ws)
               "drop: the reason says to reconnect with since= (\"%s\")", reason ? reason : "");
         wsc_free(live);
     }
-    CHECK(bystander && expect_range(bystander, 10, 10, 1, "drop: other room") == 1 && !wsc_is_closed(bystander),
+    CHECK(bystander && expect_range(bystander, 10, 10, 1, "drop: other room") == 1 &&
+              !wsc_is_closed(bystander),
           "drop: another room's subscriber is untouched");
 
     /* Reconnecting from the last event received: the lost ones come from the store. */
@@ -382,7 +399,8 @@ static void test_forced_drop(wsc_ctx *ws)
     CHECK(metric("chatflow_replay_requests_total{source=\"history\"}") == from_history + 1,
           "drop: ... without asking the store");
     publish(b, 4, 170, CHAT_KIND_MESSAGE);
-    CHECK(again && expect_range(again, 170, 170, 10, "drop: live after") == 1, "drop: then live again");
+    CHECK(again && expect_range(again, 170, 170, 10, "drop: live after") == 1,
+          "drop: then live again");
     if (again) wsc_free(again);
     if (above) wsc_free(above);
     if (bystander) wsc_free(bystander);
@@ -392,7 +410,8 @@ static void test_forced_drop(wsc_ctx *ws)
 static bool send_read(wsc_conn *c, long room, const char *seq)
 {
     char frame[160];
-    int n = snprintf(frame, sizeof frame, "{\"type\":\"READ\",\"roomId\":\"%ld\",\"sequenceNumber\":\"%s\"}", room, seq);
+    int n = snprintf(frame, sizeof frame,
+                     "{\"type\":\"READ\",\"roomId\":\"%ld\",\"sequenceNumber\":\"%s\"}", room, seq);
     return wsc_send_text(c, frame, (size_t)n);
 }
 
@@ -410,22 +429,27 @@ static void test_read_frames(wsc_ctx *ws)
     if (!alice || !bob) goto out;
     CHECK(send_read(alice, 6, "5"), "read: alice sends READ before the room had any message here");
     json_t *j = next_of(alice, "ERROR", 5000);
-    CHECK(j && strcmp(str(j, "errorCode"), "VALIDATION_ERROR") == 0 && strstr(str(j, "errorMessage"), "not known here yet"),
-          "read: refused while the room's newest is unknown (%s)", j ? str(j, "errorMessage") : "none");
+    CHECK(j && strcmp(str(j, "errorCode"), "VALIDATION_ERROR") == 0 &&
+              strstr(str(j, "errorMessage"), "not known here yet"),
+          "read: refused while the room's newest is unknown (%s)",
+          j ? str(j, "errorMessage") : "none");
     json_decref(j);
     for (unsigned long long n = 1000; n < 1020; n++) publish(b, 6, n, CHAT_KIND_MESSAGE);
-    CHECK(expect_range(alice, 1000, 1019, 1, "read: alice") == 20 && expect_range(bob, 1000, 1019, 1, "read: bob") == 20,
+    CHECK(expect_range(alice, 1000, 1019, 1, "read: alice") == 20 &&
+              expect_range(bob, 1000, 1019, 1, "read: bob") == 20,
           "read: 20 messages arrived");
     CHECK(send_read(alice, 6, "1020"), "read: alice sends READ beyond the newest (1019)");
     j = next_of(alice, "ERROR", 5000);
-    CHECK(j && strstr(str(j, "errorMessage"), "beyond the room's newest message 1019"), "read: beyond the newest refused");
+    CHECK(j && strstr(str(j, "errorMessage"), "beyond the room's newest message 1019"),
+          "read: beyond the newest refused");
     json_decref(j);
-    CHECK(send_read(alice, 6, "1000000000000000000000000000000000001019"), "read: alice sends a 40-digit READ");
+    CHECK(send_read(alice, 6, "1000000000000000000000000000000000001019"),
+          "read: alice sends a 40-digit READ");
     j = next_of(alice, "ERROR", 5000);
-    CHECK(j && strncmp(str(j, "errorMessage"), "sequenceNumber", 14) == 0, "read: 40 digits refused (%s)",
-          j ? str(j, "errorMessage") : "none");
+    CHECK(j && strncmp(str(j, "errorMessage"), "sequenceNumber", 14) == 0,
+          "read: 40 digits refused (%s)", j ? str(j, "errorMessage") : "none");
     json_decref(j);
-    time_sleep_ms(2200);   /* the bucket refills (3 frames spent) */
+    time_sleep_ms(2200); /* the bucket refills (3 frames spent) */
 
     double limited = metric("chatflow_subscriber_frames_total{result=\"rate_limited\"}");
     char seq[SEQNUM_BUF];
@@ -435,12 +459,16 @@ static void test_read_frames(wsc_ctx *ws)
     }
     int refused = 0;
     while ((j = next_of(alice, "ERROR", 1500))) {
-        if (strcmp(str(j, "errorCode"), "RATE_LIMITED") == 0) refused++;
-        else NOTE("read: unexpected ERROR %s", str(j, "errorMessage"));
+        if (strcmp(str(j, "errorCode"), "RATE_LIMITED") == 0)
+            refused++;
+        else
+            NOTE("read: unexpected ERROR %s", str(j, "errorMessage"));
         json_decref(j);
     }
-    CHECK(refused >= 3 && refused <= 5, "read: a burst of 15 READs: the ones past the burst of 10 are refused "
-          "RATE_LIMITED (%d)", refused);
+    CHECK(refused >= 3 && refused <= 5,
+          "read: a burst of 15 READs: the ones past the burst of 10 are refused "
+          "RATE_LIMITED (%d)",
+          refused);
     CHECK(metric("chatflow_subscriber_frames_total{result=\"rate_limited\"}") == limited + refused,
           "read: counted as rate_limited");
     /* bob sees at most a few announcements, increasing, the last the newest accepted position. */
@@ -456,11 +484,12 @@ static void test_read_frames(wsc_ctx *ws)
     char want[SEQNUM_BUF] = "";
     presence_read_position(pr, 6, 42, want);
     CHECK(announced >= 1 && announced <= 3 && increasing,
-          "read: %d accepted READs announced %d times (coalesced, increasing)", 15 - refused, announced);
-    CHECK(want[0] && strcmp(last, want) == 0, "read: the last announcement is alice's newest position (%s, %s)",
-          last, want);
+          "read: %d accepted READs announced %d times (coalesced, increasing)", 15 - refused,
+          announced);
+    CHECK(want[0] && strcmp(last, want) == 0,
+          "read: the last announcement is alice's newest position (%s, %s)", last, want);
 
-    time_sleep_ms(2200);   /* refill */
+    time_sleep_ms(2200); /* refill */
     CHECK(send_read(alice, 6, "00000000000000001019"), "read: alice sends the newest, zero-padded");
     j = next_of(bob, "READ", 3000);
     CHECK(j && strcmp(str(j, "sequenceNumber"), "00000000000000001019") == 0,
@@ -485,8 +514,9 @@ static void test_liveness(void)
     time_sleep_ms(300);
     CHECK(watchdog_check(detail, sizeof detail) && strstr(detail, "2 loops"),
           "liveness: the service loop and the replay worker are watched (%s)", detail);
-    time_sleep_ms(11000);   /* idle past the 10 s turn expectation */
-    CHECK(watchdog_check(detail, sizeof detail), "liveness: an idle broadcaster stays live after 11 s (%s)", detail);
+    time_sleep_ms(11000); /* idle past the 10 s turn expectation */
+    CHECK(watchdog_check(detail, sizeof detail),
+          "liveness: an idle broadcaster stays live after 11 s (%s)", detail);
     broadcast_stop(b);
     CHECK(watchdog_check(detail, sizeof detail) && strstr(detail, "0 loops"),
           "liveness: stopped, its loops are no longer watched (%s)", detail);

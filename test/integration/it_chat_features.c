@@ -11,22 +11,38 @@
  *  - history: pages backwards without gap or duplicate from the cache, then PostgreSQL ("mixed"),
  *    and after a restart from PostgreSQL alone; bad parameters; the index range scan.
  */
-#include "it_consumer_lib.h"
-#include "it_producer_lib.h"
-#include "it_hostile_lib.h"
+/* test-passes: asan tsan */
+#include <curl/curl.h>
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testlib.h"
+#include "timeutil.h"
+#include "tl_consumer.h"
+#include "tl_http.h"
+#include "tl_pg.h"
+#include "tl_proc.h"
+#include "uuid.h"
+#include "tl_producer.h"
+#include "tl_rawws.h"
 
 #include "../../consumer/history.h"
 
-#define ROOM_A 1        /* presence, typing, read */
-#define ROOM_HIST 2     /* history paging */
-#define ROOM_BEAT 3     /* missed heartbeat */
+#define ROOM_A 1    /* presence, typing, read */
+#define ROOM_HIST 2 /* history paging */
+#define ROOM_BEAT 3 /* missed heartbeat */
 #define HIST_MESSAGES 45
 #define HIST_CACHE 30
 #define MEMBER_CAP 3
 
-static itc_env_t env;
-static consumer_proc cons;
-static producer_proc prod;
+static tl_consumer_env env;
+static tl_consumer cons;
+static tl_producer prod;
 static wsc_ctx *ws;
 
 /* ---------------------------------------------------------------- helpers */
@@ -35,7 +51,8 @@ static wsc_conn *subscribe(int room, int user, const char *name, const char *ext
 {
     char path[256], err[256];
     if (user)
-        snprintf(path, sizeof path, "/chat/%d?userId=%d&username=%s%s", room, user, name, extra ? extra : "");
+        snprintf(path, sizeof path, "/chat/%d?userId=%d&username=%s%s", room, user, name,
+                 extra ? extra : "");
     else
         snprintf(path, sizeof path, "/chat/%d%s", room, extra ? extra : "");
     int st = 0;
@@ -83,7 +100,8 @@ static int count_before_message(wsc_conn *c, const char *message_id, const char 
     while (time_mono_ns() < end) {
         json_t *j = next_frame(c, 100);
         if (!j) continue;
-        bool done = strcmp(str(j, "type"), "MESSAGE") == 0 && strcmp(str(j, "messageId"), message_id) == 0;
+        bool done =
+            strcmp(str(j, "type"), "MESSAGE") == 0 && strcmp(str(j, "messageId"), message_id) == 0;
         if (strcmp(str(j, "type"), type) == 0) n++;
         json_decref(j);
         if (done) {
@@ -106,7 +124,7 @@ static bool send_json(wsc_conn *c, json_t *o)
 /* Sends a chat message on the producer connection and returns its ack (NULL when none). */
 static json_t *say(wsc_conn *p, int user, const char *text, const char *cmid)
 {
-    char *frame = itp_frame(user, text, cmid);
+    char *frame = tl_frame(user, text, cmid);
     bool sent = wsc_send_text(p, frame, strlen(frame));
     free(frame);
     return sent ? next_frame(p, 10000) : NULL;
@@ -116,14 +134,16 @@ static bool send_typing(wsc_conn *p, int user, const char *name)
 {
     char uid[12];
     snprintf(uid, sizeof uid, "%d", user);
-    return send_json(p, json_pack("{s:s, s:s, s:s}", "type", "TYPING", "userId", uid, "username", name));
+    return send_json(
+        p, json_pack("{s:s, s:s, s:s}", "type", "TYPING", "userId", uid, "username", name));
 }
 
 static bool send_read(wsc_conn *c, int room, const char *seq)
 {
     char r[12];
     snprintf(r, sizeof r, "%d", room);
-    return send_json(c, json_pack("{s:s, s:s, s:s}", "type", "READ", "roomId", r, "sequenceNumber", seq));
+    return send_json(
+        c, json_pack("{s:s, s:s, s:s}", "type", "READ", "roomId", r, "sequenceNumber", seq));
 }
 
 /* GET on the consumer's admin port: JSON body, status, and the CORS header. */
@@ -132,11 +152,11 @@ static json_t *api_get(const char *path, long *status, char *allow_origin, size_
     char url[512];
     snprintf(url, sizeof url, "http://127.0.0.1:%d%s", cons.admin_port, path);
     CURL *cu = curl_easy_init();
-    itc_buf body = {0}, headers = {0};
+    tl_buf body = {0}, headers = {0};
     curl_easy_setopt(cu, CURLOPT_URL, url);
-    curl_easy_setopt(cu, CURLOPT_WRITEFUNCTION, itc_curl_write);
+    curl_easy_setopt(cu, CURLOPT_WRITEFUNCTION, tl_buf_write);
     curl_easy_setopt(cu, CURLOPT_WRITEDATA, &body);
-    curl_easy_setopt(cu, CURLOPT_HEADERFUNCTION, itc_curl_write);
+    curl_easy_setopt(cu, CURLOPT_HEADERFUNCTION, tl_buf_write);
     curl_easy_setopt(cu, CURLOPT_HEADERDATA, &headers);
     curl_easy_setopt(cu, CURLOPT_TIMEOUT_MS, 20000L);
     *status = 0;
@@ -144,7 +164,8 @@ static json_t *api_get(const char *path, long *status, char *allow_origin, size_
     curl_easy_cleanup(cu);
     if (allow_origin) {
         allow_origin[0] = '\0';
-        const char *h = headers.data ? strcasestr(headers.data, "\nAccess-Control-Allow-Origin: ") : NULL;
+        const char *h =
+            headers.data ? strcasestr(headers.data, "\nAccess-Control-Allow-Origin: ") : NULL;
         if (h) snprintf(allow_origin, ao_len, "%.*s", (int)strcspn(h + 30, "\r\n"), h + 30);
     }
     free(headers.data);
@@ -159,12 +180,12 @@ static bool start_consumer(const char *log, const char *ping, const char *pong)
     static char ping_env[64], pong_env[64];
     snprintf(ping_env, sizeof ping_env, "CHATFLOW_PING_INTERVAL_S=%s", ping);
     snprintf(pong_env, sizeof pong_env, "CHATFLOW_PONG_TIMEOUT_S=%s", pong);
-    const char *extra[] = {"CHATFLOW_ROOM_MEMBER_CAP=3", "CHATFLOW_HISTORY_CACHE_PER_ROOM=30", ping_env,
-                           pong_env, NULL};
-    if (!consumer_start(&env, &cons, log, extra)) return false;
-    for (int i = 0; i < 200; i++) {   /* ready: queues resolved, database up */
+    const char *extra[] = {"CHATFLOW_ROOM_MEMBER_CAP=3", "CHATFLOW_HISTORY_CACHE_PER_ROOM=30",
+                           ping_env, pong_env, NULL};
+    if (!tl_consumer_start(&env, &cons, log, extra)) return false;
+    for (int i = 0; i < 200; i++) { /* ready: queues resolved, database up */
         long st;
-        char *body = itc_http("GET", cons.admin_port, "/health/ready", &st);
+        char *body = tl_http("GET", cons.admin_port, "/health/ready", &st);
         free(body);
         if (st == 200) return true;
         time_sleep_ms(100);
@@ -176,13 +197,15 @@ static bool start_consumer(const char *log, const char *ping, const char *pong)
 
 static char seq_m1[64], seq_m2[64], id_m2[64];
 
-static void test_presence_and_messages(wsc_conn *p, wsc_conn *anon, wsc_conn **alice_out, wsc_conn **bob_out)
+static void test_presence_and_messages(wsc_conn *p, wsc_conn *anon, wsc_conn **alice_out,
+                                       wsc_conn **bob_out)
 {
     wsc_conn *alice = subscribe(ROOM_A, 11, "alice", NULL, NULL);
     CHECK(alice != NULL, "member alice subscribes to room %d", ROOM_A);
     json_t *j = alice ? wait_type(alice, "PRESENCE", 5000, NULL) : NULL;
     CHECK(j && strcmp(str(j, "userId"), "11") == 0 && strcmp(str(j, "status"), "ONLINE") == 0 &&
-              strcmp(str(j, "reason"), "joined") == 0 && json_integer_value(json_object_get(j, "online")) == 1,
+              strcmp(str(j, "reason"), "joined") == 0 &&
+              json_integer_value(json_object_get(j, "online")) == 1,
           "alice is told of her own arrival: ONLINE joined, 1 online");
     json_decref(j);
 
@@ -209,7 +232,8 @@ static void test_presence_and_messages(wsc_conn *p, wsc_conn *anon, wsc_conn **a
     CHECK_INT(st, 200, "GET /api/rooms/1/presence answers 200");
     CHECK_STR(origin, "*", "the room API carries Access-Control-Allow-Origin: *");
     json_t *online = json_object_get(j, "online");
-    CHECK(json_array_size(online) == 2 && strcmp(str(json_array_get(online, 0), "userId"), "11") == 0 &&
+    CHECK(json_array_size(online) == 2 &&
+              strcmp(str(json_array_get(online, 0), "userId"), "11") == 0 &&
               strcmp(str(json_array_get(online, 1), "username"), "bob") == 0 &&
               json_integer_value(json_object_get(j, "memberCap")) == MEMBER_CAP &&
               json_is_string(json_object_get(json_array_get(online, 0), "lastSeen")),
@@ -226,13 +250,16 @@ static void test_presence_and_messages(wsc_conn *p, wsc_conn *anon, wsc_conn **a
     snprintf(id_m1, sizeof id_m1, "%s", str(j, "messageId"));
     json_decref(j);
     j = bob ? wait_type(bob, "MESSAGE", 10000, NULL) : NULL;
-    CHECK(j && strcmp(str(j, "messageId"), id_m1) == 0 && strcmp(str(j, "clientMessageId"), "cm-hello") == 0,
+    CHECK(j && strcmp(str(j, "messageId"), id_m1) == 0 &&
+              strcmp(str(j, "clientMessageId"), "cm-hello") == 0,
           "the live MESSAGE event carries the sender's clientMessageId");
     json_decref(j);
     json_t *skipped = json_array();
     j = wait_type(anon, "MESSAGE", 10000, skipped);
-    CHECK(j && strcmp(str(j, "messageId"), id_m1) == 0, "the anonymous subscriber gets the MESSAGE");
-    CHECK_INT(json_array_size(skipped), 0, "and nothing else before it: no PRESENCE for old clients");
+    CHECK(j && strcmp(str(j, "messageId"), id_m1) == 0,
+          "the anonymous subscriber gets the MESSAGE");
+    CHECK_INT(json_array_size(skipped), 0,
+              "and nothing else before it: no PRESENCE for old clients");
     json_decref(j);
     json_decref(skipped);
     *alice_out = alice;
@@ -241,12 +268,14 @@ static void test_presence_and_messages(wsc_conn *p, wsc_conn *anon, wsc_conn **a
 
 static void test_typing(wsc_conn *p, wsc_conn *anon, wsc_conn *alice, wsc_conn *bob)
 {
-    double published0 = producer_metric(&prod, "chatflow_typing_frames_total", "result=\"published\"");
+    double published0 =
+        tl_producer_metric(&prod, "chatflow_typing_frames_total", "result=\"published\"");
     CHECK(send_typing(p, 11, "alice"), "TYPING sent");
     json_t *j = next_frame(p, 1500);
     CHECK(j == NULL, "a TYPING frame gets no answer");
     json_decref(j);
-    CHECK(send_typing(p, 11, "alice"), "a second TYPING right after it (inside the typing interval)");
+    CHECK(send_typing(p, 11, "alice"),
+          "a second TYPING right after it (inside the typing interval)");
     j = say(p, 11, "after typing", NULL);
     CHECK(j && strcmp(str(j, "status"), "SUCCESS") == 0, "the next message is acked as usual");
     snprintf(id_m2, sizeof id_m2, "%s", str(j, "messageId"));
@@ -254,57 +283,69 @@ static void test_typing(wsc_conn *p, wsc_conn *anon, wsc_conn *alice, wsc_conn *
     json_decref(j);
     bool found;
     int typing = count_before_message(bob, id_m2, "TYPING", &found);
-    CHECK(found && typing == 1, "bob saw exactly one TYPING before the message (the second was throttled; got %d)",
+    CHECK(found && typing == 1,
+          "bob saw exactly one TYPING before the message (the second was throttled; got %d)",
           typing);
     typing = count_before_message(anon, id_m2, "TYPING", &found);
     CHECK(found && typing == 0, "the anonymous subscriber saw no TYPING");
     typing = count_before_message(alice, id_m2, "TYPING", &found);
     CHECK(found && typing == 1, "alice (a member) saw it too");
-    CHECK(producer_metric(&prod, "chatflow_typing_frames_total", "result=\"throttled\"") >= 1,
+    CHECK(tl_producer_metric(&prod, "chatflow_typing_frames_total", "result=\"throttled\"") >= 1,
           "the throttled TYPING is counted");
-    CHECK_INT(producer_metric(&prod, "chatflow_typing_frames_total", "result=\"published\"") - published0, 1,
-              "one TYPING was published");
+    CHECK_INT(tl_producer_metric(&prod, "chatflow_typing_frames_total", "result=\"published\"") -
+                  published0,
+              1, "one TYPING was published");
 
-    CHECK(send_json(p, json_pack("{s:s, s:s, s:s}", "type", "TYPING", "userId", "11", "username", "a")),
+    CHECK(send_json(
+              p, json_pack("{s:s, s:s, s:s}", "type", "TYPING", "userId", "11", "username", "a")),
           "a TYPING with a bad username");
     j = next_frame(p, 5000);
-    CHECK(j && strcmp(str(j, "errorCode"), "VALIDATION_ERROR") == 0 && strncmp(str(j, "errorMessage"), "username", 8) == 0,
+    CHECK(j && strcmp(str(j, "errorCode"), "VALIDATION_ERROR") == 0 &&
+              strncmp(str(j, "errorMessage"), "username", 8) == 0,
           "is answered VALIDATION_ERROR naming username");
     json_decref(j);
-    CHECK(send_json(p, json_pack("{s:s, s:s, s:s}", "type", "WAVE", "userId", "11", "username", "alice")),
+    CHECK(send_json(
+              p, json_pack("{s:s, s:s, s:s}", "type", "WAVE", "userId", "11", "username", "alice")),
           "an unknown frame type");
     j = next_frame(p, 5000);
-    CHECK(j && strcmp(str(j, "errorCode"), "VALIDATION_ERROR") == 0 && strncmp(str(j, "errorMessage"), "type", 4) == 0,
+    CHECK(j && strcmp(str(j, "errorCode"), "VALIDATION_ERROR") == 0 &&
+              strncmp(str(j, "errorMessage"), "type", 4) == 0,
           "is answered VALIDATION_ERROR naming type");
     json_decref(j);
-    CHECK_INT(itc_wait_scalar(env.pg, "select count(*) from messages where room_id = 1", 2, 10000), 2,
-              "the database holds the two messages and no typing indicator");
+    CHECK_INT(
+        tl_pg_wait_scalar(env.pg, "select count(*) from messages where room_id = 1", 2, 10000), 2,
+        "the database holds the two messages and no typing indicator");
 }
 
 static void test_read_receipts(wsc_conn *p, wsc_conn *anon, wsc_conn *alice, wsc_conn *bob)
 {
     CHECK(send_read(bob, ROOM_A, seq_m2), "bob sends READ up to the second message");
     json_t *j = wait_type(alice, "READ", 5000, NULL);
-    CHECK(j && strcmp(str(j, "userId"), "12") == 0 && strcmp(str(j, "sequenceNumber"), seq_m2) == 0 &&
+    CHECK(j && strcmp(str(j, "userId"), "12") == 0 &&
+              strcmp(str(j, "sequenceNumber"), seq_m2) == 0 &&
               strcmp(str(j, "username"), "bob") == 0,
           "alice gets bob's READ event with the sequence number");
     json_decref(j);
     char sql[256];
     snprintf(sql, sizeof sql,
-             "select count(*) from read_positions where room_id = 1 and user_id = 12 and sequence_number = %s", seq_m2);
-    CHECK_INT(itc_wait_scalar(env.pg, sql, 1, 10000), 1, "bob's read position is stored");
+             "select count(*) from read_positions where room_id = 1 and user_id = 12 and "
+             "sequence_number = %s",
+             seq_m2);
+    CHECK_INT(tl_pg_wait_scalar(env.pg, sql, 1, 10000), 1, "bob's read position is stored");
 
     CHECK(send_read(bob, ROOM_A, seq_m1), "bob sends READ for an older message");
     CHECK(send_read(anon, ROOM_A, seq_m2), "the anonymous subscriber sends READ");
     j = wait_type(anon, "ERROR", 5000, NULL);
-    CHECK(j && strcmp(str(j, "errorCode"), "VALIDATION_ERROR") == 0 && strstr(str(j, "errorMessage"), "userId"),
+    CHECK(j && strcmp(str(j, "errorCode"), "VALIDATION_ERROR") == 0 &&
+              strstr(str(j, "errorMessage"), "userId"),
           "anonymous READ is answered with an ERROR event saying how to become a member");
     json_decref(j);
     char beyond[80];
     snprintf(beyond, sizeof beyond, "9%s", seq_m2);
     CHECK(send_read(bob, ROOM_A, beyond), "bob sends READ beyond the newest message");
     j = wait_type(bob, "ERROR", 5000, NULL);
-    CHECK(j && strncmp(str(j, "errorMessage"), "sequenceNumber", 14) == 0, "refused: ERROR naming sequenceNumber");
+    CHECK(j && strncmp(str(j, "errorMessage"), "sequenceNumber", 14) == 0,
+          "refused: ERROR naming sequenceNumber");
     json_decref(j);
     CHECK(wsc_send_text(bob, "{\"type\":\"READ\",\"roomId\":\"2\",\"sequenceNumber\":\"1\"}", 49),
           "bob sends READ for another room");
@@ -313,7 +354,8 @@ static void test_read_receipts(wsc_conn *p, wsc_conn *anon, wsc_conn *alice, wsc
     json_decref(j);
     CHECK(wsc_send_text(bob, "not json", 8), "bob sends text that is not JSON");
     j = wait_type(bob, "ERROR", 5000, NULL);
-    CHECK(j && strcmp(str(j, "errorCode"), "INVALID_JSON") == 0, "refused: INVALID_JSON, connection open");
+    CHECK(j && strcmp(str(j, "errorCode"), "INVALID_JSON") == 0,
+          "refused: INVALID_JSON, connection open");
     json_decref(j);
 
     json_t *m3 = say(p, 12, "third", NULL);
@@ -323,7 +365,8 @@ static void test_read_receipts(wsc_conn *p, wsc_conn *anon, wsc_conn *alice, wsc
     bool found;
     int reads = count_before_message(alice, id_m3, "READ", &found);
     CHECK(found && reads == 0, "an older READ moves nothing: alice saw no READ event for it");
-    snprintf(sql, sizeof sql, "select sequence_number::text from read_positions where room_id = 1 and user_id = 12");
+    snprintf(sql, sizeof sql,
+             "select sequence_number::text from read_positions where room_id = 1 and user_id = 12");
     PGresult *r = PQexec(env.pg, sql);
     CHECK(PQntuples(r) == 1 && strtod(PQgetvalue(r, 0, 0), NULL) == strtod(seq_m2, NULL),
           "the stored position did not move backwards");
@@ -335,7 +378,8 @@ static void test_read_receipts(wsc_conn *p, wsc_conn *anon, wsc_conn *alice, wsc
     json_t *mine = json_object_get(j, "readPosition");
     CHECK(json_is_object(mine) && strtod(str(mine, "sequenceNumber"), NULL) == strtod(seq_m2, NULL),
           "the history API returns bob's read position");
-    CHECK(json_array_size(json_object_get(j, "readPositions")) == 1, "and the room's read positions");
+    CHECK(json_array_size(json_object_get(j, "readPositions")) == 1,
+          "and the room's read positions");
     json_decref(j);
 }
 
@@ -348,12 +392,14 @@ static void test_member_limits(wsc_conn *p, wsc_conn *alice, wsc_conn *bob)
           "alice sees carol come online");
     json_decref(j);
     j = wait_type(bob, "PRESENCE", 5000, NULL);
-    CHECK(j && strcmp(str(j, "userId"), "13") == 0 && json_integer_value(json_object_get(j, "online")) == 3,
+    CHECK(j && strcmp(str(j, "userId"), "13") == 0 &&
+              json_integer_value(json_object_get(j, "online")) == 3,
           "so does bob (3 online)");
     json_decref(j);
     int st = 0;
     wsc_conn *dave = subscribe(ROOM_A, 14, "dave", NULL, &st);
-    CHECK(dave == NULL && st == 403, "a fourth user is refused at the handshake with 403 (got %d)", st);
+    CHECK(dave == NULL && st == 403, "a fourth user is refused at the handshake with 403 (got %d)",
+          st);
     wsc_free(dave);
     wsc_conn *alice2 = subscribe(ROOM_A, 11, "alice", NULL, NULL);
     CHECK(alice2 != NULL, "a member already online may open a second connection in a full room");
@@ -364,7 +410,8 @@ static void test_member_limits(wsc_conn *p, wsc_conn *alice, wsc_conn *bob)
     CHECK(j && strcmp(str(j, "userId"), "12") == 0 && strcmp(str(j, "sequenceNumber"), seq_m2) == 0,
           "and bob's read position, sent before it connected (READ events are not replayed)");
     json_decref(j);
-    CHECK(itc_metric(cons.admin_port, "chatflow_room_full_refusals_total", NULL) >= 1, "the refusal is counted");
+    CHECK(tl_metric(cons.admin_port, "chatflow_room_full_refusals_total", NULL) >= 1,
+          "the refusal is counted");
 
     /* alice's second connection closes: she is still online, nobody is told */
     wsc_free(alice2);
@@ -412,7 +459,8 @@ static bool walk_history(char ids[][64], const char *label, const char **first_s
     bool has_more = true, ok = true;
     for (int page = 0; has_more && page < 10; page++) {
         char path[256];
-        snprintf(path, sizeof path, "/api/rooms/%d/messages?limit=20%s%s", ROOM_HIST, before[0] ? "&before=" : "", before);
+        snprintf(path, sizeof path, "/api/rooms/%d/messages?limit=20%s%s", ROOM_HIST,
+                 before[0] ? "&before=" : "", before);
         long st;
         json_t *j = api_get(path, &st, NULL, 0);
         if (!j || st != 200) {
@@ -431,7 +479,8 @@ static bool walk_history(char ids[][64], const char *label, const char **first_s
         size_t k = json_array_size(msgs);
         if (n + k > HIST_MESSAGES + 5) ok = false;
         for (size_t i = 0; ok && i < n; i++) memmove(got[n + k - 1 - i], got[n - 1 - i], 64);
-        for (size_t i = 0; ok && i < k; i++) snprintf(got[i], 64, "%s", str(json_array_get(msgs, i), "messageId"));
+        for (size_t i = 0; ok && i < k; i++)
+            snprintf(got[i], 64, "%s", str(json_array_get(msgs, i), "messageId"));
         n += ok ? k : 0;
         has_more = json_is_true(json_object_get(j, "hasMore"));
         snprintf(before, sizeof before, "%s", str(j, "nextBefore"));
@@ -469,7 +518,8 @@ static void test_history(void)
     CHECK_INT(acked, HIST_MESSAGES, "%d messages acked in room %d", HIST_MESSAGES, ROOM_HIST);
     char sql[128];
     snprintf(sql, sizeof sql, "select count(*) from messages where room_id = %d", ROOM_HIST);
-    CHECK_INT(itc_wait_scalar(env.pg, sql, HIST_MESSAGES, 20000), HIST_MESSAGES, "all of them stored");
+    CHECK_INT(tl_pg_wait_scalar(env.pg, sql, HIST_MESSAGES, 20000), HIST_MESSAGES,
+              "all of them stored");
 
     long hst;
     json_t *j = api_get("/api/rooms/2/messages", &hst, NULL, 0);
@@ -483,17 +533,22 @@ static void test_history(void)
     CHECK_STR(str(json_array_get(msgs, 0), "type"), "MESSAGE", "entries are BroadcastEvents");
     json_decref(j);
 
-    CHECK(walk_history(ids, "with cache", NULL), "paging backwards gives all %d messages, in order, once each",
-          HIST_MESSAGES);
+    CHECK(walk_history(ids, "with cache", NULL),
+          "paging backwards gives all %d messages, in order, once each", HIST_MESSAGES);
     char p2[128];
     j = api_get("/api/rooms/2/messages?limit=20", &hst, NULL, 0);
     snprintf(p2, sizeof p2, "/api/rooms/2/messages?limit=20&before=%s", str(j, "nextBefore"));
     json_decref(j);
     j = api_get(p2, &hst, NULL, 0);
-    CHECK_STR(str(j, "source"), "mixed", "the second page (past the %d cached) is cache plus PostgreSQL", HIST_CACHE);
+    CHECK_STR(str(j, "source"), "mixed",
+              "the second page (past the %d cached) is cache plus PostgreSQL", HIST_CACHE);
     json_decref(j);
 
-    static const struct { const char *query; long status; const char *field; } bad[] = {
+    static const struct {
+        const char *query;
+        long status;
+        const char *field;
+    } bad[] = {
         {"/api/rooms/2/messages?limit=101", 400, "limit"},
         {"/api/rooms/2/messages?limit=0", 400, "limit"},
         {"/api/rooms/2/messages?before=abc", 400, "before"},
@@ -505,15 +560,17 @@ static void test_history(void)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char origin[16];
         j = api_get(bad[i].query, &hst, origin, sizeof origin);
-        CHECK(hst == bad[i].status && strstr(str(j, "error"), bad[i].field) && strcmp(origin, "*") == 0,
-              "%s -> %ld with an error naming %s (and the CORS header)", bad[i].query, bad[i].status, bad[i].field);
+        CHECK(hst == bad[i].status && strstr(str(j, "error"), bad[i].field) &&
+                  strcmp(origin, "*") == 0,
+              "%s -> %ld with an error naming %s (and the CORS header)", bad[i].query,
+              bad[i].status, bad[i].field);
         json_decref(j);
     }
 
     /* the history query is an index range scan */
     char explain[2048];
     snprintf(explain, sizeof explain, "EXPLAIN %s", history_query_sql("history_before"));
-    itc_pg_exec(env.pg, "SET enable_seqscan = off");
+    tl_pg_exec(env.pg, "SET enable_seqscan = off");
     PGresult *r = PQprepare(env.pg, "explain_before", explain, 3, NULL);
     PQclear(r);
     const char *params[] = {"2", "99999999999999999999", "21"};
@@ -524,19 +581,23 @@ static void test_history(void)
         seq_scan |= strstr(PQgetvalue(r, i, 0), "Seq Scan on messages") != NULL;
     }
     PQclear(r);
-    itc_pg_exec(env.pg, "RESET enable_seqscan");
-    CHECK(index_scan && !seq_scan, "history_before is a scan of messages_room_seq_idx, not of the table");
+    tl_pg_exec(env.pg, "RESET enable_seqscan");
+    CHECK(index_scan && !seq_scan,
+          "history_before is a scan of messages_room_seq_idx, not of the table");
 }
 
 static void test_history_after_restart(void)
 {
     /* ids in order from the database (a new consumer starts with an empty cache) */
     static char ids[HIST_MESSAGES][64];
-    PGresult *r = PQexec(env.pg, "select message_id::text from messages where room_id = 2 order by sequence_number");
-    for (int i = 0; i < PQntuples(r) && i < HIST_MESSAGES; i++) snprintf(ids[i], 64, "%s", PQgetvalue(r, i, 0));
+    PGresult *r = PQexec(
+        env.pg, "select message_id::text from messages where room_id = 2 order by sequence_number");
+    for (int i = 0; i < PQntuples(r) && i < HIST_MESSAGES; i++)
+        snprintf(ids[i], 64, "%s", PQgetvalue(r, i, 0));
     PQclear(r);
     const char *source = NULL;
-    CHECK(walk_history(ids, "after restart", &source), "after a restart, the same %d messages in order", HIST_MESSAGES);
+    CHECK(walk_history(ids, "after restart", &source),
+          "after a restart, the same %d messages in order", HIST_MESSAGES);
     CHECK_STR(source, "database", "served from PostgreSQL (the cache starts empty)");
 }
 
@@ -544,13 +605,14 @@ static void test_history_after_restart(void)
 static void test_page(void)
 {
     long st;
-    char *body = http_get(prod.ws_port, "/", &st);
-    CHECK(st == 200 && body && strstr(body, "<html") && strstr(body, "app.js"), "GET / on the producer serves the page");
+    char *body = tl_http_get(prod.ws_port, "/", &st);
+    CHECK(st == 200 && body && strstr(body, "<html") && strstr(body, "app.js"),
+          "GET / on the producer serves the page");
     free(body);
-    body = http_get(prod.ws_port, "/app.js", &st);
+    body = tl_http_get(prod.ws_port, "/app.js", &st);
     CHECK(st == 200 && body && strlen(body) > 100, "GET /app.js serves its script");
     free(body);
-    body = http_get(prod.ws_port, "/config.json", &st);
+    body = tl_http_get(prod.ws_port, "/config.json", &st);
     json_t *j = body ? json_loads(body, 0, NULL) : NULL;
     json_t *limits = json_object_get(j, "limits");
     CHECK(st == 200 && json_integer_value(json_object_get(limits, "typingIntervalMs")) == 3000 &&
@@ -560,7 +622,7 @@ static void test_page(void)
           "GET /config.json tells the page the limits, the rooms and where the consumer is");
     json_decref(j);
     free(body);
-    body = http_get(prod.ws_port, "/../../etc/passwd", &st);
+    body = tl_http_get(prod.ws_port, "/../../etc/passwd", &st);
     CHECK(st == 404, "any other path is 404 (got %ld)", st);
     free(body);
 }
@@ -575,7 +637,7 @@ static void test_missed_heartbeat(void)
     json_decref(j);
     char path[128];
     snprintf(path, sizeof path, "/chat/%d?userId=32&username=silent", ROOM_BEAT);
-    int fd = hs_ws_open(cons.ws_port, path, 0);
+    int fd = tl_raw_ws_open(cons.ws_port, path, 0);
     CHECK(fd >= 0, "a raw member connection that will never answer a ping");
     j = wait_type(watcher, "PRESENCE", 5000, NULL);
     CHECK(j && strcmp(str(j, "userId"), "32") == 0 && strcmp(str(j, "status"), "ONLINE") == 0,
@@ -584,7 +646,8 @@ static void test_missed_heartbeat(void)
     j = wait_type(watcher, "PRESENCE", 15000, NULL);
     CHECK(j && strcmp(str(j, "userId"), "32") == 0 && strcmp(str(j, "status"), "OFFLINE") == 0 &&
               strcmp(str(j, "reason"), "timeout") == 0,
-          "it is dropped for the missed heartbeat and announced OFFLINE timeout (%s)", j ? str(j, "reason") : "none");
+          "it is dropped for the missed heartbeat and announced OFFLINE timeout (%s)",
+          j ? str(j, "reason") : "none");
     json_decref(j);
     if (fd >= 0) close(fd);
     wsc_free(watcher);
@@ -592,25 +655,30 @@ static void test_missed_heartbeat(void)
 
 int main(void)
 {
-    itp_init();
-    if (!itc_init(&env, "chat_features", 1, 3)) {
+    tl_init();
+    if (!tl_consumer_env_init(&env, "chat_features", 1, 3)) {
         CHECK(false, "test environment (database, queues)");
         return TEST_DONE();
     }
     ws = wsc_ctx_new();
     CHECK(start_consumer("consumer", "25", "8"), "consumer started on rooms 1-3");
-    env.pg = itc_pg_connect(env.db_url);
+    env.pg = tl_pg_connect(env.db_url);
     CHECK(env.pg != NULL, "connected to the test's database");
     static char prefix_env[128], dlq_env[160], plog[700];
-    snprintf(prefix_env, sizeof prefix_env, "CHATFLOW_QUEUE_PREFIX=%s", env.prefix);
+    snprintf(prefix_env, sizeof prefix_env, "CHATFLOW_QUEUE_PREFIX=%s", env.q.prefix);
     snprintf(dlq_env, sizeof dlq_env, "CHATFLOW_DLQ_NAME=%s", env.dlq_name);
     snprintf(plog, sizeof plog, "%s/producer.log", env.log_dir);
-    const char *penv[] = {prefix_env, dlq_env, "CHATFLOW_ROOM_MIN=1", "CHATFLOW_ROOM_MAX=3",
-                          "CHATFLOW_RATE_LIMIT_PER_MINUTE=0", "CHATFLOW_TYPING_INTERVAL_MS=3000", NULL};
-    CHECK(producer_start(&prod, plog, penv), "producer started on the same queues");
-    for (int i = 0; i < 100; i++) {   /* ready: every room's queue URL resolved */
+    const char *penv[] = {prefix_env,
+                          dlq_env,
+                          "CHATFLOW_ROOM_MIN=1",
+                          "CHATFLOW_ROOM_MAX=3",
+                          "CHATFLOW_RATE_LIMIT_PER_MINUTE=0",
+                          "CHATFLOW_TYPING_INTERVAL_MS=3000",
+                          NULL};
+    CHECK(tl_producer_start(&prod, plog, penv), "producer started on the same queues");
+    for (int i = 0; i < 100; i++) { /* ready: every room's queue URL resolved */
         long st;
-        char *b = http_get(prod.admin_port, "/health/ready", &st);
+        char *b = tl_http_get(prod.admin_port, "/health/ready", &st);
         free(b);
         if (st == 200) break;
         time_sleep_ms(100);
@@ -635,16 +703,18 @@ int main(void)
     wsc_free(anon);
     wsc_free(p);
     bool in_time;
-    CHECK(WIFEXITED(consumer_stop(&cons, SIGTERM, 30000, &in_time)) && in_time, "consumer stops on SIGTERM");
+    CHECK(WIFEXITED(tl_consumer_stop(&cons, SIGTERM, 30000, &in_time)) && in_time,
+          "consumer stops on SIGTERM");
     /* a fresh consumer: empty cache, and a heartbeat short enough to watch one being missed */
-    CHECK(start_consumer("consumer-restarted", "2", "1"), "consumer restarted (ping 2 s, pong 1 s)");
+    CHECK(start_consumer("consumer-restarted", "2", "1"),
+          "consumer restarted (ping 2 s, pong 1 s)");
     if (cons.pid > 0) {
         test_history_after_restart();
         test_missed_heartbeat();
     }
-    consumer_stop(&cons, SIGTERM, 30000, &in_time);
-    producer_stop(&prod, SIGTERM, 30000, &in_time);
+    tl_consumer_stop(&cons, SIGTERM, 30000, &in_time);
+    tl_producer_stop(&prod, SIGTERM, 30000, &in_time);
     wsc_ctx_free(ws);
-    itc_done(&env);
+    tl_consumer_env_done(&env);
     return TEST_DONE();
 }

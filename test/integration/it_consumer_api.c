@@ -4,12 +4,27 @@
  * for every kind of bad parameter, POST refresh of the materialized views, and EXPLAIN of core
  * queries 1, 2 and 4 on a table large enough for the planner to care: no Seq Scan on messages.
  */
-#include "it_consumer_lib.h"
+/* test-passes: asan tsan valgrind */
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testlib.h"
+#include "timeutil.h"
+#include "tl_consumer.h"
+#include "tl_http.h"
+#include "tl_pg.h"
+#include "tl_proc.h"
+#include "uuid.h"
 
 #include "../../consumer/api.h"
 
-static itc_env_t env;
-static consumer_proc c;
+static tl_consumer_env env;
+static tl_consumer c;
 
 /* Known dataset. Window W = [2026-01-01T00:00:00Z, 2026-01-01T00:01:00Z].
  * In W: room 1 has 7 (user 10 x4, user 20 x3), room 2 has 2 (user 10), room 3 has 1 (user 30);
@@ -19,10 +34,12 @@ static const struct {
     int room, user;
     const char *ts;
 } rows[] = {
-    {1, 10, "2026-01-01T00:00:01Z"},     {1, 10, "2026-01-01T00:00:02Z"},     {1, 10, "2026-01-01T00:00:03Z"},
-    {1, 10, "2026-01-01T00:00:03.5Z"},   {2, 10, "2026-01-01T00:00:10Z"},     {2, 10, "2026-01-01T00:00:11Z"},
-    {1, 20, "2026-01-01T00:00:03.1Z"},   {1, 20, "2026-01-01T00:00:03.2Z"},   {1, 20, "2026-01-01T00:00:20Z"},
-    {3, 30, "2026-01-01T00:00:30Z"},     {1, 30, "2026-01-01T00:02:00Z"},     {2, 40, "2025-12-31T23:59:59Z"},
+    {1, 10, "2026-01-01T00:00:01Z"},   {1, 10, "2026-01-01T00:00:02Z"},
+    {1, 10, "2026-01-01T00:00:03Z"},   {1, 10, "2026-01-01T00:00:03.5Z"},
+    {2, 10, "2026-01-01T00:00:10Z"},   {2, 10, "2026-01-01T00:00:11Z"},
+    {1, 20, "2026-01-01T00:00:03.1Z"}, {1, 20, "2026-01-01T00:00:03.2Z"},
+    {1, 20, "2026-01-01T00:00:20Z"},   {3, 30, "2026-01-01T00:00:30Z"},
+    {1, 30, "2026-01-01T00:02:00Z"},   {2, 40, "2025-12-31T23:59:59Z"},
 };
 #define N_ROWS (sizeof rows / sizeof rows[0])
 
@@ -37,22 +54,25 @@ static bool load_dataset(void)
         snprintf(seq, sizeof seq, "%zu", 1000 + i);
         uuid_v4(id);
         const char *p[] = {id, room, user, name, rows[i].ts, seq};
-        PGresult *r = PQexecParams(env.pg,
-                                   "INSERT INTO messages (message_id, room_id, user_id, username, message_text,"
-                                   " message_type, server_id, client_ip, sequence_number, client_timestamp, received_at)"
-                                   " VALUES ($1, $2, $3, $4, 'known', 'TEXT', 'it', '127.0.0.1', $6, $5, $5)",
-                                   6, NULL, p, NULL, NULL, 0);
+        PGresult *r = PQexecParams(
+            env.pg,
+            "INSERT INTO messages (message_id, room_id, user_id, username, message_text,"
+            " message_type, server_id, client_ip, sequence_number, client_timestamp, received_at)"
+            " VALUES ($1, $2, $3, $4, 'known', 'TEXT', 'it', '127.0.0.1', $6, $5, $5)",
+            6, NULL, p, NULL, NULL, 0);
         ok = PQresultStatus(r) == PGRES_COMMAND_OK;
         if (!ok) NOTE("insert: %s", PQerrorMessage(env.pg));
         PQclear(r);
     }
-    return ok && itc_pg_exec(env.pg, "INSERT INTO user_activity SELECT user_id, room_id, min(client_timestamp),"
-                                     " max(client_timestamp), count(*) FROM messages GROUP BY 1, 2");
+    return ok &&
+           tl_pg_exec(env.pg,
+                      "INSERT INTO user_activity SELECT user_id, room_id, min(client_timestamp),"
+                      " max(client_timestamp), count(*) FROM messages GROUP BY 1, 2");
 }
 
 static json_t *get_json(const char *path, long *status)
 {
-    char *body = itc_http("GET", c.admin_port, path, status);
+    char *body = tl_http("GET", c.admin_port, path, status);
     json_t *j = body ? json_loads(body, 0, NULL) : NULL;
     if (!j) NOTE("%s -> %ld, not JSON: %.200s", path, *status, body ? body : "(none)");
     free(body);
@@ -65,9 +85,13 @@ static long long jint(json_t *root, const char *path)
     char buf[256];
     snprintf(buf, sizeof buf, "%s", path);
     json_t *cur = root;
-    for (char *save = NULL, *tok = strtok_r(buf, ".", &save); tok && cur; tok = strtok_r(NULL, ".", &save))
-        cur = json_is_array(cur) ? json_array_get(cur, (size_t)atoi(tok)) : json_object_get(cur, tok);
-    return json_is_integer(cur) ? (long long)json_integer_value(cur) : json_is_real(cur) ? (long long)json_real_value(cur) : -1;
+    for (char *save = NULL, *tok = strtok_r(buf, ".", &save); tok && cur;
+         tok = strtok_r(NULL, ".", &save))
+        cur =
+            json_is_array(cur) ? json_array_get(cur, (size_t)atoi(tok)) : json_object_get(cur, tok);
+    return json_is_integer(cur) ? (long long)json_integer_value(cur)
+           : json_is_real(cur)  ? (long long)json_real_value(cur)
+                                : -1;
 }
 
 static void check_known_answers(const char *query, const char *how)
@@ -78,35 +102,52 @@ static void check_known_answers(const char *query, const char *how)
     json_t *j = get_json(path, &st);
     CHECK_INT(st, 200, "GET /api/metrics/all (%s) answers 200", how);
     if (!j) return;
-    CHECK_INT(jint(j, "coreQueries.roomMessages.resultCount"), 7, "%s: room 1 has 7 messages in the window", how);
+    CHECK_INT(jint(j, "coreQueries.roomMessages.resultCount"), 7,
+              "%s: room 1 has 7 messages in the window", how);
     CHECK_INT(jint(j, "coreQueries.roomMessages.roomId"), 1, "%s: room 1 queried", how);
-    CHECK_INT(jint(j, "coreQueries.userHistory.resultCount"), 6, "%s: user 10 has 6 messages in the window", how);
-    CHECK_INT(jint(j, "coreQueries.activeUsers.resultCount"), 3, "%s: 3 users active in the window", how);
-    CHECK_INT(jint(j, "coreQueries.activeUsers.sampleData.0.userId"), 10, "%s: most active user first (10)", how);
-    CHECK_INT(jint(j, "coreQueries.activeUsers.sampleData.0.messageCount"), 6, "%s: with 6 messages", how);
-    CHECK_INT(jint(j, "coreQueries.userRooms.resultCount"), 2, "%s: user 10 posted in 2 rooms", how);
-    json_t *sample = json_object_get(json_object_get(json_object_get(j, "coreQueries"), "roomMessages"), "sampleData");
-    CHECK(json_array_size(sample) == 7 && strcmp(json_string_value(json_object_get(json_array_get(sample, 0), "timestamp")),
-                                                 "2026-01-01T00:00:01.000Z") == 0,
+    CHECK_INT(jint(j, "coreQueries.userHistory.resultCount"), 6,
+              "%s: user 10 has 6 messages in the window", how);
+    CHECK_INT(jint(j, "coreQueries.activeUsers.resultCount"), 3, "%s: 3 users active in the window",
+              how);
+    CHECK_INT(jint(j, "coreQueries.activeUsers.sampleData.0.userId"), 10,
+              "%s: most active user first (10)", how);
+    CHECK_INT(jint(j, "coreQueries.activeUsers.sampleData.0.messageCount"), 6,
+              "%s: with 6 messages", how);
+    CHECK_INT(jint(j, "coreQueries.userRooms.resultCount"), 2, "%s: user 10 posted in 2 rooms",
+              how);
+    json_t *sample = json_object_get(
+        json_object_get(json_object_get(j, "coreQueries"), "roomMessages"), "sampleData");
+    CHECK(json_array_size(sample) == 7 &&
+              strcmp(json_string_value(json_object_get(json_array_get(sample, 0), "timestamp")),
+                     "2026-01-01T00:00:01.000Z") == 0,
           "%s: sampleData has the 7 rows, earliest first", how);
-    json_t *t = json_object_get(json_object_get(json_object_get(j, "coreQueries"), "userHistory"), "executionTimeMs");
+    json_t *t = json_object_get(json_object_get(json_object_get(j, "coreQueries"), "userHistory"),
+                                "executionTimeMs");
     CHECK(json_is_number(t) && json_number_value(t) >= 0, "%s: executionTimeMs reported", how);
-    CHECK_INT(jint(j, "analytics.messagesPerSecond.messages"), 10, "%s: 10 messages in the window", how);
-    CHECK_INT(jint(j, "analytics.messagesPerSecond.peak"), 4, "%s: peak 4 messages in one second", how);
-    json_t *avg = json_object_get(json_object_get(json_object_get(j, "analytics"), "messagesPerSecond"), "avg");
+    CHECK_INT(jint(j, "analytics.messagesPerSecond.messages"), 10, "%s: 10 messages in the window",
+              how);
+    CHECK_INT(jint(j, "analytics.messagesPerSecond.peak"), 4, "%s: peak 4 messages in one second",
+              how);
+    json_t *avg = json_object_get(
+        json_object_get(json_object_get(j, "analytics"), "messagesPerSecond"), "avg");
     CHECK(json_is_number(avg) && json_number_value(avg) > 0.1666 && json_number_value(avg) < 0.1667,
           "%s: average 10/60 messages per second", how);
     CHECK_INT(jint(j, "analytics.topUsers.0.userId"), 10, "%s: top user 10", how);
     CHECK_INT(jint(j, "analytics.topUsers.0.messageCount"), 6, "%s: with 6 messages", how);
     CHECK_INT(jint(j, "analytics.topUsers.3.userId"), 40, "%s: fourth user 40", how);
     CHECK_INT(jint(j, "analytics.topRooms.0.roomId"), 1, "%s: top room 1", how);
-    CHECK_INT(jint(j, "analytics.topRooms.0.messageCount"), 8, "%s: with 8 messages (all time)", how);
-    CHECK_INT(jint(j, "analytics.userParticipation.0.roomsJoined"), 1, "%s: participation: 1 room", how);
+    CHECK_INT(jint(j, "analytics.topRooms.0.messageCount"), 8, "%s: with 8 messages (all time)",
+              how);
+    CHECK_INT(jint(j, "analytics.userParticipation.0.roomsJoined"), 1, "%s: participation: 1 room",
+              how);
     CHECK_INT(jint(j, "analytics.userParticipation.0.userCount"), 2, "%s: ... 2 users", how);
-    CHECK_INT(jint(j, "analytics.userParticipation.1.roomsJoined"), 2, "%s: participation: 2 rooms", how);
+    CHECK_INT(jint(j, "analytics.userParticipation.1.roomsJoined"), 2, "%s: participation: 2 rooms",
+              how);
     CHECK_INT(jint(j, "analytics.userParticipation.1.userCount"), 2, "%s: ... 2 users", how);
-    CHECK_INT(jint(j, "dbStats.messagesRows"), (long long)N_ROWS, "%s: dbStats counts %zu messages", how, N_ROWS);
-    CHECK_INT(jint(j, "dbStats.userActivityRows"), 6, "%s: dbStats counts 6 user_activity rows", how);
+    CHECK_INT(jint(j, "dbStats.messagesRows"), (long long)N_ROWS, "%s: dbStats counts %zu messages",
+              how, N_ROWS);
+    CHECK_INT(jint(j, "dbStats.userActivityRows"), 6, "%s: dbStats counts 6 user_activity rows",
+              how);
     json_decref(j);
 }
 
@@ -117,24 +158,29 @@ static void check_bad(const char *query, const char *needle, const char *what)
     snprintf(path, sizeof path, "/api/metrics/all%s", query);
     json_t *j = get_json(path, &st);
     const char *e = j ? json_string_value(json_object_get(j, "error")) : NULL;
-    CHECK(st == 400 && e && strstr(e, needle), "400 with a JSON error naming %s for %s (%s)", needle, what, e ? e : "-");
+    CHECK(st == 400 && e && strstr(e, needle), "400 with a JSON error naming %s for %s (%s)",
+          needle, what, e ? e : "-");
     json_decref(j);
 }
 
 static void explain_core_queries(void)
 {
     /* Enough rows that a sequential scan would be the planner's choice without the indexes. */
-    CHECK(itc_pg_exec(env.pg,
-                      "INSERT INTO messages (message_id, room_id, user_id, username, message_text, message_type,"
-                      " server_id, client_ip, sequence_number, client_timestamp, received_at)"
-                      " SELECT gen_random_uuid(), 1 + g % 20, 1 + (g * 7919) % 100000, 'user' || g, 'bulk', 'TEXT', 'it',"
-                      " '127.0.0.1', 100000 + g, timestamptz '2026-02-01' + g * interval '173 ms',"
-                      " timestamptz '2026-02-01' FROM generate_series(1, 200000) g") &&
-              itc_pg_exec(env.pg, "INSERT INTO user_activity SELECT user_id, room_id, min(client_timestamp),"
-                                  " max(client_timestamp), count(*) FROM messages WHERE message_text = 'bulk'"
-                                  " GROUP BY 1, 2 ON CONFLICT DO NOTHING") &&
-              itc_pg_exec(env.pg, "ANALYZE messages; ANALYZE user_activity"),
-          "200,000 more rows loaded and analyzed");
+    CHECK(
+        tl_pg_exec(env.pg,
+                   "INSERT INTO messages (message_id, room_id, user_id, username, message_text, "
+                   "message_type,"
+                   " server_id, client_ip, sequence_number, client_timestamp, received_at)"
+                   " SELECT gen_random_uuid(), 1 + g % 20, 1 + (g * 7919) % 100000, 'user' || g, "
+                   "'bulk', 'TEXT', 'it',"
+                   " '127.0.0.1', 100000 + g, timestamptz '2026-02-01' + g * interval '173 ms',"
+                   " timestamptz '2026-02-01' FROM generate_series(1, 200000) g") &&
+            tl_pg_exec(env.pg,
+                       "INSERT INTO user_activity SELECT user_id, room_id, min(client_timestamp),"
+                       " max(client_timestamp), count(*) FROM messages WHERE message_text = 'bulk'"
+                       " GROUP BY 1, 2 ON CONFLICT DO NOTHING") &&
+            tl_pg_exec(env.pg, "ANALYZE messages; ANALYZE user_activity"),
+        "200,000 more rows loaded and analyzed");
     struct {
         const char *name;
         const char *args;
@@ -147,7 +193,7 @@ static void explain_core_queries(void)
         const char *sql = api_query_sql(q[i].name);
         char *stmt = malloc(strlen(sql) + 128);
         sprintf(stmt, "PREPARE explain_%s AS %s", q[i].name, sql);
-        bool ok = sql && itc_pg_exec(env.pg, stmt);
+        bool ok = sql && tl_pg_exec(env.pg, stmt);
         free(stmt);
         char ex[256];
         snprintf(ex, sizeof ex, "EXPLAIN EXECUTE explain_%s%s", q[i].name, q[i].args);
@@ -158,7 +204,8 @@ static void explain_core_queries(void)
             if (strstr(PQgetvalue(r, k, 0), "Seq Scan on messages")) seq = true;
         }
         for (int k = 0; r && PQresultStatus(r) == PGRES_TUPLES_OK && k < PQntuples(r); k++)
-            if (seq || strstr(PQgetvalue(r, k, 0), " on ")) NOTE("%s: %s", q[i].name, PQgetvalue(r, k, 0));
+            if (seq || strstr(PQgetvalue(r, k, 0), " on "))
+                NOTE("%s: %s", q[i].name, PQgetvalue(r, k, 0));
         CHECK(any && !seq, "EXPLAIN of core query %s shows no Seq Scan on messages", q[i].name);
         PQclear(r);
     }
@@ -166,58 +213,71 @@ static void explain_core_queries(void)
 
 int main(void)
 {
-    if (!itc_init(&env, "consumer_api", 1, 3)) {
+    if (!tl_consumer_env_init(&env, "consumer_api", 1, 3)) {
         CHECK(false, "test environment set up");
-        itc_done(&env);
+        tl_consumer_env_done(&env);
         return TEST_DONE();
     }
-    if (!consumer_start(&env, &c, "consumer", NULL) || !(env.pg = itc_pg_connect(env.db_url))) {
+    if (!tl_consumer_start(&env, &c, "consumer", NULL) || !(env.pg = tl_pg_connect(env.db_url))) {
         CHECK(false, "consumer started");
-        itc_done(&env);
+        tl_consumer_env_done(&env);
         return TEST_DONE();
     }
     CHECK(load_dataset(), "known dataset of %zu messages loaded", N_ROWS);
 
     long st;
-    char *body = itc_http("POST", c.admin_port, "/api/metrics/refresh", &st);
+    char *body = tl_http("POST", c.admin_port, "/api/metrics/refresh", &st);
     json_t *j = body ? json_loads(body, 0, NULL) : NULL;
     CHECK(st == 200 && json_array_size(json_object_get(j, "refreshed")) == 5,
           "POST /api/metrics/refresh refreshes the 5 materialized views (%s)", body ? body : "-");
     json_decref(j);
     free(body);
-    body = itc_http("GET", c.admin_port, "/api/metrics/refresh", &st);
+    body = tl_http("GET", c.admin_port, "/api/metrics/refresh", &st);
     CHECK_INT(st, 405, "GET /api/metrics/refresh is 405");
     free(body);
 
-    check_known_answers("testStartTime=2026-01-01T00:00:00Z&testEndTime=2026-01-01T00:01:00Z&roomId=1&userId=10",
-                        "ISO-8601 times");
-    check_known_answers("testStartTime=1767225600000&testEndTime=1767225660000&roomId=1&userId=10", "epoch ms");
-    check_known_answers("testStartTime=2026-01-01T01:00:00%2B01:00&testEndTime=2026-01-01T00:01:00.000Z",
-                        "zone offset, defaults for room and user");
+    check_known_answers(
+        "testStartTime=2026-01-01T00:00:00Z&testEndTime=2026-01-01T00:01:00Z&roomId=1&userId=10",
+        "ISO-8601 times");
+    check_known_answers("testStartTime=1767225600000&testEndTime=1767225660000&roomId=1&userId=10",
+                        "epoch ms");
+    check_known_answers(
+        "testStartTime=2026-01-01T01:00:00%2B01:00&testEndTime=2026-01-01T00:01:00.000Z",
+        "zone offset, defaults for room and user");
 
     check_bad("", "testStartTime", "no parameters");
     check_bad("?testStartTime=2026-01-01T00:00:00Z", "testEndTime", "a missing end");
-    check_bad("?testStartTime=yesterday&testEndTime=2026-01-01T00:01:00Z", "testStartTime", "a malformed start");
-    check_bad("?testStartTime=2026-01-01T00:00:00&testEndTime=2026-01-01T00:01:00Z", "testStartTime", "a start without zone");
-    check_bad("?testStartTime=2026-01-01T00:00:00Z&testEndTime=2026-13-01T00:01:00Z", "testEndTime", "month 13");
-    check_bad("?testStartTime=2026-01-01T00:02:00Z&testEndTime=2026-01-01T00:01:00Z", "after", "an inverted window");
-    check_bad("?testStartTime=2026-01-01T00:00:00Z&testEndTime=2026-01-01T00:01:00Z&userId=0", "userId", "userId 0");
-    check_bad("?testStartTime=2026-01-01T00:00:00Z&testEndTime=2026-01-01T00:01:00Z&userId=100001", "userId", "userId 100001");
-    check_bad("?testStartTime=2026-01-01T00:00:00Z&testEndTime=2026-01-01T00:01:00Z&userId=abc", "userId", "userId abc");
-    check_bad("?testStartTime=2026-01-01T00:00:00Z&testEndTime=2026-01-01T00:01:00Z&roomId=-1", "roomId", "roomId -1");
-    check_bad("?testStartTime=2026-01-01T00:00:00Z&testEndTime=2026-01-01T00:01:00Z&roomId=1x", "roomId", "roomId 1x");
+    check_bad("?testStartTime=yesterday&testEndTime=2026-01-01T00:01:00Z", "testStartTime",
+              "a malformed start");
+    check_bad("?testStartTime=2026-01-01T00:00:00&testEndTime=2026-01-01T00:01:00Z",
+              "testStartTime", "a start without zone");
+    check_bad("?testStartTime=2026-01-01T00:00:00Z&testEndTime=2026-13-01T00:01:00Z", "testEndTime",
+              "month 13");
+    check_bad("?testStartTime=2026-01-01T00:02:00Z&testEndTime=2026-01-01T00:01:00Z", "after",
+              "an inverted window");
+    check_bad("?testStartTime=2026-01-01T00:00:00Z&testEndTime=2026-01-01T00:01:00Z&userId=0",
+              "userId", "userId 0");
+    check_bad("?testStartTime=2026-01-01T00:00:00Z&testEndTime=2026-01-01T00:01:00Z&userId=100001",
+              "userId", "userId 100001");
+    check_bad("?testStartTime=2026-01-01T00:00:00Z&testEndTime=2026-01-01T00:01:00Z&userId=abc",
+              "userId", "userId abc");
+    check_bad("?testStartTime=2026-01-01T00:00:00Z&testEndTime=2026-01-01T00:01:00Z&roomId=-1",
+              "roomId", "roomId -1");
+    check_bad("?testStartTime=2026-01-01T00:00:00Z&testEndTime=2026-01-01T00:01:00Z&roomId=1x",
+              "roomId", "roomId 1x");
 
     j = get_json("/api/metrics/db-stats", &st);
-    CHECK(st == 200 && jint(j, "messagesRows") == (long long)N_ROWS && jint(j, "userActivityRows") == 6 &&
-              jint(j, "messagesTotalBytes") > 0 && json_array_size(json_object_get(j, "indexes")) >= 5,
+    CHECK(st == 200 && jint(j, "messagesRows") == (long long)N_ROWS &&
+              jint(j, "userActivityRows") == 6 && jint(j, "messagesTotalBytes") > 0 &&
+              json_array_size(json_object_get(j, "indexes")) >= 5,
           "GET /api/metrics/db-stats: row counts, sizes and indexes");
     json_decref(j);
 
     explain_core_queries();
 
     bool in_time = false;
-    int status = consumer_stop(&c, SIGTERM, 25000, &in_time);
+    int status = tl_consumer_stop(&c, SIGTERM, 25000, &in_time);
     CHECK(in_time && WIFEXITED(status) && WEXITSTATUS(status) == 0, "SIGTERM: exits 0 in time");
-    itc_done(&env);
+    tl_consumer_env_done(&env);
     return TEST_DONE();
 }

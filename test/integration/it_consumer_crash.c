@@ -4,7 +4,22 @@
  * per-room order intact, queues drained. Real fauxqs, real PostgreSQL; a short visibility
  * timeout so what the killed process held comes back quickly.
  */
-#include "it_consumer_lib.h"
+/* test-passes: asan */
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testlib.h"
+#include "timeutil.h"
+#include "tl_consumer.h"
+#include "tl_http.h"
+#include "tl_pg.h"
+#include "tl_proc.h"
+#include "uuid.h"
 
 #include "wsclient.h"
 
@@ -13,47 +28,26 @@
 #define SECOND 400
 #define N (FIRST + SECOND)
 
-static itc_env_t env;
+static tl_consumer_env env;
 static chat_message sent[N];
 
 static bool send_range(size_t from, size_t to)
 {
-    /* Interleave rooms batch by batch, the way a producer would. */
-    for (size_t i = from; i < to; i += SQS_MAX_BATCH * ROOMS)
-        for (int room = 1; room <= ROOMS; room++) {
-            chat_message batch[SQS_MAX_BATCH];
-            size_t k = 0;
-            for (size_t j = i; j < to && j < i + SQS_MAX_BATCH * ROOMS; j++)
-                if (atoi(sent[j].room_id) == room) batch[k++] = sent[j];
-            if (k && !itc_send_batch(&env, room, batch, k)) return false;
-        }
-    return true;
+    return tl_consumer_send_messages(&env, &sent[from], to - from);
 }
 
 static void check_order(void)
 {
-    bool all = true;
-    for (int room = 1; room <= ROOMS; room++) {
-        char sql[160];
-        snprintf(sql, sizeof sql, "SELECT message_id FROM messages WHERE room_id = %d ORDER BY sequence_number", room);
-        PGresult *r = PQexec(env.pg, sql);
-        int k = 0;
-        bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
-        for (size_t i = 0; ok && i < N; i++)
-            if (atoi(sent[i].room_id) == room)
-                ok = k < PQntuples(r) && strcmp(PQgetvalue(r, k++, 0), sent[i].message_id) == 0;
-        ok = ok && k == PQntuples(r);
-        PQclear(r);
-        all = all && ok;
-    }
-    CHECK(all, "in every room, sequence_number order is the send order (redelivery kept FIFO order)");
+    CHECK(tl_consumer_order_kept(&env, sent, N),
+          "in every room, sequence_number order is the send order (redelivery kept FIFO order)");
 }
 
 /* A subscriber that reconnects with an old sequence number gets the rest of the room, in order,
  * although the restarted consumer never saw the early messages: they come from PostgreSQL. */
-static void check_replay(const consumer_proc *c)
+static void check_replay(const tl_consumer *c)
 {
-    PGresult *r = PQexec(env.pg, "SELECT sequence_number::text FROM messages WHERE room_id = 1 ORDER BY messages.sequence_number");
+    PGresult *r = PQexec(env.pg, "SELECT sequence_number::text FROM messages WHERE room_id = 1 "
+                                 "ORDER BY messages.sequence_number");
     int total = PQresultStatus(r) == PGRES_TUPLES_OK ? PQntuples(r) : 0;
     char since[64] = "";
     if (total > 10) snprintf(since, sizeof since, "%s", PQgetvalue(r, 9, 0));
@@ -62,7 +56,9 @@ static void check_replay(const consumer_proc *c)
     char path[128], err[256];
     snprintf(path, sizeof path, "/chat/1?since=%s", since);
     int status = 0;
-    wsc_conn *ws = ctx ? wsc_connect(ctx, "127.0.0.1", c->ws_port, path, 5000, &status, err, sizeof err) : NULL;
+    wsc_conn *ws =
+        ctx ? wsc_connect(ctx, "127.0.0.1", c->ws_port, path, 5000, &status, err, sizeof err)
+            : NULL;
     CHECK(ws != NULL, "subscriber connects to %s (%s)", path, ws ? "open" : err);
     size_t want = (size_t)(total - 10), got = 0, in_order = 0;
     size_t next_sent = 0, in_room = 0;
@@ -80,7 +76,8 @@ static void check_replay(const consumer_proc *c)
         json_decref(j);
         free(frame);
     }
-    CHECK(got == want && in_order == want, "replay since the 10th message: %zu of %zu frames, %zu in send order", got, want,
+    CHECK(got == want && in_order == want,
+          "replay since the 10th message: %zu of %zu frames, %zu in send order", got, want,
           in_order);
     if (ws) wsc_free(ws);
     if (ctx) wsc_ctx_free(ctx);
@@ -88,21 +85,22 @@ static void check_replay(const consumer_proc *c)
 
 int main(void)
 {
-    if (!itc_init(&env, "consumer_crash", 1, ROOMS) || !(env.pg = itc_pg_connect(env.db_url))) {
+    if (!tl_consumer_env_init(&env, "consumer_crash", 1, ROOMS) ||
+        !(env.pg = tl_pg_connect(env.db_url))) {
         CHECK(false, "test environment (database, queues) set up");
-        itc_done(&env);
+        tl_consumer_env_done(&env);
         return TEST_DONE();
     }
     for (size_t i = 0; i < N; i++) {
         char text[64];
         snprintf(text, sizeof text, "crash test %zu", i);
-        itc_message(&sent[i], 1 + (int)(i % ROOMS), 1 + (int)(i % 37), text, "TEXT");
+        tl_chat_message(&sent[i], 1 + (int)(i % ROOMS), 1 + (int)(i % 37), text, "TEXT");
     }
     const char *cenv[] = {"CHATFLOW_VISIBILITY_TIMEOUT_S=3", NULL};
-    consumer_proc c;
-    if (!consumer_start(&env, &c, "consumer-1", cenv)) {
+    tl_consumer c;
+    if (!tl_consumer_start(&env, &c, "consumer-1", cenv)) {
         CHECK(false, "consumer started");
-        itc_done(&env);
+        tl_consumer_env_done(&env);
         return TEST_DONE();
     }
     CHECK(send_range(0, FIRST), "%d messages sent over %d rooms", FIRST, ROOMS);
@@ -110,61 +108,71 @@ int main(void)
     /* Mid-stream: some rows stored, most still queued. */
     long long stored = 0;
     for (int i = 0; i < 300 && stored < 300; i++) {
-        stored = itc_pg_scalar(env.pg, "SELECT count(*) FROM messages");
+        stored = tl_pg_scalar(env.pg, "SELECT count(*) FROM messages");
         time_sleep_ms(20);
     }
-    consumer_stop(&c, SIGKILL, 5000, NULL);
+    tl_consumer_stop(&c, SIGKILL, 5000, NULL);
     /* A COMMIT the killed process had already sent may still be finishing in its backend: count
      * only once PostgreSQL has noticed the client is gone. */
-    itc_wait_scalar(env.pg, "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'chatflow-consumer%'"
-                            " AND datname = current_database()", 0, 10000);
-    long long at_kill = itc_pg_scalar(env.pg, "SELECT count(*) FROM messages");
+    tl_pg_wait_scalar(
+        env.pg,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'chatflow-consumer%'"
+        " AND datname = current_database()",
+        0, 10000);
+    long long at_kill = tl_pg_scalar(env.pg, "SELECT count(*) FROM messages");
     NOTE("killed with %lld of %d rows stored", at_kill, FIRST);
-    CHECK(at_kill > 0 && at_kill < FIRST, "the consumer was killed mid-stream (%lld of %d stored)", at_kill, FIRST);
+    CHECK(at_kill > 0 && at_kill < FIRST, "the consumer was killed mid-stream (%lld of %d stored)",
+          at_kill, FIRST);
 
     CHECK(send_range(FIRST, N), "%d more messages sent while it is down", SECOND);
     time_sleep_ms(500);
-    consumer_proc c2;
-    if (!consumer_start(&env, &c2, "consumer-2", cenv)) {
+    tl_consumer c2;
+    if (!tl_consumer_start(&env, &c2, "consumer-2", cenv)) {
         CHECK(false, "consumer restarted");
-        itc_done(&env);
+        tl_consumer_env_done(&env);
         return TEST_DONE();
     }
-    CHECK_INT(itc_wait_scalar(env.pg, "SELECT count(*) FROM messages", N, 90000), N, "all %d messages stored after the restart", N);
+    CHECK_INT(tl_pg_wait_scalar(env.pg, "SELECT count(*) FROM messages", N, 90000), N,
+              "all %d messages stored after the restart", N);
     time_sleep_ms(1000);
-    CHECK_INT(itc_pg_scalar(env.pg, "SELECT count(*) FROM messages"), N, "no extra rows appeared later");
-    CHECK_INT(itc_pg_scalar(env.pg, "SELECT count(DISTINCT message_id) FROM messages"), N, "each message exactly once");
+    CHECK_INT(tl_pg_scalar(env.pg, "SELECT count(*) FROM messages"), N,
+              "no extra rows appeared later");
+    CHECK_INT(tl_pg_scalar(env.pg, "SELECT count(DISTINCT message_id) FROM messages"), N,
+              "each message exactly once");
     /* Every sent id is there (none lost, none foreign). */
     size_t missing = 0;
     for (size_t i = 0; i < N; i++) {
         const char *p[] = {sent[i].message_id};
-        PGresult *r = PQexecParams(env.pg, "SELECT 1 FROM messages WHERE message_id = $1::uuid", 1, NULL, p, NULL, NULL, 0);
+        PGresult *r = PQexecParams(env.pg, "SELECT 1 FROM messages WHERE message_id = $1::uuid", 1,
+                                   NULL, p, NULL, NULL, 0);
         missing += PQntuples(r) != 1;
         PQclear(r);
     }
     CHECK_INT(missing, 0, "every sent messageId is stored");
-    CHECK_INT(itc_pg_scalar(env.pg, "SELECT sum(message_count) FROM user_activity"), N,
+    CHECK_INT(tl_pg_scalar(env.pg, "SELECT sum(message_count) FROM user_activity"), N,
               "user_activity counts each message once (redeliveries not double-counted)");
     check_order();
 
-    double consumed = itc_metric(c2.admin_port, "chatflow_messages_consumed_total", NULL);
-    double written = itc_metric(c2.admin_port, "chatflow_db_rows_written_total", NULL);
-    NOTE("after restart: %.0f received, %.0f new rows (%.0f redelivered duplicates skipped)", consumed, written,
-         consumed - written);
-    CHECK_INT((long long)written, N - at_kill, "the restarted consumer wrote exactly the rows that were missing");
+    double consumed = tl_metric(c2.admin_port, "chatflow_messages_consumed_total", NULL);
+    double written = tl_metric(c2.admin_port, "chatflow_db_rows_written_total", NULL);
+    NOTE("after restart: %.0f received, %.0f new rows (%.0f redelivered duplicates skipped)",
+         consumed, written, consumed - written);
+    CHECK_INT((long long)written, N - at_kill,
+              "the restarted consumer wrote exactly the rows that were missing");
 
     long depth = -1;
     for (int i = 0; i < 100 && depth != 0; i++) {
-        depth = itc_rooms_depth(&env);
+        depth = tl_consumer_rooms_depth(&env);
         if (depth != 0) time_sleep_ms(100);
     }
     CHECK_INT(depth, 0, "the room queues are drained");
-    CHECK_INT(itc_queue_depth(&env, env.dlq_url), 0, "nothing went to the DLQ");
+    CHECK_INT(tl_sqs_depth(&env.q, env.dlq_url), 0, "nothing went to the DLQ");
     check_replay(&c2);
 
     bool in_time = false;
-    int st = consumer_stop(&c2, SIGTERM, 25000, &in_time);
-    CHECK(in_time && WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM: the restarted consumer exits 0 in time");
-    itc_done(&env);
+    int st = tl_consumer_stop(&c2, SIGTERM, 25000, &in_time);
+    CHECK(in_time && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+          "SIGTERM: the restarted consumer exits 0 in time");
+    tl_consumer_env_done(&env);
     return TEST_DONE();
 }

@@ -1,28 +1,45 @@
 /*
- * it_hostile_consumer — the consumer's subscriber side (SPEC §3) against hostile clients, over
- * real sockets, with real fauxqs and PostgreSQL: a handshake flood (good upgrades dropped at once,
- * rooms not served, bad since=, unknown arguments, garbage), slow byte-by-byte handshakes with
- * fresh ones going through meanwhile, subscribers past CHATFLOW_MAX_SUBSCRIBERS (the 31st refused
- * with 503 while the 30 keep receiving), idle TCP sockets that never send a byte (closed at the
- * handshake deadline, descriptors back to the baseline), a subscriber that never reads (dropped with a close
- * reason and counted in chatflow_slow_subscribers_dropped_total, while a reading subscriber of the
- * same room gets every event), and a ping flood.
+ * it_hostile_consumer — the consumer's subscriber side (protocol.md §2) against hostile clients,
+ * over real sockets, with real fauxqs and PostgreSQL: a handshake flood (good upgrades dropped at
+ * once, rooms not served, bad since=, unknown arguments, garbage), slow byte-by-byte handshakes
+ * with fresh ones going through meanwhile, subscribers past CHATFLOW_MAX_SUBSCRIBERS (the 31st
+ * refused with 503 while the 30 keep receiving), idle TCP sockets that never send a byte (closed at
+ * the handshake deadline, descriptors back to the baseline), a subscriber that never reads (dropped
+ * with a close reason and counted in chatflow_slow_subscribers_dropped_total, while a reading
+ * subscriber of the same room gets every event), and a ping flood.
  *
  * Throughout, one well-behaved subscriber (room 1, opened first) must receive each probe message
  * sent to SQS within 15 s, and the consumer's RSS (VmRSS) must stay under RSS_BOUND_KB.
  */
-#include "it_consumer_lib.h"
-#include "it_hostile_lib.h"
+/* test-passes: asan */
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testlib.h"
+#include "timeutil.h"
+#include "tl_consumer.h"
+#include "tl_http.h"
+#include "tl_pg.h"
+#include "tl_proc.h"
+#include "uuid.h"
+#include <sys/socket.h>
+
+#include "tl_rawws.h"
 #include "wsclient.h"
 
 #define MAX_SUBSCRIBERS 30
 #define SEND_QUEUE_MAX 20
-#define HANDSHAKE_TIMEOUT_S 2   /* CHATFLOW_HANDSHAKE_TIMEOUT_S: from the accept to the upgrade */
+#define HANDSHAKE_TIMEOUT_S 2 /* CHATFLOW_HANDSHAKE_TIMEOUT_S: from the accept to the upgrade */
 /* The stated bound (docs/reliability.md): measured about 20-40 MiB here. */
 #define RSS_BOUND_KB (192 * 1024)
 
-static itc_env_t E;
-static consumer_proc C;
+static tl_consumer_env E;
+static tl_consumer C;
 static wsc_ctx *GOOD_CTX;
 static wsc_conn *GOOD;
 static long rss_max_kb;
@@ -30,7 +47,7 @@ static int probe_seq;
 
 static long rss_kb(void)
 {
-    long v = hs_rss_kb(C.pid);
+    long v = tl_proc_rss_kb(C.pid);
     if (v > rss_max_kb) rss_max_kb = v;
     return v;
 }
@@ -42,20 +59,7 @@ static void keep_good_alive(void)
     if (GOOD_CTX) wsc_service(GOOD_CTX, 0);
 }
 
-static double metric(const char *name)
-{
-    return itc_metric(C.admin_port, name, NULL);
-}
-
-static bool wait_metric_at_most(const char *name, double want, int timeout_ms)
-{
-    for (int t = 0; t <= timeout_ms; t += 100) {
-        double v = metric(name);
-        if (v >= 0 && v <= want) return true;
-        time_sleep_ms(100);
-    }
-    return false;
-}
+static double metric(const char *name) { return tl_metric(C.admin_port, name, NULL); }
 
 static wsc_conn *subscribe(wsc_ctx *ctx, const char *path, int *status)
 {
@@ -87,9 +91,9 @@ static bool send_probe(char id_out[UUID_STR_BUF])
     chat_message m;
     char text[64];
     snprintf(text, sizeof text, "probe %d", ++probe_seq);
-    itc_message(&m, 1, 4242, text, "TEXT");
+    tl_chat_message(&m, 1, 4242, text, "TEXT");
     memcpy(id_out, m.message_id, UUID_STR_BUF);
-    return itc_send_batch(&E, 1, &m, 1);
+    return tl_consumer_send_batch(&E, 1, &m, 1);
 }
 
 static void probe(const char *during)
@@ -102,20 +106,23 @@ static void probe(const char *during)
         wsc_close_info(GOOD, &code, &why);
         NOTE("the good subscriber was closed: %d %s", code, why ? why : "");
     } else if (!ok) {
-        NOTE("probe %s not received; consumer consumed %.0f, delivered %.0f", id, metric("chatflow_messages_consumed_total"),
+        NOTE("probe %s not received; consumer consumed %.0f, delivered %.0f", id,
+             metric("chatflow_messages_consumed_total"),
              metric("chatflow_broadcast_deliveries_total"));
     }
     CHECK(ok, "%s: the well-behaved subscriber still gets the room's events", during);
     long kb = rss_kb();
-    CHECK(kb > 0 && kb < RSS_BOUND_KB, "%s: consumer RSS %ld KiB < %d KiB", during, kb, RSS_BOUND_KB);
+    CHECK(kb > 0 && kb < RSS_BOUND_KB, "%s: consumer RSS %ld KiB < %d KiB", during, kb,
+          RSS_BOUND_KB);
 }
 
 /* ---------------------------------------------------------------- scenarios */
 
 static void test_handshake_flood(void)
 {
-    static const char *const bad[] = { "/chat/3", "/chat/0", "/chat/1?since=abc", "/chat/1?since=1&since=2",
-                                       "/chat/1?room=2", "/nowhere", "/chat/01", "/chat/1?since=" };
+    static const char *const bad[] = {
+        "/chat/3",        "/chat/0",  "/chat/1?since=abc", "/chat/1?since=1&since=2",
+        "/chat/1?room=2", "/nowhere", "/chat/01",          "/chat/1?since="};
     enum { GOOD_N = 300, BAD_N = 160, JUNK_N = 50, TOTAL = GOOD_N + BAD_N + JUNK_N, BATCH = 25 };
     int upgraded = 0, refused = 0, junk_done = 0;
     uint64_t start = time_mono_ns();
@@ -123,28 +130,36 @@ static void test_handshake_flood(void)
         int fds[BATCH], kinds[BATCH], n = 0;
         for (int k = i; k < i + BATCH && k < TOTAL; k++, n++) {
             kinds[n] = k < GOOD_N ? 0 : k < GOOD_N + BAD_N ? 1 : 2;
-            fds[n] = hs_connect(C.ws_port, 0);
+            fds[n] = tl_raw_connect(C.ws_port, 0);
             if (fds[n] < 0) continue;
             char req[512];
-            if (kinds[n] == 0) hs_handshake_text(req, sizeof req, C.ws_port, k % 2 ? "/chat/1" : "/chat/2?since=0");
-            else if (kinds[n] == 1) hs_handshake_text(req, sizeof req, C.ws_port, bad[k % (sizeof bad / sizeof bad[0])]);
-            else snprintf(req, sizeof req, "GARBAGE\x01\x02\r\n\r\n");
-            hs_send_all(fds[n], req, strlen(req));
+            if (kinds[n] == 0)
+                tl_raw_handshake_text(req, sizeof req, C.ws_port,
+                                      k % 2 ? "/chat/1" : "/chat/2?since=0");
+            else if (kinds[n] == 1)
+                tl_raw_handshake_text(req, sizeof req, C.ws_port,
+                                      bad[k % (sizeof bad / sizeof bad[0])]);
+            else
+                snprintf(req, sizeof req, "GARBAGE\x01\x02\r\n\r\n");
+            tl_raw_send_all(fds[n], req, strlen(req));
         }
         for (int j = 0; j < n; j++) {
             if (fds[j] < 0) continue;
-            int st = hs_read_status(fds[j], 5000);
+            int st = tl_raw_read_status(fds[j], 5000);
             if (kinds[j] == 0 && st == 101) upgraded++;
             if (kinds[j] == 1 && st >= 400 && st < 500) refused++;
-            if (kinds[j] == 2 && (st >= 400 || hs_wait_closed(fds[j], 3000))) junk_done++;
+            if (kinds[j] == 2 && (st >= 400 || tl_raw_wait_closed(fds[j], 3000))) junk_done++;
             close(fds[j]);
         }
     }
-    NOTE("subscriber handshake flood: %d requests in %.1f s", TOTAL, (double)(time_mono_ns() - start) / 1e9);
-    CHECK_INT(upgraded, GOOD_N, "handshake flood: every good subscription got 101 (dropped at once after)");
+    NOTE("subscriber handshake flood: %d requests in %.1f s", TOTAL,
+         (double)(time_mono_ns() - start) / 1e9);
+    CHECK_INT(upgraded, GOOD_N,
+              "handshake flood: every good subscription got 101 (dropped at once after)");
     CHECK_INT(refused, BAD_N, "handshake flood: every bad room, since or argument got a 4xx");
-    CHECK_INT(junk_done, JUNK_N, "handshake flood: every garbage request was answered 4xx or closed");
-    CHECK(wait_metric_at_most("chatflow_subscribers_active", 1, 10000),
+    CHECK_INT(junk_done, JUNK_N,
+              "handshake flood: every garbage request was answered 4xx or closed");
+    CHECK(tl_metric_wait_at_most(C.admin_port, "chatflow_subscribers_active", 1, 10000),
           "handshake flood: dropped subscribers released (chatflow_subscribers_active back to 1)");
     probe("after the handshake flood");
 }
@@ -153,13 +168,13 @@ static void test_slow_handshakes(void)
 {
     enum { SLOW = 60 };
     char req[512];
-    hs_handshake_text(req, sizeof req, C.ws_port, "/chat/1");
+    tl_raw_handshake_text(req, sizeof req, C.ws_port, "/chat/1");
     size_t req_len = strlen(req);
     int fds[SLOW];
     size_t sent[SLOW];
     bool closed[SLOW];
     for (int i = 0; i < SLOW; i++) {
-        fds[i] = hs_connect(C.ws_port, 0);
+        fds[i] = tl_raw_connect(C.ws_port, 0);
         sent[i] = 0;
         closed[i] = fds[i] < 0;
     }
@@ -169,7 +184,7 @@ static void test_slow_handshakes(void)
     while (time_mono_ns() - start < (HANDSHAKE_TIMEOUT_S + 8) * 1000000000ull && n_closed < SLOW) {
         for (int i = 0; i < SLOW; i++) {
             if (closed[i]) continue;
-            bool gone = sent[i] < req_len && !hs_send_all(fds[i], req + sent[i], 1);
+            bool gone = sent[i] < req_len && !tl_raw_send_all(fds[i], req + sent[i], 1);
             if (!gone) {
                 sent[i]++;
                 char b[64];
@@ -184,9 +199,10 @@ static void test_slow_handshakes(void)
             }
         }
         if (n_closed < SLOW / 2 && fresh < 5) {
-            int fd = hs_connect(C.ws_port, 0);
+            int fd = tl_raw_connect(C.ws_port, 0);
             fresh++;
-            if (fd >= 0 && hs_send_all(fd, req, req_len) && hs_read_status(fd, 5000) == 101) fresh_ok++;
+            if (fd >= 0 && tl_raw_send_all(fd, req, req_len) && tl_raw_read_status(fd, 5000) == 101)
+                fresh_ok++;
             if (fd >= 0) close(fd);
         }
         keep_good_alive();
@@ -196,36 +212,42 @@ static void test_slow_handshakes(void)
         if (fds[i] >= 0) close(fds[i]);
     NOTE("subscriber slowloris: %d of %d cut off, the last after %.1f s", n_closed, SLOW, worst);
     CHECK_INT(n_closed, SLOW, "slowloris: every byte-by-byte subscription handshake was cut off");
-    CHECK(worst <= HANDSHAKE_TIMEOUT_S + 3, "slowloris: within %.1f s (handshake timeout %d s + slack)", worst,
-          HANDSHAKE_TIMEOUT_S);
-    CHECK(fresh > 0 && fresh_ok == fresh, "slowloris: fresh subscriptions meanwhile all upgraded (%d of %d)", fresh_ok, fresh);
+    CHECK(worst <= HANDSHAKE_TIMEOUT_S + 3,
+          "slowloris: within %.1f s (handshake timeout %d s + slack)", worst, HANDSHAKE_TIMEOUT_S);
+    CHECK(fresh > 0 && fresh_ok == fresh,
+          "slowloris: fresh subscriptions meanwhile all upgraded (%d of %d)", fresh_ok, fresh);
     probe("after the slow handshakes");
 }
 
-/* Sockets that connect and never send a byte hold a descriptor each until the handshake deadline. */
+/* Sockets that connect and never send a byte hold a descriptor each until the handshake deadline.
+ */
 static void test_idle_sockets(void)
 {
     enum { IDLE = 500 };
-    int fds_before = hs_open_fds(C.pid);
+    int fds_before = tl_proc_open_fds(C.pid);
     int idle[IDLE], idle_open = 0;
     for (int i = 0; i < IDLE; i++)
-        if ((idle[i] = hs_connect(C.ws_port, 0)) >= 0) idle_open++;
-    NOTE("%d idle sockets connected; consumer fds %d -> %d", idle_open, fds_before, hs_open_fds(C.pid));
+        if ((idle[i] = tl_raw_connect(C.ws_port, 0)) >= 0) idle_open++;
+    NOTE("%d idle sockets connected; consumer fds %d -> %d", idle_open, fds_before,
+         tl_proc_open_fds(C.pid));
     CHECK(idle_open >= IDLE * 9 / 10, "idle sockets: %d of %d connected", idle_open, IDLE);
     probe("with 500 idle sockets open");
     uint64_t start = time_mono_ns();
     int reaped = 0;
     for (int i = 0; i < IDLE; i++)
-        if (idle[i] >= 0 && hs_wait_closed(idle[i], i == 0 ? (HANDSHAKE_TIMEOUT_S + 8) * 1000 : 200)) reaped++;
+        if (idle[i] >= 0 &&
+            tl_raw_wait_closed(idle[i], i == 0 ? (HANDSHAKE_TIMEOUT_S + 8) * 1000 : 200))
+            reaped++;
     double took = (double)(time_mono_ns() - start) / 1e9;
     for (int i = 0; i < IDLE; i++)
         if (idle[i] >= 0) close(idle[i]);
     NOTE("idle sockets: %d closed by the consumer, the last %.1f s after the probe", reaped, took);
-    CHECK(reaped >= idle_open, "idle sockets: the consumer closed all %d (closed %d)", idle_open, reaped);
+    CHECK(reaped >= idle_open, "idle sockets: the consumer closed all %d (closed %d)", idle_open,
+          reaped);
     time_sleep_ms(500);
-    int fds_after = hs_open_fds(C.pid);
-    CHECK(fds_after >= 0 && fds_after <= fds_before + 10, "idle sockets: consumer descriptors back to %d (before %d)",
-          fds_after, fds_before);
+    int fds_after = tl_proc_open_fds(C.pid);
+    CHECK(fds_after >= 0 && fds_after <= fds_before + 10,
+          "idle sockets: consumer descriptors back to %d (before %d)", fds_after, fds_before);
     probe("after the idle sockets");
 }
 
@@ -238,13 +260,15 @@ static void test_subscriber_limit(void)
         subs[i] = subscribe(ctx, "/chat/1", NULL);
         if (subs[i]) open++;
     }
-    CHECK_INT(open, MAX_SUBSCRIBERS - 1, "subscriber limit: %d more subscribers open (%d with the good one)",
+    CHECK_INT(open, MAX_SUBSCRIBERS - 1,
+              "subscriber limit: %d more subscribers open (%d with the good one)",
               MAX_SUBSCRIBERS - 1, MAX_SUBSCRIBERS);
-    CHECK_INT(metric("chatflow_subscribers_active"), MAX_SUBSCRIBERS, "subscriber limit: chatflow_subscribers_active = %d",
-              MAX_SUBSCRIBERS);
+    CHECK_INT(metric("chatflow_subscribers_active"), MAX_SUBSCRIBERS,
+              "subscriber limit: chatflow_subscribers_active = %d", MAX_SUBSCRIBERS);
     int status = 0;
     wsc_conn *extra = subscribe(ctx, "/chat/1", &status);
-    CHECK(extra == NULL && status == 503, "subscriber limit: the %dth subscriber is refused with HTTP 503 (got %d)",
+    CHECK(extra == NULL && status == 503,
+          "subscriber limit: the %dth subscriber is refused with HTTP 503 (got %d)",
           MAX_SUBSCRIBERS + 1, status);
     if (extra) wsc_free(extra);
     char id[UUID_STR_BUF];
@@ -252,12 +276,14 @@ static void test_subscriber_limit(void)
     if (send_probe(id))
         for (int i = 0; i < MAX_SUBSCRIBERS - 1; i++)
             if (subs[i] && receives(subs[i], id, 15000)) got++;
-    CHECK_INT(got, MAX_SUBSCRIBERS - 1, "subscriber limit: every admitted subscriber still gets the event");
+    CHECK_INT(got, MAX_SUBSCRIBERS - 1,
+              "subscriber limit: every admitted subscriber still gets the event");
     probe("at the subscriber limit");
     for (int i = 0; i < MAX_SUBSCRIBERS - 1; i++)
         if (subs[i]) wsc_free(subs[i]);
     for (int i = 0; i < 20; i++) wsc_service(ctx, 10);
-    CHECK(wait_metric_at_most("chatflow_subscribers_active", 1, 10000), "subscriber limit: closed subscribers released");
+    CHECK(tl_metric_wait_at_most(C.admin_port, "chatflow_subscribers_active", 1, 10000),
+          "subscriber limit: closed subscribers released");
     wsc_conn *again = subscribe(ctx, "/chat/1", NULL);
     CHECK(again != NULL, "subscriber limit: below the limit again, a new subscriber is admitted");
     if (again) wsc_free(again);
@@ -267,24 +293,30 @@ static void test_subscriber_limit(void)
 /* Room 2 gets 20,000 stored messages of ~1.6 KiB (inserted straight into the test's database).
  * A raw subscriber asks for all of them (?since=0) with a 4 KiB receive buffer and never reads:
  * the replay stalls on it. Then 60 live messages arrive: held behind its replay they pass the
- * consumer's cap (replay cache 20 + send queue 20 here), so it must be closed with a "slow" reason and counted, while a reading subscriber of the same room
- * gets all 40 in order and the consumer's memory stays flat. */
+ * consumer's cap (replay cache 20 + send queue 20 here), so it must be closed with a "slow" reason
+ * and counted, while a reading subscriber of the same room gets all 40 in order and the consumer's
+ * memory stays flat. */
 static void test_slow_subscriber(void)
 {
     enum { HISTORY = 20000, LIVE = 60 };
-    if (!E.pg) E.pg = itc_pg_connect(E.db_url);
-    bool seeded = E.pg && itc_pg_exec(E.pg,
-        "insert into messages (message_id, room_id, user_id, username, message_text, message_type, server_id,"
-        " client_ip, sequence_number, client_timestamp, received_at)"
-        " select gen_random_uuid(), 2, 1 + g % 100000, 'user' || (1 + g % 100000), repeat(U&'\\4E2D', 500), 'TEXT',"
-        " 'seeded', '127.0.0.1', g, now(), now() from generate_series(1, 20000) g");
+    if (!E.pg) E.pg = tl_pg_connect(E.db_url);
+    bool seeded =
+        E.pg &&
+        tl_pg_exec(E.pg,
+                   "insert into messages (message_id, room_id, user_id, username, message_text, "
+                   "message_type, server_id,"
+                   " client_ip, sequence_number, client_timestamp, received_at)"
+                   " select gen_random_uuid(), 2, 1 + g % 100000, 'user' || (1 + g % 100000), "
+                   "repeat(U&'\\4E2D', 500), 'TEXT',"
+                   " 'seeded', '127.0.0.1', g, now(), now() from generate_series(1, 20000) g");
     CHECK(seeded, "slow subscriber: %d stored messages of room 2 to replay", HISTORY);
     wsc_ctx *ctx = wsc_ctx_new();
     wsc_conn *reader = subscribe(ctx, "/chat/2", NULL);
     long before = rss_kb();
     double dropped_before = metric("chatflow_slow_subscribers_dropped_total");
-    int slow = hs_ws_open(C.ws_port, "/chat/2?since=0", 4096);
-    CHECK(reader && slow >= 0, "slow subscriber: a reading subscriber and a non-reading one replaying from 0");
+    int slow = tl_raw_ws_open(C.ws_port, "/chat/2?since=0", 4096);
+    CHECK(reader && slow >= 0,
+          "slow subscriber: a reading subscriber and a non-reading one replaying from 0");
     if (!reader || slow < 0) {
         if (reader) wsc_free(reader);
         if (slow >= 0) close(slow);
@@ -301,10 +333,10 @@ static void test_slow_subscriber(void)
     for (int i = 0; i < LIVE && sent_all; i += 10) {
         chat_message ms[10];
         for (int k = 0; k < 10; k++) {
-            itc_message(&ms[k], 2, 100 + k, "live", "TEXT");
+            tl_chat_message(&ms[k], 2, 100 + k, "live", "TEXT");
             memcpy(ids[i + k], ms[k].message_id, UUID_STR_BUF);
         }
-        sent_all = itc_send_batch(&E, 2, ms, 10);
+        sent_all = tl_consumer_send_batch(&E, 2, ms, 10);
     }
     CHECK(sent_all, "slow subscriber: %d live messages queued for room 2", LIVE);
     int got = 0;
@@ -328,16 +360,23 @@ static void test_slow_subscriber(void)
         if (dropped < 1) time_sleep_ms(100);
     }
     long during = rss_kb();
-    CHECK(dropped >= 1, "slow subscriber: counted in chatflow_slow_subscribers_dropped_total (+%.0f)", dropped);
+    CHECK(dropped >= 1,
+          "slow subscriber: counted in chatflow_slow_subscribers_dropped_total (+%.0f)", dropped);
     int code = 0;
     long frames = 0;
     char reason[128];
-    bool closed = hs_read_close(slow, 20000, &code, reason, sizeof reason, &frames, keep_good_alive);
-    NOTE("slow subscriber: closed with %d \"%s\" after %ld of %d events; consumer RSS %ld -> %ld (replaying) -> %ld KiB",
+    bool closed =
+        tl_raw_read_close(slow, 20000, &code, reason, sizeof reason, &frames, keep_good_alive);
+    NOTE("slow subscriber: closed with %d \"%s\" after %ld of %d events; consumer RSS %ld -> %ld "
+         "(replaying) -> %ld KiB",
          code, reason, frames, HISTORY + LIVE, before, replaying, during);
-    CHECK(closed && strstr(reason, "slow") != NULL, "slow subscriber: closed with a clear reason (%d \"%s\")", code, reason);
-    CHECK(frames < HISTORY, "slow subscriber: it was dropped, not fed everything (%ld events before the close)", frames);
-    CHECK(during < before + 32 * 1024, "slow subscriber: consumer RSS grew by less than 32 MiB (%ld KiB)", during - before);
+    CHECK(closed && strstr(reason, "slow") != NULL,
+          "slow subscriber: closed with a clear reason (%d \"%s\")", code, reason);
+    CHECK(frames < HISTORY,
+          "slow subscriber: it was dropped, not fed everything (%ld events before the close)",
+          frames);
+    CHECK(during < before + 32 * 1024,
+          "slow subscriber: consumer RSS grew by less than 32 MiB (%ld KiB)", during - before);
     close(slow);
     wsc_free(reader);
     wsc_ctx_free(ctx);
@@ -346,30 +385,11 @@ static void test_slow_subscriber(void)
 
 static void test_ping_flood(void)
 {
-    int fd = hs_ws_open(C.ws_port, "/chat/1", 0);
+    int fd = tl_raw_ws_open(C.ws_port, "/chat/1", 0);
     CHECK(fd >= 0, "ping flood: raw subscriber upgraded");
     if (fd < 0) return;
-    int flags = fcntl(fd, F_GETFL);
-    fcntl(fd, F_SETFL, flags | O_NONBLOCK);
-    unsigned char ping[125 + 14], batch[64 * (125 + 14)];
-    char body[125];
-    memset(body, 'p', sizeof body);
-    size_t one = hs_frame(ping, 0x9, true, body, sizeof body, 0);
-    for (int i = 0; i < 64; i++) memcpy(batch + i * one, ping, one);
-    long pings = 0;
     bool dropped = false;
-    uint64_t start = time_mono_ns();
-    while (time_mono_ns() - start < 4000000000ull) {
-        ssize_t n = send(fd, batch, 64 * one, MSG_NOSIGNAL);
-        if (n > 0) pings += n / (ssize_t)one;
-        else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-            dropped = true;
-            break;
-        } else {
-            time_sleep_ms(5);
-        }
-        keep_good_alive();
-    }
+    long pings = tl_raw_ping_flood(fd, 4000, &dropped, keep_good_alive);
     NOTE("subscriber ping flood: %ld pings in 4 s, pongs never read; %s", pings,
          dropped ? "the consumer dropped the connection" : "connection still up");
     CHECK(pings > 1000, "ping flood: the flood ran (%ld pings)", pings);
@@ -379,9 +399,9 @@ static void test_ping_flood(void)
 
 int main(void)
 {
-    if (!itc_init(&E, "hostile_consumer", 1, 2)) {
+    if (!tl_consumer_env_init(&E, "hostile_consumer", 1, 2)) {
         CHECK(0, "test database and queues set up");
-        itc_done(&E);
+        tl_consumer_env_done(&E);
         return TEST_DONE();
     }
     char env_max[64], env_q[64];
@@ -389,18 +409,25 @@ int main(void)
     snprintf(env_q, sizeof env_q, "CHATFLOW_SEND_QUEUE_MAX=%d", SEND_QUEUE_MAX);
     char env_hs[64];
     snprintf(env_hs, sizeof env_hs, "CHATFLOW_HANDSHAKE_TIMEOUT_S=%d", HANDSHAKE_TIMEOUT_S);
-    const char *env[] = { env_max, env_q, env_hs, "CHATFLOW_REPLAY_CACHE_PER_ROOM=20", "CHATFLOW_POLLER_THREADS=2", "CHATFLOW_DB_MAX_WAIT_MS=50", NULL };
-    bool started = consumer_start(&E, &C, "consumer", env);
+    const char *env[] = {env_max,
+                         env_q,
+                         env_hs,
+                         "CHATFLOW_REPLAY_CACHE_PER_ROOM=20",
+                         "CHATFLOW_POLLER_THREADS=2",
+                         "CHATFLOW_DB_MAX_WAIT_MS=50",
+                         NULL};
+    bool started = tl_consumer_start(&E, &C, "consumer", env);
     CHECK(started, "consumer started (log %s)", C.log_path);
     if (!started) {
-        itc_done(&E);
+        tl_consumer_env_done(&E);
         return TEST_DONE();
     }
     GOOD_CTX = wsc_ctx_new();
     GOOD = subscribe(GOOD_CTX, "/chat/1", NULL);
     CHECK(GOOD != NULL, "the well-behaved subscriber is connected");
     long rss_start = rss_kb();
-    NOTE("consumer pid %d, RSS at start %ld KiB, %d descriptors", (int)C.pid, rss_start, hs_open_fds(C.pid));
+    NOTE("consumer pid %d, RSS at start %ld KiB, %d descriptors", (int)C.pid, rss_start,
+         tl_proc_open_fds(C.pid));
     probe("at start");
 
     test_handshake_flood();
@@ -411,14 +438,16 @@ int main(void)
     test_ping_flood();
 
     long rss_end = rss_kb();
-    NOTE("consumer RSS: start %ld KiB, end %ld KiB, max seen %ld KiB (bound %d KiB)", rss_start, rss_end, rss_max_kb,
-         RSS_BOUND_KB);
-    CHECK(rss_max_kb < RSS_BOUND_KB, "consumer RSS never above %d KiB (max %ld)", RSS_BOUND_KB, rss_max_kb);
+    NOTE("consumer RSS: start %ld KiB, end %ld KiB, max seen %ld KiB (bound %d KiB)", rss_start,
+         rss_end, rss_max_kb, RSS_BOUND_KB);
+    CHECK(rss_max_kb < RSS_BOUND_KB, "consumer RSS never above %d KiB (max %ld)", RSS_BOUND_KB,
+          rss_max_kb);
     wsc_free(GOOD);
     wsc_ctx_free(GOOD_CTX);
     bool in_time = false;
-    int st = consumer_stop(&C, SIGTERM, 30000, &in_time);
-    CHECK(in_time && WIFEXITED(st) && WEXITSTATUS(st) == 0, "consumer exits 0 on SIGTERM after all of it");
-    itc_done(&E);
+    int st = tl_consumer_stop(&C, SIGTERM, 30000, &in_time);
+    CHECK(in_time && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+          "consumer exits 0 on SIGTERM after all of it");
+    tl_consumer_env_done(&E);
     return TEST_DONE();
 }

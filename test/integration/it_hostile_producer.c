@@ -16,8 +16,25 @@
  * Raw sockets (not the lws client) drive the handshakes and frames a real client library would
  * never send; the well-behaved client uses test/lib/wsclient.h.
  */
-#include "it_hostile_lib.h"
-#include "it_producer_lib.h"
+/* test-passes: asan */
+#include <sys/socket.h>
+
+#include "tl_rawws.h"
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testlib.h"
+#include "timeutil.h"
+#include "tl_http.h"
+#include "tl_proc.h"
+#include "tl_producer.h"
+#include "tl_sqs.h"
+#include "uuid.h"
 
 #define MAX_CONNECTIONS 50
 #define HANDSHAKE_TIMEOUT_S 2
@@ -25,8 +42,8 @@
  * of this; measured about 10-20 MiB on this machine. */
 #if defined(__SANITIZE_ADDRESS__)
 /* An AddressSanitizer build (test/run --sanitizers runs this test against the ASan services) keeps
- * freed memory in quarantine (256 MiB by default) and allocates shadow memory, so its RSS is not the
- * product's: the bounds get that much slack there; the plain pass checks the stated ones. */
+ * freed memory in quarantine (256 MiB by default) and allocates shadow memory, so its RSS is not
+ * the product's: the bounds get that much slack there; the plain pass checks the stated ones. */
 #define RSS_SLACK_KB (320 * 1024)
 #else
 #define RSS_SLACK_KB 0
@@ -34,8 +51,8 @@
 #define RSS_BOUND_KB (96 * 1024 + RSS_SLACK_KB)
 
 static char LOGDIR[512];
-static itp_sqs Q;
-static producer_proc P;
+static tl_sqs Q;
+static tl_producer P;
 static wsc_ctx *GOOD_CTX;
 static wsc_conn *GOOD;
 static int probe_seq;
@@ -45,58 +62,27 @@ static long rss_max_kb;
 
 static long rss_kb(void)
 {
-    long v = hs_rss_kb(P.pid);
+    long v = tl_proc_rss_kb(P.pid);
     if (v > rss_max_kb) rss_max_kb = v;
     return v;
 }
 
-static bool wait_ready(int timeout_ms)
-{
-    for (int t = 0; t <= timeout_ms; t += 100) {
-        long st;
-        free(http_get(P.admin_port, "/health/ready", &st));
-        if (st == 200) return true;
-        time_sleep_ms(100);
-    }
-    return false;
-}
-
-static bool wait_metric_at_most(const char *name, double want, int timeout_ms)
-{
-    for (int t = 0; t <= timeout_ms; t += 100) {
-        double v = producer_metric(&P, name, NULL);
-        if (v >= 0 && v <= want) return true;
-        time_sleep_ms(100);
-    }
-    return false;
-}
-
 /* ---------------------------------------------------------------- the well-behaved client */
-
-static wsc_conn *open_room(wsc_ctx *ctx, int room, int *status)
-{
-    char path[32], err[256];
-    int st = 0;
-    snprintf(path, sizeof path, "/chat/%d", room);
-    wsc_conn *c = wsc_connect(ctx, "127.0.0.1", P.ws_port, path, 5000, &st, err, sizeof err);
-    if (status) *status = st;
-    return c;
-}
 
 /* Sends one valid frame on c and waits for its answer; true on a SUCCESS ack. */
 static bool ack_on(wsc_conn *c, int user, int timeout_ms)
 {
     char cmid[32];
     snprintf(cmid, sizeof cmid, "probe-%d", ++probe_seq);
-    char *frame = itp_frame(user, "still served?", cmid);
-    bool sent = itp_send_text(c, frame);
+    char *frame = tl_frame(user, "still served?", cmid);
+    bool sent = tl_ws_send_str(c, frame);
     free(frame);
     if (!sent) return false;
     size_t len;
     char *a = wsc_recv(c, timeout_ms, &len);
     char st[32], echo[64];
-    bool ok = a && strcmp(itp_field(a, "status", st, sizeof st), "SUCCESS") == 0 &&
-              strcmp(itp_field(a, "clientMessageId", echo, sizeof echo), cmid) == 0;
+    bool ok = a && strcmp(tl_json_field(a, "status", st, sizeof st), "SUCCESS") == 0 &&
+              strcmp(tl_json_field(a, "clientMessageId", echo, sizeof echo), cmid) == 0;
     if (!ok) NOTE("probe %s answered: %s", cmid, a ? a : "(nothing)");
     free(a);
     return ok;
@@ -104,22 +90,27 @@ static bool ack_on(wsc_conn *c, int user, int timeout_ms)
 
 static void probe(const char *during)
 {
-    CHECK(GOOD && ack_on(GOOD, 777, 5000), "%s: the well-behaved client still gets its ack", during);
+    CHECK(GOOD && ack_on(GOOD, 777, 5000), "%s: the well-behaved client still gets its ack",
+          during);
     long kb = rss_kb();
-    CHECK(kb > 0 && kb < RSS_BOUND_KB, "%s: producer RSS %ld KiB < %d KiB", during, kb, RSS_BOUND_KB);
+    CHECK(kb > 0 && kb < RSS_BOUND_KB, "%s: producer RSS %ld KiB < %d KiB", during, kb,
+          RSS_BOUND_KB);
 }
 
 /* ---------------------------------------------------------------- raw sockets */
 
-static int raw_connect(void) { return hs_connect(P.ws_port, 0); }
+static int raw_connect(void) { return tl_raw_connect(P.ws_port, 0); }
 
-static void handshake_text(char *out, size_t len, const char *path) { hs_handshake_text(out, len, P.ws_port, path); }
+static void handshake_text(char *out, size_t len, const char *path)
+{
+    tl_raw_handshake_text(out, len, P.ws_port, path);
+}
 
 static int raw_ws_open(int room)
 {
     char path[32];
     snprintf(path, sizeof path, "/chat/%d", room);
-    return hs_ws_open(P.ws_port, path, 0);
+    return tl_raw_ws_open(P.ws_port, path, 0);
 }
 
 /* ---------------------------------------------------------------- scenarios */
@@ -129,7 +120,7 @@ static void test_handshake_flood(void)
 {
     enum { GOOD_N = 600, BAD_N = 200, JUNK_N = 100, TOTAL = GOOD_N + BAD_N + JUNK_N, BATCH = 40 };
     int upgraded = 0, refused_4xx = 0, junk_answered = 0, junk_closed = 0;
-    double refused_before = producer_metric(&P, "chatflow_ws_handshakes_refused_total", NULL);
+    double refused_before = tl_producer_metric(&P, "chatflow_ws_handshakes_refused_total", NULL);
     uint64_t start = time_mono_ns();
     for (int i = 0; i < TOTAL; i += BATCH) {
         int fds[BATCH], kinds[BATCH];
@@ -139,19 +130,24 @@ static void test_handshake_flood(void)
             fds[n] = raw_connect();
             if (fds[n] < 0) continue;
             char req[512];
-            if (kinds[n] == 0) handshake_text(req, sizeof req, k % 2 ? "/chat/1" : "/chat/2");
-            else if (kinds[n] == 1) handshake_text(req, sizeof req, k % 2 ? "/chat/99999" : "/nowhere");
-            else snprintf(req, sizeof req, "\x16\x03\x01 not http at all \r\n\r\n");
-            hs_send_all(fds[n], req, strlen(req));
+            if (kinds[n] == 0)
+                handshake_text(req, sizeof req, k % 2 ? "/chat/1" : "/chat/2");
+            else if (kinds[n] == 1)
+                handshake_text(req, sizeof req, k % 2 ? "/chat/99999" : "/nowhere");
+            else
+                snprintf(req, sizeof req, "\x16\x03\x01 not http at all \r\n\r\n");
+            tl_raw_send_all(fds[n], req, strlen(req));
         }
         for (int j = 0; j < n; j++) {
             if (fds[j] < 0) continue;
-            int st = hs_read_status(fds[j], 5000);
+            int st = tl_raw_read_status(fds[j], 5000);
             if (kinds[j] == 0 && st == 101) upgraded++;
             if (kinds[j] == 1 && st >= 400 && st < 500) refused_4xx++;
             if (kinds[j] == 2) {
-                if (st >= 400) junk_answered++;
-                else if (hs_wait_closed(fds[j], 3000)) junk_closed++;
+                if (st >= 400)
+                    junk_answered++;
+                else if (tl_raw_wait_closed(fds[j], 3000))
+                    junk_closed++;
             }
             close(fds[j]); /* no close frame: the producer sees the socket drop */
         }
@@ -161,12 +157,15 @@ static void test_handshake_flood(void)
     NOTE("handshake flood: %d requests in %.1f s", TOTAL, secs);
     CHECK_INT(upgraded, GOOD_N, "handshake flood: every good upgrade got 101");
     CHECK_INT(refused_4xx, BAD_N, "handshake flood: every bad path got a 4xx");
-    CHECK_INT(junk_answered + junk_closed, JUNK_N, "handshake flood: every garbage request was answered 4xx or closed");
-    double refused_after = producer_metric(&P, "chatflow_ws_handshakes_refused_total", NULL);
-    CHECK(refused_after - refused_before >= BAD_N, "handshake flood: chatflow_ws_handshakes_refused_total grew by >= %d (%.0f)",
-          BAD_N, refused_after - refused_before);
-    CHECK(wait_metric_at_most("chatflow_ws_connections_active", 1, 10000),
-          "handshake flood: dropped connections released (chatflow_ws_connections_active back to 1)");
+    CHECK_INT(junk_answered + junk_closed, JUNK_N,
+              "handshake flood: every garbage request was answered 4xx or closed");
+    double refused_after = tl_producer_metric(&P, "chatflow_ws_handshakes_refused_total", NULL);
+    CHECK(refused_after - refused_before >= BAD_N,
+          "handshake flood: chatflow_ws_handshakes_refused_total grew by >= %d (%.0f)", BAD_N,
+          refused_after - refused_before);
+    CHECK(
+        tl_metric_wait_at_most(P.admin_port, "chatflow_ws_connections_active", 1, 10000),
+        "handshake flood: dropped connections released (chatflow_ws_connections_active back to 1)");
     probe("after the handshake flood");
 }
 
@@ -200,7 +199,7 @@ static void test_slow_handshakes(void)
     while (time_mono_ns() - start < (uint64_t)limit_s * 1000000000ull && n_closed < SLOW) {
         for (int i = 0; i < SLOW; i++) {
             if (closed[i]) continue;
-            bool gone = sent[i] < req_len && !hs_send_all(slow[i], req + sent[i], 1);
+            bool gone = sent[i] < req_len && !tl_raw_send_all(slow[i], req + sent[i], 1);
             if (!gone) {
                 sent[i]++;
                 char b[64];
@@ -218,7 +217,8 @@ static void test_slow_handshakes(void)
             uint64_t t0 = time_mono_ns();
             int fd = raw_connect();
             fresh_tries++;
-            if (fd >= 0 && hs_send_all(fd, req, req_len) && hs_read_status(fd, 5000) == 101) fresh_ok++;
+            if (fd >= 0 && tl_raw_send_all(fd, req, req_len) && tl_raw_read_status(fd, 5000) == 101)
+                fresh_ok++;
             if (fd >= 0) close(fd);
             double took = (double)(time_mono_ns() - t0) / 1e9;
             if (took > fresh_worst) fresh_worst = took;
@@ -237,28 +237,34 @@ static void test_slow_handshakes(void)
         if (sent[i] > most_sent) most_sent = sent[i];
         if (slow[i] >= 0) close(slow[i]);
     }
-    NOTE("slowloris: %d of %d trickling handshakes cut off, the last after %.1f s (%zu of %zu bytes sent at most)",
+    NOTE("slowloris: %d of %d trickling handshakes cut off, the last after %.1f s (%zu of %zu "
+         "bytes sent at most)",
          n_closed, SLOW, worst, most_sent, req_len);
     CHECK_INT(n_closed, SLOW, "slowloris: every byte-by-byte handshake was cut off");
-    CHECK(worst <= HANDSHAKE_TIMEOUT_S + 3, "slowloris: cut off within %.1f s (handshake timeout %d s + slack)", worst,
+    CHECK(worst <= HANDSHAKE_TIMEOUT_S + 3,
+          "slowloris: cut off within %.1f s (handshake timeout %d s + slack)", worst,
           HANDSHAKE_TIMEOUT_S);
-    CHECK(most_sent < req_len, "slowloris: none got its handshake through (most bytes sent %zu of %zu)", most_sent, req_len);
+    CHECK(most_sent < req_len,
+          "slowloris: none got its handshake through (most bytes sent %zu of %zu)", most_sent,
+          req_len);
     CHECK(fresh_tries >= 2 && fresh_ok == fresh_tries,
-          "slowloris: fresh handshakes meanwhile all upgraded (%d of %d, slowest %.2f s)", fresh_ok, fresh_tries, fresh_worst);
+          "slowloris: fresh handshakes meanwhile all upgraded (%d of %d, slowest %.2f s)", fresh_ok,
+          fresh_tries, fresh_worst);
 
     int ok101 = 0;
     for (int i = 0; i < TRICKLE; i++) {
         int fd = raw_connect();
         bool all = fd >= 0;
         for (size_t b = 0; all && b < req_len; b++) {
-            all = hs_send_all(fd, req + b, 1);
+            all = tl_raw_send_all(fd, req + b, 1);
             time_sleep_ms(3);
         }
-        if (all && hs_read_status(fd, 5000) == 101) ok101++;
+        if (all && tl_raw_read_status(fd, 5000) == 101) ok101++;
         if (fd >= 0) close(fd);
     }
     CHECK_INT(ok101, TRICKLE, "a handshake sent one byte at a time within the timeout is upgraded");
-    CHECK(wait_metric_at_most("chatflow_ws_connections_active", 1, 10000), "slow handshakes: nothing left open");
+    CHECK(tl_metric_wait_at_most(P.admin_port, "chatflow_ws_connections_active", 1, 10000),
+          "slow handshakes: nothing left open");
     probe("after the slow handshakes");
 }
 
@@ -269,17 +275,19 @@ static void test_connection_limit(void)
     wsc_conn *cs[MAX_CONNECTIONS];
     int open = 0;
     for (int i = 0; i < MAX_CONNECTIONS - 1; i++) {
-        cs[i] = open_room(ctx, 1 + i % 2, NULL);
+        cs[i] = tl_producer_open_room(ctx, &P, 1 + i % 2, NULL);
         if (cs[i]) open++;
     }
-    CHECK_INT(open, MAX_CONNECTIONS - 1, "connection limit: %d more connections open (with the good one: %d)",
+    CHECK_INT(open, MAX_CONNECTIONS - 1,
+              "connection limit: %d more connections open (with the good one: %d)",
               MAX_CONNECTIONS - 1, MAX_CONNECTIONS);
-    CHECK_INT(producer_metric(&P, "chatflow_ws_connections_active", NULL), MAX_CONNECTIONS,
+    CHECK_INT(tl_producer_metric(&P, "chatflow_ws_connections_active", NULL), MAX_CONNECTIONS,
               "connection limit: chatflow_ws_connections_active = %d", MAX_CONNECTIONS);
-    double refused_before = producer_metric(&P, "chatflow_ws_handshakes_refused_total", NULL);
+    double refused_before = tl_producer_metric(&P, "chatflow_ws_handshakes_refused_total", NULL);
     int status = 0;
-    wsc_conn *extra = open_room(ctx, 1, &status);
-    CHECK(extra == NULL && status == 503, "connection limit: the %dth connection is refused with HTTP 503 (got %d)",
+    wsc_conn *extra = tl_producer_open_room(ctx, &P, 1, &status);
+    CHECK(extra == NULL && status == 503,
+          "connection limit: the %dth connection is refused with HTTP 503 (got %d)",
           MAX_CONNECTIONS + 1, status);
     if (extra) wsc_free(extra);
     int raw_refused = 0;
@@ -287,48 +295,57 @@ static void test_connection_limit(void)
         int fd = raw_connect();
         char req[512];
         handshake_text(req, sizeof req, "/chat/2");
-        if (fd >= 0 && hs_send_all(fd, req, strlen(req)) && hs_read_status(fd, 5000) == 503) raw_refused++;
+        if (fd >= 0 && tl_raw_send_all(fd, req, strlen(req)) && tl_raw_read_status(fd, 5000) == 503)
+            raw_refused++;
         if (fd >= 0) close(fd);
     }
     CHECK_INT(raw_refused, 20, "connection limit: 20 more raw upgrades all refused with 503");
-    double refused_after = producer_metric(&P, "chatflow_ws_handshakes_refused_total", NULL);
-    CHECK(refused_after - refused_before >= 21, "connection limit: refusals counted in chatflow_ws_handshakes_refused_total (+%.0f)",
+    double refused_after = tl_producer_metric(&P, "chatflow_ws_handshakes_refused_total", NULL);
+    CHECK(refused_after - refused_before >= 21,
+          "connection limit: refusals counted in chatflow_ws_handshakes_refused_total (+%.0f)",
           refused_after - refused_before);
     int acked = 0;
     for (int i = 0; i < MAX_CONNECTIONS - 1; i++)
         if (cs[i] && ack_on(cs[i], 1000 + i, 5000)) acked++;
-    CHECK_INT(acked, MAX_CONNECTIONS - 1, "connection limit: every admitted connection still gets acks");
+    CHECK_INT(acked, MAX_CONNECTIONS - 1,
+              "connection limit: every admitted connection still gets acks");
     probe("at the connection limit");
 
     /* a thousand idle TCP sockets on top: no handshake at all; the timeout must reap them */
     enum { IDLE = 1000 };
-    int fds_before = hs_open_fds(P.pid);
+    int fds_before = tl_proc_open_fds(P.pid);
     int *idle = malloc(IDLE * sizeof *idle);
     int idle_open = 0;
     for (int i = 0; i < IDLE; i++) {
         idle[i] = raw_connect();
         if (idle[i] >= 0) idle_open++;
     }
-    NOTE("%d idle sockets connected; producer fds %d -> %d", idle_open, fds_before, hs_open_fds(P.pid));
-    CHECK(idle_open >= IDLE * 9 / 10, "idle flood: %d of %d idle sockets connected", idle_open, IDLE);
+    NOTE("%d idle sockets connected; producer fds %d -> %d", idle_open, fds_before,
+         tl_proc_open_fds(P.pid));
+    CHECK(idle_open >= IDLE * 9 / 10, "idle flood: %d of %d idle sockets connected", idle_open,
+          IDLE);
     probe("with 1,000 idle sockets past the limit");
     int reaped = 0;
     for (int i = 0; i < IDLE; i++)
-        if (idle[i] >= 0 && hs_wait_closed(idle[i], i == 0 ? (HANDSHAKE_TIMEOUT_S + 8) * 1000 : 200)) reaped++;
-    CHECK(reaped >= idle_open, "idle flood: the producer closed all %d idle sockets (closed %d)", idle_open, reaped);
+        if (idle[i] >= 0 &&
+            tl_raw_wait_closed(idle[i], i == 0 ? (HANDSHAKE_TIMEOUT_S + 8) * 1000 : 200))
+            reaped++;
+    CHECK(reaped >= idle_open, "idle flood: the producer closed all %d idle sockets (closed %d)",
+          idle_open, reaped);
     for (int i = 0; i < IDLE; i++)
         if (idle[i] >= 0) close(idle[i]);
     free(idle);
     time_sleep_ms(500);
-    int fds_after = hs_open_fds(P.pid);
-    CHECK(fds_after >= 0 && fds_after <= fds_before + 10, "idle flood: producer descriptors back to %d (before %d)",
-          fds_after, fds_before);
+    int fds_after = tl_proc_open_fds(P.pid);
+    CHECK(fds_after >= 0 && fds_after <= fds_before + 10,
+          "idle flood: producer descriptors back to %d (before %d)", fds_after, fds_before);
 
     for (int i = 0; i < MAX_CONNECTIONS - 1; i++)
         if (cs[i]) wsc_free(cs[i]);
     for (int i = 0; i < 20; i++) wsc_service(ctx, 10);
-    CHECK(wait_metric_at_most("chatflow_ws_connections_active", 1, 10000), "connection limit: closed connections released");
-    wsc_conn *again = open_room(ctx, 2, &status);
+    CHECK(tl_metric_wait_at_most(P.admin_port, "chatflow_ws_connections_active", 1, 10000),
+          "connection limit: closed connections released");
+    wsc_conn *again = tl_producer_open_room(ctx, &P, 2, &status);
     CHECK(again != NULL, "connection limit: below the limit again, a new connection is admitted");
     if (again) wsc_free(again);
     wsc_ctx_free(ctx);
@@ -338,7 +355,7 @@ static void test_connection_limit(void)
 static void test_big_frames(void)
 {
     wsc_ctx *ctx = wsc_ctx_new();
-    wsc_conn *c = open_room(ctx, 1, NULL);
+    wsc_conn *c = tl_producer_open_room(ctx, &P, 1, NULL);
     CHECK(c != NULL, "big frames: connected");
     if (!c) {
         wsc_ctx_free(ctx);
@@ -351,14 +368,15 @@ static void test_big_frames(void)
     size_t len;
     char *a = wsc_recv(c, 10000, &len);
     char f[64];
-    CHECK(a && strcmp(itp_field(a, "errorCode", f, sizeof f), "MESSAGE_TOO_LARGE") == 0,
+    CHECK(a && strcmp(tl_json_field(a, "errorCode", f, sizeof f), "MESSAGE_TOO_LARGE") == 0,
           "a 1 MiB frame is answered MESSAGE_TOO_LARGE (%s)", a ? a : "nothing");
     free(a);
-    CHECK(!wsc_is_closed(c) && ack_on(c, 42, 5000), "after the 1 MiB frame the connection still serves");
+    CHECK(!wsc_is_closed(c) && ack_on(c, 42, 5000),
+          "after the 1 MiB frame the connection still serves");
 
     for (int i = 0; i < 200; i++) wsc_send_raw_fragment(c, payload, 100, i == 0, i == 199);
     a = wsc_recv(c, 10000, &len);
-    CHECK(a && strcmp(itp_field(a, "errorCode", f, sizeof f), "MESSAGE_TOO_LARGE") == 0,
+    CHECK(a && strcmp(tl_json_field(a, "errorCode", f, sizeof f), "MESSAGE_TOO_LARGE") == 0,
           "200 fragments of 100 bytes are answered MESSAGE_TOO_LARGE once (%s)", a ? a : "nothing");
     free(a);
     a = wsc_recv(c, 500, &len);
@@ -373,14 +391,17 @@ static void test_big_frames(void)
     CHECK(fd >= 0, "raw WebSocket upgraded");
     if (fd >= 0) {
         unsigned char *frame = malloc(64 * 1024 + 14);
-        size_t n = hs_frame(frame, 0x1, true, payload, 64 * 1024, 1ull << 62);
-        bool sent = hs_send_all(fd, frame, n);
-        for (int i = 0; sent && i < 31; i++) sent = hs_send_all(fd, payload, 64 * 1024); /* 2 MiB of it */
+        size_t n = tl_raw_frame(frame, 0x1, true, payload, 64 * 1024, 1ull << 62);
+        bool sent = tl_raw_send_all(fd, frame, n);
+        for (int i = 0; sent && i < 31; i++)
+            sent = tl_raw_send_all(fd, payload, 64 * 1024); /* 2 MiB of it */
         free(frame);
         time_sleep_ms(300);
         long during = rss_kb();
-        NOTE("frame declaring 2^62 bytes: %s 2 MiB of it; RSS %ld -> %ld KiB", sent ? "sent" : "could not send", before, during);
-        CHECK(during > 0 && during < before + 16 * 1024, "a frame declaring 2^62 bytes does not make the producer allocate for it");
+        NOTE("frame declaring 2^62 bytes: %s 2 MiB of it; RSS %ld -> %ld KiB",
+             sent ? "sent" : "could not send", before, during);
+        CHECK(during > 0 && during < before + 16 * 1024,
+              "a frame declaring 2^62 bytes does not make the producer allocate for it");
         close(fd);
     }
     free(payload);
@@ -393,28 +414,11 @@ static void test_ping_flood(void)
     int fd = raw_ws_open(2);
     CHECK(fd >= 0, "ping flood: raw WebSocket upgraded");
     if (fd < 0) return;
-    int flags = fcntl(fd, F_GETFL);
-    fcntl(fd, F_SETFL, flags | O_NONBLOCK);
-    unsigned char ping[125 + 14], batch[64 * (125 + 14)];
-    char body[125];
-    memset(body, 'p', sizeof body);
-    size_t one = hs_frame(ping, 0x9, true, body, sizeof body, 0);
-    for (int i = 0; i < 64; i++) memcpy(batch + i * one, ping, one);
-    long pings = 0;
     bool dropped = false;
-    uint64_t start = time_mono_ns();
-    while (time_mono_ns() - start < 4000000000ull) {
-        ssize_t n = send(fd, batch, 64 * one, MSG_NOSIGNAL);
-        if (n > 0) pings += n / (ssize_t)one;
-        else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-            dropped = true;
-            break;
-        } else {
-            time_sleep_ms(5);
-        }
-    }
+    long pings = tl_raw_ping_flood(fd, 4000, &dropped, NULL);
     NOTE("ping flood: %ld pings of 125 bytes sent in 4 s without reading a pong; %s", pings,
-         dropped ? "the producer dropped the connection" : "connection still up (the producer stopped reading)");
+         dropped ? "the producer dropped the connection"
+                 : "connection still up (the producer stopped reading)");
     CHECK(pings > 1000, "ping flood: the flood ran (%ld pings)", pings);
     probe("during the ping flood");
     close(fd);
@@ -431,7 +435,7 @@ static void test_never_reads(void)
 {
     enum { SMALL = 150000, LARGE = 8000, LARGE_BYTES = 4000 };
     wsc_ctx *ctx = wsc_ctx_new();
-    wsc_conn *c = open_room(ctx, 2, NULL);
+    wsc_conn *c = tl_producer_open_room(ctx, &P, 2, NULL);
     CHECK(c != NULL, "never-reads: connected");
     if (!c) {
         wsc_ctx_free(ctx);
@@ -439,7 +443,8 @@ static void test_never_reads(void)
     }
     /* Fixed at 256 KiB (the kernel doubles it): with autotuning, a tcp_rmem maximum of 32 MiB
      * would let the client's socket swallow every answer. */
-    CHECK(wsc_set_recv_buffer(c, 256 * 1024), "never-reads: the client's receive buffer fixed at 256 KiB");
+    CHECK(wsc_set_recv_buffer(c, 256 * 1024),
+          "never-reads: the client's receive buffer fixed at 256 KiB");
     wsc_set_reading(c, false);
     long before = rss_kb();
     const char junk[] = "{\"userId\":\"1\"}";
@@ -457,13 +462,16 @@ static void test_never_reads(void)
         last = pending;
     }
     bool closed = wsc_is_closed(c);
-    double paused = producer_metric(&P, "chatflow_ws_frames_paused_total", NULL);
+    double paused = tl_producer_metric(&P, "chatflow_ws_frames_paused_total", NULL);
     long during = rss_kb();
-    NOTE("never-reads: %zu of %d frames still unsent%s; chatflow_ws_frames_paused_total %.0f; RSS %ld -> %ld KiB",
+    NOTE("never-reads: %zu of %d frames still unsent%s; chatflow_ws_frames_paused_total %.0f; RSS "
+         "%ld -> %ld KiB",
          pending, SMALL + LARGE, closed ? " (connection closed)" : "", paused, before, during);
-    CHECK(!closed && pending > 0, "never-reads: the producer stopped reading a client that does not read its answers");
+    CHECK(!closed && pending > 0,
+          "never-reads: the producer stopped reading a client that does not read its answers");
     CHECK(paused > 0, "never-reads: pauses counted in chatflow_ws_frames_paused_total");
-    CHECK(during < before + 16 * 1024 + RSS_SLACK_KB, "never-reads: producer RSS grew by less than %d MiB (%ld KiB)",
+    CHECK(during < before + 16 * 1024 + RSS_SLACK_KB,
+          "never-reads: producer RSS grew by less than %d MiB (%ld KiB)",
           (16 * 1024 + RSS_SLACK_KB) / 1024, during - before);
     probe("while a client floods frames and never reads");
     wsc_free(c);
@@ -472,36 +480,42 @@ static void test_never_reads(void)
 
 int main(void)
 {
-    itp_init();
-    itp_log_dir("it_hostile_producer", LOGDIR, sizeof LOGDIR);
-    long nofile = itp_raise_nofile(8192);
+    tl_init();
+    tl_log_dir("it_hostile_producer", LOGDIR, sizeof LOGDIR);
+    long nofile = tl_proc_raise_nofile(8192);
     if (nofile < 2500) {
         CHECK(0, "open files limit %ld is too low for the idle flood (need 2500)", nofile);
         return TEST_DONE();
     }
     char prefix[64];
     snprintf(prefix, sizeof prefix, "hostile%d-room-", (int)getpid());
-    if (!itp_sqs_open(&Q, prefix) || !itp_create_rooms(&Q, 1, 2)) {
-        CHECK(0, "test queues created on %s", itp_env("AWS_ENDPOINT_URL_SQS", "(no endpoint)"));
+    if (!tl_sqs_open(&Q, prefix, 5000) || !tl_sqs_create_rooms(&Q, 1, 2)) {
+        CHECK(0, "test queues created on %s", tl_env("AWS_ENDPOINT_URL_SQS", "(no endpoint)"));
         return TEST_DONE();
     }
     char env_prefix[128], env_max[64], env_hs[64], log_path[700];
     snprintf(env_prefix, sizeof env_prefix, "CHATFLOW_QUEUE_PREFIX=%s", prefix);
     snprintf(env_max, sizeof env_max, "CHATFLOW_MAX_CONNECTIONS=%d", MAX_CONNECTIONS);
     snprintf(env_hs, sizeof env_hs, "CHATFLOW_HANDSHAKE_TIMEOUT_S=%d", HANDSHAKE_TIMEOUT_S);
-    const char *env[] = { env_prefix, env_max, env_hs, "CHATFLOW_ROOM_MAX=2", "CHATFLOW_RATE_LIMIT_PER_MINUTE=0",
-                          "CHATFLOW_LOG_LEVEL=info", NULL };
+    const char *env[] = {env_prefix,
+                         env_max,
+                         env_hs,
+                         "CHATFLOW_ROOM_MAX=2",
+                         "CHATFLOW_RATE_LIMIT_PER_MINUTE=0",
+                         "CHATFLOW_LOG_LEVEL=info",
+                         NULL};
     snprintf(log_path, sizeof log_path, "%s/producer.log", LOGDIR);
-    bool started = producer_start(&P, log_path, env);
+    bool started = tl_producer_start(&P, log_path, env);
     CHECK(started, "producer started (log %s)", log_path);
     if (!started) return TEST_DONE();
-    CHECK(wait_ready(10000), "producer ready");
+    CHECK(tl_http_wait_status(P.admin_port, "/health/ready", 200, 10000), "producer ready");
 
     GOOD_CTX = wsc_ctx_new();
-    GOOD = open_room(GOOD_CTX, 1, NULL);
+    GOOD = tl_producer_open_room(GOOD_CTX, &P, 1, NULL);
     CHECK(GOOD != NULL, "the well-behaved client is connected");
     long rss_start = rss_kb();
-    NOTE("producer pid %d, RSS at start %ld KiB, %d descriptors", (int)P.pid, rss_start, hs_open_fds(P.pid));
+    NOTE("producer pid %d, RSS at start %ld KiB, %d descriptors", (int)P.pid, rss_start,
+         tl_proc_open_fds(P.pid));
     probe("at start");
 
     test_handshake_flood();
@@ -512,21 +526,25 @@ int main(void)
     test_never_reads();
 
     long rss_end = rss_kb();
-    NOTE("producer RSS: start %ld KiB, end %ld KiB, max seen %ld KiB (bound %d KiB)", rss_start, rss_end, rss_max_kb,
-         RSS_BOUND_KB);
-    CHECK(rss_max_kb < RSS_BOUND_KB, "producer RSS never above %d KiB (max %ld)", RSS_BOUND_KB, rss_max_kb);
-    CHECK(producer_metric(&P, "chatflow_ws_connections_active", NULL) >= 1, "producer /metrics still answers");
+    NOTE("producer RSS: start %ld KiB, end %ld KiB, max seen %ld KiB (bound %d KiB)", rss_start,
+         rss_end, rss_max_kb, RSS_BOUND_KB);
+    CHECK(rss_max_kb < RSS_BOUND_KB, "producer RSS never above %d KiB (max %ld)", RSS_BOUND_KB,
+          rss_max_kb);
+    CHECK(tl_producer_metric(&P, "chatflow_ws_connections_active", NULL) >= 1,
+          "producer /metrics still answers");
 
     wsc_free(GOOD);
     wsc_ctx_free(GOOD_CTX);
     bool in_time = false;
-    int st = producer_stop(&P, SIGTERM, 30000, &in_time);
-    CHECK(in_time && WIFEXITED(st) && WEXITSTATUS(st) == 0, "producer exits 0 on SIGTERM after all of it");
+    int st = tl_producer_stop(&P, SIGTERM, 30000, &in_time);
+    CHECK(in_time && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+          "producer exits 0 on SIGTERM after all of it");
     for (int r = 1; r <= 2; r++) {
         size_t n = 0;
-        itp_msg *m = itp_drain_room(&Q, r, &n);   /* n is set by the call: not in the same argument list */
-        itp_msgs_free(m, n);
+        tl_sqs_msg *m =
+            tl_sqs_drain_room(&Q, r, &n); /* n is set by the call: not in the same argument list */
+        tl_sqs_msgs_free(m, n);
     }
-    itp_sqs_close(&Q);
+    tl_sqs_close(&Q);
     return TEST_DONE();
 }

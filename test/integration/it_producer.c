@@ -3,7 +3,22 @@
  * every validation rule, handshake refusals, fragments, idempotent retries, 20 rooms under load,
  * clients that vanish or never read, 1,000 idle connections, the rate limit, SIGTERM exit.
  */
-#include "it_producer_lib.h"
+/* test-passes: asan tsan */
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testlib.h"
+#include "timeutil.h"
+#include "tl_http.h"
+#include "tl_proc.h"
+#include "tl_producer.h"
+#include "tl_sqs.h"
+#include "uuid.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -13,18 +28,7 @@
 #include "uuid.h"
 
 static char LOGDIR[512];
-static itp_sqs Q;
-
-static bool wait_ready(const producer_proc *p, int timeout_ms)
-{
-    for (int t = 0; t <= timeout_ms; t += 100) {
-        long st;
-        free(http_get(p->admin_port, "/health/ready", &st));
-        if (st == 200) return true;
-        time_sleep_ms(100);
-    }
-    return false;
-}
+static tl_sqs Q;
 
 static char *recv_answer(wsc_conn *c, int timeout_ms)
 {
@@ -32,30 +36,23 @@ static char *recv_answer(wsc_conn *c, int timeout_ms)
     return wsc_recv(c, timeout_ms, &len);
 }
 
-static wsc_conn *open_room(wsc_ctx *ctx, const producer_proc *p, int room)
-{
-    char path[32], err[256];
-    int status = 0;
-    snprintf(path, sizeof path, "/chat/%d", room);
-    wsc_conn *c = wsc_connect(ctx, "127.0.0.1", p->ws_port, path, 5000, &status, err, sizeof err);
-    if (!c) NOTE("connect %s: %s (HTTP %d)", path, err, status);
-    return c;
-}
-
 /* ---------------------------------------------------------------- handshake */
 
-static void test_handshake(const producer_proc *p)
+static void test_handshake(const tl_producer *p)
 {
-    static const char *bad[] = { "/chat/0", "/chat/21", "/chat/abc", "/chat/", "/chat/7x", "/other", "/chat/007" };
+    static const char *bad[] = {"/chat/0",  "/chat/21", "/chat/abc", "/chat/",
+                                "/chat/7x", "/other",   "/chat/007"};
     wsc_ctx *ctx = wsc_ctx_new();
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int status = 0;
         char err[256];
-        wsc_conn *c = wsc_connect(ctx, "127.0.0.1", p->ws_port, bad[i], 5000, &status, err, sizeof err);
-        CHECK(c == NULL && status >= 400 && status < 500, "handshake to %s refused with HTTP 4xx (got %d)", bad[i], status);
+        wsc_conn *c =
+            wsc_connect(ctx, "127.0.0.1", p->ws_port, bad[i], 5000, &status, err, sizeof err);
+        CHECK(c == NULL && status >= 400 && status < 500,
+              "handshake to %s refused with HTTP 4xx (got %d)", bad[i], status);
         if (c) wsc_free(c);
     }
-    wsc_conn *c = open_room(ctx, p, 20);
+    wsc_conn *c = tl_producer_open_room(ctx, p, 20, NULL);
     CHECK(c != NULL, "handshake to /chat/20 (last room in range) accepted");
     if (c) wsc_free(c);
     wsc_ctx_free(ctx);
@@ -63,81 +60,91 @@ static void test_handshake(const producer_proc *p)
 
 /* ---------------------------------------------------------------- one valid frame */
 
-static void test_valid_frame(const producer_proc *p)
+static void test_valid_frame(const tl_producer *p)
 {
     wsc_ctx *ctx = wsc_ctx_new();
-    wsc_conn *c = open_room(ctx, p, 7);
+    wsc_conn *c = tl_producer_open_room(ctx, p, 7, NULL);
     CHECK(c != NULL, "connected to /chat/7");
     if (!c) goto out;
-    char *frame = itp_frame(42, "hello world", "valid-1");
+    char *frame = tl_frame(42, "hello world", "valid-1");
     char sent_ts[64];
-    itp_field(frame, "timestamp", sent_ts, sizeof sent_ts);
-    itp_send_text(c, frame);
+    tl_json_field(frame, "timestamp", sent_ts, sizeof sent_ts);
+    tl_ws_send_str(c, frame);
     free(frame);
     char *ack = recv_answer(c, 10000);
     CHECK(ack != NULL, "valid frame answered");
     char f[128], mid[64], seq[64];
-    CHECK_STR(itp_field(ack, "status", f, sizeof f), "SUCCESS", "ack status SUCCESS");
-    itp_field(ack, "messageId", mid, sizeof mid);
+    CHECK_STR(tl_json_field(ack, "status", f, sizeof f), "SUCCESS", "ack status SUCCESS");
+    tl_json_field(ack, "messageId", mid, sizeof mid);
     uint8_t raw[16];
     CHECK(uuid_parse(mid, raw), "ack messageId is a UUID (%s)", mid);
     char want[UUID_STR_BUF];
     uuid_v5(CHATFLOW_MESSAGE_NAMESPACE, "42:7:valid-1", strlen("42:7:valid-1"), want);
     CHECK_STR(mid, want, "messageId is the v5 UUID of userId:roomId:clientMessageId");
-    CHECK_STR(itp_field(ack, "roomId", f, sizeof f), "7", "ack roomId");
-    CHECK_STR(itp_field(ack, "clientMessageId", f, sizeof f), "valid-1", "ack echoes clientMessageId");
-    CHECK(itp_field(ack, "sequenceNumber", seq, sizeof seq)[0] != '\0', "ack carries the SQS sequence number (%s)", seq);
+    CHECK_STR(tl_json_field(ack, "roomId", f, sizeof f), "7", "ack roomId");
+    CHECK_STR(tl_json_field(ack, "clientMessageId", f, sizeof f), "valid-1",
+              "ack echoes clientMessageId");
+    CHECK(tl_json_field(ack, "sequenceNumber", seq, sizeof seq)[0] != '\0',
+          "ack carries the SQS sequence number (%s)", seq);
     int64_t ms;
-    CHECK(time_parse_iso8601(itp_field(ack, "serverTimestamp", f, sizeof f), &ms), "ack serverTimestamp is ISO-8601");
+    CHECK(time_parse_iso8601(tl_json_field(ack, "serverTimestamp", f, sizeof f), &ms),
+          "ack serverTimestamp is ISO-8601");
     free(ack);
 
     size_t n = 0;
-    itp_msg *m = itp_drain_room(&Q, 7, &n);
+    tl_sqs_msg *m = tl_sqs_drain_room(&Q, 7, &n);
     CHECK_INT(n, 1, "exactly one message in %s7.fifo", Q.prefix);
     if (n == 1) {
         const char *b = m[0].body;
         CHECK_STR(m[0].group_id, "7", "MessageGroupId = room id");
-        CHECK_STR(itp_field(b, "messageId", f, sizeof f), mid, "body messageId = ack messageId");
-        CHECK_STR(itp_field(b, "roomId", f, sizeof f), "7", "body roomId");
-        CHECK_STR(itp_field(b, "userId", f, sizeof f), "42", "body userId (string)");
-        CHECK_STR(itp_field(b, "username", f, sizeof f), "user42", "body username");
-        CHECK_STR(itp_field(b, "message", f, sizeof f), "hello world", "body message");
-        CHECK_STR(itp_field(b, "messageType", f, sizeof f), "TEXT", "body messageType");
-        CHECK_STR(itp_field(b, "timestamp", f, sizeof f), sent_ts, "body timestamp is the client's");
-        CHECK_STR(itp_field(b, "clientIp", f, sizeof f), "127.0.0.1", "body clientIp is the peer address");
-        CHECK_STR(itp_field(b, "clientMessageId", f, sizeof f), "valid-1", "body clientMessageId");
-        CHECK(itp_field(b, "serverId", f, sizeof f)[0] != '\0', "body serverId set (%s)", f);
-        CHECK(time_parse_iso8601(itp_field(b, "receivedAt", f, sizeof f), &ms), "body receivedAt is ISO-8601 (%s)", f);
+        CHECK_STR(tl_json_field(b, "messageId", f, sizeof f), mid,
+                  "body messageId = ack messageId");
+        CHECK_STR(tl_json_field(b, "roomId", f, sizeof f), "7", "body roomId");
+        CHECK_STR(tl_json_field(b, "userId", f, sizeof f), "42", "body userId (string)");
+        CHECK_STR(tl_json_field(b, "username", f, sizeof f), "user42", "body username");
+        CHECK_STR(tl_json_field(b, "message", f, sizeof f), "hello world", "body message");
+        CHECK_STR(tl_json_field(b, "messageType", f, sizeof f), "TEXT", "body messageType");
+        CHECK_STR(tl_json_field(b, "timestamp", f, sizeof f), sent_ts,
+                  "body timestamp is the client's");
+        CHECK_STR(tl_json_field(b, "clientIp", f, sizeof f), "127.0.0.1",
+                  "body clientIp is the peer address");
+        CHECK_STR(tl_json_field(b, "clientMessageId", f, sizeof f), "valid-1",
+                  "body clientMessageId");
+        CHECK(tl_json_field(b, "serverId", f, sizeof f)[0] != '\0', "body serverId set (%s)", f);
+        CHECK(time_parse_iso8601(tl_json_field(b, "receivedAt", f, sizeof f), &ms),
+              "body receivedAt is ISO-8601 (%s)", f);
     }
-    itp_msgs_free(m, n);
+    tl_sqs_msgs_free(m, n);
     wsc_free(c);
 out:
     wsc_ctx_free(ctx);
 }
 
-/* Emoji (outside the BMP) are valid SPEC text; the queued body must carry them intact. */
-static void test_emoji(const producer_proc *p)
+/* Emoji (outside the BMP) are valid message text (protocol.md §1); the queued body must carry them
+ * intact. */
+static void test_emoji(const tl_producer *p)
 {
     const char text[] = "party \xf0\x9f\x8e\x89 caf\xc3\xa9";
     wsc_ctx *ctx = wsc_ctx_new();
-    wsc_conn *c = open_room(ctx, p, 16);
+    wsc_conn *c = tl_producer_open_room(ctx, p, 16, NULL);
     if (!c) {
         CHECK(0, "connected to /chat/16");
         wsc_ctx_free(ctx);
         return;
     }
-    char *f = itp_frame(16, text, NULL);
-    itp_send_text(c, f);
+    char *f = tl_frame(16, text, NULL);
+    tl_ws_send_str(c, f);
     free(f);
     char *a = recv_answer(c, 5000), st[64];
-    CHECK_STR(itp_field(a, "status", st, sizeof st), "SUCCESS", "a message with an emoji is acked");
+    CHECK_STR(tl_json_field(a, "status", st, sizeof st), "SUCCESS",
+              "a message with an emoji is acked");
     free(a);
     size_t n = 0;
-    itp_msg *m = itp_drain_room(&Q, 16, &n);
+    tl_sqs_msg *m = tl_sqs_drain_room(&Q, 16, &n);
     char got[128] = "";
-    if (n == 1) itp_field(m[0].body, "message", got, sizeof got);
+    if (n == 1) tl_json_field(m[0].body, "message", got, sizeof got);
     CHECK_STR(got, text, "the queued body decodes to the same text, emoji included");
-    itp_msgs_free(m, n);
+    tl_sqs_msgs_free(m, n);
     wsc_free(c);
     wsc_ctx_free(ctx);
 }
@@ -146,7 +153,7 @@ static void test_emoji(const producer_proc *p)
 
 typedef struct {
     const char *what;
-    const char *frame;             /* NULL: built specially */
+    const char *frame; /* NULL: built specially */
     const char *code;
     const char *mentions;
 } bad_frame;
@@ -156,40 +163,78 @@ static void expect_error(wsc_conn *c, const char *what, const char *code, const 
     char *a = recv_answer(c, 5000);
     char f[512];
     CHECK(a != NULL, "%s: answered", what);
-    CHECK_STR(itp_field(a, "status", f, sizeof f), "ERROR", "%s: status ERROR", what);
-    CHECK_STR(itp_field(a, "errorCode", f, sizeof f), code, "%s: errorCode %s", what, code ? code : "?");
-    itp_field(a, "errorMessage", f, sizeof f);
-    CHECK(mentions == NULL || strstr(f, mentions) != NULL, "%s: errorMessage names %s (\"%s\")", what,
-          mentions ? mentions : "-", f);
+    CHECK_STR(tl_json_field(a, "status", f, sizeof f), "ERROR", "%s: status ERROR", what);
+    CHECK_STR(tl_json_field(a, "errorCode", f, sizeof f), code, "%s: errorCode %s", what,
+              code ? code : "?");
+    tl_json_field(a, "errorMessage", f, sizeof f);
+    CHECK(mentions == NULL || strstr(f, mentions) != NULL, "%s: errorMessage names %s (\"%s\")",
+          what, mentions ? mentions : "-", f);
     free(a);
 }
 
-static void test_validation(const producer_proc *p)
+static void test_validation(const tl_producer *p)
 {
     static const bad_frame cases[] = {
-        { "not JSON", "hello", "INVALID_JSON", NULL },
-        { "JSON array", "[1,2,3]", "INVALID_JSON", NULL },
-        { "JSON string", "\"text\"", "INVALID_JSON", NULL },
-        { "truncated JSON", "{\"userId\":\"1\"", "INVALID_JSON", NULL },
-        { "missing userId", "{\"username\":\"alice1\",\"message\":\"hi\",\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":\"TEXT\"}", "VALIDATION_ERROR", "userId" },
-        { "userId 0", "{\"userId\":\"0\",\"username\":\"alice1\",\"message\":\"hi\",\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":\"TEXT\"}", "VALIDATION_ERROR", "userId" },
-        { "userId 100001", "{\"userId\":\"100001\",\"username\":\"alice1\",\"message\":\"hi\",\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":\"TEXT\"}", "VALIDATION_ERROR", "userId" },
-        { "userId not a number", "{\"userId\":\"abc\",\"username\":\"alice1\",\"message\":\"hi\",\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":\"TEXT\"}", "VALIDATION_ERROR", "userId" },
-        { "username too short", "{\"userId\":\"5\",\"username\":\"ab\",\"message\":\"hi\",\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":\"TEXT\"}", "VALIDATION_ERROR", "username" },
-        { "username with a space", "{\"userId\":\"5\",\"username\":\"al ice\",\"message\":\"hi\",\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":\"TEXT\"}", "VALIDATION_ERROR", "username" },
-        { "username 21 chars", "{\"userId\":\"5\",\"username\":\"abcdefghijklmnopqrstu\",\"message\":\"hi\",\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":\"TEXT\"}", "VALIDATION_ERROR", "username" },
-        { "empty message", "{\"userId\":\"5\",\"username\":\"alice1\",\"message\":\"\",\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":\"TEXT\"}", "VALIDATION_ERROR", "message" },
-        { "timestamp without zone", "{\"userId\":\"5\",\"username\":\"alice1\",\"message\":\"hi\",\"timestamp\":\"2026-11-23T10:15:30\",\"messageType\":\"TEXT\"}", "VALIDATION_ERROR", "timestamp" },
-        { "timestamp not a date", "{\"userId\":\"5\",\"username\":\"alice1\",\"message\":\"hi\",\"timestamp\":\"yesterday\",\"messageType\":\"TEXT\"}", "VALIDATION_ERROR", "timestamp" },
-        { "messageType unknown", "{\"userId\":\"5\",\"username\":\"alice1\",\"message\":\"hi\",\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":\"SHOUT\"}", "VALIDATION_ERROR", "messageType" },
-        { "clientMessageId with bad characters", "{\"userId\":\"5\",\"username\":\"alice1\",\"message\":\"hi\",\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":\"TEXT\",\"clientMessageId\":\"bad id!\"}", "VALIDATION_ERROR", "clientMessageId" },
+        {"not JSON", "hello", "INVALID_JSON", NULL},
+        {"JSON array", "[1,2,3]", "INVALID_JSON", NULL},
+        {"JSON string", "\"text\"", "INVALID_JSON", NULL},
+        {"truncated JSON", "{\"userId\":\"1\"", "INVALID_JSON", NULL},
+        {"missing userId",
+         "{\"username\":\"alice1\",\"message\":\"hi\",\"timestamp\":\"2026-11-23T10:15:30.123Z\","
+         "\"messageType\":\"TEXT\"}",
+         "VALIDATION_ERROR", "userId"},
+        {"userId 0",
+         "{\"userId\":\"0\",\"username\":\"alice1\",\"message\":\"hi\",\"timestamp\":\"2026-11-"
+         "23T10:15:30.123Z\",\"messageType\":\"TEXT\"}",
+         "VALIDATION_ERROR", "userId"},
+        {"userId 100001",
+         "{\"userId\":\"100001\",\"username\":\"alice1\",\"message\":\"hi\",\"timestamp\":\"2026-"
+         "11-23T10:15:30.123Z\",\"messageType\":\"TEXT\"}",
+         "VALIDATION_ERROR", "userId"},
+        {"userId not a number",
+         "{\"userId\":\"abc\",\"username\":\"alice1\",\"message\":\"hi\",\"timestamp\":\"2026-11-"
+         "23T10:15:30.123Z\",\"messageType\":\"TEXT\"}",
+         "VALIDATION_ERROR", "userId"},
+        {"username too short",
+         "{\"userId\":\"5\",\"username\":\"ab\",\"message\":\"hi\",\"timestamp\":\"2026-11-23T10:"
+         "15:30.123Z\",\"messageType\":\"TEXT\"}",
+         "VALIDATION_ERROR", "username"},
+        {"username with a space",
+         "{\"userId\":\"5\",\"username\":\"al "
+         "ice\",\"message\":\"hi\",\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":"
+         "\"TEXT\"}",
+         "VALIDATION_ERROR", "username"},
+        {"username 21 chars",
+         "{\"userId\":\"5\",\"username\":\"abcdefghijklmnopqrstu\",\"message\":\"hi\","
+         "\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":\"TEXT\"}",
+         "VALIDATION_ERROR", "username"},
+        {"empty message",
+         "{\"userId\":\"5\",\"username\":\"alice1\",\"message\":\"\",\"timestamp\":\"2026-11-23T10:"
+         "15:30.123Z\",\"messageType\":\"TEXT\"}",
+         "VALIDATION_ERROR", "message"},
+        {"timestamp without zone",
+         "{\"userId\":\"5\",\"username\":\"alice1\",\"message\":\"hi\",\"timestamp\":\"2026-11-"
+         "23T10:15:30\",\"messageType\":\"TEXT\"}",
+         "VALIDATION_ERROR", "timestamp"},
+        {"timestamp not a date",
+         "{\"userId\":\"5\",\"username\":\"alice1\",\"message\":\"hi\",\"timestamp\":\"yesterday\","
+         "\"messageType\":\"TEXT\"}",
+         "VALIDATION_ERROR", "timestamp"},
+        {"messageType unknown",
+         "{\"userId\":\"5\",\"username\":\"alice1\",\"message\":\"hi\",\"timestamp\":\"2026-11-"
+         "23T10:15:30.123Z\",\"messageType\":\"SHOUT\"}",
+         "VALIDATION_ERROR", "messageType"},
+        {"clientMessageId with bad characters",
+         "{\"userId\":\"5\",\"username\":\"alice1\",\"message\":\"hi\",\"timestamp\":\"2026-11-"
+         "23T10:15:30.123Z\",\"messageType\":\"TEXT\",\"clientMessageId\":\"bad id!\"}",
+         "VALIDATION_ERROR", "clientMessageId"},
     };
     wsc_ctx *ctx = wsc_ctx_new();
-    wsc_conn *c = open_room(ctx, p, 8);
+    wsc_conn *c = tl_producer_open_room(ctx, p, 8, NULL);
     CHECK(c != NULL, "connected to /chat/8");
     if (!c) goto out;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        itp_send_text(c, cases[i].frame);
+        tl_ws_send_str(c, cases[i].frame);
         expect_error(c, cases[i].what, cases[i].code, cases[i].mentions);
     }
     /* message of 501 code points (each a 2-byte character) */
@@ -197,20 +242,22 @@ static void test_validation(const producer_proc *p)
         char text[501 * 2 + 1];
         for (int i = 0; i < 501; i++) memcpy(text + 2 * i, "\xc3\xa9", 2);
         text[501 * 2] = '\0';
-        char *f = itp_frame(5, text, NULL);
-        itp_send_text(c, f);
+        char *f = tl_frame(5, text, NULL);
+        tl_ws_send_str(c, f);
         free(f);
         expect_error(c, "message of 501 code points", "VALIDATION_ERROR", "message");
     }
     /* invalid UTF-8 inside a string */
     {
-        const char raw[] = "{\"userId\":\"5\",\"username\":\"alice1\",\"message\":\"a\xff\xfe z\",\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":\"TEXT\"}";
+        const char raw[] =
+            "{\"userId\":\"5\",\"username\":\"alice1\",\"message\":\"a\xff\xfe "
+            "z\",\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":\"TEXT\"}";
         wsc_send_text(c, raw, sizeof raw - 1);
         expect_error(c, "invalid UTF-8", "INVALID_JSON", NULL);
     }
     /* binary frame carrying valid JSON */
     {
-        char *f = itp_frame(5, "binary", NULL);
+        char *f = tl_frame(5, "binary", NULL);
         wsc_send_binary(c, f, strlen(f));
         free(f);
         expect_error(c, "binary frame", "INVALID_JSON", NULL);
@@ -234,11 +281,11 @@ static void test_validation(const producer_proc *p)
         CHECK(extra == NULL, "an oversize fragmented frame is answered once");
         free(extra);
     }
-    CHECK_INT(itp_queue_depth(&Q, 8), 0, "no invalid frame reached the queue");
+    CHECK_INT(tl_sqs_room_depth(&Q, 8), 0, "no invalid frame reached the queue");
     CHECK(!wsc_is_closed(c), "connection still open after every bad frame");
     /* a valid frame split in three fragments, on the same connection */
     {
-        char *f = itp_frame(77, "in three pieces", "frag-1");
+        char *f = tl_frame(77, "in three pieces", "frag-1");
         size_t len = strlen(f), a = len / 3, b = 2 * len / 3;
         wsc_send_raw_fragment(c, f, a, true, false);
         wsc_send_raw_fragment(c, f + a, b - a, false, false);
@@ -246,16 +293,19 @@ static void test_validation(const producer_proc *p)
         free(f);
         char *ack = recv_answer(c, 5000);
         char s[64];
-        CHECK_STR(itp_field(ack, "status", s, sizeof s), "SUCCESS", "fragmented valid frame acked after the bad ones");
-        CHECK_STR(itp_field(ack, "clientMessageId", s, sizeof s), "frag-1", "its ack echoes its clientMessageId");
+        CHECK_STR(tl_json_field(ack, "status", s, sizeof s), "SUCCESS",
+                  "fragmented valid frame acked after the bad ones");
+        CHECK_STR(tl_json_field(ack, "clientMessageId", s, sizeof s), "frag-1",
+                  "its ack echoes its clientMessageId");
         free(ack);
     }
     size_t n = 0;
-    itp_msg *m = itp_drain_room(&Q, 8, &n);
+    tl_sqs_msg *m = tl_sqs_drain_room(&Q, 8, &n);
     char msg[64];
-    CHECK(n == 1 && strcmp(itp_field(m[0].body, "message", msg, sizeof msg), "in three pieces") == 0,
+    CHECK(n == 1 &&
+              strcmp(tl_json_field(m[0].body, "message", msg, sizeof msg), "in three pieces") == 0,
           "room 8 holds only the valid message (%zu messages)", n);
-    itp_msgs_free(m, n);
+    tl_sqs_msgs_free(m, n);
     wsc_free(c);
 out:
     wsc_ctx_free(ctx);
@@ -263,10 +313,10 @@ out:
 
 /* ---------------------------------------------------------------- idempotent retry */
 
-static void test_idempotent(const producer_proc *p)
+static void test_idempotent(const tl_producer *p)
 {
     wsc_ctx *ctx = wsc_ctx_new();
-    wsc_conn *c = open_room(ctx, p, 9);
+    wsc_conn *c = tl_producer_open_room(ctx, p, 9, NULL);
     if (!c) {
         CHECK(0, "connected to /chat/9");
         wsc_ctx_free(ctx);
@@ -274,19 +324,20 @@ static void test_idempotent(const producer_proc *p)
     }
     char id1[64] = "", id2[64] = "", st[32];
     for (int i = 0; i < 2; i++) {
-        char *f = itp_frame(900, "said twice", "retry-abc_1");
-        itp_send_text(c, f);
+        char *f = tl_frame(900, "said twice", "retry-abc_1");
+        tl_ws_send_str(c, f);
         free(f);
         char *a = recv_answer(c, 5000);
-        CHECK_STR(itp_field(a, "status", st, sizeof st), "SUCCESS", "send %d of the same clientMessageId acked", i + 1);
-        itp_field(a, "messageId", i == 0 ? id1 : id2, 64);
+        CHECK_STR(tl_json_field(a, "status", st, sizeof st), "SUCCESS",
+                  "send %d of the same clientMessageId acked", i + 1);
+        tl_json_field(a, "messageId", i == 0 ? id1 : id2, 64);
         free(a);
     }
     CHECK(id1[0] && strcmp(id1, id2) == 0, "both sends got the same messageId (%s, %s)", id1, id2);
     size_t n = 0;
-    itp_msg *m = itp_drain_room(&Q, 9, &n);
+    tl_sqs_msg *m = tl_sqs_drain_room(&Q, 9, &n);
     CHECK_INT(n, 1, "the retried message is queued once");
-    itp_msgs_free(m, n);
+    tl_sqs_msgs_free(m, n);
     wsc_free(c);
     wsc_ctx_free(ctx);
 }
@@ -301,7 +352,7 @@ typedef struct {
     int answers;
     int acks;
     int out_of_order;
-    char (*ids)[UUID_STR_BUF];     /* messageId by send index */
+    char (*ids)[UUID_STR_BUF]; /* messageId by send index */
 } load_conn;
 
 static void load_on_message(wsc_conn *c, const char *data, size_t len, bool binary, void *user)
@@ -311,12 +362,13 @@ static void load_on_message(wsc_conn *c, const char *data, size_t len, bool bina
     load_conn *lc = user;
     char *s = strndup(data, len);
     char f[64], cmid[80];
-    itp_field(s, "clientMessageId", cmid, sizeof cmid);
+    tl_json_field(s, "clientMessageId", cmid, sizeof cmid);
     int ci = -1, seq = -1;
-    if (sscanf(cmid, "c%d-%d", &ci, &seq) == 2 && ci == lc->index && seq >= 0 && seq < LOAD_PER_CONN) {
+    if (sscanf(cmid, "c%d-%d", &ci, &seq) == 2 && ci == lc->index && seq >= 0 &&
+        seq < LOAD_PER_CONN) {
         if (seq != lc->answers) lc->out_of_order++;
-        if (strcmp(itp_field(s, "status", f, sizeof f), "SUCCESS") == 0) {
-            itp_field(s, "messageId", lc->ids[seq], UUID_STR_BUF);
+        if (strcmp(tl_json_field(s, "status", f, sizeof f), "SUCCESS") == 0) {
+            tl_json_field(s, "messageId", lc->ids[seq], UUID_STR_BUF);
             lc->acks++;
         }
     }
@@ -324,16 +376,16 @@ static void load_on_message(wsc_conn *c, const char *data, size_t len, bool bina
     free(s);
 }
 
-static void test_load(const producer_proc *p)
+static void test_load(const tl_producer *p)
 {
-    double req_before = producer_metric(p, "chatflow_sqs_requests_total", NULL);
+    double req_before = tl_producer_metric(p, "chatflow_sqs_requests_total", NULL);
     wsc_ctx *ctx = wsc_ctx_new();
-    wsc_conn *conns[LOAD_CONNS] = { 0 };
+    wsc_conn *conns[LOAD_CONNS] = {0};
     load_conn lc[LOAD_CONNS];
     bool all_open = true;
     for (int i = 0; i < LOAD_CONNS; i++) {
-        lc[i] = (load_conn){ .index = i, .ids = calloc(LOAD_PER_CONN, UUID_STR_BUF) };
-        conns[i] = open_room(ctx, p, i + 1);
+        lc[i] = (load_conn){.index = i, .ids = calloc(LOAD_PER_CONN, UUID_STR_BUF)};
+        conns[i] = tl_producer_open_room(ctx, p, i + 1, NULL);
         if (!conns[i]) {
             all_open = false;
             continue;
@@ -347,8 +399,8 @@ static void test_load(const producer_proc *p)
             char cmid[32], text[64];
             snprintf(cmid, sizeof cmid, "c%d-%d", i, k);
             snprintf(text, sizeof text, "load %d of connection %d", k, i);
-            char *f = itp_frame(1000 + i, text, cmid);
-            itp_send_text(conns[i], f);
+            char *f = tl_frame(1000 + i, text, cmid);
+            tl_ws_send_str(conns[i], f);
             free(f);
         }
     uint64_t deadline = time_mono_ns() + 120ull * 1000000000ull;
@@ -367,7 +419,7 @@ static void test_load(const producer_proc *p)
     CHECK_INT(total, LOAD_CONNS * LOAD_PER_CONN, "every frame of the load answered");
     CHECK_INT(acks, LOAD_CONNS * LOAD_PER_CONN, "every frame of the load acked");
     CHECK_INT(disorder, 0, "answers on each connection come in send order");
-    double req_after = producer_metric(p, "chatflow_sqs_requests_total", NULL);
+    double req_after = tl_producer_metric(p, "chatflow_sqs_requests_total", NULL);
     double per_msg = (req_after - req_before) / (LOAD_CONNS * LOAD_PER_CONN);
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
     /* How full batches get depends on how fast frames arrive compared with the linger; an
@@ -379,19 +431,19 @@ static void test_load(const producer_proc *p)
 #endif
     NOTE("load: %.0f SQS requests for %d messages; mean batch %.2f", req_after - req_before,
          LOAD_CONNS * LOAD_PER_CONN,
-         producer_metric(p, "chatflow_publish_batch_size_sum", NULL) /
-             producer_metric(p, "chatflow_publish_batch_size_count", NULL));
+         tl_producer_metric(p, "chatflow_publish_batch_size_sum", NULL) /
+             tl_producer_metric(p, "chatflow_publish_batch_size_count", NULL));
 
     int rooms_in_order = 0, rooms_complete = 0, dupes = 0, wrong_group = 0;
     for (int i = 0; i < LOAD_CONNS; i++) {
         size_t n = 0;
-        itp_msg *m = itp_drain_room(&Q, i + 1, &n);
+        tl_sqs_msg *m = tl_sqs_drain_room(&Q, i + 1, &n);
         bool in_order = n == LOAD_PER_CONN;
         char room[16];
         snprintf(room, sizeof room, "%d", i + 1);
         for (size_t k = 0; k < n; k++) {
             char mid[64];
-            itp_field(m[k].body, "messageId", mid, sizeof mid);
+            tl_json_field(m[k].body, "messageId", mid, sizeof mid);
             if (k < LOAD_PER_CONN && strcmp(mid, lc[i].ids[k]) != 0) in_order = false;
             if (strcmp(m[k].group_id, room) != 0) wrong_group++;
             for (size_t j = 0; j < k && j < 600; j++)
@@ -399,9 +451,10 @@ static void test_load(const producer_proc *p)
         }
         if (n == LOAD_PER_CONN) rooms_complete++;
         if (in_order) rooms_in_order++;
-        itp_msgs_free(m, n);
+        tl_sqs_msgs_free(m, n);
     }
-    CHECK_INT(rooms_complete, LOAD_CONNS, "every room queue holds exactly its %d messages", LOAD_PER_CONN);
+    CHECK_INT(rooms_complete, LOAD_CONNS, "every room queue holds exactly its %d messages",
+              LOAD_PER_CONN);
     CHECK_INT(rooms_in_order, LOAD_CONNS, "every room queue holds them in send order");
     CHECK_INT(dupes, 0, "no message queued twice");
     CHECK_INT(wrong_group, 0, "every message's group id is its room");
@@ -414,57 +467,59 @@ static void test_load(const producer_proc *p)
 
 /* ---------------------------------------------------------------- clients that misbehave */
 
-static bool wait_metric(const producer_proc *p, const char *name, double want, int timeout_ms)
+static bool wait_metric(const tl_producer *p, const char *name, double want, int timeout_ms)
 {
     for (int t = 0; t <= timeout_ms; t += 100) {
-        if (producer_metric(p, name, NULL) == want) return true;
+        if (tl_producer_metric(p, name, NULL) == want) return true;
         time_sleep_ms(100);
     }
     return false;
 }
 
-static void ack_on_fresh_connection(const producer_proc *p, int room, const char *what)
+static void ack_on_fresh_connection(const tl_producer *p, int room, const char *what)
 {
     wsc_ctx *ctx = wsc_ctx_new();
-    wsc_conn *c = open_room(ctx, p, room);
-    char *f = itp_frame(4242, "still serving?", NULL);
-    if (c) itp_send_text(c, f);
+    wsc_conn *c = tl_producer_open_room(ctx, p, room, NULL);
+    char *f = tl_frame(4242, "still serving?", NULL);
+    if (c) tl_ws_send_str(c, f);
     free(f);
     char *a = c ? recv_answer(c, 5000) : NULL;
     char st[32];
-    CHECK_STR(itp_field(a, "status", st, sizeof st), "SUCCESS", "%s: a new connection is served", what);
+    CHECK_STR(tl_json_field(a, "status", st, sizeof st), "SUCCESS",
+              "%s: a new connection is served", what);
     free(a);
     if (c) wsc_free(c);
     wsc_ctx_free(ctx);
 }
 
-static void test_disconnect_before_ack(const producer_proc *p)
+static void test_disconnect_before_ack(const tl_producer *p)
 {
     wsc_ctx *ctx = wsc_ctx_new();
-    wsc_conn *c = open_room(ctx, p, 10);
+    wsc_conn *c = tl_producer_open_room(ctx, p, 10, NULL);
     if (c) {
         for (int i = 0; i < 50; i++) {
-            char *f = itp_frame(3000 + i, "gone before the ack", NULL);
-            itp_send_text(c, f);
+            char *f = tl_frame(3000 + i, "gone before the ack", NULL);
+            tl_ws_send_str(c, f);
             free(f);
         }
         wsc_flush(c, 2000);
-        wsc_free(c);               /* gone without reading a single answer */
+        wsc_free(c); /* gone without reading a single answer */
     }
     wsc_ctx_free(ctx);
     CHECK(wait_metric(p, "chatflow_inflight_messages", 0, 10000),
           "disconnect before ack: in-flight count returns to 0");
-    CHECK(wait_metric(p, "chatflow_ws_connections_active", 0, 5000), "disconnect before ack: connection released");
+    CHECK(wait_metric(p, "chatflow_ws_connections_active", 0, 5000),
+          "disconnect before ack: connection released");
     ack_on_fresh_connection(p, 10, "disconnect before ack");
 }
 
-static void test_never_reads(const producer_proc *p)
+static void test_never_reads(const tl_producer *p)
 {
     /* Enough answers (~200 bytes each) to fill the loopback socket buffers several times over. */
     const int frames = 40000;
-    double paused_before = producer_metric(p, "chatflow_ws_frames_paused_total", NULL);
+    double paused_before = tl_producer_metric(p, "chatflow_ws_frames_paused_total", NULL);
     wsc_ctx *ctx = wsc_ctx_new();
-    wsc_conn *c = open_room(ctx, p, 11);
+    wsc_conn *c = tl_producer_open_room(ctx, p, 11, NULL);
     if (!c) {
         CHECK(0, "connected to /chat/11");
         wsc_ctx_free(ctx);
@@ -474,20 +529,23 @@ static void test_never_reads(const producer_proc *p)
     for (int i = 0; i < frames; i++) {
         char cmid[32];
         snprintf(cmid, sizeof cmid, "nr-%d", i);
-        char *f = itp_frame(5000 + i % 1000, "nobody reads the answers", cmid);
-        itp_send_text(c, f);
+        char *f = tl_frame(5000 + i % 1000, "nobody reads the answers", cmid);
+        tl_ws_send_str(c, f);
         free(f);
     }
     double max_inflight = 0;
-    for (int i = 0; i < 60; i++) {          /* ~6 s of the client not reading */
+    for (int i = 0; i < 60; i++) { /* ~6 s of the client not reading */
         wsc_service(ctx, 100);
-        double v = producer_metric(p, "chatflow_inflight_messages", NULL);
+        double v = tl_producer_metric(p, "chatflow_inflight_messages", NULL);
         if (v > max_inflight) max_inflight = v;
     }
     /* Loopback socket buffers (tcp_rmem up to 32 MiB here) may absorb every answer, so whether
      * the server had to pause this client depends on the kernel; test_pause checks pausing. */
-    NOTE("never reads: reads paused %.0f times", producer_metric(p, "chatflow_ws_frames_paused_total", NULL) - paused_before);
-    CHECK(max_inflight <= 100 + 40, "unanswered frames stay near the per-connection cap of 100 (max seen %.0f)", max_inflight);
+    NOTE("never reads: reads paused %.0f times",
+         tl_producer_metric(p, "chatflow_ws_frames_paused_total", NULL) - paused_before);
+    CHECK(max_inflight <= 100 + 40,
+          "unanswered frames stay near the per-connection cap of 100 (max seen %.0f)",
+          max_inflight);
     ack_on_fresh_connection(p, 12, "while a client does not read");
     wsc_set_reading(c, true);
     int got = 0;
@@ -501,46 +559,50 @@ static void test_never_reads(const producer_proc *p)
     wsc_free(c);
     wsc_ctx_free(ctx);
     size_t n = 0;
-    itp_msg *m = itp_drain_room(&Q, 12, &n);
-    itp_msgs_free(m, n);
+    tl_sqs_msg *m = tl_sqs_drain_room(&Q, 12, &n);
+    tl_sqs_msgs_free(m, n);
 }
 
-static void test_idle_connections(const producer_proc *p, int count)
+static void test_idle_connections(const tl_producer *p, int count)
 {
     wsc_ctx *ctx = wsc_ctx_new();
     wsc_conn **cs = calloc((size_t)count, sizeof *cs);
-    for (int i = 0; i < count; i++) cs[i] = wsc_connect_start(ctx, "127.0.0.1", p->ws_port, i % 2 ? "/chat/13" : "/chat/14");
+    for (int i = 0; i < count; i++)
+        cs[i] = wsc_connect_start(ctx, "127.0.0.1", p->ws_port, i % 2 ? "/chat/13" : "/chat/14");
     uint64_t deadline = time_mono_ns() + 60ull * 1000000000ull;
     int open = 0, failed = 0;
     while (time_mono_ns() < deadline) {
         open = failed = 0;
         for (int i = 0; i < count; i++) {
-            if (wsc_is_open(cs[i])) open++;
-            else if (wsc_has_failed(cs[i], NULL)) failed++;
+            if (wsc_is_open(cs[i]))
+                open++;
+            else if (wsc_has_failed(cs[i], NULL))
+                failed++;
         }
         if (open + failed == count) break;
         wsc_service(ctx, 20);
     }
     CHECK_INT(open, count, "%d idle connections open", count);
-    CHECK_INT(producer_metric(p, "chatflow_ws_connections_active", NULL), count,
+    CHECK_INT(tl_producer_metric(p, "chatflow_ws_connections_active", NULL), count,
               "chatflow_ws_connections_active counts them");
     ack_on_fresh_connection(p, 15, "with 1,000 idle connections");
     for (int i = 0; i < count; i++) wsc_free(cs[i]);
     free(cs);
     for (int i = 0; i < 20; i++) wsc_service(ctx, 10);
     wsc_ctx_free(ctx);
-    CHECK(wait_metric(p, "chatflow_ws_connections_active", 0, 10000), "idle connections released after close");
+    CHECK(wait_metric(p, "chatflow_ws_connections_active", 0, 10000),
+          "idle connections released after close");
     size_t n = 0;
-    itp_msg *m = itp_drain_room(&Q, 15, &n);
-    itp_msgs_free(m, n);
+    tl_sqs_msg *m = tl_sqs_drain_room(&Q, 15, &n);
+    tl_sqs_msgs_free(m, n);
 }
 
 /* ---------------------------------------------------------------- rate limit */
 
-static void test_rate_limit(const producer_proc *p)
+static void test_rate_limit(const tl_producer *p)
 {
     wsc_ctx *ctx = wsc_ctx_new();
-    wsc_conn *c = open_room(ctx, p, 3);
+    wsc_conn *c = tl_producer_open_room(ctx, p, 3, NULL);
     if (!c) {
         CHECK(0, "connected to /chat/3");
         wsc_ctx_free(ctx);
@@ -548,33 +610,37 @@ static void test_rate_limit(const producer_proc *p)
     }
     char st[64];
     for (int i = 0; i < 3; i++) {
-        char *f = itp_frame(31337, "within the limit", NULL);
-        itp_send_text(c, f);
+        char *f = tl_frame(31337, "within the limit", NULL);
+        tl_ws_send_str(c, f);
         free(f);
         char *a = recv_answer(c, 5000);
-        CHECK_STR(itp_field(a, "status", st, sizeof st), "SUCCESS", "message %d of 3 a minute acked", i + 1);
+        CHECK_STR(tl_json_field(a, "status", st, sizeof st), "SUCCESS",
+                  "message %d of 3 a minute acked", i + 1);
         free(a);
     }
-    char *f = itp_frame(31337, "one too many", "over-1");
-    itp_send_text(c, f);
+    char *f = tl_frame(31337, "one too many", "over-1");
+    tl_ws_send_str(c, f);
     free(f);
     char *a = recv_answer(c, 5000);
-    CHECK_STR(itp_field(a, "errorCode", st, sizeof st), "RATE_LIMITED", "4th message in a minute: RATE_LIMITED");
-    CHECK_STR(itp_field(a, "clientMessageId", st, sizeof st), "over-1", "the RATE_LIMITED answer echoes clientMessageId");
-    itp_field(a, "errorMessage", st, sizeof st);
+    CHECK_STR(tl_json_field(a, "errorCode", st, sizeof st), "RATE_LIMITED",
+              "4th message in a minute: RATE_LIMITED");
+    CHECK_STR(tl_json_field(a, "clientMessageId", st, sizeof st), "over-1",
+              "the RATE_LIMITED answer echoes clientMessageId");
+    tl_json_field(a, "errorMessage", st, sizeof st);
     CHECK(strstr(st, "userId") != NULL, "the RATE_LIMITED message names userId (%s)", st);
     free(a);
-    f = itp_frame(31338, "another user", NULL);
-    itp_send_text(c, f);
+    f = tl_frame(31338, "another user", NULL);
+    tl_ws_send_str(c, f);
     free(f);
     a = recv_answer(c, 5000);
-    CHECK_STR(itp_field(a, "status", st, sizeof st), "SUCCESS", "another user on the same connection is not limited");
+    CHECK_STR(tl_json_field(a, "status", st, sizeof st), "SUCCESS",
+              "another user on the same connection is not limited");
     free(a);
     wsc_free(c);
     wsc_ctx_free(ctx);
     size_t n = 0;
-    itp_msg *m = itp_drain_room(&Q, 3, &n);
-    itp_msgs_free(m, n);
+    tl_sqs_msg *m = tl_sqs_drain_room(&Q, 3, &n);
+    tl_sqs_msgs_free(m, n);
     CHECK_INT(n, 4, "only the 4 accepted messages are queued");
 }
 
@@ -584,7 +650,7 @@ static void test_rate_limit(const producer_proc *p)
 static long silent_client_lifetime_ms(int port, bool handshake, int limit_ms)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
         if (fd >= 0) close(fd);
@@ -593,8 +659,10 @@ static long silent_client_lifetime_ms(int port, bool handshake, int limit_ms)
     uint64_t t0 = time_mono_ns();
     char buf[4096];
     if (handshake) {
-        const char req[] = "GET /chat/1 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        const char req[] =
+            "GET /chat/1 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: "
+            "Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
         if (write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1)) {
             close(fd);
             return -2;
@@ -603,9 +671,9 @@ static long silent_client_lifetime_ms(int port, bool handshake, int limit_ms)
     long lifetime = -1;
     bool upgraded = false;
     while ((long)((time_mono_ns() - t0) / 1000000) < limit_ms) {
-        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
         if (poll(&pfd, 1, 100) <= 0) continue;
-        ssize_t n = read(fd, buf, sizeof buf);  /* pings are read and ignored: no pong */
+        ssize_t n = read(fd, buf, sizeof buf); /* pings are read and ignored: no pong */
         if (n > 0 && !upgraded && memmem(buf, (size_t)n, " 101 ", 5)) upgraded = true;
         if (n <= 0) {
             lifetime = (long)((time_mono_ns() - t0) / 1000000);
@@ -617,72 +685,81 @@ static long silent_client_lifetime_ms(int port, bool handshake, int limit_ms)
     return lifetime;
 }
 
-static void test_timeouts(const producer_proc *p)
+static void test_timeouts(const tl_producer *p)
 {
     long ms = silent_client_lifetime_ms(p->ws_port, false, 8000);
-    CHECK(ms >= 0, "a client that never sends its handshake is dropped (after %ld ms; timeout 2 s)", ms);
+    CHECK(ms >= 0, "a client that never sends its handshake is dropped (after %ld ms; timeout 2 s)",
+          ms);
     ms = silent_client_lifetime_ms(p->ws_port, true, 10000);
-    CHECK(ms >= 0, "a client that never answers pings is dropped (after %ld ms; ping 1 s, pong timeout 1 s)", ms);
+    CHECK(ms >= 0,
+          "a client that never answers pings is dropped (after %ld ms; ping 1 s, pong timeout 1 s)",
+          ms);
 }
 
 /* Behind an ALB the client's address is the last X-Forwarded-For hop (the wsclient cannot add
  * headers, so this speaks the handshake and one masked frame by hand). */
-static void test_forwarded_for(const producer_proc *p)
+static void test_forwarded_for(const tl_producer *p)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)p->ws_port) };
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p->ws_port)};
     inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
     bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-    const char req[] = "GET /chat/17 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-                       "X-Forwarded-For: 203.0.113.7, 198.51.100.9\r\n\r\n";
+    const char req[] =
+        "GET /chat/17 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        "X-Forwarded-For: 203.0.113.7, 198.51.100.9\r\n\r\n";
     ok = ok && write(fd, req, sizeof req - 1) == (ssize_t)(sizeof req - 1);
     char buf[4096];
     size_t got = 0;
     while (ok && !memmem(buf, got, "\r\n\r\n", 4)) {
-        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
         ssize_t n = poll(&pfd, 1, 5000) > 0 ? read(fd, buf + got, sizeof buf - got) : -1;
-        if (n <= 0) ok = false;
-        else got += (size_t)n;
+        if (n <= 0)
+            ok = false;
+        else
+            got += (size_t)n;
     }
     CHECK(ok && memmem(buf, got, " 101 ", 5), "X-Forwarded-For: handshake upgraded");
-    char *f = itp_frame(17, "via a balancer", NULL);
+    char *f = tl_frame(17, "via a balancer", NULL);
     size_t len = strlen(f);
     unsigned char frame[512];
-    const unsigned char mask[4] = { 1, 2, 3, 4 };
-    frame[0] = 0x81;                                   /* FIN, text */
-    frame[1] = 0x80 | 126;                             /* masked, 16-bit length */
+    const unsigned char mask[4] = {1, 2, 3, 4};
+    frame[0] = 0x81;       /* FIN, text */
+    frame[1] = 0x80 | 126; /* masked, 16-bit length */
     frame[2] = (unsigned char)(len >> 8);
     frame[3] = (unsigned char)len;
     memcpy(frame + 4, mask, 4);
     for (size_t i = 0; i < len; i++) frame[8 + i] = (unsigned char)f[i] ^ mask[i % 4];
     free(f);
     ok = ok && write(fd, frame, 8 + len) == (ssize_t)(8 + len);
-    got = 0;                                           /* the ack: unmasked text frame */
-    while (ok && (got < 4 || got < 4 + (size_t)((unsigned char)buf[2] << 8 | (unsigned char)buf[3]))) {
-        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+    got = 0; /* the ack: unmasked text frame */
+    while (ok &&
+           (got < 4 || got < 4 + (size_t)((unsigned char)buf[2] << 8 | (unsigned char)buf[3]))) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
         ssize_t n = poll(&pfd, 1, 5000) > 0 ? read(fd, buf + got, sizeof buf - 1 - got) : -1;
-        if (n <= 0) ok = false;
-        else got += (size_t)n;
+        if (n <= 0)
+            ok = false;
+        else
+            got += (size_t)n;
         if (got >= 2 && (buf[1] & 0x7f) < 126) break;
     }
     buf[got] = '\0';
     CHECK(ok && memmem(buf, got, "SUCCESS", 7), "X-Forwarded-For: frame acked");
     if (fd >= 0) close(fd);
     size_t n = 0;
-    itp_msg *m = itp_drain_room(&Q, 17, &n);
+    tl_sqs_msg *m = tl_sqs_drain_room(&Q, 17, &n);
     char ip[64] = "";
-    if (n == 1) itp_field(m[0].body, "clientIp", ip, sizeof ip);
+    if (n == 1) tl_json_field(m[0].body, "clientIp", ip, sizeof ip);
     CHECK_STR(ip, "198.51.100.9", "clientIp is the last X-Forwarded-For hop");
-    itp_msgs_free(m, n);
+    tl_sqs_msgs_free(m, n);
 }
 
 /* Cap 5 per connection and a long linger: the 6th frame must wait until answers drain. */
-static void test_pause(const producer_proc *p)
+static void test_pause(const tl_producer *p)
 {
-    double paused_before = producer_metric(p, "chatflow_ws_frames_paused_total", NULL);
+    double paused_before = tl_producer_metric(p, "chatflow_ws_frames_paused_total", NULL);
     wsc_ctx *ctx = wsc_ctx_new();
-    wsc_conn *c = open_room(ctx, p, 4);
+    wsc_conn *c = tl_producer_open_room(ctx, p, 4, NULL);
     if (!c) {
         CHECK(0, "connected to /chat/4");
         wsc_ctx_free(ctx);
@@ -692,8 +769,8 @@ static void test_pause(const producer_proc *p)
     for (int i = 0; i < frames; i++) {
         char cmid[32];
         snprintf(cmid, sizeof cmid, "p-%d", i);
-        char *f = itp_frame(20000 + i, "paced by the cap", cmid);
-        itp_send_text(c, f);
+        char *f = tl_frame(20000 + i, "paced by the cap", cmid);
+        tl_ws_send_str(c, f);
         free(f);
     }
     double max_inflight = 0;
@@ -704,25 +781,26 @@ static void test_pause(const producer_proc *p)
         if (a) {
             char cmid[32], want[32], st[32];
             snprintf(want, sizeof want, "p-%d", got);
-            if (strcmp(itp_field(a, "clientMessageId", cmid, sizeof cmid), want) == 0 &&
-                strcmp(itp_field(a, "status", st, sizeof st), "SUCCESS") == 0)
+            if (strcmp(tl_json_field(a, "clientMessageId", cmid, sizeof cmid), want) == 0 &&
+                strcmp(tl_json_field(a, "status", st, sizeof st), "SUCCESS") == 0)
                 in_order++;
             got++;
             free(a);
         }
-        double v = producer_metric(p, "chatflow_inflight_messages", NULL);
+        double v = tl_producer_metric(p, "chatflow_inflight_messages", NULL);
         if (v > max_inflight) max_inflight = v;
     }
     CHECK_INT(got, frames, "cap 5: all %d pipelined frames answered", frames);
     CHECK_INT(in_order, frames, "cap 5: all acked, in send order");
-    CHECK(max_inflight >= 1 && max_inflight <= 5, "cap 5: never more than 5 unanswered (max seen %.0f)", max_inflight);
-    CHECK(producer_metric(p, "chatflow_ws_frames_paused_total", NULL) > paused_before,
+    CHECK(max_inflight >= 1 && max_inflight <= 5,
+          "cap 5: never more than 5 unanswered (max seen %.0f)", max_inflight);
+    CHECK(tl_producer_metric(p, "chatflow_ws_frames_paused_total", NULL) > paused_before,
           "cap 5: the connection's reads were paused (chatflow_ws_frames_paused_total)");
     wsc_free(c);
     wsc_ctx_free(ctx);
     size_t n = 0;
-    itp_msg *m = itp_drain_room(&Q, 4, &n);
-    itp_msgs_free(m, n);
+    tl_sqs_msg *m = tl_sqs_drain_room(&Q, 4, &n);
+    tl_sqs_msgs_free(m, n);
     CHECK_INT(n, frames, "cap 5: every frame queued once");
 }
 
@@ -734,69 +812,74 @@ static void test_queues_created_late(const char *log_dir)
     snprintf(prefix, sizeof prefix, "itplate%d-room-", (int)getpid());
     snprintf(env_prefix, sizeof env_prefix, "CHATFLOW_QUEUE_PREFIX=%s", prefix);
     snprintf(log_path, sizeof log_path, "%s/producer-late.log", log_dir);
-    const char *env[] = { env_prefix, "CHATFLOW_ROOM_MAX=2", "CHATFLOW_RATE_LIMIT_PER_MINUTE=0", NULL };
-    producer_proc p;
-    if (!producer_start(&p, log_path, env)) {
+    const char *env[] = {env_prefix, "CHATFLOW_ROOM_MAX=2", "CHATFLOW_RATE_LIMIT_PER_MINUTE=0",
+                         NULL};
+    tl_producer p;
+    if (!tl_producer_start(&p, log_path, env)) {
         CHECK(0, "producer without its queues started");
         return;
     }
     long st;
-    char *body = http_get(p.admin_port, "/health/ready", &st);
-    CHECK(st == 503 && body && strstr(body, "0 of 2"), "queues missing: ready 503 naming the unresolved queue URLs (%s)",
-          body ? body : "");
+    char *body = tl_http_get(p.admin_port, "/health/ready", &st);
+    CHECK(st == 503 && body && strstr(body, "0 of 2"),
+          "queues missing: ready 503 naming the unresolved queue URLs (%s)", body ? body : "");
     free(body);
     wsc_ctx *ctx = wsc_ctx_new();
-    wsc_conn *c = open_room(ctx, &p, 1);
-    char *f = itp_frame(55, "too early", "early-1");
-    if (c) itp_send_text(c, f);
+    wsc_conn *c = tl_producer_open_room(ctx, &p, 1, NULL);
+    char *f = tl_frame(55, "too early", "early-1");
+    if (c) tl_ws_send_str(c, f);
     free(f);
     char *a = c ? recv_answer(c, 5000) : NULL, code[64];
-    CHECK_STR(itp_field(a, "errorCode", code, sizeof code), "QUEUE_UNAVAILABLE", "queues missing: frame answered QUEUE_UNAVAILABLE");
+    CHECK_STR(tl_json_field(a, "errorCode", code, sizeof code), "QUEUE_UNAVAILABLE",
+              "queues missing: frame answered QUEUE_UNAVAILABLE");
     free(a);
-    itp_sqs late;
-    bool created = itp_sqs_open(&late, prefix) && itp_create_rooms(&late, 1, 2);
+    tl_sqs late;
+    bool created = tl_sqs_open(&late, prefix, 5000) && tl_sqs_create_rooms(&late, 1, 2);
     CHECK(created, "queues created after start-up");
     bool ready = false;
     for (int t = 0; t < 150 && !ready; t++) {
-        free(http_get(p.admin_port, "/health/ready", &st));
+        free(tl_http_get(p.admin_port, "/health/ready", &st));
         ready = st == 200;
         if (!ready) time_sleep_ms(100);
     }
     CHECK(ready, "queues created: the producer finds them and turns ready");
-    f = itp_frame(55, "now", "late-1");
-    if (c) itp_send_text(c, f);
+    f = tl_frame(55, "now", "late-1");
+    if (c) tl_ws_send_str(c, f);
     free(f);
     a = c ? recv_answer(c, 5000) : NULL;
-    CHECK_STR(itp_field(a, "status", code, sizeof code), "SUCCESS", "queues created: frames acked");
+    CHECK_STR(tl_json_field(a, "status", code, sizeof code), "SUCCESS",
+              "queues created: frames acked");
     free(a);
     if (c) wsc_free(c);
     wsc_ctx_free(ctx);
-    if (created) itp_sqs_close(&late);
-    producer_stop(&p, SIGTERM, 30000, NULL);
+    if (created) tl_sqs_close(&late);
+    tl_producer_stop(&p, SIGTERM, 30000, NULL);
 }
 
 int main(void)
 {
-    itp_init();
-    itp_log_dir("it_producer", LOGDIR, sizeof LOGDIR);
-    long nofile = itp_raise_nofile(8192);
+    tl_init();
+    tl_log_dir("it_producer", LOGDIR, sizeof LOGDIR);
+    long nofile = tl_proc_raise_nofile(8192);
     NOTE("open files limit %ld", nofile);
     char prefix[64];
     snprintf(prefix, sizeof prefix, "itp%d-room-", (int)getpid());
-    if (!itp_sqs_open(&Q, prefix) || !itp_create_rooms(&Q, 1, 20)) {
-        CHECK(0, "test queues created on %s", itp_env("AWS_ENDPOINT_URL_SQS", "(no endpoint)"));
+    if (!tl_sqs_open(&Q, prefix, 5000) || !tl_sqs_create_rooms(&Q, 1, 20)) {
+        CHECK(0, "test queues created on %s", tl_env("AWS_ENDPOINT_URL_SQS", "(no endpoint)"));
         return TEST_DONE();
     }
 
     char env_prefix[128], log_path[700];
     snprintf(env_prefix, sizeof env_prefix, "CHATFLOW_QUEUE_PREFIX=%s", prefix);
-    const char *env_a[] = { env_prefix, "CHATFLOW_RATE_LIMIT_PER_MINUTE=0", "CHATFLOW_LOG_LEVEL=info", NULL };
-    producer_proc a;
+    const char *env_a[] = {env_prefix, "CHATFLOW_RATE_LIMIT_PER_MINUTE=0",
+                           "CHATFLOW_LOG_LEVEL=info", NULL};
+    tl_producer a;
     snprintf(log_path, sizeof log_path, "%s/producer-a.log", LOGDIR);
-    bool started = producer_start(&a, log_path, env_a);
+    bool started = tl_producer_start(&a, log_path, env_a);
     CHECK(started, "producer started (log %s)", log_path);
     if (!started) return TEST_DONE();
-    CHECK(wait_ready(&a, 10000), "producer ready: queue URLs resolved, breaker closed");
+    CHECK(tl_http_wait_status(a.admin_port, "/health/ready", 200, 10000),
+          "producer ready: queue URLs resolved, breaker closed");
 
     test_handshake(&a);
     test_valid_frame(&a);
@@ -807,27 +890,35 @@ int main(void)
     test_load(&a);
     test_disconnect_before_ack(&a);
     test_never_reads(&a);
-    if (nofile >= 1200) test_idle_connections(&a, 1000);
-    else CHECK(0, "open files limit %ld is too low for 1,000 connections", nofile);
+    if (nofile >= 1200)
+        test_idle_connections(&a, 1000);
+    else
+        CHECK(0, "open files limit %ld is too low for 1,000 connections", nofile);
 
     bool in_time = false;
-    int st = producer_stop(&a, SIGTERM, 30000, &in_time);
+    int st = tl_producer_stop(&a, SIGTERM, 30000, &in_time);
     CHECK(in_time && WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM: producer exits 0 in time");
 
-    const char *env_b[] = { env_prefix, "CHATFLOW_RATE_LIMIT_PER_MINUTE=3", "CHATFLOW_MAX_INFLIGHT_PER_CONNECTION=5",
-                            "CHATFLOW_PUBLISH_LINGER_MS=200", "CHATFLOW_PING_INTERVAL_S=1", "CHATFLOW_PONG_TIMEOUT_S=1",
-                            "CHATFLOW_HANDSHAKE_TIMEOUT_S=2", NULL };
-    producer_proc b;
+    const char *env_b[] = {env_prefix,
+                           "CHATFLOW_RATE_LIMIT_PER_MINUTE=3",
+                           "CHATFLOW_MAX_INFLIGHT_PER_CONNECTION=5",
+                           "CHATFLOW_PUBLISH_LINGER_MS=200",
+                           "CHATFLOW_PING_INTERVAL_S=1",
+                           "CHATFLOW_PONG_TIMEOUT_S=1",
+                           "CHATFLOW_HANDSHAKE_TIMEOUT_S=2",
+                           NULL};
+    tl_producer b;
     snprintf(log_path, sizeof log_path, "%s/producer-b.log", LOGDIR);
-    started = producer_start(&b, log_path, env_b) && wait_ready(&b, 10000);
+    started = tl_producer_start(&b, log_path, env_b) &&
+              tl_http_wait_status(b.admin_port, "/health/ready", 200, 10000);
     CHECK(started, "producer with a 3-a-minute rate limit started");
     if (started) {
         test_rate_limit(&b);
         test_pause(&b);
         test_timeouts(&b);
     }
-    producer_stop(&b, SIGTERM, 30000, NULL);
+    tl_producer_stop(&b, SIGTERM, 30000, NULL);
     test_queues_created_late(LOGDIR);
-    itp_sqs_close(&Q);
+    tl_sqs_close(&Q);
     return TEST_DONE();
 }

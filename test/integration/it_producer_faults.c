@@ -4,57 +4,47 @@
  * opens and /health/ready says 503; when SQS is back the breaker closes, traffic flows again, and
  * every acked message is in its queue exactly once.
  */
-#include "it_producer_lib.h"
+/* test-passes: asan valgrind */
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testlib.h"
+#include "timeutil.h"
+#include "tl_http.h"
+#include "tl_proc.h"
+#include "tl_producer.h"
+#include "tl_sqs.h"
+#include "tl_stack.h"
+#include "uuid.h"
 
 #define DEADLINE_MS 3000
 
 static char LOGDIR[512];
-static char STACK_DIR[600];
-static itp_sqs Q;
+static tl_stack STACK;
+static tl_sqs Q;
 
-static int stack_cmd(const char *args)
-{
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "CHATFLOW_STACK_DIR='%s' BUILD='%s' CHATFLOW_BIN='%s' '%s/deploy/local/stack' %s >>'%s/stack.log' 2>&1",
-             STACK_DIR, itp_env("BUILD", "build"), itp_env("CHATFLOW_BIN", "build"), itp_env("ROOT", "."), args, LOGDIR);
-    return system(cmd);
-}
-
-static void stack_down(void) { stack_cmd("down --purge"); }
-
-/* Exports the private stack's endpoints; returns the fauxqs PID (0 if unknown). */
-static pid_t load_stack_env(void)
-{
-    char path[700], line[512];
-    snprintf(path, sizeof path, "%s/stack.env", STACK_DIR);
-    FILE *f = fopen(path, "r");
-    pid_t pid = 0;
-    while (f && fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\n")] = '\0';
-        char *eq = strchr(line, '=');
-        if (line[0] == '#' || !eq) continue;
-        *eq = '\0';
-        if (strncmp(line, "AWS_", 4) == 0) setenv(line, eq + 1, 1);
-        if (strcmp(line, "CHATFLOW_FAUXQS_PID") == 0) pid = (pid_t)atoi(eq + 1);
-    }
-    if (f) fclose(f);
-    return pid;
-}
-
-static long ready_status(const producer_proc *p, char *body_out, size_t len)
+static long ready_status(const tl_producer *p, char *body_out, size_t len)
 {
     long st;
-    char *b = http_get(p->admin_port, "/health/ready", &st);
+    char *b = tl_http_get(p->admin_port, "/health/ready", &st);
     snprintf(body_out, len, "%s", b ? b : "");
     free(b);
     return st;
 }
 
-static bool wait_ready_status(const producer_proc *p, long want, const char *must_contain, int timeout_ms)
+static bool wait_ready_status(const tl_producer *p, long want, const char *must_contain,
+                              int timeout_ms)
 {
     char body[1024];
     for (int t = 0; t <= timeout_ms; t += 100) {
-        if (ready_status(p, body, sizeof body) == want && (!must_contain || strstr(body, must_contain))) return true;
+        if (ready_status(p, body, sizeof body) == want &&
+            (!must_contain || strstr(body, must_contain)))
+            return true;
         time_sleep_ms(100);
     }
     NOTE("last /health/ready: %s", body);
@@ -64,7 +54,7 @@ static bool wait_ready_status(const producer_proc *p, long want, const char *mus
 typedef struct {
     int answered, acked, queue_errors, unavailable, other;
     double max_latency_ms;
-    char ids[64][UUID_STR_BUF];     /* messageIds of acks */
+    char ids[64][UUID_STR_BUF]; /* messageIds of acks */
 } burst_result;
 
 /* Sends n frames at once on c and waits for their answers (up to wait_ms). */
@@ -75,8 +65,8 @@ static burst_result burst(wsc_conn *c, int n, const char *tag, int user, int wai
     for (int i = 0; i < n; i++) {
         char cmid[48];
         snprintf(cmid, sizeof cmid, "%s-%d", tag, i);
-        char *f = itp_frame(user, tag, cmid);
-        itp_send_text(c, f);
+        char *f = tl_frame(user, tag, cmid);
+        tl_ws_send_str(c, f);
         free(f);
     }
     wsc_flush(c, 2000);
@@ -91,10 +81,10 @@ static burst_result burst(wsc_conn *c, int n, const char *tag, int user, int wai
         double ms = (double)(time_mono_ns() - sent) / 1e6;
         if (ms > r.max_latency_ms) r.max_latency_ms = ms;
         char st[32], code[32];
-        itp_field(a, "status", st, sizeof st);
-        itp_field(a, "errorCode", code, sizeof code);
+        tl_json_field(a, "status", st, sizeof st);
+        tl_json_field(a, "errorCode", code, sizeof code);
         if (strcmp(st, "SUCCESS") == 0) {
-            if (r.acked < 64) itp_field(a, "messageId", r.ids[r.acked], UUID_STR_BUF);
+            if (r.acked < 64) tl_json_field(a, "messageId", r.ids[r.acked], UUID_STR_BUF);
             r.acked++;
         } else if (strcmp(code, "QUEUE_ERROR") == 0) {
             r.queue_errors++;
@@ -113,60 +103,55 @@ static burst_result burst(wsc_conn *c, int n, const char *tag, int user, int wai
 static void check_acked_in_queue(int room, char (*ids)[UUID_STR_BUF], int n_ids, const char *what)
 {
     size_t n = 0;
-    itp_msg *m = itp_drain_room(&Q, room, &n);
+    tl_sqs_msg *m = tl_sqs_drain_room(&Q, room, &n);
     int missing = 0, twice = 0;
     for (int i = 0; i < n_ids; i++) {
         int seen = 0;
         for (size_t k = 0; k < n; k++) {
             char mid[64];
-            if (strcmp(itp_field(m[k].body, "messageId", mid, sizeof mid), ids[i]) == 0) seen++;
+            if (strcmp(tl_json_field(m[k].body, "messageId", mid, sizeof mid), ids[i]) == 0) seen++;
         }
         if (seen == 0) missing++;
         if (seen > 1) twice++;
     }
     CHECK_INT(missing, 0, "%s: every one of the %d acked messages is in the queue", what, n_ids);
     CHECK_INT(twice, 0, "%s: none of them twice", what);
-    NOTE("%s: queue held %zu messages for %d acks (unacked sends may also have landed)", what, n, n_ids);
-    itp_msgs_free(m, n);
-}
-
-static wsc_conn *open_room(wsc_ctx *ctx, const producer_proc *p, int room)
-{
-    char path[32], err[256];
-    int status = 0;
-    snprintf(path, sizeof path, "/chat/%d", room);
-    return wsc_connect(ctx, "127.0.0.1", p->ws_port, path, 5000, &status, err, sizeof err);
+    NOTE("%s: queue held %zu messages for %d acks (unacked sends may also have landed)", what, n,
+         n_ids);
+    tl_sqs_msgs_free(m, n);
 }
 
 int main(void)
 {
-    itp_init();
-    itp_log_dir("it_producer_faults", LOGDIR, sizeof LOGDIR);
-    snprintf(STACK_DIR, sizeof STACK_DIR, "%s/%s/test-stacks/it_producer_faults", itp_env("ROOT", "."),
-             itp_env("BUILD", "build"));
-    atexit(stack_down);
-    bool up = stack_cmd("up --sqs-only") == 0;
-    pid_t fauxqs = up ? load_stack_env() : 0;
+    tl_init();
+    tl_log_dir("it_producer_faults", LOGDIR, sizeof LOGDIR);
+    tl_stack_init(&STACK, "it_producer_faults", LOGDIR);
+    bool up = tl_stack_cmd(&STACK, "up --sqs-only") && tl_stack_load_env(&STACK);
+    pid_t fauxqs = up ? STACK.fauxqs_pid : 0;
     CHECK(up && fauxqs > 0, "private SQS stack started (fauxqs pid %d)", (int)fauxqs);
     if (!up || fauxqs <= 0) return TEST_DONE();
-    if (!itp_sqs_open(&Q, "chatflow-room-") || !itp_lookup_rooms(&Q, 1, 2)) {
+    if (!tl_sqs_open(&Q, "chatflow-room-", 5000) || !tl_sqs_lookup_rooms(&Q, 1, 2)) {
         CHECK(0, "room queues of the private stack found");
         return TEST_DONE();
     }
 
     char log_path[700];
     snprintf(log_path, sizeof log_path, "%s/producer.log", LOGDIR);
-    const char *env[] = { "CHATFLOW_PUBLISH_DEADLINE_MS=3000", "CHATFLOW_PUBLISH_REQUEST_TIMEOUT_MS=500",
-                          "CHATFLOW_BREAKER_FAILURE_THRESHOLD=3", "CHATFLOW_BREAKER_OPEN_MS=500",
-                          "CHATFLOW_SQS_CONNECT_TIMEOUT_MS=300", "CHATFLOW_RATE_LIMIT_PER_MINUTE=0",
-                          "CHATFLOW_LOG_LEVEL=info", NULL };
-    producer_proc p;
-    bool started = producer_start(&p, log_path, env) && wait_ready_status(&p, 200, NULL, 10000);
+    const char *env[] = {"CHATFLOW_PUBLISH_DEADLINE_MS=3000",
+                         "CHATFLOW_PUBLISH_REQUEST_TIMEOUT_MS=500",
+                         "CHATFLOW_BREAKER_FAILURE_THRESHOLD=3",
+                         "CHATFLOW_BREAKER_OPEN_MS=500",
+                         "CHATFLOW_SQS_CONNECT_TIMEOUT_MS=300",
+                         "CHATFLOW_RATE_LIMIT_PER_MINUTE=0",
+                         "CHATFLOW_LOG_LEVEL=info",
+                         NULL};
+    tl_producer p;
+    bool started = tl_producer_start(&p, log_path, env) && wait_ready_status(&p, 200, NULL, 10000);
     CHECK(started, "producer started and ready (log %s)", log_path);
     if (!started) return TEST_DONE();
 
     wsc_ctx *ctx = wsc_ctx_new();
-    wsc_conn *c1 = open_room(ctx, &p, 1);
+    wsc_conn *c1 = tl_producer_open_room(ctx, &p, 1, NULL);
     CHECK(c1 != NULL, "connected to /chat/1");
     if (!c1) return TEST_DONE();
     char acked1[64][UUID_STR_BUF];
@@ -174,42 +159,53 @@ int main(void)
 
     burst_result b = burst(c1, 5, "before", 11, 5000);
     CHECK_INT(b.acked, 5, "SQS up: 5 frames acked");
-    for (int i = 0; i < b.acked && n_acked1 < 64; i++) memcpy(acked1[n_acked1++], b.ids[i], UUID_STR_BUF);
+    for (int i = 0; i < b.acked && n_acked1 < 64; i++)
+        memcpy(acked1[n_acked1++], b.ids[i], UUID_STR_BUF);
 
     /* ---- frozen: SIGSTOP ---- */
-    kill(fauxqs, SIGSTOP);
+    tl_stack_freeze_sqs(&STACK, true);
     b = burst(c1, 20, "frozen", 12, DEADLINE_MS + 2000);
     CHECK_INT(b.answered, 20, "SQS frozen: all 20 pending frames answered");
-    CHECK(b.max_latency_ms <= DEADLINE_MS + 1000, "SQS frozen: answered within the %d ms deadline (slowest %.0f ms)",
-          DEADLINE_MS, b.max_latency_ms);
-    CHECK_INT(b.queue_errors + b.unavailable, 20, "SQS frozen: answered QUEUE_ERROR or QUEUE_UNAVAILABLE (%d / %d)",
-              b.queue_errors, b.unavailable);
-    CHECK(wait_ready_status(&p, 503, "open", 3000), "SQS frozen: /health/ready 503 naming the breaker state");
-    CHECK(producer_metric(&p, "chatflow_circuit_breaker_state", NULL) >= 1, "SQS frozen: breaker gauge not closed");
+    CHECK(b.max_latency_ms <= DEADLINE_MS + 1000,
+          "SQS frozen: answered within the %d ms deadline (slowest %.0f ms)", DEADLINE_MS,
+          b.max_latency_ms);
+    CHECK_INT(b.queue_errors + b.unavailable, 20,
+              "SQS frozen: answered QUEUE_ERROR or QUEUE_UNAVAILABLE (%d / %d)", b.queue_errors,
+              b.unavailable);
+    CHECK(wait_ready_status(&p, 503, "open", 3000),
+          "SQS frozen: /health/ready 503 naming the breaker state");
+    CHECK(tl_producer_metric(&p, "chatflow_circuit_breaker_state", NULL) >= 1,
+          "SQS frozen: breaker gauge not closed");
     b = burst(c1, 3, "while-open", 13, DEADLINE_MS + 2000);
-    CHECK_INT(b.queue_errors + b.unavailable, 3, "breaker open: new frames answered with an error (%d unavailable)", b.unavailable);
-    kill(fauxqs, SIGCONT);
+    CHECK_INT(b.queue_errors + b.unavailable, 3,
+              "breaker open: new frames answered with an error (%d unavailable)", b.unavailable);
+    tl_stack_freeze_sqs(&STACK, false);
     CHECK(wait_ready_status(&p, 200, NULL, 10000), "SQS thawed: ready again (breaker closed)");
-    CHECK(producer_metric(&p, "chatflow_circuit_breaker_state", NULL) == 0, "SQS thawed: breaker gauge 0");
+    CHECK(tl_producer_metric(&p, "chatflow_circuit_breaker_state", NULL) == 0,
+          "SQS thawed: breaker gauge 0");
     b = burst(c1, 10, "thawed", 14, 5000);
     CHECK_INT(b.acked, 10, "SQS thawed: traffic flows (10 of 10 acked)");
-    for (int i = 0; i < b.acked && n_acked1 < 64; i++) memcpy(acked1[n_acked1++], b.ids[i], UUID_STR_BUF);
+    for (int i = 0; i < b.acked && n_acked1 < 64; i++)
+        memcpy(acked1[n_acked1++], b.ids[i], UUID_STR_BUF);
     check_acked_in_queue(1, acked1, n_acked1, "after the freeze");
 
     /* ---- down: the process stopped, then restarted ---- */
-    wsc_conn *c2 = open_room(ctx, &p, 2);
+    wsc_conn *c2 = tl_producer_open_room(ctx, &p, 2, NULL);
     CHECK(c2 != NULL, "connected to /chat/2");
     if (!c2) return TEST_DONE();
-    CHECK_INT(stack_cmd("stop-sqs"), 0, "fauxqs stopped");
+    CHECK(tl_stack_cmd(&STACK, "stop-sqs"), "fauxqs stopped");
     b = burst(c2, 10, "down", 21, DEADLINE_MS + 2000);
     CHECK_INT(b.answered, 10, "SQS down: all 10 frames answered");
-    CHECK(b.max_latency_ms <= DEADLINE_MS + 1000, "SQS down: within the deadline (slowest %.0f ms)", b.max_latency_ms);
-    CHECK_INT(b.queue_errors + b.unavailable, 10, "SQS down: QUEUE_ERROR or QUEUE_UNAVAILABLE (%d / %d)",
-              b.queue_errors, b.unavailable);
-    CHECK(wait_ready_status(&p, 503, "open", 3000), "SQS down: /health/ready 503 naming the breaker state");
-    CHECK_INT(stack_cmd("restart-sqs"), 0, "fauxqs restarted (queues recreated)");
-    load_stack_env();
-    itp_lookup_rooms(&Q, 1, 2);
+    CHECK(b.max_latency_ms <= DEADLINE_MS + 1000, "SQS down: within the deadline (slowest %.0f ms)",
+          b.max_latency_ms);
+    CHECK_INT(b.queue_errors + b.unavailable, 10,
+              "SQS down: QUEUE_ERROR or QUEUE_UNAVAILABLE (%d / %d)", b.queue_errors,
+              b.unavailable);
+    CHECK(wait_ready_status(&p, 503, "open", 3000),
+          "SQS down: /health/ready 503 naming the breaker state");
+    CHECK(tl_stack_cmd(&STACK, "restart-sqs") && tl_stack_load_env(&STACK),
+          "fauxqs restarted (queues recreated)");
+    tl_sqs_lookup_rooms(&Q, 1, 2);
     CHECK(wait_ready_status(&p, 200, NULL, 15000), "SQS back: ready again");
     b = burst(c2, 10, "back", 22, 5000);
     CHECK_INT(b.acked, 10, "SQS back: traffic flows (10 of 10 acked)");
@@ -219,8 +215,8 @@ int main(void)
     wsc_free(c2);
     wsc_ctx_free(ctx);
     bool in_time = false;
-    int st = producer_stop(&p, SIGTERM, 30000, &in_time);
+    int st = tl_producer_stop(&p, SIGTERM, 30000, &in_time);
     CHECK(in_time && WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM: exit 0");
-    itp_sqs_close(&Q);
+    tl_sqs_close(&Q);
     return TEST_DONE();
 }

@@ -14,91 +14,57 @@
  *  - A batch whose middle entry fails while later ones are accepted: acked sequence numbers still
  *    increase in send order (the failed entry is answered, not re-queued behind later ones).
  */
+/* test-passes: asan */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <strings.h>
 #include <sys/socket.h>
 
-#include "it_producer_lib.h"
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testlib.h"
+#include "timeutil.h"
+#include "tl_http.h"
+#include "tl_proc.h"
+#include "tl_producer.h"
+#include "tl_sqs.h"
+#include "tl_stack.h"
+#include "uuid.h"
 
 #define DEADLINE_MS 3000
 #define CONNS 2000
 
 static char LOGDIR[512];
-static char STACK_DIR[600];
-static pid_t FAUXQS;
+static tl_stack STACK;
 
 /* ---------------------------------------------------------------- the private stack */
 
-static int stack_cmd(const char *args)
-{
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "CHATFLOW_STACK_DIR='%s' BUILD='%s' CHATFLOW_BIN='%s' '%s/deploy/local/stack' %s >>'%s/stack.log' 2>&1",
-             STACK_DIR, itp_env("BUILD", "build"), itp_env("CHATFLOW_BIN", "build"), itp_env("ROOT", "."), args, LOGDIR);
-    return system(cmd);
-}
-
-/* A frozen fauxqs must be thawed before it can be stopped. */
-static void stack_down(void)
-{
-    if (FAUXQS > 0) kill(FAUXQS, SIGCONT);
-    stack_cmd("down --purge");
-}
-
-static pid_t load_stack_env(void)
-{
-    char path[700], line[512];
-    snprintf(path, sizeof path, "%s/stack.env", STACK_DIR);
-    FILE *f = fopen(path, "r");
-    pid_t pid = 0;
-    while (f && fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\n")] = '\0';
-        char *eq = strchr(line, '=');
-        if (line[0] == '#' || !eq) continue;
-        *eq = '\0';
-        if (strncmp(line, "AWS_", 4) == 0) setenv(line, eq + 1, 1);
-        if (strcmp(line, "CHATFLOW_FAUXQS_PID") == 0) pid = (pid_t)atoi(eq + 1);
-    }
-    if (f) fclose(f);
-    return pid;
-}
-
-static void freeze_sqs(bool frozen) { kill(FAUXQS, frozen ? SIGSTOP : SIGCONT); }
+static void freeze_sqs(bool frozen) { tl_stack_freeze_sqs(&STACK, frozen); }
 
 /* ---------------------------------------------------------------- producer helpers */
 
-static long health(const producer_proc *p, const char *path)
-{
-    long st = 0;
-    free(http_get(p->admin_port, path, &st));
-    return st;
-}
-
-static bool wait_health(const producer_proc *p, const char *path, long want, int timeout_ms)
-{
-    for (int t = 0; t <= timeout_ms; t += 100) {
-        if (health(p, path) == want) return true;
-        time_sleep_ms(100);
-    }
-    return false;
-}
-
-static bool start(producer_proc *p, const char *name, const char *const *env)
+static bool start(tl_producer *p, const char *name, const char *const *env)
 {
     char log_path[700];
     snprintf(log_path, sizeof log_path, "%s/%s.log", LOGDIR, name);
-    bool ok = producer_start(p, log_path, env);
+    bool ok = tl_producer_start(p, log_path, env);
     if (!ok) NOTE("%s: producer did not start (log %s)", name, log_path);
     return ok;
 }
 
 /* SIGTERM; true when it exited 0 within limit_ms (elapsed in *ms). */
-static bool term_in_time(producer_proc *p, int limit_ms, double *ms)
+static bool term_in_time(tl_producer *p, int limit_ms, double *ms)
 {
     uint64_t t0 = time_mono_ns();
     bool in_time = false;
-    int st = producer_stop(p, SIGTERM, limit_ms + 5000, &in_time);
+    int st = tl_producer_stop(p, SIGTERM, limit_ms + 5000, &in_time);
     *ms = (double)(time_mono_ns() - t0) / 1e6;
     return in_time && *ms <= limit_ms && WIFEXITED(st) && WEXITSTATUS(st) == 0;
 }
@@ -120,13 +86,13 @@ static void on_answer(wsc_conn *c, const char *data, size_t len, bool binary, vo
     if (cl->answers++ > 0) return;
     cl->answered_ns = time_mono_ns();
     char *copy = strndup(data, len);
-    itp_field(copy, "status", cl->status, sizeof cl->status);
-    itp_field(copy, "errorCode", cl->code, sizeof cl->code);
+    tl_json_field(copy, "status", cl->status, sizeof cl->status);
+    tl_json_field(copy, "errorCode", cl->code, sizeof cl->code);
     free(copy);
 }
 
 /* Opens n connections to /chat/room on one loop; returns how many opened. */
-static int open_many(wsc_ctx *ctx, const producer_proc *p, client *cl, int n, int room)
+static int open_many(wsc_ctx *ctx, const tl_producer *p, client *cl, int n, int room)
 {
     char path[32];
     snprintf(path, sizeof path, "/chat/%d", room);
@@ -142,8 +108,10 @@ static int open_many(wsc_ctx *ctx, const producer_proc *p, client *cl, int n, in
         open = failed = 0;
         for (int i = 0; i < n; i++) {
             const char *why;
-            if (cl[i].c && wsc_is_open(cl[i].c)) open++;
-            else if (!cl[i].c || wsc_has_failed(cl[i].c, &why)) failed++;
+            if (cl[i].c && wsc_is_open(cl[i].c))
+                open++;
+            else if (!cl[i].c || wsc_has_failed(cl[i].c, &why))
+                failed++;
         }
         if (open + failed == n) break;
     }
@@ -163,7 +131,8 @@ static int cmp_double(const void *a, const void *b)
 }
 
 /* Each open client sends one frame; services until all are answered or wait_ms passes. */
-static outcome send_one_each(wsc_ctx *ctx, client *cl, int n, const char *tag, int wait_ms, int limit_ms)
+static outcome send_one_each(wsc_ctx *ctx, client *cl, int n, const char *tag, int wait_ms,
+                             int limit_ms)
 {
     outcome o;
     memset(&o, 0, sizeof o);
@@ -171,10 +140,10 @@ static outcome send_one_each(wsc_ctx *ctx, client *cl, int n, const char *tag, i
         if (!cl[i].c || !wsc_is_open(cl[i].c)) continue;
         char cmid[48];
         snprintf(cmid, sizeof cmid, "%s-%d", tag, i);
-        char *f = itp_frame(1000 + i, tag, cmid);
+        char *f = tl_frame(1000 + i, tag, cmid);
         cl[i].answers = 0;
         cl[i].status[0] = cl[i].code[0] = '\0';
-        itp_send_text(cl[i].c, f);
+        tl_ws_send_str(cl[i].c, f);
         cl[i].sent_ns = time_mono_ns();
         free(f);
         if (i % 200 == 199) wsc_service(ctx, 0);
@@ -195,9 +164,12 @@ static outcome send_one_each(wsc_ctx *ctx, client *cl, int n, const char *tag, i
         lat[o.answered++] = ms;
         if (ms > o.max_ms) o.max_ms = ms;
         if (ms > limit_ms) o.late++;
-        if (strcmp(cl[i].status, "SUCCESS") == 0) o.acked++;
-        else if (ms < 200) o.refused_now++;
-        else o.errors++;
+        if (strcmp(cl[i].status, "SUCCESS") == 0)
+            o.acked++;
+        else if (ms < 200)
+            o.refused_now++;
+        else
+            o.errors++;
     }
     qsort(lat, (size_t)o.answered, sizeof *lat, cmp_double);
     o.answer_ms_p50 = o.answered ? lat[o.answered / 2] : 0;
@@ -213,7 +185,7 @@ static void free_many(client *cl, int n)
 }
 
 /* One frame on a fresh connection: the answer's status ("SUCCESS", or the errorCode). */
-static void one_frame(const producer_proc *p, int room, char *out, size_t len)
+static void one_frame(const tl_producer *p, int room, char *out, size_t len)
 {
     snprintf(out, len, "(no answer)");
     wsc_ctx *ctx = wsc_ctx_new();
@@ -222,13 +194,16 @@ static void one_frame(const producer_proc *p, int room, char *out, size_t len)
     snprintf(path, sizeof path, "/chat/%d", room);
     wsc_conn *c = wsc_connect(ctx, "127.0.0.1", p->ws_port, path, 5000, &status, err, sizeof err);
     if (c) {
-        char *f = itp_frame(77, "after the outage", "after-1");
-        itp_send_text(c, f);
+        char *f = tl_frame(77, "after the outage", "after-1");
+        tl_ws_send_str(c, f);
         free(f);
         char *a = wsc_recv(c, 8000, NULL);
         char st[32], code[32];
-        if (a) snprintf(out, len, "%s", strcmp(itp_field(a, "status", st, sizeof st), "SUCCESS") == 0
-                                           ? "SUCCESS" : itp_field(a, "errorCode", code, sizeof code));
+        if (a)
+            snprintf(out, len, "%s",
+                     strcmp(tl_json_field(a, "status", st, sizeof st), "SUCCESS") == 0
+                         ? "SUCCESS"
+                         : tl_json_field(a, "errorCode", code, sizeof code));
         free(a);
         wsc_free(c);
     } else {
@@ -238,9 +213,10 @@ static void one_frame(const producer_proc *p, int room, char *out, size_t len)
 }
 
 /* After SQS returns: ready again and a new frame acked, without a restart. */
-static void check_recovery(const producer_proc *p, const char *what)
+static void check_recovery(const tl_producer *p, const char *what)
 {
-    CHECK(wait_health(p, "/health/ready", 200, 15000), "%s: SQS back, /health/ready 200 again", what);
+    CHECK(tl_http_wait_status(p->admin_port, "/health/ready", 200, 15000),
+          "%s: SQS back, /health/ready 200 again", what);
     char st[128];
     for (int i = 0; i < 5; i++) {
         one_frame(p, 1, st, sizeof st);
@@ -250,12 +226,16 @@ static void check_recovery(const producer_proc *p, const char *what)
     CHECK_STR(st, "SUCCESS", "%s: a new frame is acked without a restart", what);
 }
 
-/* ---------------------------------------------------------------- 1. 2,000 connections, SQS frozen */
+/* ---------------------------------------------------------------- 1. 2,000 connections, SQS frozen
+ */
 
-static const char *const BASE_ENV[] = { "CHATFLOW_PUBLISH_DEADLINE_MS=3000", "CHATFLOW_PUBLISH_REQUEST_TIMEOUT_MS=500",
-                                        "CHATFLOW_BREAKER_FAILURE_THRESHOLD=3", "CHATFLOW_BREAKER_OPEN_MS=500",
-                                        "CHATFLOW_SQS_CONNECT_TIMEOUT_MS=300", "CHATFLOW_RATE_LIMIT_PER_MINUTE=0",
-                                        "CHATFLOW_LOG_LEVEL=info" };
+static const char *const BASE_ENV[] = {"CHATFLOW_PUBLISH_DEADLINE_MS=3000",
+                                       "CHATFLOW_PUBLISH_REQUEST_TIMEOUT_MS=500",
+                                       "CHATFLOW_BREAKER_FAILURE_THRESHOLD=3",
+                                       "CHATFLOW_BREAKER_OPEN_MS=500",
+                                       "CHATFLOW_SQS_CONNECT_TIMEOUT_MS=300",
+                                       "CHATFLOW_RATE_LIMIT_PER_MINUTE=0",
+                                       "CHATFLOW_LOG_LEVEL=info"};
 #define BASE_N (sizeof BASE_ENV / sizeof BASE_ENV[0])
 
 static void outage_many(const char *name, const char *const *extra, bool long_outage)
@@ -265,8 +245,8 @@ static void outage_many(const char *name, const char *const *extra, bool long_ou
     for (size_t i = 0; i < BASE_N; i++) env[k++] = BASE_ENV[i];
     for (size_t i = 0; extra && extra[i]; i++) env[k++] = extra[i];
     env[k] = NULL;
-    producer_proc p;
-    if (!start(&p, name, env) || !wait_health(&p, "/health/ready", 200, 10000)) {
+    tl_producer p;
+    if (!start(&p, name, env) || !tl_http_wait_status(p.admin_port, "/health/ready", 200, 10000)) {
         CHECK(0, "%s: producer started and ready", name);
         return;
     }
@@ -278,25 +258,29 @@ static void outage_many(const char *name, const char *const *extra, bool long_ou
     freeze_sqs(true);
     uint64_t frozen_at = time_mono_ns();
     outcome o = send_one_each(ctx, cl, CONNS, name, DEADLINE_MS + 4000, DEADLINE_MS + 1000);
-    NOTE("%s: %d answered (%d acked, %d refused within 200 ms, %d errors later); p50 %.0f ms, slowest %.0f ms",
+    NOTE("%s: %d answered (%d acked, %d refused within 200 ms, %d errors later); p50 %.0f ms, "
+         "slowest %.0f ms",
          name, o.answered, o.acked, o.refused_now, o.errors, o.answer_ms_p50, o.max_ms);
     CHECK_INT(o.answered, open, "%s, SQS frozen: every one of the %d frames answered", name, open);
-    CHECK_INT(o.late, 0, "%s, SQS frozen: each within the deadline + 1 s (%d ms; slowest %.0f ms)", name,
-              DEADLINE_MS + 1000, o.max_ms);
-    double held = producer_metric(&p, "chatflow_inflight_messages", NULL);
-    CHECK(held == 0, "%s: nothing left in flight after the answers (chatflow_inflight_messages %.0f)", name, held);
+    CHECK_INT(o.late, 0, "%s, SQS frozen: each within the deadline + 1 s (%d ms; slowest %.0f ms)",
+              name, DEADLINE_MS + 1000, o.max_ms);
+    double held = tl_producer_metric(&p, "chatflow_inflight_messages", NULL);
+    CHECK(held == 0,
+          "%s: nothing left in flight after the answers (chatflow_inflight_messages %.0f)", name,
+          held);
 
     if (long_outage) {
         /* Liveness must not follow SQS: over 30 s of outage it stays 200 while ready is 503. */
         int live_bad = 0, ready_ok = 0, polls = 0;
         while (time_mono_ns() - frozen_at < 31000ull * 1000000ull) {
             wsc_service(ctx, 0);
-            if (health(&p, "/health/live") != 200) live_bad++;
-            if (health(&p, "/health/ready") == 200) ready_ok++;
+            if (tl_http_status(p.admin_port, "/health/live") != 200) live_bad++;
+            if (tl_http_status(p.admin_port, "/health/ready") == 200) ready_ok++;
             polls++;
             time_sleep_ms(500);
         }
-        CHECK(polls > 50 && live_bad == 0, "SQS frozen for 31 s: /health/live 200 at every one of %d polls (%d not)", polls,
+        CHECK(polls > 50 && live_bad == 0,
+              "SQS frozen for 31 s: /health/live 200 at every one of %d polls (%d not)", polls,
               live_bad);
         CHECK_INT(ready_ok, 0, "SQS frozen for 31 s: /health/ready 503 throughout");
     }
@@ -312,43 +296,53 @@ static void outage_many(const char *name, const char *const *extra, bool long_ou
 
 static void stop_queues_missing(void)
 {
-    const char *env[] = { "CHATFLOW_QUEUE_PREFIX=no-such-queue-", "CHATFLOW_STOP_TIMEOUT_S=3", "CHATFLOW_LOG_LEVEL=info", NULL };
-    producer_proc p;
+    const char *env[] = {"CHATFLOW_QUEUE_PREFIX=no-such-queue-", "CHATFLOW_STOP_TIMEOUT_S=3",
+                         "CHATFLOW_LOG_LEVEL=info", NULL};
+    tl_producer p;
     if (!start(&p, "stop-missing-queues", env)) {
         CHECK(0, "queues missing: producer started");
         return;
     }
     time_sleep_ms(1500);
-    CHECK(health(&p, "/health/ready") == 503, "queues missing: /health/ready 503 (URLs unresolved)");
+    CHECK(tl_http_status(p.admin_port, "/health/ready") == 503,
+          "queues missing: /health/ready 503 (URLs unresolved)");
     double ms;
-    CHECK(term_in_time(&p, 3000, &ms), "queues missing: SIGTERM exits 0 within the 3 s stop timeout (%.0f ms)", ms);
+    CHECK(term_in_time(&p, 3000, &ms),
+          "queues missing: SIGTERM exits 0 within the 3 s stop timeout (%.0f ms)", ms);
 }
 
 static void stop_sqs_frozen_at_start(void)
 {
     /* Every GetQueueUrl outlasts the stop budget: the publisher threads cannot be joined in
      * time, and the process must still exit 0 by the deadline (without freeing what they use). */
-    const char *env[] = { "CHATFLOW_PUBLISH_REQUEST_TIMEOUT_MS=8000", "CHATFLOW_PUBLISH_DEADLINE_MS=10000",
-                          "CHATFLOW_SQS_CONNECT_TIMEOUT_MS=8000", "CHATFLOW_STOP_TIMEOUT_S=3",
-                          "CHATFLOW_LOG_LEVEL=info", NULL };
+    const char *env[] = {"CHATFLOW_PUBLISH_REQUEST_TIMEOUT_MS=8000",
+                         "CHATFLOW_PUBLISH_DEADLINE_MS=10000",
+                         "CHATFLOW_SQS_CONNECT_TIMEOUT_MS=8000",
+                         "CHATFLOW_STOP_TIMEOUT_S=3",
+                         "CHATFLOW_LOG_LEVEL=info",
+                         NULL};
     freeze_sqs(true);
-    producer_proc p;
+    tl_producer p;
     bool ok = start(&p, "stop-sqs-frozen", env);
     CHECK(ok, "SQS frozen at start: producer started");
     if (ok) {
         time_sleep_ms(1000);
         double ms;
-        CHECK(term_in_time(&p, 3000, &ms), "SQS frozen at start (GetQueueUrl in flight): SIGTERM exits 0 within 3 s (%.0f ms)", ms);
+        CHECK(term_in_time(&p, 3000, &ms),
+              "SQS frozen at start (GetQueueUrl in flight): SIGTERM exits 0 within 3 s (%.0f ms)",
+              ms);
     }
     freeze_sqs(false);
 
-    const char *env2[] = { "AWS_ENDPOINT_URL_SQS=http://127.0.0.1:9", "CHATFLOW_STOP_TIMEOUT_S=3", "CHATFLOW_LOG_LEVEL=info", NULL };
+    const char *env2[] = {"AWS_ENDPOINT_URL_SQS=http://127.0.0.1:9", "CHATFLOW_STOP_TIMEOUT_S=3",
+                          "CHATFLOW_LOG_LEVEL=info", NULL};
     ok = start(&p, "stop-sqs-unreachable", env2);
     CHECK(ok, "SQS unreachable: producer started");
     if (ok) {
         time_sleep_ms(1000);
         double ms;
-        CHECK(term_in_time(&p, 3000, &ms), "SQS unreachable (connection refused): SIGTERM exits 0 within 3 s (%.0f ms)", ms);
+        CHECK(term_in_time(&p, 3000, &ms),
+              "SQS unreachable (connection refused): SIGTERM exits 0 within 3 s (%.0f ms)", ms);
     }
 }
 
@@ -356,15 +350,21 @@ static void stop_frames_in_flight(void)
 {
     /* A long deadline and a breaker that does not open: frames stay at the publisher, and the
      * stop budget (4 s) is shorter than their deadline (10 s). */
-    const char *env[] = { "CHATFLOW_PUBLISH_DEADLINE_MS=10000", "CHATFLOW_PUBLISH_REQUEST_TIMEOUT_MS=1500",
-                          "CHATFLOW_BREAKER_FAILURE_THRESHOLD=1000", "CHATFLOW_RATE_LIMIT_PER_MINUTE=0",
-                          "CHATFLOW_STOP_TIMEOUT_S=4", "CHATFLOW_LOG_LEVEL=info", NULL };
-    producer_proc p;
-    if (!start(&p, "stop-in-flight", env) || !wait_health(&p, "/health/ready", 200, 10000)) {
+    const char *env[] = {"CHATFLOW_PUBLISH_DEADLINE_MS=10000",
+                         "CHATFLOW_PUBLISH_REQUEST_TIMEOUT_MS=1500",
+                         "CHATFLOW_BREAKER_FAILURE_THRESHOLD=1000",
+                         "CHATFLOW_RATE_LIMIT_PER_MINUTE=0",
+                         "CHATFLOW_STOP_TIMEOUT_S=4",
+                         "CHATFLOW_LOG_LEVEL=info",
+                         NULL};
+    tl_producer p;
+    if (!start(&p, "stop-in-flight", env) ||
+        !tl_http_wait_status(p.admin_port, "/health/ready", 200, 10000)) {
         CHECK(0, "frames in flight: producer started and ready");
         return;
     }
-    CHECK(health(&p, "/health/serving") == 200, "before SIGTERM: /health/serving 200");
+    CHECK(tl_http_status(p.admin_port, "/health/serving") == 200,
+          "before SIGTERM: /health/serving 200");
     enum { N = 10, PER = 10 };
     static client cl[N];
     wsc_ctx *ctx = wsc_ctx_new();
@@ -375,8 +375,8 @@ static void stop_frames_in_flight(void)
         for (int k = 0; k < PER; k++) {
             char cmid[32];
             snprintf(cmid, sizeof cmid, "f-%d-%d", i, k);
-            char *f = itp_frame(500 + i, "in flight at SIGTERM", cmid);
-            itp_send_text(cl[i].c, f);
+            char *f = tl_frame(500 + i, "in flight at SIGTERM", cmid);
+            tl_ws_send_str(cl[i].c, f);
             free(f);
         }
     }
@@ -385,7 +385,7 @@ static void stop_frames_in_flight(void)
     uint64_t t0 = time_mono_ns();
     bool serving_503 = false;
     for (int i = 0; i < 20 && !serving_503; i++) {
-        serving_503 = health(&p, "/health/serving") == 503;
+        serving_503 = tl_http_status(p.admin_port, "/health/serving") == 503;
         if (!serving_503) time_sleep_ms(50);
     }
     CHECK(serving_503, "during the drain: /health/serving 503");
@@ -399,7 +399,8 @@ static void stop_frames_in_flight(void)
         }
         if (closed == open) break;
     }
-    CHECK_INT(answered, open * PER, "SIGTERM with %d frames in flight and SQS frozen: every frame answered", open * PER);
+    CHECK_INT(answered, open * PER,
+              "SIGTERM with %d frames in flight and SQS frozen: every frame answered", open * PER);
     int st = -1;
     bool exited = false;
     for (int t = 0; t < 3000 && !exited; t += 20) {
@@ -410,10 +411,9 @@ static void stop_frames_in_flight(void)
     CHECK(exited && ms <= 4000 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
           "frames in flight: exit 0 within the 4 s stop timeout (%.0f ms)", ms);
     if (exited) {
-        for (int i = 0; i < ITP_MAX_CHILDREN; i++)
-            if (itp_children[i] == p.pid) itp_children[i] = 0;
+        tl_proc_forget(p.pid);
     } else {
-        producer_stop(&p, SIGKILL, 1000, NULL);
+        tl_producer_stop(&p, SIGKILL, 1000, NULL);
     }
     freeze_sqs(false);
     free_many(cl, N);
@@ -424,31 +424,36 @@ static void stop_frames_in_flight(void)
 
 static void stalled_publisher(void)
 {
-    const char *env[] = { "CHATFLOW_TEST_FAILPOINT=stall-publisher", "CHATFLOW_STOP_TIMEOUT_S=3",
-                          "CHATFLOW_RATE_LIMIT_PER_MINUTE=0", "CHATFLOW_LOG_LEVEL=info", NULL };
-    producer_proc p;
+    const char *env[] = {"CHATFLOW_TEST_FAILPOINT=stall-publisher", "CHATFLOW_STOP_TIMEOUT_S=3",
+                         "CHATFLOW_RATE_LIMIT_PER_MINUTE=0", "CHATFLOW_LOG_LEVEL=info", NULL};
+    tl_producer p;
     if (!start(&p, "stall-publisher", env)) {
         CHECK(0, "failpoint: producer started");
         return;
     }
     uint64_t t0 = time_mono_ns();
-    bool down = wait_health(&p, "/health/live", 503, 8000);
+    bool down = tl_http_wait_status(p.admin_port, "/health/live", 503, 8000);
     double ms = (double)(time_mono_ns() - t0) / 1e6;
     CHECK(down && ms < 8000, "stall-publisher: /health/live turns 503 (after %.0f ms)", ms);
     char *body = NULL;
     long st = 0;
-    body = http_get(p.admin_port, "/health/live", &st);
-    CHECK(body && strstr(body, "publisher-0"), "stall-publisher: the detail names the stuck loop (%s)", body ? body : "");
+    body = tl_http_get(p.admin_port, "/health/live", &st);
+    CHECK(body && strstr(body, "publisher-0"),
+          "stall-publisher: the detail names the stuck loop (%s)", body ? body : "");
     free(body);
-    CHECK(health(&p, "/health/serving") == 200, "stall-publisher: /health/serving still 200");
+    CHECK(tl_http_status(p.admin_port, "/health/serving") == 200,
+          "stall-publisher: /health/serving still 200");
     char a[128];
-    one_frame(&p, 2, a, sizeof a);   /* room 2 belongs to publisher thread 1 */
-    CHECK_STR(a, "SUCCESS", "stall-publisher: the WebSocket port still answers (a frame on room 2 acked)");
+    one_frame(&p, 2, a, sizeof a); /* room 2 belongs to publisher thread 1 */
+    CHECK_STR(a, "SUCCESS",
+              "stall-publisher: the WebSocket port still answers (a frame on room 2 acked)");
     double stop_ms;
-    CHECK(term_in_time(&p, 3000, &stop_ms), "stall-publisher: SIGTERM exits 0 within 3 s without joining it (%.0f ms)", stop_ms);
+    CHECK(term_in_time(&p, 3000, &stop_ms),
+          "stall-publisher: SIGTERM exits 0 within 3 s without joining it (%.0f ms)", stop_ms);
 }
 
-/* ---------------------------------------------------------------- 4. order after a partial failure */
+/* ---------------------------------------------------------------- 4. order after a partial failure
+ */
 
 /* A scripted SQS: GetQueueUrl answers, SendMessageBatch accepts every entry (sequence numbers
  * in arrival order) except, in the first batch of 3 or more, entry 1 (InternalError, retriable),
@@ -501,14 +506,16 @@ static char *fake_batch_answer(fake_sqs *f, json_t *req)
     for (size_t i = 0; i < n; i++) {
         const char *id = json_string_value(json_object_get(json_array_get(entries, i), "Id"));
         if ((int)i == fail) {
-            json_array_append_new(failed, json_pack("{s:s,s:b,s:s,s:s}", "Id", id, "SenderFault", 0, "Code",
-                                                    "InternalError", "Message", "scripted failure"));
+            json_array_append_new(failed,
+                                  json_pack("{s:s,s:b,s:s,s:s}", "Id", id, "SenderFault", 0, "Code",
+                                            "InternalError", "Message", "scripted failure"));
         } else {
             char seq[32], mid[48];
             snprintf(seq, sizeof seq, "%020lld", ++f->seq);
             snprintf(mid, sizeof mid, "00000000-0000-4000-8000-%012lld", f->seq);
-            json_array_append_new(ok, json_pack("{s:s,s:s,s:s,s:s}", "Id", id, "MessageId", mid, "MD5OfMessageBody",
-                                                "00000000000000000000000000000000", "SequenceNumber", seq));
+            json_array_append_new(
+                ok, json_pack("{s:s,s:s,s:s,s:s}", "Id", id, "MessageId", mid, "MD5OfMessageBody",
+                              "00000000000000000000000000000000", "SequenceNumber", seq));
         }
     }
     json_t *ans = json_pack("{s:o,s:o}", "Successful", ok, "Failed", failed);
@@ -545,9 +552,11 @@ static void *fake_sqs_main(void *arg)
             json_decref(req);
             char head[256];
             int hl = snprintf(head, sizeof head,
-                              "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: %zu\r\n\r\n",
+                              "HTTP/1.1 200 OK\r\nContent-Type: "
+                              "application/x-amz-json-1.0\r\nContent-Length: %zu\r\n\r\n",
                               strlen(body));
-            if (send(fd, head, (size_t)hl, MSG_NOSIGNAL) < 0 || send(fd, body, strlen(body), MSG_NOSIGNAL) < 0) {
+            if (send(fd, head, (size_t)hl, MSG_NOSIGNAL) < 0 ||
+                send(fd, body, strlen(body), MSG_NOSIGNAL) < 0) {
                 free(body);
                 break;
             }
@@ -563,10 +572,10 @@ static bool fake_sqs_start(fake_sqs *f)
 {
     memset(f, 0, sizeof *f);
     f->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t al = sizeof a;
-    if (f->listen_fd < 0 || bind(f->listen_fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(f->listen_fd, 8) != 0 ||
-        getsockname(f->listen_fd, (struct sockaddr *)&a, &al) != 0)
+    if (f->listen_fd < 0 || bind(f->listen_fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        listen(f->listen_fd, 8) != 0 || getsockname(f->listen_fd, (struct sockaddr *)&a, &al) != 0)
         return false;
     f->port = ntohs(a.sin_port);
     return pthread_create(&f->thread, NULL, fake_sqs_main, f) == 0;
@@ -579,8 +588,8 @@ static int round_trip(wsc_conn *c, const char *tag, int n, long long *seq, char 
     for (int i = 0; i < n; i++) {
         char cmid[32];
         snprintf(cmid, sizeof cmid, "%s-%d", tag, i);
-        char *fr = itp_frame(42, tag, cmid);
-        itp_send_text(c, fr);
+        char *fr = tl_frame(42, tag, cmid);
+        tl_ws_send_str(c, fr);
         free(fr);
     }
     int got = 0;
@@ -588,13 +597,13 @@ static int round_trip(wsc_conn *c, const char *tag, int n, long long *seq, char 
         char *a = wsc_recv(c, 8000, NULL);
         if (!a) break;
         char cmid[32], st[32], sq[32];
-        itp_field(a, "clientMessageId", cmid, sizeof cmid);
+        tl_json_field(a, "clientMessageId", cmid, sizeof cmid);
         const char *dash = strrchr(cmid, '-');
         int i = dash ? atoi(dash + 1) : -1;
         if (i >= 0 && i < n) {
-            bool ok = strcmp(itp_field(a, "status", st, sizeof st), "SUCCESS") == 0;
-            seq[i] = ok ? atoll(itp_field(a, "sequenceNumber", sq, sizeof sq)) : 0;
-            itp_field(a, "errorCode", codes[i], 32);
+            bool ok = strcmp(tl_json_field(a, "status", st, sizeof st), "SUCCESS") == 0;
+            seq[i] = ok ? atoll(tl_json_field(a, "sequenceNumber", sq, sizeof sq)) : 0;
+            tl_json_field(a, "errorCode", codes[i], 32);
             got++;
         }
         free(a);
@@ -609,7 +618,8 @@ static bool acks_in_send_order(const long long *seq, int n, char *desc, size_t l
     bool ok = true;
     size_t off = 0;
     for (int i = 0; i < n; i++) {
-        off += (size_t)snprintf(desc + off, off < len ? len - off : 0, "%s%lld", i ? "," : "", seq[i]);
+        off +=
+            (size_t)snprintf(desc + off, off < len ? len - off : 0, "%s%lld", i ? "," : "", seq[i]);
         if (!seq[i]) continue;
         if (seq[i] <= last) ok = false;
         last = seq[i];
@@ -626,29 +636,43 @@ static void partial_failure_order(void)
     }
     char endpoint[64];
     snprintf(endpoint, sizeof endpoint, "AWS_ENDPOINT_URL_SQS=http://127.0.0.1:%d", f.port);
-    const char *env[] = { endpoint, "AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test", "AWS_REGION=us-east-1",
-                          "CHATFLOW_ROOM_MIN=1", "CHATFLOW_ROOM_MAX=1", "CHATFLOW_PUBLISHER_THREADS=1",
-                          "CHATFLOW_PUBLISH_LINGER_MS=300", "CHATFLOW_RATE_LIMIT_PER_MINUTE=0", "CHATFLOW_LOG_LEVEL=info", NULL };
-    producer_proc p;
-    if (!start(&p, "partial-failure", env) || !wait_health(&p, "/health/ready", 200, 10000)) {
+    const char *env[] = {endpoint,
+                         "AWS_ACCESS_KEY_ID=test",
+                         "AWS_SECRET_ACCESS_KEY=test",
+                         "AWS_REGION=us-east-1",
+                         "CHATFLOW_ROOM_MIN=1",
+                         "CHATFLOW_ROOM_MAX=1",
+                         "CHATFLOW_PUBLISHER_THREADS=1",
+                         "CHATFLOW_PUBLISH_LINGER_MS=300",
+                         "CHATFLOW_RATE_LIMIT_PER_MINUTE=0",
+                         "CHATFLOW_LOG_LEVEL=info",
+                         NULL};
+    tl_producer p;
+    if (!start(&p, "partial-failure", env) ||
+        !tl_http_wait_status(p.admin_port, "/health/ready", 200, 10000)) {
         CHECK(0, "partial failure: producer started against the scripted SQS");
         return;
     }
     wsc_ctx *ctx = wsc_ctx_new();
     char err[128];
     int status;
-    wsc_conn *c = wsc_connect(ctx, "127.0.0.1", p.ws_port, "/chat/1", 5000, &status, err, sizeof err);
+    wsc_conn *c =
+        wsc_connect(ctx, "127.0.0.1", p.ws_port, "/chat/1", 5000, &status, err, sizeof err);
     CHECK(c != NULL, "partial failure: connected");
     if (c) {
         enum { N = 5 };
-        long long seq[N] = { 0 };
+        long long seq[N] = {0};
         char codes[N][32];
         char desc[256];
         int got = round_trip(c, "first", N, seq, codes);
-        CHECK_INT(got, N, "batch [0..4], entry 1 fails after later ones are accepted: all %d answered", N);
-        CHECK(acks_in_send_order(seq, N, desc, sizeof desc), "acked sequence numbers increase in send order (%s)", desc);
+        CHECK_INT(got, N,
+                  "batch [0..4], entry 1 fails after later ones are accepted: all %d answered", N);
+        CHECK(acks_in_send_order(seq, N, desc, sizeof desc),
+              "acked sequence numbers increase in send order (%s)", desc);
         CHECK(seq[1] == 0 && strcmp(codes[1], "QUEUE_ERROR") == 0,
-              "the failed entry is answered QUEUE_ERROR, not re-queued behind later messages (got %s)", codes[1]);
+              "the failed entry is answered QUEUE_ERROR, not re-queued behind later messages (got "
+              "%s)",
+              codes[1]);
         int acked = 0;
         for (int i = 0; i < N; i++) acked += seq[i] != 0;
         CHECK_INT(acked, N - 1, "the other %d are acked", N - 1);
@@ -657,7 +681,8 @@ static void partial_failure_order(void)
         got = round_trip(c, "second", N, seq, codes);
         acked = 0;
         for (int i = 0; i < N; i++) acked += seq[i] != 0;
-        CHECK(got == N && acked == N, "batch whose LAST entry fails: retried, all %d acked (%d)", N, acked);
+        CHECK(got == N && acked == N, "batch whose LAST entry fails: retried, all %d acked (%d)", N,
+              acked);
         CHECK(acks_in_send_order(seq, N, desc, sizeof desc), "and in send order (%s)", desc);
         wsc_free(c);
     }
@@ -672,24 +697,24 @@ static void partial_failure_order(void)
 
 int main(void)
 {
-    itp_init();
-    itp_log_dir("it_producer_outage", LOGDIR, sizeof LOGDIR);
-    long nofile = itp_raise_nofile(3 * CONNS + 1024);
-    CHECK(nofile >= 2 * CONNS + 256, "open-files limit %ld is enough for %d connections (both ends)", nofile, CONNS);
-    snprintf(STACK_DIR, sizeof STACK_DIR, "%s/%s/test-stacks/it_producer_outage", itp_env("ROOT", "."),
-             itp_env("BUILD", "build"));
-    atexit(stack_down);
+    tl_init();
+    tl_log_dir("it_producer_outage", LOGDIR, sizeof LOGDIR);
+    long nofile = tl_proc_raise_nofile(3 * CONNS + 1024);
+    CHECK(nofile >= 2 * CONNS + 256,
+          "open-files limit %ld is enough for %d connections (both ends)", nofile, CONNS);
+    tl_stack_init(&STACK, "it_producer_outage", LOGDIR);
 
-    partial_failure_order();   /* no stack needed */
+    partial_failure_order(); /* no stack needed */
 
-    bool up = stack_cmd("up --sqs-only") == 0;
-    FAUXQS = up ? load_stack_env() : 0;
-    CHECK(up && FAUXQS > 0, "private SQS stack started (fauxqs pid %d)", (int)FAUXQS);
-    if (!up || FAUXQS <= 0) return TEST_DONE();
+    bool up = tl_stack_cmd(&STACK, "up --sqs-only") && tl_stack_load_env(&STACK);
+    CHECK(up && STACK.fauxqs_pid > 0, "private SQS stack started (fauxqs pid %d)",
+          (int)STACK.fauxqs_pid);
+    if (!up || STACK.fauxqs_pid <= 0) return TEST_DONE();
 
     outage_many("2000-conns", NULL, true);
-    const char *tight[] = { "CHATFLOW_MAX_INFLIGHT_TOTAL=1", "CHATFLOW_MAX_INFLIGHT_PER_CONNECTION=1",
-                            "CHATFLOW_PUBLISHER_THREADS=1", NULL };
+    const char *tight[] = {"CHATFLOW_MAX_INFLIGHT_TOTAL=1",
+                           "CHATFLOW_MAX_INFLIGHT_PER_CONNECTION=1", "CHATFLOW_PUBLISHER_THREADS=1",
+                           NULL};
     outage_many("inflight-1", tight, false);
     stalled_publisher();
     stop_queues_missing();

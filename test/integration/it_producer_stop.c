@@ -3,13 +3,28 @@
  * frame it has read, closes each connection with 1001 "going away" and exits 0 before its stop
  * timeout; every message it acked is in SQS exactly once.
  */
-#include "it_producer_lib.h"
+/* test-passes: asan tsan */
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testlib.h"
+#include "timeutil.h"
+#include "tl_http.h"
+#include "tl_proc.h"
+#include "tl_producer.h"
+#include "tl_sqs.h"
+#include "uuid.h"
 
 #define CONNS 20
-#define PER_CONN 100               /* = the per-connection cap, so every frame is read at once */
+#define PER_CONN 100 /* = the per-connection cap, so every frame is read at once */
 
 static char LOGDIR[512];
-static itp_sqs Q;
+static tl_sqs Q;
 
 typedef struct {
     int answers, acks, errors;
@@ -23,35 +38,37 @@ static void on_message(wsc_conn *c, const char *data, size_t len, bool binary, v
     conn_state *s = user;
     char *t = strndup(data, len);
     char st[32];
-    itp_field(t, "status", st, sizeof st);
-    if (strcmp(st, "SUCCESS") == 0 && s->acks < PER_CONN) itp_field(t, "messageId", s->ids[s->acks++], UUID_STR_BUF);
-    else s->errors++;
+    tl_json_field(t, "status", st, sizeof st);
+    if (strcmp(st, "SUCCESS") == 0 && s->acks < PER_CONN)
+        tl_json_field(t, "messageId", s->ids[s->acks++], UUID_STR_BUF);
+    else
+        s->errors++;
     s->answers++;
     free(t);
 }
 
 int main(void)
 {
-    itp_init();
-    itp_log_dir("it_producer_stop", LOGDIR, sizeof LOGDIR);
+    tl_init();
+    tl_log_dir("it_producer_stop", LOGDIR, sizeof LOGDIR);
     char prefix[64];
     snprintf(prefix, sizeof prefix, "itps%d-room-", (int)getpid());
-    if (!itp_sqs_open(&Q, prefix) || !itp_create_rooms(&Q, 1, CONNS)) {
+    if (!tl_sqs_open(&Q, prefix, 5000) || !tl_sqs_create_rooms(&Q, 1, CONNS)) {
         CHECK(0, "test queues created");
         return TEST_DONE();
     }
     char env_prefix[128], log_path[700];
     snprintf(env_prefix, sizeof env_prefix, "CHATFLOW_QUEUE_PREFIX=%s", prefix);
     snprintf(log_path, sizeof log_path, "%s/producer.log", LOGDIR);
-    const char *env[] = { env_prefix, "CHATFLOW_RATE_LIMIT_PER_MINUTE=0", "CHATFLOW_STOP_TIMEOUT_S=10",
-                          "CHATFLOW_LOG_LEVEL=info", NULL };
-    producer_proc p;
-    bool started = producer_start(&p, log_path, env);
+    const char *env[] = {env_prefix, "CHATFLOW_RATE_LIMIT_PER_MINUTE=0",
+                         "CHATFLOW_STOP_TIMEOUT_S=10", "CHATFLOW_LOG_LEVEL=info", NULL};
+    tl_producer p;
+    bool started = tl_producer_start(&p, log_path, env);
     CHECK(started, "producer started (log %s)", log_path);
     if (!started) return TEST_DONE();
     for (int t = 0; t < 100; t++) {
         long st;
-        free(http_get(p.admin_port, "/health/ready", &st));
+        free(tl_http_get(p.admin_port, "/health/ready", &st));
         if (st == 200) break;
         time_sleep_ms(100);
     }
@@ -74,8 +91,8 @@ int main(void)
     for (int k = 0; k < PER_CONN; k++)
         for (int i = 0; i < CONNS; i++) {
             if (!conns[i]) continue;
-            char *f = itp_frame(100 + i, "sent just before SIGTERM", NULL);
-            itp_send_text(conns[i], f);
+            char *f = tl_frame(100 + i, "sent just before SIGTERM", NULL);
+            tl_ws_send_str(conns[i], f);
             free(f);
         }
     for (int i = 0; i < CONNS; i++)
@@ -88,7 +105,7 @@ int main(void)
     for (int waited = 0; waited < 10000; waited += 10) {
         answered_before = 0;
         for (int i = 0; i < CONNS; i++) answered_before += state[i].answers;
-        double held = producer_metric(&p, "chatflow_inflight_messages", NULL);
+        double held = tl_producer_metric(&p, "chatflow_inflight_messages", NULL);
         if (answered_before + held >= CONNS * PER_CONN) break;
         wsc_service(ctx, 10);
     }
@@ -115,8 +132,10 @@ int main(void)
         wsc_ctx *c2 = wsc_ctx_new();
         int status = 0;
         char err[256];
-        wsc_conn *late = wsc_connect(c2, "127.0.0.1", p.ws_port, "/chat/1", 2000, &status, err, sizeof err);
-        CHECK(late == NULL, "a connection attempted after SIGTERM is not accepted (HTTP %d)", status);
+        wsc_conn *late =
+            wsc_connect(c2, "127.0.0.1", p.ws_port, "/chat/1", 2000, &status, err, sizeof err);
+        CHECK(late == NULL, "a connection attempted after SIGTERM is not accepted (HTTP %d)",
+              status);
         if (late) wsc_free(late);
         wsc_ctx_free(c2);
     }
@@ -144,32 +163,36 @@ int main(void)
     CHECK_INT(going_away, CONNS, "each closed with 1001 going away");
     CHECK_INT(answers, CONNS * PER_CONN, "every frame answered before the close (%d acks)", acks);
     bool in_time = false;
-    int st = producer_stop(&p, 0, 12000, &in_time);   /* signal 0: just wait for the exit */
-    CHECK(in_time && WIFEXITED(st) && WEXITSTATUS(st) == 0, "producer exited 0 within its 10 s stop timeout");
+    int st = tl_producer_stop(&p, 0, 12000, &in_time); /* signal 0: just wait for the exit */
+    CHECK(in_time && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+          "producer exited 0 within its 10 s stop timeout");
 
     int missing = 0, twice = 0, total_queued = 0;
     for (int i = 0; i < CONNS; i++) {
         size_t n = 0;
-        itp_msg *m = itp_drain_room(&Q, i + 1, &n);
+        tl_sqs_msg *m = tl_sqs_drain_room(&Q, i + 1, &n);
         total_queued += (int)n;
         for (int a = 0; a < state[i].acks; a++) {
             int seen = 0;
             for (size_t k = 0; k < n; k++) {
                 char mid[64];
-                if (strcmp(itp_field(m[k].body, "messageId", mid, sizeof mid), state[i].ids[a]) == 0) seen++;
+                if (strcmp(tl_json_field(m[k].body, "messageId", mid, sizeof mid),
+                           state[i].ids[a]) == 0)
+                    seen++;
             }
             if (!seen) missing++;
             if (seen > 1) twice++;
         }
-        itp_msgs_free(m, n);
+        tl_sqs_msgs_free(m, n);
     }
     CHECK_INT(missing, 0, "every acked message is in SQS");
     CHECK_INT(twice, 0, "none twice");
-    CHECK(total_queued == acks, "nothing but the acked messages was queued (%d queued, %d acked)", total_queued, acks);
+    CHECK(total_queued == acks, "nothing but the acked messages was queued (%d queued, %d acked)",
+          total_queued, acks);
     for (int i = 0; i < CONNS; i++)
         if (conns[i]) wsc_free(conns[i]);
     free(state);
     wsc_ctx_free(ctx);
-    itp_sqs_close(&Q);
+    tl_sqs_close(&Q);
     return TEST_DONE();
 }

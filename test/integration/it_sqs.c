@@ -5,6 +5,7 @@
  *
  * Queue names carry the pid and time: the stack is shared with other tests.
  */
+/* test-passes: asan */
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -34,8 +35,12 @@ static sqs_client *new_client(const char *url, int max_attempts)
 {
     char err[256];
     const sqs_config cfg = {
-        .region = region, .endpoint = url, .credentials = credentials,
-        .max_attempts = max_attempts, .base_backoff_ms = 1, .max_backoff_ms = 5,
+        .region = region,
+        .endpoint = url,
+        .credentials = credentials,
+        .max_attempts = max_attempts,
+        .base_backoff_ms = 1,
+        .max_backoff_ms = 5,
     };
     sqs_client *c = sqs_client_new(&cfg, err, sizeof err);
     if (!c) NOTE("sqs_client_new(%s): %s", url, err);
@@ -46,7 +51,8 @@ static sqs_client *new_client(const char *url, int max_attempts)
 static unsigned long long requests_counted(const char *action, const char *result)
 {
     char prefix[160];
-    snprintf(prefix, sizeof prefix, "chatflow_sqs_requests_total{action=\"%s\",result=\"%s\"} ", action, result);
+    snprintf(prefix, sizeof prefix, "chatflow_sqs_requests_total{action=\"%s\",result=\"%s\"} ",
+             action, result);
     char *text = metrics_render();
     unsigned long long n = 0;
     const char *line = text ? strstr(text, prefix) : NULL;
@@ -68,7 +74,9 @@ static char *create_fifo(sqs_client *c, const char *base)
     char name[128];
     snprintf(name, sizeof name, "%s-%s.fifo", base, suffix);
     const sqs_attribute attrs[] = {
-        {"FifoQueue", "true"}, {"ContentBasedDeduplication", "false"}, {"VisibilityTimeout", "30"},
+        {"FifoQueue", "true"},
+        {"ContentBasedDeduplication", "false"},
+        {"VisibilityTimeout", "30"},
     };
     char *url = NULL;
     sqs_error err;
@@ -87,8 +95,12 @@ static void test_queue_management(sqs_client *c)
 
     char *again = NULL;
     sqs_error err;
-    CHECK_INT(sqs_create_queue(c, name, (const sqs_attribute[]){{"FifoQueue", "true"}, {"ContentBasedDeduplication", "false"}, {"VisibilityTimeout", "30"}},
-                               3, &again, &err), SQS_OK, "CreateQueue again with the same attributes is idempotent");
+    CHECK_INT(sqs_create_queue(c, name,
+                               (const sqs_attribute[]){{"FifoQueue", "true"},
+                                                       {"ContentBasedDeduplication", "false"},
+                                                       {"VisibilityTimeout", "30"}},
+                               3, &again, &err),
+              SQS_OK, "CreateQueue again with the same attributes is idempotent");
     CHECK_STR(again, url, "CreateQueue again returns the same URL");
     free(again);
 
@@ -97,38 +109,48 @@ static void test_queue_management(sqs_client *c)
     CHECK_STR(found, url, "GetQueueUrl returns the created queue's URL");
     free(found);
 
-    const char *names[] = {"FifoQueue", "VisibilityTimeout", "QueueArn", "ContentBasedDeduplication"};
+    const char *names[] = {"FifoQueue", "VisibilityTimeout", "QueueArn",
+                           "ContentBasedDeduplication"};
     char *values[4] = {0};
-    CHECK_INT(sqs_get_queue_attributes(c, url, names, 4, values, &err), SQS_OK, "GetQueueAttributes");
+    CHECK_INT(sqs_get_queue_attributes(c, url, names, 4, values, &err), SQS_OK,
+              "GetQueueAttributes");
     CHECK_STR(values[0], "true", "FifoQueue attribute");
     CHECK_STR(values[1], "30", "VisibilityTimeout attribute");
-    CHECK(values[2] && strstr(values[2], name), "QueueArn names the queue (%s)", values[2] ? values[2] : "(null)");
+    CHECK(values[2] && strstr(values[2], name), "QueueArn names the queue (%s)",
+          values[2] ? values[2] : "(null)");
     CHECK_STR(values[3], "false", "ContentBasedDeduplication attribute");
     for (int i = 0; i < 4; i++) free(values[i]);
 
-    CHECK_INT(sqs_set_queue_attributes(c, url, (const sqs_attribute[]){{"VisibilityTimeout", "45"}}, 1, &err), SQS_OK,
-              "SetQueueAttributes VisibilityTimeout 45");
-    CHECK_INT(sqs_get_queue_attributes(c, url, names + 1, 1, values, &err), SQS_OK, "GetQueueAttributes after set");
+    CHECK_INT(sqs_set_queue_attributes(c, url, (const sqs_attribute[]){{"VisibilityTimeout", "45"}},
+                                       1, &err),
+              SQS_OK, "SetQueueAttributes VisibilityTimeout 45");
+    CHECK_INT(sqs_get_queue_attributes(c, url, names + 1, 1, values, &err), SQS_OK,
+              "GetQueueAttributes after set");
     CHECK_STR(values[0], "45", "VisibilityTimeout changed");
     free(values[0]);
 
     /* purge: one message in, none left */
     sqs_send_result sent;
-    CHECK_INT(sqs_send_message(c, url, "to be purged", "g", "purge-1", &sent, &err), SQS_OK, "SendMessage before purge");
+    CHECK_INT(sqs_send_message(c, url, "to be purged", "g", "purge-1", &sent, &err), SQS_OK,
+              "SendMessage before purge");
     const char *depth_name[] = {"ApproximateNumberOfMessages"};
-    CHECK_INT(sqs_get_queue_attributes(c, url, depth_name, 1, values, &err), SQS_OK, "depth before purge");
+    CHECK_INT(sqs_get_queue_attributes(c, url, depth_name, 1, values, &err), SQS_OK,
+              "depth before purge");
     CHECK_STR(values[0], "1", "one message before purge");
     free(values[0]);
     CHECK_INT(sqs_purge_queue(c, url, &err), SQS_OK, "PurgeQueue");
-    CHECK_INT(sqs_get_queue_attributes(c, url, depth_name, 1, values, &err), SQS_OK, "depth after purge");
+    CHECK_INT(sqs_get_queue_attributes(c, url, depth_name, 1, values, &err), SQS_OK,
+              "depth after purge");
     CHECK_STR(values[0], "0", "no message after purge");
     free(values[0]);
     free(url);
 }
 
-static sqs_message *receive_one(sqs_client *c, const char *url, int visibility, size_t *n, sqs_error *err)
+static sqs_message *receive_one(sqs_client *c, const char *url, int visibility, size_t *n,
+                                sqs_error *err)
 {
-    const sqs_receive_options opt = {.max_messages = 10, .wait_seconds = 0, .visibility_timeout = visibility};
+    const sqs_receive_options opt = {
+        .max_messages = 10, .wait_seconds = 0, .visibility_timeout = visibility};
     sqs_message *m = NULL;
     *n = 0;
     sqs_status s = sqs_receive_message(c, url, &opt, &m, n, err);
@@ -154,7 +176,8 @@ static void test_batch_and_order(sqs_client *c)
         snprintf(ids[i], sizeof ids[i], "e%d", i);
         snprintf(bodies[i], sizeof bodies[i], "m%d", i);
         snprintf(dedup[i], sizeof dedup[i], "order-%s-%d", suffix, i);
-        entries[i] = (sqs_send_entry){.id = ids[i], .body = bodies[i], .group_id = "room-1", .dedup_id = dedup[i]};
+        entries[i] = (sqs_send_entry){
+            .id = ids[i], .body = bodies[i], .group_id = "room-1", .dedup_id = dedup[i]};
     }
     sqs_entry_result results[10];
     sqs_error err;
@@ -164,7 +187,8 @@ static void test_batch_and_order(sqs_client *c)
     bool increasing = true;
     for (int i = 0; i < 10; i++) {
         ok += results[i].ok && results[i].message_id[0] && results[i].sequence_number[0];
-        if (i > 0 && seq_cmp(results[i - 1].sequence_number, results[i].sequence_number) >= 0) increasing = false;
+        if (i > 0 && seq_cmp(results[i - 1].sequence_number, results[i].sequence_number) >= 0)
+            increasing = false;
     }
     CHECK_INT(ok, 10, "every entry succeeded with a message id and a sequence number");
     CHECK(increasing, "sequence numbers increase in entry order");
@@ -176,14 +200,15 @@ static void test_batch_and_order(sqs_client *c)
         sqs_message *m = receive_one(c, url, 30, &n, &err);
         if (n == 1 && strcmp(m[0].body, bodies[i]) == 0) in_order++;
         if (n == 1 && strcmp(m[0].sequence_number, results[i].sequence_number) == 0 &&
-            strcmp(m[0].group_id, "room-1") == 0 && m[0].receive_count == 1 && m[0].sent_timestamp_ms > 0 &&
-            strcmp(m[0].message_id, results[i].message_id) == 0)
+            strcmp(m[0].group_id, "room-1") == 0 && m[0].receive_count == 1 &&
+            m[0].sent_timestamp_ms > 0 && strcmp(m[0].message_id, results[i].message_id) == 0)
             attrs_ok++;
         if (n == 1 && delete_one(c, url, &m[0])) deleted++;
         sqs_messages_free(m, n);
     }
     CHECK_INT(in_order, 10, "the group's messages arrive in send order");
-    CHECK_INT(attrs_ok, 10, "received messages carry id, sequence number, group, receive count 1, sent time");
+    CHECK_INT(attrs_ok, 10,
+              "received messages carry id, sequence number, group, receive count 1, sent time");
     CHECK_INT(deleted, 10, "each message deleted with DeleteMessageBatch");
     size_t n;
     sqs_message *m = receive_one(c, url, 30, &n, &err);
@@ -196,24 +221,29 @@ static void test_batch_and_order(sqs_client *c)
     for (int i = 0; i < 3; i++) {
         snprintf(gids[i], sizeof gids[i], "g%d", i);
         snprintf(dedup[i], sizeof dedup[i], "multi-%s-%d", suffix, i);
-        multi[i] = (sqs_send_entry){.id = ids[i], .body = bodies[i], .group_id = gids[i], .dedup_id = dedup[i]};
+        multi[i] = (sqs_send_entry){
+            .id = ids[i], .body = bodies[i], .group_id = gids[i], .dedup_id = dedup[i]};
     }
-    CHECK_INT(sqs_send_message_batch(c, url, multi, 3, results, &err), SQS_OK, "SendMessageBatch to three groups");
+    CHECK_INT(sqs_send_message_batch(c, url, multi, 3, results, &err), SQS_OK,
+              "SendMessageBatch to three groups");
     m = receive_one(c, url, 30, &n, &err);
     CHECK_INT(n, 3, "one receive returns one message of each of the three groups");
     sqs_handle_entry del[3];
-    for (size_t i = 0; i < n && i < 3; i++) del[i] = (sqs_handle_entry){.id = ids[i], .receipt_handle = m[i].receipt_handle};
+    for (size_t i = 0; i < n && i < 3; i++)
+        del[i] = (sqs_handle_entry){.id = ids[i], .receipt_handle = m[i].receipt_handle};
     if (n == 3) {
-        CHECK_INT(sqs_delete_message_batch(c, url, del, 3, results, &err), SQS_OK, "DeleteMessageBatch of 3");
+        CHECK_INT(sqs_delete_message_batch(c, url, del, 3, results, &err), SQS_OK,
+                  "DeleteMessageBatch of 3");
         CHECK(results[0].ok && results[1].ok && results[2].ok, "all three deletes succeeded");
     }
     sqs_messages_free(m, n);
     const char *depth[] = {"ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"};
     char *values[2] = {0};
-    CHECK_INT(sqs_get_queue_attributes(c, url, depth, 2, values, &err), SQS_OK, "depth after batch delete");
+    CHECK_INT(sqs_get_queue_attributes(c, url, depth, 2, values, &err), SQS_OK,
+              "depth after batch delete");
     CHECK(values[0] && values[1] && strcmp(values[0], "0") == 0 && strcmp(values[1], "0") == 0,
-          "no message visible or in flight after the batch delete (%s / %s)", values[0] ? values[0] : "-",
-          values[1] ? values[1] : "-");
+          "no message visible or in flight after the batch delete (%s / %s)",
+          values[0] ? values[0] : "-", values[1] ? values[1] : "-");
     free(values[0]);
     free(values[1]);
     free(url);
@@ -227,8 +257,10 @@ static void test_dedup_and_visibility(sqs_client *c)
     snprintf(dedup, sizeof dedup, "dup-%s", suffix);
     sqs_send_result a, b;
     sqs_error err;
-    CHECK_INT(sqs_send_message(c, url, "once", "room-2", dedup, &a, &err), SQS_OK, "SendMessage with a dedup id");
-    CHECK_INT(sqs_send_message(c, url, "once", "room-2", dedup, &b, &err), SQS_OK, "SendMessage again with the same dedup id");
+    CHECK_INT(sqs_send_message(c, url, "once", "room-2", dedup, &a, &err), SQS_OK,
+              "SendMessage with a dedup id");
+    CHECK_INT(sqs_send_message(c, url, "once", "room-2", dedup, &b, &err), SQS_OK,
+              "SendMessage again with the same dedup id");
     size_t n;
     sqs_message *m = receive_one(c, url, 30, &n, &err);
     CHECK_INT(n, 1, "one message received");
@@ -240,10 +272,11 @@ static void test_dedup_and_visibility(sqs_client *c)
     CHECK_STR(m[0].body, "once", "its body");
     const char *depth[] = {"ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"};
     char *values[2] = {0};
-    CHECK_INT(sqs_get_queue_attributes(c, url, depth, 2, values, &err), SQS_OK, "depth after duplicate send");
+    CHECK_INT(sqs_get_queue_attributes(c, url, depth, 2, values, &err), SQS_OK,
+              "depth after duplicate send");
     CHECK(values[0] && values[1] && strcmp(values[0], "0") == 0 && strcmp(values[1], "1") == 0,
-          "the duplicate was dropped: 0 visible, 1 in flight (%s / %s)", values[0] ? values[0] : "-",
-          values[1] ? values[1] : "-");
+          "the duplicate was dropped: 0 visible, 1 in flight (%s / %s)",
+          values[0] ? values[0] : "-", values[1] ? values[1] : "-");
     free(values[0]);
     free(values[1]);
 
@@ -252,13 +285,17 @@ static void test_dedup_and_visibility(sqs_client *c)
     sqs_message *none = receive_one(c, url, 30, &n2, &err);
     CHECK_INT(n2, 0, "an in-flight message is not received again");
     sqs_messages_free(none, n2);
-    sqs_handle_entry change = {.id = "v0", .receipt_handle = m[0].receipt_handle, .visibility_timeout = 0};
+    sqs_handle_entry change = {
+        .id = "v0", .receipt_handle = m[0].receipt_handle, .visibility_timeout = 0};
     sqs_entry_result r;
-    CHECK_INT(sqs_change_visibility_batch(c, url, &change, 1, &r, &err), SQS_OK, "ChangeMessageVisibilityBatch to 0");
+    CHECK_INT(sqs_change_visibility_batch(c, url, &change, 1, &r, &err), SQS_OK,
+              "ChangeMessageVisibilityBatch to 0");
     CHECK(r.ok, "the visibility change entry succeeded (%s %s)", r.code, r.message);
     sqs_message *back = receive_one(c, url, 30, &n2, &err);
-    CHECK(n2 == 1 && strcmp(back[0].message_id, m[0].message_id) == 0, "the message is visible again");
-    CHECK(n2 == 1 && back[0].receive_count == 2, "its receive count is 2 (%d)", n2 == 1 ? back[0].receive_count : -1);
+    CHECK(n2 == 1 && strcmp(back[0].message_id, m[0].message_id) == 0,
+          "the message is visible again");
+    CHECK(n2 == 1 && back[0].receive_count == 2, "its receive count is 2 (%d)",
+          n2 == 1 ? back[0].receive_count : -1);
     if (n2 == 1) CHECK(delete_one(c, url, &back[0]), "deleted");
     sqs_messages_free(back, n2);
     sqs_messages_free(m, n);
@@ -280,7 +317,8 @@ static void *long_poll(void *arg)
     poll_result *p = arg;
     sqs_client *c = new_client(endpoint, 1);
     if (!c) return NULL;
-    const sqs_receive_options opt = {.max_messages = 1, .wait_seconds = 20, .visibility_timeout = 30};
+    const sqs_receive_options opt = {
+        .max_messages = 1, .wait_seconds = 20, .visibility_timeout = 30};
     sqs_message *m = NULL;
     sqs_error err;
     uint64_t start = time_mono_ns();
@@ -302,10 +340,12 @@ static void test_long_poll(sqs_client *c)
     time_sleep_ms(1000); /* let the poll start waiting */
     sqs_send_result sent;
     sqs_error err;
-    CHECK_INT(sqs_send_message(c, url, "wake up", "room-3", "wake-1", &sent, &err), SQS_OK, "send while another thread long-polls");
+    CHECK_INT(sqs_send_message(c, url, "wake up", "room-3", "wake-1", &sent, &err), SQS_OK,
+              "send while another thread long-polls");
     pthread_join(t, NULL);
     CHECK_INT(p.status, SQS_OK, "long poll succeeded");
-    CHECK(p.n == 1 && strcmp(p.body, "wake up") == 0, "long poll returned the message sent meanwhile");
+    CHECK(p.n == 1 && strcmp(p.body, "wake up") == 0,
+          "long poll returned the message sent meanwhile");
     CHECK(p.seconds < 19.0, "long poll returned before the 20 s wait ended (%.2f s)", p.seconds);
     free(url);
 }
@@ -319,9 +359,12 @@ static void test_errors(sqs_client *c)
     snprintf(name, sizeof name, "itsqs-missing-%s.fifo", suffix);
     unsigned long long before = requests_counted("GetQueueUrl", "queue_missing");
     sqs_status s = sqs_get_queue_url(c, name, &url, &err);
-    CHECK_INT(s, SQS_QUEUE_MISSING, "GetQueueUrl of a missing queue -> queue_missing (%s: %s)", err.type, err.message);
-    CHECK(err.http_status == 400 && err.type[0], "error carries HTTP 400 and the AWS type (%ld %s)", err.http_status, err.type);
-    CHECK_INT(requests_counted("GetQueueUrl", "queue_missing") - before, 1, "queue_missing is not retried");
+    CHECK_INT(s, SQS_QUEUE_MISSING, "GetQueueUrl of a missing queue -> queue_missing (%s: %s)",
+              err.type, err.message);
+    CHECK(err.http_status == 400 && err.type[0], "error carries HTTP 400 and the AWS type (%ld %s)",
+          err.http_status, err.type);
+    CHECK_INT(requests_counted("GetQueueUrl", "queue_missing") - before, 1,
+              "queue_missing is not retried");
     free(url);
 
     char *q = create_fifo(c, "itsqs-errors");
@@ -333,17 +376,22 @@ static void test_errors(sqs_client *c)
     sqs_entry_result r[2];
     before = requests_counted("SendMessageBatch", "invalid_request");
     s = sqs_send_message_batch(c, q, dup, 2, r, &err);
-    CHECK_INT(s, SQS_INVALID_REQUEST, "batch with duplicate ids -> invalid_request (%s: %s)", err.type, err.message);
-    CHECK_INT(requests_counted("SendMessageBatch", "invalid_request") - before, 1, "invalid_request is not retried");
+    CHECK_INT(s, SQS_INVALID_REQUEST, "batch with duplicate ids -> invalid_request (%s: %s)",
+              err.type, err.message);
+    CHECK_INT(requests_counted("SendMessageBatch", "invalid_request") - before, 1,
+              "invalid_request is not retried");
 
     sqs_send_result sent;
     s = sqs_send_message(c, q, "no group", NULL, "x3", &sent, &err);
-    CHECK_INT(s, SQS_INVALID_REQUEST, "FIFO send without a group id -> invalid_request (%s: %s)", err.type, err.message);
+    CHECK_INT(s, SQS_INVALID_REQUEST, "FIFO send without a group id -> invalid_request (%s: %s)",
+              err.type, err.message);
 
-    const sqs_receive_options bad = {.max_messages = 11, .wait_seconds = 0, .visibility_timeout = -1};
+    const sqs_receive_options bad = {
+        .max_messages = 11, .wait_seconds = 0, .visibility_timeout = -1};
     sqs_message *m = NULL;
     size_t n = 0;
-    CHECK_INT(sqs_receive_message(c, q, &bad, &m, &n, &err), SQS_INVALID_REQUEST, "max_messages 11 refused locally (%s)", err.message);
+    CHECK_INT(sqs_receive_message(c, q, &bad, &m, &n, &err), SQS_INVALID_REQUEST,
+              "max_messages 11 refused locally (%s)", err.message);
     free(q);
 
     /* a port nothing listens on */
@@ -361,7 +409,8 @@ static void test_errors(sqs_client *c)
     s = sqs_get_queue_url(dead, "whatever.fifo", &url, &err);
     CHECK_INT(s, SQS_NETWORK_ERROR, "closed port -> network_error (%s)", err.message);
     CHECK_INT(err.http_status, 0, "no HTTP status on a network error");
-    CHECK_INT(requests_counted("GetQueueUrl", "network_error") - before, 3, "network error tried max_attempts = 3 times");
+    CHECK_INT(requests_counted("GetQueueUrl", "network_error") - before, 3,
+              "network error tried max_attempts = 3 times");
     sqs_client_free(dead);
 }
 
@@ -374,25 +423,35 @@ static void test_metrics_after_reset(sqs_client *c)
     char name[128], *url = NULL;
     snprintf(name, sizeof name, "itsqs-missing2-%s.fifo", suffix);
     sqs_error err;
-    CHECK_INT(sqs_get_queue_url(c, name, &url, &err), SQS_QUEUE_MISSING, "call after metrics_reset");
+    CHECK_INT(sqs_get_queue_url(c, name, &url, &err), SQS_QUEUE_MISSING,
+              "call after metrics_reset");
     free(url);
-    CHECK_INT(requests_counted("GetQueueUrl", "queue_missing"), 1, "counted from 1 in the fresh registry");
+    CHECK_INT(requests_counted("GetQueueUrl", "queue_missing"), 1,
+              "counted from 1 in the fresh registry");
     char *text = metrics_render();
-    CHECK(text && strstr(text, "chatflow_sqs_request_duration_seconds_count{action=\"GetQueueUrl\"} 1"),
+    CHECK(text &&
+              strstr(text, "chatflow_sqs_request_duration_seconds_count{action=\"GetQueueUrl\"} 1"),
           "duration histogram registered again and observed once");
     free(text);
 }
 
 /* ---- a fake SQS for the answers fauxqs never gives ---- */
 
-typedef enum { FAKE_500, FAKE_THROTTLE, FAKE_INVALID, FAKE_QUERY_HEADER, FAKE_AUTH, FAKE_500_THEN_OK } fake_mode;
+typedef enum {
+    FAKE_500,
+    FAKE_THROTTLE,
+    FAKE_INVALID,
+    FAKE_QUERY_HEADER,
+    FAKE_AUTH,
+    FAKE_500_THEN_OK
+} fake_mode;
 
 static struct {
     pthread_mutex_t lock;
     fake_mode mode;
     int attempts;
-    int bad_wire;          /* requests whose headers or signature were wrong */
-    int connections;       /* TCP connections accepted */
+    int bad_wire;    /* requests whose headers or signature were wrong */
+    int connections; /* TCP connections accepted */
     char last_problem[256];
 } fake = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
@@ -418,32 +477,49 @@ static void check_wire(struct MHD_Connection *conn, const char *method, const up
     const char *token = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Amz-Security-Token");
     const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
     if (strcmp(method, "POST") != 0) return wire_problem("not a POST");
-    if (!host || !type || !target || !date || !auth) return wire_problem("a required header is missing");
+    if (!host || !type || !target || !date || !auth)
+        return wire_problem("a required header is missing");
     if (strcmp(type, "application/x-amz-json-1.0") != 0) return wire_problem("wrong content type");
     if (strncmp(target, "AmazonSQS.", 10) != 0) return wire_problem("wrong X-Amz-Target");
-    if (!token || strcmp(token, "it-session-token") != 0) return wire_problem("session token header missing");
-    if (!strstr(auth, "/sqs/aws4_request") || !strstr(auth, "Credential=ITKEY/")) return wire_problem("wrong credential scope");
+    if (!token || strcmp(token, "it-session-token") != 0)
+        return wire_problem("session token header missing");
+    if (!strstr(auth, "/sqs/aws4_request") || !strstr(auth, "Credential=ITKEY/"))
+        return wire_problem("wrong credential scope");
     if (!strstr(auth, "host;x-amz-date;x-amz-security-token;x-amz-target") &&
         !strstr(auth, "content-type;host;x-amz-date;x-amz-security-token;x-amz-target"))
         return wire_problem("signed headers do not cover host, date, token and target");
     const sigv4_header headers[] = {
-        {"Host", host}, {"Content-Type", type}, {"X-Amz-Target", target},
+        {"Host", host},
+        {"Content-Type", type},
+        {"X-Amz-Target", target},
     };
-    const sigv4_request req = {.method = "POST", .path = "/", .headers = headers, .n_headers = 3,
-                               .body = (const uint8_t *)u->data, .body_len = u->len};
-    const sigv4_params params = {.access_key_id = "ITKEY", .secret_access_key = "itsecret",
-                                 .session_token = "it-session-token", .region = region, .service = "sqs",
-                                 .amz_date = date, .normalize_path = true};
+    const sigv4_request req = {.method = "POST",
+                               .path = "/",
+                               .headers = headers,
+                               .n_headers = 3,
+                               .body = (const uint8_t *)u->data,
+                               .body_len = u->len};
+    const sigv4_params params = {.access_key_id = "ITKEY",
+                                 .secret_access_key = "itsecret",
+                                 .session_token = "it-session-token",
+                                 .region = region,
+                                 .service = "sqs",
+                                 .amz_date = date,
+                                 .normalize_path = true};
     sigv4_result sig;
     char err[128];
-    if (!sigv4_sign(&req, &params, &sig, err, sizeof err)) return wire_problem("cannot recompute the signature");
-    if (strcmp(sig.authorization, auth) != 0) wire_problem("signature does not match the request as received");
+    if (!sigv4_sign(&req, &params, &sig, err, sizeof err))
+        return wire_problem("cannot recompute the signature");
+    if (strcmp(sig.authorization, auth) != 0)
+        wire_problem("signature does not match the request as received");
     sigv4_result_free(&sig);
 }
 
-static enum MHD_Result fake_answer(struct MHD_Connection *conn, unsigned status, const char *body, const char *query_error)
+static enum MHD_Result fake_answer(struct MHD_Connection *conn, unsigned status, const char *body,
+                                   const char *query_error)
 {
-    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
     MHD_add_response_header(r, "Content-Type", "application/x-amz-json-1.0");
     if (query_error) MHD_add_response_header(r, "x-amzn-query-error", query_error);
     enum MHD_Result ret = MHD_queue_response(conn, status, r);
@@ -451,11 +527,14 @@ static enum MHD_Result fake_answer(struct MHD_Connection *conn, unsigned status,
     return ret;
 }
 
-static enum MHD_Result fake_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-                                    const char *version, const char *upload_data, size_t *upload_data_size,
+static enum MHD_Result fake_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                    const char *method, const char *version,
+                                    const char *upload_data, size_t *upload_data_size,
                                     void **con_cls)
 {
-    (void)cls; (void)url; (void)version;
+    (void)cls;
+    (void)url;
+    (void)version;
     upload *u = *con_cls;
     if (!u) {
         *con_cls = calloc(1, sizeof *u);
@@ -478,16 +557,28 @@ static enum MHD_Result fake_request(void *cls, struct MHD_Connection *conn, cons
 
     switch (mode) {
     case FAKE_500:
-        return fake_answer(conn, 500, "{\"__type\":\"com.amazonaws.sqs#InternalError\",\"message\":\"boom\"}", NULL);
+        return fake_answer(conn, 500,
+                           "{\"__type\":\"com.amazonaws.sqs#InternalError\",\"message\":\"boom\"}",
+                           NULL);
     case FAKE_THROTTLE:
-        return fake_answer(conn, 400, "{\"__type\":\"com.amazonaws.sqs#ThrottlingException\",\"message\":\"slow down\"}", NULL);
+        return fake_answer(
+            conn, 400,
+            "{\"__type\":\"com.amazonaws.sqs#ThrottlingException\",\"message\":\"slow down\"}",
+            NULL);
     case FAKE_INVALID:
-        return fake_answer(conn, 400, "{\"__type\":\"com.amazonaws.sqs#InvalidParameterValue\",\"message\":\"bad value\"}", NULL);
+        return fake_answer(
+            conn, 400,
+            "{\"__type\":\"com.amazonaws.sqs#InvalidParameterValue\",\"message\":\"bad value\"}",
+            NULL);
     case FAKE_QUERY_HEADER:
-        return fake_answer(conn, 400, "{\"__type\":\"com.amazonaws.sqs#SomethingNew\",\"message\":\"gone\"}",
+        return fake_answer(conn, 400,
+                           "{\"__type\":\"com.amazonaws.sqs#SomethingNew\",\"message\":\"gone\"}",
                            "AWS.SimpleQueueService.NonExistentQueue;Sender");
     case FAKE_AUTH:
-        return fake_answer(conn, 403, "{\"__type\":\"com.amazon.coral.service#SignatureDoesNotMatch\",\"Message\":\"no\"}", NULL);
+        return fake_answer(
+            conn, 403,
+            "{\"__type\":\"com.amazon.coral.service#SignatureDoesNotMatch\",\"Message\":\"no\"}",
+            NULL);
     case FAKE_500_THEN_OK:
         if (attempt == 1) return fake_answer(conn, 500, "{\"__type\":\"InternalError\"}", NULL);
         return fake_answer(conn, 200, "{\"QueueUrl\":\"http://fake/000000000000/q.fifo\"}", NULL);
@@ -495,9 +586,12 @@ static enum MHD_Result fake_request(void *cls, struct MHD_Connection *conn, cons
     return MHD_NO;
 }
 
-static void fake_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+static void fake_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                           enum MHD_RequestTerminationCode toe)
 {
-    (void)cls; (void)conn; (void)toe;
+    (void)cls;
+    (void)conn;
+    (void)toe;
     upload *u = *con_cls;
     if (u) free(u->data);
     free(u);
@@ -507,15 +601,17 @@ static void fake_completed(void *cls, struct MHD_Connection *conn, void **con_cl
 static void fake_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                             enum MHD_ConnectionNotificationCode toe)
 {
-    (void)cls; (void)conn; (void)socket_context;
+    (void)cls;
+    (void)conn;
+    (void)socket_context;
     if (toe != MHD_CONNECTION_NOTIFY_STARTED) return;
     pthread_mutex_lock(&fake.lock);
     fake.connections++;
     pthread_mutex_unlock(&fake.lock);
 }
 
-static void expect_fake(sqs_client *c, fake_mode mode, sqs_status want, int want_attempts, const char *want_type,
-                        const char *what)
+static void expect_fake(sqs_client *c, fake_mode mode, sqs_status want, int want_attempts,
+                        const char *want_type, const char *what)
 {
     pthread_mutex_lock(&fake.lock);
     fake.mode = mode;
@@ -528,8 +624,8 @@ static void expect_fake(sqs_client *c, fake_mode mode, sqs_status want, int want
     pthread_mutex_lock(&fake.lock);
     int attempts = fake.attempts;
     pthread_mutex_unlock(&fake.lock);
-    CHECK(s == want, "%s -> %s (got %s: %ld %s %s)", what, sqs_status_name(want), sqs_status_name(s), err.http_status,
-          err.type, err.message);
+    CHECK(s == want, "%s -> %s (got %s: %ld %s %s)", what, sqs_status_name(want),
+          sqs_status_name(s), err.http_status, err.type, err.message);
     CHECK_INT(attempts, want_attempts, "%s: %d attempt(s)", what, want_attempts);
     if (want_type) CHECK_STR(err.type, want_type, "%s: error type", what);
 }
@@ -538,14 +634,15 @@ static void test_fake_server(void)
 {
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = 0};
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, fake_request, NULL,
-                                            MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_NOTIFY_COMPLETED, fake_completed,
-                                            NULL, MHD_OPTION_NOTIFY_CONNECTION, fake_connection, NULL,
-                                            MHD_OPTION_END);
+    struct MHD_Daemon *d =
+        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, fake_request, NULL,
+                         MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_NOTIFY_COMPLETED, fake_completed,
+                         NULL, MHD_OPTION_NOTIFY_CONNECTION, fake_connection, NULL, MHD_OPTION_END);
     CHECK(d != NULL, "fake SQS server started");
     if (!d) return;
     char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d", MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT)->port);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d",
+             MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT)->port);
 
     /* this client signs with a session token, so the token header is checked too */
     char err[256];
@@ -559,15 +656,24 @@ static void test_fake_server(void)
     if (c) {
         unsigned long long before = requests_counted("GetQueueUrl", "server_error");
         expect_fake(c, FAKE_500, SQS_SERVER_ERROR, 3, "InternalError", "HTTP 500");
-        CHECK_INT(requests_counted("GetQueueUrl", "server_error") - before, 3, "metrics count each 500 attempt");
-        expect_fake(c, FAKE_THROTTLE, SQS_THROTTLED, 3, "ThrottlingException", "400 ThrottlingException");
-        expect_fake(c, FAKE_INVALID, SQS_INVALID_REQUEST, 1, "InvalidParameterValue", "400 InvalidParameterValue");
-        expect_fake(c, FAKE_QUERY_HEADER, SQS_QUEUE_MISSING, 1, NULL, "x-amzn-query-error NonExistentQueue");
-        expect_fake(c, FAKE_AUTH, SQS_AUTH_ERROR, 1, "SignatureDoesNotMatch", "403 SignatureDoesNotMatch");
+        CHECK_INT(requests_counted("GetQueueUrl", "server_error") - before, 3,
+                  "metrics count each 500 attempt");
+        expect_fake(c, FAKE_THROTTLE, SQS_THROTTLED, 3, "ThrottlingException",
+                    "400 ThrottlingException");
+        expect_fake(c, FAKE_INVALID, SQS_INVALID_REQUEST, 1, "InvalidParameterValue",
+                    "400 InvalidParameterValue");
+        expect_fake(c, FAKE_QUERY_HEADER, SQS_QUEUE_MISSING, 1, NULL,
+                    "x-amzn-query-error NonExistentQueue");
+        expect_fake(c, FAKE_AUTH, SQS_AUTH_ERROR, 1, "SignatureDoesNotMatch",
+                    "403 SignatureDoesNotMatch");
         expect_fake(c, FAKE_500_THEN_OK, SQS_OK, 2, NULL, "500 then 200: the retry succeeds");
         pthread_mutex_lock(&fake.lock);
-        CHECK_INT(fake.bad_wire, 0, "every request had the required headers and a valid signature (%s)", fake.last_problem);
-        CHECK_INT(fake.connections, 1, "all %d requests of one client went over one kept-alive connection", 3 + 3 + 1 + 1 + 1 + 2);
+        CHECK_INT(fake.bad_wire, 0,
+                  "every request had the required headers and a valid signature (%s)",
+                  fake.last_problem);
+        CHECK_INT(fake.connections, 1,
+                  "all %d requests of one client went over one kept-alive connection",
+                  3 + 3 + 1 + 1 + 1 + 2);
         pthread_mutex_unlock(&fake.lock);
         sqs_client_free(c);
     }
@@ -581,7 +687,8 @@ int main(void)
     log_init("error", "text");
     endpoint = getenv("AWS_ENDPOINT_URL_SQS");
     region = getenv("AWS_REGION") && *getenv("AWS_REGION") ? getenv("AWS_REGION") : "us-east-1";
-    CHECK(endpoint && *endpoint, "AWS_ENDPOINT_URL_SQS is set (test/run exports the stack's fauxqs)");
+    CHECK(endpoint && *endpoint,
+          "AWS_ENDPOINT_URL_SQS is set (test/run exports the stack's fauxqs)");
     if (!endpoint || !*endpoint) return TEST_DONE();
     snprintf(suffix, sizeof suffix, "%ld-%ld", (long)getpid(), (long)time(NULL));
     if (!getenv("AWS_ACCESS_KEY_ID")) {

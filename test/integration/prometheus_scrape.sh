@@ -11,6 +11,7 @@
 #  - the consumer's chatflow_sqs_queue_depth{room} and its ReceiveMessage requests are there;
 #  - every alert rule evaluates without error against the real series.
 # Everything is stopped by PID on exit, pass or fail (test/lib/common.sh).
+# test-passes: asan
 . "$(dirname "$0")/../lib/common.sh"
 cd "$ROOT"
 

@@ -7,6 +7,7 @@
 # defect and the program — also when the defect is in a child process and the parent exits 0,
 # which an exit-status check alone would miss — and none for the clean program.
 # No servers; a few seconds. Skipped by the sanitizer passes themselves (it is their check).
+# test-passes: none (it checks these passes' report detection, with builds of its own)
 . "$(dirname "$0")/../lib/common.sh"
 . "$ROOT/test/lib/sanitizers.sh"
 

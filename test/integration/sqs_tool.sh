@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # chatflow-sqs setup/stats/purge against the stack's fauxqs (AWS_ENDPOINT_URL_SQS from test/run).
 # Messages are put in and attributes read back with plain curl: fauxqs does not check signatures.
+# test-passes: asan
 set -u
 BIN=${CHATFLOW_BIN:-$(cd "$(dirname "$0")/../.." && pwd)/build}/chatflow-sqs
 fails=0

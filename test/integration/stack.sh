@@ -2,6 +2,7 @@
 # The local stack (deploy/local/stack) on a private directory: start, idempotent restart, both
 # components answer, stack.env is complete, fauxqs and PostgreSQL can be stopped and restarted on
 # the same port (queues recreated), and `down` stops both by PID.
+# test-passes: asan
 set -u
 . "$(dirname "$0")/../lib/common.sh"
 

@@ -15,8 +15,9 @@
  * held back); the senders are visited from a rotating start so every room gets its share.
  *
  * Subscribers (--subscribe): one consumer connection per room; each BroadcastEvent's messageId is
- * looked up among the planned ids to count receptions, duplicates and order: messages of one sending
- * connection that were acked on their first attempt must reach the subscriber in send order.
+ * looked up among the planned ids to count receptions, duplicates and order: messages of one
+ * sending connection that were acked on their first attempt must reach the subscriber in send
+ * order.
  */
 #include "loadgen.h"
 #include "wsclient.h"
@@ -49,7 +50,7 @@ typedef struct {
 typedef struct {
     uint32_t room;
     wsc_conn *conn;
-    uint64_t *last_seq_by_sender;  /* highest sender_seq seen per sender, for the order check */
+    uint64_t *last_seq_by_sender; /* highest sender_seq seen per sender, for the order check */
 } subscriber;
 
 typedef struct driver driver;
@@ -57,33 +58,30 @@ typedef struct driver driver;
 /* wsclient passes one user pointer; senders and subscribers need the driver too. */
 typedef struct {
     driver *d;
-    int index;      /* sender or subscriber index */
+    int index; /* sender or subscriber index */
     bool is_sub;
 } conn_ref;
 
 struct driver {
     lg_phase *ph;
     wsc_ctx *ctx;
-    conn_ref *refs;                             /* senders first, then subscribers */
+    conn_ref *refs; /* senders first, then subscribers */
     sender *senders;
     int n_senders;
     subscriber *subs;
     int n_subs;
-    index_fifo retry_ready[LG_MAX_ROOMS + 1];   /* due for a resend, in index order of failure */
-    size_t *retry_wait;                         /* waiting for their backoff to pass */
+    index_fifo retry_ready[LG_MAX_ROOMS + 1]; /* due for a resend, in index order of failure */
+    size_t *retry_wait;                       /* waiting for their backoff to pass */
     size_t retry_wait_len, retry_wait_cap;
-    size_t *id_table;                           /* open addressing: messageId -> index + 1 */
+    size_t *id_table; /* open addressing: messageId -> index + 1 */
     size_t id_mask;
-    long done;                                  /* acked + failed */
-    long first_sends;                           /* records sent at least once */
-    int next_sender;                            /* where service_senders starts (pacing fairness) */
+    long done;        /* acked + failed */
+    long first_sends; /* records sent at least once */
+    int next_sender;  /* where service_senders starts (pacing fairness) */
     unsigned rand_state;
 };
 
-static int64_t now_us(void)
-{
-    return (int64_t)(time_mono_ns() / 1000u);
-}
+static int64_t now_us(void) { return (int64_t)(time_mono_ns() / 1000u); }
 
 /* ---- small containers ---------------------------------------------------------------- */
 
@@ -92,10 +90,8 @@ static bool fifo_push(index_fifo *f, size_t v)
     if (f->len == f->cap) {
         size_t cap = f->cap ? f->cap * 2 : 64;
         size_t *items = malloc(cap * sizeof *items);
-        if (!items)
-            return false;
-        for (size_t i = 0; i < f->len; i++)
-            items[i] = f->items[(f->head + i) % f->cap];
+        if (!items) return false;
+        for (size_t i = 0; i < f->len; i++) items[i] = f->items[(f->head + i) % f->cap];
         free(f->items);
         f->items = items;
         f->head = 0;
@@ -108,8 +104,7 @@ static bool fifo_push(index_fifo *f, size_t v)
 
 static bool fifo_pop(index_fifo *f, size_t *v)
 {
-    if (!f->len)
-        return false;
+    if (!f->len) return false;
     *v = f->items[f->head];
     f->head = (f->head + 1) % f->cap;
     f->len--;
@@ -118,25 +113,21 @@ static bool fifo_pop(index_fifo *f, size_t *v)
 
 static uint64_t hash_id(const char *s)
 {
-    uint64_t h = 1469598103934665603ULL;   /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
     return h;
 }
 
 static bool build_id_table(driver *d)
 {
     size_t size = 1;
-    while (size < d->ph->n * 2)
-        size <<= 1;
+    while (size < d->ph->n * 2) size <<= 1;
     d->id_table = calloc(size, sizeof *d->id_table);
-    if (!d->id_table)
-        return false;
+    if (!d->id_table) return false;
     d->id_mask = size - 1;
     for (size_t i = d->ph->first; i < d->ph->first + d->ph->n; i++) {
         size_t slot = hash_id(d->ph->rec[i].message_id) & d->id_mask;
-        while (d->id_table[slot])
-            slot = (slot + 1) & d->id_mask;
+        while (d->id_table[slot]) slot = (slot + 1) & d->id_mask;
         d->id_table[slot] = i + 1;
     }
     return true;
@@ -147,8 +138,7 @@ static long find_by_message_id(const driver *d, const char *id)
     size_t slot = hash_id(id) & d->id_mask;
     while (d->id_table[slot]) {
         size_t i = d->id_table[slot] - 1;
-        if (strcmp(d->ph->rec[i].message_id, id) == 0)
-            return (long)i;
+        if (strcmp(d->ph->rec[i].message_id, id) == 0) return (long)i;
         slot = (slot + 1) & d->id_mask;
     }
     return -1;
@@ -208,27 +198,28 @@ static void on_answer(driver *d, sender *s, const char *data, size_t len)
     const char *status = root ? json_string_value(json_object_get(root, "status")) : NULL;
     const char *cmid = root ? json_string_value(json_object_get(root, "clientMessageId")) : NULL;
     long idx = lg_index_from_cmid(d->ph->opt, cmid);
-    if (!status || idx < 0 || (size_t)idx < d->ph->first || (size_t)idx >= d->ph->first + d->ph->n) {
+    if (!status || idx < 0 || (size_t)idx < d->ph->first ||
+        (size_t)idx >= d->ph->first + d->ph->n) {
         d->ph->errors_seen++;
         json_decref(root);
         return;
     }
     lg_record *r = &d->ph->rec[idx];
     if (r->state != REC_INFLIGHT || r->cur_sender != s->id) {
-        json_decref(root);   /* a late answer for an attempt already given up on */
+        json_decref(root); /* a late answer for an attempt already given up on */
         return;
     }
     s->inflight--;
     if (strcmp(status, "SUCCESS") == 0) {
         const char *mid = json_string_value(json_object_get(root, "messageId"));
         if (!mid || strcmp(mid, r->message_id) != 0)
-            d->ph->errors_seen++;   /* the producer derived another id than the plan */
+            d->ph->errors_seen++; /* the producer derived another id than the plan */
         r->state = REC_ACKED;
         r->ack_us = now_us();
         r->in_order_candidate = r->attempts == 1;
         d->ph->acked++;
         d->done++;
-        if (r->broadcasts) {   /* the broadcast overtook the ack */
+        if (r->broadcasts) { /* the broadcast overtook the ack */
             d->ph->acked_broadcast++;
             if (r->broadcast_us > d->ph->last_broadcast_us)
                 d->ph->last_broadcast_us = r->broadcast_us;
@@ -236,8 +227,8 @@ static void on_answer(driver *d, sender *s, const char *data, size_t len)
     } else {
         const char *code = json_string_value(json_object_get(root, "errorCode"));
         code = code ? code : "ERROR";
-        bool retriable = strcmp(code, "RATE_LIMITED") == 0 || strcmp(code, "QUEUE_UNAVAILABLE") == 0 ||
-                         strcmp(code, "QUEUE_ERROR") == 0;
+        bool retriable = strcmp(code, "RATE_LIMITED") == 0 ||
+                         strcmp(code, "QUEUE_UNAVAILABLE") == 0 || strcmp(code, "QUEUE_ERROR") == 0;
         if (retriable) {
             schedule_retry(d, (size_t)idx, code);
         } else {
@@ -257,7 +248,7 @@ static void on_broadcast(driver *d, subscriber *sub, const char *data, size_t le
     const char *mid = root ? json_string_value(json_object_get(root, "messageId")) : NULL;
     if (!type || strcmp(type, "MESSAGE") != 0 || !mid) {
         json_decref(root);
-        return;   /* other event types (presence, typing) are not counted here */
+        return; /* other event types (presence, typing) are not counted here */
     }
     long idx = find_by_message_id(d, mid);
     json_decref(root);
@@ -280,8 +271,7 @@ static void on_broadcast(driver *d, subscriber *sub, const char *data, size_t le
             d->ph->last_broadcast_us = r->broadcast_us;
         }
     }
-    if (r->broadcasts < 255)
-        r->broadcasts++;
+    if (r->broadcasts < 255) r->broadcasts++;
     if (r->attempts == 1 && r->broadcasts == 1) {
         uint64_t *last = &sub->last_seq_by_sender[r->sender];
         if (r->sender_seq + 1 < *last)
@@ -322,7 +312,7 @@ static void conn_closed(wsc_conn *c, int code, const char *reason, void *user)
     conn_ref *ref = user;
     driver *d = ref->d;
     if (ref->is_sub)
-        return;   /* subscribers are reconnected by the loop too, see service_subscribers */
+        return; /* subscribers are reconnected by the loop too, see service_subscribers */
     sender *s = &d->senders[ref->index];
     requeue_inflight_of(d, s);
 }
@@ -335,8 +325,7 @@ static void open_sender(driver *d, int i)
     char path[64];
     snprintf(path, sizeof path, "/chat/%u", s->room);
     s->conn = wsc_connect_start(d->ctx, d->ph->opt->host, d->ph->opt->port, path);
-    if (s->conn)
-        wsc_set_callbacks(s->conn, conn_message, conn_closed, &d->refs[i]);
+    if (s->conn) wsc_set_callbacks(s->conn, conn_message, conn_closed, &d->refs[i]);
 }
 
 static void open_subscriber(driver *d, int i)
@@ -344,7 +333,8 @@ static void open_subscriber(driver *d, int i)
     subscriber *sub = &d->subs[i];
     char path[64];
     snprintf(path, sizeof path, "/chat/%u", sub->room);
-    sub->conn = wsc_connect_start(d->ctx, d->ph->opt->consumer_host, d->ph->opt->consumer_port, path);
+    sub->conn =
+        wsc_connect_start(d->ctx, d->ph->opt->consumer_host, d->ph->opt->consumer_port, path);
     if (sub->conn)
         wsc_set_callbacks(sub->conn, conn_message, conn_closed, &d->refs[d->n_senders + i]);
 }
@@ -363,8 +353,9 @@ static bool wait_open(driver *d, int timeout_s, bool subscribers)
         }
         if (open + failed == total) {
             if (failed) {
-                snprintf(d->ph->fatal, sizeof d->ph->fatal, "%d of %d %s connections to %s:%d failed",
-                         failed, total, subscribers ? "subscriber" : "sender",
+                snprintf(d->ph->fatal, sizeof d->ph->fatal,
+                         "%d of %d %s connections to %s:%d failed", failed, total,
+                         subscribers ? "subscriber" : "sender",
                          subscribers ? d->ph->opt->consumer_host : d->ph->opt->host,
                          subscribers ? d->ph->opt->consumer_port : d->ph->opt->port);
                 return false;
@@ -372,8 +363,9 @@ static bool wait_open(driver *d, int timeout_s, bool subscribers)
             return true;
         }
         if (now_us() > deadline) {
-            snprintf(d->ph->fatal, sizeof d->ph->fatal, "timed out after %d s opening %s connections",
-                     timeout_s, subscribers ? "subscriber" : "sender");
+            snprintf(d->ph->fatal, sizeof d->ph->fatal,
+                     "timed out after %d s opening %s connections", timeout_s,
+                     subscribers ? "subscriber" : "sender");
             return false;
         }
         wsc_service(d->ctx, 50);
@@ -384,8 +376,7 @@ static bool wait_open(driver *d, int timeout_s, bool subscribers)
 static long send_budget(const driver *d, int64_t now)
 {
     long rate = d->ph->opt->rate;
-    if (rate <= 0)
-        return LONG_MAX;
+    if (rate <= 0) return LONG_MAX;
     long allowed = (long)((double)(now - d->ph->start_us) * (double)rate / 1e6) + 1;
     return allowed > d->first_sends ? allowed - d->first_sends : 0;
 }
@@ -402,7 +393,8 @@ static void service_senders(driver *d)
         if (s->conn && wsc_is_closed(s->conn)) {
             wsc_free(s->conn);
             s->conn = NULL;
-            s->backoff_ms = s->backoff_ms ? (s->backoff_ms * 2 > 5000 ? 5000 : s->backoff_ms * 2) : 100;
+            s->backoff_ms =
+                s->backoff_ms ? (s->backoff_ms * 2 > 5000 ? 5000 : s->backoff_ms * 2) : 100;
             s->reconnect_at_us = now + (int64_t)s->backoff_ms * 1000;
         }
         if (!s->conn) {
@@ -412,17 +404,14 @@ static void service_senders(driver *d)
             }
             continue;
         }
-        if (!wsc_is_open(s->conn))
-            continue;
+        if (!wsc_is_open(s->conn)) continue;
         s->backoff_ms = 0;
         while (s->inflight < d->ph->opt->window) {
             size_t idx;
             if (!fifo_pop(&d->retry_ready[s->room], &idx)) {
                 void *item;
-                if (budget <= 0)
-                    break;
-                if (workqueue_pop_many(d->ph->room_queue[s->room], &item, 1) != 1)
-                    break;
+                if (budget <= 0) break;
+                if (workqueue_pop_many(d->ph->room_queue[s->room], &item, 1) != 1) break;
                 idx = (size_t)(uintptr_t)item - 1;
             }
             lg_record *r = &d->ph->rec[idx];
@@ -453,7 +442,8 @@ static void service_subscribers(driver *d)
     for (int i = 0; i < d->n_subs; i++) {
         subscriber *sub = &d->subs[i];
         if (sub->conn && wsc_is_closed(sub->conn)) {
-            /* a dropped subscriber misses messages: they count as lost; reconnect to keep counting */
+            /* a dropped subscriber misses messages: they count as lost; reconnect to keep counting
+             */
             wsc_free(sub->conn);
             open_subscriber(d, i);
             d->ph->reconnections++;
@@ -475,9 +465,8 @@ static void *generator_main(void *arg)
     for (size_t i = ph->first; i < ph->first + ph->n && !g->stop; i++) {
         workqueue *q = ph->room_queue[ph->rec[i].room];
         while (!workqueue_push(q, (void *)(uintptr_t)(i + 1))) {
-            if (g->stop)
-                return NULL;
-            time_sleep_ms(1);   /* the room's queue is full: the senders are the bottleneck */
+            if (g->stop) return NULL;
+            time_sleep_ms(1); /* the room's queue is full: the senders are the bottleneck */
         }
     }
     return NULL;
@@ -488,8 +477,7 @@ static void *generator_main(void *arg)
 static void progress(const driver *d, int64_t *last_us, long *last_done)
 {
     int64_t now = now_us();
-    if (d->ph->opt->quiet || now - *last_us < 2000000)
-        return;
+    if (d->ph->opt->quiet || now - *last_us < 2000000) return;
     double rate = (double)(d->done - *last_done) / ((double)(now - *last_us) / 1e6);
     fprintf(stderr, "loadgen: %ld/%zu done (%.0f msg/s), %ld failed, %ld retries, %ld broadcasts\n",
             d->done, d->ph->n, rate, d->ph->failed, d->ph->retries, d->ph->broadcasts_received);
@@ -500,8 +488,7 @@ static void progress(const driver *d, int64_t *last_us, long *last_done)
 static void drain_progress(const driver *d, int64_t *last_us, long *last_seen)
 {
     int64_t now = now_us();
-    if (d->ph->opt->quiet || now - *last_us < 2000000)
-        return;
+    if (d->ph->opt->quiet || now - *last_us < 2000000) return;
     double rate = (double)(d->ph->acked_broadcast - *last_seen) / ((double)(now - *last_us) / 1e6);
     fprintf(stderr, "loadgen: waiting for broadcasts: %ld/%ld acked messages seen (%.0f msg/s)\n",
             d->ph->acked_broadcast, d->ph->acked, rate);
@@ -520,7 +507,7 @@ bool lg_drive(lg_phase *ph)
     d.n_subs = opt->subscribe ? opt->rooms : 0;
     bool ok = false;
     pthread_t gen;
-    generator_arg garg = { ph, false };
+    generator_arg garg = {ph, false};
     bool gen_started = false;
 
     d.ctx = wsc_ctx_new();
@@ -534,7 +521,7 @@ bool lg_drive(lg_phase *ph)
     for (int i = 0; i < d.n_senders; i++) {
         d.senders[i].id = (uint32_t)i;
         d.senders[i].room = (uint32_t)(i % opt->rooms) + 1;
-        d.refs[i] = (conn_ref){ &d, i, false };
+        d.refs[i] = (conn_ref){&d, i, false};
     }
     for (int i = 0; i < d.n_subs; i++) {
         d.subs[i].room = (uint32_t)i + 1;
@@ -543,7 +530,7 @@ bool lg_drive(lg_phase *ph)
             snprintf(ph->fatal, sizeof ph->fatal, "out of memory");
             goto out;
         }
-        d.refs[d.n_senders + i] = (conn_ref){ &d, i, true };
+        d.refs[d.n_senders + i] = (conn_ref){&d, i, true};
     }
     for (int r = 1; r <= opt->rooms; r++) {
         ph->room_queue[r] = workqueue_new((size_t)opt->window * 4 + 16, NULL, NULL);
@@ -554,15 +541,11 @@ bool lg_drive(lg_phase *ph)
     }
 
     if (d.n_subs) {
-        for (int i = 0; i < d.n_subs; i++)
-            open_subscriber(&d, i);
-        if (!wait_open(&d, opt->connect_timeout_s, true))
-            goto out;
+        for (int i = 0; i < d.n_subs; i++) open_subscriber(&d, i);
+        if (!wait_open(&d, opt->connect_timeout_s, true)) goto out;
     }
-    for (int i = 0; i < d.n_senders; i++)
-        open_sender(&d, i);
-    if (!wait_open(&d, opt->connect_timeout_s, false))
-        goto out;
+    for (int i = 0; i < d.n_senders; i++) open_sender(&d, i);
+    if (!wait_open(&d, opt->connect_timeout_s, false)) goto out;
 
     ph->start_us = now_us();
     ph->start_wall_ms = time_wall_ms();
@@ -602,8 +585,7 @@ bool lg_drive(lg_phase *ph)
             drain_progress(&d, &last_us, &last_seen);
         }
         for (size_t i = ph->first; i < ph->first + ph->n; i++)
-            if (ph->rec[i].state == REC_ACKED && ph->rec[i].broadcasts == 0)
-                ph->broadcasts_lost++;
+            if (ph->rec[i].state == REC_ACKED && ph->rec[i].broadcasts == 0) ph->broadcasts_lost++;
     }
     ok = true;
 
@@ -613,15 +595,12 @@ out:
         pthread_join(gen, NULL);
     }
     for (int i = 0; i < d.n_senders; i++)
-        if (d.senders[i].conn)
-            wsc_free(d.senders[i].conn);
+        if (d.senders[i].conn) wsc_free(d.senders[i].conn);
     for (int i = 0; i < d.n_subs; i++) {
-        if (d.subs[i].conn)
-            wsc_free(d.subs[i].conn);
+        if (d.subs[i].conn) wsc_free(d.subs[i].conn);
         free(d.subs[i].last_seq_by_sender);
     }
-    if (d.ctx)
-        wsc_ctx_free(d.ctx);
+    if (d.ctx) wsc_ctx_free(d.ctx);
     for (int r = 1; r <= opt->rooms; r++) {
         if (ph->room_queue[r]) {
             void *item;

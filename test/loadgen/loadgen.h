@@ -1,5 +1,5 @@
 /*
- * chatflow-loadgen — the reference load test of SPEC §8, on the project's WebSocket client.
+ * chatflow-loadgen — the reference load test of protocol.md §7, on the project's WebSocket client.
  *
  * Layout:
  *   main.c     flags, the phases (warm-up, main), the report's assembly
@@ -29,22 +29,22 @@ typedef enum { REC_PLANNED = 0, REC_INFLIGHT, REC_WAIT_RETRY, REC_ACKED, REC_FAI
 typedef struct {
     uint32_t room;
     uint32_t user_id;
-    uint8_t type;               /* 0 TEXT, 1 JOIN, 2 LEAVE */
-    uint8_t text;               /* index into the text pool */
+    uint8_t type; /* 0 TEXT, 1 JOIN, 2 LEAVE */
+    uint8_t text; /* index into the text pool */
     uint8_t attempts;
-    uint8_t state;              /* rec_state */
-    uint8_t broadcasts;         /* times seen by the room's subscriber (capped at 255) */
-    bool in_order_candidate;    /* acked on its first attempt: takes part in the order check */
-    uint32_t sender;            /* sending connection id (first attempt) */
-    uint32_t cur_sender;        /* connection of the attempt in flight */
-    uint64_t sender_seq;        /* position in that connection's send order */
-    int64_t first_send_us;      /* monotonic */
+    uint8_t state;           /* rec_state */
+    uint8_t broadcasts;      /* times seen by the room's subscriber (capped at 255) */
+    bool in_order_candidate; /* acked on its first attempt: takes part in the order check */
+    uint32_t sender;         /* sending connection id (first attempt) */
+    uint32_t cur_sender;     /* connection of the attempt in flight */
+    uint64_t sender_seq;     /* position in that connection's send order */
+    int64_t first_send_us;   /* monotonic */
     int64_t ack_us;
     int64_t broadcast_us;
-    int64_t wall_send_ms;       /* wall clock, for the CSV and the 10 s series */
+    int64_t wall_send_ms; /* wall clock, for the CSV and the 10 s series */
     int64_t retry_at_us;
     char message_id[UUID_STR_BUF];
-    char error[24];             /* last error code */
+    char error[24]; /* last error code */
 } lg_record;
 
 typedef struct {
@@ -53,21 +53,21 @@ typedef struct {
     int port;
     const char *consumer_host;
     int consumer_port;
-    const char *consumer_admin;   /* base URL of the consumer's admin HTTP, for /api/metrics/all */
-    long messages;                /* main phase, total */
+    const char *consumer_admin; /* base URL of the consumer's admin HTTP, for /api/metrics/all */
+    long messages;              /* main phase, total */
     int connections;
     int warmup_connections;
-    long warmup_messages;         /* per warm-up connection */
-    int window;                   /* unacked per connection */
-    long rate;                    /* first sends per second over all connections; 0 = as the windows allow */
+    long warmup_messages; /* per warm-up connection */
+    int window;           /* unacked per connection */
+    long rate; /* first sends per second over all connections; 0 = as the windows allow */
     int rooms;
     int max_retries;
     bool subscribe;
-    int drain_timeout_s;          /* after the last ack, how long to wait for broadcasts */
+    int drain_timeout_s; /* after the last ack, how long to wait for broadcasts */
     int connect_timeout_s;
     const char *out_dir;
     const char *json_path;
-    const char *acked_ids_path;   /* every acked messageId (warm-up and main), one per line */
+    const char *acked_ids_path; /* every acked messageId (warm-up and main), one per line */
     const char *run_id;
     unsigned seed;
     bool quiet;
@@ -76,18 +76,18 @@ typedef struct {
 typedef struct {
     const lg_options *opt;
     lg_record *rec;
-    size_t n;                     /* records in this phase */
-    size_t first;                 /* index of the first record of this phase */
+    size_t n;     /* records in this phase */
+    size_t first; /* index of the first record of this phase */
     workqueue *room_queue[LG_MAX_ROOMS + 1];
     /* counters filled by the driver */
     long acked, failed, retries, reconnections, connections_opened, errors_seen;
     long broadcasts_received, broadcasts_duplicated, broadcasts_out_of_order, broadcasts_unknown;
     long broadcasts_lost;
-    long acked_broadcast;         /* acked records seen at least once by their subscriber */
-    int64_t start_us, end_us;     /* monotonic */
-    int64_t last_broadcast_us;    /* when the last acked record was first seen by a subscriber */
+    long acked_broadcast;      /* acked records seen at least once by their subscriber */
+    int64_t start_us, end_us;  /* monotonic */
+    int64_t last_broadcast_us; /* when the last acked record was first seen by a subscriber */
     int64_t start_wall_ms, end_wall_ms;
-    char fatal[256];              /* set when the run could not go on */
+    char fatal[256]; /* set when the run could not go on */
 } lg_phase;
 
 /* plan.c */
@@ -98,7 +98,7 @@ void lg_plan(lg_record *rec, size_t n, const lg_options *opt, unsigned seed);
 int lg_client_message_id(const lg_options *opt, size_t index, char *buf, size_t len);
 /* Parses the index back out of a clientMessageId of this run; -1 when it is not one. */
 long lg_index_from_cmid(const lg_options *opt, const char *cmid);
-/* Builds the SPEC §1 frame of record i into buf; returns its length. */
+/* Builds the protocol.md §1 frame of record i into buf; returns its length. */
 int lg_frame(const lg_options *opt, const lg_record *r, size_t index, char *buf, size_t len);
 /* Computes every record's messageId as the producer derives it (UUID v5). */
 void lg_compute_message_ids(lg_record *rec, size_t first, size_t n, const lg_options *opt);

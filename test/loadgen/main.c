@@ -26,18 +26,22 @@ static void usage(FILE *out)
             "  --warmup-connections N warm-up connections (32; 0 skips the warm-up)\n"
             "  --warmup-messages N    messages per warm-up connection (1000)\n"
             "  --window N             unacked messages per connection (20)\n"
-            "  --rate N               first sends per second over all connections (0: as fast as the windows allow)\n"
+            "  --rate N               first sends per second over all connections (0: as fast as "
+            "the windows allow)\n"
             "  --rooms N              rooms 1..N (20)\n"
             "  --retries N            resends per message before it counts as failed (5)\n"
-            "  --subscribe            also subscribe to the consumer for every room and match broadcasts\n"
+            "  --subscribe            also subscribe to the consumer for every room and match "
+            "broadcasts\n"
             "  --consumer-host H      consumer host (127.0.0.1)\n"
             "  --consumer-port P      consumer WebSocket port (8081)\n"
-            "  --consumer-admin URL   consumer admin base URL for /api/metrics/all (http://127.0.0.1:9091)\n"
+            "  --consumer-admin URL   consumer admin base URL for /api/metrics/all "
+            "(http://127.0.0.1:9091)\n"
             "  --drain-timeout S      seconds to wait for broadcasts after the last ack (30)\n"
             "  --connect-timeout S    seconds to open the connections (10)\n"
             "  --out-dir DIR          where the CSV, series and chart go (build/loadgen)\n"
             "  --json FILE            also write the report as JSON\n"
-            "  --acked-ids FILE       write the messageId of every acked message (both phases), one per line\n"
+            "  --acked-ids FILE       write the messageId of every acked message (both phases), "
+            "one per line\n"
             "  --seed N               generator seed (1)\n"
             "  --quiet                no progress lines on stderr\n");
 }
@@ -46,27 +50,60 @@ static bool parse_long(const char *s, long lo, long hi, long *out)
 {
     char *end = NULL;
     long v = strtol(s, &end, 10);
-    if (!*s || !end || *end || v < lo || v > hi)
-        return false;
+    if (!*s || !end || *end || v < lo || v > hi) return false;
     *out = v;
     return true;
 }
 
 static int parse_flags(int argc, char **argv, lg_options *o)
 {
-    enum { F_HOST = 1, F_PORT, F_MESSAGES, F_CONN, F_WCONN, F_WMSG, F_WINDOW, F_RATE, F_ROOMS, F_RETRIES, F_SUB,
-           F_CHOST, F_CPORT, F_CADMIN, F_DRAIN, F_CTIMEOUT, F_OUT, F_JSON, F_ACKED, F_SEED, F_QUIET, F_HELP };
-    static const struct option longopts[] = {
-        { "host", 1, 0, F_HOST }, { "port", 1, 0, F_PORT }, { "messages", 1, 0, F_MESSAGES },
-        { "connections", 1, 0, F_CONN }, { "warmup-connections", 1, 0, F_WCONN },
-        { "warmup-messages", 1, 0, F_WMSG }, { "window", 1, 0, F_WINDOW }, { "rate", 1, 0, F_RATE },
-        { "rooms", 1, 0, F_ROOMS },
-        { "retries", 1, 0, F_RETRIES }, { "subscribe", 0, 0, F_SUB }, { "consumer-host", 1, 0, F_CHOST },
-        { "consumer-port", 1, 0, F_CPORT }, { "consumer-admin", 1, 0, F_CADMIN },
-        { "drain-timeout", 1, 0, F_DRAIN }, { "connect-timeout", 1, 0, F_CTIMEOUT },
-        { "out-dir", 1, 0, F_OUT }, { "json", 1, 0, F_JSON }, { "acked-ids", 1, 0, F_ACKED }, { "seed", 1, 0, F_SEED },
-        { "quiet", 0, 0, F_QUIET }, { "help", 0, 0, F_HELP }, { 0, 0, 0, 0 }
+    enum {
+        F_HOST = 1,
+        F_PORT,
+        F_MESSAGES,
+        F_CONN,
+        F_WCONN,
+        F_WMSG,
+        F_WINDOW,
+        F_RATE,
+        F_ROOMS,
+        F_RETRIES,
+        F_SUB,
+        F_CHOST,
+        F_CPORT,
+        F_CADMIN,
+        F_DRAIN,
+        F_CTIMEOUT,
+        F_OUT,
+        F_JSON,
+        F_ACKED,
+        F_SEED,
+        F_QUIET,
+        F_HELP
     };
+    static const struct option longopts[] = {{"host", 1, 0, F_HOST},
+                                             {"port", 1, 0, F_PORT},
+                                             {"messages", 1, 0, F_MESSAGES},
+                                             {"connections", 1, 0, F_CONN},
+                                             {"warmup-connections", 1, 0, F_WCONN},
+                                             {"warmup-messages", 1, 0, F_WMSG},
+                                             {"window", 1, 0, F_WINDOW},
+                                             {"rate", 1, 0, F_RATE},
+                                             {"rooms", 1, 0, F_ROOMS},
+                                             {"retries", 1, 0, F_RETRIES},
+                                             {"subscribe", 0, 0, F_SUB},
+                                             {"consumer-host", 1, 0, F_CHOST},
+                                             {"consumer-port", 1, 0, F_CPORT},
+                                             {"consumer-admin", 1, 0, F_CADMIN},
+                                             {"drain-timeout", 1, 0, F_DRAIN},
+                                             {"connect-timeout", 1, 0, F_CTIMEOUT},
+                                             {"out-dir", 1, 0, F_OUT},
+                                             {"json", 1, 0, F_JSON},
+                                             {"acked-ids", 1, 0, F_ACKED},
+                                             {"seed", 1, 0, F_SEED},
+                                             {"quiet", 0, 0, F_QUIET},
+                                             {"help", 0, 0, F_HELP},
+                                             {0, 0, 0, 0}};
     int ch, li = -1;
     long v;
     opterr = 0;
@@ -75,34 +112,66 @@ static int parse_flags(int argc, char **argv, lg_options *o)
         bool ok = true;
         switch (ch) {
         case F_HOST: o->host = a; break;
-        case F_PORT: ok = parse_long(a, 1, 65535, &v); o->port = (int)v; break;
+        case F_PORT:
+            ok = parse_long(a, 1, 65535, &v);
+            o->port = (int)v;
+            break;
         case F_MESSAGES: ok = parse_long(a, 1, 100000000, &o->messages); break;
-        case F_CONN: ok = parse_long(a, 1, 10000, &v); o->connections = (int)v; break;
-        case F_WCONN: ok = parse_long(a, 0, 10000, &v); o->warmup_connections = (int)v; break;
+        case F_CONN:
+            ok = parse_long(a, 1, 10000, &v);
+            o->connections = (int)v;
+            break;
+        case F_WCONN:
+            ok = parse_long(a, 0, 10000, &v);
+            o->warmup_connections = (int)v;
+            break;
         case F_WMSG: ok = parse_long(a, 1, 10000000, &o->warmup_messages); break;
-        case F_WINDOW: ok = parse_long(a, 1, 10000, &v); o->window = (int)v; break;
+        case F_WINDOW:
+            ok = parse_long(a, 1, 10000, &v);
+            o->window = (int)v;
+            break;
         case F_RATE: ok = parse_long(a, 0, 10000000, &o->rate); break;
-        case F_ROOMS: ok = parse_long(a, 1, LG_MAX_ROOMS, &v); o->rooms = (int)v; break;
-        case F_RETRIES: ok = parse_long(a, 0, 20, &v); o->max_retries = (int)v; break;
+        case F_ROOMS:
+            ok = parse_long(a, 1, LG_MAX_ROOMS, &v);
+            o->rooms = (int)v;
+            break;
+        case F_RETRIES:
+            ok = parse_long(a, 0, 20, &v);
+            o->max_retries = (int)v;
+            break;
         case F_SUB: o->subscribe = true; break;
         case F_CHOST: o->consumer_host = a; break;
-        case F_CPORT: ok = parse_long(a, 1, 65535, &v); o->consumer_port = (int)v; break;
+        case F_CPORT:
+            ok = parse_long(a, 1, 65535, &v);
+            o->consumer_port = (int)v;
+            break;
         case F_CADMIN: o->consumer_admin = a; break;
-        case F_DRAIN: ok = parse_long(a, 0, 3600, &v); o->drain_timeout_s = (int)v; break;
-        case F_CTIMEOUT: ok = parse_long(a, 1, 600, &v); o->connect_timeout_s = (int)v; break;
+        case F_DRAIN:
+            ok = parse_long(a, 0, 3600, &v);
+            o->drain_timeout_s = (int)v;
+            break;
+        case F_CTIMEOUT:
+            ok = parse_long(a, 1, 600, &v);
+            o->connect_timeout_s = (int)v;
+            break;
         case F_OUT: o->out_dir = a; break;
         case F_JSON: o->json_path = a; break;
         case F_ACKED: o->acked_ids_path = a; break;
-        case F_SEED: ok = parse_long(a, 0, 1L << 30, &v); o->seed = (unsigned)v; break;
+        case F_SEED:
+            ok = parse_long(a, 0, 1L << 30, &v);
+            o->seed = (unsigned)v;
+            break;
         case F_QUIET: o->quiet = true; break;
         case F_HELP: usage(stdout); return 1;
         default:
-            fprintf(stderr, "chatflow-loadgen: unknown or incomplete option '%s'\n", argv[optind - 1]);
+            fprintf(stderr, "chatflow-loadgen: unknown or incomplete option '%s'\n",
+                    argv[optind - 1]);
             usage(stderr);
             return 2;
         }
         if (!ok) {
-            fprintf(stderr, "chatflow-loadgen: bad value '%s' for --%s\n", a, li >= 0 ? longopts[li].name : "?");
+            fprintf(stderr, "chatflow-loadgen: bad value '%s' for --%s\n", a,
+                    li >= 0 ? longopts[li].name : "?");
             usage(stderr);
             return 2;
         }
@@ -113,7 +182,8 @@ static int parse_flags(int argc, char **argv, lg_options *o)
         return 2;
     }
     if (o->connections < o->rooms || (o->warmup_connections && o->warmup_connections < o->rooms)) {
-        fprintf(stderr, "chatflow-loadgen: need at least one connection per room (%d rooms)\n", o->rooms);
+        fprintf(stderr, "chatflow-loadgen: need at least one connection per room (%d rooms)\n",
+                o->rooms);
         return 2;
     }
     return 0;
@@ -129,8 +199,7 @@ static size_t collect(char *p, size_t size, size_t n, void *user)
     buffer *b = user;
     size_t add = size * n;
     char *grown = realloc(b->data, b->len + add + 1);
-    if (!grown)
-        return 0;
+    if (!grown) return 0;
     memcpy(grown + b->len, p, add);
     b->data = grown;
     b->len += add;
@@ -142,13 +211,12 @@ static size_t collect(char *p, size_t size, size_t n, void *user)
 static char *fetch_consumer_metrics(const lg_options *o, int64_t start_ms, int64_t end_ms)
 {
     char url[1024];
-    snprintf(url, sizeof url, "%s/api/metrics/all?testStartTime=%lld&testEndTime=%lld", o->consumer_admin,
-             (long long)start_ms, (long long)end_ms);
+    snprintf(url, sizeof url, "%s/api/metrics/all?testStartTime=%lld&testEndTime=%lld",
+             o->consumer_admin, (long long)start_ms, (long long)end_ms);
     CURL *c = curl_easy_init();
-    buffer b = { 0 };
+    buffer b = {0};
     long status = 0;
-    if (!c)
-        return NULL;
+    if (!c) return NULL;
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
@@ -173,30 +241,42 @@ static bool write_acked_ids(const char *path, const lg_record *rec, size_t n)
         return false;
     }
     for (size_t i = 0; i < n; i++)
-        if (rec[i].state == REC_ACKED)
-            fprintf(f, "%s\n", rec[i].message_id);
+        if (rec[i].state == REC_ACKED) fprintf(f, "%s\n", rec[i].message_id);
     return fclose(f) == 0;
 }
 
 int main(int argc, char **argv)
 {
     lg_options o = {
-        .host = "127.0.0.1", .port = 8080, .consumer_host = "127.0.0.1", .consumer_port = 8081,
-        .consumer_admin = "http://127.0.0.1:9091", .messages = 500000, .connections = 64,
-        .warmup_connections = 32, .warmup_messages = 1000, .window = 20, .rooms = 20, .max_retries = 5,
-        .drain_timeout_s = 30, .connect_timeout_s = 10, .out_dir = "build/loadgen", .seed = 1,
+        .host = "127.0.0.1",
+        .port = 8080,
+        .consumer_host = "127.0.0.1",
+        .consumer_port = 8081,
+        .consumer_admin = "http://127.0.0.1:9091",
+        .messages = 500000,
+        .connections = 64,
+        .warmup_connections = 32,
+        .warmup_messages = 1000,
+        .window = 20,
+        .rooms = 20,
+        .max_retries = 5,
+        .drain_timeout_s = 30,
+        .connect_timeout_s = 10,
+        .out_dir = "build/loadgen",
+        .seed = 1,
     };
     int rc = parse_flags(argc, argv, &o);
-    if (rc)
-        return rc == 1 ? 0 : 2;
+    if (rc) return rc == 1 ? 0 : 2;
 
     char run_id[32];
-    snprintf(run_id, sizeof run_id, "lg%lx", (unsigned long)(time_wall_ms() / 1000) ^ ((unsigned long)getpid() << 8));
+    snprintf(run_id, sizeof run_id, "lg%lx",
+             (unsigned long)(time_wall_ms() / 1000) ^ ((unsigned long)getpid() << 8));
     o.run_id = run_id;
     mkdir(o.out_dir, 0755);
     curl_global_init(CURL_GLOBAL_DEFAULT);
 
-    size_t n_warm = o.warmup_connections ? (size_t)o.warmup_connections * (size_t)o.warmup_messages : 0;
+    size_t n_warm =
+        o.warmup_connections ? (size_t)o.warmup_connections * (size_t)o.warmup_messages : 0;
     size_t total = n_warm + (size_t)o.messages;
     lg_record *rec = calloc(total, sizeof *rec);
     if (!rec) {
@@ -207,14 +287,15 @@ int main(int argc, char **argv)
     lg_compute_message_ids(rec, 0, total, &o);
 
     bool ok = true;
-    lg_phase warm = { .opt = NULL }, main_phase = { .opt = NULL };
+    lg_phase warm = {.opt = NULL}, main_phase = {.opt = NULL};
     if (n_warm) {
         lg_options wo = o;
         wo.connections = o.warmup_connections;
         wo.subscribe = false;
-        warm = (lg_phase){ .opt = &wo, .rec = rec, .n = n_warm, .first = 0 };
+        warm = (lg_phase){.opt = &wo, .rec = rec, .n = n_warm, .first = 0};
         if (!o.quiet)
-            fprintf(stderr, "loadgen: warm-up, %zu messages on %d connections\n", n_warm, wo.connections);
+            fprintf(stderr, "loadgen: warm-up, %zu messages on %d connections\n", n_warm,
+                    wo.connections);
         if (!lg_drive(&warm)) {
             fprintf(stderr, "chatflow-loadgen: warm-up failed: %s\n", warm.fatal);
             free(rec);
@@ -222,23 +303,24 @@ int main(int argc, char **argv)
         }
         warm.opt = &o;
     }
-    main_phase = (lg_phase){ .opt = &o, .rec = rec, .n = (size_t)o.messages, .first = n_warm };
+    main_phase = (lg_phase){.opt = &o, .rec = rec, .n = (size_t)o.messages, .first = n_warm};
     if (!o.quiet)
-        fprintf(stderr, "loadgen: main phase, %ld messages on %d connections%s\n", o.messages, o.connections,
-                o.subscribe ? ", with subscribers" : "");
+        fprintf(stderr, "loadgen: main phase, %ld messages on %d connections%s\n", o.messages,
+                o.connections, o.subscribe ? ", with subscribers" : "");
     if (!lg_drive(&main_phase)) {
         fprintf(stderr, "chatflow-loadgen: run failed: %s\n", main_phase.fatal);
         free(rec);
         return 1;
     }
 
-    char *metrics = o.subscribe ? fetch_consumer_metrics(&o, main_phase.start_wall_ms, main_phase.end_wall_ms + 1000)
+    char *metrics = o.subscribe ? fetch_consumer_metrics(&o, main_phase.start_wall_ms,
+                                                         main_phase.end_wall_ms + 1000)
                                 : NULL;
     ok = lg_report(&main_phase, n_warm ? &warm : NULL, metrics);
-    if (o.acked_ids_path)
-        ok = write_acked_ids(o.acked_ids_path, rec, total) && ok;
+    if (o.acked_ids_path) ok = write_acked_ids(o.acked_ids_path, rec, total) && ok;
     free(metrics);
-    bool clean = main_phase.failed == 0 && main_phase.acked == o.messages && main_phase.errors_seen == 0;
+    bool clean =
+        main_phase.failed == 0 && main_phase.acked == o.messages && main_phase.errors_seen == 0;
     if (o.subscribe)
         clean = clean && main_phase.broadcasts_lost == 0 && main_phase.broadcasts_duplicated == 0 &&
                 main_phase.broadcasts_out_of_order == 0;

@@ -20,22 +20,19 @@ static int cmp_double(const void *a, const void *b)
 
 static double pct(const double *sorted, size_t n, double p)
 {
-    if (!n)
-        return 0;
+    if (!n) return 0;
     size_t i = (size_t)ceil(p / 100.0 * (double)n);
     return sorted[i ? i - 1 : 0];
 }
 
 static lg_latency latency_of_values(double *v, size_t n)
 {
-    lg_latency l = { 0 };
+    lg_latency l = {0};
     l.count = n;
-    if (!n)
-        return l;
+    if (!n) return l;
     qsort(v, n, sizeof *v, cmp_double);
     double sum = 0;
-    for (size_t i = 0; i < n; i++)
-        sum += v[i];
+    for (size_t i = 0; i < n; i++) sum += v[i];
     l.mean = sum / (double)n;
     l.p50 = pct(v, n, 50);
     l.p95 = pct(v, n, 95);
@@ -50,15 +47,12 @@ lg_latency lg_latency_of(const lg_record *rec, size_t n, bool end_to_end)
 {
     double *v = malloc((n ? n : 1) * sizeof *v);
     size_t k = 0;
-    if (!v)
-        return (lg_latency){ 0 };
+    if (!v) return (lg_latency){0};
     for (size_t i = 0; i < n; i++) {
         const lg_record *r = &rec[i];
-        if (r->state != REC_ACKED)
-            continue;
+        if (r->state != REC_ACKED) continue;
         int64_t end = end_to_end ? r->broadcast_us : r->ack_us;
-        if (end_to_end && !r->broadcasts)
-            continue;
+        if (end_to_end && !r->broadcasts) continue;
         v[k++] = (double)(end - r->first_send_us) / 1000.0;
     }
     lg_latency l = latency_of_values(v, k);
@@ -68,28 +62,30 @@ lg_latency lg_latency_of(const lg_record *rec, size_t n, bool end_to_end)
 
 static json_t *latency_json(lg_latency l)
 {
-    return json_pack("{s:I,s:f,s:f,s:f,s:f,s:f,s:f}", "count", (json_int_t)l.count, "meanMs", l.mean,
-                     "p50Ms", l.p50, "p95Ms", l.p95, "p99Ms", l.p99, "p999Ms", l.p999, "maxMs", l.max);
+    return json_pack("{s:I,s:f,s:f,s:f,s:f,s:f,s:f}", "count", (json_int_t)l.count, "meanMs",
+                     l.mean, "p50Ms", l.p50, "p95Ms", l.p95, "p99Ms", l.p99, "p999Ms", l.p999,
+                     "maxMs", l.max);
 }
 
 static void print_latency(const char *what, lg_latency l)
 {
-    printf("  %-22s n=%zu mean=%.2f p50=%.2f p95=%.2f p99=%.2f p99.9=%.2f max=%.2f (ms)\n", what, l.count,
-           l.mean, l.p50, l.p95, l.p99, l.p999, l.max);
+    printf("  %-22s n=%zu mean=%.2f p50=%.2f p95=%.2f p99=%.2f p99.9=%.2f max=%.2f (ms)\n", what,
+           l.count, l.mean, l.p50, l.p95, l.p99, l.p999, l.max);
 }
 
 static bool write_csv(const lg_phase *ph, const char *path)
 {
     FILE *f = fopen(path, "w");
-    if (!f)
-        return false;
+    if (!f) return false;
     fprintf(f, "timestamp,messageType,latencyMs,status,roomId\n");
     for (size_t i = ph->first; i < ph->first + ph->n; i++) {
         const lg_record *r = &ph->rec[i];
         double lat = r->state == REC_ACKED ? (double)(r->ack_us - r->first_send_us) / 1000.0 : -1;
-        const char *status = r->state == REC_ACKED ? "SUCCESS" : r->error[0] ? r->error : "NOT_SENT";
-        fprintf(f, "%lld,%s,%.3f,%s,%u\n", (long long)r->wall_send_ms, LG_TYPE_NAMES[r->type], lat, status,
-                r->room);
+        const char *status = r->state == REC_ACKED ? "SUCCESS"
+                             : r->error[0]         ? r->error
+                                                   : "NOT_SENT";
+        fprintf(f, "%lld,%s,%.3f,%s,%u\n", (long long)r->wall_send_ms, LG_TYPE_NAMES[r->type], lat,
+                status, r->room);
     }
     return fclose(f) == 0;
 }
@@ -103,41 +99,36 @@ static json_t *write_series(const lg_phase *ph, const char *path)
     size_t *count = calloc(buckets, sizeof *count), *cap = calloc(buckets, sizeof *cap);
     json_t *series = json_array();
     FILE *f = path ? fopen(path, "w") : NULL;
-    if (!lat || !count || !cap || !series)
-        goto out;
+    if (!lat || !count || !cap || !series) goto out;
     for (size_t i = ph->first; i < ph->first + ph->n; i++) {
         const lg_record *r = &ph->rec[i];
-        if (r->state != REC_ACKED)
-            continue;
+        if (r->state != REC_ACKED) continue;
         size_t b = (size_t)((r->ack_us - ph->start_us) / 1000 / BUCKET_MS);
-        if (b >= buckets)
-            b = buckets - 1;
+        if (b >= buckets) b = buckets - 1;
         if (count[b] == cap[b]) {
             cap[b] = cap[b] ? cap[b] * 2 : 256;
             double *grown = realloc(lat[b], cap[b] * sizeof *grown);
-            if (!grown)
-                goto out;
+            if (!grown) goto out;
             lat[b] = grown;
         }
         lat[b][count[b]++] = (double)(r->ack_us - r->first_send_us) / 1000.0;
     }
-    if (f)
-        fprintf(f, "# second\tacked\tmsg_per_s\tp50_ms\tp99_ms\n");
+    if (f) fprintf(f, "# second\tacked\tmsg_per_s\tp50_ms\tp99_ms\n");
     for (size_t b = 0; b < buckets; b++) {
         lg_latency l = latency_of_values(lat[b], count[b]);
-        double secs = b + 1 < buckets ? BUCKET_MS / 1000.0 : (double)(span_ms - (int64_t)b * BUCKET_MS) / 1000.0;
+        double secs = b + 1 < buckets ? BUCKET_MS / 1000.0
+                                      : (double)(span_ms - (int64_t)b * BUCKET_MS) / 1000.0;
         double rate = secs > 0 ? (double)count[b] / secs : 0;
         if (f)
-            fprintf(f, "%zu\t%zu\t%.1f\t%.2f\t%.2f\n", b * (BUCKET_MS / 1000), count[b], rate, l.p50, l.p99);
-        json_array_append_new(series, json_pack("{s:I,s:I,s:f,s:f,s:f}", "second", (json_int_t)(b * 10),
-                                                "acked", (json_int_t)count[b], "msgPerSec", rate, "p50Ms",
-                                                l.p50, "p99Ms", l.p99));
+            fprintf(f, "%zu\t%zu\t%.1f\t%.2f\t%.2f\n", b * (BUCKET_MS / 1000), count[b], rate,
+                    l.p50, l.p99);
+        json_array_append_new(series, json_pack("{s:I,s:I,s:f,s:f,s:f}", "second",
+                                                (json_int_t)(b * 10), "acked", (json_int_t)count[b],
+                                                "msgPerSec", rate, "p50Ms", l.p50, "p99Ms", l.p99));
     }
 out:
-    if (f)
-        fclose(f);
-    for (size_t b = 0; lat && b < buckets; b++)
-        free(lat[b]);
+    if (f) fclose(f);
+    for (size_t b = 0; lat && b < buckets; b++) free(lat[b]);
     free(lat);
     free(count);
     free(cap);
@@ -177,12 +168,12 @@ bool lg_report(const lg_phase *ph, const lg_phase *warmup, char *metrics_json)
     lg_latency ack = lg_latency_of(ph->rec + ph->first, ph->n, false);
     lg_latency e2e = lg_latency_of(ph->rec + ph->first, ph->n, true);
     /* End to end: from the first send to the last acked message's first broadcast. */
-    double e2e_wall_s = ph->acked_broadcast ? (double)(ph->last_broadcast_us - ph->start_us) / 1e6 : 0;
+    double e2e_wall_s =
+        ph->acked_broadcast ? (double)(ph->last_broadcast_us - ph->start_us) / 1e6 : 0;
     double e2e_rate = e2e_wall_s > 0 ? (double)ph->acked_broadcast / e2e_wall_s : 0;
-    long per_room[LG_MAX_ROOMS + 1] = { 0 }, per_type[3] = { 0 };
+    long per_room[LG_MAX_ROOMS + 1] = {0}, per_type[3] = {0};
     for (size_t i = ph->first; i < ph->first + ph->n; i++) {
-        if (ph->rec[i].state != REC_ACKED)
-            continue;
+        if (ph->rec[i].state != REC_ACKED) continue;
         per_room[ph->rec[i].room]++;
         per_type[ph->rec[i].type]++;
     }
@@ -197,13 +188,12 @@ bool lg_report(const lg_phase *ph, const lg_phase *warmup, char *metrics_json)
 
     printf("\nChatFlow load test report (run %s)\n", opt->run_id);
     if (warmup)
-        printf("  warm-up: %zu messages on %d connections, %ld acked, %ld failed, %.1f s\n", warmup->n,
-               opt->warmup_connections, warmup->acked, warmup->failed,
+        printf("  warm-up: %zu messages on %d connections, %ld acked, %ld failed, %.1f s\n",
+               warmup->n, opt->warmup_connections, warmup->acked, warmup->failed,
                (double)(warmup->end_us - warmup->start_us) / 1e6);
-    printf("  main phase: %zu messages on %d connections over %d rooms, window %d", ph->n, opt->connections,
-           opt->rooms, opt->window);
-    if (opt->rate > 0)
-        printf(", paced at %ld msg/s", opt->rate);
+    printf("  main phase: %zu messages on %d connections over %d rooms, window %d", ph->n,
+           opt->connections, opt->rooms, opt->window);
+    if (opt->rate > 0) printf(", paced at %ld msg/s", opt->rate);
     printf("\n");
     printf("  sent:            %zu\n", ph->n);
     printf("  acked:           %ld\n", ph->acked);
@@ -216,14 +206,16 @@ bool lg_report(const lg_phase *ph, const lg_phase *warmup, char *metrics_json)
     print_latency("ack latency", ack);
     if (opt->subscribe) {
         print_latency("end-to-end latency", e2e);
-        printf("  end to end:      %ld acked messages broadcast in %.2f s = %.0f msg/s (first send to last broadcast)\n",
+        printf("  end to end:      %ld acked messages broadcast in %.2f s = %.0f msg/s (first send "
+               "to last broadcast)\n",
                ph->acked_broadcast, e2e_wall_s, e2e_rate);
-        printf("  broadcasts: expected %ld, received %ld, lost %ld, duplicated %ld, out of order %ld, unknown %ld\n",
+        printf("  broadcasts: expected %ld, received %ld, lost %ld, duplicated %ld, out of order "
+               "%ld, unknown %ld\n",
                ph->acked, ph->broadcasts_received, ph->broadcasts_lost, ph->broadcasts_duplicated,
                ph->broadcasts_out_of_order, ph->broadcasts_unknown);
     }
-    printf("  message types:   TEXT %ld (%.1f%%), JOIN %ld (%.1f%%), LEAVE %ld (%.1f%%)\n", per_type[0],
-           ph->acked ? 100.0 * per_type[0] / ph->acked : 0, per_type[1],
+    printf("  message types:   TEXT %ld (%.1f%%), JOIN %ld (%.1f%%), LEAVE %ld (%.1f%%)\n",
+           per_type[0], ph->acked ? 100.0 * per_type[0] / ph->acked : 0, per_type[1],
            ph->acked ? 100.0 * per_type[1] / ph->acked : 0, per_type[2],
            ph->acked ? 100.0 * per_type[2] / ph->acked : 0);
     printf("  throughput per room (msg/s):");
@@ -247,22 +239,24 @@ bool lg_report(const lg_phase *ph, const lg_phase *warmup, char *metrics_json)
         json_t *doc = json_pack(
             "{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:i,s:f,s:f,s:o,s:o,s:{s:I,s:I,s:I},s:o,"
             "s:{s:I,s:I,s:I,s:I,s:I,s:I},s:s,s:s,s:s*,s:o}",
-            "runId", opt->run_id, "sent", (json_int_t)ph->n, "acked", (json_int_t)ph->acked, "failed",
-            (json_int_t)ph->failed, "retries", (json_int_t)ph->retries, "reconnections",
-            (json_int_t)ph->reconnections, "protocolErrors", (json_int_t)ph->errors_seen, "connections",
-            opt->connections, "wallTimeSeconds", wall_s, "throughputPerSecond",
+            "runId", opt->run_id, "sent", (json_int_t)ph->n, "acked", (json_int_t)ph->acked,
+            "failed", (json_int_t)ph->failed, "retries", (json_int_t)ph->retries, "reconnections",
+            (json_int_t)ph->reconnections, "protocolErrors", (json_int_t)ph->errors_seen,
+            "connections", opt->connections, "wallTimeSeconds", wall_s, "throughputPerSecond",
             wall_s > 0 ? ph->acked / wall_s : 0, "ackLatency", latency_json(ack), "endToEndLatency",
-            latency_json(e2e), "messageTypes", "TEXT", (json_int_t)per_type[0], "JOIN", (json_int_t)per_type[1],
-            "LEAVE", (json_int_t)per_type[2], "throughputPerRoom", rooms, "broadcasts", "expected",
-            (json_int_t)(opt->subscribe ? ph->acked : 0), "received", (json_int_t)ph->broadcasts_received, "lost",
-            (json_int_t)ph->broadcasts_lost, "duplicated", (json_int_t)ph->broadcasts_duplicated, "outOfOrder",
-            (json_int_t)ph->broadcasts_out_of_order, "unknown", (json_int_t)ph->broadcasts_unknown, "csv", csv,
-            "series", tsv, "chart", chart ? png : NULL, "throughputSeries", series);
+            latency_json(e2e), "messageTypes", "TEXT", (json_int_t)per_type[0], "JOIN",
+            (json_int_t)per_type[1], "LEAVE", (json_int_t)per_type[2], "throughputPerRoom", rooms,
+            "broadcasts", "expected", (json_int_t)(opt->subscribe ? ph->acked : 0), "received",
+            (json_int_t)ph->broadcasts_received, "lost", (json_int_t)ph->broadcasts_lost,
+            "duplicated", (json_int_t)ph->broadcasts_duplicated, "outOfOrder",
+            (json_int_t)ph->broadcasts_out_of_order, "unknown", (json_int_t)ph->broadcasts_unknown,
+            "csv", csv, "series", tsv, "chart", chart ? png : NULL, "throughputSeries", series);
         series = NULL;
         if (doc && opt->subscribe)
             json_object_set_new(doc, "endToEnd",
-                                json_pack("{s:I,s:f,s:f}", "broadcastMessages", (json_int_t)ph->acked_broadcast,
-                                          "wallTimeSeconds", e2e_wall_s, "throughputPerSecond", e2e_rate));
+                                json_pack("{s:I,s:f,s:f}", "broadcastMessages",
+                                          (json_int_t)ph->acked_broadcast, "wallTimeSeconds",
+                                          e2e_wall_s, "throughputPerSecond", e2e_rate));
         if (doc) {
             json_object_set_new(doc, "window", json_integer(opt->window));
             json_object_set_new(doc, "rate", json_integer(opt->rate));
@@ -272,8 +266,7 @@ bool lg_report(const lg_phase *ph, const lg_phase *warmup, char *metrics_json)
         else
             json_decref(consumer);
         ok = doc && json_dump_file(doc, opt->json_path, JSON_INDENT(2)) == 0;
-        if (!ok)
-            fprintf(stderr, "loadgen: could not write %s\n", opt->json_path);
+        if (!ok) fprintf(stderr, "loadgen: could not write %s\n", opt->json_path);
         json_decref(doc);
     }
     json_decref(series);

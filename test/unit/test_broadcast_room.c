@@ -3,6 +3,7 @@
  * path, the per-room replay cache (with events lost before it: incomplete below them, whole
  * above), the replay merge (history pages + held live frames) and the frame token bucket.
  */
+/* test-passes: asan tsan */
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -42,8 +43,10 @@ static void test_seqnum(void)
 {
     CHECK(seqnum_valid("0"), "seqnum: '0' is valid");
     CHECK(seqnum_valid("18851234567890123456"), "seqnum: a 20-digit SQS number is valid");
-    CHECK(seqnum_valid("340282366920938463463374607431768211455"), "seqnum: 2^128-1 (39 digits) is valid");
-    CHECK(!seqnum_valid("3402823669209384634633746074317682114550"), "seqnum: 40 digits are refused");
+    CHECK(seqnum_valid("340282366920938463463374607431768211455"),
+          "seqnum: 2^128-1 (39 digits) is valid");
+    CHECK(!seqnum_valid("3402823669209384634633746074317682114550"),
+          "seqnum: 40 digits are refused");
     CHECK(!seqnum_valid(""), "seqnum: empty is refused");
     CHECK(!seqnum_valid(NULL), "seqnum: NULL is refused");
     CHECK(!seqnum_valid("12a"), "seqnum: a letter is refused");
@@ -60,12 +63,13 @@ static void test_seqnum(void)
     CHECK(seqnum_cmp("99999999999999999999", "100000000000000000000") < 0,
           "seqnum: beyond 64 bits, a longer number is larger");
     CHECK(seqnum_cmp("340282366920938463463374607431768211455",
-                     "340282366920938463463374607431768211454") > 0, "seqnum: near 2^128");
+                     "340282366920938463463374607431768211454") > 0,
+          "seqnum: near 2^128");
 }
 
 static int parse(const char *path, const char *arg, bc_target *t, char *reason)
 {
-    const char *args[1] = { arg };
+    const char *args[1] = {arg};
     return bc_target_parse(path, args, arg ? 1 : 0, 1, 20, t, reason, 200);
 }
 
@@ -76,7 +80,8 @@ static void test_path(void)
     CHECK_INT(parse("/chat/1", NULL, &t, reason), 0, "path: /chat/1 accepted");
     CHECK_INT(t.room, 1, "path: room 1");
     CHECK_STR(t.since, "", "path: no since");
-    CHECK_INT(parse("/chat/20", "since=12345678901234567890", &t, reason), 0, "path: room 20 with since");
+    CHECK_INT(parse("/chat/20", "since=12345678901234567890", &t, reason), 0,
+              "path: room 20 with since");
     CHECK_INT(t.room, 20, "path: room 20");
     CHECK_STR(t.since, "12345678901234567890", "path: since kept as given");
 
@@ -86,14 +91,16 @@ static void test_path(void)
     CHECK_INT(parse("/chat/0", NULL, &t, reason), 404, "path: room 0 refused");
     CHECK(strstr(reason, "rooms 1-20") != NULL, "path: room 0 reason names the range: %s", reason);
     CHECK_INT(parse("/chat/42", NULL, &t, reason), 404, "path: room 42 refused");
-    CHECK_STR(reason, "room 42 is not served here; this consumer serves rooms 1-20", "path: room 42 reason");
+    CHECK_STR(reason, "room 42 is not served here; this consumer serves rooms 1-20",
+              "path: room 42 reason");
     CHECK_INT(parse("/chat/007", NULL, &t, reason), 404, "path: leading zeros refused");
     CHECK_INT(parse("/chat/-1", NULL, &t, reason), 404, "path: a sign is refused");
     CHECK_INT(parse("/chat/abc", NULL, &t, reason), 404, "path: a name is refused");
     CHECK(strstr(reason, "not a room id") != NULL, "path: says it is not a room id: %s", reason);
     CHECK_INT(parse("/chat/", NULL, &t, reason), 404, "path: missing room refused");
     CHECK_INT(parse("/chat/1/x", NULL, &t, reason), 404, "path: extra segment refused");
-    CHECK_INT(parse("/chat/99999999999999999999", NULL, &t, reason), 404, "path: huge room refused");
+    CHECK_INT(parse("/chat/99999999999999999999", NULL, &t, reason), 404,
+              "path: huge room refused");
     CHECK_INT(parse("/rooms/1", NULL, &t, reason), 404, "path: another prefix refused");
     CHECK(strstr(reason, "/chat/{roomId}") != NULL, "path: says what to use: %s", reason);
 
@@ -105,21 +112,24 @@ static void test_path(void)
               "path: 40-digit since refused");
     CHECK_INT(parse("/chat/3", "sinse=5", &t, reason), 400, "path: unknown argument refused");
     CHECK(strstr(reason, "sinse") != NULL, "path: reason names the unknown argument: %s", reason);
-    const char *two[2] = { "since=1", "since=2" };
+    const char *two[2] = {"since=1", "since=2"};
     CHECK_INT(bc_target_parse("/chat/3", two, 2, 1, 20, &t, reason, sizeof reason), 400,
               "path: since twice refused");
     CHECK_INT(parse("/chat/3", "since=0", &t, reason), 0, "path: since=0 accepted");
     CHECK_INT(parse("/chat/<b>x</b>", NULL, &t, reason), 404, "path: markup in the room refused");
     CHECK_STR(reason, "room '?b?x?/b?' is not a room id; this consumer serves rooms 1-20",
               "path: what the client sent is echoed without markup");
-    CHECK_INT(parse("/chat/1", "x=\"><script>", &t, reason), 400, "path: markup in an argument refused");
-    CHECK(strchr(reason, '<') == NULL && strchr(reason, '"') == NULL, "path: argument echoed without markup: %s", reason);
+    CHECK_INT(parse("/chat/1", "x=\"><script>", &t, reason), 400,
+              "path: markup in an argument refused");
+    CHECK(strchr(reason, '<') == NULL && strchr(reason, '"') == NULL,
+          "path: argument echoed without markup: %s", reason);
 }
 
 static void test_frames_and_queue(void)
 {
     bc_frame *f = frame("5");
-    CHECK(f != NULL && f->len == strlen("{\"sequenceNumber\":\"5\"}"), "frame: built with its length");
+    CHECK(f != NULL && f->len == strlen("{\"sequenceNumber\":\"5\"}"),
+          "frame: built with its length");
     CHECK(memcmp(bc_frame_payload(f), "{\"seq", 5) == 0, "frame: payload after LWS_PRE headroom");
     CHECK(bc_frame_new("x", 1, "5a") == NULL, "frame: an invalid sequence number is refused");
     bc_frame *nos = bc_frame_new("x", 1, NULL);
@@ -131,12 +141,12 @@ static void test_frames_and_queue(void)
     bc_fqueue q;
     bc_fqueue_init(&q);
     char s[8];
-    for (int i = 1; i <= 40; i++) {   /* crosses the first growth (16) twice */
+    for (int i = 1; i <= 40; i++) { /* crosses the first growth (16) twice */
         snprintf(s, sizeof s, "%d", i);
         bc_frame *g = frame(s);
         bc_fqueue_push(&q, g);
         bc_frame_unref(g);
-        if (i % 3 == 0) bc_frame_unref(bc_fqueue_pop(&q));   /* wrap the ring */
+        if (i % 3 == 0) bc_frame_unref(bc_fqueue_pop(&q)); /* wrap the ring */
     }
     CHECK_INT(bc_fqueue_len(&q), 40 - 13, "queue: length after pushes and pops");
     CHECK_STR(bc_fqueue_peek(&q)->seq, "14", "queue: FIFO order kept across growth and wrap");
@@ -155,16 +165,18 @@ static void test_cache(void)
     bc_room_cache c;
     bc_room_cache_init(&c, 3);
     CHECK(bc_room_cache_oldest(&c) == NULL, "cache: empty has no oldest");
-    CHECK(!bc_room_cache_serves(&c, "5"), "cache: empty, nothing evicted: cannot serve (store may have it)");
+    CHECK(!bc_room_cache_serves(&c, "5"),
+          "cache: empty, nothing evicted: cannot serve (store may have it)");
     push_seq(&c, "10");
     push_seq(&c, "20");
-    CHECK(!bc_room_cache_serves(&c, "9"), "cache: since 9 < oldest 10, nothing evicted: history needed");
+    CHECK(!bc_room_cache_serves(&c, "9"),
+          "cache: since 9 < oldest 10, nothing evicted: history needed");
     CHECK(bc_room_cache_serves(&c, "10"), "cache: since == oldest served");
     CHECK(bc_room_cache_serves(&c, "15"), "cache: since between cached served");
     CHECK(bc_room_cache_serves(&c, "99"), "cache: since beyond newest served (nothing to send)");
     CHECK(!bc_room_cache_serves(&c, ""), "cache: no since is not a replay");
     push_seq(&c, "30");
-    push_seq(&c, "40");   /* evicts 10 */
+    push_seq(&c, "40"); /* evicts 10 */
     CHECK_STR(c.evicted_upto, "10", "cache: evicted_upto is the newest evicted");
     CHECK_STR(bc_room_cache_oldest(&c), "20", "cache: oldest after eviction");
     CHECK(!bc_room_cache_serves(&c, "9"), "cache: since 9 < evicted 10: history needed");
@@ -200,14 +212,18 @@ static void test_cache_lost_event(void)
     bc_room_cache_init(&c, 4);
     push_seq(&c, "10");
     push_seq(&c, "20");
-    CHECK(bc_room_cache_serves(&c, "10"), "lost: before the loss, since=10 is served (fresh cache)");
-    bc_room_cache_mark_lost(&c, "30");   /* 30 dropped; 40 arrives */
+    CHECK(bc_room_cache_serves(&c, "10"),
+          "lost: before the loss, since=10 is served (fresh cache)");
+    bc_room_cache_mark_lost(&c, "30"); /* 30 dropped; 40 arrives */
     push_seq(&c, "40");
     CHECK_STR(c.evicted_upto, "30", "lost: the lost event counts as evicted");
-    CHECK(!bc_room_cache_serves(&c, "10"), "lost: since=10 (below the loss, above the oldest) is not served");
-    CHECK(!bc_room_cache_serves(&c, "20"), "lost: since=20 (just below the loss) is not served: 30 is missing");
+    CHECK(!bc_room_cache_serves(&c, "10"),
+          "lost: since=10 (below the loss, above the oldest) is not served");
+    CHECK(!bc_room_cache_serves(&c, "20"),
+          "lost: since=20 (just below the loss) is not served: 30 is missing");
     CHECK(!bc_room_cache_serves(&c, "29"), "lost: since=29 is not served");
-    CHECK(bc_room_cache_serves(&c, "30"), "lost: since=30 (the lost one itself) is served: 40 is all there is after it");
+    CHECK(bc_room_cache_serves(&c, "30"),
+          "lost: since=30 (the lost one itself) is served: 40 is all there is after it");
     CHECK(bc_room_cache_serves(&c, "35"), "lost: since above the loss is served");
     bc_fqueue q;
     bc_fqueue_init(&q);
@@ -222,7 +238,7 @@ static void test_cache_lost_event(void)
     CHECK_STR(seqs(&r.held), "20,40", "lost: held starts with the cache after since");
     bc_fqueue out;
     bc_fqueue_init(&out);
-    const char *p1[] = { "20" };
+    const char *p1[] = {"20"};
     for (size_t i = 0; i < 1; i++) {
         bc_frame *f = frame(p1[i]);
         if (bc_replay_accept(&r, f)) bc_fqueue_push(&out, f);
@@ -241,14 +257,15 @@ static void test_cache_lost_event(void)
 
     /* Evicting older frames never lowers the mark; once real evictions pass it, they lead. */
     push_seq(&c, "50");
-    push_seq(&c, "60");   /* evicts 10: evicted_upto stays 30 */
+    push_seq(&c, "60"); /* evicts 10: evicted_upto stays 30 */
     CHECK_STR(c.evicted_upto, "30", "lost: evicting 10 does not lower the mark below the lost 30");
-    push_seq(&c, "70");   /* evicts 20 */
-    push_seq(&c, "80");   /* evicts 40 */
-    CHECK_STR(c.evicted_upto, "40", "lost: evictions beyond the loss move the mark on (whole again)");
+    push_seq(&c, "70"); /* evicts 20 */
+    push_seq(&c, "80"); /* evicts 40 */
+    CHECK_STR(c.evicted_upto, "40",
+              "lost: evictions beyond the loss move the mark on (whole again)");
     CHECK(bc_room_cache_serves(&c, "40") && !bc_room_cache_serves(&c, "39"),
           "lost: afterwards the cache serves exactly from what it evicted, as before the loss");
-    bc_room_cache_mark_lost(&c, "35");   /* an older loss changes nothing */
+    bc_room_cache_mark_lost(&c, "35"); /* an older loss changes nothing */
     CHECK_STR(c.evicted_upto, "40", "lost: a loss below the mark does not move it");
     bc_room_cache_mark_lost(&c, "");
     bc_room_cache_mark_lost(&c, "x");
@@ -270,12 +287,13 @@ static void test_cache_lost_event(void)
 
 static void test_bucket(void)
 {
-    bc_bucket bk = { 0 };
-    uint64_t t = 5000000000ull;   /* any monotonic start */
+    bc_bucket bk = {0};
+    uint64_t t = 5000000000ull; /* any monotonic start */
     int taken = 0;
     for (int i = 0; i < 20; i++) taken += bc_bucket_take(&bk, t, 5.0, 10.0);
     CHECK_INT(taken, 10, "bucket: a fresh bucket lets a burst of 10 through, not 20");
-    CHECK(!bc_bucket_take(&bk, t + 100000000ull, 5.0, 10.0), "bucket: 100 ms later there is no whole token yet (0.5)");
+    CHECK(!bc_bucket_take(&bk, t + 100000000ull, 5.0, 10.0),
+          "bucket: 100 ms later there is no whole token yet (0.5)");
     CHECK(bc_bucket_take(&bk, t + 200000000ull, 5.0, 10.0), "bucket: 200 ms later one token (5/s)");
     CHECK(!bc_bucket_take(&bk, t + 200000000ull, 5.0, 10.0), "bucket: and only one");
     taken = 0;
@@ -284,9 +302,10 @@ static void test_bucket(void)
     /* Steady 5 a second over 2 s: all pass at the rate, none beyond. */
     taken = 0;
     uint64_t t2 = t + 120000000000ull;
-    bc_bucket steady = { 0 };
-    for (int i = 0; i < 10; i++) bc_bucket_take(&steady, t2, 5.0, 10.0);   /* empty it */
-    for (int i = 1; i <= 40; i++) taken += bc_bucket_take(&steady, t2 + (uint64_t)i * 50000000ull, 5.0, 10.0);
+    bc_bucket steady = {0};
+    for (int i = 0; i < 10; i++) bc_bucket_take(&steady, t2, 5.0, 10.0); /* empty it */
+    for (int i = 1; i <= 40; i++)
+        taken += bc_bucket_take(&steady, t2 + (uint64_t)i * 50000000ull, 5.0, 10.0);
     CHECK_INT(taken, 10, "bucket: 40 frames over 2 s (20/s) after the burst: 10 pass (5/s)");
 }
 
@@ -312,7 +331,7 @@ static void test_replay_merge(void)
 {
     bc_room_cache c;
     bc_room_cache_init(&c, 3);
-    for (int i = 1; i <= 5; i++) {   /* 1..5 broadcast; cache keeps 3,4,5; evicted_upto 2 */
+    for (int i = 1; i <= 5; i++) { /* 1..5 broadcast; cache keeps 3,4,5; evicted_upto 2 */
         char s[4];
         snprintf(s, sizeof s, "%d", i);
         push_seq(&c, s);
@@ -326,9 +345,10 @@ static void test_replay_merge(void)
     CHECK_STR(r.need_cover, "2", "replay: must cover up to the evicted 2");
     CHECK_STR(seqs(&r.held), "3,4,5", "replay: held starts with the cache after since");
     hold_live(&r, "6");
-    const char *p1[] = { "1", "2" };
+    const char *p1[] = {"1", "2"};
     size_t n = feed_page(&r, &out, p1, 2);
-    CHECK_INT(bc_replay_after_page(&r, n, 10), BC_REPLAY_DONE, "replay: history reached need_cover: done");
+    CHECK_INT(bc_replay_after_page(&r, n, 10), BC_REPLAY_DONE,
+              "replay: history reached need_cover: done");
     bc_replay_finish(&r, &out);
     CHECK_STR(seqs(&out), "1,2,3,4,5,6", "replay: history then held, no gap, no duplicate");
     CHECK_INT(bc_fqueue_len(&r.held), 0, "replay: held emptied");
@@ -336,7 +356,7 @@ static void test_replay_merge(void)
 
     /* History overlaps the held frames (3,4 committed already): no duplicate. */
     bc_replay_begin(&r, &c, "1");
-    const char *p2[] = { "2", "3", "4" };
+    const char *p2[] = {"2", "3", "4"};
     n = feed_page(&r, &out, p2, 3);
     CHECK_INT(bc_replay_after_page(&r, n, 10), BC_REPLAY_DONE, "replay: overlap: done");
     bc_replay_finish(&r, &out);
@@ -345,13 +365,13 @@ static void test_replay_merge(void)
 
     /* The store does not reach need_cover yet (2 not committed): retry, then done. */
     bc_replay_begin(&r, &c, "0");
-    const char *p3[] = { "1" };
+    const char *p3[] = {"1"};
     n = feed_page(&r, &out, p3, 1);
     CHECK_INT(bc_replay_after_page(&r, n, 10), BC_REPLAY_RETRY,
               "replay: history ends at 1 < evicted 2: retry, never a gap");
-    n = feed_page(&r, &out, p3, 1);   /* the same row again is not accepted twice */
+    n = feed_page(&r, &out, p3, 1); /* the same row again is not accepted twice */
     CHECK_STR(seqs(&out), "1", "replay: a row already sent is not sent again");
-    const char *p3b[] = { "2" };
+    const char *p3b[] = {"2"};
     n = feed_page(&r, &out, p3b, 1);
     CHECK_INT(bc_replay_after_page(&r, n, 10), BC_REPLAY_DONE, "replay: retry reached 2: done");
     bc_replay_finish(&r, &out);
@@ -361,8 +381,10 @@ static void test_replay_merge(void)
     /* Full pages: ask for the next page, on both sides of the limit. */
     bc_replay_begin(&r, &c, "0");
     n = feed_page(&r, &out, p3, 1);
-    CHECK_INT(bc_replay_after_page(&r, n, 1), BC_REPLAY_NEXT_PAGE, "replay: page of limit rows: next page");
-    CHECK_INT(bc_replay_after_page(&r, 0, 1), BC_REPLAY_RETRY, "replay: page below limit short of cover: retry");
+    CHECK_INT(bc_replay_after_page(&r, n, 1), BC_REPLAY_NEXT_PAGE,
+              "replay: page of limit rows: next page");
+    CHECK_INT(bc_replay_after_page(&r, 0, 1), BC_REPLAY_RETRY,
+              "replay: page below limit short of cover: retry");
     n = feed_page(&r, &out, p3b, 1);
     CHECK_INT(bc_replay_after_page(&r, n, 1), BC_REPLAY_DONE,
               "replay: full page that reaches need_cover: done (the rest is held)");
@@ -377,13 +399,14 @@ static void test_replay_merge(void)
     push_seq(&fresh, "100");
     bc_replay_begin(&r, &fresh, "50");
     CHECK_STR(r.need_cover, "", "replay: fresh cache has nothing to cover");
-    const char *p4[] = { "60", "70" };
+    const char *p4[] = {"60", "70"};
     n = feed_page(&r, &out, p4, 2);
-    CHECK_INT(bc_replay_after_page(&r, n, 2), BC_REPLAY_NEXT_PAGE, "replay: fresh, full page: next page");
-    const char *p5[] = { "80", "100" };
+    CHECK_INT(bc_replay_after_page(&r, n, 2), BC_REPLAY_NEXT_PAGE,
+              "replay: fresh, full page: next page");
+    const char *p5[] = {"80", "100"};
     n = feed_page(&r, &out, p5, 2);
     CHECK_INT(bc_replay_after_page(&r, n, 3), BC_REPLAY_DONE, "replay: fresh, short page: done");
-    hold_live(&r, "90");   /* out of order in held: dropped, never sent backwards */
+    hold_live(&r, "90"); /* out of order in held: dropped, never sent backwards */
     hold_live(&r, "110");
     bc_replay_finish(&r, &out);
     CHECK_STR(seqs(&out), "60,70,80,100,110", "replay: strictly increasing after the merge");
@@ -394,7 +417,8 @@ static void test_replay_merge(void)
     bc_room_cache_init(&empty, 4);
     bc_replay_begin(&r, &empty, "5");
     hold_live(&r, "6");
-    CHECK_INT(bc_replay_after_page(&r, 0, 4), BC_REPLAY_DONE, "replay: empty store, nothing evicted: done");
+    CHECK_INT(bc_replay_after_page(&r, 0, 4), BC_REPLAY_DONE,
+              "replay: empty store, nothing evicted: done");
     bc_replay_finish(&r, &out);
     CHECK_STR(seqs(&out), "6", "replay: then live");
     bc_fqueue_clear(&out);

@@ -1,4 +1,5 @@
 /* test_config — defaults, environment, flags, every validation rule, help output, common finish. */
+/* test-passes: asan */
 #include "config.h"
 #include "testlib.h"
 
@@ -15,16 +16,25 @@ struct test_settings {
 };
 
 static const config_option options[] = {
-    CONFIG_OPT_INT("T_PORT", "port", struct test_settings, port, "8080", 1, 65535, "Listening port."),
-    CONFIG_OPT_STR("T_MODE", "mode", struct test_settings, mode, "fast", "fast|safe|a|b", "Run mode."),
-    CONFIG_OPT_BOOL("T_VERBOSE", "verbose", struct test_settings, verbose, "false", "Chatty output."),
+    CONFIG_OPT_INT("T_PORT", "port", struct test_settings, port, "8080", 1, 65535,
+                   "Listening port."),
+    CONFIG_OPT_STR("T_MODE", "mode", struct test_settings, mode, "fast", "fast|safe|a|b",
+                   "Run mode."),
+    CONFIG_OPT_BOOL("T_VERBOSE", "verbose", struct test_settings, verbose, "false",
+                    "Chatty output."),
     CONFIG_OPT_STR("T_NAME", "name", struct test_settings, name, "", NULL, "Short name."),
     CONFIG_COMMON_OPTIONS(struct test_settings),
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
-static const char *const our_env[] = {"T_PORT", "T_MODE", "T_VERBOSE", "T_NAME", "CHATFLOW_ROOM_MIN",
-                                      "CHATFLOW_ROOM_MAX", "CHATFLOW_LOG_LEVEL", "CHATFLOW_SERVER_ID"};
+static const char *const our_env[] = {"T_PORT",
+                                      "T_MODE",
+                                      "T_VERBOSE",
+                                      "T_NAME",
+                                      "CHATFLOW_ROOM_MIN",
+                                      "CHATFLOW_ROOM_MAX",
+                                      "CHATFLOW_LOG_LEVEL",
+                                      "CHATFLOW_SERVER_ID"};
 
 static void clear_env(void)
 {
@@ -45,7 +55,8 @@ static config_result load(const char *const *args)
     argv_buf[argc_out] = NULL;
     memset(&s, 0x55, sizeof s);
     err[0] = '\0';
-    return config_load(options, N_OPTIONS, &s, "prog", "A test program.", &argc_out, argv_buf, err, sizeof err);
+    return config_load(options, N_OPTIONS, &s, "prog", "A test program.", &argc_out, argv_buf, err,
+                       sizeof err);
 }
 
 #define ARGS(...) ((const char *const[]){__VA_ARGS__, NULL})
@@ -96,8 +107,9 @@ static void test_env_then_flags(void)
     r = load(ARGS("first", "--port", "5", "second", "--", "--not-a-flag"));
     CHECK_INT(r, CONFIG_OK, "positional arguments are left for the service");
     CHECK_INT(argc_out, 4, "argc counts program + 3 positionals");
-    CHECK(argc_out == 4 && strcmp(argv_buf[1], "first") == 0 && strcmp(argv_buf[2], "second") == 0 &&
-              strcmp(argv_buf[3], "--not-a-flag") == 0 && argv_buf[4] == NULL,
+    CHECK(argc_out == 4 && strcmp(argv_buf[1], "first") == 0 &&
+              strcmp(argv_buf[2], "second") == 0 && strcmp(argv_buf[3], "--not-a-flag") == 0 &&
+              argv_buf[4] == NULL,
           "used flags removed, positionals kept in order, '--' ends options");
 }
 
@@ -107,7 +119,8 @@ static void test_int_rules(void)
     setenv("T_PORT", "70000", 1);
     config_result r = load(NULL);
     CHECK_INT(r, CONFIG_ERROR, "out-of-range env is an error");
-    CHECK_STR(err, "T_PORT (--port): \"70000\" is out of range 1..65535", "range error names variable, flag, value, range");
+    CHECK_STR(err, "T_PORT (--port): \"70000\" is out of range 1..65535",
+              "range error names variable, flag, value, range");
 
     clear_env();
     r = load(ARGS("--port", "0"));
@@ -116,13 +129,16 @@ static void test_int_rules(void)
     r = load(ARGS("--port=65535"));
     CHECK(r == CONFIG_OK && s.port == 65535, "upper bound is inclusive");
     r = load(ARGS("--port=12abc"));
-    CHECK_STR(err, "T_PORT (--port): \"12abc\" is not an integer (range 1..65535)", "trailing garbage refused");
+    CHECK_STR(err, "T_PORT (--port): \"12abc\" is not an integer (range 1..65535)",
+              "trailing garbage refused");
     r = load(ARGS("--port="));
-    CHECK_STR(err, "T_PORT (--port): \"\" is not an integer (range 1..65535)", "empty integer refused");
+    CHECK_STR(err, "T_PORT (--port): \"\" is not an integer (range 1..65535)",
+              "empty integer refused");
     r = load(ARGS("--port", " 80"));
     CHECK_INT(r, CONFIG_ERROR, "leading space refused");
     r = load(ARGS("--port", "99999999999999999999999"));
-    CHECK_STR(err, "T_PORT (--port): \"99999999999999999999999\" is out of range 1..65535", "overflow reported as out of range");
+    CHECK_STR(err, "T_PORT (--port): \"99999999999999999999999\" is out of range 1..65535",
+              "overflow reported as out of range");
     r = load(ARGS("--port"));
     CHECK_INT(r, CONFIG_ERROR, "missing value is an error");
     CHECK_STR(err, "T_PORT (--port): missing value after --port", "missing value message");
@@ -142,7 +158,8 @@ static void test_string_rules(void)
     CHECK(r == CONFIG_OK && strcmp(s.name, "abcde") == 0, "string of size-1 characters fits");
     r = load(ARGS("--name", "abcdef"));
     CHECK_INT(r, CONFIG_ERROR, "string too long for its field");
-    CHECK_STR(err, "T_NAME (--name): \"abcdef\" is too long (at most 5 characters)", "length message");
+    CHECK_STR(err, "T_NAME (--name): \"abcdef\" is too long (at most 5 characters)",
+              "length message");
     setenv("CHATFLOW_LOG_LEVEL", "loud", 1);
     r = load(NULL);
     CHECK_STR(err, "CHATFLOW_LOG_LEVEL (--log-level): \"loud\" is not one of debug|info|warn|error",
@@ -165,7 +182,9 @@ static void test_bool_rules(void)
     setenv("T_VERBOSE", "maybe", 1);
     config_result r = load(NULL);
     CHECK_INT(r, CONFIG_ERROR, "bad boolean is an error");
-    CHECK_STR(err, "T_VERBOSE (--verbose): \"maybe\" is not a boolean (1/0/true/false/yes/no/on/off)", "boolean message");
+    CHECK_STR(err,
+              "T_VERBOSE (--verbose): \"maybe\" is not a boolean (1/0/true/false/yes/no/on/off)",
+              "boolean message");
 }
 
 static void test_unknown_flags(void)
@@ -217,19 +236,26 @@ static void test_help(void)
         }
     }
     CHECK(all, "--help names every flag, variable and meaning");
-    CHECK(strstr(out, "default \"8080\"") && strstr(out, "--port 1..65535"), "--help shows default and range");
+    CHECK(strstr(out, "default \"8080\"") && strstr(out, "--port 1..65535"),
+          "--help shows default and range");
     CHECK(strstr(out, "--mode fast|safe|a|b") != NULL, "--help shows choices");
     CHECK(strstr(out, "A test program.") != NULL, "--help shows the summary");
 
     out = capture_help("--help-markdown", &r);
     CHECK_INT(r, CONFIG_HELP, "--help-markdown returns CONFIG_HELP");
-    CHECK(strncmp(out, "| Variable | Flag | Default | Meaning |\n| --- | --- | --- | --- |\n", 62) == 0,
+    CHECK(strncmp(out, "| Variable | Flag | Default | Meaning |\n| --- | --- | --- | --- |\n",
+                  62) == 0,
           "Markdown table header");
-    CHECK(strstr(out, "| `T_PORT` | `--port` | `8080` | Listening port. Range 1..65535. |\n") != NULL,
+    CHECK(strstr(out, "| `T_PORT` | `--port` | `8080` | Listening port. Range 1..65535. |\n") !=
+              NULL,
           "Markdown int row with range");
-    CHECK(strstr(out, "| `T_MODE` | `--mode` | `fast` | Run mode. One of `fast`, `safe`, `a`, `b`. |\n") != NULL,
-          "Markdown string row with choices");
-    CHECK(strstr(out, "| `T_NAME` | `--name` | (empty) | Short name. |\n") != NULL, "Markdown empty default");
+    CHECK(
+        strstr(out,
+               "| `T_MODE` | `--mode` | `fast` | Run mode. One of `fast`, `safe`, `a`, `b`. |\n") !=
+            NULL,
+        "Markdown string row with choices");
+    CHECK(strstr(out, "| `T_NAME` | `--name` | (empty) | Short name. |\n") != NULL,
+          "Markdown empty default");
     int rows = 0;
     for (char *p = out; (p = strchr(p, '\n')) != NULL; p++) rows++;
     CHECK_INT(rows, (int)N_OPTIONS + 2, "one Markdown row per setting");
@@ -243,8 +269,10 @@ static void test_common_finish(void)
     CHECK_INT(r, CONFIG_OK, "room_min 30 alone is in range");
     bool ok = config_common_finish(&s.common, err, sizeof err);
     CHECK(!ok, "room_min > room_max is refused");
-    CHECK_STR(err, "CHATFLOW_ROOM_MIN (--room-min) = 30 is greater than CHATFLOW_ROOM_MAX (--room-max) = 20",
-              "message names both variables");
+    CHECK_STR(
+        err,
+        "CHATFLOW_ROOM_MIN (--room-min) = 30 is greater than CHATFLOW_ROOM_MAX (--room-max) = 20",
+        "message names both variables");
 
     clear_env();
     load(ARGS("--room-min", "5", "--room-max", "5", "--log-level", "warn"));
@@ -261,7 +289,8 @@ static void test_common_finish(void)
     load(NULL);
     strcpy(s.common.log_format, "xml"); /* only reachable by bypassing the table */
     ok = config_common_finish(&s.common, err, sizeof err);
-    CHECK(!ok && strstr(err, "\"xml\"") != NULL, "a log setting log_init refuses is an error naming it");
+    CHECK(!ok && strstr(err, "\"xml\"") != NULL,
+          "a log setting log_init refuses is an error naming it");
     clear_env();
 }
 

@@ -2,6 +2,7 @@
  * test_consumer — the consumer's pure parts, no servers: settings (defaults, environment, flags,
  * refusals), message -> row normalisation, the DLQ body, and the metrics API's time parameter.
  */
+/* test-passes: asan */
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,29 +28,34 @@ static void test_settings(void)
     char *argv0[] = {"chatflow-consumer", NULL};
     unsetenv("CHATFLOW_POLLER_THREADS");
     CHECK(load(&s, argv0, 1, err, sizeof err) == CONFIG_OK, "defaults load (%s)", err);
-    CHECK(s.ws_port == 8081 && s.admin_port == 9091 && s.poller_threads == 20 && s.receive_wait_s == 20 &&
-              s.visibility_timeout_s == 30 && s.db_batch_size == 1000 && s.db_max_wait_ms == 1000 &&
-              s.stop_timeout_s == 25 && !s.migrate_on_start && strcmp(s.db_write_method, "copy") == 0,
+    CHECK(s.ws_port == 8081 && s.admin_port == 9091 && s.poller_threads == 20 &&
+              s.receive_wait_s == 20 && s.visibility_timeout_s == 30 && s.db_batch_size == 1000 &&
+              s.db_max_wait_ms == 1000 && s.stop_timeout_s == 25 && !s.migrate_on_start &&
+              strcmp(s.db_write_method, "copy") == 0,
           "defaults are the documented ones");
 
     setenv("CHATFLOW_POLLER_THREADS", "7", 1);
     char *argv1[] = {"chatflow-consumer", "--db-batch-size", "250", "--migrate-on-start", NULL};
-    CHECK(load(&s, argv1, 4, err, sizeof err) == CONFIG_OK && s.poller_threads == 7 && s.db_batch_size == 250 &&
-              s.migrate_on_start,
+    CHECK(load(&s, argv1, 4, err, sizeof err) == CONFIG_OK && s.poller_threads == 7 &&
+              s.db_batch_size == 250 && s.migrate_on_start,
           "environment and flags apply");
     unsetenv("CHATFLOW_POLLER_THREADS");
 
     char *argv2[] = {"chatflow-consumer", "--db-batch-size", "0", NULL};
-    CHECK(load(&s, argv2, 3, err, sizeof err) == CONFIG_ERROR && strstr(err, "CHATFLOW_DB_BATCH_SIZE"),
+    CHECK(load(&s, argv2, 3, err, sizeof err) == CONFIG_ERROR &&
+              strstr(err, "CHATFLOW_DB_BATCH_SIZE"),
           "batch size 0 refused naming the variable (%s)", err);
     char *argv3[] = {"chatflow-consumer", "--db-write-method", "insert", NULL};
-    CHECK(load(&s, argv3, 3, err, sizeof err) == CONFIG_ERROR && strstr(err, "CHATFLOW_DB_WRITE_METHOD"),
+    CHECK(load(&s, argv3, 3, err, sizeof err) == CONFIG_ERROR &&
+              strstr(err, "CHATFLOW_DB_WRITE_METHOD"),
           "unknown write method refused (%s)", err);
     char *argv4[] = {"chatflow-consumer", "--ping-interval-s", "5", "--pong-timeout-s", "5", NULL};
-    CHECK(load(&s, argv4, 5, err, sizeof err) == CONFIG_ERROR && strstr(err, "CHATFLOW_PONG_TIMEOUT_S"),
+    CHECK(load(&s, argv4, 5, err, sizeof err) == CONFIG_ERROR &&
+              strstr(err, "CHATFLOW_PONG_TIMEOUT_S"),
           "pong timeout not below the ping interval refused (%s)", err);
     char *argv5[] = {"chatflow-consumer", "--room-min", "5", "--room-max", "4", NULL};
-    CHECK(load(&s, argv5, 5, err, sizeof err) == CONFIG_ERROR, "room_min > room_max refused (%s)", err);
+    CHECK(load(&s, argv5, 5, err, sizeof err) == CONFIG_ERROR, "room_min > room_max refused (%s)",
+          err);
 }
 
 static chat_message valid_message(void)
@@ -74,36 +80,47 @@ static void test_rows(void)
     write_row r;
     char err[256];
     chat_message m = valid_message();
-    CHECK(write_row_init(&r, &m, "18446744073709551616123", err, sizeof err), "a valid message becomes a row");
+    CHECK(write_row_init(&r, &m, "18446744073709551616123", err, sizeof err),
+          "a valid message becomes a row");
     CHECK_STR(r.client_timestamp, "2026-11-23T10:00:00.500Z", "client timestamp normalised to UTC");
     CHECK_STR(r.received_at, "2026-11-23T10:00:01.000Z", "receivedAt normalised");
-    CHECK(r.room_id == 7 && r.user_id == 42 && r.status == WRITE_PENDING && r.attempts == 0, "ids parsed, row pending");
-    CHECK_STR(r.sequence_number, "18446744073709551616123", "a sequence number beyond 64 bits is kept as text");
-    CHECK(write_row_init(&r, &m, "", err, sizeof err) && r.sequence_number[0] == '\0', "no sequence number -> NULL");
-    CHECK(!write_row_init(&r, &m, "12a", err, sizeof err) && strstr(err, "SequenceNumber"), "a non-decimal sequence number is refused");
+    CHECK(r.room_id == 7 && r.user_id == 42 && r.status == WRITE_PENDING && r.attempts == 0,
+          "ids parsed, row pending");
+    CHECK_STR(r.sequence_number, "18446744073709551616123",
+              "a sequence number beyond 64 bits is kept as text");
+    CHECK(write_row_init(&r, &m, "", err, sizeof err) && r.sequence_number[0] == '\0',
+          "no sequence number -> NULL");
+    CHECK(!write_row_init(&r, &m, "12a", err, sizeof err) && strstr(err, "SequenceNumber"),
+          "a non-decimal sequence number is refused");
     strcpy(m.room_id, "0");
-    CHECK(!write_row_init(&r, &m, "1", err, sizeof err) && strstr(err, "roomId"), "room 0 refused (%s)", err);
+    CHECK(!write_row_init(&r, &m, "1", err, sizeof err) && strstr(err, "roomId"),
+          "room 0 refused (%s)", err);
     m = valid_message();
     strcpy(m.timestamp, "yesterday");
-    CHECK(!write_row_init(&r, &m, "1", err, sizeof err) && strstr(err, "timestamp"), "a bad timestamp is refused (%s)", err);
+    CHECK(!write_row_init(&r, &m, "1", err, sizeof err) && strstr(err, "timestamp"),
+          "a bad timestamp is refused (%s)", err);
 }
 
 static void test_dlq_body(void)
 {
-    char *b = dlq_body("{\"not\": \"stored\"}\n\ttab", "database rejected the row", 3, 1700000000123LL);
+    char *b =
+        dlq_body("{\"not\": \"stored\"}\n\ttab", "database rejected the row", 3, 1700000000123LL);
     json_t *j = b ? json_loads(b, 0, NULL) : NULL;
     CHECK(j != NULL, "DLQ body is JSON");
-    CHECK_STR(json_string_value(json_object_get(j, "originalMessage")), "{\"not\": \"stored\"}\n\ttab",
-              "originalMessage is the body, verbatim");
-    CHECK_STR(json_string_value(json_object_get(j, "failureReason")), "database rejected the row", "failureReason");
-    CHECK_STR(json_string_value(json_object_get(j, "failureTimestamp")), "2023-11-14T22:13:20.123Z", "failureTimestamp (ISO-8601)");
+    CHECK_STR(json_string_value(json_object_get(j, "originalMessage")),
+              "{\"not\": \"stored\"}\n\ttab", "originalMessage is the body, verbatim");
+    CHECK_STR(json_string_value(json_object_get(j, "failureReason")), "database rejected the row",
+              "failureReason");
+    CHECK_STR(json_string_value(json_object_get(j, "failureTimestamp")), "2023-11-14T22:13:20.123Z",
+              "failureTimestamp (ISO-8601)");
     CHECK_INT(json_integer_value(json_object_get(j, "attemptCount")), 3, "attemptCount");
-    CHECK_INT(json_object_size(j), 4, "exactly the four SPEC fields");
+    CHECK_INT(json_object_size(j), 4, "exactly the four fields of protocol.md §5");
     json_decref(j);
     free(b);
     b = dlq_body("\xff\xfe not utf-8", "poison", 1, 0);
     j = b ? json_loads(b, 0, NULL) : NULL;
-    CHECK(j && json_is_string(json_object_get(j, "originalMessage")), "a non-UTF-8 original still yields a DLQ record");
+    CHECK(j && json_is_string(json_object_get(j, "originalMessage")),
+          "a non-UTF-8 original still yields a DLQ record");
     json_decref(j);
     free(b);
 }
@@ -113,11 +130,13 @@ static void test_api_time(void)
     int64_t ms = 0;
     CHECK(api_parse_time("1767225600000", &ms) && ms == 1767225600000LL, "epoch milliseconds");
     CHECK(api_parse_time("2026-01-01T00:00:00Z", &ms) && ms == 1767225600000LL, "ISO-8601 UTC");
-    CHECK(api_parse_time("2026-01-01T01:00:00+01:00", &ms) && ms == 1767225600000LL, "ISO-8601 with offset");
+    CHECK(api_parse_time("2026-01-01T01:00:00+01:00", &ms) && ms == 1767225600000LL,
+          "ISO-8601 with offset");
     CHECK(api_parse_time("2026-01-01T01:00:00 01:00", &ms) && ms == 1767225600000LL,
           "an offset whose '+' was decoded to a space");
-    CHECK(!api_parse_time("", &ms) && !api_parse_time("2026-01-01", &ms) && !api_parse_time("-5", &ms) &&
-              !api_parse_time("2026-01-01T00:00:00", &ms) && !api_parse_time("12345678901234567890", &ms),
+    CHECK(!api_parse_time("", &ms) && !api_parse_time("2026-01-01", &ms) &&
+              !api_parse_time("-5", &ms) && !api_parse_time("2026-01-01T00:00:00", &ms) &&
+              !api_parse_time("12345678901234567890", &ms),
           "empty, date-only, negative, zone-less and overlong values refused");
 }
 

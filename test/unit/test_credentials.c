@@ -1,10 +1,12 @@
 /*
  * test_credentials — the provider chain against a credentials endpoint the test serves itself
- * (libmicrohttpd on 127.0.0.1, port picked by the kernel), through AWS_CONTAINER_CREDENTIALS_FULL_URI.
+ * (libmicrohttpd on 127.0.0.1, port picked by the kernel), through
+ * AWS_CONTAINER_CREDENTIALS_FULL_URI.
  *
  * The RELATIVE_URI form targets the link-local ECS host, which a test cannot reach; it shares the
  * fetch code with FULL_URI, and only its URL validation is checked here.
  */
+/* test-passes: asan tsan */
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
@@ -24,7 +26,13 @@
 
 #define AUTH_TOKEN "test-auth-token-123"
 
-typedef enum { SERVE_OK, SERVE_BAD_JSON, SERVE_NO_SECRET, SERVE_BAD_EXPIRATION, SERVE_HTTP_500 } serve_mode;
+typedef enum {
+    SERVE_OK,
+    SERVE_BAD_JSON,
+    SERVE_NO_SECRET,
+    SERVE_BAD_EXPIRATION,
+    SERVE_HTTP_500
+} serve_mode;
 
 /* What the fake endpoint serves; changed by the test between requests under `lock`. */
 static struct {
@@ -61,18 +69,25 @@ static int server_requests(void)
 
 static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const char *body)
 {
-    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
     MHD_add_response_header(r, "Content-Type", "application/json");
     enum MHD_Result ret = MHD_queue_response(conn, status, r);
     MHD_destroy_response(r);
     return ret;
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-                                  const char *version, const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
-    (void)cls; (void)url; (void)method; (void)version; (void)upload_data; (void)upload_data_size; (void)con_cls;
+    (void)cls;
+    (void)url;
+    (void)method;
+    (void)version;
+    (void)upload_data;
+    (void)upload_data_size;
+    (void)con_cls;
     const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
 
     pthread_mutex_lock(&srv.lock);
@@ -106,10 +121,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     } else if (mode == SERVE_BAD_JSON) {
         snprintf(body, sizeof body, "{\"AccessKeyId\":\"%s\", oops", key_id);
     } else if (mode == SERVE_NO_SECRET) {
-        snprintf(body, sizeof body, "{\"AccessKeyId\":\"%s\",\"Token\":\"t\",\"Expiration\":\"%s\"}", key_id, expiration);
+        snprintf(body, sizeof body,
+                 "{\"AccessKeyId\":\"%s\",\"Token\":\"t\",\"Expiration\":\"%s\"}", key_id,
+                 expiration);
     } else if (mode == SERVE_BAD_EXPIRATION) {
         snprintf(body, sizeof body,
-                 "{\"AccessKeyId\":\"%s\",\"SecretAccessKey\":\"s\",\"Token\":\"t\",\"Expiration\":\"tomorrow\"}", key_id);
+                 "{\"AccessKeyId\":\"%s\",\"SecretAccessKey\":\"s\",\"Token\":\"t\",\"Expiration\":"
+                 "\"tomorrow\"}",
+                 key_id);
     } else {
         status = 500;
         snprintf(body, sizeof body, "{\"error\":\"internal\"}");
@@ -124,9 +143,9 @@ static struct MHD_Daemon *server_start(int *port)
 {
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = 0};
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, 0,
-                                            NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR, &addr,
-                                            MHD_OPTION_END);
+    struct MHD_Daemon *d =
+        MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL,
+                         NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_END);
     if (!d) return NULL;
     *port = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT)->port;
     return d;
@@ -156,12 +175,14 @@ static void test_no_source(void)
     clear_env();
     credentials_provider *p = credentials_provider_new(err, sizeof err);
     CHECK(p == NULL, "no source configured: provider refused");
-    CHECK(strstr(err, "AWS_ACCESS_KEY_ID") != NULL, "no source: error names the variables (%s)", err);
+    CHECK(strstr(err, "AWS_ACCESS_KEY_ID") != NULL, "no source: error names the variables (%s)",
+          err);
     credentials_provider_free(p);
 
     setenv("AWS_ACCESS_KEY_ID", "AKIDONLY", 1);
     p = credentials_provider_new(err, sizeof err);
-    CHECK(p == NULL && strstr(err, "AWS_SECRET_ACCESS_KEY"), "key id without secret: clear error (%s)", err);
+    CHECK(p == NULL && strstr(err, "AWS_SECRET_ACCESS_KEY"),
+          "key id without secret: clear error (%s)", err);
     credentials_provider_free(p);
     clear_env();
 }
@@ -185,7 +206,8 @@ static void test_environment(int port)
     CHECK_STR(c.secret_access_key, "envsecret", "environment secret");
     CHECK_STR(c.session_token, "envtoken", "environment session token");
     CHECK_INT(c.expiration, 0, "environment credentials do not expire");
-    CHECK_INT(server_requests(), before, "ECS endpoint not contacted when the environment has keys");
+    CHECK_INT(server_requests(), before,
+              "ECS endpoint not contacted when the environment has keys");
     credentials_provider_free(p);
     clear_env();
 }
@@ -208,8 +230,8 @@ static void test_first_fetch(int port)
     CHECK_STR(c.access_key_id, "AKIDFIRST", "ECS key id");
     CHECK_STR(c.secret_access_key, "secret-AKIDFIRST", "ECS secret");
     CHECK_STR(c.session_token, "token-AKIDFIRST", "ECS token");
-    CHECK(c.expiration >= now + 3599 && c.expiration <= now + 3602, "Expiration parsed (%lld s ahead)",
-          (long long)(c.expiration - now));
+    CHECK(c.expiration >= now + 3599 && c.expiration <= now + 3602,
+          "Expiration parsed (%lld s ahead)", (long long)(c.expiration - now));
     CHECK(credentials_get(p, &c, err, sizeof err), "second read");
     CHECK_INT(server_requests(), before + 1, "no refresh while more than 15 min remain");
     pthread_mutex_lock(&srv.lock);
@@ -220,7 +242,8 @@ static void test_first_fetch(int port)
 
     setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", "wrong-token", 1);
     p = credentials_provider_new(err, sizeof err);
-    CHECK(p == NULL && strstr(err, "401"), "wrong authorization token: refused with the HTTP status (%s)", err);
+    CHECK(p == NULL && strstr(err, "401"),
+          "wrong authorization token: refused with the HTTP status (%s)", err);
     credentials_provider_free(p);
     clear_env();
 }
@@ -263,14 +286,16 @@ static void test_endpoint_down(void)
     if (!p) return;
     aws_credentials c;
     bool ok = credentials_get(p, &c, err, sizeof err);
-    CHECK(ok, "endpoint down before expiry: the old credentials are still returned (%s)", ok ? "" : err);
+    CHECK(ok, "endpoint down before expiry: the old credentials are still returned (%s)",
+          ok ? "" : err);
     CHECK_STR(c.access_key_id, "AKIDSHORT", "endpoint down: old key id kept");
     time_t expiry = c.expiration;
     while (time(NULL) <= expiry) time_sleep_ms(200);
     err[0] = '\0';
     ok = credentials_get(p, &c, err, sizeof err);
     CHECK(!ok, "endpoint down after expiry: credentials_get fails");
-    CHECK(strstr(err, "expired") && strstr(err, "failed"), "after expiry: error names expiry and fetch failure (%s)", err);
+    CHECK(strstr(err, "expired") && strstr(err, "failed"),
+          "after expiry: error names expiry and fetch failure (%s)", err);
     credentials_provider_free(p);
     clear_env();
 }
@@ -299,7 +324,8 @@ static void test_bad_uris(void)
     clear_env();
     setenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "v2/credentials", 1);
     p = credentials_provider_new(err, sizeof err);
-    CHECK(p == NULL && strstr(err, "must start with '/'"), "relative URI without '/' refused (%s)", err);
+    CHECK(p == NULL && strstr(err, "must start with '/'"), "relative URI without '/' refused (%s)",
+          err);
     credentials_provider_free(p);
     clear_env();
 }
@@ -318,7 +344,8 @@ static void *reader(void *arg)
     for (int i = 0; i < READS; i++) {
         aws_credentials c;
         char err[512];
-        if (!credentials_get(shared_provider, &c, err, sizeof err) || strncmp(c.access_key_id, "AKIDCONC", 8) != 0)
+        if (!credentials_get(shared_provider, &c, err, sizeof err) ||
+            strncmp(c.access_key_id, "AKIDCONC", 8) != 0)
             atomic_fetch_add(&read_failures, 1);
         atomic_fetch_add(&gets_done, 1);
         time_sleep_ms(5);
@@ -348,10 +375,13 @@ static void test_concurrent_refresh(int port)
     pthread_mutex_lock(&srv.lock);
     int fetches = srv.requests - before, max_in_flight = srv.max_in_flight;
     pthread_mutex_unlock(&srv.lock);
-    CHECK_INT(atomic_load(&read_failures), 0, "%d concurrent reads all returned credentials", READERS * READS);
-    CHECK(fetches >= 1 && fetches < READERS * READS, "refreshes happened but not one per read (%d fetches)", fetches);
+    CHECK_INT(atomic_load(&read_failures), 0, "%d concurrent reads all returned credentials",
+              READERS * READS);
+    CHECK(fetches >= 1 && fetches < READERS * READS,
+          "refreshes happened but not one per read (%d fetches)", fetches);
     CHECK_INT(max_in_flight, 1, "only one thread fetched at a time");
-    CHECK(atomic_load(&gets_during_fetch) > 0, "readers got credentials while a fetch was in flight");
+    CHECK(atomic_load(&gets_during_fetch) > 0,
+          "readers got credentials while a fetch was in flight");
     credentials_provider_free(shared_provider);
     clear_env();
 }

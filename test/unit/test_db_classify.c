@@ -4,6 +4,7 @@
  * strings and scrubbing of messages that quote them, the gate's bound, and the pool's bounded
  * acquire (pool connections are created unconnected, so no server is needed).
  */
+/* test-passes: asan */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,19 +17,20 @@ static void expect_state(const char *state, db_error_kind kind, const char *clas
 {
     const char *got_class = NULL;
     db_error_kind got = db_classify_sqlstate(state, &got_class);
-    CHECK(got == kind, "SQLSTATE %s is %s (got %s)", state ? state : "(none)", db_error_kind_name(kind),
-          db_error_kind_name(got));
-    CHECK_STR(got_class, class_name, "SQLSTATE %s has class %s", state ? state : "(none)", class_name);
+    CHECK(got == kind, "SQLSTATE %s is %s (got %s)", state ? state : "(none)",
+          db_error_kind_name(kind), db_error_kind_name(got));
+    CHECK_STR(got_class, class_name, "SQLSTATE %s has class %s", state ? state : "(none)",
+              class_name);
 }
 
 static void test_classification(void)
 {
     /* the row's own faults */
-    expect_state("22001", DB_ERR_DATA, "data");   /* value too long */
-    expect_state("22P02", DB_ERR_DATA, "data");   /* invalid text representation */
-    expect_state("23514", DB_ERR_DATA, "data");   /* check violation */
-    expect_state("23502", DB_ERR_DATA, "data");   /* not null */
-    expect_state("23505", DB_ERR_DATA, "data");   /* unique violation (another constraint) */
+    expect_state("22001", DB_ERR_DATA, "data"); /* value too long */
+    expect_state("22P02", DB_ERR_DATA, "data"); /* invalid text representation */
+    expect_state("23514", DB_ERR_DATA, "data"); /* check violation */
+    expect_state("23502", DB_ERR_DATA, "data"); /* not null */
+    expect_state("23505", DB_ERR_DATA, "data"); /* unique violation (another constraint) */
     /* the connection */
     expect_state(NULL, DB_ERR_CONNECTION, "connection");
     expect_state("", DB_ERR_CONNECTION, "connection");
@@ -51,10 +53,10 @@ static void test_classification(void)
     expect_state("40P01", DB_ERR_TRANSIENT, "conflict");
     expect_state("55P03", DB_ERR_TRANSIENT, "conflict");
     /* everything else is the database's too, never DATA */
-    expect_state("42601", DB_ERR_TRANSIENT, "other");   /* a syntax error is our bug */
+    expect_state("42601", DB_ERR_TRANSIENT, "other"); /* a syntax error is our bug */
     expect_state("XX000", DB_ERR_TRANSIENT, "other");
-    expect_state("21000", DB_ERR_TRANSIENT, "other");   /* cardinality: the batch, not a row */
-    expect_state("26000", DB_ERR_TRANSIENT, "other");   /* prepared statement missing */
+    expect_state("21000", DB_ERR_TRANSIENT, "other"); /* cardinality: the batch, not a row */
+    expect_state("26000", DB_ERR_TRANSIENT, "other"); /* prepared statement missing */
     CHECK_STR(db_error_kind_name(DB_ERR_UNAVAILABLE), "unavailable", "kind names");
 }
 
@@ -69,25 +71,31 @@ static void test_redaction(void)
 {
     expect_redacted("postgresql://chatflow:s3cret@db.example:5432/chatflow",
                     "postgresql://chatflow:***@db.example:5432/chatflow");
-    expect_redacted("postgres://u:p%40ss@h/db?sslmode=require", "postgres://u:***@h/db?sslmode=require");
-    expect_redacted("postgresql://u:pa@ss@h/db", "postgresql://u:***@h/db");   /* unencoded @ */
+    expect_redacted("postgres://u:p%40ss@h/db?sslmode=require",
+                    "postgres://u:***@h/db?sslmode=require");
+    expect_redacted("postgresql://u:pa@ss@h/db", "postgresql://u:***@h/db"); /* unencoded @ */
     expect_redacted("postgresql://u@h/db?password=hunter2&sslmode=require",
                     "postgresql://u@h/db?password=***&sslmode=require");
-    expect_redacted("postgresql://chatflow@127.0.0.1:5432/chatflow", "postgresql://chatflow@127.0.0.1:5432/chatflow");
-    expect_redacted("host=h user=u password=hunter2 dbname=d", "host=h user=u password=*** dbname=d");
+    expect_redacted("postgresql://chatflow@127.0.0.1:5432/chatflow",
+                    "postgresql://chatflow@127.0.0.1:5432/chatflow");
+    expect_redacted("host=h user=u password=hunter2 dbname=d",
+                    "host=h user=u password=*** dbname=d");
     expect_redacted("host=h password = 'a b\\' c' dbname=d", "host=h password = *** dbname=d");
     expect_redacted("password=x", "password=***");
     expect_redacted("host=h user=u dbname=d", "host=h user=u dbname=d");
     char small[12];
     db_redact("postgresql://u:secretpassword@h/d", small, sizeof small);
-    CHECK(strlen(small) == sizeof small - 1 && !strstr(small, "secret"), "redaction truncates (%s)", small);
+    CHECK(strlen(small) == sizeof small - 1 && !strstr(small, "secret"), "redaction truncates (%s)",
+          small);
 
     /* messages that quote the conninfo or its password */
     const char *url = "postgresql://u:p%40ss w0rd@h:badport/db";
     char msg[300];
-    snprintf(msg, sizeof msg, "connect: invalid port \"badport\" in \"%s\"; password p@ss w0rd", url);
+    snprintf(msg, sizeof msg, "connect: invalid port \"badport\" in \"%s\"; password p@ss w0rd",
+             url);
     db_scrub(url, msg, sizeof msg);
-    CHECK(!strstr(msg, "p%40ss") && !strstr(msg, "p@ss") && strstr(msg, "postgresql://u:***@h:badport/db"),
+    CHECK(!strstr(msg, "p%40ss") && !strstr(msg, "p@ss") &&
+              strstr(msg, "postgresql://u:***@h:badport/db"),
           "scrub removes the URL's password as written and decoded (%s)", msg);
     const char *kw = "host=h password='it''s' dbname=d";
     snprintf(msg, sizeof msg, "missing \"=\" after \"'it''s'\" in connection info string");
@@ -95,7 +103,8 @@ static void test_redaction(void)
     CHECK(!strstr(msg, "it''s"), "scrub removes a quoted keyword password (%s)", msg);
     snprintf(msg, sizeof msg, "FATAL: password authentication failed for user \"u\"");
     db_scrub("postgresql://u:zz@h/d", msg, sizeof msg);
-    CHECK_STR(msg, "FATAL: password authentication failed for user \"u\"", "scrub leaves other text alone");
+    CHECK_STR(msg, "FATAL: password authentication failed for user \"u\"",
+              "scrub leaves other text alone");
 }
 
 static void test_gate(void)

@@ -1,4 +1,5 @@
 /* test_http — the admin server on 127.0.0.1:<free port>, driven over real sockets with libcurl. */
+/* test-passes: asan tsan */
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
@@ -33,7 +34,8 @@ static size_t on_body(char *data, size_t size, size_t n, void *userdata)
     return add;
 }
 
-static void copy_header_value(char *dst, size_t dst_len, const char *line, size_t len, size_t name_len)
+static void copy_header_value(char *dst, size_t dst_len, const char *line, size_t len,
+                              size_t name_len)
 {
     const char *v = line + name_len;
     size_t vlen = len - name_len;
@@ -69,7 +71,8 @@ static size_t on_read(char *buf, size_t size, size_t n, void *userdata)
 }
 
 /* One request. body may be NULL; chunked sends it without a Content-Length. */
-static reply fetch(const char *method, const char *path, const char *body, size_t body_len, bool chunked)
+static reply fetch(const char *method, const char *path, const char *body, size_t body_len,
+                   bool chunked)
 {
     reply r = {0};
     char url[512];
@@ -265,7 +268,8 @@ int main(void)
     r = fetch("GET", "/metrics", NULL, 0, false);
     CHECK_INT(r.status, 200, "GET /metrics 200");
     CHECK_STR(r.content_type, "text/plain; version=0.0.4; charset=utf-8", "metrics content type");
-    CHECK(strstr(r.body, "# TYPE t_http_hits_total counter\nt_http_hits_total 3\n") != NULL, "metrics body is the registry");
+    CHECK(strstr(r.body, "# TYPE t_http_hits_total counter\nt_http_hits_total 3\n") != NULL,
+          "metrics body is the registry");
     free(r.body);
 
     r = fetch("GET", "/health/ready", NULL, 0, false);
@@ -286,10 +290,12 @@ int main(void)
         j = parse(&r);
         CHECK(j != NULL, "%s body is JSON", ready_paths[i]);
         CHECK_STR(json_path(j, "status", NULL, NULL), "DOWN", "%s status DOWN", ready_paths[i]);
-        CHECK_STR(json_path(j, "checks", "sqs", "status"), "DOWN", "%s names the failing check", ready_paths[i]);
+        CHECK_STR(json_path(j, "checks", "sqs", "status"), "DOWN", "%s names the failing check",
+                  ready_paths[i]);
         CHECK_STR(json_path(j, "checks", "sqs", "detail"), "SQS unreachable: \"connect refused\"",
                   "%s carries the detail, escaped", ready_paths[i]);
-        CHECK_STR(json_path(j, "checks", "database", "status"), "UP", "%s still lists the passing check", ready_paths[i]);
+        CHECK_STR(json_path(j, "checks", "database", "status"), "UP",
+                  "%s still lists the passing check", ready_paths[i]);
         json_decref(j);
         free(r.body);
     }

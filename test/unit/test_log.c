@@ -1,4 +1,5 @@
 /* test_log — log lines as they reach stderr: format, level filter, JSON validity, escaping. */
+/* test-passes: asan tsan */
 #include "log.h"
 #include "testlib.h"
 
@@ -73,10 +74,7 @@ static void write_json_lines(void)
     log_warn("comp\"q", "plain");
 }
 
-static void write_invalid_utf8(void)
-{
-    log_error("db", "bad bytes \xff\xfe end");
-}
+static void write_invalid_utf8(void) { log_error("db", "bad bytes \xff\xfe end"); }
 
 static void write_long_line(void)
 {
@@ -96,10 +94,12 @@ int main(void)
     CHECK(log_enabled(LOG_INFO) && log_enabled(LOG_ERROR), "info and error enabled at info");
     const char *out = capture(write_text_lines);
     CHECK_INT(count_lines(out), 3, "three lines at info (debug filtered, newline flattened)");
-    CHECK(matches(out, "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z INFO  producer: started on port 8080\n"),
+    CHECK(matches(out, "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z INFO  "
+                       "producer: started on port 8080\n"),
           "text line: ISO-8601 UTC millis timestamp, padded level, component, message");
     CHECK(strstr(out, " WARN  sqs: retry SendMessageBatch\n") != NULL, "warn line");
-    CHECK(strstr(out, " ERROR db: line one line two\n") != NULL, "embedded newline kept on one text line");
+    CHECK(strstr(out, " ERROR db: line one line two\n") != NULL,
+          "embedded newline kept on one text line");
     CHECK(strstr(out, "hidden") == NULL, "debug line filtered out");
 
     CHECK(log_init("warn", "text"), "log_init warn");
@@ -127,9 +127,11 @@ int main(void)
         CHECK_STR(json_string_value(json_object_get(first, "msg")), "say \"hi\"\nand\\bye\ttab",
                   "quotes, newline, backslash and tab round-trip through JSON");
         CHECK_STR(json_string_value(json_object_get(first, "level")), "info", "level field");
-        CHECK_STR(json_string_value(json_object_get(first, "component")), "producer", "component field");
+        CHECK_STR(json_string_value(json_object_get(first, "component")), "producer",
+                  "component field");
         const char *ts = json_string_value(json_object_get(first, "ts"));
-        CHECK(ts && matches(ts, "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z$"),
+        CHECK(ts && matches(ts,
+                            "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z$"),
               "ts field is ISO-8601 UTC with millis");
         json_decref(first);
     }
@@ -137,7 +139,8 @@ int main(void)
     json_t *warn = second ? json_loads(second + 1, 0, &jerr) : NULL;
     CHECK(warn != NULL, "second JSON line parses");
     if (warn) {
-        CHECK_STR(json_string_value(json_object_get(warn, "component")), "comp\"q", "component escaped");
+        CHECK_STR(json_string_value(json_object_get(warn, "component")), "comp\"q",
+                  "component escaped");
         CHECK_STR(json_string_value(json_object_get(warn, "level")), "warn", "warn level field");
         json_decref(warn);
     }
@@ -146,7 +149,8 @@ int main(void)
     json_t *bad = json_loads(out, 0, &jerr);
     CHECK(bad != NULL, "invalid UTF-8 still produces a valid JSON line");
     if (bad) {
-        CHECK_STR(json_string_value(json_object_get(bad, "msg")), "bad bytes ?? end", "invalid bytes replaced");
+        CHECK_STR(json_string_value(json_object_get(bad, "msg")), "bad bytes ?? end",
+                  "invalid bytes replaced");
         json_decref(bad);
     }
 

@@ -1,5 +1,6 @@
-/* test_message — the SPEC §1 validator on both sides of every boundary, UTF-8, the queue body
- * round trip, and the shapes of the ack, error and broadcast frames. */
+/* test_message — the protocol.md §1 validator on both sides of every boundary, UTF-8, the queue
+ * body round trip, and the shapes of the ack, error and broadcast frames. */
+/* test-passes: asan */
 #include "message.h"
 #include "testlib.h"
 
@@ -303,9 +304,8 @@ static void test_frame_errors(void)
           err);
 
     const char *non_objects[][2] = {
-        {"[]", "an array"},           {"[1,2]", "an array"},   {"\"str\"", "a string"},
-        {"42", "a number"},           {"3.5", "a number"},     {"null", "null"},
-        {"true", "a boolean"},
+        {"[]", "an array"},  {"[1,2]", "an array"}, {"\"str\"", "a string"}, {"42", "a number"},
+        {"3.5", "a number"}, {"null", "null"},      {"true", "a boolean"},
     };
     for (size_t i = 0; i < sizeof non_objects / sizeof non_objects[0]; i++) {
         st = parse(non_objects[i][0]);
@@ -313,9 +313,9 @@ static void test_frame_errors(void)
                   strstr(err, non_objects[i][1]),
               "non-object %s -> INVALID_JSON (%s)", non_objects[i][0], err);
     }
-    const char *bad_json[] = {"",       "{",           "{\"userId\":}", "{\"a\":1,}",
-                              "{}x",    "{} {}",       "{'a':1}",       "not json",
-                              "{\"a\"}", "{\"a\":1 \"b\":2}"};
+    const char *bad_json[] = {
+        "",      "{",       "{\"userId\":}", "{\"a\":1,}", "{}x",
+        "{} {}", "{'a':1}", "not json",      "{\"a\"}",    "{\"a\":1 \"b\":2}"};
     for (size_t i = 0; i < sizeof bad_json / sizeof bad_json[0]; i++) {
         st = parse(bad_json[i]);
         CHECK(st == CHAT_INVALID_JSON && strncmp(err, "frame is not valid JSON", 23) == 0,
@@ -363,7 +363,12 @@ static void test_size_limit(void)
 
 static void test_utf8(void)
 {
-    struct { const char *s; size_t len; bool ok; const char *what; } cases[] = {
+    struct {
+        const char *s;
+        size_t len;
+        bool ok;
+        const char *what;
+    } cases[] = {
         {"", 0, true, "empty"},
         {"a\0b", 3, true, "an embedded NUL (U+0000) is well-formed"},
         {"\x7f", 1, true, "U+007F"},
@@ -500,12 +505,12 @@ static void test_queue_round_trip(void)
         CHECK(json != NULL, "queue_message_to_json #%zu", i);
         if (!json) continue;
         json_t *o = load(json, "queue message");
-        const char *keys[] = {"messageId", "roomId",   "userId",   "username", "message",
+        const char *keys[] = {"messageId", "roomId",      "userId",   "username", "message",
                               "timestamp", "messageType", "serverId", "clientIp", "receivedAt"};
         bool all_strings = true;
         for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
             all_strings &= json_is_string(json_object_get(o, keys[k]));
-        CHECK(all_strings, "queue message #%zu: every SPEC §2 member is a string", i);
+        CHECK(all_strings, "queue message #%zu: every protocol.md §4 member is a string", i);
         check_member(o, "userId", "7", "queue message");
         check_member(o, "roomId", "13", "queue message");
         if (texts[i][1]) {
@@ -535,8 +540,10 @@ static const char *QUEUE_OK =
 static char *queue_with(const char *key, const char *raw_value)
 {
     json_t *o = json_loads(QUEUE_OK, 0, NULL);
-    if (raw_value) json_object_set_new(o, key, json_loads(raw_value, JSON_DECODE_ANY, NULL));
-    else json_object_del(o, key);
+    if (raw_value)
+        json_object_set_new(o, key, json_loads(raw_value, JSON_DECODE_ANY, NULL));
+    else
+        json_object_del(o, key);
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return s;
@@ -556,7 +563,7 @@ static void test_queue_parse(void)
 {
     chat_message m;
     CHECK(queue_message_parse(QUEUE_OK, strlen(QUEUE_OK), &m, err, sizeof err),
-          "a hand-written SPEC §2 body parses (%s)", err);
+          "a hand-written protocol.md §4 body parses (%s)", err);
     CHECK_STR(m.client_message_id, "", "no clientMessageId -> none");
     CHECK_STR(m.server_id, "p1", "serverId read");
     CHECK_STR(m.received_at, "2026-11-23T10:15:30.200Z", "receivedAt read");
@@ -626,7 +633,8 @@ static void test_broadcast_shape(void)
     check_member(o, "serverTimestamp", "2026-11-23T10:15:31.000Z", "broadcast");
     check_member(o, "sequenceNumber", "18889", "broadcast");
     check_member(o, "clientMessageId", "c1", "broadcast (extension: the sender's id, live)");
-    CHECK_INT(json_object_size(o), 11, "broadcast has the 10 SPEC §3 members and clientMessageId");
+    CHECK_INT(json_object_size(o), 11,
+              "broadcast has the 10 protocol.md §2 members and clientMessageId");
     json_decref(o);
     free(json);
 
@@ -634,7 +642,7 @@ static void test_broadcast_shape(void)
     json = broadcast_event_to_json(&m, "2026-11-23T10:15:31.000Z", "18889");
     o = load(json, "broadcast without clientMessageId");
     check_absent(o, "clientMessageId", "broadcast of a message without clientMessageId");
-    CHECK_INT(json_object_size(o), 10, "broadcast has exactly the 10 SPEC §3 members");
+    CHECK_INT(json_object_size(o), 10, "broadcast has exactly the 10 protocol.md §2 members");
     json_decref(o);
     free(json);
 
@@ -679,10 +687,9 @@ static void test_ack_shape(void)
 
 static void test_error_shape(void)
 {
-    const chat_status codes[] = {CHAT_INVALID_JSON,     CHAT_VALIDATION_ERROR,
-                                 CHAT_MESSAGE_TOO_LARGE, CHAT_RATE_LIMITED,
-                                 CHAT_QUEUE_UNAVAILABLE, CHAT_QUEUE_ERROR};
-    const char *names[] = {"INVALID_JSON", "VALIDATION_ERROR", "MESSAGE_TOO_LARGE",
+    const chat_status codes[] = {CHAT_INVALID_JSON, CHAT_VALIDATION_ERROR,  CHAT_MESSAGE_TOO_LARGE,
+                                 CHAT_RATE_LIMITED, CHAT_QUEUE_UNAVAILABLE, CHAT_QUEUE_ERROR};
+    const char *names[] = {"INVALID_JSON", "VALIDATION_ERROR",  "MESSAGE_TOO_LARGE",
                            "RATE_LIMITED", "QUEUE_UNAVAILABLE", "QUEUE_ERROR"};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
         CHECK_STR(chat_status_code(codes[i]), names[i], "chat_status_code(%zu)", i);
@@ -762,12 +769,15 @@ static void test_frame_kinds(void)
               CHAT_OK, "TYPING frame with timestamp parses (%s)", err);
     CHECK_STR(msg.timestamp, "2026-12-02T10:00:00Z", "TYPING: timestamp kept");
 
-    struct { const char *frame, *field; } bad[] = {
+    struct {
+        const char *frame, *field;
+    } bad[] = {
         {"{\"type\":\"TYPING\",\"username\":\"carol\"}", "userId"},
         {"{\"type\":\"TYPING\",\"userId\":0,\"username\":\"carol\"}", "userId"},
         {"{\"type\":\"TYPING\",\"userId\":9,\"username\":\"c\"}", "username"},
         {"{\"type\":\"TYPING\",\"userId\":9}", "username"},
-        {"{\"type\":\"TYPING\",\"userId\":9,\"username\":\"carol\",\"timestamp\":\"soon\"}", "timestamp"},
+        {"{\"type\":\"TYPING\",\"userId\":9,\"username\":\"carol\",\"timestamp\":\"soon\"}",
+         "timestamp"},
         {"{\"type\":\"READ\",\"userId\":9,\"username\":\"carol\"}", "type"},
         {"{\"type\":7,\"userId\":9,\"username\":\"carol\"}", "type"},
     };
@@ -780,10 +790,11 @@ static void test_frame_kinds(void)
               "unknown type is a validation error");
     CHECK_STR(msg.client_message_id, "k1", "an unknown type still echoes the clientMessageId");
 
-    /* "type":"MESSAGE" (or null) is the SPEC §1 message, with every rule */
-    CHECK_INT(parse("{\"type\":\"MESSAGE\",\"userId\":\"42\",\"username\":\"alice\",\"message\":\"hi\","
-                    "\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":\"TEXT\"}"),
-              CHAT_OK, "type MESSAGE is a chat message (%s)", err);
+    /* "type":"MESSAGE" (or null) is the protocol.md §1 message, with every rule */
+    CHECK_INT(
+        parse("{\"type\":\"MESSAGE\",\"userId\":\"42\",\"username\":\"alice\",\"message\":\"hi\","
+              "\"timestamp\":\"2026-11-23T10:15:30.123Z\",\"messageType\":\"TEXT\"}"),
+        CHAT_OK, "type MESSAGE is a chat message (%s)", err);
     CHECK_INT(msg.kind, CHAT_KIND_MESSAGE, "type MESSAGE -> message kind");
     CHECK_INT(parse("{\"type\":\"MESSAGE\",\"userId\":\"42\",\"username\":\"alice\"}"),
               CHAT_VALIDATION_ERROR, "type MESSAGE without the message fields is refused");
@@ -795,7 +806,8 @@ static void test_typing_queue_and_event(void)
 {
     const char *typing = "{\"type\":\"TYPING\",\"userId\":9,\"username\":\"carol\"}";
     chat_message m;
-    CHECK_INT(chat_frame_parse(typing, strlen(typing), 4096, &m, err, sizeof err), CHAT_OK, "typing parses");
+    CHECK_INT(chat_frame_parse(typing, strlen(typing), 4096, &m, err, sizeof err), CHAT_OK,
+              "typing parses");
     snprintf(m.room_id, sizeof m.room_id, "4");
     snprintf(m.server_id, sizeof m.server_id, "producer-a");
     snprintf(m.client_ip, sizeof m.client_ip, "10.1.2.3");
@@ -815,23 +827,28 @@ static void test_typing_queue_and_event(void)
     json_decref(o);
 
     chat_message back;
-    CHECK(queue_message_parse(json, strlen(json), &back, err, sizeof err), "typing body parses back (%s)", err);
+    CHECK(queue_message_parse(json, strlen(json), &back, err, sizeof err),
+          "typing body parses back (%s)", err);
     CHECK_INT(back.kind, CHAT_KIND_TYPING, "typing body -> typing kind");
     CHECK_STR(back.message_id, m.message_id, "typing body: id");
     CHECK_STR(back.user_id, "9", "typing body: userId");
     CHECK_STR(back.received_at, m.received_at, "typing body: receivedAt");
     free(json);
 
-    const char *no_user = "{\"type\":\"TYPING\",\"messageId\":\"0f8fad5b-d9cb-469f-a165-70867728950e\","
-                          "\"roomId\":\"4\",\"username\":\"carol\",\"timestamp\":\"2026-12-02T10:00:00Z\","
-                          "\"serverId\":\"p\",\"clientIp\":\"\",\"receivedAt\":\"2026-12-02T10:00:00Z\"}";
+    const char *no_user =
+        "{\"type\":\"TYPING\",\"messageId\":\"0f8fad5b-d9cb-469f-a165-70867728950e\","
+        "\"roomId\":\"4\",\"username\":\"carol\",\"timestamp\":\"2026-12-02T10:00:00Z\","
+        "\"serverId\":\"p\",\"clientIp\":\"\",\"receivedAt\":\"2026-12-02T10:00:00Z\"}";
     CHECK(!queue_message_parse(no_user, strlen(no_user), &back, err, sizeof err) &&
-              strncmp(err, "userId", 6) == 0, "typing body without userId is poison (%s)", err);
-    const char *no_ts = "{\"type\":\"TYPING\",\"messageId\":\"0f8fad5b-d9cb-469f-a165-70867728950e\","
-                        "\"roomId\":\"4\",\"userId\":\"9\",\"username\":\"carol\","
-                        "\"serverId\":\"p\",\"clientIp\":\"\",\"receivedAt\":\"2026-12-02T10:00:00Z\"}";
+              strncmp(err, "userId", 6) == 0,
+          "typing body without userId is poison (%s)", err);
+    const char *no_ts =
+        "{\"type\":\"TYPING\",\"messageId\":\"0f8fad5b-d9cb-469f-a165-70867728950e\","
+        "\"roomId\":\"4\",\"userId\":\"9\",\"username\":\"carol\","
+        "\"serverId\":\"p\",\"clientIp\":\"\",\"receivedAt\":\"2026-12-02T10:00:00Z\"}";
     CHECK(!queue_message_parse(no_ts, strlen(no_ts), &back, err, sizeof err) &&
-              strncmp(err, "timestamp", 9) == 0, "typing body needs its timestamp (%s)", err);
+              strncmp(err, "timestamp", 9) == 0,
+          "typing body needs its timestamp (%s)", err);
 
     json = broadcast_event_to_json(&m, "2026-12-02T10:00:00.100Z", "77");
     o = load(json, "typing event");

@@ -1,4 +1,6 @@
-/* test_metrics — registry semantics, exact exposition text, promtool validation, threaded totals. */
+/* test_metrics — registry semantics, exact exposition text, promtool validation, threaded totals.
+ */
+/* test-passes: asan tsan */
 #include "metrics.h"
 #include "testlib.h"
 
@@ -68,18 +70,19 @@ static void test_registry(void)
     CHECK_INT(metric_counter_value(c), 0, "other series untouched");
 
     metric_gauge *g = metrics_gauge("t_connections_active", "Open connections.", NULL);
-    CHECK(g == metrics_gauge("t_connections_active", "Open connections.", ""), "NULL and \"\" labels are the same series");
+    CHECK(g == metrics_gauge("t_connections_active", "Open connections.", ""),
+          "NULL and \"\" labels are the same series");
     metric_gauge_set(g, 5);
     metric_gauge_add(g, -1.5);
     CHECK(metric_gauge_value(g) == 3.5, "gauge set then add");
 
     metric_histogram *h = metrics_histogram("t_latency_seconds", "Latency.", "action=\"send\"",
                                             METRICS_LATENCY_BUCKETS, METRICS_LATENCY_BUCKETS_N);
-    metric_histogram_observe(h, 0.0004);  /* first bucket */
-    metric_histogram_observe(h, 0.0005);  /* exactly on a bound: le is inclusive */
+    metric_histogram_observe(h, 0.0004); /* first bucket */
+    metric_histogram_observe(h, 0.0005); /* exactly on a bound: le is inclusive */
     metric_histogram_observe(h, 0.2);
-    metric_histogram_observe(h, 42);      /* only +Inf */
-    metric_histogram_observe(h, NAN);     /* ignored */
+    metric_histogram_observe(h, 42);  /* only +Inf */
+    metric_histogram_observe(h, NAN); /* ignored */
     CHECK_INT(metric_histogram_count(h), 4, "histogram count (NaN ignored)");
 }
 
@@ -91,8 +94,10 @@ static void test_buckets(void)
     CHECK(METRICS_SIZE_BUCKETS[0] == 1 && METRICS_SIZE_BUCKETS[METRICS_SIZE_BUCKETS_N - 1] == 5000,
           "size buckets span 1..5000");
     bool increasing = true;
-    for (size_t i = 1; i < METRICS_LATENCY_BUCKETS_N; i++) increasing &= METRICS_LATENCY_BUCKETS[i] > METRICS_LATENCY_BUCKETS[i - 1];
-    for (size_t i = 1; i < METRICS_SIZE_BUCKETS_N; i++) increasing &= METRICS_SIZE_BUCKETS[i] > METRICS_SIZE_BUCKETS[i - 1];
+    for (size_t i = 1; i < METRICS_LATENCY_BUCKETS_N; i++)
+        increasing &= METRICS_LATENCY_BUCKETS[i] > METRICS_LATENCY_BUCKETS[i - 1];
+    for (size_t i = 1; i < METRICS_SIZE_BUCKETS_N; i++)
+        increasing &= METRICS_SIZE_BUCKETS[i] > METRICS_SIZE_BUCKETS[i - 1];
     CHECK(increasing, "standard buckets strictly increase");
 }
 
@@ -114,7 +119,7 @@ static void test_render(void)
     snprintf(labels, sizeof labels, "room=\"%s\"", esc);
     metric_counter_add(metrics_counter("t_odd_total", "Help with \\ and\nnewline.", labels), 7);
     metric_histogram *sizes = metrics_histogram("t_batch_size", "Batch size.", NULL,
-                                                 METRICS_SIZE_BUCKETS, METRICS_SIZE_BUCKETS_N);
+                                                METRICS_SIZE_BUCKETS, METRICS_SIZE_BUCKETS_N);
     metric_histogram_observe(sizes, 10);
     metric_histogram_observe(sizes, 3);
     metric_gauge_set(metrics_gauge("t_small", "Small value.", NULL), 1e-7);
@@ -123,24 +128,34 @@ static void test_render(void)
     CHECK(text != NULL, "render returns a body");
     if (!text) return;
     CHECK_INT(count_occurrences(text, "# HELP t_requests_total "), 1, "HELP once per family");
-    CHECK_INT(count_occurrences(text, "# TYPE t_requests_total counter\n"), 1, "TYPE once per family");
+    CHECK_INT(count_occurrences(text, "# TYPE t_requests_total counter\n"), 1,
+              "TYPE once per family");
     CHECK(contains_line(text, "t_requests_total{result=\"ok\"} 42"), "counter line with labels");
     CHECK(contains_line(text, "t_requests_total{result=\"error\"} 0"), "zero counter rendered");
     CHECK(contains_line(text, "# TYPE t_connections_active gauge"), "gauge TYPE");
     CHECK(contains_line(text, "t_connections_active 3.5"), "gauge without labels");
     CHECK(contains_line(text, "t_small 1e-07"), "small gauge in exponent form");
     CHECK(contains_line(text, "# TYPE t_latency_seconds histogram"), "histogram TYPE");
-    CHECK(contains_line(text, "t_latency_seconds_bucket{action=\"send\",le=\"0.0005\"} 2"), "first bucket, le inclusive");
-    CHECK(contains_line(text, "t_latency_seconds_bucket{action=\"send\",le=\"0.1\"} 2"), "cumulative before 0.2");
-    CHECK(contains_line(text, "t_latency_seconds_bucket{action=\"send\",le=\"0.25\"} 3"), "cumulative after 0.2");
-    CHECK(contains_line(text, "t_latency_seconds_bucket{action=\"send\",le=\"10\"} 3"), "last finite bucket");
-    CHECK(contains_line(text, "t_latency_seconds_bucket{action=\"send\",le=\"+Inf\"} 4"), "+Inf bucket");
-    CHECK(contains_line(text, "t_latency_seconds_sum{action=\"send\"} 42.200900"), "exact micro-unit sum");
+    CHECK(contains_line(text, "t_latency_seconds_bucket{action=\"send\",le=\"0.0005\"} 2"),
+          "first bucket, le inclusive");
+    CHECK(contains_line(text, "t_latency_seconds_bucket{action=\"send\",le=\"0.1\"} 2"),
+          "cumulative before 0.2");
+    CHECK(contains_line(text, "t_latency_seconds_bucket{action=\"send\",le=\"0.25\"} 3"),
+          "cumulative after 0.2");
+    CHECK(contains_line(text, "t_latency_seconds_bucket{action=\"send\",le=\"10\"} 3"),
+          "last finite bucket");
+    CHECK(contains_line(text, "t_latency_seconds_bucket{action=\"send\",le=\"+Inf\"} 4"),
+          "+Inf bucket");
+    CHECK(contains_line(text, "t_latency_seconds_sum{action=\"send\"} 42.200900"),
+          "exact micro-unit sum");
     CHECK(contains_line(text, "t_latency_seconds_count{action=\"send\"} 4"), "histogram count");
-    CHECK(contains_line(text, "t_batch_size_bucket{le=\"5\"} 1"), "histogram without labels has only le");
+    CHECK(contains_line(text, "t_batch_size_bucket{le=\"5\"} 1"),
+          "histogram without labels has only le");
     CHECK(contains_line(text, "t_batch_size_sum 13.000000"), "size sum");
-    CHECK(contains_line(text, "# HELP t_odd_total Help with \\\\ and\\nnewline."), "HELP escapes backslash and newline");
-    CHECK(contains_line(text, "t_odd_total{room=\"we\\\"ird\\\\name\\n\"} 7"), "escaped label value rendered");
+    CHECK(contains_line(text, "# HELP t_odd_total Help with \\\\ and\\nnewline."),
+          "HELP escapes backslash and newline");
+    CHECK(contains_line(text, "t_odd_total{room=\"we\\\"ird\\\\name\\n\"} 7"),
+          "escaped label value rendered");
     const char *req = strstr(text, "# HELP t_requests_total");
     const char *gauge = strstr(text, "# HELP t_connections_active");
     const char *hist = strstr(text, "# HELP t_latency_seconds");
@@ -191,14 +206,19 @@ static void test_threads(void)
     pthread_t tid[THREADS];
     for (int i = 0; i < THREADS; i++) pthread_create(&tid[i], NULL, hammer, NULL);
     for (int i = 0; i < THREADS; i++) pthread_join(tid[i], NULL);
-    CHECK_INT(metric_counter_value(shared_counter), THREADS * PER_THREAD, "threaded counter total is exact");
-    CHECK(metric_gauge_value(shared_gauge) == THREADS * PER_THREAD, "threaded gauge CAS adds are exact");
-    CHECK_INT(metric_histogram_count(shared_histogram), THREADS * PER_THREAD, "threaded histogram count is exact");
+    CHECK_INT(metric_counter_value(shared_counter), THREADS * PER_THREAD,
+              "threaded counter total is exact");
+    CHECK(metric_gauge_value(shared_gauge) == THREADS * PER_THREAD,
+          "threaded gauge CAS adds are exact");
+    CHECK_INT(metric_histogram_count(shared_histogram), THREADS * PER_THREAD,
+              "threaded histogram count is exact");
     char *text = metrics_render();
     char line[128];
-    snprintf(line, sizeof line, "t_threads_seconds_sum %d.000000", THREADS * PER_THREAD / 2 * 3 + THREADS * PER_THREAD / 2 * 2 / 1000);
+    snprintf(line, sizeof line, "t_threads_seconds_sum %d.000000",
+             THREADS * PER_THREAD / 2 * 3 + THREADS * PER_THREAD / 2 * 2 / 1000);
     CHECK(text && contains_line(text, line), "threaded histogram sum is exact (%s)", line);
-    snprintf(line, sizeof line, "t_threads_seconds_bucket{le=\"0.0025\"} %d", THREADS * PER_THREAD / 2);
+    snprintf(line, sizeof line, "t_threads_seconds_bucket{le=\"0.0025\"} %d",
+             THREADS * PER_THREAD / 2);
     CHECK(text && contains_line(text, line), "threaded bucket count is exact");
     free(text);
 }

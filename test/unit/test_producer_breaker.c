@@ -1,5 +1,6 @@
 /* test_producer_breaker — closed -> open after N failures, fail fast while open, one half-open
  * probe, probe success closes, probe failure re-opens; the gauge follows. */
+/* test-passes: asan */
 #include "../../producer/breaker.h"
 #include "log.h"
 #include "testlib.h"
@@ -20,18 +21,21 @@ int main(void)
     circuit_record(cb, true, false, t);
     circuit_record(cb, false, false, t);
     circuit_record(cb, false, false, t);
-    CHECK_INT(circuit_state(cb), CIRCUIT_CLOSED, "a success resets the count of consecutive failures");
+    CHECK_INT(circuit_state(cb), CIRCUIT_CLOSED,
+              "a success resets the count of consecutive failures");
     circuit_record(cb, false, false, t);
     CHECK_INT(circuit_state(cb), CIRCUIT_OPEN, "3 consecutive failures: open");
     CHECK(metric_gauge_value(g) == 2.0, "gauge 2 while open");
     CHECK(!circuit_acquire(cb, t + 50 * MS, &probe), "open: no request before open_ms");
     CHECK(!circuit_admits(cb, t + 50 * MS), "open: new messages are not admitted before open_ms");
-    CHECK(circuit_admits(cb, t + 101 * MS), "open_ms passed: new messages are admitted (to wait for the probe)");
+    CHECK(circuit_admits(cb, t + 101 * MS),
+          "open_ms passed: new messages are admitted (to wait for the probe)");
     CHECK(circuit_acquire(cb, t + 101 * MS, &probe) && probe, "after open_ms: one probe allowed");
     CHECK_INT(circuit_state(cb), CIRCUIT_HALF_OPEN, "half-open while the probe is out");
     CHECK(metric_gauge_value(g) == 1.0, "gauge 1 while half-open");
     bool probe2 = false;
-    CHECK(!circuit_acquire(cb, t + 102 * MS, &probe2), "half-open: a second request waits for the probe");
+    CHECK(!circuit_acquire(cb, t + 102 * MS, &probe2),
+          "half-open: a second request waits for the probe");
     circuit_record(cb, false, true, t + 110 * MS);
     CHECK_INT(circuit_state(cb), CIRCUIT_OPEN, "probe failed: open again");
     CHECK(!circuit_acquire(cb, t + 150 * MS, &probe), "re-opened: the wait starts over");

@@ -1,4 +1,6 @@
-/* test_producer_rate_limit — the per-user token bucket: burst, refill, independence, off, bounded. */
+/* test_producer_rate_limit — the per-user token bucket: burst, refill, independence, off, bounded.
+ */
+/* test-passes: asan */
 #include "../../producer/rate_limit.h"
 #include "testlib.h"
 
@@ -11,7 +13,8 @@ int main(void)
     int allowed = 0;
     for (int i = 0; i < 100; i++) allowed += rate_limiter_allow(rl, 7, t);
     CHECK_INT(allowed, 60, "60 a minute: a burst of 100 at once lets 60 through");
-    CHECK(!rate_limiter_allow(rl, 7, t + SEC / 2), "half a second later: still empty (refill is 1/s)");
+    CHECK(!rate_limiter_allow(rl, 7, t + SEC / 2),
+          "half a second later: still empty (refill is 1/s)");
     CHECK(rate_limiter_allow(rl, 7, t + SEC + SEC / 10), "after 1.1 s one more token");
     CHECK(!rate_limiter_allow(rl, 7, t + SEC + SEC / 5), "and only one");
     CHECK(rate_limiter_allow(rl, 8, t), "another user has a bucket of his own");
@@ -34,16 +37,19 @@ int main(void)
         rate_limiter_allow(small, u, t + u * 1000);
         if (rate_limiter_tracked(small) > 100) break;
     }
-    CHECK(rate_limiter_tracked(small) <= 100, "100,000 users through a 100-user table: at most 100 tracked (%zu)",
+    CHECK(rate_limiter_tracked(small) <= 100,
+          "100,000 users through a 100-user table: at most 100 tracked (%zu)",
           rate_limiter_tracked(small));
     /* a recent user keeps its bucket when idle (full) ones are evicted */
     rate_limiter *ev = rate_limiter_new(2, 16);
     uint64_t now = 5000 * SEC;
     rate_limiter_allow(ev, 1, now);
-    rate_limiter_allow(ev, 1, now);                    /* user 1 empty */
-    for (uint32_t u = 2; u <= 16; u++) rate_limiter_allow(ev, u, now - 600 * SEC);  /* long idle, full */
-    for (uint32_t u = 100; u < 110; u++) rate_limiter_allow(ev, u, now);             /* forces eviction */
-    CHECK(!rate_limiter_allow(ev, 1, now), "eviction drops refilled buckets, not the active empty one");
+    rate_limiter_allow(ev, 1, now); /* user 1 empty */
+    for (uint32_t u = 2; u <= 16; u++)
+        rate_limiter_allow(ev, u, now - 600 * SEC);                      /* long idle, full */
+    for (uint32_t u = 100; u < 110; u++) rate_limiter_allow(ev, u, now); /* forces eviction */
+    CHECK(!rate_limiter_allow(ev, 1, now),
+          "eviction drops refilled buckets, not the active empty one");
     rate_limiter_free(ev);
     rate_limiter_free(small);
     return TEST_DONE();

@@ -3,10 +3,12 @@
  * chatflow-sigv4 CLI byte for byte.
  *
  * The vectors: every case folder of the suite found at $CHATFLOW_SIGV4_SUITE, else
- * $ROOT/../shared/aws-sigv4-test-suite, else ../shared/aws-sigv4-test-suite from the cwd. The
- * folders are enumerated, so cases added to the suite are checked without an edit here.
+ * $ROOT/test/data/aws-sigv4-test-suite, else test/data/aws-sigv4-test-suite from the cwd (the
+ * repository carries them). The folders are enumerated, so cases added to the suite are checked
+ * without an edit here.
  * The CLI: $CHATFLOW_BIN/chatflow-sigv4, else the one next to this binary's build folder.
  */
+/* test-passes: asan tsan */
 #include <dirent.h>
 #include <pthread.h>
 #include <errno.h>
@@ -80,10 +82,10 @@ static const char *find_suite(char *buf, size_t len)
     if (env && *env) return env;
     const char *root = getenv("ROOT");
     if (root && *root) {
-        snprintf(buf, len, "%s/../shared/aws-sigv4-test-suite", root);
+        snprintf(buf, len, "%s/test/data/aws-sigv4-test-suite", root);
         if (is_dir(buf)) return buf;
     }
-    snprintf(buf, len, "../shared/aws-sigv4-test-suite");
+    snprintf(buf, len, "test/data/aws-sigv4-test-suite");
     return buf;
 }
 
@@ -195,9 +197,11 @@ static bool added_headers_in_signed_request(const char *dir, const sigv4_result 
     for (size_t i = 0; i < r->n_added; i++) {
         bool found = false;
         size_t nl = strlen(r->added[i].name), vl = strlen(r->added[i].value);
-        for (char *line = signed_req; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
+        for (char *line = signed_req; line && *line;
+             line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
             if (strncasecmp(line, r->added[i].name, nl) == 0 && line[nl] == ':' &&
-                strncmp(line + nl + 1, r->added[i].value, vl) == 0 && (line[nl + 1 + vl] == '\n' || !line[nl + 1 + vl]))
+                strncmp(line + nl + 1, r->added[i].value, vl) == 0 &&
+                (line[nl + 1 + vl] == '\n' || !line[nl + 1 + vl]))
                 found = true;
         }
         all &= found;
@@ -254,7 +258,8 @@ static void find_cli(void)
     self[n] = '\0';
     char *slash = strrchr(self, '/');
     if (slash) *slash = '\0';
-    snprintf(cli_path, sizeof cli_path, "%.*s/../chatflow-sigv4", (int)(sizeof cli_path - 20), self);
+    snprintf(cli_path, sizeof cli_path, "%.*s/../chatflow-sigv4", (int)(sizeof cli_path - 20),
+             self);
 }
 
 /* Runs a shell command, returns its stdout (NUL-terminated, length in *len) and exit status. */
@@ -290,7 +295,8 @@ static void check_case_cli(const char *name, const char *dir)
                     {"authorization", NULL}};
     for (size_t i = 0; i < sizeof products / sizeof products[0]; i++) {
         char cmd[3 * PATH_MAX + 128];
-        int n = snprintf(cmd, sizeof cmd, "'%s' --context '%s/context.json' --request '%s/request.txt' --print %s",
+        int n = snprintf(cmd, sizeof cmd,
+                         "'%s' --context '%s/context.json' --request '%s/request.txt' --print %s",
                          cli_path, dir, dir, products[i].what);
         size_t got_len = 0, want_len = 0;
         int status = -1;
@@ -304,9 +310,11 @@ static void check_case_cli(const char *name, const char *dir)
             want_len = want ? strlen(want) : 0;
         }
         bool same = got && want && got_len == want_len && memcmp(got, want, got_len) == 0;
-        CHECK(status == 0 && same, "%s: CLI --print %s matches byte for byte", name, products[i].what);
-        if (!same) printf("#   got %zu bytes: \"%s\"\n#   want %zu bytes: \"%s\"\n", got_len, got ? got : "",
-                          want_len, want ? want : "");
+        CHECK(status == 0 && same, "%s: CLI --print %s matches byte for byte", name,
+              products[i].what);
+        if (!same)
+            printf("#   got %zu bytes: \"%s\"\n#   want %zu bytes: \"%s\"\n", got_len,
+                   got ? got : "", want_len, want ? want : "");
         free(got);
         free(want);
     }
@@ -371,8 +379,10 @@ typedef struct {
     const char *want_signature;
 } own_case;
 
-static const sigv4_header INNER_SPACES[] = {
-    {"Host", "example.amazonaws.com"}, {"My-Header", "  a \t b   c  "}, {"my-header", "d"}, {"Empty", ""}};
+static const sigv4_header INNER_SPACES[] = {{"Host", "example.amazonaws.com"},
+                                            {"My-Header", "  a \t b   c  "},
+                                            {"my-header", "d"},
+                                            {"Empty", ""}};
 static const sigv4_header SQS_HEADERS[] = {{"host", "sqs.us-east-1.amazonaws.com"},
                                            {"content-type", "application/x-amz-json-1.0"},
                                            {"x-amz-target", "AmazonSQS.SendMessageBatch"}};
@@ -381,45 +391,53 @@ static const sigv4_header SQS_HEADERS[] = {{"host", "sqs.us-east-1.amazonaws.com
 
 static const own_case OWN[] = {
     {"query: reserved characters, spaces, '+', repeated names, bare key", "GET", "/",
-     "b=c d&a=x%2By&a=%2F&z=1+2&e&k=a:b/c@d&u=-_.~", HOST_ONLY, 1, NULL, "service", NULL, true, false,
-     "GET\n/\na=%2F&a=x%2By&b=c%20d&e=&k=a%3Ab%2Fc%40d&u=-_.~&z=1%2B2\n" SIMPLE_TAIL,
+     "b=c d&a=x%2By&a=%2F&z=1+2&e&k=a:b/c@d&u=-_.~", HOST_ONLY, 1, NULL, "service", NULL, true,
+     false, "GET\n/\na=%2F&a=x%2By&b=c%20d&e=&k=a%3Ab%2Fc%40d&u=-_.~&z=1%2B2\n" SIMPLE_TAIL,
      "c03cd4a0be262fb76fe232ae0dc17881f9b8673fc084167bbaa6b789caeeec01"},
-    {"query: UTF-8, escaped and raw", "GET", "/", "q=%C3%A9t%C3%A9&\xC3\xA9=\xC3\xBC", HOST_ONLY, 1, NULL,
-     "service", NULL, true, false, "GET\n/\n%C3%A9=%C3%BC&q=%C3%A9t%C3%A9\n" SIMPLE_TAIL,
+    {"query: UTF-8, escaped and raw", "GET", "/", "q=%C3%A9t%C3%A9&\xC3\xA9=\xC3\xBC", HOST_ONLY, 1,
+     NULL, "service", NULL, true, false, "GET\n/\n%C3%A9=%C3%BC&q=%C3%A9t%C3%A9\n" SIMPLE_TAIL,
      "313e6d503b2ebad0e11091c39cca5697cb1fb5f6895cf8a5f59dcbd6f5e5ce40"},
-    {"path: dot segments", "GET", "/a/./b/../c/", NULL, HOST_ONLY, 1, NULL, "service", NULL, true, false,
-     "GET\n/a/c/\n\n" SIMPLE_TAIL, "03815191a982245f233767bed9d5022ca4cf6dc96e4c7598525bfdbc1932b50c"},
-    {"path: trailing '..' keeps a slash", "GET", "/a/b/..", NULL, HOST_ONLY, 1, NULL, "service", NULL, true,
-     false, "GET\n/a/\n\n" SIMPLE_TAIL, "694bece1403759d9292850e34a43c38b7accb0d27abd33d0f0c4dd5136372da1"},
-    {"path: '..' above the root", "GET", "/../x", NULL, HOST_ONLY, 1, NULL, "service", NULL, true, false,
-     "GET\n/x\n\n" SIMPLE_TAIL, "55d1588ca3afc1b214110bfc9ec9c8b224fc9fcd08bef384fafca9f1e619b523"},
-    {"path: repeated slashes", "GET", "//a///b", NULL, HOST_ONLY, 1, NULL, "service", NULL, true, false,
-     "GET\n/a/b\n\n" SIMPLE_TAIL, "a3ef7f40b9d3367140c9a7b8049aaddc77c79d96e9cf97b49a21702dfe72eaf5"},
-    {"path: repeated slashes kept without normalize", "GET", "//a///b", NULL, HOST_ONLY, 1, NULL, "service",
-     NULL, false, false, "GET\n//a///b\n\n" SIMPLE_TAIL,
+    {"path: dot segments", "GET", "/a/./b/../c/", NULL, HOST_ONLY, 1, NULL, "service", NULL, true,
+     false, "GET\n/a/c/\n\n" SIMPLE_TAIL,
+     "03815191a982245f233767bed9d5022ca4cf6dc96e4c7598525bfdbc1932b50c"},
+    {"path: trailing '..' keeps a slash", "GET", "/a/b/..", NULL, HOST_ONLY, 1, NULL, "service",
+     NULL, true, false, "GET\n/a/\n\n" SIMPLE_TAIL,
+     "694bece1403759d9292850e34a43c38b7accb0d27abd33d0f0c4dd5136372da1"},
+    {"path: '..' above the root", "GET", "/../x", NULL, HOST_ONLY, 1, NULL, "service", NULL, true,
+     false, "GET\n/x\n\n" SIMPLE_TAIL,
+     "55d1588ca3afc1b214110bfc9ec9c8b224fc9fcd08bef384fafca9f1e619b523"},
+    {"path: repeated slashes", "GET", "//a///b", NULL, HOST_ONLY, 1, NULL, "service", NULL, true,
+     false, "GET\n/a/b\n\n" SIMPLE_TAIL,
+     "a3ef7f40b9d3367140c9a7b8049aaddc77c79d96e9cf97b49a21702dfe72eaf5"},
+    {"path: repeated slashes kept without normalize", "GET", "//a///b", NULL, HOST_ONLY, 1, NULL,
+     "service", NULL, false, false, "GET\n//a///b\n\n" SIMPLE_TAIL,
      "84fe02c0fa8bd91cf3f0c1e3566b53d3e24071c858e5eb400097995685fef819"},
-    {"path: empty", "GET", "", NULL, HOST_ONLY, 1, NULL, "service", NULL, true, false, "GET\n/\n\n" SIMPLE_TAIL,
-     "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"},
-    {"path: escapes encoded again, UTF-8 encoded", "GET", "/foo%20bar/\xC3\xBC", NULL, HOST_ONLY, 1, NULL,
-     "service", NULL, true, false, "GET\n/foo%2520bar/%C3%BC\n\n" SIMPLE_TAIL,
+    {"path: empty", "GET", "", NULL, HOST_ONLY, 1, NULL, "service", NULL, true, false,
+     "GET\n/\n\n" SIMPLE_TAIL, "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"},
+    {"path: escapes encoded again, UTF-8 encoded", "GET", "/foo%20bar/\xC3\xBC", NULL, HOST_ONLY, 1,
+     NULL, "service", NULL, true, false, "GET\n/foo%2520bar/%C3%BC\n\n" SIMPLE_TAIL,
      "9407c0e1b8a8d98b2396f980dc62add7d4533ee0a30bf38176fb27c3034bd1d6"},
-    {"path: S3 encodes once", "GET", "/my%20key/a b", NULL, HOST_ONLY, 1, NULL, "s3", NULL, false, false,
+    {"path: S3 encodes once", "GET", "/my%20key/a b", NULL, HOST_ONLY, 1, NULL, "s3", NULL, false,
+     false,
      "GET\n/my%20key/a%20b\n\n" HOST_LINE "x-amz-date:" DATE "\n\nhost;x-amz-date\n" EMPTY_SHA256,
      "2e6cf7e2db3d0ac0dbb592fcae687c0f461a8fe770234466de396d43eee4e89d"},
-    {"headers: inner whitespace folded, repeated name joined, empty value", "GET", "/", NULL, INNER_SPACES, 4,
-     NULL, "service", NULL, true, false,
+    {"headers: inner whitespace folded, repeated name joined, empty value", "GET", "/", NULL,
+     INNER_SPACES, 4, NULL, "service", NULL, true, false,
      "GET\n/\n\nempty:\n" HOST_LINE "my-header:a b c,d\nx-amz-date:" DATE
      "\n\nempty;host;my-header;x-amz-date\n" EMPTY_SHA256,
      "3a60d1ebae028c0bc75dc027e3b5f696256f1b274ba22b5802ffaa567ad8246d"},
-    {"SQS SendMessageBatch shape with a session token", "POST", "/", NULL, SQS_HEADERS, 3, "{\"QueueUrl\":\"q\"}",
-     "sqs", "TOKEN/with+chars=", true, false,
-     "POST\n/\n\ncontent-type:application/x-amz-json-1.0\nhost:sqs.us-east-1.amazonaws.com\nx-amz-date:" DATE
+    {"SQS SendMessageBatch shape with a session token", "POST", "/", NULL, SQS_HEADERS, 3,
+     "{\"QueueUrl\":\"q\"}", "sqs", "TOKEN/with+chars=", true, false,
+     "POST\n/\n\ncontent-type:application/"
+     "x-amz-json-1.0\nhost:sqs.us-east-1.amazonaws.com\nx-amz-date:" DATE
      "\nx-amz-security-token:TOKEN/with+chars=\nx-amz-target:AmazonSQS.SendMessageBatch\n\n"
      "content-type;host;x-amz-date;x-amz-security-token;x-amz-target\n"
      "931dda1e2477698e58cc7a94e9d61f77b88d4361b1c25465cecaaaed515ded69",
      "ab90034e20c8cf8325004b99babb6db655dd6d4e5d0f51b657e16e16e6416523"},
-    {"sign_body adds x-amz-content-sha256", "PUT", "/x", NULL, HOST_ONLY, 1, "hello", "service", NULL, true, true,
-     "PUT\n/x\n\n" HOST_LINE "x-amz-content-sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\n"
+    {"sign_body adds x-amz-content-sha256", "PUT", "/x", NULL, HOST_ONLY, 1, "hello", "service",
+     NULL, true, true,
+     "PUT\n/x\n\n" HOST_LINE
+     "x-amz-content-sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\n"
      "x-amz-date:" DATE "\n\nhost;x-amz-content-sha256;x-amz-date\n"
      "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
      "048c34ce8d7052b53be7b16391190abc72d1da983289ae3212fa1acaa752c221"},
@@ -427,12 +445,18 @@ static const own_case OWN[] = {
 
 static sigv4_params own_params(const own_case *c)
 {
-    return (sigv4_params){AKID, SECRET, c->token, "us-east-1", c->service, DATE, c->normalize, c->sign_body};
+    return (sigv4_params){AKID,       SECRET, c->token,     "us-east-1",
+                          c->service, DATE,   c->normalize, c->sign_body};
 }
 
 static sigv4_request own_request(const own_case *c)
 {
-    return (sigv4_request){c->method, c->path, c->query, c->headers, c->n_headers, (const uint8_t *)c->body,
+    return (sigv4_request){c->method,
+                           c->path,
+                           c->query,
+                           c->headers,
+                           c->n_headers,
+                           (const uint8_t *)c->body,
                            c->body ? strlen(c->body) : 0};
 }
 
@@ -455,7 +479,8 @@ static void check_own_cases(void)
         const char *sh = last_nl - 1;
         while (*sh != '\n') sh--;
         snprintf(want_auth, sizeof want_auth,
-                 "AWS4-HMAC-SHA256 Credential=" AKID "/20150830/us-east-1/%s/aws4_request, SignedHeaders=%.*s, "
+                 "AWS4-HMAC-SHA256 Credential=" AKID
+                 "/20150830/us-east-1/%s/aws4_request, SignedHeaders=%.*s, "
                  "Signature=%s",
                  c->service, (int)(last_nl - sh - 1), sh + 1, c->want_signature);
         CHECK_STR(r.authorization, want_auth, "%s: Authorization", c->name);
@@ -476,10 +501,12 @@ static void check_added_headers(void)
     CHECK_INT(r.n_added, 2, "SQS request: two headers to add");
     CHECK_STR(r.added[0].name, "X-Amz-Date", "first added header is X-Amz-Date");
     CHECK_STR(r.added[0].value, DATE, "X-Amz-Date value");
-    CHECK_STR(r.added[1].name, "X-Amz-Security-Token", "second added header is X-Amz-Security-Token");
+    CHECK_STR(r.added[1].name, "X-Amz-Security-Token",
+              "second added header is X-Amz-Security-Token");
     CHECK_STR(r.added[1].value, "TOKEN/with+chars=", "token value");
     sigv4_result_free(&r);
-    CHECK(r.canonical_request == NULL && r.authorization == NULL, "sigv4_result_free clears the result");
+    CHECK(r.canonical_request == NULL && r.authorization == NULL,
+          "sigv4_result_free clears the result");
     sigv4_result_free(&r); /* a second free of a cleared result is harmless */
 
     params.session_token = "";
@@ -515,7 +542,8 @@ static void expect_error(const char *what, const sigv4_request *req, const sigv4
     }
     CHECK(strstr(err, err_part) != NULL, "%s: error says \"%s\" (got \"%s\")", what, err_part, err);
     CHECK(r.canonical_request == NULL && r.string_to_sign == NULL && r.authorization == NULL &&
-              r.added_storage == NULL, "%s: result left empty", what);
+              r.added_storage == NULL,
+          "%s: result left empty", what);
 }
 
 static void check_errors(void)
@@ -579,7 +607,8 @@ static void check_helpers(void)
     sigv4_sha256_hex("", 0, hex);
     CHECK_STR(hex, EMPTY_SHA256, "sigv4_sha256_hex of nothing");
     sigv4_sha256_hex("abc", 3, hex); /* FIPS 180-2 example */
-    CHECK_STR(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", "sigv4_sha256_hex of \"abc\"");
+    CHECK_STR(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+              "sigv4_sha256_hex of \"abc\"");
 }
 
 /* Long secrets and many headers take the allocation paths the common case avoids. */
@@ -602,7 +631,8 @@ static void check_large_inputs(void)
     bool ok = sigv4_sign(&req, &params, &r, err, sizeof err);
     CHECK(ok, "40 headers and a 299-byte secret sign (%s)", err);
     if (!ok) return;
-    CHECK(strstr(r.canonical_request, "\nhost;x-amz-date;x-h01;x-h02;") != NULL, "40 headers sorted by name");
+    CHECK(strstr(r.canonical_request, "\nhost;x-amz-date;x-h01;x-h02;") != NULL,
+          "40 headers sorted by name");
     CHECK_INT(strlen(r.signature), 64, "signature is 64 hex digits");
     sigv4_result_free(&r);
 }
@@ -622,8 +652,8 @@ static void check_cli_usage(void)
         size_t len = 0;
         int status = -1;
         char *out = n > 0 && (size_t)n < sizeof cmd ? run(cmd, &len, &status) : NULL;
-        CHECK(status == 2 && out && strstr(out, "usage: chatflow-sigv4"), "CLI \"%s\": usage on stderr, exit 2 (got %d)",
-              bad[i], status);
+        CHECK(status == 2 && out && strstr(out, "usage: chatflow-sigv4"),
+              "CLI \"%s\": usage on stderr, exit 2 (got %d)", bad[i], status);
         free(out);
     }
 }
@@ -645,21 +675,27 @@ static void check_cli_files(void)
     char ctx[PATH_MAX], lf[PATH_MAX], crlf[PATH_MAX], bad[PATH_MAX];
     bool paths = join(ctx, sizeof ctx, dir, "context.json") && join(lf, sizeof lf, dir, "lf.txt") &&
                  join(crlf, sizeof crlf, dir, "crlf.txt") && join(bad, sizeof bad, dir, "bad.txt");
-    bool written = paths &&
-                   write_file(ctx, "{\"credentials\": {\"access_key_id\": \"" AKID "\", \"secret_access_key\": \"" SECRET
-                                   "\"}, \"region\": \"us-east-1\", \"service\": \"service\", "
-                                   "\"timestamp\": \"2015-08-30T12:36:00Z\", \"normalize\": true, \"sign_body\": true}") &&
-                   write_file(lf, "PUT /x HTTP/1.1\nHost:example.amazonaws.com\nMy-Header: a\n  b\n\nhello") &&
-                   write_file(crlf, "PUT /x HTTP/1.1\r\nHost:example.amazonaws.com\r\nMy-Header: a\r\n  b\r\n\r\nhello") &&
-                   write_file(bad, "PUT /x HTTP/1.1\nHost example.amazonaws.com\n\n");
+    bool written =
+        paths &&
+        write_file(
+            ctx,
+            "{\"credentials\": {\"access_key_id\": \"" AKID "\", \"secret_access_key\": \"" SECRET
+            "\"}, \"region\": \"us-east-1\", \"service\": \"service\", "
+            "\"timestamp\": \"2015-08-30T12:36:00Z\", \"normalize\": true, \"sign_body\": true}") &&
+        write_file(lf, "PUT /x HTTP/1.1\nHost:example.amazonaws.com\nMy-Header: a\n  b\n\nhello") &&
+        write_file(
+            crlf,
+            "PUT /x HTTP/1.1\r\nHost:example.amazonaws.com\r\nMy-Header: a\r\n  b\r\n\r\nhello") &&
+        write_file(bad, "PUT /x HTTP/1.1\nHost example.amazonaws.com\n\n");
     CHECK(written, "CLI input files written");
     if (written) {
         const char *files[] = {lf, crlf};
         char *outs[2] = {NULL, NULL};
         for (int i = 0; i < 2; i++) {
             char cmd[4 * PATH_MAX];
-            int n = snprintf(cmd, sizeof cmd, "'%s' --context '%s' --request '%s' --print canonical-request", cli_path,
-                             ctx, files[i]);
+            int n = snprintf(cmd, sizeof cmd,
+                             "'%s' --context '%s' --request '%s' --print canonical-request",
+                             cli_path, ctx, files[i]);
             size_t len = 0;
             int status = -1;
             outs[i] = n > 0 && (size_t)n < sizeof cmd ? run(cmd, &len, &status) : NULL;
@@ -668,7 +704,8 @@ static void check_cli_files(void)
         /* body "hello" is signed (sign_body); "a" and the continuation "b" join with ',' */
         CHECK_STR(outs[0],
                   "PUT\n/x\n\n" HOST_LINE "my-header:a,b\n"
-                  "x-amz-content-sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\n"
+                  "x-amz-content-sha256:"
+                  "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\n"
                   "x-amz-date:" DATE "\n\nhost;my-header;x-amz-content-sha256;x-amz-date\n"
                   "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
                   "CLI: continuation line joined, body hashed");
@@ -677,12 +714,14 @@ static void check_cli_files(void)
         free(outs[1]);
 
         char cmd[4 * PATH_MAX];
-        int n = snprintf(cmd, sizeof cmd, "'%s' --context '%s' --request '%s' --print signature 2>&1 >/dev/null",
+        int n = snprintf(cmd, sizeof cmd,
+                         "'%s' --context '%s' --request '%s' --print signature 2>&1 >/dev/null",
                          cli_path, ctx, bad);
         size_t len = 0;
         int status = -1;
         char *out = n > 0 && (size_t)n < sizeof cmd ? run(cmd, &len, &status) : NULL;
-        bool named = status == 2 && out && strstr(out, "is not Name:value") && strstr(out, "usage: chatflow-sigv4");
+        bool named = status == 2 && out && strstr(out, "is not Name:value") &&
+                     strstr(out, "usage: chatflow-sigv4");
         CHECK(named, "CLI: malformed header line is a usage error naming it");
         if (!named) printf("#   exit %d, stderr: %s\n", status, out ? out : "(none)");
         free(out);

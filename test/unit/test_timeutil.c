@@ -1,4 +1,5 @@
 /* test_timeutil — clocks, ISO-8601 formatting and strict parsing. */
+/* test-passes: asan */
 #include "testlib.h"
 #include "timeutil.h"
 
@@ -53,13 +54,13 @@ static void test_parse_accepts(void)
     check_parse("2026-11-23T10:15:30.123+00:00", 1795428930123LL);
     check_parse("2026-11-23T10:15:30.123-00:00", 1795428930123LL);
     check_parse("2026-11-24T09:15:30.123+23:00", 1795428930123LL);
-    check_parse("2024-02-29T00:00:00Z", 1709164800000LL);      /* leap year */
-    check_parse("2000-02-29T23:59:59.999Z", 951868799999LL);   /* divisible by 400 */
+    check_parse("2024-02-29T00:00:00Z", 1709164800000LL);    /* leap year */
+    check_parse("2000-02-29T23:59:59.999Z", 951868799999LL); /* divisible by 400 */
     check_parse("1970-01-01T00:00:00Z", 0);
     check_parse("1969-12-31T23:59:59.999Z", -1);
     check_parse("0001-01-01T00:00:00Z", -62135596800000LL);
     check_parse("9999-12-31T23:59:59.999Z", 253402300799999LL);
-    check_parse("2026-11-23T10:15:60Z", 1795428960000LL);      /* leap second = next minute */
+    check_parse("2026-11-23T10:15:60Z", 1795428960000LL); /* leap second = next minute */
     CHECK(time_parse_iso8601("2026-11-23T10:15:30Z", NULL), "parse with a NULL result pointer");
 }
 
@@ -98,8 +99,16 @@ static void test_parse_rejects(void)
 
 static void test_round_trip(void)
 {
-    const long long samples[] = {0, 1, -1, 999, 1000, 1795428930123LL, 951868799999LL,
-                                 -62135596800000LL, 253402300799999LL, 4102444800000LL};
+    const long long samples[] = {0,
+                                 1,
+                                 -1,
+                                 999,
+                                 1000,
+                                 1795428930123LL,
+                                 951868799999LL,
+                                 -62135596800000LL,
+                                 253402300799999LL,
+                                 4102444800000LL};
     for (size_t i = 0; i < sizeof samples / sizeof samples[0]; i++) {
         char buf[ISO8601_BUF];
         int64_t back = 0;
@@ -126,9 +135,14 @@ static void test_clocks(void)
     uint64_t c = time_mono_ns();
     CHECK(c - a >= 20000000u, "time_sleep_ms(20) sleeps at least 20 ms (%llu ns)",
           (unsigned long long)(c - a));
+    uint64_t d = time_mono_ns();
     time_sleep_ms(0);
     time_sleep_ms(-5);
-    CHECK(1, "time_sleep_ms returns at once for 0 and negative");
+    uint64_t e = time_mono_ns();
+    CHECK(e - d < 5000000u, "time_sleep_ms returns at once for 0 and negative (%llu ns)",
+          (unsigned long long)(e - d));
+    struct timespec t = time_mono_timespec(1234567890123ull);
+    CHECK(t.tv_sec == 1234 && t.tv_nsec == 567890123, "time_mono_timespec splits nanoseconds");
 }
 
 int main(void)

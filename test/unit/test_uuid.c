@@ -1,4 +1,5 @@
 /* test_uuid — v4 layout and uniqueness, v5 against RFC 9562's example, parsing. */
+/* test-passes: asan */
 #include "testlib.h"
 #include "uuid.h"
 

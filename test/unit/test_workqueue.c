@@ -1,4 +1,6 @@
-/* test_workqueue — bounded FIFO semantics, close, timeouts, notify, and MPMC exactly-once delivery. */
+/* test_workqueue — bounded FIFO semantics, close, timeouts, notify, and MPMC exactly-once delivery.
+ */
+/* test-passes: asan tsan */
 #include "testlib.h"
 #include "workqueue.h"
 
@@ -29,7 +31,8 @@ static void test_fifo_and_bounds(void)
     workqueue *q = workqueue_new(3, NULL, NULL);
     CHECK(q != NULL, "new queue");
     /* CHECK evaluates its condition twice on failure: side effects happen outside it. */
-    bool pushed = workqueue_push(q, item(1)) && workqueue_push(q, item(2)) && workqueue_push(q, item(3));
+    bool pushed =
+        workqueue_push(q, item(1)) && workqueue_push(q, item(2)) && workqueue_push(q, item(3));
     CHECK(pushed, "three pushes fit capacity 3");
     pushed = workqueue_push(q, item(4));
     CHECK(!pushed, "push to a full queue fails without blocking");
@@ -66,10 +69,7 @@ static void test_fifo_and_bounds(void)
     workqueue_free(NULL);
 }
 
-static void *wait_forever(void *arg)
-{
-    return workqueue_pop_wait(arg, -1);
-}
+static void *wait_forever(void *arg) { return workqueue_pop_wait(arg, -1); }
 
 static void test_close_wakes_waiters(void)
 {
@@ -107,7 +107,8 @@ static void test_notify(void)
     workqueue *q = workqueue_new(2, count_notify, &probe);
     probe.q = q;
     workqueue_push(q, item(1));
-    CHECK_INT(atomic_load(&probe.length_seen), 1, "notify runs after the item is visible, outside the lock");
+    CHECK_INT(atomic_load(&probe.length_seen), 1,
+              "notify runs after the item is visible, outside the lock");
     workqueue_push(q, item(2));
     workqueue_push(q, item(3)); /* full: no notify */
     CHECK_INT(atomic_load(&probe.calls), 2, "notify once per successful push only");
@@ -180,7 +181,8 @@ static void test_mpmc(void)
         missing += n == 0;
         duplicated += n > 1;
     }
-    CHECK_INT(missing, 0, "every one of %d items arrived (%d producers, %d consumers)", TOTAL, PRODUCERS, CONSUMERS);
+    CHECK_INT(missing, 0, "every one of %d items arrived (%d producers, %d consumers)", TOTAL,
+              PRODUCERS, CONSUMERS);
     CHECK_INT(duplicated, 0, "no item arrived twice");
     CHECK_INT(workqueue_length(shared), 0, "queue drained");
     NOTE("producers met a full queue %d times", atomic_load(&push_failures));

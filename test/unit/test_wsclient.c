@@ -3,6 +3,7 @@
  * connect, send/receive in order, large and fragmented messages, peer close code and reason,
  * a refused handshake, and a connection to a closed port.
  */
+/* test-passes: asan */
 #include "testlib.h"
 #include "wsclient.h"
 
@@ -11,7 +12,7 @@
 #include <stdatomic.h>
 
 typedef struct {
-    unsigned char *buf;   /* LWS_PRE + payload */
+    unsigned char *buf; /* LWS_PRE + payload */
     size_t len;
     bool binary;
     bool pending;
@@ -22,7 +23,8 @@ typedef struct {
 
 static atomic_bool server_stop;
 
-static int echo_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
+static int echo_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                   size_t len)
 {
     echo_session *s = user;
     switch (reason) {
@@ -48,18 +50,15 @@ static int echo_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user
     }
     case LWS_CALLBACK_RECEIVE: {
         char *grown = realloc(s->rx, s->rx_len + len);
-        if (!grown)
-            return -1;
+        if (!grown) return -1;
         s->rx = grown;
         memcpy(s->rx + s->rx_len, in, len);
         s->rx_len += len;
-        if (!(lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0))
-            break;
+        if (!(lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0)) break;
         /* one message at a time is enough for these tests: the client waits for each echo */
         free(s->buf);
         s->buf = malloc(LWS_PRE + s->rx_len + 1);
-        if (!s->buf)
-            return -1;
+        if (!s->buf) return -1;
         memcpy(s->buf + LWS_PRE, s->rx, s->rx_len);
         s->len = s->rx_len;
         s->binary = lws_frame_is_binary(wsi);
@@ -70,12 +69,14 @@ static int echo_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user
     }
     case LWS_CALLBACK_SERVER_WRITEABLE:
         if (s->close_now) {
-            lws_close_reason(wsi, (enum lws_close_status)4000, (unsigned char *)"closing on purpose", 18);
+            lws_close_reason(wsi, (enum lws_close_status)4000,
+                             (unsigned char *)"closing on purpose", 18);
             return -1;
         }
         if (s->pending) {
             s->pending = false;
-            if (lws_write(wsi, s->buf + LWS_PRE, s->len, s->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) < (int)s->len)
+            if (lws_write(wsi, s->buf + LWS_PRE, s->len,
+                          s->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) < (int)s->len)
                 return -1;
         }
         break;
@@ -85,22 +86,18 @@ static int echo_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user
         s->buf = NULL;
         s->rx = NULL;
         break;
-    default:
-        break;
+    default: break;
     }
     return 0;
 }
 
 static const struct lws_protocols echo_protocols[] = {
-    { "echo", echo_cb, sizeof(echo_session), 1024, 0, NULL, 0 },
-    { NULL, NULL, 0, 0, 0, NULL, 0 }
-};
+    {"echo", echo_cb, sizeof(echo_session), 1024, 0, NULL, 0}, {NULL, NULL, 0, 0, 0, NULL, 0}};
 
 static void *serve(void *arg)
 {
     struct lws_context *ctx = arg;
-    while (!atomic_load(&server_stop))
-        lws_service(ctx, 0);
+    while (!atomic_load(&server_stop)) lws_service(ctx, 0);
     return NULL;
 }
 
@@ -121,8 +118,7 @@ int main(void)
     lws_set_log_level(LLL_ERR, NULL);
     struct lws_context *server = lws_create_context(&info);
     CHECK(server != NULL, "echo server starts");
-    if (!server)
-        return TEST_DONE();
+    if (!server) return TEST_DONE();
     int port = lws_get_vhost_listen_port(lws_get_vhost_by_name(server, "default"));
     CHECK(port > 0, "echo server listens on a free port (%d)", port);
     pthread_t th;
@@ -145,16 +141,14 @@ int main(void)
             wsc_send_text(c, msg, (size_t)n);
             size_t len = 0;
             char *got = wsc_recv(c, 3000, &len);
-            if (!got || len != (size_t)n || strcmp(got, msg) != 0)
-                in_order = false;
+            if (!got || len != (size_t)n || strcmp(got, msg) != 0) in_order = false;
             free(got);
         }
         CHECK(in_order, "50 messages echoed back in order, byte for byte");
 
         size_t big_len = 200000;
         char *big = malloc(big_len);
-        for (size_t i = 0; i < big_len; i++)
-            big[i] = (char)('a' + i % 26);
+        for (size_t i = 0; i < big_len; i++) big[i] = (char)('a' + i % 26);
         wsc_send_text(c, big, big_len);
         size_t len = 0;
         char *got = wsc_recv(c, 5000, &len);
@@ -172,7 +166,8 @@ int main(void)
 
         wsc_send_binary(c, "\x01\x02\x00\x03", 4);
         got = wsc_recv(c, 3000, &len);
-        CHECK(got && len == 4 && memcmp(got, "\x01\x02\x00\x03", 4) == 0, "binary frames round-trip");
+        CHECK(got && len == 4 && memcmp(got, "\x01\x02\x00\x03", 4) == 0,
+              "binary frames round-trip");
         free(got);
 
         CHECK(wsc_recv(c, 200, &len) == NULL, "wsc_recv times out with nothing to read");
@@ -182,7 +177,8 @@ int main(void)
         wsc_free(c);
     }
 
-    wsc_conn *closer = wsc_connect(ctx, "127.0.0.1", port, "/close", 3000, &status, err, sizeof err);
+    wsc_conn *closer =
+        wsc_connect(ctx, "127.0.0.1", port, "/close", 3000, &status, err, sizeof err);
     CHECK(closer != NULL, "connects to a path the server closes");
     if (closer) {
         CHECK(wsc_wait_closed(closer, 3000), "sees the server's close");
@@ -195,7 +191,8 @@ int main(void)
     }
 
     status = 0;
-    wsc_conn *refused = wsc_connect(ctx, "127.0.0.1", port, "/refuse", 3000, &status, err, sizeof err);
+    wsc_conn *refused =
+        wsc_connect(ctx, "127.0.0.1", port, "/refuse", 3000, &status, err, sizeof err);
     CHECK(refused == NULL, "a refused handshake does not open (%s)", err);
     CHECK(status >= 400 && status < 500, "the refusal carries a 4xx HTTP status (got %d)", status);
 

@@ -1,5 +1,5 @@
 /*
- * ws_server — the producer's libwebsockets service thread (contract in ws_server.h).
+ * ingress — the producer's libwebsockets service thread (contract in ingress.h).
  *
  * Ownership: this thread owns the connection table, the rate limiter and every answer frame
  * until it is written. It hands publish requests to the publisher threads and takes their
@@ -15,7 +15,7 @@
  * every connection that was not paused yet still gets its next frame in — with thousands of
  * connections, thousands of frames past the cap, and results the publisher could not hand back.
  */
-#include "ws_server.h"
+#include "ingress.h"
 
 #include <libwebsockets.h>
 #include <stdatomic.h>
@@ -31,11 +31,14 @@
 #include "timeutil.h"
 #include "watchdog.h"
 #include "web_page.h"
+#include "ws_frame.h"
+#include "ws_listen.h"
 
 #define STOP_TICK_US (50 * LWS_US_PER_MS)
 #define MS_NS ((uint64_t)1000000)
 #define CLOSE_GRACE_NS (1500 * MS_NS)
-#define STOP_RESERVE_NS (3000 * MS_NS)  /* of the stop budget: for closing and the publisher's end */
+#define STOP_RESERVE_NS (3000 * MS_NS) /* of the stop budget: for closing and the publisher's end \
+                                        */
 #define RESULTS_BATCH 256
 /* The service loop wakes at least this often (a timer), so its watchdog deadline can be short. */
 #define HEARTBEAT_US (1000 * LWS_US_PER_MS)
@@ -47,9 +50,7 @@ typedef enum { PHASE_RUNNING, PHASE_DRAINING, PHASE_CLOSING, PHASE_DONE } ingres
 
 struct ingress {
     const producer_settings *s;
-    struct lws_context *context;
-    struct lws_vhost *vhost;
-    lws_retry_bo_t keepalive;
+    ws_listener ws;
     struct lws_protocols protocols[2];
     workqueue *results;
     publisher *pub;
@@ -62,10 +63,10 @@ struct ingress {
     long total_unanswered;
     long at_publisher;
     size_t paused_connections;
-    bool paused_for_total;          /* some connection paused because of the process-wide cap */
+    bool paused_for_total; /* some connection paused because of the process-wide cap */
 
     atomic_bool stop_requested;
-    _Atomic uint64_t stop_requested_ns;   /* when ingress_request_stop() was first called */
+    _Atomic uint64_t stop_requested_ns; /* when ingress_request_stop() was first called */
     ingress_phase phase;
     uint64_t drain_deadline_ns;
     uint64_t close_deadline_ns;
@@ -73,13 +74,13 @@ struct ingress {
     lws_sorted_usec_list_t heartbeat;
     watchdog_loop *dog;
 
-    chat_message scratch;           /* parse target; this thread only */
+    chat_message scratch; /* parse target; this thread only */
 };
 
 typedef struct {
     uint32_t slot, generation;
     bool attached;
-    bool web_body_pending;          /* plain HTTP: /config.json's body is due at the next WRITEABLE */
+    bool web_body_pending; /* plain HTTP: /config.json's body is due at the next WRITEABLE */
 } session;
 
 /* ---- helpers ------------------------------------------------------------------------------ */
@@ -92,7 +93,10 @@ static pconn *conn_of(ingress *in, void *user)
     return ss && ss->attached ? conn_table_get(in->conns, ss->slot, ss->generation) : NULL;
 }
 
-static void update_inflight(ingress *in) { metric_gauge_set(in->m->inflight, (double)in->total_unanswered); }
+static void update_inflight(ingress *in)
+{
+    metric_gauge_set(in->m->inflight, (double)in->total_unanswered);
+}
 
 /* /chat/{roomId}: 0 and the room, or the HTTP status to refuse with and why. */
 static int parse_room(const ingress *in, const char *uri, long *room, const char **why)
@@ -129,7 +133,8 @@ static bool copy_uri(struct lws *wsi, char *buf, size_t len)
 static void client_address(const ingress *in, struct lws *wsi, char *out, size_t len)
 {
     char xff[256];
-    if (in->s->trust_forwarded_for && lws_hdr_copy(wsi, xff, sizeof xff, WSI_TOKEN_X_FORWARDED_FOR) > 0) {
+    if (in->s->trust_forwarded_for &&
+        lws_hdr_copy(wsi, xff, sizeof xff, WSI_TOKEN_X_FORWARDED_FOR) > 0) {
         char *last = strrchr(xff, ',');
         char *ip = last ? last + 1 : xff;
         ip += strspn(ip, " \t");
@@ -194,7 +199,8 @@ static void forget_frame(ingress *in, pconn *c)
     update_inflight(in);
 }
 
-static void answer_error(ingress *in, pconn *c, chat_status status, const char *why, const char *cmid)
+static void answer_error(ingress *in, pconn *c, chat_status status, const char *why,
+                         const char *cmid)
 {
     metric_counter_inc(in->m->received[status]);
     char *text = error_to_json(status, why, cmid);
@@ -210,20 +216,48 @@ static void answer_error(ingress *in, pconn *c, chat_status status, const char *
 
 /* ---- frames ------------------------------------------------------------------------------- */
 
+static const char *cap_reached(const ingress *in, const pconn *c, chat_status *status, char *buf,
+                               size_t len);
+static void refuse_frame(ingress *in, pconn *c, const char *data, size_t len, bool binary,
+                         chat_status status, const char *why);
+
+/* A frame over max_frame_bytes (its bytes were dropped): refused at a cap like any other, else
+ * counted and answered MESSAGE_TOO_LARGE. */
+static void answer_too_large(ingress *in, pconn *c, size_t cap)
+{
+    char capbuf[160];
+    chat_status cap_status;
+    const char *over = cap_reached(in, c, &cap_status, capbuf, sizeof capbuf);
+    if (over) {
+        refuse_frame(in, c, NULL, 0, true, cap_status, over);
+        return;
+    }
+    c->unanswered++;
+    in->total_unanswered++;
+    update_inflight(in);
+    char why[96];
+    snprintf(why, sizeof why, "frame is larger than %zu bytes", cap);
+    answer_error(in, c, CHAT_MESSAGE_TOO_LARGE, why, NULL);
+}
+
 /* NULL when one more frame may be counted; else why not, and the code to refuse it with. The
  * per-connection cap says "wait for your answers" (RATE_LIMITED: the client is sending faster
  * than it is answered); the process-wide one says the server is full (QUEUE_UNAVAILABLE). */
-static const char *cap_reached(const ingress *in, const pconn *c, chat_status *status, char *buf, size_t len)
+static const char *cap_reached(const ingress *in, const pconn *c, chat_status *status, char *buf,
+                               size_t len)
 {
     if (c->unanswered >= in->s->max_inflight_per_connection) {
         *status = CHAT_RATE_LIMITED;
-        snprintf(buf, len, "%d frames on this connection are unanswered (the limit); wait for their answers, then resend",
+        snprintf(buf, len,
+                 "%d frames on this connection are unanswered (the limit); wait for their answers, "
+                 "then resend",
                  c->unanswered);
         return buf;
     }
     if (in->total_unanswered >= in->s->max_inflight_total) {
         *status = CHAT_QUEUE_UNAVAILABLE;
-        snprintf(buf, len, "server is at its limit of %lld unanswered frames; retry later", in->s->max_inflight_total);
+        snprintf(buf, len, "server is at its limit of %lld unanswered frames; retry later",
+                 in->s->max_inflight_total);
         return buf;
     }
     return NULL;
@@ -233,19 +267,22 @@ static const char *cap_reached(const ingress *in, const pconn *c, chat_status *s
  * clientMessageId (so the client knows which one to resend); a TYPING frame is dropped unanswered,
  * as when it cannot be published. Reads are paused at a cap, so a connection collects at most a
  * few refusals; one that somehow collects more than its cap of them is closed. */
-static void refuse_frame(ingress *in, pconn *c, const char *data, size_t len, bool binary, chat_status status,
-                         const char *why)
+static void refuse_frame(ingress *in, pconn *c, const char *data, size_t len, bool binary,
+                         chat_status status, const char *why)
 {
     chat_message *m = &in->scratch;
     char err[256];
     m->client_message_id[0] = '\0';
-    if (!binary && chat_frame_parse(data, len, (size_t)in->s->max_frame_bytes, m, err, sizeof err) == CHAT_OK &&
+    if (!binary &&
+        chat_frame_parse(data, len, (size_t)in->s->max_frame_bytes, m, err, sizeof err) ==
+            CHAT_OK &&
         m->kind == CHAT_KIND_TYPING) {
         metric_counter_inc(in->m->typing[TYPING_DROPPED]);
         return;
     }
     if (c->refusals >= in->s->max_inflight_per_connection) {
-        log_warn("ingress", "%s: %d refused frames unread; closing the connection", c->client_ip, c->refusals);
+        log_warn("ingress", "%s: %d refused frames unread; closing the connection", c->client_ip,
+                 c->refusals);
         lws_set_timeout(c->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
         return;
     }
@@ -266,7 +303,8 @@ static void refuse_frame(ingress *in, pconn *c, const char *data, size_t len, bo
 static const char *publish_blocked(ingress *in, const pconn *c, uint64_t now, char *buf, size_t len)
 {
     if (in->phase != PHASE_RUNNING) return "server is shutting down; reconnect and resend";
-    if (!circuit_admits(in->breaker, now)) return "SQS is unavailable (circuit breaker open); retry later";
+    if (!circuit_admits(in->breaker, now))
+        return "SQS is unavailable (circuit breaker open); retry later";
     if (!publisher_room_ready(in->pub, c->room)) {
         snprintf(buf, len, "roomId %ld: its queue is not reachable yet; retry later", c->room);
         return buf;
@@ -318,12 +356,13 @@ static void handle_typing(ingress *in, pconn *c, chat_message *m, uint64_t now)
     const char *why = NULL;
     if (c->typed_once && now - c->last_typing_ns < interval) {
         metric_counter_inc(in->m->typing[TYPING_THROTTLED]);
-    } else if (publish_blocked(in, c, now, buf, sizeof buf) || submit(in, c, m, now, true, &why) != CHAT_OK) {
+    } else if (publish_blocked(in, c, now, buf, sizeof buf) ||
+               submit(in, c, m, now, true, &why) != CHAT_OK) {
         metric_counter_inc(in->m->typing[TYPING_DROPPED]);
     } else {
         c->typed_once = true;
         c->last_typing_ns = now;
-        return;   /* the publisher's result settles the count */
+        return; /* the publisher's result settles the count */
     }
     forget_frame(in, c);
 }
@@ -344,11 +383,13 @@ static void handle_frame(ingress *in, pconn *c, const char *data, size_t len, bo
     chat_message *m = &in->scratch;
     char err[256];
     if (binary) {
-        answer_error(in, c, CHAT_INVALID_JSON, "binary frames are not accepted: send a JSON object as a text frame", NULL);
+        answer_error(in, c, CHAT_INVALID_JSON,
+                     "binary frames are not accepted: send a JSON object as a text frame", NULL);
         return;
     }
     m->client_message_id[0] = '\0';
-    chat_status st = chat_frame_parse(data, len, (size_t)in->s->max_frame_bytes, m, err, sizeof err);
+    chat_status st =
+        chat_frame_parse(data, len, (size_t)in->s->max_frame_bytes, m, err, sizeof err);
     if (st != CHAT_OK) {
         answer_error(in, c, st, err, m->client_message_id);
         return;
@@ -373,49 +414,24 @@ static void handle_frame(ingress *in, pconn *c, const char *data, size_t len, bo
     if (taken != CHAT_OK) answer_error(in, c, taken, why, m->client_message_id);
 }
 
-/* Gathers fragments until the frame is complete (final fragment and no payload left): any frame
- * can arrive in pieces when it spans socket reads. Beyond the size cap the rest of the frame is
- * discarded and the frame is answered MESSAGE_TOO_LARGE once. */
-static void on_receive(ingress *in, struct lws *wsi, pconn *c, const char *data, size_t len)
+/* A frame is handled once complete (ws_frame.h); beyond the size cap it is answered
+ * MESSAGE_TOO_LARGE once, at its last piece. */
+static void on_receive(ingress *in, struct lws *wsi, pconn *c, const char *piece, size_t len)
 {
-    bool complete = lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0;
-    bool binary = lws_frame_is_binary(wsi);
     size_t cap = (size_t)in->s->max_frame_bytes;
-    if (complete && c->rx_len == 0 && !c->rx_discarding && len <= cap) {
-        handle_frame(in, c, data, len, binary);      /* the common case: one piece, no copy */
-    } else {
-        if (!c->rx_discarding) {
-            if (c->rx_len + len > cap) {
-                c->rx_discarding = true;
-            } else {
-                if (!c->rx_buf && !(c->rx_buf = malloc(cap))) {
-                    log_error("ingress", "out of memory for a frame buffer; closing the connection");
-                    lws_set_timeout(wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
-                    return;
-                }
-                memcpy(c->rx_buf + c->rx_len, data, len);
-                c->rx_len += len;
-            }
-        }
-        if (!complete) return;
-        char capbuf[160];
-        chat_status cap_status;
-        const char *over = cap_reached(in, c, &cap_status, capbuf, sizeof capbuf);
-        if (over) {
-            refuse_frame(in, c, NULL, 0, true, cap_status, over);
-        } else if (c->rx_discarding) {
-            c->unanswered++;
-            in->total_unanswered++;
-            update_inflight(in);
-            char why[96];
-            snprintf(why, sizeof why, "frame is larger than %zu bytes", cap);
-            answer_error(in, c, CHAT_MESSAGE_TOO_LARGE, why, NULL);
-        } else {
-            handle_frame(in, c, (const char *)c->rx_buf, c->rx_len, binary);
-        }
-        c->rx_len = 0;
-        c->rx_discarding = false;
+    const char *data = NULL;
+    size_t data_len = 0;
+    ws_frame_status st =
+        ws_frame_gather(&c->rx_buf, cap, piece, len, ws_frame_last_piece(wsi), &data, &data_len);
+    if (st == WS_FRAME_NO_MEMORY) {
+        log_error("ingress", "out of memory for a frame buffer; closing the connection");
+        lws_set_timeout(wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
+        return;
     }
+    if (st == WS_FRAME_COMPLETE)
+        handle_frame(in, c, data, data_len, lws_frame_is_binary(wsi));
+    else if (st == WS_FRAME_TOO_LARGE)
+        answer_too_large(in, c, cap);
     maybe_pause(in, c);
 }
 
@@ -431,11 +447,13 @@ static void drain_results(ingress *in)
             publish_result *r = items[i];
             in->at_publisher--;
             if (r->silent) {
-                metric_counter_inc(in->m->typing[r->status == CHAT_OK ? TYPING_PUBLISHED : TYPING_FAILED]);
+                metric_counter_inc(
+                    in->m->typing[r->status == CHAT_OK ? TYPING_PUBLISHED : TYPING_FAILED]);
             } else {
                 metric_counter_inc(in->m->received[r->status]);
                 if (r->status == CHAT_OK)
-                    metric_histogram_observe(in->m->ack_latency, (double)(now - r->received_ns) / 1e9);
+                    metric_histogram_observe(in->m->ack_latency,
+                                             (double)(now - r->received_ns) / 1e9);
             }
             pconn *c = conn_table_get(in->conns, r->slot, r->generation);
             if (!c) {
@@ -476,7 +494,7 @@ static void begin_closing(ingress *in)
         pconn *c = conn_table_at(in->conns, i);
         if (!c) continue;
         c->closing = true;
-        if (!c->reads_paused) {       /* what was read gets answered; nothing more is read */
+        if (!c->reads_paused) { /* what was read gets answered; nothing more is read */
             lws_rx_flow_control(c->wsi, 0);
             c->reads_paused = true;
             in->paused_connections++;
@@ -492,15 +510,18 @@ static void stop_tick(lws_sorted_usec_list_t *sul)
     ingress *in = lws_container_of(sul, ingress, stop_tick);
     uint64_t now = time_mono_ns();
     if (in->phase == PHASE_DRAINING && (in->at_publisher == 0 || now >= in->drain_deadline_ns)) {
-        if (in->at_publisher) log_warn("ingress", "stop timeout: %ld messages still at the publisher", in->at_publisher);
+        if (in->at_publisher)
+            log_warn("ingress", "stop timeout: %ld messages still at the publisher",
+                     in->at_publisher);
         begin_closing(in);
     }
-    if (in->phase == PHASE_CLOSING && (conn_table_active(in->conns) == 0 || now >= in->close_deadline_ns)) {
+    if (in->phase == PHASE_CLOSING &&
+        (conn_table_active(in->conns) == 0 || now >= in->close_deadline_ns)) {
         in->phase = PHASE_DONE;
-        lws_cancel_service(in->context);
+        lws_cancel_service(in->ws.context);
         return;
     }
-    lws_sul_schedule(in->context, 0, &in->stop_tick, stop_tick, STOP_TICK_US);
+    lws_sul_schedule(in->ws.context, 0, &in->stop_tick, stop_tick, STOP_TICK_US);
 }
 
 /* The drain ends stop_reserve_ns() before the stop deadline; the publisher must have answered
@@ -514,7 +535,7 @@ static void begin_stop(ingress *in)
     if (in->pub) publisher_drain_by(in->pub, in->drain_deadline_ns - margin);
     log_info("ingress", "stopping: refusing new connections; %zu open, %ld frames unanswered",
              conn_table_active(in->conns), in->total_unanswered);
-    lws_sul_schedule(in->context, 0, &in->stop_tick, stop_tick, 1);
+    lws_sul_schedule(in->ws.context, 0, &in->stop_tick, stop_tick, 1);
 }
 
 /* ---- the lws callback --------------------------------------------------------------------- */
@@ -536,8 +557,8 @@ static int on_established(ingress *in, struct lws *wsi, session *ss)
     const char *why = NULL;
     if (!copy_uri(wsi, uri, sizeof uri) || parse_room(in, uri, &room, &why) != 0) return -1;
     pconn *c = conn_table_acquire(in->conns);
-    if (!c) return -1;              /* checked at the upgrade; only a race gets here */
-    lws_set_timer_usecs(wsi, LWS_SET_TIMER_USEC_CANCEL);   /* the handshake deadline is met */
+    if (!c) return -1; /* checked at the upgrade; only a race gets here */
+    ws_listen_on_upgraded(wsi);
     c->wsi = wsi;
     c->room = room;
     client_address(in, wsi, c->client_ip, sizeof c->client_ip);
@@ -588,7 +609,8 @@ static int on_writeable(ingress *in, struct lws *wsi, pconn *c)
     }
     answer_free(a);
     if (!ok) {
-        log_warn("ingress", "write to %s failed (%d of %zu bytes); closing the connection", c->client_ip, n, len_written);
+        log_warn("ingress", "write to %s failed (%d of %zu bytes); closing the connection",
+                 c->client_ip, n, len_written);
         return -1;
     }
     maybe_resume(in, c);
@@ -597,7 +619,8 @@ static int on_writeable(ingress *in, struct lws *wsi, pconn *c)
     return 0;
 }
 
-static int callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in_data, size_t len)
+static int callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                         void *in_data, size_t len)
 {
     ingress *in = ingress_of(wsi);
     switch (reason) {
@@ -611,34 +634,30 @@ static int callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void
         return ss ? web_page_on_writeable(in->web, wsi, &ss->web_body_pending) : 0;
     }
 
-    case LWS_CALLBACK_HTTP_FILE_COMPLETION:
-        return lws_http_transaction_completed(wsi) ? -1 : 0;
+    case LWS_CALLBACK_HTTP_FILE_COMPLETION: return lws_http_transaction_completed(wsi) ? -1 : 0;
 
     case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
-        /* lws 4.1 gives an accepted socket that never sends a request no deadline of its own
-         * (a timeout set here is replaced during adoption): a wsi timer closes it unless the
-         * upgrade happened by then. */
-        lws_set_timer_usecs(wsi, (lws_usec_t)in->s->handshake_timeout_s * LWS_US_PER_SEC);
+        ws_listen_on_accept(wsi, (int)in->s->handshake_timeout_s); /* TIMER: not upgraded in time */
         return 0;
 
-    case LWS_CALLBACK_TIMER:
-        return conn_of(in, user) ? 0 : -1;
+    case LWS_CALLBACK_TIMER: return conn_of(in, user) ? 0 : -1;
 
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
         char uri[128];
         long room;
         const char *why = NULL;
-        if (!copy_uri(wsi, uri, sizeof uri)) return refuse(in, wsi, HTTP_STATUS_BAD_REQUEST, "missing path");
+        if (!copy_uri(wsi, uri, sizeof uri))
+            return refuse(in, wsi, HTTP_STATUS_BAD_REQUEST, "missing path");
         int status = parse_room(in, uri, &room, &why);
         if (status) return refuse(in, wsi, status, why);
-        if (in->phase != PHASE_RUNNING) return refuse(in, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "server is shutting down");
+        if (in->phase != PHASE_RUNNING)
+            return refuse(in, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "server is shutting down");
         if (conn_table_active(in->conns) >= conn_table_capacity(in->conns))
             return refuse(in, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "connection limit reached");
         return 0;
     }
 
-    case LWS_CALLBACK_ESTABLISHED:
-        return on_established(in, wsi, user);
+    case LWS_CALLBACK_ESTABLISHED: return on_established(in, wsi, user);
 
     case LWS_CALLBACK_RECEIVE: {
         pconn *c = conn_of(in, user);
@@ -653,9 +672,7 @@ static int callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void
         return on_writeable(in, wsi, c);
     }
 
-    case LWS_CALLBACK_CLOSED:
-        on_closed(in, user);
-        return 0;
+    case LWS_CALLBACK_CLOSED: on_closed(in, user); return 0;
 
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         if (!in) return 0;
@@ -663,8 +680,7 @@ static int callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void
         if (atomic_load(&in->stop_requested) && in->phase == PHASE_RUNNING) begin_stop(in);
         return 0;
 
-    default:
-        return 0;
+    default: return 0;
     }
 }
 
@@ -673,17 +689,11 @@ static int callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void
 void ingress_wake(void *ctx)
 {
     ingress *in = ctx;
-    if (in->context) lws_cancel_service(in->context);
+    if (in->ws.context) lws_cancel_service(in->ws.context);
 }
 
-static void lws_log_line(int level, const char *line)
-{
-    size_t n = strlen(line);
-    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) n--;
-    log_write(level == LLL_ERR ? LOG_ERROR : LOG_WARN, "lws", "%.*s", (int)n, line);
-}
-
-ingress *ingress_new(const producer_settings *s, circuit_breaker *breaker, char *err, size_t err_len)
+ingress *ingress_new(const producer_settings *s, circuit_breaker *breaker, char *err,
+                     size_t err_len)
 {
     ingress *in = calloc(1, sizeof *in);
     if (!in) {
@@ -704,58 +714,50 @@ ingress *ingress_new(const producer_settings *s, circuit_breaker *breaker, char 
         return NULL;
     }
 
-    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_line);
-    in->keepalive.secs_since_valid_ping = (uint16_t)s->ping_interval_s;
-    in->keepalive.secs_since_valid_hangup = (uint16_t)(s->ping_interval_s + s->pong_timeout_s);
     in->protocols[0] = (struct lws_protocols){
         .name = "chatflow",
         .callback = callback_chat,
         .per_session_data_size = sizeof(session),
         .rx_buffer_size = 0,
     };
-
-    struct lws_context_creation_info info;
-    memset(&info, 0, sizeof info);
-    info.port = (int)s->ws_port;
-    info.iface = s->ws_bind[0] && strcmp(s->ws_bind, "0.0.0.0") != 0 ? s->ws_bind : NULL;
-    info.protocols = in->protocols;
-    info.user = in;
-    info.timeout_secs = (unsigned int)s->handshake_timeout_s;
-    info.retry_and_idle_policy = &in->keepalive;
-    info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
-    in->context = lws_create_context(&info);
-    if (!in->context) {
-        snprintf(err, err_len, "cannot listen for WebSockets on %s:%lld", s->ws_bind, s->ws_port);
+    ws_listen_config lc = {
+        .bind_addr = strcmp(s->ws_bind, "0.0.0.0") != 0 ? s->ws_bind : NULL,
+        .port = (int)s->ws_port,
+        .ipv4_only = true,
+        .vhost_name = "default",
+        .protocols = in->protocols,
+        .user = in,
+        .handshake_timeout_s = (int)s->handshake_timeout_s,
+        .ping_interval_s = (int)s->ping_interval_s,
+        .pong_timeout_s = (int)s->pong_timeout_s,
+    };
+    if (!ws_listen_open(&in->ws, &lc, err, err_len)) {
         ingress_free(in);
         return NULL;
     }
-    in->vhost = lws_get_vhost_by_name(in->context, "default");
     return in;
 }
 
 workqueue *ingress_results(ingress *in) { return in->results; }
 void ingress_attach_publisher(ingress *in, publisher *p) { in->pub = p; }
 
-int ingress_port(const ingress *in)
-{
-    return in->vhost ? lws_get_vhost_listen_port(in->vhost) : -1;
-}
+int ingress_port(const ingress *in) { return in->ws.context ? in->ws.port : -1; }
 
 /* Keeps lws_service() returning at least once a heartbeat, so the loop beats the watchdog even
  * when no socket has anything to say. */
 static void heartbeat(lws_sorted_usec_list_t *sul)
 {
     ingress *in = lws_container_of(sul, ingress, heartbeat);
-    lws_sul_schedule(in->context, 0, &in->heartbeat, heartbeat, HEARTBEAT_US);
+    lws_sul_schedule(in->ws.context, 0, &in->heartbeat, heartbeat, HEARTBEAT_US);
 }
 
 void ingress_run(ingress *in)
 {
     in->dog = watchdog_register("lws-service", SERVICE_TURN_MS);
-    lws_sul_schedule(in->context, 0, &in->heartbeat, heartbeat, HEARTBEAT_US);
+    lws_sul_schedule(in->ws.context, 0, &in->heartbeat, heartbeat, HEARTBEAT_US);
     while (in->phase != PHASE_DONE) {
         watchdog_expect(in->dog, SERVICE_TURN_MS);
-        if (lws_service(in->context, 0) < 0) break;
+        if (lws_service(in->ws.context, 0) < 0) break;
     }
     lws_sul_cancel(&in->heartbeat);
     watchdog_unregister(in->dog);
@@ -767,7 +769,7 @@ void ingress_request_stop(ingress *in)
     uint64_t none = 0;
     atomic_compare_exchange_strong(&in->stop_requested_ns, &none, time_mono_ns());
     atomic_store(&in->stop_requested, true);
-    lws_cancel_service(in->context);
+    lws_cancel_service(in->ws.context);
 }
 
 uint64_t ingress_stop_deadline_ns(const ingress *in)
@@ -782,10 +784,7 @@ bool ingress_stopping(const ingress *in) { return atomic_load(&((ingress *)in)->
 void ingress_free(ingress *in)
 {
     if (!in) return;
-    if (in->context) {
-        lws_context_destroy(in->context);
-        in->context = NULL;
-    }
+    ws_listen_close(&in->ws);
     if (in->results) {
         void *item;
         while (workqueue_pop_many(in->results, &item, 1) == 1) publish_result_free(item);

@@ -1,13 +1,14 @@
 /*
- * ws_server — the producer's WebSocket ingress on libwebsockets: one service thread owns every
+ * ingress — the producer's WebSocket ingress on libwebsockets: one service thread owns every
  * connection, validates each frame and answers it exactly once.
  *
  * Contract:
  *  - ingress_new() creates the lws context and listens on settings ws_bind:ws_port (0 = any free
- *    port; ingress_port() tells which). Upgrades are accepted only on /chat/{roomId} with roomId
+ *    port; ingress_port() tells which), through ws_listen.h (keepalive, handshake deadline, lws
+ *    log routing). Upgrades are accepted only on /chat/{roomId} with roomId
  *    in [room_min, room_max]; anything else gets an HTTP 4xx at the handshake (404 bad path,
  *    400/404 bad room), a full server 503.
- *  - Frames are reassembled up to max_frame_bytes; each complete text frame is parsed
+ *  - Frames are reassembled (ws_frame.h) up to max_frame_bytes; each complete text frame is parsed
  *    (message.h), rate limited, and handed to the publisher; every frame gets one answer frame
  *    (ack or error). Connections are referred to across threads by (slot, generation) only.
  *  - Results come back on ingress_results(); the publisher calls ingress_wake() (which calls
@@ -29,8 +30,8 @@
  *  - ingress_run() runs the service loop on the calling thread until then; the loop is watched
  *    (watchdog "lws-service", a timer wakes it every second).
  */
-#ifndef CHATFLOW_PRODUCER_WS_SERVER_H
-#define CHATFLOW_PRODUCER_WS_SERVER_H
+#ifndef CHATFLOW_PRODUCER_INGRESS_H
+#define CHATFLOW_PRODUCER_INGRESS_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -43,7 +44,8 @@
 
 typedef struct ingress ingress;
 
-ingress *ingress_new(const producer_settings *s, circuit_breaker *breaker, char *err, size_t err_len);
+ingress *ingress_new(const producer_settings *s, circuit_breaker *breaker, char *err,
+                     size_t err_len);
 /* The queue the publisher answers on (owned by the ingress). */
 workqueue *ingress_results(ingress *in);
 void ingress_attach_publisher(ingress *in, publisher *p);
