@@ -481,10 +481,12 @@ static void wait_until_locked(batch_writer *w, uint64_t deadline_ns)
     pthread_cond_timedwait(&w->work, &w->mu, &ts);
 }
 
-/* Group commit: flush at batch size, when no poller holds unsubmitted messages, or at max wait. */
+/* Group commit: flush at batch size, when no poller holds unsubmitted messages, or at max wait.
+ * The wait drops the lock, and a poller may withdraw every pending batch meanwhile (the spill
+ * path), so the head is checked on every turn and may be NULL on return. */
 static void wait_for_flush_locked(batch_writer *w)
 {
-    while (!w->stopping && w->pending_rows < w->cfg.batch_size && w->holders > 0) {
+    while (w->head && !w->stopping && w->pending_rows < w->cfg.batch_size && w->holders > 0) {
         uint64_t deadline = w->head->submitted_ns + (uint64_t)w->cfg.max_wait_ms * 1000000ull;
         if (time_mono_ns() >= deadline) return;
         wait_until_locked(w, deadline);
@@ -635,6 +637,7 @@ static void *writer_main(void *arg)
             continue;
         }
         wait_for_flush_locked(w);
+        if (!w->head) continue; /* withdrawn while waiting */
 
         write_row **rows;
         size_t n;
