@@ -308,13 +308,6 @@ void config_print_markdown(FILE *out, const config_option *opts, size_t n_opts)
 
 bool config_common_finish(struct chatflow_common_settings *c, char *err, size_t err_len)
 {
-    if (c->room_min > c->room_max) {
-        snprintf(err, err_len,
-                 "CHATFLOW_ROOM_MIN (--room-min) = %lld is greater than CHATFLOW_ROOM_MAX "
-                 "(--room-max) = %lld",
-                 c->room_min, c->room_max);
-        return false;
-    }
     if (c->server_id[0] == '\0') {
         char host[256];
         if (gethostname(host, sizeof host) != 0) {

@@ -24,6 +24,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "room.h"
+
 typedef enum { CONFIG_INT, CONFIG_STRING, CONFIG_BOOL } config_type;
 
 typedef struct {
@@ -76,8 +78,7 @@ struct chatflow_common_settings {
     char sqs_endpoint[256];
     char queue_prefix[64];
     char dlq_name[96];
-    long long room_min;
-    long long room_max;
+    long long queue_shards;
     char admin_bind[64];
     char server_id[64];
     long long sqs_connect_timeout_ms;
@@ -95,14 +96,13 @@ struct chatflow_common_settings {
                        NULL, "SQS endpoint URL; empty means https://sqs.{region}.amazonaws.com."), \
         CONFIG_OPT_STR("CHATFLOW_QUEUE_PREFIX", "queue-prefix", type, common.queue_prefix,         \
                        "chatflow-room-", NULL,                                                     \
-                       "Room queue name prefix; the queue is <prefix><room>.fifo."),               \
+                       "Queue name prefix; shard s is the queue <prefix><s>.fifo."),               \
         CONFIG_OPT_STR("CHATFLOW_DLQ_NAME", "dlq-name", type, common.dlq_name,                     \
                        "chatflow-db-dlq.fifo", NULL,                                               \
                        "Dead-letter queue for messages that cannot be stored."),                   \
-        CONFIG_OPT_INT("CHATFLOW_ROOM_MIN", "room-min", type, common.room_min, "1", 1, 1000000,    \
-                       "Lowest room id served."),                                                  \
-        CONFIG_OPT_INT("CHATFLOW_ROOM_MAX", "room-max", type, common.room_max, "20", 1, 1000000,   \
-                       "Highest room id served."),                                                 \
+        CONFIG_OPT_INT("CHATFLOW_QUEUE_SHARDS", "queue-shards", type, common.queue_shards, "20",   \
+                       1, ROOM_SHARDS_MAX,                                                         \
+                       "FIFO queues the rooms are spread over (room.h); the same on every task."), \
         CONFIG_OPT_STR("CHATFLOW_ADMIN_BIND", "admin-bind", type, common.admin_bind, "0.0.0.0",    \
                        NULL, "Address the admin HTTP server (metrics, health) binds to."),         \
         CONFIG_OPT_STR("CHATFLOW_SERVER_ID", "server-id", type, common.server_id, "", NULL,        \
@@ -113,7 +113,7 @@ struct chatflow_common_settings {
                        common.sqs_request_timeout_ms, "10000", 100, 120000,                        \
                        "SQS request timeout (long polls add their wait).")
 
-/* Checks cross-field rules of the common settings (room_min <= room_max), fills server_id with
+/* Checks cross-field rules of the common settings, fills server_id with
  * the host name when empty, and applies the log settings. false with err set on a bad value. */
 bool config_common_finish(struct chatflow_common_settings *c, char *err, size_t err_len);
 

@@ -30,8 +30,6 @@
 
 #include <jansson.h>
 
-#define ROOM_ID_MAX 2147483647LL /* PostgreSQL integer */
-
 const char *chat_status_code(chat_status s)
 {
     switch (s) {
@@ -420,11 +418,7 @@ static bool parse_queue_ids(json_t *obj, chat_message *out, char *err, size_t er
 
     const char *room = required_string(obj, "roomId", &len, err, err_len);
     if (!room) return false;
-    if (!canonical_decimal(room, ROOM_ID_MAX))
-        return fail(err, err_len,
-                    "roomId: must be a positive decimal integer up to %lld, without sign or "
-                    "leading zeros",
-                    ROOM_ID_MAX);
+    if (!room_id_check(room, len, err, err_len)) return false;
     memcpy(out->room_id, room, len + 1);
     return true;
 }

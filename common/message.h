@@ -17,7 +17,7 @@
  *    CHATFLOW_MESSAGE_NAMESPACE when clientMessageId is set, else v4.
  *  - queue_message_to_json() / queue_message_parse(): the SQS body (protocol.md §4), all strings.
  *    queue_message_parse() is the consumer's validation: every §1 rule again, plus messageId is a
- *    UUID and roomId a positive integer; err says what is wrong (for the DLQ reason). A typing
+ *    UUID and roomId a room id (room.h); err says what is wrong (for the DLQ reason). A typing
  *    event travels as {"type":"TYPING", messageId (the event's id), roomId, userId, username,
  *    timestamp, serverId, clientIp, receivedAt}; queue_message_parse() sets kind from "type".
  *  - broadcast_event_to_json(): the BroadcastEvent frame (protocol.md §2), plus clientMessageId
@@ -37,6 +37,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "room.h"
 #include "uuid.h"
 #include "timeutil.h"
 
@@ -77,7 +78,7 @@ typedef struct {
     char client_message_id[CHAT_CMID_MAX + 1]; /* "" when absent */
     /* server fields (protocol.md §4) */
     char message_id[UUID_STR_BUF];
-    char room_id[12];
+    char room_id[ROOM_ID_BUF];
     char server_id[64];
     char client_ip[64];
     char received_at[ISO8601_BUF];

@@ -9,6 +9,7 @@
 
 #include "db.h"
 #include "log.h"
+#include "room.h"
 #include "timeutil.h"
 
 #define COMPONENT "api"
@@ -29,7 +30,7 @@ static const db_statement api_statements[] = {
     /* Core 1: a room's messages in the window ((room_id, client_timestamp) index). */
     {"room_messages",
      "SELECT " MSG_COLUMNS ", count(*) OVER () AS total_count FROM messages"
-     " WHERE room_id = $1::int AND client_timestamp BETWEEN $2::timestamptz AND $3::timestamptz"
+     " WHERE room_id = $1::text AND client_timestamp BETWEEN $2::timestamptz AND $3::timestamptz"
      " ORDER BY client_timestamp, message_id LIMIT " SAMPLE_ROWS,
      3},
     /* Core 2: a user's history in the window ((user_id, client_timestamp) index). */
@@ -178,7 +179,8 @@ static bool parse_int_param(const char *s, long lo, long hi, long *out)
 typedef struct {
     int64_t start_ms, end_ms;
     char start[ISO8601_BUF], end[ISO8601_BUF];
-    long user_id, room_id; /* 0: not given */
+    long user_id;              /* 0: not given */
+    char room_id[ROOM_ID_BUF]; /* "": not given */
 } window_params;
 
 /* false with resp set to a 400 naming the parameter. */
@@ -213,10 +215,12 @@ static bool parse_window(const http_request *req, window_params *w, http_respons
         http_respond_error(resp, 400, "userId: must be an integer 1-100000");
         return false;
     }
-    if (room && !parse_int_param(room, 1, 2147483647L, &w->room_id)) {
-        http_respond_error(resp, 400, "roomId: must be a positive integer");
+    char why[128];
+    if (room && !room_id_check(room, strlen(room), why, sizeof(why))) {
+        http_respond_error(resp, 400, why);
         return false;
     }
+    if (room) snprintf(w->room_id, sizeof(w->room_id), "%s", room);
     time_format_iso8601(w->start_ms, w->start);
     time_format_iso8601(w->end_ms, w->end);
     return true;
@@ -409,14 +413,15 @@ static json_t *analytics(api *a, db_conn *s, const window_params *w, char *err, 
     return o;
 }
 
-/* The busiest room / most active user of the window when not given; 0 when the window is empty. */
+/* The busiest room / most active user of the window when not given; "" / 0 when the window is
+ * empty. */
 static bool pick_defaults(db_conn *s, window_params *w, char *err, size_t err_len)
 {
     const char *win[] = {w->start, w->end};
-    if (w->room_id == 0) {
+    if (!w->room_id[0]) {
         PGresult *r = run(s, "busiest_room", 2, win, NULL, err, err_len);
         if (!r) return false;
-        if (PQntuples(r) > 0) w->room_id = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+        if (PQntuples(r) > 0) snprintf(w->room_id, sizeof(w->room_id), "%s", PQgetvalue(r, 0, 0));
         PQclear(r);
     }
     if (w->user_id == 0) {
@@ -433,23 +438,23 @@ static void serve_all(void *ctx, const http_request *req, http_response *resp)
     api *a = ctx;
     window_params w;
     if (!parse_window(req, &w, resp)) return;
-    bool room_given = w.room_id != 0, user_given = w.user_id != 0;
+    bool room_given = w.room_id[0] != '\0', user_given = w.user_id != 0;
     char err[512] = "";
     db_conn *s = begin_db(a, resp);
     if (!s) return;
     json_t *root = NULL, *core = NULL;
     if (!pick_defaults(s, &w, err, sizeof(err))) goto fail;
-    char room_s[24], user_s[24];
-    snprintf(room_s, sizeof(room_s), "%ld", w.room_id);
+    char user_s[24];
     snprintf(user_s, sizeof(user_s), "%ld", w.user_id);
-    const char *room_p[] = {room_s, w.start, w.end};
+    const char *room_p[] = {w.room_id, w.start, w.end}; /* "": no room matches */
     const char *user_p[] = {user_s, w.start, w.end};
     const char *win[] = {w.start, w.end};
     const char *user_only[] = {user_s};
-    json_t *q1 =
-        core_query(s, "room_messages", 3, room_p,
-                   json_pack("{s:i, s:b}", "roomId", (int)w.room_id, "roomIdGiven", room_given),
-                   err, sizeof(err));
+    json_t *q1 = core_query(s, "room_messages", 3, room_p,
+                            json_pack("{s:o, s:b}", "roomId",
+                                      w.room_id[0] ? json_string(w.room_id) : json_null(),
+                                      "roomIdGiven", room_given),
+                            err, sizeof(err));
     json_t *q2 = q1 ? core_query(s, "user_history", 3, user_p,
                                  json_pack("{s:i, s:b}", "userId", (int)w.user_id, "userIdGiven",
                                            user_given),

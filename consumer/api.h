@@ -4,14 +4,16 @@
  * Contract:
  *  - GET /api/metrics/all?testStartTime=&testEndTime=[&userId=][&roomId=]
  *      times: ISO-8601 instants with a zone, or epoch milliseconds; start <= end; userId 1..100000;
- *      roomId a positive integer. Anything missing, malformed or inverted -> 400 {"error": "..."}
- *      naming the parameter. Without roomId/userId, the busiest room / most active user of the
- *      window is used (and reported).
+ *      roomId a room id (room.h: 1-64 characters of [A-Za-z0-9_-]). Anything missing, malformed
+ *      or inverted -> 400 {"error": "..."} naming the parameter. Without roomId/userId, the
+ *      busiest room / most active user of the window is used (and reported; roomId null when the
+ *      window has no messages).
  *      Answer: {"window", "coreQueries": {roomMessages, userHistory, activeUsers, userRooms} each
  *      {executionTimeMs, resultCount, sampleData (<= 10 rows)}, "analytics": {messagesPerSecond
  *      {avg, peak}, topUsers, topRooms, userParticipation, viewsRefreshedAt}, "dbStats"}.
  *      Core queries read the tables; analytics read the materialized views (as of the last
- * refresh).
+ *      refresh). Room ids are JSON strings everywhere in the answer (room_id is text), user ids
+ *      and counts JSON numbers.
  *  - GET /api/metrics/db-stats: row counts, table and index sizes.
  *  - POST /api/metrics/refresh: REFRESH MATERIALIZED VIEW CONCURRENTLY of every view.
  *  - Handlers run on the HTTP server's threads; they share a small pool of PostgreSQL connections

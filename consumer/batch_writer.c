@@ -44,7 +44,7 @@ static const db_statement writer_statements[] = {
      0},
     {"flush_unnest",
      "WITH ins AS (INSERT INTO messages (" MESSAGE_COLUMNS ") SELECT * FROM unnest("
-     "$1::uuid[], $2::int[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[],"
+     "$1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[],"
      " $8::text[], $9::numeric[], $10::timestamptz[], $11::timestamptz[])"
      " ON CONFLICT (message_id) DO NOTHING RETURNING user_id, room_id, client_timestamp" FLUSH_TAIL,
      11},
@@ -102,11 +102,8 @@ bool write_row_init(write_row *row, const chat_message *m, const char *sequence_
 {
     memset(row, 0, sizeof(*row));
     char *end;
-    row->room_id = strtol(m->room_id, &end, 10);
-    if (*m->room_id == '\0' || *end != '\0' || row->room_id <= 0 || row->room_id > 2147483647L) {
-        snprintf(err, err_len, "roomId: not a positive 32-bit integer");
-        return false;
-    }
+    if (!room_id_check(m->room_id, strlen(m->room_id), err, err_len)) return false;
+    memcpy(row->room_id, m->room_id, strlen(m->room_id) + 1);
     row->user_id = strtol(m->user_id, &end, 10);
     if (*m->user_id == '\0' || *end != '\0') {
         snprintf(err, err_len, "userId: not an integer");
@@ -214,7 +211,7 @@ static bool create_stage(db_conn *c, void *ctx, char *err, size_t err_len)
     return db_exec(
         c,
         "CREATE TEMP TABLE IF NOT EXISTS chatflow_stage ("
-        " message_id uuid, room_id int, user_id int, username text, message_text text,"
+        " message_id uuid, room_id text, user_id int, username text, message_text text,"
         " message_type text, server_id text, client_ip text, sequence_number numeric(40,0),"
         " client_timestamp timestamptz, received_at timestamptz) ON COMMIT DELETE ROWS",
         err, err_len);
@@ -241,11 +238,12 @@ static bool copy_into_stage(db_conn *db, write_row *const *rows, size_t n, char 
     PQclear(r);
 
     textbuf b = {0};
-    char num[32];
+    char num[ROOM_ID_BUF + 32];
     for (size_t i = 0; i < n; i++) {
         const write_row *w = rows[i];
         tb_puts(&b, w->message_id);
-        snprintf(num, sizeof(num), "\t%ld\t%ld\t", w->room_id, w->user_id);
+        /* A room id is [A-Za-z0-9_-] (room.h): nothing in it needs COPY escaping. */
+        snprintf(num, sizeof(num), "\t%s\t%ld\t", w->room_id, w->user_id);
         tb_puts(&b, num);
         tb_put_copy_field(&b, w->username);
         tb_putc(&b, '\t');
@@ -307,8 +305,7 @@ static bool write_with_unnest(db_conn *db, write_row *const *rows, size_t n, lon
     for (size_t i = 0; i < n; i++) {
         const write_row *w = rows[i];
         tb_put_array_elem(&cols[0], w->message_id);
-        snprintf(num, sizeof(num), "%ld", w->room_id);
-        tb_put_array_elem(&cols[1], num);
+        tb_put_array_elem(&cols[1], w->room_id);
         snprintf(num, sizeof(num), "%ld", w->user_id);
         tb_put_array_elem(&cols[2], num);
         tb_put_array_elem(&cols[3], w->username);

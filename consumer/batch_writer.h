@@ -55,7 +55,7 @@ typedef enum {
 typedef struct {
     /* Input, filled by write_row_init(). */
     char message_id[UUID_STR_BUF];
-    long room_id;
+    char room_id[ROOM_ID_BUF];
     long user_id;
     char username[CHAT_USERNAME_MAX + 1];
     char message_text[CHAT_TEXT_BUF];

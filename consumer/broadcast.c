@@ -77,22 +77,7 @@ void broadcast_wake(void *arg)
     lws_cancel_service(b->ws.context);
 }
 
-room_state *broadcast_room_of(broadcaster *b, long room)
-{
-    if (room < b->cfg.room_min || room > b->cfg.room_max) return NULL;
-    return &b->rooms[room - b->cfg.room_min];
-}
-
 bool sub_enter(subscriber *sub, sub_state to) { return sub_state_enter(&sub->state, to, sub->id); }
-
-static bool parse_room_id(const char *s, long *out)
-{
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end) return false;
-    *out = v;
-    return true;
-}
 
 /* ---- closing ---- */
 
@@ -118,7 +103,7 @@ static void drop_slow(broadcaster *b, subscriber *sub, size_t behind)
 {
     char reason[96];
     snprintf(reason, sizeof reason, "slow subscriber: %zu frames behind", behind);
-    log_warn(COMPONENT, "room %ld subscriber %llu: %s; closing it", sub->room,
+    log_warn(COMPONENT, "room %s subscriber %llu: %s; closing it", sub->room,
              (unsigned long long)sub->id, reason);
     metric_counter_inc(b->m_slow);
     sub_close(sub, CLOSE_SLOW, reason);
@@ -174,8 +159,9 @@ static void offer_live_frame(broadcaster *b, subscriber *sub, bc_frame *f)
  * false when it could not be built (out of memory). */
 static bool announce(broadcaster *b, room_state *rs, char *json)
 {
-    bc_frame *f = json ? bc_frame_new(json, strlen(json), "") : NULL;
+    bc_frame *f = json && rs ? bc_frame_new(json, strlen(json), "") : NULL;
     free(json);
+    if (!rs) return false; /* no state held for the room: nobody there */
     if (!f) {
         log_error(COMPONENT, "out of memory building an event; not announced");
         return false;
@@ -217,7 +203,7 @@ static void observe_latency(broadcaster *b, const chat_message *m)
 /* A MESSAGE of the room never reached its cache or subscribers: the cache counts it as evicted
  * (a replay from below it goes to the store), and the subscribers, who will never get it live,
  * are told to reconnect from what they have. */
-static void room_lost_event(long room, room_state *rs, const char *seq)
+static void room_lost_event(room_state *rs, const char *seq)
 {
     bc_room_cache_mark_lost(&rs->cache, seq);
     size_t closed = 0;
@@ -231,9 +217,9 @@ static void room_lost_event(long room, room_state *rs, const char *seq)
     }
     lws_end_foreach_dll_safe(d, d1);
     log_warn(COMPONENT,
-             "room %ld: event %s was not broadcast; replays below it come from the store, "
+             "room %s: event %s was not broadcast; replays below it come from the store, "
              "%zu subscribers told to reconnect",
-             room, seq[0] ? seq : "(no sequence number)", closed);
+             rs->id, seq[0] ? seq : "(no sequence number)", closed);
 }
 
 /* Called before every fan-out and replay decision. */
@@ -243,27 +229,35 @@ void broadcast_apply_lost_events(broadcaster *b)
     pthread_mutex_lock(&b->drops_mu);
     atomic_store(&b->drops_pending, false);
     for (size_t i = 0; i < b->n_drops; i++) {
-        long room;
-        room_state *rs;
-        if (parse_room_id(b->drops[i].room, &room) && (rs = broadcast_room_of(b, room)))
-            room_lost_event(room, rs, b->drops[i].seq);
+        room_state *rs = broadcast_room_of(b, b->drops[i].room);
+        if (rs) room_lost_event(rs, b->drops[i].seq); /* no state: no cache, nobody to tell */
     }
     b->n_drops = 0;
+    if (b->drops_overflow) {
+        /* Too many rooms lost events to name each: every room is treated as having lost one
+         * newer than anything it holds. Its cache starts afresh (as after a restart) and its
+         * subscribers resume with since=. */
+        b->drops_overflow = false;
+        broadcast_rooms_forget_caches(b);
+        room_state *rs, *tmp;
+        HASH_ITER(hh, b->rooms, rs, tmp) { room_lost_event(rs, ""); }
+    }
     pthread_mutex_unlock(&b->drops_mu);
 }
 
-/* Poller side: remembers the newest lost sequence number per room; never allocates. A room the
- * table has no slot for is not one this consumer serves (nothing of it is broadcast anyway). */
+/* Poller side: remembers the newest lost sequence number per room; never allocates. Past
+ * rooms_max rooms with losses, drops_overflow stands for all of them. */
 static void record_lost_event(broadcaster *b, const published *p)
 {
     pthread_mutex_lock(&b->drops_mu);
     size_t i = 0;
     while (i < b->n_drops && strcmp(b->drops[i].room, p->msg.room_id) != 0) i++;
-    if (i == b->n_drops && i < b->n_rooms) {
+    if (i == b->n_drops && i < b->cfg.rooms_max) {
         snprintf(b->drops[i].room, sizeof b->drops[i].room, "%s", p->msg.room_id);
         b->drops[i].seq[0] = '\0';
         b->n_drops++;
     }
+    if (i == b->n_drops) b->drops_overflow = true;
     if (i < b->n_drops && seqnum_valid(p->seq) &&
         (!b->drops[i].seq[0] || seqnum_cmp(p->seq, b->drops[i].seq) > 0))
         snprintf(b->drops[i].seq, sizeof b->drops[i].seq, "%s", p->seq);
@@ -273,17 +267,18 @@ static void record_lost_event(broadcaster *b, const published *p)
 
 static void fan_out(broadcaster *b, const published *p)
 {
-    long room;
-    room_state *rs;
-    if (!parse_room_id(p->msg.room_id, &room) || !(rs = broadcast_room_of(b, room))) {
-        log_warn(COMPONENT, "message %s is for room '%s', not one of rooms %ld-%ld; not broadcast",
-                 p->msg.message_id, p->msg.room_id, b->cfg.room_min, b->cfg.room_max);
+    room_state *rs = broadcast_room_get(b, p->msg.room_id);
+    if (!rs) {
+        /* rooms_max rooms all have subscribers: this one has none to deliver to, and its next
+         * subscriber starts from the store (the room has no cache to be wrong). */
+        log_debug(COMPONENT, "room %s: no state held (room table full); event not cached",
+                  p->msg.room_id);
         return;
     }
     const char *seq = seqnum_valid(p->seq) ? p->seq : "";
     if (seq[0] && rs->last_seq[0] && seqnum_cmp(seq, rs->last_seq) <= 0) {
-        log_debug(COMPONENT, "room %ld: sequence number %s already broadcast (last %s); skipped",
-                  room, seq, rs->last_seq);
+        log_debug(COMPONENT, "room %s: sequence number %s already broadcast (last %s); skipped",
+                  rs->id, seq, rs->last_seq);
         return;
     }
     if (p->msg.kind == CHAT_KIND_TYPING) { /* ephemeral: members only, never cached */
@@ -296,10 +291,10 @@ static void fan_out(broadcaster *b, const published *p)
     bc_frame *f = json ? bc_frame_new(json, strlen(json), seq) : NULL;
     free(json);
     if (!f) {
-        log_error(COMPONENT, "room %ld: out of memory building a frame; message %s not broadcast",
-                  room, p->msg.message_id);
+        log_error(COMPONENT, "room %s: out of memory building a frame; message %s not broadcast",
+                  rs->id, p->msg.message_id);
         metric_counter_inc(b->m_dropped_message);
-        room_lost_event(room, rs, seq);
+        room_lost_event(rs, seq);
         return;
     }
     observe_latency(b, &p->msg);
@@ -346,7 +341,7 @@ static void drain_inbox(broadcaster *b)
 /* ---- connections ---- */
 
 /* Reads the request target; 0 or the HTTP status to refuse with (reason set). */
-static int read_target(broadcaster *b, struct lws *wsi, bc_target *t, char *reason, size_t rlen)
+static int read_target(struct lws *wsi, bc_target *t, char *reason, size_t rlen)
 {
     char path[256];
     if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) < 0) {
@@ -370,7 +365,7 @@ static int read_target(broadcaster *b, struct lws *wsi, bc_target *t, char *reas
         args[nargs] = argbuf[nargs];
         nargs++;
     }
-    return bc_target_parse(path, args, nargs, b->cfg.room_min, b->cfg.room_max, t, reason, rlen);
+    return bc_target_parse(path, args, nargs, t, reason, rlen);
 }
 
 /* Refuses bad subscriptions before the 101, with an HTTP status and the reason as the body. */
@@ -388,13 +383,19 @@ static int on_confirm_upgrade(broadcaster *b, struct lws *wsi, const char *upgra
         snprintf(reason, sizeof reason, "subscriber limit reached (%zu); try another consumer",
                  b->cfg.max_subscribers);
     } else {
-        status = read_target(b, wsi, &t, reason, sizeof reason);
-        if (!status && t.user_id && b->cfg.presence &&
-            !presence_admits(b->cfg.presence, t.room, t.user_id)) {
+        status = read_target(wsi, &t, reason, sizeof reason);
+        if (!status && !broadcast_room_get(b, t.room)) {
+            status = 503;
+            snprintf(reason, sizeof reason,
+                     "this consumer holds %zu rooms with subscribers (CHATFLOW_ROOMS_MAX); try "
+                     "another consumer",
+                     b->cfg.rooms_max);
+        } else if (!status && t.user_id && b->cfg.presence &&
+                   !presence_admits(b->cfg.presence, t.room, t.user_id)) {
             status = 403;
             metric_counter_inc(b->m_room_full);
             snprintf(reason, sizeof reason,
-                     "room %ld is full: %zu members online (CHATFLOW_ROOM_MEMBER_CAP)", t.room,
+                     "room %s is full: %zu members online (CHATFLOW_ROOM_MEMBER_CAP)", t.room,
                      presence_member_cap(b->cfg.presence));
         }
     }
@@ -419,7 +420,7 @@ static void join_room(broadcaster *b, subscriber *sub, const bc_target *t)
         presence_join(b->cfg.presence, t->room, t->user_id, t->username, time_wall_ms(), &online);
     if (res == PRESENCE_FULL || res == PRESENCE_NO_MEMORY) {
         char reason[96];
-        snprintf(reason, sizeof reason, "room %ld is full: %zu members online", t->room,
+        snprintf(reason, sizeof reason, "room %s is full: %zu members online", t->room,
                  presence_member_cap(b->cfg.presence));
         if (res == PRESENCE_FULL) metric_counter_inc(b->m_room_full);
         sub_close(sub,
@@ -473,18 +474,20 @@ static void leave_room(broadcaster *b, subscriber *sub)
 
 /* Registers the subscriber (slot table, room list, counts) and moves it to LIVE. false when
  * the slot table is full: only connections upgraded in the same turn past the cap get here. */
-static bool attach(broadcaster *b, struct lws *wsi, subscriber *sub, long room)
+static bool attach(broadcaster *b, struct lws *wsi, subscriber *sub, const char *room)
 {
+    room_state *rs = broadcast_room_get(b, room);
+    if (!rs) return false;
     subscriber **cell = slot_table_acquire(b->sub_slots, &sub->ref);
     if (!cell) return false;
     *cell = sub;
     sub->wsi = wsi;
     sub->id = ++b->next_sub_id;
-    sub->room = room;
+    snprintf(sub->room, sizeof sub->room, "%s", room);
     sub->queue_limit = b->cfg.send_queue_max;
     bc_fqueue_init(&sub->sendq);
     sub_enter(sub, SUB_LIVE);
-    lws_dll2_add_tail(&sub->in_room, &broadcast_room_of(b, room)->subs);
+    lws_dll2_add_tail(&sub->in_room, &rs->subs);
     size_t n = atomic_fetch_add(&b->subscribers, 1) + 1;
     metric_gauge_set(b->m_active, (double)n);
     metric_counter_inc(b->m_connections);
@@ -497,15 +500,16 @@ static int on_established(broadcaster *b, struct lws *wsi, subscriber *sub)
     char reason[200];
     bc_target t;
     memset(sub, 0, sizeof *sub); /* SUB_HANDSHAKE, as lws allocated it */
-    if (read_target(b, wsi, &t, reason, sizeof reason) != 0) {
+    if (read_target(wsi, &t, reason, sizeof reason) != 0) {
         log_error(COMPONENT, "established connection with a bad target: %s", reason);
         return -1; /* cannot happen: the same check passed at the upgrade */
     }
     ws_listen_on_upgraded(wsi);
     if (!attach(b, wsi, sub, t.room)) {
         log_warn(COMPONENT,
-                 "subscriber limit (%zu) reached by connections upgraded together; closing one",
-                 b->cfg.max_subscribers);
+                 "subscriber limit (%zu) or room limit (%zu) reached by connections upgraded "
+                 "together; closing one",
+                 b->cfg.max_subscribers, b->cfg.rooms_max);
         return -1;
     }
     if (b->closing_all) { /* upgraded just before the stop began */
@@ -688,8 +692,10 @@ static void stop_deadline_passed(lws_sorted_usec_list_t *sul)
 static void close_everyone(broadcaster *b)
 {
     b->closing_all = true;
-    for (size_t r = 0; r < b->n_rooms; r++) {
-        lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, lws_dll2_get_head(&b->rooms[r].subs))
+    room_state *rs, *tmp;
+    HASH_ITER(hh, b->rooms, rs, tmp)
+    {
+        lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, lws_dll2_get_head(&rs->subs))
         {
             sub_close(lws_container_of(d, subscriber, in_room), LWS_CLOSE_STATUS_GOINGAWAY,
                       "going away");
@@ -776,8 +782,8 @@ static void *service_main(void *arg)
 
 static bool config_ok(const broadcast_config *c, char *err, size_t err_len)
 {
-    if (c->room_min < 1 || c->room_max < c->room_min || c->room_max - c->room_min >= 1000000)
-        snprintf(err, err_len, "room range %ld-%ld is not valid", c->room_min, c->room_max);
+    if (c->rooms_max < 1)
+        snprintf(err, err_len, "rooms_max must be at least 1");
     else if (c->send_queue_max < 1)
         snprintf(err, err_len, "send_queue_max must be at least 1");
     else if (c->max_subscribers < 1)
@@ -822,6 +828,15 @@ static void register_metrics(broadcaster *b)
     b->m_room_full =
         metrics_counter("chatflow_room_full_refusals_total",
                         "Member subscriptions refused because the room was full.", NULL);
+    b->m_rooms =
+        metrics_gauge("chatflow_broadcast_rooms",
+                      "Rooms this node holds state for (subscribers, replay cache).", NULL);
+    b->m_rooms_forgotten = metrics_counter(
+        "chatflow_broadcast_rooms_forgotten_total",
+        "Idle rooms whose state was dropped to make place (CHATFLOW_ROOMS_MAX).", NULL);
+    b->m_rooms_refused = metrics_counter(
+        "chatflow_broadcast_rooms_refused_total",
+        "Rooms given no state because CHATFLOW_ROOMS_MAX rooms all had subscribers.", NULL);
     b->m_frames_read =
         metrics_counter("chatflow_subscriber_frames_total",
                         "Frames sent by subscribers, by outcome.", "result=\"read\"");
@@ -862,8 +877,7 @@ static void destroy(broadcaster *b)
     replay_destroy(b);
     ws_listen_close(&b->ws); /* runs CLOSED for whoever is still connected */
     slot_table_free(b->sub_slots);
-    for (size_t r = 0; b->rooms && r < b->n_rooms; r++) bc_room_cache_free(&b->rooms[r].cache);
-    free(b->rooms);
+    broadcast_rooms_free(b);
     free(b->drops);
     if (b->room_sync_ready) {
         pthread_cond_destroy(&b->room_cv);
@@ -927,12 +941,8 @@ broadcaster *broadcast_start(const broadcast_config *cfg, char *err, size_t err_
     if (b->cfg.history_max_ms <= 0) b->cfg.history_max_ms = HISTORY_MAX_MS;
     snprintf(b->bind_addr, sizeof b->bind_addr, "%s", cfg->bind_addr ? cfg->bind_addr : "");
     b->cfg.bind_addr = b->bind_addr;
-    b->n_rooms = (size_t)(cfg->room_max - cfg->room_min + 1);
-    b->rooms = calloc(b->n_rooms, sizeof *b->rooms);
-    b->drops = calloc(b->n_rooms, sizeof *b->drops); /* recording a loss never allocates */
-    bool ok = b->rooms && b->drops && init_sync(b);
-    for (size_t r = 0; ok && r < b->n_rooms; r++)
-        ok = bc_room_cache_init(&b->rooms[r].cache, cfg->cache_per_room);
+    b->drops = calloc(cfg->rooms_max, sizeof *b->drops); /* recording a loss never allocates */
+    bool ok = b->drops && init_sync(b);
     if (ok) {
         b->inbox = workqueue_new(b->cfg.inbox_capacity, broadcast_wake, b);
         b->sub_slots = slot_table_new(cfg->max_subscribers, sizeof(subscriber *));
@@ -960,8 +970,8 @@ broadcaster *broadcast_start(const broadcast_config *cfg, char *err, size_t err_
         return NULL;
     }
     b->service_started = true;
-    log_info(COMPONENT, "subscribers on ws://%s:%d/chat/{%ld-%ld}",
-             b->bind_addr[0] ? b->bind_addr : "*", b->ws.port, cfg->room_min, cfg->room_max);
+    log_info(COMPONENT, "subscribers on ws://%s:%d/chat/{roomId} (state for up to %zu rooms)",
+             b->bind_addr[0] ? b->bind_addr : "*", b->ws.port, cfg->rooms_max);
     return b;
 }
 

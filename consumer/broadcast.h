@@ -31,8 +31,11 @@
  * live events, with no gap and no duplicate. The newest config.cache_per_room events of each room
  * are kept in memory (they include messages broadcast but not yet committed); older ones come from
  *    the history callback, run on a replay worker thread (never on the service thread).
- *  - A room outside [room_min, room_max] or a bad path is refused at the handshake (HTTP 4xx) — or,
- *    where lws cannot answer with a status, closed at once with a reason naming the owned range.
+ *  - Any room id is served (room.h). A bad room id or path is refused at the handshake (HTTP 4xx)
+ *    — or, where lws cannot answer with a status, closed at once with the reason. The node keeps
+ *    state for at most config.rooms_max rooms (broadcast_rooms.c): an idle room's state is
+ *    forgotten to make place, and a subscriber of a new room is refused with 503 when every
+ *    held room has subscribers.
  *  - A socket that has not completed its WebSocket handshake config.handshake_timeout_s after the
  *    accept (idle, or trickling the request) is closed.
  *  - Members (docs/protocol.md §2): a subscriber that gives userId and username joins the room's
@@ -83,14 +86,15 @@ typedef struct {
  * order, by calling `emit` once per row. Runs on the replay worker thread. Returns false (err set)
  * when the store cannot answer; the subscriber is then closed with a reason.
  */
-typedef bool (*broadcast_history_fn)(void *ctx, long room, const char *since_seq, size_t limit,
+typedef bool (*broadcast_history_fn)(void *ctx, const char *room, const char *since_seq,
+                                     size_t limit,
                                      void (*emit)(void *emit_ctx, const broadcast_history_row *row),
                                      void *emit_ctx, char *err, size_t err_len);
 
 typedef struct {
-    const char *bind_addr; /* "0.0.0.0" */
-    int port;              /* 0 picks a free one; see broadcast_port() */
-    long room_min, room_max;
+    const char *bind_addr;  /* "0.0.0.0" */
+    int port;               /* 0 picks a free one; see broadcast_port() */
+    size_t rooms_max;       /* rooms with state held on this node (broadcast_rooms.c) */
     size_t send_queue_max;  /* frames queued per subscriber before it is dropped */
     size_t cache_per_room;  /* newest events kept per room for replay */
     size_t max_subscribers; /* total connection cap */

@@ -21,8 +21,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* uthash (Debian uthash-dev): out of memory in an insert leaves the table as it was instead of
+ * exiting; broadcast_rooms.c checks every insert. */
+#define HASH_NONFATAL_OOM 1
+#include <uthash.h>
+
 #include "broadcast.h"
 #include "broadcast_room.h"
+#include "room.h"
 #include "metrics.h"
 #include "seqnum.h"
 #include "slot_table.h"
@@ -83,7 +89,7 @@ typedef struct {
     struct lws *wsi; /* NULL until ESTABLISHED and after CLOSED */
     slot_ref ref;    /* what work handed to other threads carries (slot_table.h) */
     uint64_t id;     /* names it in the log */
-    long room;
+    char room[ROOM_ID_BUF];
     sub_state state;  /* changed only through sub_enter() */
     unsigned retries; /* replay: pages in a row that brought nothing new */
     lws_sorted_usec_list_t retry_timer;
@@ -103,10 +109,15 @@ typedef struct {
     lws_sorted_usec_list_t read_timer;
 } subscriber;
 
-typedef struct {
+/* A room this node holds state for (broadcast_rooms.c): created by its first subscriber or
+ * event, forgotten (least recently used first) only while it has no subscribers. */
+typedef struct room_state {
+    char id[ROOM_ID_BUF];
     lws_dll2_owner_t subs;
     bc_room_cache cache;
     char last_seq[SEQNUM_BUF];
+    uint64_t last_used; /* broadcaster.room_clock when last touched */
+    UT_hash_handle hh;
 } room_state;
 
 struct broadcaster {
@@ -119,8 +130,9 @@ struct broadcaster {
     bool service_started;
     replayer replay;
 
-    room_state *rooms;
+    room_state *rooms; /* uthash table by id; service thread only */
     size_t n_rooms;
+    uint64_t room_clock;
     uint64_t next_sub_id;
     slot_table *sub_slots; /* subscriber * per slot; service thread only */
 
@@ -137,10 +149,12 @@ struct broadcaster {
     _Atomic uint64_t stalled_at; /* drains + 1 when a wait ran out; 0: none */
     _Atomic uint64_t drop_logged_ns;
 
-    /* lost events, one entry per room, for the service thread */
+    /* lost events, one entry per room (rooms_max of them, allocated at start), for the service
+     * thread; drops_overflow: more rooms lost events than there are entries */
     pthread_mutex_t drops_mu;
     lost_event *drops;
     size_t n_drops;
+    bool drops_overflow;
     atomic_bool drops_pending;
 
     /* service thread only */
@@ -159,6 +173,8 @@ struct broadcaster {
     metric_counter *m_replay_history;
     metric_gauge *m_members;
     metric_counter *m_room_full;
+    metric_gauge *m_rooms;
+    metric_counter *m_rooms_forgotten, *m_rooms_refused;
     metric_counter *m_frames_read, *m_frames_error, *m_frames_limited;
     metric_counter *m_waits, *m_dropped_message, *m_dropped_typing;
 };
@@ -167,7 +183,17 @@ struct broadcaster {
 
 /* lws_cancel_service() on the broadcaster (a workqueue notify). */
 void broadcast_wake(void *b);
-room_state *broadcast_room_of(broadcaster *b, long room);
+/* ---- broadcast_rooms.c: the room table (service thread only) ---- */
+
+/* The room's state, or NULL when this node holds none. */
+room_state *broadcast_room_of(broadcaster *b, const char *room);
+/* The room's state, created when missing; to make place, the least recently used room without
+ * subscribers is forgotten. NULL when rooms_max rooms all have subscribers (or out of memory). */
+room_state *broadcast_room_get(broadcaster *b, const char *room);
+/* Forgets every room's cache (after lost events that could not be recorded per room). */
+void broadcast_rooms_forget_caches(broadcaster *b);
+/* Frees every room. */
+void broadcast_rooms_free(broadcaster *b);
 /* Applies the events broadcast_publish() had to drop (before any replay decision). */
 void broadcast_apply_lost_events(broadcaster *b);
 /* The one way a subscriber's state changes (subscriber_state.h); false when refused. */

@@ -7,24 +7,17 @@
 
 #define CHAT_PREFIX "/chat/"
 
-/* Room ids beyond 9 digits are refused before they could overflow a long. */
-static bool parse_room(const char *s, long *room)
+/* A canonical decimal user id: no sign, no leading zero, 1..CHAT_USER_ID_MAX. */
+static bool parse_user(const char *s, uint32_t *user)
 {
     size_t n = strlen(s);
-    if (n == 0 || n > 9 || (s[0] == '0' && n > 1)) return false;
+    if (n == 0 || n > 6 || s[0] == '0') return false;
     long v = 0;
     for (size_t i = 0; i < n; i++) {
         if (s[i] < '0' || s[i] > '9') return false;
         v = v * 10 + (s[i] - '0');
     }
-    *room = v;
-    return true;
-}
-
-static bool parse_user(const char *s, uint32_t *user)
-{
-    long v;
-    if (!parse_room(s, &v) || v < 1 || v > CHAT_USER_ID_MAX) return false; /* same digit rules */
+    if (v < 1 || v > CHAT_USER_ID_MAX) return false;
     *user = (uint32_t)v;
     return true;
 }
@@ -42,32 +35,26 @@ static const char *shown(const char *s, char out[49])
     return out;
 }
 
-static int refuse(int status, char *reason, size_t reason_len, const char *fmt, const char *what,
-                  long room_min, long room_max)
+static int refuse(int status, char *reason, size_t reason_len, const char *fmt, const char *what)
 {
     char buf[49];
-    snprintf(reason, reason_len, fmt, shown(what, buf), room_min, room_max);
+    snprintf(reason, reason_len, fmt, shown(what, buf));
     return status;
 }
 
-int bc_target_parse(const char *path, const char *const *args, size_t nargs, long room_min,
-                    long room_max, bc_target *out, char *reason, size_t reason_len)
+int bc_target_parse(const char *path, const char *const *args, size_t nargs, bc_target *out,
+                    char *reason, size_t reason_len)
 {
     memset(out, 0, sizeof *out);
     if (!path || strncmp(path, CHAT_PREFIX, strlen(CHAT_PREFIX)) != 0)
-        return refuse(
-            404, reason, reason_len,
-            "path '%s' is not served here; subscribe to /chat/{roomId} with roomId %ld-%ld",
-            path ? path : "", room_min, room_max);
+        return refuse(404, reason, reason_len,
+                      "path '%s' is not served here; subscribe to /chat/{roomId}",
+                      path ? path : "");
     const char *room_s = path + strlen(CHAT_PREFIX);
-    if (!parse_room(room_s, &out->room))
+    if (!room_id_valid(room_s, strlen(room_s)))
         return refuse(404, reason, reason_len,
-                      "room '%s' is not a room id; this consumer serves rooms %ld-%ld", room_s,
-                      room_min, room_max);
-    if (out->room < room_min || out->room > room_max)
-        return refuse(404, reason, reason_len,
-                      "room %s is not served here; this consumer serves rooms %ld-%ld", room_s,
-                      room_min, room_max);
+                      "room '%s' is not a room id (1-64 characters of A-Z a-z 0-9 _ -)", room_s);
+    memcpy(out->room, room_s, strlen(room_s) + 1);
     bool user_given = false, name_given = false;
     for (size_t i = 0; i < nargs; i++) {
         const char *a = args[i];

@@ -3,18 +3,17 @@
  *
  * Contract:
  *  - bc_target_parse() takes the request path (without the query) and the query arguments as
- *    "name=value" strings (libwebsockets splits and URL-decodes them) and checks them against
- *    the room range this consumer owns. It returns 0 and fills out, or the HTTP status to refuse
- *    the handshake with (404 for a path or room this consumer does not serve, 400 for a bad
- *    query) and a one-line reason that names what is wrong and, for rooms, the range served,
- *    e.g. "room 42 is not served here; this consumer serves rooms 1-20". What the client sent
+ *    "name=value" strings (libwebsockets splits and URL-decodes them). It returns 0 and fills
+ *    out, or the HTTP status to refuse the handshake with (404 for a path that is not
+ *    /chat/{roomId} or a room that is not a room id, 400 for a bad query) and a one-line reason
+ *    that names what is wrong, e.g. "room 'a?b' is not a room id (…)". What the client sent
  *    is quoted with characters outside [A-Za-z0-9/-_.=~] shown as '?' (the reason goes back in
  *    an HTML body), at most 48 of them.
- *  - roomId is a decimal integer without sign or leading zeros; since, when present, is a valid
- *    sequence number (seqnum.h); userId (1-100000, canonical decimal) and username (3-20 ASCII
- *    letters or digits) identify a member (docs/protocol.md §2) and come together or not at all;
- *    any other query argument, or one given twice, is refused (a typo must not silently turn a
- *    replay into a live-only subscription).
+ *  - roomId is a room id (room.h: 1-64 of [A-Za-z0-9_-]; every consumer serves every room); since,
+ * when present, is a valid sequence number (seqnum.h); userId (1-100000, canonical decimal) and
+ * username (3-20 ASCII letters or digits) identify a member (docs/protocol.md §2) and come together
+ * or not at all; any other query argument, or one given twice, is refused (a typo must not silently
+ * turn a replay into a live-only subscription).
  */
 #ifndef CHATFLOW_BROADCAST_PATH_H
 #define CHATFLOW_BROADCAST_PATH_H
@@ -27,13 +26,13 @@
 #include "seqnum.h"
 
 typedef struct {
-    long room;
+    char room[ROOM_ID_BUF];
     char since[SEQNUM_BUF]; /* "" when absent */
     uint32_t user_id;       /* 0: an anonymous subscriber */
     char username[CHAT_USERNAME_MAX + 1];
 } bc_target;
 
-int bc_target_parse(const char *path, const char *const *args, size_t nargs, long room_min,
-                    long room_max, bc_target *out, char *reason, size_t reason_len);
+int bc_target_parse(const char *path, const char *const *args, size_t nargs, bc_target *out,
+                    char *reason, size_t reason_len);
 
 #endif

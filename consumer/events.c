@@ -15,26 +15,24 @@ static char *dump(json_t *o)
     return text;
 }
 
-char *presence_event_json(long room, uint32_t user_id, const char *username, const char *status,
-                          const char *reason, int64_t when_ms, size_t online)
+char *presence_event_json(const char *room, uint32_t user_id, const char *username,
+                          const char *status, const char *reason, int64_t when_ms, size_t online)
 {
-    char room_s[24], user_s[12], when[ISO8601_BUF];
-    snprintf(room_s, sizeof(room_s), "%ld", room);
+    char user_s[12], when[ISO8601_BUF];
     snprintf(user_s, sizeof(user_s), "%u", user_id);
     time_format_iso8601(when_ms, when);
     return dump(json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "type", "PRESENCE", "roomId",
-                          room_s, "userId", user_s, "username", username, "status", status,
-                          "reason", reason, "timestamp", when, "online", (json_int_t)online));
+                          room, "userId", user_s, "username", username, "status", status, "reason",
+                          reason, "timestamp", when, "online", (json_int_t)online));
 }
 
-char *read_event_json(long room, uint32_t user_id, const char *username, const char *seq,
+char *read_event_json(const char *room, uint32_t user_id, const char *username, const char *seq,
                       int64_t when_ms)
 {
-    char room_s[24], user_s[12], when[ISO8601_BUF];
-    snprintf(room_s, sizeof(room_s), "%ld", room);
+    char user_s[12], when[ISO8601_BUF];
     snprintf(user_s, sizeof(user_s), "%u", user_id);
     time_format_iso8601(when_ms, when);
-    return dump(json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "type", "READ", "roomId", room_s,
+    return dump(json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "type", "READ", "roomId", room,
                           "userId", user_s, "username", username, "sequenceNumber", seq,
                           "timestamp", when));
 }
@@ -52,8 +50,8 @@ static chat_status refuse(chat_status st, char *err, size_t err_len, const char 
     return st;
 }
 
-chat_status subscriber_frame_parse(const char *frame, size_t len, long room, char seq[SEQNUM_BUF],
-                                   char *err, size_t err_len)
+chat_status subscriber_frame_parse(const char *frame, size_t len, const char *room,
+                                   char seq[SEQNUM_BUF], char *err, size_t err_len)
 {
     if (len > SUBSCRIBER_FRAME_MAX) {
         snprintf(err, err_len, "frame is %zu bytes; the limit is %d", len, SUBSCRIBER_FRAME_MAX);
@@ -70,13 +68,11 @@ chat_status subscriber_frame_parse(const char *frame, size_t len, long room, cha
     const char *type = json_string_value(json_object_get(root, "type"));
     const char *room_s = json_string_value(json_object_get(root, "roomId"));
     const char *s = json_string_value(json_object_get(root, "sequenceNumber"));
-    char want_room[24];
-    snprintf(want_room, sizeof(want_room), "%ld", room);
     chat_status st = CHAT_VALIDATION_ERROR;
     if (!type || strcmp(type, "READ") != 0)
         refuse(st, err, err_len, "type: subscribers may send READ only");
-    else if (!room_s || strcmp(room_s, want_room) != 0)
-        snprintf(err, err_len, "roomId: must be \"%s\", the room of this subscription", want_room);
+    else if (!room_s || strcmp(room_s, room) != 0)
+        snprintf(err, err_len, "roomId: must be \"%s\", the room of this subscription", room);
     else if (!s || !seqnum_valid(s))
         snprintf(err, err_len,
                  "sequenceNumber: must be a sequence number (1-%d decimal digits, as a string)",

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "db.h"
+#include "room.h"
 #include "timeutil.h"
 
 #define POOL_SIZE 2 /* the replay worker and one API request at a time, without waiting */
@@ -28,28 +29,28 @@
 /* ORDER BY names are qualified: a bare name would sort by the text output column of that name. */
 static const db_statement history_statements[] = {
     {"history_after",
-     ROW_COLUMNS " WHERE room_id = $1::int AND sequence_number > $2::numeric"
+     ROW_COLUMNS " WHERE room_id = $1::text AND sequence_number > $2::numeric"
                  " ORDER BY messages.sequence_number LIMIT $3::bigint",
      3},
     {"history_before",
-     ROW_COLUMNS " WHERE room_id = $1::int AND sequence_number < $2::numeric"
+     ROW_COLUMNS " WHERE room_id = $1::text AND sequence_number < $2::numeric"
                  " ORDER BY messages.sequence_number DESC LIMIT $3::bigint",
      3},
     {"history_latest",
-     ROW_COLUMNS " WHERE room_id = $1::int AND sequence_number IS NOT NULL"
+     ROW_COLUMNS " WHERE room_id = $1::text AND sequence_number IS NOT NULL"
                  " ORDER BY messages.sequence_number DESC LIMIT $2::bigint",
      2},
     {"read_positions",
      "SELECT user_id::text, " SEQ_TEXT("sequence_number") ", " ISO_UTC(
          "updated_at") ", 0"
-                       " FROM read_positions WHERE room_id = $1::int AND ($2::int IS NULL OR "
+                       " FROM read_positions WHERE room_id = $1::text AND ($2::int IS NULL OR "
                        "user_id = $2::int)"
                        " ORDER BY read_positions.updated_at DESC, user_id LIMIT $3::bigint",
      3},
     {"recently_seen",
      "SELECT user_id::text, '', " ISO_UTC(
          "last_activity") ", message_count FROM user_activity"
-                          " WHERE room_id = $1::int ORDER BY user_activity.last_activity DESC, "
+                          " WHERE room_id = $1::text ORDER BY user_activity.last_activity DESC, "
                           "user_id LIMIT $2::bigint",
      2},
 };
@@ -128,6 +129,11 @@ static bool valid_seq(const char *s, char *err, size_t err_len, const char *what
     return true;
 }
 
+static bool valid_room(const char *room, char *err, size_t err_len)
+{
+    return room_id_check(room, room ? strlen(room) : 0, err, err_len);
+}
+
 /* A free connection within wait_ms, then the statement; NULL with err saying which failed. */
 static PGresult *query(history *h, long wait_ms, const char *name, int n, const char *const *params,
                        char *err, size_t err_len)
@@ -187,28 +193,28 @@ static bool emit_rows(PGresult *r, history_emit_fn emit, void *emit_ctx, char *e
     return true;
 }
 
-bool history_read(void *ctx, long room, const char *since_seq, size_t limit, history_emit_fn emit,
-                  void *emit_ctx, char *err, size_t err_len)
+bool history_read(void *ctx, const char *room, const char *since_seq, size_t limit,
+                  history_emit_fn emit, void *emit_ctx, char *err, size_t err_len)
 {
-    if (!valid_seq(since_seq, err, err_len, "since")) return false;
-    char room_s[24], limit_s[24];
-    snprintf(room_s, sizeof(room_s), "%ld", room);
+    if (!valid_room(room, err, err_len) || !valid_seq(since_seq, err, err_len, "since"))
+        return false;
+    char limit_s[24];
     snprintf(limit_s, sizeof(limit_s), "%zu", limit);
-    const char *params[] = {room_s, since_seq, limit_s};
+    const char *params[] = {room, since_seq, limit_s};
     PGresult *r = query(ctx, HISTORY_REPLAY_WAIT_MS, "history_after", 3, params, err, err_len);
     return r && emit_rows(r, emit, emit_ctx, err, err_len);
 }
 
-bool history_read_before(history *h, long room, const char *before_seq, size_t limit,
+bool history_read_before(history *h, const char *room, const char *before_seq, size_t limit,
                          history_emit_fn emit, void *emit_ctx, char *err, size_t err_len)
 {
     bool bounded = before_seq && before_seq[0];
+    if (!valid_room(room, err, err_len)) return false;
     if (bounded && !valid_seq(before_seq, err, err_len, "before")) return false;
-    char room_s[24], limit_s[24];
-    snprintf(room_s, sizeof(room_s), "%ld", room);
+    char limit_s[24];
     snprintf(limit_s, sizeof(limit_s), "%zu", limit);
-    const char *with_bound[] = {room_s, before_seq, limit_s};
-    const char *newest[] = {room_s, limit_s};
+    const char *with_bound[] = {room, before_seq, limit_s};
+    const char *newest[] = {room, limit_s};
     PGresult *r = bounded
                       ? query(h, HISTORY_API_WAIT_MS, "history_before", 3, with_bound, err, err_len)
                       : query(h, HISTORY_API_WAIT_MS, "history_latest", 2, newest, err, err_len);
@@ -230,24 +236,24 @@ static bool emit_users(PGresult *r, history_user_fn emit, void *emit_ctx)
     return true;
 }
 
-bool history_read_positions(history *h, long room, const char *user_id, size_t limit,
+bool history_read_positions(history *h, const char *room, const char *user_id, size_t limit,
                             history_user_fn emit, void *emit_ctx, char *err, size_t err_len)
 {
-    char room_s[24], limit_s[24];
-    snprintf(room_s, sizeof(room_s), "%ld", room);
+    if (!valid_room(room, err, err_len)) return false;
+    char limit_s[24];
     snprintf(limit_s, sizeof(limit_s), "%zu", limit);
-    const char *params[] = {room_s, user_id, limit_s}; /* NULL user_id binds SQL NULL */
+    const char *params[] = {room, user_id, limit_s}; /* NULL user_id binds SQL NULL */
     PGresult *r = query(h, HISTORY_API_WAIT_MS, "read_positions", 3, params, err, err_len);
     return r && emit_users(r, emit, emit_ctx);
 }
 
-bool history_recently_seen(history *h, long room, size_t limit, history_user_fn emit,
+bool history_recently_seen(history *h, const char *room, size_t limit, history_user_fn emit,
                            void *emit_ctx, char *err, size_t err_len)
 {
-    char room_s[24], limit_s[24];
-    snprintf(room_s, sizeof(room_s), "%ld", room);
+    if (!valid_room(room, err, err_len)) return false;
+    char limit_s[24];
     snprintf(limit_s, sizeof(limit_s), "%zu", limit);
-    const char *params[] = {room_s, limit_s};
+    const char *params[] = {room, limit_s};
     PGresult *r = query(h, HISTORY_API_WAIT_MS, "recently_seen", 2, params, err, err_len);
     return r && emit_users(r, emit, emit_ctx);
 }

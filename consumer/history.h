@@ -7,7 +7,8 @@
  *    ascending order (numeric comparison), at most `limit`, from the (room_id, sequence_number)
  *    index. history_read_before() pages the other way: the newest `limit` rows below `before`
  *    (no bound when before is NULL or ""), newest first, from the same index.
- *  - since/before must be decimal numbers (else false, err set).
+ *  - room must be a room id (room.h), since/before decimal numbers (else false, err set, naming
+ *    "roomId", "since" or "before"); the room is bound as text, compared as bytes.
  *  - Sequence numbers come back as SQS wrote them: at least 20 digits, zero-padded (numeric storage
  *    drops the zeros), so replayed and live events carry the same text. Timestamps come back as
  *    ISO-8601 UTC with milliseconds: the client timestamp as stored, and received_at as
@@ -51,9 +52,9 @@ typedef void (*history_emit_fn)(void *emit_ctx, const broadcast_history_row *row
 
 history *history_new(const char *database_url, long statement_timeout_ms);
 void history_free(history *h);
-bool history_read(void *ctx, long room, const char *since_seq, size_t limit, history_emit_fn emit,
-                  void *emit_ctx, char *err, size_t err_len);
-bool history_read_before(history *h, long room, const char *before_seq, size_t limit,
+bool history_read(void *ctx, const char *room, const char *since_seq, size_t limit,
+                  history_emit_fn emit, void *emit_ctx, char *err, size_t err_len);
+bool history_read_before(history *h, const char *room, const char *before_seq, size_t limit,
                          history_emit_fn emit, void *emit_ctx, char *err, size_t err_len);
 
 typedef struct {
@@ -65,9 +66,9 @@ typedef struct {
 
 typedef void (*history_user_fn)(void *emit_ctx, const history_user_row *row);
 
-bool history_read_positions(history *h, long room, const char *user_id, size_t limit,
+bool history_read_positions(history *h, const char *room, const char *user_id, size_t limit,
                             history_user_fn emit, void *emit_ctx, char *err, size_t err_len);
-bool history_recently_seen(history *h, long room, size_t limit, history_user_fn emit,
+bool history_recently_seen(history *h, const char *room, size_t limit, history_user_fn emit,
                            void *emit_ctx, char *err, size_t err_len);
 
 /* SQL text of a statement ("history_after", "history_before", "history_latest", "read_positions",

@@ -1,7 +1,8 @@
 /*
- * chatflow-consumer — polls the room queues, broadcasts each message to the room's subscribers
- * and stores it in PostgreSQL (group-committed, idempotent), deleting it from SQS only after
- * COMMIT. `chatflow-consumer --migrate` applies the database migrations and exits.
+ * chatflow-consumer — polls the queue shards the rooms live on (room.h), broadcasts each message to
+ * the room's subscribers and stores it in PostgreSQL (group-committed, idempotent), deleting it
+ * from SQS only after COMMIT. `chatflow-consumer --migrate` applies the database migrations and
+ * exits.
  *
  * Threads: N pollers (poller.c), one batch writer (batch_writer.c), the lws service thread and
  * its replay worker (broadcast.c), the read-receipt writer (read_receipts.c), libmicrohttpd's pool
@@ -49,7 +50,7 @@ typedef struct {
     sqs_health sqs_health;
     admin_http *http;
     api *api;
-    char **queue_urls; /* [room - room_min] */
+    char **queue_urls; /* [shard - 1] */
     char *dlq_url;
     char *spill_url;
     atomic_bool serving;  /* listening for subscribers and not draining (/health/serving) */
@@ -166,13 +167,12 @@ static bool resolve_queues(consumer *c)
         return false;
     }
     sqs_client_set_abort(sqs, &c->stopping); /* SQS may hang: a stop must not wait for it */
-    long n = (long)(c->s.common.room_max - c->s.common.room_min + 1);
-    c->queue_urls = calloc((size_t)n, sizeof(char *));
+    long n = (long)c->s.common.queue_shards;
+    c->queue_urls = calloc((size_t)n, sizeof(char *)); /* [shard - 1]; NULL where not polled */
     bool ok = c->queue_urls != NULL;
-    for (long i = 0; ok && i < n; i++) {
+    for (long i = c->s.shard_first - 1; ok && i < c->s.shard_last; i++) {
         char name[128];
-        snprintf(name, sizeof(name), "%s%lld.fifo", c->s.common.queue_prefix,
-                 c->s.common.room_min + i);
+        snprintf(name, sizeof(name), "%s%ld.fifo", c->s.common.queue_prefix, i + 1);
         ok = resolve_queue(c, sqs, name, &c->queue_urls[i]);
     }
     ok = ok && resolve_queue(c, sqs, c->s.common.dlq_name, &c->dlq_url) &&
@@ -206,8 +206,7 @@ static bool start_services(consumer *c)
     broadcast_config bc = {
         .bind_addr = c->s.ws_bind,
         .port = (int)c->s.ws_port,
-        .room_min = (long)c->s.common.room_min,
-        .room_max = (long)c->s.common.room_max,
+        .rooms_max = (size_t)c->s.rooms_max,
         .send_queue_max = (size_t)c->s.send_queue_max,
         .cache_per_room = (size_t)c->s.replay_cache_per_room,
         .max_subscribers = (size_t)c->s.max_subscribers,
@@ -255,14 +254,15 @@ static bool start_services(consumer *c)
     if (c->s.queue_depth_interval_s > 0) {
         sqs_config sc = consumer_sqs_config(&c->s, c->credentials);
         c->depth = queue_depth_start(&sc, (const char *const *)c->queue_urls,
-                                     (long)c->s.common.room_min, (long)c->s.common.room_max,
+                                     (int)c->s.common.queue_shards,
                                      (int)c->s.queue_depth_interval_s, err, sizeof(err));
         if (!c->depth) log_warn(COMPONENT, "queue depth gauge off: %s", err);
     }
     atomic_store(&c->serving, true);
     log_info(COMPONENT,
-             "consuming rooms %lld-%lld; subscribers on ws://%s:%d/chat/{room}; admin on %s:%d",
-             c->s.common.room_min, c->s.common.room_max, c->s.ws_bind, broadcast_port(c->broadcast),
+             "consuming queue shards %lld-%lld; subscribers on ws://%s:%d/chat/{room}; admin on "
+             "%s:%d",
+             c->s.shard_first, c->s.shard_last, c->s.ws_bind, broadcast_port(c->broadcast),
              c->s.common.admin_bind, admin_http_port(c->http));
     return true;
 }
@@ -318,8 +318,7 @@ static void free_consumer(consumer *c)
     presence_free(c->presence);
     recent_free(c->recent);
     if (c->queue_urls)
-        for (long i = 0; i <= c->s.common.room_max - c->s.common.room_min; i++)
-            free(c->queue_urls[i]);
+        for (long i = 0; i < c->s.common.queue_shards; i++) free(c->queue_urls[i]);
     free(c->queue_urls);
     free(c->dlq_url);
     free(c->spill_url);
@@ -392,13 +391,9 @@ int main(int argc, char **argv)
     c.http = admin_http_new();
     c.api = api_new(c.s.database_url, (long)c.s.db_statement_timeout_ms);
     c.history = history_new(c.s.database_url, (long)c.s.db_statement_timeout_ms);
-    c.presence = presence_new((long)c.s.common.room_min, (long)c.s.common.room_max,
-                              (size_t)c.s.room_member_cap);
-    c.recent = recent_new((long)c.s.common.room_min, (long)c.s.common.room_max,
-                          (size_t)c.s.history_cache_per_room);
+    c.presence = presence_new((size_t)c.s.rooms_max, (size_t)c.s.room_member_cap);
+    c.recent = recent_new((size_t)c.s.rooms_max, (size_t)c.s.history_cache_per_room);
     room_api_config rc = {
-        .room_min = (long)c.s.common.room_min,
-        .room_max = (long)c.s.common.room_max,
         .presence = c.presence,
         .recent = c.recent,
         .history = c.history,

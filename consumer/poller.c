@@ -1,4 +1,4 @@
-/* poller — SQS receive -> broadcast -> batch writer -> delete, per room; see poller.h. */
+/* poller — SQS receive -> broadcast -> batch writer -> delete, per queue shard; see poller.h. */
 #include "poller.h"
 
 #include <errno.h>
@@ -11,6 +11,7 @@
 #include "failpoint.h"
 #include "log.h"
 #include "metrics.h"
+#include "room.h"
 #include "spill.h"
 #include "timeutil.h"
 #include "uuid.h"
@@ -19,7 +20,9 @@
 #define COMPONENT "poller"
 #define WAIT_SLICE_MS 500
 #define RETRY_MAX_BACKOFF_MS 5000
-#define SPILL_RETRY_VISIBILITY_S 2 /* not taken by the spill queue: back in the room queue soon */
+#define SPILL_RETRY_VISIBILITY_S                                    \
+    2 /* not taken by the spill queue: back in its shard queue soon \
+       */
 
 sqs_config consumer_sqs_config(const consumer_settings *s, credentials_provider *cp)
 {
@@ -47,8 +50,8 @@ struct poller_pool {
 struct poller {
     poller_pool *pool;
     int index;
-    long *rooms;
-    size_t n_rooms;
+    int *shards;
+    size_t n_shards;
     sqs_client *sqs;
     pthread_t thread;
     bool started;
@@ -86,9 +89,9 @@ static void sleep_unless_stopping(const poller *p, long ms)
     }
 }
 
-static const char *queue_url(const poller *p, long room)
+static const char *queue_url(const poller *p, int shard)
 {
-    return p->pool->cfg.queue_urls[room - p->pool->cfg.settings->common.room_min];
+    return p->pool->cfg.queue_urls[shard - 1];
 }
 
 static void record(const poller *p, sqs_status s, const char *action, const sqs_error *e)
@@ -97,7 +100,7 @@ static void record(const poller *p, sqs_status s, const char *action, const sqs_
 }
 
 /* Batch calls on the held messages whose flag is set; entries of up to 10. */
-static void handle_batch(poller *p, long room, held_message *held, size_t n, bool deleting,
+static void handle_batch(poller *p, int shard, held_message *held, size_t n, bool deleting,
                          int visibility)
 {
     sqs_handle_entry entries[SQS_MAX_BATCH];
@@ -115,44 +118,49 @@ static void handle_batch(poller *p, long room, held_message *held, size_t n, boo
     sqs_error e = {0};
     const char *action = deleting ? "DeleteMessageBatch" : "ChangeMessageVisibilityBatch";
     sqs_status s =
-        deleting ? sqs_delete_message_batch(p->sqs, queue_url(p, room), entries, k, results, &e)
-                 : sqs_change_visibility_batch(p->sqs, queue_url(p, room), entries, k, results, &e);
+        deleting
+            ? sqs_delete_message_batch(p->sqs, queue_url(p, shard), entries, k, results, &e)
+            : sqs_change_visibility_batch(p->sqs, queue_url(p, shard), entries, k, results, &e);
     record(p, s, action, &e);
     if (s != SQS_OK) {
         /* Not deleted: the messages come back after their visibility timeout and are inserted
          * again as no-ops (ON CONFLICT DO NOTHING). */
-        log_warn(COMPONENT, "room %ld: %s failed: %s (%s %s)", room, action, sqs_status_name(s),
+        log_warn(COMPONENT, "shard %d: %s failed: %s (%s %s)", shard, action, sqs_status_name(s),
                  e.type, e.message);
         return;
     }
     for (size_t j = 0; j < k; j++) {
         if (!results[j].ok)
-            log_warn(COMPONENT, "room %ld: %s entry for %s failed: %s %s", room, action,
+            log_warn(COMPONENT, "shard %d: %s entry for %s failed: %s %s", shard, action,
                      held[map[j]].sqs->message_id, results[j].code, results[j].message);
         if (deleting) held[map[j]].settled = true;
     }
 }
 
-static void send_to_dlq(poller *p, long room, held_message *h, dlq_reason reason, const char *why,
-                        int attempts)
+/* group: the message's room when its body names a valid one (DLQ order per room), else the shard
+ * ("shard-7"): a body that cannot be read still keeps the order of its queue. */
+static void send_to_dlq(poller *p, int shard, const char *group, held_message *h, dlq_reason reason,
+                        const char *why, int attempts)
 {
-    /* The room is always known here (the queue's), so it is the group: DLQ order per room. */
-    char group[24], err[512];
-    snprintf(group, sizeof(group), "%ld", room);
+    char shard_group[24], err[512];
+    if (!group || !group[0]) {
+        snprintf(shard_group, sizeof(shard_group), "shard-%d", shard);
+        group = shard_group;
+    }
     if (dlq_send(p->sqs, p->pool->cfg.dlq_url, reason, h->sqs->body, why, attempts, group,
                  h->sqs->message_id, err, sizeof(err))) {
-        log_warn(COMPONENT, "room %ld: message %s sent to the DLQ: %s", room, h->sqs->message_id,
+        log_warn(COMPONENT, "shard %d: message %s sent to the DLQ: %s", shard, h->sqs->message_id,
                  why);
         h->to_delete = true;
     } else {
-        log_error(COMPONENT, "room %ld: message %s could not go to the DLQ (%s); left in the queue",
-                  room, h->sqs->message_id, err);
+        log_error(COMPONENT, "shard %d: message %s could not go to the DLQ (%s); left in the queue",
+                  shard, h->sqs->message_id, err);
         h->settled = true; /* neither deleted nor written: it will be received again */
     }
 }
 
 /* Into the history cache, as a stored message reads back (no clientMessageId: it is not stored). */
-static void remember(poller *p, long room, chat_message *m, const char *seq, const char *server_ts)
+static void remember(poller *p, chat_message *m, const char *seq, const char *server_ts)
 {
     if (!p->pool->cfg.recent) return;
     char cmid[sizeof m->client_message_id];
@@ -160,24 +168,25 @@ static void remember(poller *p, long room, chat_message *m, const char *seq, con
     m->client_message_id[0] = '\0';
     char *json = broadcast_event_to_json(m, server_ts, seq);
     memcpy(m->client_message_id, cmid, sizeof cmid);
-    if (!json || !recent_add(p->pool->cfg.recent, room, seq, json))
-        log_warn(COMPONENT, "room %ld: out of memory caching message %s for history", room,
+    if (!json || !recent_add(p->pool->cfg.recent, m->room_id, seq, json))
+        log_warn(COMPONENT, "room %s: out of memory caching message %s for history", m->room_id,
                  m->message_id);
     free(json);
 }
 
 /* Parses, broadcasts and collects the rows of one receive. Returns the number of rows. */
-static size_t prepare(poller *p, long room, held_message *held, size_t n, write_row *rows)
+static size_t prepare(poller *p, int shard, held_message *held, size_t n, write_row *rows)
 {
     size_t n_rows = 0;
+    int shards = (int)p->pool->cfg.settings->common.queue_shards;
     chat_message m;
     char err[256];
     for (size_t i = 0; i < n; i++) {
         sqs_message *sm = &held[i].sqs[0];
         bool ok = queue_message_parse(sm->body, strlen(sm->body), &m, err, sizeof(err));
-        if (ok && strtol(m.room_id, NULL, 10) != room) {
-            snprintf(err, sizeof(err), "roomId: %s does not belong to the queue of room %ld",
-                     m.room_id, room);
+        if (ok && room_shard(m.room_id, shards) != shard) {
+            snprintf(err, sizeof(err), "roomId: %s belongs to shard %d, not to this queue's %d",
+                     m.room_id, room_shard(m.room_id, shards), shard);
             ok = false;
         }
         if (ok && m.kind == CHAT_KIND_TYPING) {
@@ -191,7 +200,10 @@ static size_t prepare(poller *p, long room, held_message *held, size_t n, write_
         if (ok) ok = write_row_init(&rows[n_rows], &m, sm->sequence_number, err, sizeof(err));
         if (!ok) {
             metric_counter_inc(p->pool->m_poison);
-            send_to_dlq(p, room, &held[i], DLQ_POISON, err, sm->receive_count);
+            send_to_dlq(p, shard,
+                        m.room_id[0] && room_id_valid(m.room_id, strlen(m.room_id)) ? m.room_id
+                                                                                    : NULL,
+                        &held[i], DLQ_POISON, err, sm->receive_count);
             continue;
         }
         held[i].valid = true;
@@ -202,14 +214,14 @@ static size_t prepare(poller *p, long room, held_message *held, size_t n, write_
         if (p->pool->cfg.broadcast)
             broadcast_publish(p->pool->cfg.broadcast, &m, sm->sequence_number,
                               held[i].row->received_at);
-        remember(p, room, &m, sm->sequence_number, held[i].row->received_at);
+        remember(p, &m, sm->sequence_number, held[i].row->received_at);
     }
     return n_rows;
 }
 
 /* Waits for the writer, keeping the messages invisible meanwhile; once the writer has been unable
  * to commit for the spill limit, takes the batch back (its rows become WRITE_WITHDRAWN). */
-static void wait_for_writer(poller *p, long room, held_message *held, size_t n, write_batch *b)
+static void wait_for_writer(poller *p, int shard, held_message *held, size_t n, write_batch *b)
 {
     long vis = (long)p->pool->cfg.settings->visibility_timeout_s;
     long stall_limit = (long)p->pool->cfg.settings->db_spill_after_ms;
@@ -219,18 +231,18 @@ static void wait_for_writer(poller *p, long room, held_message *held, size_t n, 
         watchdog_expect(p->watchdog, poller_turn_budget_ms(p));
         if (time_mono_ns() >= next_extend) {
             log_info(COMPONENT,
-                     "room %ld: database slow; extending visibility of %zu messages by %ld s", room,
-                     b->n_rows, vis);
+                     "shard %d: database slow; extending visibility of %zu messages by %ld s",
+                     shard, b->n_rows, vis);
             for (size_t i = 0; i < n; i++) held[i].settled = held[i].settled || !held[i].valid;
-            handle_batch(p, room, held, n, false, (int)vis);
+            handle_batch(p, shard, held, n, false, (int)vis);
             next_extend = time_mono_ns() + extend_every;
         }
     }
 }
 
 /* The database cannot take them now: into the spill queue; what it took is deleted with the rest,
- * what it did not take comes back to this room queue shortly. */
-static void spill_withdrawn(poller *p, long room, held_message *held, size_t n)
+ * what it did not take comes back to this shard queue shortly. */
+static void spill_withdrawn(poller *p, int shard, held_message *held, size_t n)
 {
     const sqs_message *msgs[SQS_MAX_BATCH];
     size_t map[SQS_MAX_BATCH], k = 0;
@@ -242,72 +254,74 @@ static void spill_withdrawn(poller *p, long room, held_message *held, size_t n)
     if (k == 0) return;
     bool taken[SQS_MAX_BATCH];
     size_t sent = spill_send(p->sqs, p->pool->cfg.spill_url, msgs, k, taken);
-    log_debug(COMPONENT, "room %ld: %zu of %zu messages spilled (database unavailable)", room, sent,
-              k);
+    log_debug(COMPONENT, "shard %d: %zu of %zu messages spilled (database unavailable)", shard,
+              sent, k);
     for (size_t j = 0; j < k; j++) {
         held[map[j]].to_delete = taken[j];
         held[map[j]].settled = taken[j];
     }
-    if (sent < k) handle_batch(p, room, held, n, false, SPILL_RETRY_VISIBILITY_S);
+    if (sent < k) handle_batch(p, shard, held, n, false, SPILL_RETRY_VISIBILITY_S);
 }
 
-static void settle(poller *p, long room, held_message *held, size_t n)
+static void settle(poller *p, int shard, held_message *held, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         if (!held[i].valid) continue;
         write_row *r = held[i].row;
         switch (r->status) {
         case WRITE_COMMITTED: held[i].to_delete = true; break;
-        case WRITE_FAILED: send_to_dlq(p, room, &held[i], DLQ_DB, r->failure, r->attempts); break;
+        case WRITE_FAILED:
+            send_to_dlq(p, shard, r->room_id, &held[i], DLQ_DB, r->failure, r->attempts);
+            break;
         case WRITE_WITHDRAWN: held[i].to_spill = true; break;
         default: break; /* abandoned at the stop deadline: released below */
         }
     }
-    spill_withdrawn(p, room, held, n);
-    handle_batch(p, room, held, n, true, 0);
+    spill_withdrawn(p, shard, held, n);
+    handle_batch(p, shard, held, n, true, 0);
     /* Unwritten at the stop deadline: visible again at once, for another consumer. */
     bool any = false;
     for (size_t i = 0; i < n; i++) {
         held[i].settled = !(held[i].valid && held[i].row->status == WRITE_ABANDONED);
         any = any || !held[i].settled;
     }
-    if (any) handle_batch(p, room, held, n, false, 0);
+    if (any) handle_batch(p, shard, held, n, false, 0);
 }
 
-static void process(poller *p, long room, sqs_message *msgs, size_t n)
+static void process(poller *p, int shard, sqs_message *msgs, size_t n)
 {
     held_message held[SQS_MAX_BATCH] = {0};
     write_row *rows = calloc(n, sizeof(*rows));
     if (n > SQS_MAX_BATCH || !rows) {
-        log_error(COMPONENT, "room %ld: cannot hold %zu messages; leaving them for redelivery",
-                  room, n);
+        log_error(COMPONENT, "shard %d: cannot hold %zu messages; leaving them for redelivery",
+                  shard, n);
         free(rows);
         batch_writer_unhold(p->pool->cfg.writer);
         return;
     }
     for (size_t i = 0; i < n; i++) held[i].sqs = &msgs[i];
-    write_batch b = {.rows = rows, .n_rows = prepare(p, room, held, n, rows)};
+    write_batch b = {.rows = rows, .n_rows = prepare(p, shard, held, n, rows)};
     batch_writer_submit(p->pool->cfg.writer, &b);
     /* Known to be down for the spill limit already: no point queueing behind it. */
     if (batch_writer_stalled_ms(p->pool->cfg.writer) >=
         (long)p->pool->cfg.settings->db_spill_after_ms)
         batch_writer_withdraw(p->pool->cfg.writer, &b);
-    wait_for_writer(p, room, held, n, &b);
-    settle(p, room, held, n);
+    wait_for_writer(p, shard, held, n, &b);
+    settle(p, shard, held, n);
     free(rows);
 }
 
 /* Gives messages straight back (visibility 0) when stopping after they were received. */
-static void release(poller *p, long room, sqs_message *msgs, size_t n)
+static void release(poller *p, int shard, sqs_message *msgs, size_t n)
 {
     held_message held[SQS_MAX_BATCH] = {0};
     for (size_t i = 0; i < n && i < SQS_MAX_BATCH; i++) held[i].sqs = &msgs[i];
-    handle_batch(p, room, held, n < SQS_MAX_BATCH ? n : SQS_MAX_BATCH, false, 0);
+    handle_batch(p, shard, held, n < SQS_MAX_BATCH ? n : SQS_MAX_BATCH, false, 0);
 }
 
-/* One receive on room, retried (same attempt id) until it succeeds or the pool stops.
+/* One receive on a shard queue, retried (same attempt id) until it succeeds or the pool stops.
  * Returns false when stopping. */
-static bool receive(poller *p, long room, int wait_s, sqs_message **msgs, size_t *n)
+static bool receive(poller *p, int shard, int wait_s, sqs_message **msgs, size_t *n)
 {
     char attempt_id[UUID_STR_BUF];
     if (!uuid_v4(attempt_id))
@@ -325,13 +339,13 @@ static bool receive(poller *p, long room, int wait_s, sqs_message **msgs, size_t
         /* A stop cuts the long poll short (the deletes after it must still run: abort only here).
          */
         sqs_client_set_abort(p->sqs, &p->pool->stopping);
-        sqs_status st = sqs_receive_message(p->sqs, queue_url(p, room), &opt, msgs, n, &e);
+        sqs_status st = sqs_receive_message(p->sqs, queue_url(p, shard), &opt, msgs, n, &e);
         sqs_client_set_abort(p->sqs, NULL);
         if (st != SQS_OK && stopping(p)) return false;
         record(p, st, "ReceiveMessage", &e);
         if (st == SQS_OK) return true;
-        log_warn(COMPONENT, "room %ld: ReceiveMessage failed: %s (%s %s); retrying in %ld ms", room,
-                 sqs_status_name(st), e.type, e.message, backoff);
+        log_warn(COMPONENT, "shard %d: ReceiveMessage failed: %s (%s %s); retrying in %ld ms",
+                 shard, sqs_status_name(st), e.type, e.message, backoff);
         watchdog_expect(p->watchdog, poller_turn_budget_ms(p));
         sleep_unless_stopping(p, backoff);
         backoff = backoff * 2 > RETRY_MAX_BACKOFF_MS ? RETRY_MAX_BACKOFF_MS : backoff * 2;
@@ -346,27 +360,27 @@ static void *poller_main(void *arg)
     size_t next = 0;
     size_t empty_in_sweep = 0;
     while (!stopping(p)) {
-        long room = p->rooms[next];
-        next = (next + 1) % p->n_rooms;
+        int shard = p->shards[next];
+        next = (next + 1) % p->n_shards;
         int wait_s = (int)s->receive_wait_s;
-        if (p->n_rooms > 1) wait_s = empty_in_sweep >= p->n_rooms ? (wait_s > 0 ? 1 : 0) : 0;
+        if (p->n_shards > 1) wait_s = empty_in_sweep >= p->n_shards ? (wait_s > 0 ? 1 : 0) : 0;
 
         watchdog_expect(p->watchdog, poller_turn_budget_ms(p));
         if (p->index == 0 && failpoint_on("stall-poller"))
             failpoint_stall_forever(); /* a wedged thread, for the liveness test */
         sqs_message *msgs = NULL;
         size_t n = 0;
-        if (!receive(p, room, wait_s, &msgs, &n)) break;
+        if (!receive(p, shard, wait_s, &msgs, &n)) break;
         if (n == 0) {
             empty_in_sweep++;
             continue;
         }
         empty_in_sweep = 0;
         if (stopping(p)) {
-            release(p, room, msgs, n);
+            release(p, shard, msgs, n);
         } else {
             batch_writer_hold(p->pool->cfg.writer);
-            process(p, room, msgs, n);
+            process(p, shard, msgs, n);
         }
         sqs_messages_free(msgs, n);
     }
@@ -378,8 +392,8 @@ static void *poller_main(void *arg)
 poller_pool *poller_pool_start(const poller_pool_config *cfg, char *err, size_t err_len)
 {
     const consumer_settings *s = cfg->settings;
-    size_t n_rooms = (size_t)(s->common.room_max - s->common.room_min + 1);
-    size_t n_threads = (size_t)s->poller_threads < n_rooms ? (size_t)s->poller_threads : n_rooms;
+    size_t n_shards = (size_t)(s->shard_last - s->shard_first + 1);
+    size_t n_threads = (size_t)s->poller_threads < n_shards ? (size_t)s->poller_threads : n_shards;
     poller_pool *pool = calloc(1, sizeof(*pool));
     if (!pool || !(pool->pollers = calloc(n_threads, sizeof(poller)))) {
         free(pool);
@@ -407,14 +421,14 @@ poller_pool *poller_pool_start(const poller_pool_config *cfg, char *err, size_t 
         p->pool = pool;
         p->index = (int)t;
         atomic_init(&p->finished, false);
-        p->rooms = calloc(n_rooms / n_threads + 1, sizeof(long));
+        p->shards = calloc(n_shards / n_threads + 1, sizeof(int));
         p->sqs = sqs_client_new(&sc, err, err_len);
-        if (!p->rooms || !p->sqs) goto fail;
+        if (!p->shards || !p->sqs) goto fail;
         char name[32];
         snprintf(name, sizeof name, "poller-%zu", t);
         p->watchdog = watchdog_register(name, poller_turn_budget_ms(p));
-        for (size_t r = t; r < n_rooms; r += n_threads)
-            p->rooms[p->n_rooms++] = s->common.room_min + (long)r;
+        for (size_t r = t; r < n_shards; r += n_threads)
+            p->shards[p->n_shards++] = (int)s->shard_first + (int)r;
     }
     for (size_t t = 0; t < n_threads; t++) {
         poller *p = &pool->pollers[t];
@@ -428,8 +442,8 @@ poller_pool *poller_pool_start(const poller_pool_config *cfg, char *err, size_t 
         }
         p->started = true;
     }
-    log_info(COMPONENT, "%zu pollers over rooms %lld-%lld", n_threads, s->common.room_min,
-             s->common.room_max);
+    log_info(COMPONENT, "%zu pollers over queue shards %lld-%lld of %lld", n_threads,
+             s->shard_first, s->shard_last, s->common.queue_shards);
     return pool;
 fail:
     if (!err[0]) snprintf(err, err_len, "out of memory");
@@ -464,7 +478,7 @@ void poller_pool_free(poller_pool *pool)
         if (!atomic_load(&pool->pollers[t].finished))
             watchdog_unregister(pool->pollers[t].watchdog); /* never started */
         sqs_client_free(pool->pollers[t].sqs);
-        free(pool->pollers[t].rooms);
+        free(pool->pollers[t].shards);
     }
     free(pool->pollers);
     free(pool);

@@ -1,14 +1,19 @@
 /*
- * poller — the SQS side of the consumer: a pool of threads, each polling its share of the rooms.
+ * poller — the SQS side of the consumer: a pool of threads, each polling its share of the queue
+ * shards.
  *
  * Contract:
- *  - Rooms [room_min, room_max] are dealt round-robin over min(threads, rooms) threads; each
- *    thread has its own sqs_client. A thread with one room long-polls it (receive_wait_s); a
- *    thread with several sweeps them without waiting and long-polls 1 s per room once a sweep
- *    found nothing, so no room waits behind another's empty long poll.
+ *  - Every consumer polls every shard (room.h: rooms live on queue shards 1..queue_shards, the
+ *    room id as MessageGroupId). Shards are dealt round-robin over min(threads, shards) threads;
+ *    each thread has its own sqs_client. A thread with one shard long-polls it (receive_wait_s);
+ *    a thread with several sweeps them without waiting and long-polls 1 s per shard once a sweep
+ *    found nothing, so no shard waits behind another's empty long poll. A receive may hold
+ *    messages of several rooms; SQS FIFO keeps each room's group locked while they are held, so
+ *    per-room order and single processing hold with any number of consumers.
  *  - Per receive (≤10 messages, SequenceNumber + ApproximateReceiveCount, a fresh
  *    ReceiveRequestAttemptId reused only to retry that same receive), in order:
- *      poison (queue_message_parse fails) -> DLQ with the reason, then deleted;
+ *      poison (queue_message_parse fails, or the room does not map to this shard) -> DLQ with the
+        reason (group: the room, or "shard-N" when the body names none), then deleted;
  *      a TYPING indicator -> broadcast_publish() at once, never stored, deleted with the rest;
  *      valid -> broadcast_publish() and recent_add() at once, then handed to the batch writer.
  *    The poller waits for the writer's outcome (extending visibility with
@@ -51,7 +56,7 @@ typedef struct {
     batch_writer *writer;
     broadcaster *broadcast;        /* may be NULL: nothing is broadcast */
     recent_cache *recent;          /* may be NULL: no history cache */
-    const char *const *queue_urls; /* [room - room_min] */
+    const char *const *queue_urls; /* [shard - 1] */
     const char *dlq_url;
     const char *spill_url; /* spill.h */
     sqs_health *health;

@@ -1,8 +1,10 @@
 /* presence — per-room member tables; see presence.h.
  *
- * Each room keeps its members in an array sorted by user id: lookups are a binary search and the
- * tables are small (member_cap, 100 by default), so an insert's memmove costs less than a hash
- * table's bookkeeping would. */
+ * Rooms are found by id in a uthash table; an entry exists only while the room has members, so
+ * the table holds at most rooms_max entries and memory follows the rooms people are in. Each room
+ * keeps its members in an array sorted by user id: lookups are a binary search and the tables are
+ * small (member_cap, 100 by default), so an insert's memmove costs less than a hash table's
+ * bookkeeping would. */
 #include "presence.h"
 
 #include <pthread.h>
@@ -10,51 +12,106 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "room.h"
 #include "timeutil.h"
 
-typedef struct {
+typedef struct room_members room_members;
+
+/* Out of memory inside HASH_ADD is reported on the entry instead of exiting the process. */
+#define HASH_NONFATAL_OOM 1
+#define uthash_nonfatal_oom(entry) ((entry)->add_failed = true)
+#include <uthash.h>
+
+struct room_members {
+    char id[ROOM_ID_BUF]; /* the key */
     presence_member *members;
     size_t n, cap;
-} room_members;
+    bool add_failed;
+    UT_hash_handle hh;
+};
 
 struct presence {
     pthread_mutex_t mu;
-    long room_min, room_max;
-    size_t member_cap;
-    room_members *rooms;
+    size_t rooms_max, member_cap;
+    room_members *rooms; /* uthash head; only rooms with members */
 };
 
-presence *presence_new(long room_min, long room_max, size_t member_cap)
+presence *presence_new(size_t rooms_max, size_t member_cap)
 {
-    if (room_min < 1 || room_max < room_min || member_cap < 1) return NULL;
+    if (rooms_max < 1 || member_cap < 1) return NULL;
     presence *p = calloc(1, sizeof(*p));
     if (!p) return NULL;
-    p->rooms = calloc((size_t)(room_max - room_min + 1), sizeof(*p->rooms));
-    if (!p->rooms) {
-        free(p);
-        return NULL;
-    }
     pthread_mutex_init(&p->mu, NULL);
-    p->room_min = room_min;
-    p->room_max = room_max;
+    p->rooms_max = rooms_max;
     p->member_cap = member_cap;
     return p;
+}
+
+static void room_free(room_members *rm)
+{
+    free(rm->members);
+    free(rm);
 }
 
 void presence_free(presence *p)
 {
     if (!p) return;
-    for (long r = p->room_min; r <= p->room_max; r++) free(p->rooms[r - p->room_min].members);
-    free(p->rooms);
+    room_members *rm, *next;
+    HASH_ITER(hh, p->rooms, rm, next)
+    {
+        HASH_DEL(p->rooms, rm);
+        room_free(rm);
+    }
     pthread_mutex_destroy(&p->mu);
     free(p);
 }
 
 size_t presence_member_cap(const presence *p) { return p->member_cap; }
 
-static room_members *room_of(presence *p, long room)
+size_t presence_room_count(presence *p)
 {
-    return room >= p->room_min && room <= p->room_max ? &p->rooms[room - p->room_min] : NULL;
+    pthread_mutex_lock(&p->mu);
+    size_t n = HASH_COUNT(p->rooms);
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+/* The room's entry, NULL when it has no members (or room is not an id). */
+static room_members *room_of(presence *p, const char *room)
+{
+    room_members *rm = NULL;
+    size_t len = room ? strlen(room) : 0;
+    if (room_id_valid(room, len)) HASH_FIND(hh, p->rooms, room, len, rm);
+    return rm;
+}
+
+/* Whether a room without members may get an entry now. */
+static bool may_open(const presence *p, const char *room)
+{
+    return room && room_id_valid(room, strlen(room)) && HASH_COUNT(p->rooms) < p->rooms_max;
+}
+
+/* A new empty entry for a valid room, in the table; NULL on OOM. */
+static room_members *room_open(presence *p, const char *room)
+{
+    room_members *rm = calloc(1, sizeof(*rm));
+    if (!rm) return NULL;
+    size_t len = strlen(room);
+    memcpy(rm->id, room, len + 1);
+    HASH_ADD(hh, p->rooms, id, len, rm);
+    if (rm->add_failed) {
+        free(rm);
+        return NULL;
+    }
+    return rm;
+}
+
+/* After a member left: a room nobody is in keeps no memory. */
+static void room_close_if_empty(presence *p, room_members *rm)
+{
+    if (rm->n) return;
+    HASH_DEL(p->rooms, rm);
+    room_free(rm);
 }
 
 /* Index of user_id in the room, or where it would be inserted (*found false). */
@@ -72,7 +129,7 @@ static size_t find(const room_members *rm, uint32_t user_id, bool *found)
     return lo;
 }
 
-static presence_member *member_locked(presence *p, long room, uint32_t user_id)
+static presence_member *member_locked(presence *p, const char *room, uint32_t user_id)
 {
     room_members *rm = room_of(p, room);
     bool found = false;
@@ -80,59 +137,72 @@ static presence_member *member_locked(presence *p, long room, uint32_t user_id)
     return found ? &rm->members[i] : NULL;
 }
 
-bool presence_admits(presence *p, long room, uint32_t user_id)
+bool presence_admits(presence *p, const char *room, uint32_t user_id)
 {
     pthread_mutex_lock(&p->mu);
     room_members *rm = room_of(p, room);
-    bool ok = rm && (rm->n < p->member_cap || member_locked(p, room, user_id));
+    bool ok = rm ? rm->n < p->member_cap || member_locked(p, room, user_id) : may_open(p, room);
     pthread_mutex_unlock(&p->mu);
     return ok;
 }
 
-presence_join_result presence_join(presence *p, long room, uint32_t user_id, const char *username,
-                                   int64_t now_ms, size_t *online)
+/* A new member at index i of a room that has room for it; false on OOM (nothing changed). */
+static bool insert_member(presence *p, room_members *rm, size_t i, uint32_t user_id,
+                          const char *username, int64_t now_ms)
 {
-    presence_join_result res;
-    pthread_mutex_lock(&p->mu);
-    room_members *rm = room_of(p, room);
-    bool found = false;
-    size_t i = rm ? find(rm, user_id, &found) : 0;
+    if (rm->n == rm->cap) {
+        size_t cap = rm->cap ? rm->cap * 2 : 8;
+        if (cap > p->member_cap) cap = p->member_cap;
+        presence_member *grown = realloc(rm->members, cap * sizeof(*grown));
+        if (!grown) return false;
+        rm->members = grown;
+        rm->cap = cap;
+    }
+    memmove(&rm->members[i + 1], &rm->members[i], (rm->n - i) * sizeof(*rm->members));
+    presence_member *m = &rm->members[i];
+    memset(m, 0, sizeof(*m));
+    m->user_id = user_id;
+    snprintf(m->username, sizeof(m->username), "%s", username);
+    m->connections = 1;
+    m->since_ms = m->last_seen_ms = now_ms;
+    rm->n++;
+    return true;
+}
+
+static presence_join_result join_locked(presence *p, const char *room, uint32_t user_id,
+                                        const char *username, int64_t now_ms, room_members **out)
+{
+    room_members *rm = *out = room_of(p, room);
     if (!rm) {
-        res = PRESENCE_FULL;
-    } else if (found) {
+        if (!may_open(p, room)) return PRESENCE_FULL; /* rooms_max rooms have members already */
+        if (!(rm = *out = room_open(p, room))) return PRESENCE_NO_MEMORY;
+    }
+    bool found = false;
+    size_t i = find(rm, user_id, &found);
+    if (found) {
         rm->members[i].connections++;
         rm->members[i].last_seen_ms = now_ms;
-        res = PRESENCE_AGAIN;
-    } else if (rm->n >= p->member_cap) {
-        res = PRESENCE_FULL;
-    } else {
-        if (rm->n == rm->cap) {
-            size_t cap = rm->cap ? rm->cap * 2 : 8;
-            if (cap > p->member_cap) cap = p->member_cap;
-            presence_member *grown = realloc(rm->members, cap * sizeof(*grown));
-            if (!grown) {
-                pthread_mutex_unlock(&p->mu);
-                return PRESENCE_NO_MEMORY;
-            }
-            rm->members = grown;
-            rm->cap = cap;
-        }
-        memmove(&rm->members[i + 1], &rm->members[i], (rm->n - i) * sizeof(*rm->members));
-        presence_member *m = &rm->members[i];
-        memset(m, 0, sizeof(*m));
-        m->user_id = user_id;
-        snprintf(m->username, sizeof(m->username), "%s", username);
-        m->connections = 1;
-        m->since_ms = m->last_seen_ms = now_ms;
-        rm->n++;
-        res = PRESENCE_FIRST;
+        return PRESENCE_AGAIN;
     }
+    if (rm->n >= p->member_cap) return PRESENCE_FULL;
+    if (insert_member(p, rm, i, user_id, username, now_ms)) return PRESENCE_FIRST;
+    room_close_if_empty(p, rm); /* a room opened for this join keeps nothing */
+    *out = room_of(p, room);
+    return PRESENCE_NO_MEMORY;
+}
+
+presence_join_result presence_join(presence *p, const char *room, uint32_t user_id,
+                                   const char *username, int64_t now_ms, size_t *online)
+{
+    pthread_mutex_lock(&p->mu);
+    room_members *rm = NULL;
+    presence_join_result res = join_locked(p, room, user_id, username, now_ms, &rm);
     if (online) *online = rm ? rm->n : 0;
     pthread_mutex_unlock(&p->mu);
     return res;
 }
 
-bool presence_leave(presence *p, long room, uint32_t user_id, int64_t now_ms, size_t *online)
+bool presence_leave(presence *p, const char *room, uint32_t user_id, int64_t now_ms, size_t *online)
 {
     bool gone = false;
     pthread_mutex_lock(&p->mu);
@@ -149,11 +219,12 @@ bool presence_leave(presence *p, long room, uint32_t user_id, int64_t now_ms, si
         }
     }
     if (online) *online = rm ? rm->n : 0;
+    if (gone) room_close_if_empty(p, rm);
     pthread_mutex_unlock(&p->mu);
     return gone;
 }
 
-void presence_seen(presence *p, long room, uint32_t user_id, int64_t now_ms)
+void presence_seen(presence *p, const char *room, uint32_t user_id, int64_t now_ms)
 {
     pthread_mutex_lock(&p->mu);
     presence_member *m = member_locked(p, room, user_id);
@@ -161,7 +232,7 @@ void presence_seen(presence *p, long room, uint32_t user_id, int64_t now_ms)
     pthread_mutex_unlock(&p->mu);
 }
 
-bool presence_advance_read(presence *p, long room, uint32_t user_id, const char *seq)
+bool presence_advance_read(presence *p, const char *room, uint32_t user_id, const char *seq)
 {
     bool advanced = false;
     pthread_mutex_lock(&p->mu);
@@ -174,7 +245,7 @@ bool presence_advance_read(presence *p, long room, uint32_t user_id, const char 
     return advanced;
 }
 
-bool presence_read_position(presence *p, long room, uint32_t user_id, char out[SEQNUM_BUF])
+bool presence_read_position(presence *p, const char *room, uint32_t user_id, char out[SEQNUM_BUF])
 {
     pthread_mutex_lock(&p->mu);
     presence_member *m = member_locked(p, room, user_id);
@@ -183,7 +254,7 @@ bool presence_read_position(presence *p, long room, uint32_t user_id, char out[S
     return m != NULL;
 }
 
-size_t presence_members(presence *p, long room, presence_member *out, size_t max)
+size_t presence_members(presence *p, const char *room, presence_member *out, size_t max)
 {
     pthread_mutex_lock(&p->mu);
     room_members *rm = room_of(p, room);
@@ -193,7 +264,7 @@ size_t presence_members(presence *p, long room, presence_member *out, size_t max
     return n;
 }
 
-presence_member *presence_members_copy(presence *p, long room, size_t *n)
+presence_member *presence_members_copy(presence *p, const char *room, size_t *n)
 {
     pthread_mutex_lock(&p->mu);
     room_members *rm = room_of(p, room);
@@ -216,10 +287,9 @@ static json_t *member_json(const presence_member *m)
                      "connections", (json_int_t)m->connections, "since", since, "lastSeen", seen);
 }
 
-json_t *presence_room_json(presence *p, long room)
+json_t *presence_room_json(presence *p, const char *room)
 {
-    char room_s[24];
-    snprintf(room_s, sizeof(room_s), "%ld", room);
+    if (!room || !room_id_valid(room, strlen(room))) return NULL;
     json_t *online = json_array();
     pthread_mutex_lock(&p->mu);
     room_members *rm = room_of(p, room);
@@ -231,6 +301,6 @@ json_t *presence_room_json(presence *p, long room)
         }
     pthread_mutex_unlock(&p->mu);
     if (!online) return NULL;
-    return json_pack("{s:s, s:I, s:I, s:o}", "roomId", room_s, "memberCap",
-                     (json_int_t)p->member_cap, "onlineCount", (json_int_t)n, "online", online);
+    return json_pack("{s:s, s:I, s:I, s:o}", "roomId", room, "memberCap", (json_int_t)p->member_cap,
+                     "onlineCount", (json_int_t)n, "online", online);
 }

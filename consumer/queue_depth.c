@@ -1,4 +1,4 @@
-/* queue_depth — periodic GetQueueAttributes into a per-room gauge; see queue_depth.h. */
+/* queue_depth — periodic GetQueueAttributes into a per-shard gauge; see queue_depth.h. */
 #include "queue_depth.h"
 
 #include <pthread.h>
@@ -14,7 +14,7 @@
 struct queue_depth {
     sqs_client *sqs;
     const char *const *urls;
-    long room_min, room_max;
+    int shards;
     int interval_s;
     metric_gauge **gauges;
     pthread_t thread;
@@ -26,15 +26,15 @@ struct queue_depth {
 static void refresh(queue_depth *q)
 {
     static const char *const names[] = {"ApproximateNumberOfMessages"};
-    for (long room = q->room_min; room <= q->room_max; room++) {
+    for (int shard = 1; shard <= q->shards; shard++) {
+        if (!q->urls[shard - 1]) continue; /* not polled by this consumer */
         char *values[1] = {NULL};
         sqs_error e = {0};
-        sqs_status s =
-            sqs_get_queue_attributes(q->sqs, q->urls[room - q->room_min], names, 1, values, &e);
+        sqs_status s = sqs_get_queue_attributes(q->sqs, q->urls[shard - 1], names, 1, values, &e);
         if (s == SQS_OK && values[0])
-            metric_gauge_set(q->gauges[room - q->room_min], strtod(values[0], NULL));
+            metric_gauge_set(q->gauges[shard - 1], strtod(values[0], NULL));
         else if (s != SQS_OK)
-            log_debug("queue-depth", "room %ld: GetQueueAttributes: %s %s", room,
+            log_debug("queue-depth", "shard %d: GetQueueAttributes: %s %s", shard,
                       sqs_status_name(s), e.message);
         free(values[0]);
     }
@@ -58,25 +58,25 @@ static void *queue_depth_main(void *arg)
     return NULL;
 }
 
-queue_depth *queue_depth_start(const sqs_config *cfg, const char *const *queue_urls, long room_min,
-                               long room_max, int interval_s, char *err, size_t err_len)
+queue_depth *queue_depth_start(const sqs_config *cfg, const char *const *queue_urls, int shards,
+                               int interval_s, char *err, size_t err_len)
 {
     queue_depth *q = calloc(1, sizeof(*q));
-    if (!q || !(q->gauges = calloc((size_t)(room_max - room_min + 1), sizeof(*q->gauges)))) {
+    if (!q || !(q->gauges = calloc((size_t)shards, sizeof(*q->gauges)))) {
         free(q);
         snprintf(err, err_len, "out of memory");
         return NULL;
     }
     q->urls = queue_urls;
-    q->room_min = room_min;
-    q->room_max = room_max;
+    q->shards = shards;
     q->interval_s = interval_s > 0 ? interval_s : 1;
-    for (long room = room_min; room <= room_max; room++) {
+    for (int shard = 1; shard <= shards; shard++) {
+        if (!queue_urls[shard - 1]) continue;
         char labels[48];
-        snprintf(labels, sizeof(labels), "room=\"%ld\"", room);
-        q->gauges[room - room_min] = metrics_gauge(
+        snprintf(labels, sizeof(labels), "shard=\"%d\"", shard);
+        q->gauges[shard - 1] = metrics_gauge(
             "chatflow_sqs_queue_depth",
-            "Messages waiting in the room queue (ApproximateNumberOfMessages).", labels);
+            "Messages waiting in the shard queue (ApproximateNumberOfMessages).", labels);
     }
     q->sqs = sqs_client_new(cfg, err, err_len);
     if (!q->sqs) {

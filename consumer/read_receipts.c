@@ -10,6 +10,7 @@
 #include "db.h"
 #include "log.h"
 #include "metrics.h"
+#include "room.h"
 #include "seqnum.h"
 #include "timeutil.h"
 #include "workqueue.h"
@@ -21,18 +22,20 @@
 #define BACKOFF_MAX_MS 5000
 
 typedef struct {
-    long room;
+    char room[ROOM_ID_BUF];
     uint32_t user_id;
     char seq[SEQNUM_BUF];
 } position;
 
 /* Arrays are bound as whole parameters; duplicates of a key never reach one statement (an
- * upsert may not touch a row twice), the pending set holds one entry per key. */
+ * upsert may not touch a row twice), the pending set holds one entry per key. Rows are locked in
+ * byte order of the room id (COLLATE "C", as the pending set is sorted) so that concurrent
+ * writers take row locks in one order whatever the database's collation. */
 static const db_statement statements[] = {
     {"upsert_read_positions",
      "INSERT INTO read_positions (room_id, user_id, sequence_number, updated_at)"
-     " SELECT r, u, s, now() FROM unnest($1::int[], $2::int[], $3::numeric[]) AS t(r, u, s)"
-     " ORDER BY r, u"
+     " SELECT r, u, s, now() FROM unnest($1::text[], $2::int[], $3::numeric[]) AS t(r, u, s)"
+     " ORDER BY r COLLATE \"C\", u"
      " ON CONFLICT (room_id, user_id) DO UPDATE"
      " SET sequence_number = EXCLUDED.sequence_number, updated_at = EXCLUDED.updated_at"
      " WHERE EXCLUDED.sequence_number > read_positions.sequence_number",
@@ -54,9 +57,10 @@ struct read_receipts {
     metric_counter *m_stored, *m_dropped, *m_failures;
 };
 
-static int key_cmp(const position *a, long room, uint32_t user)
+static int key_cmp(const position *a, const char *room, uint32_t user)
 {
-    if (a->room != room) return a->room < room ? -1 : 1;
+    int c = strcmp(a->room, room);
+    if (c != 0) return c < 0 ? -1 : 1;
     if (a->user_id != user) return a->user_id < user ? -1 : 1;
     return 0;
 }
@@ -86,10 +90,12 @@ static void merge(read_receipts *r, const position *p)
     r->n_pending++;
 }
 
-/* "{a,b,c}" of one column of the pending set; malloc'd. */
+/* "{a,b,c}" of one column of the pending set; malloc'd. Room ids are quoted: an unquoted NULL
+ * (a valid id, in any case) would be an SQL NULL element; nothing else in an id needs escaping. */
 static char *array_literal(const read_receipts *r, int column)
 {
-    size_t cap = r->n_pending * (SEQNUM_BUF + 2) + 3, n = 0;
+    size_t per = ROOM_ID_BUF + 3 > SEQNUM_BUF + 1 ? ROOM_ID_BUF + 3 : SEQNUM_BUF + 1;
+    size_t cap = r->n_pending * per + 3, n = 0;
     char *s = malloc(cap);
     if (!s) return NULL;
     s[n++] = '{';
@@ -97,7 +103,7 @@ static char *array_literal(const read_receipts *r, int column)
         const position *p = &r->pending[i];
         if (i) s[n++] = ',';
         if (column == 0)
-            n += (size_t)snprintf(s + n, cap - n, "%ld", p->room);
+            n += (size_t)snprintf(s + n, cap - n, "\"%s\"", p->room);
         else if (column == 1)
             n += (size_t)snprintf(s + n, cap - n, "%u", p->user_id);
         else
@@ -202,11 +208,12 @@ read_receipts *read_receipts_start(const char *database_url, long statement_time
     return r;
 }
 
-bool read_receipts_record(read_receipts *r, long room, uint32_t user_id, const char *seq)
+bool read_receipts_record(read_receipts *r, const char *room, uint32_t user_id, const char *seq)
 {
-    position *p = malloc(sizeof(*p));
+    bool valid = room && room_id_valid(room, strlen(room));
+    position *p = valid ? malloc(sizeof(*p)) : NULL;
     if (p) {
-        p->room = room;
+        snprintf(p->room, sizeof(p->room), "%s", room);
         p->user_id = user_id;
         snprintf(p->seq, sizeof(p->seq), "%s", seq);
     }

@@ -37,7 +37,7 @@
 /* One page of history: asked by the service thread, answered by the replay worker. */
 typedef struct {
     slot_ref sub;
-    long room;
+    char room[ROOM_ID_BUF];
     char since[SEQNUM_BUF];
     size_t limit;
     bool ok;
@@ -64,7 +64,7 @@ static void submit_page(broadcaster *b, subscriber *sub)
         return;
     }
     job->sub = sub->ref;
-    job->room = sub->room;
+    snprintf(job->room, sizeof job->room, "%s", sub->room);
     memcpy(job->since, sub->replay.cursor, sizeof job->since);
     job->limit = b->cfg.send_queue_max;
     if (!workqueue_push(b->replay.jobs, job)) {
@@ -126,7 +126,7 @@ static void apply_page(broadcaster *b, replay_job *job)
     if (!job->ok) {
         /* The database is busy or down (the cache did not cover since=): the client is asked to
          * come back, like an HTTP 503 with Retry-After; the server's message stays in the log. */
-        log_warn(COMPONENT, "room %ld subscriber %llu: history unavailable: %s", sub->room,
+        log_warn(COMPONENT, "room %s subscriber %llu: history unavailable: %s", sub->room,
                  (unsigned long long)sub->id, job->err);
         sub_close(sub, CLOSE_TRY_AGAIN, "history unavailable; reconnect with since= shortly");
         return;

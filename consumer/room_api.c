@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "room.h"
 
 #define COMPONENT "room-api"
 
@@ -80,32 +81,29 @@ static bool parse_count(const char *s, long lo, long hi, long *out)
 
 typedef enum { ROOM_PRESENCE, ROOM_MESSAGES } room_resource;
 
-/* "/api/rooms/{room}/presence|messages": false with a 404 in resp for anything else. */
-static bool parse_path(const room_api *a, const char *path, long *room, room_resource *what,
+/* "/api/rooms/{room}/presence|messages" -> room (a copy of the id) and what; false with resp set
+ * to a 404 for another path, a 400 for an id that is not one. */
+static bool parse_path(const char *path, char room[ROOM_ID_BUF], room_resource *what,
                        http_response *resp)
 {
     static const char prefix[] = "/api/rooms/";
-    const char *p = path + strlen(prefix);
-    size_t digits = strspn(p, "0123456789");
-    const char *rest = p + digits;
-    char msg[200];
-    bool known = digits > 0 && digits <= 9 && p[0] != '0' &&
-                 (strcmp(rest, "/presence") == 0 || strcmp(rest, "/messages") == 0);
-    if (!known) {
+    const char *id = path + strlen(prefix);
+    const char *rest = strchr(id, '/');
+    if (!rest || (strcmp(rest, "/presence") != 0 && strcmp(rest, "/messages") != 0)) {
         http_respond_error(
             resp, 404,
             "no such path: use /api/rooms/{roomId}/presence or /api/rooms/{roomId}/messages");
         return false;
     }
-    *what = strcmp(rest, "/presence") == 0 ? ROOM_PRESENCE : ROOM_MESSAGES;
-    *room = strtol(p, NULL, 10);
-    if (*room < a->cfg.room_min || *room > a->cfg.room_max) {
-        snprintf(msg, sizeof(msg),
-                 "room %ld is not served here; this consumer serves rooms %ld-%ld", *room,
-                 a->cfg.room_min, a->cfg.room_max);
-        http_respond_error(resp, 404, msg);
+    char err[128];
+    size_t len = (size_t)(rest - id);
+    if (!room_id_check(id, len, err, sizeof(err))) {
+        http_respond_error(resp, 400, err);
         return false;
     }
+    memcpy(room, id, len);
+    room[len] = '\0';
+    *what = strcmp(rest, "/presence") == 0 ? ROOM_PRESENCE : ROOM_MESSAGES;
     return true;
 }
 
@@ -164,7 +162,7 @@ static void add_seen(void *ctx, const history_user_row *row)
 }
 
 /* Up to `recent` users of the room who are not online, newest activity first. */
-static json_t *recently_seen(room_api *a, db_turn *turn, long room, size_t recent, char *err,
+static json_t *recently_seen(room_api *a, db_turn *turn, const char *room, size_t recent, char *err,
                              size_t err_len)
 {
     size_t n_online = 0;
@@ -189,7 +187,8 @@ static json_t *recently_seen(room_api *a, db_turn *turn, long room, size_t recen
     return list;
 }
 
-static void serve_presence(room_api *a, long room, const http_request *req, http_response *resp)
+static void serve_presence(room_api *a, const char *room, const http_request *req,
+                           http_response *resp)
 {
     long recent = ROOM_API_RECENT_DEFAULT;
     const char *recent_s = http_request_arg(req, "recent");
@@ -248,7 +247,7 @@ static void add_position(void *ctx, const history_user_row *row)
 }
 
 /* The page, newest first: the cache's part, then PostgreSQL's below what the cache covers. */
-static bool gather(room_api *a, db_turn *turn, long room, const char *before, size_t want,
+static bool gather(room_api *a, db_turn *turn, const char *room, const char *before, size_t want,
                    page_ctx *page, size_t *from_cache, char *err, size_t err_len)
 {
     recent_entry *entries = calloc(want, sizeof(*entries));
@@ -276,7 +275,8 @@ static bool gather(room_api *a, db_turn *turn, long room, const char *before, si
     return ok;
 }
 
-static void serve_messages(room_api *a, long room, const http_request *req, http_response *resp)
+static void serve_messages(room_api *a, const char *room, const http_request *req,
+                           http_response *resp)
 {
     long limit = ROOM_API_LIMIT_DEFAULT, user = 0;
     const char *before = http_request_arg(req, "before");
@@ -340,9 +340,7 @@ static void serve_messages(room_api *a, long room, const http_request *req, http
         json_decref(positions);
         positions = json_null();
     }
-    char room_s[24];
-    snprintf(room_s, sizeof(room_s), "%ld", room);
-    json_t *o = json_pack("{s:s, s:o, s:b, s:o, s:s, s:o, s:o}", "roomId", room_s, "messages",
+    json_t *o = json_pack("{s:s, s:o, s:b, s:o, s:s, s:o, s:o}", "roomId", room, "messages",
                           messages, "hasMore", has_more, "nextBefore", next, "source", source,
                           "readPositions", positions, "readPosition", my_position);
     char reason[128];
@@ -356,9 +354,9 @@ static void serve_room(void *ctx, const http_request *req, http_response *resp)
 {
     room_api *a = ctx;
     resp->allow_origin = a->allow_origin; /* on errors too: the page shows their text */
-    long room;
+    char room[ROOM_ID_BUF];
     room_resource what;
-    if (!parse_path(a, http_request_path(req), &room, &what, resp)) return;
+    if (!parse_path(http_request_path(req), room, &what, resp)) return;
     if (what == ROOM_PRESENCE)
         serve_presence(a, room, req, resp);
     else

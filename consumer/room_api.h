@@ -16,9 +16,12 @@
  *    userId when given (else null). A page the cache holds is served even while PostgreSQL is
  *    down (then "readPositions" and "readPosition" are null and "readPositionsError" says why);
  *    a page that needs PostgreSQL when it does not answer in time is a 503.
- *  - A bad parameter -> 400 naming it; a room outside [room_min, room_max] or an unknown
- *    sub-path -> 404. Every answer carries Access-Control-Allow-Origin: allow_origin (when not
- *    empty), so the chat page served by the producer can read it.
+ *  - {roomId} is any room id (room.h: 1-64 characters of [A-Za-z0-9_-]); every valid id is served
+ *    (a room nobody is in and nothing was said in answers empty lists). An invalid one -> 400
+ *    {"error":"roomId: must be 1-64 characters of A-Z a-z 0-9 _ -"}; another bad parameter ->
+ *    400 naming it; an unknown sub-path -> 404.
+ *  - Every answer carries Access-Control-Allow-Origin: allow_origin (when not empty), so the chat
+ *    page served by the producer can read it.
  *  - Database failures (down, busy, locked, timed out) answer 503 {"error": "..."} with
  *    Retry-After: ROOM_API_RETRY_AFTER_S, never 500, and never after an unbounded wait: before
  *    any database work a handler enters cfg.gate (db.h; NULL: a gate of its own with
@@ -45,7 +48,6 @@
 #define ROOM_API_DB_THREADS_DEFAULT 2
 
 typedef struct {
-    long room_min, room_max;
     presence *presence;
     recent_cache *recent;
     history *history;

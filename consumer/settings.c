@@ -25,9 +25,9 @@ static const config_option consumer_options[] = {
     CONFIG_OPT_INT("CHATFLOW_ADMIN_THREADS", "admin-threads", S, admin_threads, "4", 2, 64,
                    "Admin HTTP server threads; at most all but one are in database work (the room "
                    "and metrics APIs) at once, so health probes and scrapes always find one free."),
-    CONFIG_OPT_INT(
-        "CHATFLOW_POLLER_THREADS", "poller-threads", S, poller_threads, "20", 1, 1000,
-        "SQS poller threads; rooms are spread over them (never more threads than rooms)."),
+    CONFIG_OPT_INT("CHATFLOW_POLLER_THREADS", "poller-threads", S, poller_threads, "20", 1, 1000,
+                   "SQS poller threads; the polled shards are spread over them (never more threads "
+                   "than shards)."),
     CONFIG_OPT_INT("CHATFLOW_RECEIVE_WAIT_S", "receive-wait-s", S, receive_wait_s, "20", 0, 20,
                    "ReceiveMessage long-poll wait."),
     CONFIG_OPT_INT("CHATFLOW_VISIBILITY_TIMEOUT_S", "visibility-timeout-s", S, visibility_timeout_s,
@@ -74,12 +74,22 @@ static const config_option consumer_options[] = {
                    "handshake; a socket that has not upgraded by then is closed."),
     CONFIG_OPT_INT("CHATFLOW_QUEUE_DEPTH_INTERVAL_S", "queue-depth-interval-s", S,
                    queue_depth_interval_s, "15", 0, 3600,
-                   "Period of the chatflow_sqs_queue_depth{room} refresh (0: off)."),
+                   "Period of the chatflow_sqs_queue_depth{shard} refresh (0: off)."),
     CONFIG_OPT_INT("CHATFLOW_STOP_TIMEOUT_S", "stop-timeout-s", S, stop_timeout_s, "25", 1, 3600,
                    "On SIGTERM, everything is flushed and the process exits within this."),
     CONFIG_OPT_INT(
         "CHATFLOW_ROOM_MEMBER_CAP", "room-member-cap", S, room_member_cap, "100", 1, 100000,
         "Identified users (members) online per room; a new one beyond it is refused (403)."),
+    CONFIG_OPT_INT("CHATFLOW_SHARD_FIRST", "shard-first", S, shard_first, "1", 1, ROOM_SHARDS_MAX,
+                   "First queue shard this consumer polls."),
+    CONFIG_OPT_INT("CHATFLOW_SHARD_LAST", "shard-last", S, shard_last, "0", 0, ROOM_SHARDS_MAX,
+                   "Last queue shard this consumer polls; 0 = CHATFLOW_QUEUE_SHARDS. Until the "
+                   "cluster bus, several consumers split the shards between them "
+                   "(docs/deployment.md)."),
+    CONFIG_OPT_INT("CHATFLOW_ROOMS_MAX", "rooms-max", S, rooms_max, "2000", 1, 1000000,
+                   "Rooms whose state (subscribers, presence, caches) one node keeps in memory; "
+                   "beyond it the least recently active room without subscribers is forgotten "
+                   "and a subscriber of a new room is refused (503)."),
     CONFIG_OPT_INT("CHATFLOW_HISTORY_CACHE_PER_ROOM", "history-cache-per-room", S,
                    history_cache_per_room, "100", 0, 100000,
                    "Newest messages per room kept in memory for the history API."),
@@ -91,7 +101,7 @@ static const config_option consumer_options[] = {
 #undef S
 
 static const char summary[] =
-    "ChatFlow consumer: polls the room queues, broadcasts to subscribers, stores messages in "
+    "ChatFlow consumer: polls the queue shards, broadcasts to subscribers, stores messages in "
     "PostgreSQL.\n  --migrate   apply the database migrations and exit";
 
 config_result consumer_settings_load(consumer_settings *s, int *argc, char **argv, char *err,
@@ -111,6 +121,14 @@ config_result consumer_settings_load(consumer_settings *s, int *argc, char **arg
         snprintf(err, err_len,
                  "CHATFLOW_PONG_TIMEOUT_S (%lld) must be below CHATFLOW_PING_INTERVAL_S (%lld)",
                  s->pong_timeout_s, s->ping_interval_s);
+        return CONFIG_ERROR;
+    }
+    if (s->shard_last == 0) s->shard_last = s->common.queue_shards;
+    if (s->shard_first > s->shard_last || s->shard_last > s->common.queue_shards) {
+        snprintf(err, err_len,
+                 "CHATFLOW_SHARD_FIRST..CHATFLOW_SHARD_LAST (%lld..%lld) must lie within the "
+                 "queue shards 1..%lld (CHATFLOW_QUEUE_SHARDS)",
+                 s->shard_first, s->shard_last, s->common.queue_shards);
         return CONFIG_ERROR;
     }
     return CONFIG_OK;

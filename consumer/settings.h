@@ -45,6 +45,8 @@ typedef struct {
     long long queue_depth_interval_s;
     long long stop_timeout_s;
     long long room_member_cap;
+    long long rooms_max;
+    long long shard_first, shard_last; /* after loading: 1 <= first <= last <= queue_shards */
     long long history_cache_per_room;
     char api_allow_origin[256];
 } consumer_settings;

@@ -235,9 +235,7 @@ static void settle(spill_drainer *d, drained *held, size_t n)
         if (r->status == WRITE_COMMITTED) {
             held[i].to_delete = true;
         } else if (r->status == WRITE_FAILED) {
-            char group[24];
-            snprintf(group, sizeof group, "%ld", r->room_id);
-            dead_letter(d, &held[i], DLQ_DB, r->failure, group);
+            dead_letter(d, &held[i], DLQ_DB, r->failure, r->room_id);
         } else {
             held[i].to_retry = true; /* withdrawn or abandoned: the database went away again */
         }

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "room.h"
 #include "slot_table.h"
 #include "ws_frame.h"
 
@@ -41,7 +42,8 @@ typedef struct pconn {
     struct lws *wsi;
     uint32_t slot;
     uint32_t generation;
-    long room;
+    char room[ROOM_ID_BUF]; /* from /chat/{roomId}, valid (room.h) */
+    int shard;              /* room_shard(room, queue shards) */
     char client_ip[64];
 
     ws_frame *rx_buf; /* frame reassembly; NULL until a frame comes in pieces */

@@ -37,8 +37,9 @@
 #define STOP_TICK_US (50 * LWS_US_PER_MS)
 #define MS_NS ((uint64_t)1000000)
 #define CLOSE_GRACE_NS (1500 * MS_NS)
-#define STOP_RESERVE_NS (3000 * MS_NS) /* of the stop budget: for closing and the publisher's end \
-                                        */
+#define STOP_RESERVE_NS                                                       \
+    (3000 * MS_NS) /* of the stop budget: for closing and the publisher's end \
+                    */
 #define RESULTS_BATCH 256
 /* The service loop wakes at least this often (a timer), so its watchdog deadline can be short. */
 #define HEARTBEAT_US (1000 * LWS_US_PER_MS)
@@ -98,27 +99,25 @@ static void update_inflight(ingress *in)
     metric_gauge_set(in->m->inflight, (double)in->total_unanswered);
 }
 
-/* /chat/{roomId}: 0 and the room, or the HTTP status to refuse with and why. */
-static int parse_room(const ingress *in, const char *uri, long *room, const char **why)
+/* /chat/{roomId} (one trailing slash allowed): 0 and the room id, or the HTTP status to refuse
+ * with and why (why points into reason, which must hold 160 bytes). */
+static int parse_room(const char *uri, char room[ROOM_ID_BUF], char *reason, size_t reason_len,
+                      const char **why)
 {
     static const char prefix[] = "/chat/";
     if (strncmp(uri, prefix, sizeof prefix - 1) != 0) {
         *why = "path must be /chat/{roomId}";
         return HTTP_STATUS_NOT_FOUND;
     }
-    const char *p = uri + sizeof prefix - 1;
-    size_t digits = strspn(p, "0123456789");
-    if (digits == 0 || digits > 9 || (p[digits] != '\0' && strcmp(p + digits, "/") != 0) ||
-        (p[0] == '0')) {
-        *why = "roomId must be a positive integer";
+    const char *id = uri + sizeof prefix - 1;
+    size_t len = strlen(id);
+    if (len > 0 && id[len - 1] == '/') len--;
+    if (!room_id_check(id, len, reason, reason_len)) {
+        *why = reason;
         return HTTP_STATUS_BAD_REQUEST;
     }
-    long r = strtol(p, NULL, 10);
-    if (r < in->s->common.room_min || r > in->s->common.room_max) {
-        *why = "roomId is outside the rooms this server handles";
-        return HTTP_STATUS_NOT_FOUND;
-    }
-    *room = r;
+    memcpy(room, id, len);
+    room[len] = '\0';
     return 0;
 }
 
@@ -305,8 +304,9 @@ static const char *publish_blocked(ingress *in, const pconn *c, uint64_t now, ch
     if (in->phase != PHASE_RUNNING) return "server is shutting down; reconnect and resend";
     if (!circuit_admits(in->breaker, now))
         return "SQS is unavailable (circuit breaker open); retry later";
-    if (!publisher_room_ready(in->pub, c->room)) {
-        snprintf(buf, len, "roomId %ld: its queue is not reachable yet; retry later", c->room);
+    if (!publisher_shard_ready(in->pub, c->shard)) {
+        snprintf(buf, len, "roomId %s: its queue (shard %d) is not reachable yet; retry later",
+                 c->room, c->shard);
         return buf;
     }
     return NULL;
@@ -317,7 +317,7 @@ static const char *publish_blocked(ingress *in, const pconn *c, uint64_t now, ch
 static chat_status submit(ingress *in, pconn *c, chat_message *m, uint64_t now, bool silent,
                           const char **why)
 {
-    snprintf(m->room_id, sizeof m->room_id, "%ld", c->room);
+    memcpy(m->room_id, c->room, sizeof m->room_id);
     snprintf(m->server_id, sizeof m->server_id, "%s", in->s->common.server_id);
     snprintf(m->client_ip, sizeof m->client_ip, "%s", c->client_ip);
     time_format_iso8601(time_wall_ms(), m->received_at);
@@ -331,7 +331,8 @@ static chat_status submit(ingress *in, pconn *c, chat_message *m, uint64_t now, 
     r->body_len = strlen(r->body);
     r->slot = c->slot;
     r->generation = c->generation;
-    r->room = c->room;
+    memcpy(r->room, c->room, sizeof r->room);
+    r->shard = c->shard;
     r->silent = silent;
     memcpy(r->message_id, m->message_id, sizeof r->message_id);
     memcpy(r->client_message_id, m->client_message_id, sizeof r->client_message_id);
@@ -552,15 +553,17 @@ static int refuse(ingress *in, struct lws *wsi, int status, const char *why)
 
 static int on_established(ingress *in, struct lws *wsi, session *ss)
 {
-    char uri[128];
-    long room = 0;
+    char uri[256];
+    char room[ROOM_ID_BUF], reason[160];
     const char *why = NULL;
-    if (!copy_uri(wsi, uri, sizeof uri) || parse_room(in, uri, &room, &why) != 0) return -1;
+    if (!copy_uri(wsi, uri, sizeof uri) || parse_room(uri, room, reason, sizeof reason, &why) != 0)
+        return -1;
     pconn *c = conn_table_acquire(in->conns);
     if (!c) return -1; /* checked at the upgrade; only a race gets here */
     ws_listen_on_upgraded(wsi);
     c->wsi = wsi;
-    c->room = room;
+    memcpy(c->room, room, sizeof c->room);
+    c->shard = room_shard(room, (int)in->s->common.queue_shards);
     client_address(in, wsi, c->client_ip, sizeof c->client_ip);
     ss->slot = c->slot;
     ss->generation = c->generation;
@@ -643,12 +646,12 @@ static int callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void
     case LWS_CALLBACK_TIMER: return conn_of(in, user) ? 0 : -1;
 
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
-        char uri[128];
-        long room;
+        char uri[256];
+        char room[ROOM_ID_BUF], refusal[160];
         const char *why = NULL;
         if (!copy_uri(wsi, uri, sizeof uri))
-            return refuse(in, wsi, HTTP_STATUS_BAD_REQUEST, "missing path");
-        int status = parse_room(in, uri, &room, &why);
+            return refuse(in, wsi, HTTP_STATUS_BAD_REQUEST, "path missing or too long");
+        int status = parse_room(uri, room, refusal, sizeof refusal, &why);
         if (status) return refuse(in, wsi, status, why);
         if (in->phase != PHASE_RUNNING)
             return refuse(in, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "server is shutting down");

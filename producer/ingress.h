@@ -5,9 +5,10 @@
  * Contract:
  *  - ingress_new() creates the lws context and listens on settings ws_bind:ws_port (0 = any free
  *    port; ingress_port() tells which), through ws_listen.h (keepalive, handshake deadline, lws
- *    log routing). Upgrades are accepted only on /chat/{roomId} with roomId
- *    in [room_min, room_max]; anything else gets an HTTP 4xx at the handshake (404 bad path,
- *    400/404 bad room), a full server 503.
+ *    log routing). Upgrades are accepted only on /chat/{roomId} with a valid room id (room.h;
+ *    any room: its messages go to the queue shard room_shard(roomId, queue_shards)); anything
+ *    else gets an HTTP 4xx at the handshake (404 bad path, 400 bad room id, naming the rule), a
+ *    full server 503.
  *  - Frames are reassembled (ws_frame.h) up to max_frame_bytes; each complete text frame is parsed
  *    (message.h), rate limited, and handed to the publisher; every frame gets one answer frame
  *    (ack or error). Connections are referred to across threads by (slot, generation) only.

@@ -1,6 +1,6 @@
 /*
- * chatflow-producer — WebSocket ingress that validates chat frames, publishes them to per-room
- * SQS FIFO queues in batches and acks each one once SQS has it.
+ * chatflow-producer — WebSocket ingress that validates chat frames, publishes them to their
+ * room's SQS FIFO queue shard in batches and acks each one once SQS has it.
  *
  * Threads: the libwebsockets service thread (this one, in ingress_run), the publisher threads,
  * libmicrohttpd's admin threads, and a signal thread that turns SIGTERM/SIGINT into
@@ -32,8 +32,9 @@
 #include "watchdog.h"
 #include "ingress.h"
 
-#define EXIT_MARGIN_NS ((uint64_t)250 * 1000000) /* of the stop budget, kept for the exit itself \
-                                                  */
+#define EXIT_MARGIN_NS                                                        \
+    ((uint64_t)250 * 1000000) /* of the stop budget, kept for the exit itself \
+                               */
 
 typedef struct {
     publisher *pub;
@@ -45,11 +46,11 @@ typedef struct {
 static bool check_sqs(void *ctx, char *detail, size_t len)
 {
     app *a = ctx;
-    size_t ready = publisher_rooms_ready(a->pub), rooms = publisher_room_count(a->pub);
+    size_t ready = publisher_shards_ready(a->pub), shards = publisher_shard_count(a->pub);
     circuit_state_t st = circuit_state(a->breaker);
-    snprintf(detail, len, "breaker %s; queue URLs resolved for %zu of %zu rooms",
-             circuit_state_name(st), ready, rooms);
-    return st == CIRCUIT_CLOSED && ready == rooms;
+    snprintf(detail, len, "breaker %s; queue URLs resolved for %zu of %zu queue shards",
+             circuit_state_name(st), ready, shards);
+    return st == CIRCUIT_CLOSED && ready == shards;
 }
 
 static bool check_accepting(void *ctx, char *detail, size_t len)
@@ -130,8 +131,7 @@ int main(int argc, char **argv)
         .endpoint = s.common.sqs_endpoint,
         .credentials = creds,
         .queue_prefix = s.common.queue_prefix,
-        .room_min = (long)s.common.room_min,
-        .room_max = (long)s.common.room_max,
+        .shards = (int)s.common.queue_shards,
         .threads = (int)s.publisher_threads,
         .linger_ms = (long)s.publish_linger_ms,
         .deadline_ms = (long)s.publish_deadline_ms,
@@ -181,9 +181,9 @@ int main(int argc, char **argv)
     snprintf(endpoint, sizeof endpoint, "%s",
              s.common.sqs_endpoint[0] ? s.common.sqs_endpoint : "(AWS)");
     redact_text(endpoint, sizeof endpoint); /* http://user:password@host must not reach the log */
-    log_info("producer", "listening ws=%d admin=%d rooms=%lld-%lld server_id=%s sqs=%s",
-             ingress_port(a.in), admin_http_port(admin), s.common.room_min, s.common.room_max,
-             s.common.server_id, endpoint);
+    log_info("producer", "listening ws=%d admin=%d queue_shards=%lld server_id=%s sqs=%s",
+             ingress_port(a.in), admin_http_port(admin), s.common.queue_shards, s.common.server_id,
+             endpoint);
     ingress_run(a.in);
     rc = 0;
     log_info("producer", "stopped");

@@ -1,11 +1,12 @@
 /*
- * publisher — per-room batching threads in front of SQS (contract in publisher.h).
+ * publisher — per-shard batching threads in front of SQS (contract in publisher.h).
  *
  * Each thread loops: wait for new requests (or the next linger/backoff expiry), append them to
- * their room's list, then give each of its rooms a turn: expire what can no longer make its
+ * their shard's list, then give each of its shards a turn: expire what can no longer make its
  * deadline, and send the head of the list when a batch is due. Only the owning thread touches a
- * room's state; the only shared things are the input queues, the results queue, the breaker and
- * the per-room ready flags.
+ * shard's state; the only shared things are the input queues, the results queue, the breaker and
+ * the per-shard ready flags. A batch may carry several rooms of its shard (SQS keeps each
+ * MessageGroupId's order within the queue), and one batch per shard in flight keeps each room's.
  *
  * Liveness: each thread beats its watchdog at the top of every turn (its longest wait there is
  * the input queue's, at most IDLE_WAIT_MS) and before every SQS request (bounded by the request
@@ -13,7 +14,7 @@
  * does.
  *
  * Stopping: publisher_drain_by() moves every message's send-by time forward so the thread has
- * answered everything by then; rooms whose queue URL is unknown stop resolving and answer at
+ * answered everything by then; shards whose queue URL is unknown stop resolving and answer at
  * once. publisher_stop() then waits for the threads until its deadline and frees nothing if one
  * did not end (it may still be inside a request, using its client, the breaker and the results
  * queue).
@@ -44,9 +45,9 @@
 /* Added to every announced wait: the CPU work of a turn (answers, JSON) on a loaded machine. */
 #define TURN_SLACK_MS 2000
 
+/* One queue shard: the pending messages of every room that maps to it, oldest first. */
 typedef struct {
-    long room;
-    char room_str[16];
+    int shard;
     char queue_name[160];
     char *queue_url; /* NULL until resolved */
     uint64_t next_resolve_ns;
@@ -54,7 +55,7 @@ typedef struct {
     publish_request *head, *tail;
     size_t count;
     size_t bytes;
-} room_state;
+} shard_state;
 
 typedef struct {
     publisher *owner;
@@ -72,10 +73,10 @@ typedef struct {
 struct publisher {
     publisher_config cfg;
     char queue_prefix[64];
-    size_t n_rooms;
-    room_state *rooms; /* index room - room_min; each owned by one thread */
-    _Atomic bool *room_ready;
-    atomic_size_t rooms_ready;
+    size_t n_shards;
+    shard_state *shards; /* index shard - 1; each owned by one thread */
+    _Atomic bool *shard_ready;
+    atomic_size_t shards_ready;
     atomic_bool stopping;
     _Atomic uint64_t drain_by_ns; /* 0, or: answer everything by then (shutdown) */
     pthread_mutex_t exit_lock;
@@ -151,7 +152,7 @@ static void answer_request(publisher_thread *t, publish_request *r, chat_status 
         memset(&m, 0, sizeof m);
         snprintf(m.message_id, sizeof m.message_id, "%s", r->message_id);
         snprintf(m.client_message_id, sizeof m.client_message_id, "%s", r->client_message_id);
-        snprintf(m.room_id, sizeof m.room_id, "%ld", r->room);
+        snprintf(m.room_id, sizeof m.room_id, "%s", r->room);
         char now[ISO8601_BUF];
         time_format_iso8601(time_wall_ms(), now);
         text = ack_to_json(&m, now, sequence_number);
@@ -178,9 +179,9 @@ static void answer_request(publisher_thread *t, publish_request *r, chat_status 
     deliver(t, res);
 }
 
-/* ---- room lists --------------------------------------------------------------------------- */
+/* ---- shard lists -------------------------------------------------------------------------- */
 
-static void room_append(room_state *rs, publish_request *r)
+static void shard_append(shard_state *rs, publish_request *r)
 {
     r->next = NULL;
     if (rs->tail)
@@ -192,7 +193,7 @@ static void room_append(room_state *rs, publish_request *r)
     rs->bytes += r->body_len;
 }
 
-static publish_request *room_pop(room_state *rs)
+static publish_request *shard_pop(shard_state *rs)
 {
     publish_request *r = rs->head;
     if (!r) return NULL;
@@ -205,8 +206,8 @@ static publish_request *room_pop(room_state *rs)
 }
 
 /* Puts back, in their original order, the entries that must be retried: at the front, ahead of
- * anything newer, so the room's order holds. */
-static void room_push_front(room_state *rs, publish_request **items, size_t n)
+ * anything newer, so the order of each of their rooms holds. */
+static void shard_push_front(shard_state *rs, publish_request **items, size_t n)
 {
     for (size_t i = n; i-- > 0;) {
         publish_request *r = items[i];
@@ -218,10 +219,10 @@ static void room_push_front(room_state *rs, publish_request **items, size_t n)
     }
 }
 
-static void answer_all(publisher_thread *t, room_state *rs, chat_status status, const char *why)
+static void answer_all(publisher_thread *t, shard_state *rs, chat_status status, const char *why)
 {
     publish_request *r;
-    while ((r = room_pop(rs))) answer_request(t, r, status, why, NULL);
+    while ((r = shard_pop(rs))) answer_request(t, r, status, why, NULL);
 }
 
 /* ---- the thread --------------------------------------------------------------------------- */
@@ -255,7 +256,7 @@ static bool draining(const publisher *p)
 }
 
 /* Answers the head messages that can no longer be sent in time. */
-static void expire_heads(publisher_thread *t, room_state *rs, uint64_t now)
+static void expire_heads(publisher_thread *t, shard_state *rs, uint64_t now)
 {
     publisher *p = t->owner;
     while (rs->head && now > send_by_ns(p, rs->head)) {
@@ -265,14 +266,14 @@ static void expire_heads(publisher_thread *t, room_state *rs, uint64_t now)
             draining(p)
                 ? "server is shutting down and SQS did not accept the message in time; resend it"
                 : "SQS did not accept the message before the deadline";
-        answer_request(t, room_pop(rs), CHAT_QUEUE_ERROR, why, NULL);
+        answer_request(t, shard_pop(rs), CHAT_QUEUE_ERROR, why, NULL);
     }
 }
 
 /* "My next beat comes within ms (plus slack)": before a wait or an SQS request. */
 static void beat(publisher_thread *t, long ms) { watchdog_expect(t->dog, ms + TURN_SLACK_MS); }
 
-static void resolve_room(publisher_thread *t, room_state *rs, uint64_t now)
+static void resolve_shard(publisher_thread *t, shard_state *rs, uint64_t now)
 {
     publisher *p = t->owner;
     if (rs->queue_url || now < rs->next_resolve_ns) return;
@@ -284,9 +285,9 @@ static void resolve_room(publisher_thread *t, room_state *rs, uint64_t now)
     if (st == SQS_OK && url) {
         rs->queue_url = url;
         rs->resolve_failures = 0;
-        atomic_store(&p->room_ready[rs->room - p->cfg.room_min], true);
-        atomic_fetch_add(&p->rooms_ready, 1);
-        log_debug("publisher", "room %ld -> %s", rs->room, url);
+        atomic_store(&p->shard_ready[rs->shard - 1], true);
+        atomic_fetch_add(&p->shards_ready, 1);
+        log_debug("publisher", "shard %d -> %s", rs->shard, url);
         return;
     }
     free(url);
@@ -300,27 +301,27 @@ static void resolve_room(publisher_thread *t, room_state *rs, uint64_t now)
                  rs->queue_name, sqs_status_name(st), e.http_status, e.type, e.message);
 }
 
-static void forget_url(publisher *p, room_state *rs)
+static void forget_url(publisher *p, shard_state *rs)
 {
     if (!rs->queue_url) return;
     free(rs->queue_url);
     rs->queue_url = NULL;
     rs->next_resolve_ns = 0;
-    atomic_store(&p->room_ready[rs->room - p->cfg.room_min], false);
-    atomic_fetch_sub(&p->rooms_ready, 1);
+    atomic_store(&p->shard_ready[rs->shard - 1], false);
+    atomic_fetch_sub(&p->shards_ready, 1);
 }
 
-static bool batch_due(const publisher *p, const room_state *rs, uint64_t now, bool flushing)
+static bool batch_due(const publisher *p, const shard_state *rs, uint64_t now, bool flushing)
 {
     if (!rs->head || rs->head->not_before_ns > now) return false;
     return flushing || rs->count >= SQS_MAX_BATCH || rs->bytes >= BATCH_MAX_BYTES ||
            rs->head->attempts > 0 || now - rs->head->enqueued_ns >= (uint64_t)p->cfg.linger_ms * MS;
 }
 
-static void settle_entries(publisher_thread *t, room_state *rs, publish_request **batch,
+static void settle_entries(publisher_thread *t, shard_state *rs, publish_request **batch,
                            const sqs_entry_result *results, size_t n, uint64_t after);
 
-/* Hands the results delivered so far to the WebSocket thread: one wake per request or room turn,
+/* Hands the results delivered so far to the WebSocket thread: one wake per request or shard turn,
  * not per result (each wake costs that thread a poll over every socket). */
 static void wake_if_pending(publisher_thread *t)
 {
@@ -329,7 +330,7 @@ static void wake_if_pending(publisher_thread *t)
     t->owner->cfg.wake(t->owner->cfg.wake_ctx);
 }
 
-static void send_batch(publisher_thread *t, room_state *rs, uint64_t now, bool probe)
+static void send_batch(publisher_thread *t, shard_state *rs, uint64_t now, bool probe)
 {
     publisher *p = t->owner;
     publish_request *batch[SQS_MAX_BATCH];
@@ -339,13 +340,13 @@ static void send_batch(publisher_thread *t, room_state *rs, uint64_t now, bool p
     size_t n = 0, bytes = 0;
     while (n < SQS_MAX_BATCH && rs->head &&
            (n == 0 || bytes + rs->head->body_len <= BATCH_MAX_BYTES)) {
-        publish_request *r = room_pop(rs);
+        publish_request *r = shard_pop(rs);
         bytes += r->body_len;
         if (r->attempts == 0)
             metric_histogram_observe(p->queue_wait, (double)(now - r->enqueued_ns) / 1e9);
         snprintf(ids[n], sizeof ids[n], "%zu", n);
         entries[n] = (sqs_send_entry){
-            .id = ids[n], .body = r->body, .group_id = rs->room_str, .dedup_id = r->message_id};
+            .id = ids[n], .body = r->body, .group_id = r->room, .dedup_id = r->message_id};
         batch[n++] = r;
     }
     memset(results, 0, sizeof results);
@@ -368,7 +369,7 @@ static void send_batch(publisher_thread *t, room_state *rs, uint64_t now, bool p
                 batch[i]->not_before_ns = after + wait;
             }
             metric_counter_add(p->retries, n);
-            room_push_front(rs, batch, n);
+            shard_push_front(rs, batch, n);
             log_debug("publisher", "SendMessageBatch %s: %s (%s); %zu entries will be retried",
                       rs->queue_name, sqs_status_name(st), e.message, n);
             return;
@@ -386,30 +387,34 @@ static void send_batch(publisher_thread *t, room_state *rs, uint64_t now, bool p
     settle_entries(t, rs, batch, results, n, after);
 }
 
-/* Per-entry outcome of a SendMessageBatch that succeeded as a request. Every entry of a batch
- * is in the room's one message group, and SQS settles each entry on its own: a later entry can
- * be accepted although an earlier one failed, and it is then already in the queue ahead of the
- * failed one. Retrying the failed entry would put it behind a message the client sent after it,
- * so an entry that failed before the batch's last accepted entry is answered QUEUE_ERROR
- * instead (the client may resend it: with the same clientMessageId it is queued at most once).
- * Entries that failed after the last accepted one are retried, in their order, ahead of newer
- * messages: nothing of the room is in the queue past them, so the room's order holds. Acked
- * sequence numbers therefore always increase in send order. */
-static void settle_entries(publisher_thread *t, room_state *rs, publish_request **batch,
+/* Whether an entry after i of the same room (message group) was accepted. */
+static bool later_accepted_in_room(publish_request **batch, const sqs_entry_result *results,
+                                   size_t i, size_t n)
+{
+    for (size_t j = i + 1; j < n; j++)
+        if (results[j].ok && strcmp(batch[j]->room, batch[i]->room) == 0) return true;
+    return false;
+}
+
+/* Per-entry outcome of a SendMessageBatch that succeeded as a request. A batch carries the
+ * entries of one or more rooms of the shard, each room's in its order, and SQS settles each
+ * entry on its own: a later entry of a room can be accepted although an earlier one failed, and
+ * it is then already in the queue ahead of the failed one. Retrying the failed entry would put
+ * it behind a message the client sent after it, so an entry that failed before an accepted later
+ * entry of its room is answered QUEUE_ERROR instead (the client may resend it: with the same
+ * clientMessageId it is queued at most once). Other failed entries are retried, in their order,
+ * ahead of newer messages: nothing of their room is in the queue past them, so the room's order
+ * holds. Acked sequence numbers of a room therefore always increase in send order. */
+static void settle_entries(publisher_thread *t, shard_state *rs, publish_request **batch,
                            const sqs_entry_result *results, size_t n, uint64_t after)
 {
     publisher *p = t->owner;
-    size_t last_ok = n; /* index of the last accepted entry; n = none */
-    for (size_t i = n; i-- > 0;)
-        if (results[i].ok) {
-            last_ok = i;
-            break;
-        }
     publish_request *again[SQS_MAX_BATCH];
     size_t n_again = 0;
     uint64_t wait = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!results[i].ok && !results[i].sender_fault && last_ok != n && i < last_ok) {
+        if (!results[i].ok && !results[i].sender_fault &&
+            later_accepted_in_room(batch, results, i, n)) {
             log_warn("publisher",
                      "SendMessageBatch %s: entry failed (%s) after a later one was queued; "
                      "answering it rather than reordering the room",
@@ -440,20 +445,20 @@ static void settle_entries(publisher_thread *t, room_state *rs, publish_request 
     }
     if (n_again) {
         metric_counter_add(p->retries, n_again);
-        room_push_front(rs, again, n_again);
+        shard_push_front(rs, again, n_again);
     }
 }
 
-/* One turn for a room; returns when it next needs attention (0 = nothing scheduled). */
-static uint64_t service_room(publisher_thread *t, room_state *rs, uint64_t now, bool flushing)
+/* One turn for a shard; returns when it next needs attention (0 = nothing scheduled). */
+static uint64_t service_shard(publisher_thread *t, shard_state *rs, uint64_t now, bool flushing)
 {
     publisher *p = t->owner;
     if (!rs->queue_url) {
-        /* Draining: nobody will submit to this room any more, so there is nothing to resolve
+        /* Draining: nobody will submit to this shard any more, so there is nothing to resolve
          * for (and a retry loop here would hold the shutdown up). */
-        if (!draining(p)) resolve_room(t, rs, now);
+        if (!draining(p)) resolve_shard(t, rs, now);
         if (!rs->queue_url) {
-            /* The WebSocket thread only submits to ready rooms; anything here raced a reset. */
+            /* The WebSocket thread only submits to ready shards; anything here raced a reset. */
             answer_all(t, rs, CHAT_QUEUE_UNAVAILABLE, "the room's queue is not reachable yet");
             return draining(p) ? 0 : rs->next_resolve_ns;
         }
@@ -466,7 +471,7 @@ static uint64_t service_room(publisher_thread *t, room_state *rs, uint64_t now, 
                 answer_all(t, rs, CHAT_QUEUE_UNAVAILABLE,
                            "SQS is unavailable (circuit breaker open)");
             else
-                return now + 5 * MS; /* another room's probe is out: look again shortly */
+                return now + 5 * MS; /* another shard's probe is out: look again shortly */
             break;
         }
         send_batch(t, rs, now, probe);
@@ -499,7 +504,7 @@ static void probe_if_open(publisher_thread *t, uint64_t now)
     sqs_error e;
     memset(&e, 0, sizeof e);
     beat(t, p->cfg.request_timeout_ms);
-    sqs_status st = sqs_get_queue_url(t->sqs, p->rooms[0].queue_name, &url, &e);
+    sqs_status st = sqs_get_queue_url(t->sqs, p->shards[0].queue_name, &url, &e);
     free(url);
     bool outage = st == SQS_NETWORK_ERROR || st == SQS_SERVER_ERROR || st == SQS_AUTH_ERROR;
     circuit_record(p->cfg.breaker, !outage, true, time_mono_ns());
@@ -512,7 +517,7 @@ static void *publisher_main(void *arg)
     publisher *p = t->owner;
     void *items[256];
     const size_t max_items = sizeof items / sizeof items[0];
-    uint64_t next_due = 0; /* earliest time one of this thread's rooms needs a turn */
+    uint64_t next_due = 0; /* earliest time one of this thread's shards needs a turn */
     bool stall = p->cfg.failpoint_stall && t->index == 0;
     for (;;) {
         beat(t, IDLE_WAIT_MS);
@@ -545,15 +550,15 @@ static void *publisher_main(void *arg)
         for (size_t i = 0; i < n; i++) {
             publish_request *r = items[i];
             r->enqueued_ns = now;
-            room_append(&p->rooms[r->room - p->cfg.room_min], r);
+            shard_append(&p->shards[r->shard - 1], r);
         }
         next_due = 0;
         probe_if_open(t, now);
         if (t->index == 0 && circuit_state(p->cfg.breaker) != CIRCUIT_CLOSED && !flushing)
             next_due = time_mono_ns() + 50 * MS;
-        for (size_t i = (size_t)t->index; i < p->n_rooms; i += (size_t)p->n_threads) {
-            room_state *rs = &p->rooms[i];
-            uint64_t due = service_room(t, rs, time_mono_ns(), flushing);
+        for (size_t i = (size_t)t->index; i < p->n_shards; i += (size_t)p->n_threads) {
+            shard_state *rs = &p->shards[i];
+            uint64_t due = service_shard(t, rs, time_mono_ns(), flushing);
             wake_if_pending(t);
             if (!rs->queue_url && !flushing && (due == 0 || rs->next_resolve_ns < due))
                 due = rs->next_resolve_ns;
@@ -621,14 +626,14 @@ static void free_all(publisher *p)
         }
         sqs_client_free(t->sqs);
     }
-    for (size_t i = 0; i < p->n_rooms; i++) {
+    for (size_t i = 0; i < p->n_shards; i++) {
         publish_request *r;
-        while ((r = room_pop(&p->rooms[i]))) publish_request_free(r);
-        free(p->rooms[i].queue_url);
+        while ((r = shard_pop(&p->shards[i]))) publish_request_free(r);
+        free(p->shards[i].queue_url);
     }
     free(p->threads);
-    free(p->rooms);
-    free((void *)p->room_ready);
+    free(p->shards);
+    free((void *)p->shard_ready);
     pthread_cond_destroy(&p->exit_cond);
     pthread_mutex_destroy(&p->exit_lock);
     free(p);
@@ -636,8 +641,8 @@ static void free_all(publisher *p)
 
 publisher *publisher_start(const publisher_config *cfg, char *err, size_t err_len)
 {
-    if (cfg->room_max < cfg->room_min || cfg->threads < 0 || !cfg->results || !cfg->breaker ||
-        !cfg->wake) {
+    if (cfg->shards < 1 || cfg->shards > ROOM_SHARDS_MAX || cfg->threads < 0 || !cfg->results ||
+        !cfg->breaker || !cfg->wake) {
         snprintf(err, err_len, "publisher: bad configuration");
         return NULL;
     }
@@ -652,18 +657,17 @@ publisher *publisher_start(const publisher_config *cfg, char *err, size_t err_le
     p->cfg = *cfg;
     snprintf(p->queue_prefix, sizeof p->queue_prefix, "%s", cfg->queue_prefix);
     p->cfg.queue_prefix = p->queue_prefix;
-    p->n_rooms = (size_t)(cfg->room_max - cfg->room_min + 1);
+    p->n_shards = (size_t)cfg->shards;
     int wanted = cfg->threads > 0 ? cfg->threads : PUBLISHER_AUTO_THREADS_MAX;
-    p->n_threads = wanted < (int)p->n_rooms ? wanted : (int)p->n_rooms;
-    p->rooms = calloc(p->n_rooms, sizeof *p->rooms);
-    p->room_ready = calloc(p->n_rooms, sizeof *p->room_ready);
+    p->n_threads = wanted < cfg->shards ? wanted : cfg->shards;
+    p->shards = calloc(p->n_shards, sizeof *p->shards);
+    p->shard_ready = calloc(p->n_shards, sizeof *p->shard_ready);
     p->threads = calloc((size_t)p->n_threads, sizeof *p->threads);
-    if (!p->rooms || !p->room_ready || !p->threads) goto oom;
-    for (size_t i = 0; i < p->n_rooms; i++) {
-        room_state *rs = &p->rooms[i];
-        rs->room = cfg->room_min + (long)i;
-        snprintf(rs->room_str, sizeof rs->room_str, "%ld", rs->room);
-        snprintf(rs->queue_name, sizeof rs->queue_name, "%s%ld.fifo", p->queue_prefix, rs->room);
+    if (!p->shards || !p->shard_ready || !p->threads) goto oom;
+    for (size_t i = 0; i < p->n_shards; i++) {
+        shard_state *rs = &p->shards[i];
+        rs->shard = (int)i + 1;
+        snprintf(rs->queue_name, sizeof rs->queue_name, "%s%d.fifo", p->queue_prefix, rs->shard);
     }
     p->batch_size =
         metrics_histogram("chatflow_publish_batch_size", "Messages per SendMessageBatch.", NULL,
@@ -701,7 +705,7 @@ publisher *publisher_start(const publisher_config *cfg, char *err, size_t err_le
         }
         char name[32];
         snprintf(name, sizeof name, "publisher-%d", i);
-        /* the first turn resolves the thread's queue URLs: one request per room at most */
+        /* the first turn resolves the thread's queue URLs: one request per shard at most */
         t->dog = watchdog_register(name, cfg->request_timeout_ms + TURN_SLACK_MS);
     }
     for (int i = 0; i < p->n_threads; i++) {
@@ -711,8 +715,7 @@ publisher *publisher_start(const publisher_config *cfg, char *err, size_t err_le
         }
         p->threads[i].started = true;
     }
-    log_info("publisher", "%d publisher threads for rooms %ld-%ld", p->n_threads, cfg->room_min,
-             cfg->room_max);
+    log_info("publisher", "%d publisher threads for queue shards 1-%d", p->n_threads, cfg->shards);
     return p;
 oom:
     snprintf(err, err_len, "publisher: out of memory");
@@ -729,22 +732,22 @@ fail:
 
 bool publisher_submit(publisher *p, publish_request *r)
 {
-    if (r->room < p->cfg.room_min || r->room > p->cfg.room_max) return false;
-    publisher_thread *t = &p->threads[(r->room - p->cfg.room_min) % p->n_threads];
+    if (r->shard < 1 || r->shard > p->cfg.shards) return false;
+    publisher_thread *t = &p->threads[(r->shard - 1) % p->n_threads];
     return workqueue_push(t->in, r);
 }
 
-bool publisher_room_ready(const publisher *p, long room)
+bool publisher_shard_ready(const publisher *p, int shard)
 {
-    if (room < p->cfg.room_min || room > p->cfg.room_max) return false;
-    return atomic_load(&p->room_ready[room - p->cfg.room_min]);
+    if (shard < 1 || shard > p->cfg.shards) return false;
+    return atomic_load(&p->shard_ready[shard - 1]);
 }
 
-size_t publisher_rooms_ready(const publisher *p)
+size_t publisher_shards_ready(const publisher *p)
 {
-    return atomic_load(&((publisher *)p)->rooms_ready);
+    return atomic_load(&((publisher *)p)->shards_ready);
 }
-size_t publisher_room_count(const publisher *p) { return p->n_rooms; }
+size_t publisher_shard_count(const publisher *p) { return p->n_shards; }
 
 void publisher_drain_by(publisher *p, uint64_t deadline_ns)
 {

@@ -3,17 +3,19 @@
  * WebSocket thread, and hands one answer per message back.
  *
  * Contract:
- *  - Rooms are shared out among the publisher threads (room r goes to thread (r - room_min) % n);
- *    each thread owns its rooms' pending lists and its own sqs_client (one kept-alive connection).
- *    A thread sends one request at a time, so each room has at most one SendMessageBatch in flight
- *    and FIFO order within a room holds.
- *  - At start each thread resolves its rooms' queue URLs with GetQueueUrl (never built by hand),
- *    retrying in the background; publisher_room_ready() tells the WebSocket thread which rooms
+ *  - A request names its room and the room's queue shard (room_shard(), 1..cfg.shards; the queue
+ *    <queue_prefix><shard>.fifo). Shards are shared out among the publisher threads (shard s goes
+ *    to thread (s - 1) % n); each thread owns its shards' pending lists and its own sqs_client
+ *    (one kept-alive connection). A thread sends one request at a time, so each shard — and so
+ *    each room — has at most one SendMessageBatch in flight and FIFO order within a room holds.
+ *  - At start each thread resolves its shards' queue URLs with GetQueueUrl (never built by hand),
+ *    retrying in the background; publisher_shard_ready() tells the WebSocket thread which shards
  *    can take messages yet. URLs are cached for the life of the process (re-resolved if SQS says
  *    the queue is missing).
- *  - publisher_submit() takes ownership of a request (push to its room's thread; never blocks).
- *    A room's batch goes out when it holds 10 messages or 256 KiB, or when its oldest message has
- *    waited linger_ms. MessageGroupId = room id, MessageDeduplicationId = message id.
+ *  - publisher_submit() takes ownership of a request (push to its shard's thread; never blocks).
+ *    A shard's batch goes out when it holds 10 messages or 256 KiB, or when its oldest message
+ *    has waited linger_ms; it may carry several rooms. MessageGroupId = room id,
+ *    MessageDeduplicationId = message id.
  *  - Exactly one publish_result comes back on cfg.results for every request submitted: an ack
  *    (SQS accepted it; carries the sequence number) or an error frame — or, for a silent request
  *    (a typing indicator, never answered), just its outcome, without a frame. Entries that fail are
@@ -22,21 +24,21 @@
  *    the sender's fault get QUEUE_ERROR at once. While the circuit breaker is open, waiting
  *    messages get QUEUE_UNAVAILABLE at once.
  *  - Results are handed back as they are made: cfg.wake is called after each SendMessageBatch
- *    and each room turn that produced results. If the results queue is ever full (it is sized
+ *    and each shard turn that produced results. If the results queue is ever full (it is sized
  *    above max_inflight_total, which the WebSocket thread never lets the publisher exceed), the
  *    thread wakes the WebSocket thread before every retry: it never waits on it silently.
  *  - Order: a retriable failure of a whole request retries the whole batch, in order, ahead of
- *    newer messages. Within a request SQS settles entries one by one, so a later entry of the
- *    room can be accepted although an earlier one failed: an entry that failed before the
- *    batch's last accepted entry is answered QUEUE_ERROR (a retry would queue it behind a later
- *    message); failed entries after the last accepted one are retried in order. So acked
+ *    newer messages. Within a request SQS settles entries one by one, so a later entry of a
+ *    room can be accepted although an earlier one failed: an entry that failed before an
+ *    accepted later entry of its room is answered QUEUE_ERROR (a retry would queue it behind a
+ *    later message); other failed entries are retried in order. So acked
  *    sequence numbers of a room always increase in the order the messages were submitted.
  *  - Liveness: each thread is a watchdog loop ("publisher-<i>"): it beats at the top of each turn
  *    (announcing its input wait, at most 200 ms) and before each SQS request (announcing the
  *    request timeout), each plus 2 s of slack; an SQS outage never makes it late.
  *  - publisher_drain_by(deadline) (any thread; the earliest call wins): every message held is
  *    answered by deadline — a request is only started if it fits before it, later ones are
- *    answered QUEUE_ERROR — batches go out without lingering, and rooms whose queue URL is
+ *    answered QUEUE_ERROR — batches go out without lingering, and shards whose queue URL is
  *    unknown stop resolving (their messages are answered QUEUE_UNAVAILABLE).
  *  - publisher_stop(deadline) stops taking requests, drains by deadline, waits for the threads
  *    until deadline (0: without limit) and frees everything — true. If a thread has not ended
@@ -57,12 +59,14 @@
 #include "connections.h"
 #include "credentials.h"
 #include "message.h"
+#include "room.h"
 #include "workqueue.h"
 
 typedef struct publish_request {
-    struct publish_request *next; /* the publisher's room list */
+    struct publish_request *next; /* the publisher's shard list */
     uint32_t slot, generation;    /* the originating connection */
-    long room;
+    char room[ROOM_ID_BUF];       /* the MessageGroupId */
+    int shard;                    /* room_shard(room, cfg.shards) */
     char message_id[UUID_STR_BUF];
     char client_message_id[CHAT_CMID_MAX + 1];
     char *body; /* protocol.md §4 JSON, owned */
@@ -99,8 +103,8 @@ typedef struct {
     const char *endpoint; /* NULL or "" -> AWS */
     credentials_provider *credentials;
     const char *queue_prefix;
-    long room_min, room_max;
-    int threads; /* 0 = one per room, at most PUBLISHER_AUTO_THREADS_MAX */
+    int shards;  /* queue shards 1..shards (1..ROOM_SHARDS_MAX) */
+    int threads; /* 0 = one per shard, at most PUBLISHER_AUTO_THREADS_MAX */
     long linger_ms;
     long deadline_ms;
     long request_timeout_ms;
@@ -120,9 +124,9 @@ typedef struct publisher publisher;
 publisher *publisher_start(const publisher_config *cfg, char *err, size_t err_len);
 /* false: not taken (stopping or queue full); the caller keeps the request and answers it. */
 bool publisher_submit(publisher *p, publish_request *r);
-bool publisher_room_ready(const publisher *p, long room);
-size_t publisher_rooms_ready(const publisher *p);
-size_t publisher_room_count(const publisher *p);
+bool publisher_shard_ready(const publisher *p, int shard);
+size_t publisher_shards_ready(const publisher *p);
+size_t publisher_shard_count(const publisher *p);
 void publisher_drain_by(publisher *p, uint64_t deadline_ns);
 bool publisher_stop(publisher *p, uint64_t deadline_ns);
 

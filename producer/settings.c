@@ -25,7 +25,7 @@ static const config_option OPTIONS[] = {
     CONFIG_OPT_INT("CHATFLOW_MAX_INFLIGHT_TOTAL", "max-inflight-total", S, max_inflight_total,
                    "20000", 1, 10000000, "Unanswered frames in the process before reads pause."),
     CONFIG_OPT_INT("CHATFLOW_PUBLISH_LINGER_MS", "publish-linger-ms", S, publish_linger_ms, "5", 0,
-                   1000, "How long a room's batch waits to fill up to 10 messages."),
+                   1000, "How long a shard's batch waits to fill up to 10 messages."),
     CONFIG_OPT_INT("CHATFLOW_PUBLISH_DEADLINE_MS", "publish-deadline-ms", S, publish_deadline_ms,
                    "5000", 100, 600000,
                    "A frame not accepted by SQS by then is answered QUEUE_ERROR."),
@@ -35,7 +35,7 @@ static const config_option OPTIONS[] = {
     CONFIG_OPT_INT("CHATFLOW_PUBLISHER_THREADS", "publisher-threads", S, publisher_threads, "0", 0,
                    256,
                    "Publisher threads, each with one SQS connection and one request in flight; "
-                   "0 = one per room (at most 64), so every room publishes in parallel."),
+                   "0 = one per queue shard (at most 64), so every shard publishes in parallel."),
     CONFIG_OPT_INT("CHATFLOW_RATE_LIMIT_PER_MINUTE", "rate-limit-per-minute", S,
                    rate_limit_per_minute, "60", 0, 1000000,
                    "Messages per user per minute (token bucket, burst = one minute); 0 = off."),

@@ -27,13 +27,12 @@ static const struct {
 
 static char *config_json(const producer_settings *s)
 {
-    json_t *o = json_pack("{s:s, s:s, s:{s:I, s:i, s:I, s:I, s:I}, s:{s:I, s:I}}", "eventsUrl",
-                          s->web_events_url, "apiUrl", s->web_api_url, "limits", "maxFrameBytes",
+    json_t *o = json_pack("{s:s, s:s, s:{s:I, s:i, s:I, s:I, s:I}}", "eventsUrl", s->web_events_url,
+                          "apiUrl", s->web_api_url, "limits", "maxFrameBytes",
                           (json_int_t)s->max_frame_bytes, "maxMessageChars", CHAT_TEXT_MAX_CP,
                           "messagesPerMinute", (json_int_t)s->rate_limit_per_minute,
                           "typingIntervalMs", (json_int_t)s->typing_interval_ms,
-                          "publishDeadlineMs", (json_int_t)s->publish_deadline_ms, "rooms", "min",
-                          (json_int_t)s->common.room_min, "max", (json_int_t)s->common.room_max);
+                          "publishDeadlineMs", (json_int_t)s->publish_deadline_ms);
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return text;

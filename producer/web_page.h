@@ -5,7 +5,7 @@
  * Contract:
  *  - Only these paths are served, from settings web_root: "/" and "/index.html" (index.html),
  *    "/app.js", "/style.css", with their content types; "/config.json" is generated once at start
- *    from the settings (where the page finds the consumer, the limits it must respect, the rooms).
+ *    from the settings (where the page finds the consumer, the limits it must respect).
  *    Anything else, or any path when web_root is empty, is 404 with a one-line hint. No path from
  *    the request is ever joined to the folder, so nothing outside these files can be read.
  *  - web_page_on_http() answers LWS_CALLBACK_HTTP; when it returns with *body_pending set, the

@@ -1,12 +1,15 @@
 /*
  * chatflow-sqs — creates, inspects and purges ChatFlow's SQS queues.
  *
- *   chatflow-sqs setup   create (idempotently) per room <prefix><room>.fifo with a redrive policy
- * to its dead-letter queue <prefix><room>-dlq.fifo, the db DLQ, and the spill queue (a standard
- * queue that holds messages during a database outage until they are stored) chatflow-sqs stats
- * print every queue's depth (visible / in flight) as a table chatflow-sqs purge   delete every
- * message of every queue
+ *   chatflow-sqs setup   create (idempotently), for each shard s in 1..CHATFLOW_QUEUE_SHARDS,
+ *                        the FIFO queue <prefix><s>.fifo with a redrive policy to its
+ *                        dead-letter queue <prefix><s>-dlq.fifo; then the db DLQ and the spill
+ *                        queue (a standard queue that holds messages during a database outage
+ *                        until they are stored)
+ *   chatflow-sqs stats   print every queue's depth (visible / in flight) as a table
+ *   chatflow-sqs purge   delete every message of every queue
  *
+ * Rooms are spread over the shards by room_shard() (room.h); this tool only needs the count.
  * Settings come from config.h (environment, or --flags; --help lists them). Exit status: 0 on
  * success, 1 when SQS refused or could not be reached, 2 for bad usage or settings.
  */
@@ -19,7 +22,7 @@
 #include "log.h"
 #include "sqs.h"
 
-/* Dead letters wait for a human: they get SQS's longest retention, whatever the room queues use. */
+/* Dead letters wait for a human: SQS's longest retention, whatever the shard queues use. */
 #define DLQ_RETENTION_SECONDS "1209600"
 
 typedef struct {
@@ -33,10 +36,10 @@ static const config_option options[] = {
     CONFIG_COMMON_OPTIONS(tool_settings),
     CONFIG_OPT_INT("CHATFLOW_SQS_RETENTION_SECONDS", "sqs-retention-seconds", tool_settings,
                    retention_seconds, "345600", 60, 1209600,
-                   "MessageRetentionPeriod of the room queues (setup)."),
+                   "MessageRetentionPeriod of the shard queues (setup)."),
     CONFIG_OPT_INT("CHATFLOW_SQS_MAX_RECEIVE_COUNT", "sqs-max-receive-count", tool_settings,
                    max_receive_count, "5", 1, 1000,
-                   "Receives before a room message moves to its dead-letter queue (setup)."),
+                   "Receives before a message moves to its shard's dead-letter queue (setup)."),
     CONFIG_OPT_STR(
         "CHATFLOW_SPILL_QUEUE_NAME", "spill-queue-name", tool_settings, spill_queue_name,
         "chatflow-db-spill", NULL,
@@ -45,8 +48,8 @@ static const config_option options[] = {
 
 static const char summary[] =
     "Manages ChatFlow's SQS queues. Commands:\n"
-    "  setup   create the room queues, their dead-letter queues, the db DLQ and the spill queue\n"
-    "          (idempotent)\n"
+    "  setup   create the queue of each shard 1..CHATFLOW_QUEUE_SHARDS, their dead-letter queues,\n"
+    "          the db DLQ and the spill queue (idempotent)\n"
     "  stats   print each queue's depth\n"
     "  purge   delete every message of every queue";
 
@@ -70,14 +73,14 @@ static int report(const char *what, const char *queue, sqs_status s, const sqs_e
     return 1;
 }
 
-static void room_queue_name(const tool *t, long long room, char *out, size_t len)
+static void shard_queue_name(const tool *t, long long shard, char *out, size_t len)
 {
-    snprintf(out, len, "%s%lld.fifo", t->settings->common.queue_prefix, room);
+    snprintf(out, len, "%s%lld.fifo", t->settings->common.queue_prefix, shard);
 }
 
-static void room_dlq_name(const tool *t, long long room, char *out, size_t len)
+static void shard_dlq_name(const tool *t, long long shard, char *out, size_t len)
 {
-    snprintf(out, len, "%s%lld-dlq.fifo", t->settings->common.queue_prefix, room);
+    snprintf(out, len, "%s%lld-dlq.fifo", t->settings->common.queue_prefix, shard);
 }
 
 /* ---- setup ---- */
@@ -134,11 +137,11 @@ static int setup_dead_letter_queue(const tool *t, const char *name, char **url)
     return rc;
 }
 
-static int setup_room(const tool *t, long long room)
+static int setup_shard(const tool *t, long long shard)
 {
     char name[160], dlq[160], retention[32], redrive[1024];
-    room_queue_name(t, room, name, sizeof name);
-    room_dlq_name(t, room, dlq, sizeof dlq);
+    shard_queue_name(t, shard, name, sizeof name);
+    shard_dlq_name(t, shard, dlq, sizeof dlq);
     char *dlq_url = NULL, *arn = NULL, *url = NULL;
     int rc = setup_dead_letter_queue(t, dlq, &dlq_url);
     if (rc == 0) rc = queue_arn(t, dlq, dlq_url, &arn);
@@ -158,8 +161,9 @@ static int setup_room(const tool *t, long long room)
         const char *action;
         rc = ensure_queue(t, name, attrs, sizeof attrs / sizeof attrs[0], &url, &action);
         if (rc == 0)
-            printf("%-7s %-40s %s (dead letters -> %s after %lld receives)\n", action, name, url,
-                   dlq, t->settings->max_receive_count);
+            printf("%-7s %-40s %s (shard %lld of %lld; dead letters -> %s after %lld receives)\n",
+                   action, name, url, shard, t->settings->common.queue_shards, dlq,
+                   t->settings->max_receive_count);
     }
     free(dlq_url);
     free(arn);
@@ -204,9 +208,8 @@ static int cmd_setup(const tool *t)
                 db_dlq);
         return 2;
     }
-    for (long long room = t->settings->common.room_min; room <= t->settings->common.room_max;
-         room++) {
-        int rc = setup_room(t, room);
+    for (long long shard = 1; shard <= t->settings->common.queue_shards; shard++) {
+        int rc = setup_shard(t, shard);
         if (rc != 0) return rc;
     }
     char *url = NULL;
@@ -238,12 +241,11 @@ static int visit(const tool *t, const char *name, queue_fn fn, int *missing)
 static int for_each_queue(const tool *t, queue_fn fn, int *missing)
 {
     char name[160];
-    for (long long room = t->settings->common.room_min; room <= t->settings->common.room_max;
-         room++) {
-        room_queue_name(t, room, name, sizeof name);
+    for (long long shard = 1; shard <= t->settings->common.queue_shards; shard++) {
+        shard_queue_name(t, shard, name, sizeof name);
         int rc = visit(t, name, fn, missing);
         if (rc == 0) {
-            room_dlq_name(t, room, name, sizeof name);
+            shard_dlq_name(t, shard, name, sizeof name);
             rc = visit(t, name, fn, missing);
         }
         if (rc != 0) return rc;
@@ -294,7 +296,10 @@ static int walk_and_report(const tool *t, queue_fn fn)
     int missing = 0;
     int rc = for_each_queue(t, fn, &missing);
     if (rc == 0 && missing > 0) {
-        fprintf(stderr, "chatflow-sqs: %d queue(s) missing; run \"chatflow-sqs setup\"\n", missing);
+        fprintf(stderr,
+                "chatflow-sqs: %d queue(s) missing (for %lld shards); run \"chatflow-sqs setup\" "
+                "with the same CHATFLOW_QUEUE_SHARDS\n",
+                missing, t->settings->common.queue_shards);
         rc = 1;
     }
     return rc;

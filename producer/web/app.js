@@ -19,7 +19,6 @@
     eventsUrl: '',
     apiUrl: '',
     limits: { maxFrameBytes: 4096, maxMessageChars: 500, messagesPerMinute: 60, typingIntervalMs: 2000 },
-    rooms: { min: 1, max: 20 },
   };
   const HISTORY_PAGE = 50;
   const TYPING_SHOWN_MS = 4000;      // a TYPING event is shown this long unless renewed
@@ -29,13 +28,16 @@
   const STABLE_AFTER_MS = 3000;      // a socket open this long resets its backoff
   const READ_DEBOUNCE_MS = 300;      // one READ per burst of messages, not one per message
   const USERNAME_RE = /^[A-Za-z0-9]{3,20}$/;
+  // A room id (docs/protocol.md §1): any such string is a room, compared as it is written
+  // ("07" and "7" are two rooms), so it is never turned into a number.
+  const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
   const SEQ_RE = /^[0-9]{1,40}$/;
 
   const $ = (id) => document.getElementById(id);
   const el = {
     conn: $('conn'), connText: $('conn-text'),
     join: $('join'), joinForm: $('join-form'), username: $('username'), room: $('room'),
-    roomHint: $('room-hint'), joinError: $('join-error'), joinButton: $('join-button'),
+    joinError: $('join-error'), joinButton: $('join-button'),
     chat: $('chat'), roomTitle: $('room-title'), me: $('me'), leave: $('leave'),
     loadOlder: $('load-older'), historyNote: $('history-note'), messages: $('messages'),
     typing: $('typing'), online: $('online'), onlineCount: $('online-count'),
@@ -82,7 +84,7 @@
   }
   function producerUrl(room) {
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    return `${proto}//${location.host}/chat/${room}`;
+    return `${proto}//${location.host}/chat/${encodeURIComponent(room)}`;
   }
 
   // One userId (1-100000) per user name, kept in localStorage so a reload is the same user.
@@ -181,7 +183,7 @@
   function join(username, room) {
     session = newSession(username, room);
     const s = session;
-    history.replaceState(null, '', `#room=${room}&username=${encodeURIComponent(username)}`);
+    history.replaceState(null, '', `#room=${encodeURIComponent(room)}&username=${encodeURIComponent(username)}`);
     el.join.hidden = true;
     el.chat.hidden = false;
     el.roomTitle.textContent = `Room ${room}`;
@@ -227,7 +229,7 @@
   async function fetchHistory(s, before) {
     const q = new URLSearchParams({ limit: String(HISTORY_PAGE), userId: s.userId });
     if (before) q.set('before', before);
-    const res = await fetch(`${apiBase()}/api/rooms/${s.room}/messages?${q}`);
+    const res = await fetch(`${apiBase()}/api/rooms/${encodeURIComponent(s.room)}/messages?${q}`);
     if (!res.ok) throw new Error(`history: HTTP ${res.status}`);
     return res.json();
   }
@@ -291,7 +293,7 @@
       // Without any history (API down) we can only start live.
       const since = s.newestSeq || (historyLoaded ? '0' : null);
       if (since) q.set('since', since);
-      return `${eventsBase()}/chat/${s.room}?${q}`;
+      return `${eventsBase()}/chat/${encodeURIComponent(s.room)}?${q}`;
     }, {
       onState: (st) => { s.consumerState = st; renderConn(); },
       onOpen: () => {
@@ -429,7 +431,7 @@
   function sendRead(s) {
     if (session !== s || document.visibilityState !== 'visible' || !s.newestSeq) return;
     if (s.lastReadSent && seqCmp(s.newestSeq, s.lastReadSent) <= 0) return;
-    const frame = { type: 'READ', roomId: String(s.room), sequenceNumber: s.newestSeq };
+    const frame = { type: 'READ', roomId: s.room, sequenceNumber: s.newestSeq };
     if (s.consumer && s.consumer.send(JSON.stringify(frame))) s.lastReadSent = s.newestSeq;
   }
 
@@ -712,9 +714,8 @@
 
   function validateJoin(username, roomText) {
     if (!USERNAME_RE.test(username)) return 'The user name must be 3–20 letters or digits.';
-    const { min, max } = config.rooms;
-    if (!/^[1-9][0-9]*$/.test(roomText) || Number(roomText) < min || Number(roomText) > max) {
-      return `The room must be a whole number from ${min} to ${max}.`;
+    if (!ROOM_RE.test(roomText)) {
+      return 'The room must be 1–64 letters, digits, _ or - (for example 7 or team-alpha).';
     }
     return '';
   }
@@ -724,7 +725,7 @@
     const username = el.username.value.trim(), roomText = el.room.value.trim();
     const problem = validateJoin(username, roomText);
     el.joinError.textContent = problem;
-    if (!problem) join(username, Number(roomText));
+    if (!problem) join(username, roomText);
   }
 
   function onComposerSubmit(e) {
@@ -750,25 +751,21 @@
         eventsUrl: typeof c.eventsUrl === 'string' ? c.eventsUrl : '',
         apiUrl: typeof c.apiUrl === 'string' ? c.apiUrl : '',
         limits: Object.assign({}, DEFAULT_CONFIG.limits, c.limits || {}),
-        rooms: Object.assign({}, DEFAULT_CONFIG.rooms, c.rooms || {}),
       };
     } catch (e) {
       // Defaults are the services' own defaults, so the page still works against them.
       el.joinError.textContent = `Could not read /config.json (${e.message}); using defaults.`;
     }
-    el.room.min = String(config.rooms.min);
-    el.room.max = String(config.rooms.max);
-    el.roomHint.textContent = `${config.rooms.min}–${config.rooms.max}`;
   }
 
-  // #room=3&username=bob: a reload (or a shared link) goes straight back into the room.
+  // #room=team-alpha&username=bob: a reload (or a shared link) goes straight back into the room.
   function joinFromHash() {
     const h = new URLSearchParams(location.hash.replace(/^#/, ''));
     const username = h.get('username') || '', roomText = h.get('room') || '';
     if (!username && !roomText) return;
     el.username.value = username;
     el.room.value = roomText;
-    if (!validateJoin(username, roomText)) join(username, Number(roomText));
+    if (!validateJoin(username, roomText)) join(username, roomText);
   }
 
   async function start() {

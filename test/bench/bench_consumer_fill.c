@@ -5,6 +5,8 @@
  *
  *   bench_consumer_fill --messages N --rooms R --copy-file PATH [--prefix chatflow-room-]
  *
+ * Rooms are "1".."R", each on its own queue: with R <= CHATFLOW_QUEUE_SHARDS (20 by default) room
+ * "r" is shard r (room.h), so queue <prefix>r.fifo is the one the consumer polls for it.
  * One thread per room (its own SQS client), SendMessageBatch of 10, group = room, dedup =
  * messageId. userId uniform 1..100000, username user<id>, 90% TEXT / 5% JOIN / 5% LEAVE. Endpoint
  * and credentials from the environment. Prints one JSON line: {"messages", "rooms", "seconds"}.
@@ -113,7 +115,7 @@ static bool write_copy_file(const char *path, room_job *jobs, int rooms)
         for (long i = 0; i < jobs[r].messages; i++) {
             write_row w;
             if (!write_row_init(&w, &jobs[r].sent[i], "", err, sizeof err)) continue;
-            fprintf(f, "%s\t%ld\t%ld\t%s\t%s\t%s\t%s\t%s\t%ld\t%s\t%s\n", w.message_id, w.room_id,
+            fprintf(f, "%s\t%s\t%ld\t%s\t%s\t%s\t%s\t%s\t%ld\t%s\t%s\n", w.message_id, w.room_id,
                     w.user_id, w.username, w.message_text, w.message_type, w.server_id, w.client_ip,
                     i + 1, w.client_timestamp, w.received_at);
         }

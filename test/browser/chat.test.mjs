@@ -1,7 +1,8 @@
 // test/browser/chat.test.mjs — the chat page (producer/web/) in Debian's Chromium, driven by
 // playwright-core, against a real producer and consumer (started by test/integration/browser_chat.sh).
 //
-// Two browser contexts are two users (alice, bob) in one room. Prints one TAP line per assertion
+// Two browser contexts are two users (alice, bob) in one room, then in a room named by a string
+// id (team-alpha-<nonce>: rooms are ids, docs/protocol.md §1). Prints one TAP line per assertion
 // ("ok - ..." / "not ok - ...") and exits 1 when any failed. Every wait is for a condition with a
 // timeout; nothing asserts on speed.
 //
@@ -68,10 +69,21 @@ async function askShell(request, answer, timeoutMs) {
 
 async function joinRoom(page, username) {
   await page.goto(PAGE_URL);
-  await page.getByRole('textbox', { name: 'User name' }).fill(username);
-  await page.getByRole('spinbutton', { name: 'Room' }).fill(String(ROOM));
-  await page.getByRole('button', { name: 'Join' }).click();
+  await submitJoin(page, username, ROOM);
   await waitConnected(page);
+}
+
+// Fills the join form and submits it (the page must show the form).
+async function submitJoin(page, username, room) {
+  await page.getByRole('textbox', { name: 'User name' }).fill(username);
+  await page.getByRole('textbox', { name: 'Room' }).fill(String(room));
+  await page.getByRole('button', { name: 'Join' }).click();
+}
+
+// Leaves the room through the page's Leave button; the join form is shown again.
+async function leaveRoom(page) {
+  await page.getByRole('button', { name: 'Leave' }).click();
+  await page.locator('#join').waitFor({ state: 'visible', timeout: WAIT });
 }
 
 function waitConnected(page, timeout = WAIT) {
@@ -177,11 +189,12 @@ async function run(browser) {
   const b = await ctxB.newPage();
   const watchA = watchPage(a, 'a'), watchB = watchPage(b, 'b');
 
-  // Frames A sends to the producer, to see what a retry sends.
-  const sentByA = [];
+  // Frames A sends to the producer, to see what a retry sends, and the producer's answers.
+  const sentByA = [], answersToA = [];
   a.on('websocket', (ws) => {
     if (ws.url().startsWith(EVENTS_URL)) return;
     ws.on('framesent', (f) => { try { sentByA.push(JSON.parse(f.payload)); } catch (e) { /* not ours */ } });
+    ws.on('framereceived', (f) => { try { answersToA.push(JSON.parse(f.payload)); } catch (e) { /* not ours */ } });
   });
 
   const up = await check(`page loads from the producer, ${USER_A} joins room ${ROOM} and both sockets connect`, async () => {
@@ -366,6 +379,45 @@ async function run(browser) {
 
   await screenshot(a, 'a-final');
   await screenshot(b, 'b-final');
+
+  // ---- a room named by a string id: any 1-64 of [A-Za-z0-9_-] is a room
+  const SLUG = `team-alpha-${nonce}`;
+  await check('the join form refuses "team alpha" (not a room id) and says what a room id is', async () => {
+    await leaveRoom(a);
+    await submitJoin(a, USER_A, 'team alpha');
+    const err = await a.locator('#join-error').textContent();
+    assert(/1–64 letters, digits, _ or -/.test(err), `join error "${err}"`);
+    assert(await a.locator('#chat').isHidden(), 'the chat view was opened');
+  });
+  const s1 = `in the string room ${nonce}`;
+  await check(`both users join room ${SLUG}: a message appears once on ${USER_B}'s page, the ack names the room, and it goes delivered -> read by 1`, async () => {
+    await submitJoin(a, USER_A, SLUG);
+    await waitConnected(a);
+    await leaveRoom(b);
+    await submitJoin(b, USER_B, SLUG);
+    await waitConnected(b);
+    const title = await b.locator('#room-title').textContent();
+    assert(title === `Room ${SLUG}`, `room title "${title}"`);
+    await b.locator('#online li', { hasText: USER_A }).waitFor({ timeout: WAIT });
+    const cid = await send(a, s1);
+    await waitShown(b, [s1]);
+    await assertShownOnce(b, [s1]);
+    assert(await messagesWithText(b, m1).count() === 0, `a message of room ${ROOM} is shown in ${SLUG}`);
+    const ack = answersToA.find((f) => f.clientMessageId === cid && f.status === 'SUCCESS');
+    assert(ack && ack.roomId === SLUG, `ack ${JSON.stringify(ack)}`);
+    await waitStatus(a, s1, ['read']);
+  });
+  await check(`after a reload ${USER_B} is back in ${SLUG} (the link keeps the room) and its history shows the message once`, async () => {
+    assert(new URL(b.url()).hash.includes(`room=${SLUG}`), `B's URL ${b.url()}`);
+    await b.reload();
+    await waitConnected(b);
+    await waitShown(b, [s1]);
+    await assertShownOnce(b, [s1]);
+    const url = route.urls[route.urls.length - 1] || '';
+    assert(url.startsWith(`${EVENTS_URL}/chat/${SLUG}?`), `B subscribed to ${url}`);
+  });
+  await screenshot(a, 'a-string-room');
+  await screenshot(b, 'b-string-room');
 
   await check('no script errors on either page, and nothing loaded from outside 127.0.0.1', async () => {
     const errs = [...watchA.errors, ...watchB.errors];

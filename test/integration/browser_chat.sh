@@ -2,10 +2,12 @@
 # browser_chat — the chat page (producer/web/) in Debian's Chromium, driven by playwright-core
 # (test/browser/chat.test.mjs), against a real producer and consumer on a private stack: two users
 # in one room, messages with their receipts, presence, typing, the producer's error on an invalid
-# message, history after a reload, resume with since= after the events socket is cut, and a
-# consumer restart. Screenshots and the pages' console logs go to $TEST_LOGDIR.
+# message, history after a reload, resume with since= after the events socket is cut, a
+# consumer restart, and a room named by a string id (team-alpha-<nonce>). Screenshots and the
+# pages' console logs go to $TEST_LOGDIR.
 #
-# Without /usr/bin/chromium (make deps installs it) the test is skipped with a note.
+# Without /usr/bin/chromium or playwright-core (make deps installs both) the test fails, naming
+# what is missing.
 # Everything listens on 127.0.0.1 on free ports; every process is stopped by PID on exit.
 # test-passes: asan
 set -u

@@ -200,8 +200,14 @@ for line in read("deploy/ecs/consumer-shards").splitlines():
         shards.append((parts[0], int(parts[1]), int(parts[2])))
 covered = [r for _, lo, hi in shards for r in range(lo, hi + 1)]
 prod_env = {e["name"]: e["value"] for e in tasks["task-producer.json"]["containerDefinitions"][0]["environment"]}
-rooms = list(range(int(prod_env["CHATFLOW_ROOM_MIN"]), int(prod_env["CHATFLOW_ROOM_MAX"]) + 1))
-check(covered == rooms, "consumer shards cover the producer's rooms exactly once, in order", covered)
+shard_numbers = list(range(1, int(prod_env["CHATFLOW_QUEUE_SHARDS"]) + 1))
+check(covered == shard_numbers, "consumer services cover the producer's queue shards exactly once, in order", covered)
+cons_shards = sorted({e["value"] for k in tasks if k.startswith("task-consumer-")
+                      for e in tasks[k]["containerDefinitions"][0]["environment"]
+                      if e["name"] == "CHATFLOW_QUEUE_SHARDS"})
+check(cons_shards == [prod_env["CHATFLOW_QUEUE_SHARDS"]],
+      "every consumer task and the producer agree on CHATFLOW_QUEUE_SHARDS (the room-to-shard map depends on it)",
+      cons_shards)
 routed = {}
 for f in glob.glob(os.path.join(OUT, "listener-rule-consumer-*.json")):
     r = load(f)
@@ -210,9 +216,14 @@ for f in glob.glob(os.path.join(OUT, "listener-rule-consumer-*.json")):
     shard = re.match(r"listener-rule-consumer-([a-z0-9]+)-\d+\.json", os.path.basename(f)).group(1)
     for c in r["Conditions"]:
         for p in c.get("PathPatternConfig", {}).get("Values", []):
-            routed.setdefault(int(p.rsplit("/", 1)[1]), []).append(shard)
-want = {r: [n] for n, lo, hi in shards for r in range(lo, hi + 1)}
-check(routed == want, "listener rules route /chat/N on the consumer host to the shard owning room N")
+            room = p.rsplit("/", 1)[1]
+            routed.setdefault(room if room == "*" else int(room), []).append(shard)
+# One consumer service polls every shard and takes every room id (/chat/*); several can be told
+# apart by the ALB only for the decimal rooms, each on the shard of its number.
+want = ({"*": [shards[0][0]]} if len(shards) == 1
+        else {r: [n] for n, lo, hi in shards for r in range(lo, hi + 1)})
+check(routed == want, "listener rules route /chat/{roomId} on the consumer host to the service polling its shard",
+      routed)
 pr = load(os.path.join(OUT, "listener-rule-producer.json"))
 check([c["Field"] for c in pr["Conditions"]] == ["host-header"]
       and pr["Actions"][0]["TargetGroupArn"].split("/")[1] == "chatflow-producer",
@@ -230,8 +241,9 @@ for f in glob.glob(os.path.join(OUT, "listener-rule-api-*.json")):
     for c in r["Conditions"]:
         for p in c.get("PathPatternConfig", {}).get("Values", []):
             m = re.fullmatch(r"/api/rooms/(\d+)/\*", p)
-            api_routed.setdefault(int(m.group(1)) if m else p, []).append(shard)
-check(api_routed == want, "listener rules route only /api/rooms/N/* (not /metrics) to the shard owning room N",
+            key = int(m.group(1)) if m else ("*" if p == "/api/rooms/*" else p)
+            api_routed.setdefault(key, []).append(shard)
+check(api_routed == want, "listener rules route only /api/rooms/{roomId}/* (not /metrics) to the service polling its shard",
       {k: v for k, v in api_routed.items() if want.get(k) != v})
 cons_env = {e["name"]: e["value"] for e in next(t for n, t in tasks.items() if n.startswith("task-consumer-"))
             ["containerDefinitions"][0]["environment"]}

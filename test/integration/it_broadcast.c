@@ -86,11 +86,16 @@ static void store_gate(bool closed)
     pthread_mutex_unlock(&store.mu);
 }
 
-static bool fake_history(void *ctx, long room, const char *since_seq, size_t limit,
+static bool fake_history(void *ctx, const char *room_id, const char *since_seq, size_t limit,
                          void (*emit)(void *emit_ctx, const broadcast_history_row *row),
                          void *emit_ctx, char *err, size_t err_len)
 {
     (void)ctx;
+    long room = atol(room_id); /* the test's rooms are "1".."ROOMS": they index its store */
+    if (room < 1 || room > ROOMS) {
+        snprintf(err, err_len, "room %s is not in the test store", room_id);
+        return false;
+    }
     pthread_mutex_lock(&store.mu);
     store.calls++;
     store.waiting++;
@@ -133,8 +138,7 @@ static broadcast_config base_config(void)
     broadcast_config c = {
         .bind_addr = HOST,
         .port = 0,
-        .room_min = 1,
-        .room_max = ROOMS,
+        .rooms_max = 100,
         .send_queue_max = 64,
         .cache_per_room = 16,
         .max_subscribers = 200,
@@ -287,12 +291,24 @@ static void test_refusals(broadcaster *b, wsc_ctx *ws)
 {
     int port = broadcast_port(b);
     char resp[2048];
-    int st = raw_handshake(port, "/chat/42", resp, sizeof resp);
-    CHECK_INT(st, 404, "refusal: room 42 answered with HTTP 404 at the handshake");
-    CHECK(strstr(resp, "room 42 is not served here; this consumer serves rooms 1-20") != NULL,
-          "refusal: the body names the range served");
-    st = raw_handshake(port, "/chat/0", resp, sizeof resp);
-    CHECK_INT(st, 404, "refusal: room 0 -> 404");
+    int st = raw_handshake(port, "/chat/a.b", resp, sizeof resp);
+    CHECK_INT(st, 404, "refusal: room 'a.b' answered with HTTP 404 at the handshake");
+    CHECK(strstr(resp, "room 'a.b' is not a room id (1-64 characters of A-Z a-z 0-9 _ -)") != NULL,
+          "refusal: the body names the rule");
+    st = raw_handshake(port, "/chat/", resp, sizeof resp);
+    CHECK_INT(st, 404, "refusal: an empty room id -> 404");
+    st = raw_handshake(port,
+                       "/chat/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                       resp, sizeof resp);
+    CHECK_INT(st, 404, "refusal: a 65-character room id -> 404");
+    st = raw_handshake(port, "/chat/a%20b", resp, sizeof resp);
+    CHECK_INT(st, 404, "refusal: a room id with a space -> 404");
+    st = raw_handshake(port, "/chat/team-alpha", resp, sizeof resp);
+    CHECK_INT(st, 101, "a slug room id is upgraded (101)");
+    st = raw_handshake(port, "/chat/3f2b8c1e-9d4a-4e5b-8f6a-1c2d3e4f5a6b", resp, sizeof resp);
+    CHECK_INT(st, 101, "a UUID room id is upgraded (101)");
+    st = raw_handshake(port, "/chat/1000", resp, sizeof resp);
+    CHECK_INT(st, 101, "room 1000 is upgraded (101): any room is served");
     st = raw_handshake(port, "/chat/3?since=abc", resp, sizeof resp);
     CHECK_INT(st, 400, "refusal: since=abc -> 400");
     CHECK(strstr(resp, "since 'abc' is not a sequence number") != NULL,
@@ -321,8 +337,8 @@ static void test_refusals(broadcaster *b, wsc_ctx *ws)
 
     int status = 0;
     char err[200];
-    wsc_conn *c = wsc_connect(ws, HOST, port, "/chat/21", 3000, &status, err, sizeof err);
-    CHECK(c == NULL, "refusal: the WebSocket client does not get a connection to room 21");
+    wsc_conn *c = wsc_connect(ws, HOST, port, "/chat/x~y", 3000, &status, err, sizeof err);
+    CHECK(c == NULL, "refusal: the WebSocket client does not get a connection to room 'x~y'");
     CHECK_INT(status, 404, "refusal: the WebSocket client sees HTTP 404");
     if (c) wsc_free(c);
     wait_subscribers(b, 0);
@@ -684,6 +700,45 @@ static void test_replay_paged_and_lagging(wsc_ctx *ws)
     broadcast_stop(b);
 }
 
+/* The room table holds at most rooms_max rooms: a room with subscribers is never forgotten (a new
+ * room is refused meanwhile), an idle one makes place, and the room it was still works. */
+static void test_room_table(wsc_ctx *ws)
+{
+    broadcast_config cfg = base_config();
+    cfg.rooms_max = 2;
+    char err[200];
+    broadcaster *b = broadcast_start(&cfg, err, sizeof err);
+    CHECK(b != NULL, "room table: broadcaster with rooms_max 2 started (%s)", b ? "ok" : err);
+    if (!b) return;
+    int port = broadcast_port(b);
+    double forgotten = metric("chatflow_broadcast_rooms_forgotten_total");
+    wsc_conn *one = subscribe(ws, port, "/chat/1");
+    wsc_conn *two = subscribe(ws, port, "/chat/2");
+    wait_subscribers(b, 2);
+    char resp[2048];
+    int st = raw_handshake(port, "/chat/3", resp, sizeof resp);
+    CHECK_INT(st, 503,
+              "room table: a third room is refused while both held rooms have subscribers");
+    CHECK(strstr(resp, "CHATFLOW_ROOMS_MAX") != NULL, "room table: the body names the setting");
+    if (one) wsc_free(one);
+    wait_subscribers(b, 1);
+    wsc_conn *three = subscribe(ws, port, "/chat/3");
+    CHECK(three != NULL, "room table: once room 1 has no subscriber, room 3 takes its place");
+    CHECK(metric("chatflow_broadcast_rooms_forgotten_total") >= forgotten + 1,
+          "room table: the forgotten room is counted");
+    char want[1][SEQNUM_BUF];
+    seq_of(want[0], 7001);
+    publish(b, 3, want[0], NULL);
+    publish(b, 2, want[0], NULL);
+    CHECK_INT(expect_seqs(three, 3, want, 1, "room 3"), 1,
+              "room table: the new room gets its events");
+    CHECK_INT(expect_seqs(two, 2, want, 1, "room 2"), 1,
+              "room table: the kept room still gets its");
+    if (two) wsc_free(two);
+    if (three) wsc_free(three);
+    broadcast_stop(b);
+}
+
 static void test_cap_and_keepalive(wsc_ctx *ws)
 {
     broadcast_config cfg = base_config();
@@ -773,9 +828,9 @@ int main(void)
           b ? "ok" : err);
     if (!b || !ws) return TEST_DONE();
 
-    cfg.room_max = 0;
-    CHECK(broadcast_start(&cfg, err, sizeof err) == NULL && strstr(err, "room range"),
-          "a bad room range is refused: %s", err);
+    cfg.rooms_max = 0;
+    CHECK(broadcast_start(&cfg, err, sizeof err) == NULL && strstr(err, "rooms_max"),
+          "a room table of 0 rooms is refused: %s", err);
 
     test_refusals(b, ws);
     test_fan_out(b, ws);
@@ -784,6 +839,7 @@ int main(void)
     test_replay_from_history(b, ws);
     test_replay_paged_and_lagging(ws);
     test_cap_and_keepalive(ws);
+    test_room_table(ws);
     test_stop(b, ws);
     wsc_ctx_free(ws);
     metrics_reset();

@@ -80,11 +80,16 @@ static void store_add(long room, const char *seq)
     pthread_mutex_unlock(&store_mu);
 }
 
-static bool fake_history(void *ctx, long room, const char *since_seq, size_t limit,
+static bool fake_history(void *ctx, const char *room_id, const char *since_seq, size_t limit,
                          void (*emit)(void *emit_ctx, const broadcast_history_row *row),
                          void *emit_ctx, char *err, size_t err_len)
 {
-    (void)ctx, (void)err, (void)err_len;
+    (void)ctx;
+    long room = atol(room_id); /* the test's rooms are "1".."ROOMS": they index its store */
+    if (room < 1 || room > ROOMS) {
+        snprintf(err, err_len, "room %s is not in the test store", room_id);
+        return false;
+    }
     pthread_mutex_lock(&store_mu);
     size_t sent = 0;
     for (size_t i = 0; i < n_stored[room] && sent < limit; i++) {
@@ -175,8 +180,7 @@ static broadcaster *start(size_t inbox, long wait_ms, presence *pr)
 {
     broadcast_config c = {
         .bind_addr = HOST,
-        .room_min = 1,
-        .room_max = ROOMS,
+        .rooms_max = 100,
         .send_queue_max = 2000,
         .cache_per_room = 64,
         .max_subscribers = 200,
@@ -417,7 +421,7 @@ static bool send_read(wsc_conn *c, long room, const char *seq)
 
 static void test_read_frames(wsc_ctx *ws)
 {
-    presence *pr = presence_new(1, ROOMS, 100);
+    presence *pr = presence_new(ROOMS, 100);
     broadcaster *b = pr ? start(0, 0, pr) : NULL;
     if (!b) {
         presence_free(pr);
@@ -482,7 +486,7 @@ static void test_read_frames(wsc_ctx *ws)
         json_decref(j);
     }
     char want[SEQNUM_BUF] = "";
-    presence_read_position(pr, 6, 42, want);
+    presence_read_position(pr, "6", 42, want);
     CHECK(announced >= 1 && announced <= 3 && increasing,
           "read: %d accepted READs announced %d times (coalesced, increasing)", 15 - refused,
           announced);

@@ -60,8 +60,7 @@ int main(void)
     broadcast_config cfg = {
         .bind_addr = HOST,
         .port = 0,
-        .room_min = 1,
-        .room_max = ROOMS,
+        .rooms_max = ROOMS,
         .send_queue_max = 1024,
         .cache_per_room = 64,
         .max_subscribers = ROOMS * PER_ROOM + 10,

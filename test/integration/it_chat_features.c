@@ -313,7 +313,7 @@ static void test_typing(wsc_conn *p, wsc_conn *anon, wsc_conn *alice, wsc_conn *
           "is answered VALIDATION_ERROR naming type");
     json_decref(j);
     CHECK_INT(
-        tl_pg_wait_scalar(env.pg, "select count(*) from messages where room_id = 1", 2, 10000), 2,
+        tl_pg_wait_scalar(env.pg, "select count(*) from messages where room_id = '1'", 2, 10000), 2,
         "the database holds the two messages and no typing indicator");
 }
 
@@ -328,7 +328,7 @@ static void test_read_receipts(wsc_conn *p, wsc_conn *anon, wsc_conn *alice, wsc
     json_decref(j);
     char sql[256];
     snprintf(sql, sizeof sql,
-             "select count(*) from read_positions where room_id = 1 and user_id = 12 and "
+             "select count(*) from read_positions where room_id = '1' and user_id = 12 and "
              "sequence_number = %s",
              seq_m2);
     CHECK_INT(tl_pg_wait_scalar(env.pg, sql, 1, 10000), 1, "bob's read position is stored");
@@ -365,8 +365,9 @@ static void test_read_receipts(wsc_conn *p, wsc_conn *anon, wsc_conn *alice, wsc
     bool found;
     int reads = count_before_message(alice, id_m3, "READ", &found);
     CHECK(found && reads == 0, "an older READ moves nothing: alice saw no READ event for it");
-    snprintf(sql, sizeof sql,
-             "select sequence_number::text from read_positions where room_id = 1 and user_id = 12");
+    snprintf(
+        sql, sizeof sql,
+        "select sequence_number::text from read_positions where room_id = '1' and user_id = 12");
     PGresult *r = PQexec(env.pg, sql);
     CHECK(PQntuples(r) == 1 && strtod(PQgetvalue(r, 0, 0), NULL) == strtod(seq_m2, NULL),
           "the stored position did not move backwards");
@@ -517,7 +518,7 @@ static void test_history(void)
     wsc_free(p);
     CHECK_INT(acked, HIST_MESSAGES, "%d messages acked in room %d", HIST_MESSAGES, ROOM_HIST);
     char sql[128];
-    snprintf(sql, sizeof sql, "select count(*) from messages where room_id = %d", ROOM_HIST);
+    snprintf(sql, sizeof sql, "select count(*) from messages where room_id = '%d'", ROOM_HIST);
     CHECK_INT(tl_pg_wait_scalar(env.pg, sql, HIST_MESSAGES, 20000), HIST_MESSAGES,
               "all of them stored");
 
@@ -554,7 +555,8 @@ static void test_history(void)
         {"/api/rooms/2/messages?before=abc", 400, "before"},
         {"/api/rooms/2/messages?userId=0", 400, "userId"},
         {"/api/rooms/2/presence?recent=101", 400, "recent"},
-        {"/api/rooms/9/messages", 404, "room 9"},
+        {"/api/rooms/a.b/messages", 400, "roomId"}, /* not a room id (room.h) */
+        {"/api/rooms/a.b/presence", 400, "roomId"},
         {"/api/rooms/2/nothing", 404, "no such path"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -566,6 +568,14 @@ static void test_history(void)
               bad[i].status, bad[i].field);
         json_decref(j);
     }
+
+    /* Every consumer serves every room: one nobody wrote to is an empty page, not a 404. */
+    j = api_get("/api/rooms/9/messages", &hst, NULL, 0);
+    CHECK(hst == 200 && strcmp(str(j, "roomId"), "9") == 0 &&
+              json_array_size(json_object_get(j, "messages")) == 0 &&
+              json_is_false(json_object_get(j, "hasMore")),
+          "/api/rooms/9/messages (an empty room) -> 200, roomId \"9\", no messages");
+    json_decref(j);
 
     /* the history query is an index range scan */
     char explain[2048];
@@ -591,7 +601,8 @@ static void test_history_after_restart(void)
     /* ids in order from the database (a new consumer starts with an empty cache) */
     static char ids[HIST_MESSAGES][64];
     PGresult *r = PQexec(
-        env.pg, "select message_id::text from messages where room_id = 2 order by sequence_number");
+        env.pg,
+        "select message_id::text from messages where room_id = '2' order by sequence_number");
     for (int i = 0; i < PQntuples(r) && i < HIST_MESSAGES; i++)
         snprintf(ids[i], 64, "%s", PQgetvalue(r, i, 0));
     PQclear(r);
@@ -615,11 +626,11 @@ static void test_page(void)
     body = tl_http_get(prod.ws_port, "/config.json", &st);
     json_t *j = body ? json_loads(body, 0, NULL) : NULL;
     json_t *limits = json_object_get(j, "limits");
+    /* no room range any more: every room id is served (room.h) */
     CHECK(st == 200 && json_integer_value(json_object_get(limits, "typingIntervalMs")) == 3000 &&
               json_integer_value(json_object_get(limits, "maxMessageChars")) == 500 &&
-              json_integer_value(json_object_get(json_object_get(j, "rooms"), "max")) == 3 &&
               json_is_string(json_object_get(j, "eventsUrl")),
-          "GET /config.json tells the page the limits, the rooms and where the consumer is");
+          "GET /config.json tells the page the limits and where the consumer is");
     json_decref(j);
     free(body);
     body = tl_http_get(prod.ws_port, "/../../etc/passwd", &st);
@@ -656,7 +667,7 @@ static void test_missed_heartbeat(void)
 int main(void)
 {
     tl_init();
-    if (!tl_consumer_env_init(&env, "chat_features", 1, 3)) {
+    if (!tl_consumer_env_init(&env, "chat_features", 3)) {
         CHECK(false, "test environment (database, queues)");
         return TEST_DONE();
     }
@@ -670,8 +681,7 @@ int main(void)
     snprintf(plog, sizeof plog, "%s/producer.log", env.log_dir);
     const char *penv[] = {prefix_env,
                           dlq_env,
-                          "CHATFLOW_ROOM_MIN=1",
-                          "CHATFLOW_ROOM_MAX=3",
+                          "CHATFLOW_QUEUE_SHARDS=3",
                           "CHATFLOW_RATE_LIMIT_PER_MINUTE=0",
                           "CHATFLOW_TYPING_INTERVAL_MS=3000",
                           NULL};

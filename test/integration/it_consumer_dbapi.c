@@ -45,7 +45,8 @@
 #include "../../consumer/history.h"
 
 #define SECRET "TopSecret77"
-#define ROOM 1
+#define ROOM 1      /* for tl_chat_message() and the queue */
+#define ROOM_ID "1" /* the same room as an id (room.h), for history and SQL */
 #define N_MESSAGES 6
 #define N_REQUESTS 10
 
@@ -129,7 +130,7 @@ static void expect_fault(db_conn *c, bool failed, db_error_kind kind, const char
 #define INSERT_ONE                                                                              \
     "INSERT INTO messages (message_id, room_id, user_id, username, message_text, message_type," \
     " server_id, client_ip, client_timestamp, received_at) VALUES"                              \
-    " ('00000000-0000-4000-8000-000000000001', 1, 1, 'u', 't', $1, 's', '127.0.0.1', now(), "   \
+    " ('00000000-0000-4000-8000-000000000001', '1', 1, 'u', 't', $1, 's', '127.0.0.1', now(), " \
     "now())"
 
 /* ---------------------------------------------------------------- 1 + 2: classification */
@@ -305,7 +306,7 @@ static void *read_page(void *arg)
 {
     reader *r = arg;
     uint64_t t0 = time_mono_ns();
-    r->ok = history_read_before(r->h, ROOM, "", 5, ignore_row, NULL, r->err, sizeof r->err);
+    r->ok = history_read_before(r->h, ROOM_ID, "", 5, ignore_row, NULL, r->err, sizeof r->err);
     r->ms = (double)(time_mono_ns() - t0) / 1e6;
     return NULL;
 }
@@ -515,7 +516,7 @@ static void test_database_down(const tl_consumer *p)
           N_MESSAGES, ROOM);
     PGconn *pg = tl_pg_connect(env.db_url);
     char sql[200];
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM messages WHERE room_id = %d", ROOM);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM messages WHERE room_id = '%d'", ROOM);
     CHECK(pg && tl_pg_wait_scalar(pg, sql, N_MESSAGES, 20000) == N_MESSAGES,
           "the messages are stored");
     if (pg) PQfinish(pg);
@@ -554,12 +555,12 @@ static void test_database_down(const tl_consumer *p)
     history *h = history_new(env.db_url, 1000);
     char err[400] = "";
     uint64_t t0 = time_mono_ns();
-    bool ok = history_read(h, ROOM, "0", 10, ignore_row, NULL, err, sizeof err);
+    bool ok = history_read(h, ROOM_ID, "0", 10, ignore_row, NULL, err, sizeof err);
     double ms = (double)(time_mono_ns() - t0) / 1e6;
     CHECK(!ok && strstr(err, "database unavailable (connection)") && ms < 2500,
           "database down: history_read fails fast with a clear error (%.0f ms: %s)", ms, err);
     t0 = time_mono_ns();
-    ok = history_read(h, ROOM, "0", 10, ignore_row, NULL, err, sizeof err);
+    ok = history_read(h, ROOM_ID, "0", 10, ignore_row, NULL, err, sizeof err);
     ms = (double)(time_mono_ns() - t0) / 1e6;
     CHECK(!ok && strstr(err, "failing fast") && ms < 100,
           "and again at once within the backoff (%.1f ms: %s)", ms, err);
@@ -584,7 +585,7 @@ static void test_database_down(const tl_consumer *p)
 
 int main(void)
 {
-    if (!tl_consumer_env_init(&env, "dbapi", 1, 2)) {
+    if (!tl_consumer_env_init(&env, "dbapi", 2)) {
         CHECK(false, "test environment (stack, database, queues)");
         tl_consumer_env_done(&env);
         return TEST_DONE();

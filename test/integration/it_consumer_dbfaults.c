@@ -155,7 +155,7 @@ typedef bool (*fault_fn)(bool on);
 static void scenario(const char *name, fault_fn fault, const char *fault_class, bool migrate,
                      const char *db_url)
 {
-    if (!tl_consumer_env_init(&env, name, 1, 2)) {
+    if (!tl_consumer_env_init(&env, name, 2)) {
         CHECK(false, "%s: test environment set up", name);
         tl_consumer_env_done(&env);
         return;

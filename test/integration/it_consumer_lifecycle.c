@@ -147,7 +147,7 @@ static void test_wedged_poller(void)
 
 int main(void)
 {
-    if (!tl_consumer_env_init(&env, "consumer_lifecycle", 1, 3)) {
+    if (!tl_consumer_env_init(&env, "consumer_lifecycle", 3)) {
         CHECK(false, "test environment set up");
         tl_consumer_env_done(&env);
         return TEST_DONE();

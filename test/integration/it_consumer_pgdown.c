@@ -218,7 +218,7 @@ int main(void)
         CHECK(false, "private PostgreSQL started (log %s/stack.log)", log_dir);
         return TEST_DONE();
     }
-    if (!tl_consumer_env_init(&env, "consumer_pgdown", 1, ROOMS) ||
+    if (!tl_consumer_env_init(&env, "consumer_pgdown", ROOMS) ||
         !(env.pg = tl_pg_connect(env.db_url))) {
         CHECK(false, "test environment (database, queues) set up");
         tl_consumer_env_done(&env);

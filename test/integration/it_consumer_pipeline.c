@@ -29,7 +29,7 @@
 #define N (ROOMS * PER_ROOM)
 
 static tl_consumer_env env;
-static chat_message sent[N + 64];
+static chat_message sent[N + 256];
 static size_t n_sent;
 
 /* Text that exercises every escaping path of the writer (COPY text format and array literals).
@@ -178,9 +178,15 @@ static void test_poison(const tl_consumer *c)
     tl_chat_message(&bad, 3, 42, "valid text, invalid username", "TEXT");
     snprintf(bad.username, sizeof bad.username, "x!");
     char *bad_body = queue_message_to_json(&bad);
+    /* A valid message on the wrong shard: "team-alpha" lives on shard 2 of 4 (room.h). */
+    chat_message misrouted;
+    tl_chat_message(&misrouted, 1, 43, "valid, but on another room's shard", "TEXT");
+    snprintf(misrouted.room_id, sizeof misrouted.room_id, "team-alpha");
+    char *misrouted_body = queue_message_to_json(&misrouted);
     CHECK(tl_consumer_send_raw(&env, 2, garbage, "poison-1") &&
-              tl_consumer_send_raw(&env, 3, bad_body, bad.message_id),
-          "two poison bodies sent (rooms 2 and 3)");
+              tl_consumer_send_raw(&env, 3, bad_body, bad.message_id) &&
+              tl_consumer_send_to_shard(&env, 1, &misrouted),
+          "three poison bodies sent (shards 2, 3 and a misrouted one on 1)");
 
     /* The same rooms keep flowing after the poison. */
     size_t from = n_sent;
@@ -191,9 +197,9 @@ static void test_poison(const tl_consumer *c)
     CHECK_INT(tl_pg_wait_scalar(env.pg, "SELECT count(*) FROM messages", (long long)n_sent, 30000),
               (long long)n_sent, "the messages behind the poison are stored (%zu rows)", n_sent);
 
-    json_t *dlq = receive_dlq(2, 15000);
-    CHECK_INT(json_array_size(dlq), 2, "both poison messages are in the DLQ");
-    bool found_garbage = false, found_bad = false;
+    json_t *dlq = receive_dlq(3, 15000);
+    CHECK_INT(json_array_size(dlq), 3, "the three poison messages are in the DLQ");
+    bool found_garbage = false, found_bad = false, found_misrouted = false;
     size_t i;
     json_t *d;
     json_array_foreach(dlq, i, d)
@@ -205,20 +211,65 @@ static void test_poison(const tl_consumer *c)
         int64_t ms;
         bool shape =
             orig && reason && reason[0] && ts && time_parse_iso8601(ts, &ms) && attempts >= 1;
-        if (shape && strcmp(orig, garbage) == 0) found_garbage = true;
+        const char *group = json_string_value(json_object_get(d, "_group"));
+        if (shape && strcmp(orig, garbage) == 0 && group && strcmp(group, "shard-2") == 0)
+            found_garbage = true;
         if (shape && strcmp(orig, bad_body) == 0 && strstr(reason, "username")) found_bad = true;
+        if (shape && strcmp(orig, misrouted_body) == 0 && strstr(reason, "belongs to shard 2") &&
+            group && strcmp(group, "team-alpha") == 0)
+            found_misrouted = true;
         NOTE("DLQ: reason \"%s\", attemptCount %lld, group %s", reason ? reason : "?",
              (long long)attempts, json_string_value(json_object_get(d, "_group")));
     }
     CHECK(found_garbage, "DLQ entry for the non-JSON body: originalMessage, failureReason, "
-                         "failureTimestamp, attemptCount");
+                         "failureTimestamp, attemptCount; group shard-2 (no room to name)");
+    CHECK(found_misrouted, "DLQ entry for a room on the wrong shard names the right shard; group "
+                           "is the room");
     CHECK(found_bad, "DLQ entry for the bad username names the field in failureReason");
     json_decref(dlq);
     free(bad_body);
-    CHECK_INT(tl_metric(c->admin_port, "chatflow_poison_messages_total", NULL), 2,
-              "chatflow_poison_messages_total is 2");
-    CHECK_INT(tl_metric(c->admin_port, "chatflow_dlq_messages_total", "reason=\"poison\""), 2,
-              "chatflow_dlq_messages_total{reason=\"poison\"} is 2");
+    free(misrouted_body);
+    CHECK_INT(tl_metric(c->admin_port, "chatflow_poison_messages_total", NULL), 3,
+              "chatflow_poison_messages_total is 3");
+    CHECK_INT(tl_metric(c->admin_port, "chatflow_dlq_messages_total", "reason=\"poison\""), 3,
+              "chatflow_dlq_messages_total{reason=\"poison\"} is 3");
+}
+
+/* Rooms that are not numbers share the shard queues with the numbered ones and keep their own
+ * order: ids of the three kinds, 20 messages each, interleaved, on shards 2, 3 and 1. */
+static void test_string_rooms(void)
+{
+    static const char *const rooms[] = {"team-alpha", "3f2b8c1e-9d4a-4e5b-8f6a-1c2d3e4f5a6b",
+                                        "1000"};
+    enum { EACH = 20 };
+    size_t from = n_sent;
+    bool ok = true;
+    for (int i = 0; i < EACH; i++)
+        for (size_t r = 0; r < 3; r++) {
+            chat_message *m = &sent[n_sent++];
+            char text[64];
+            snprintf(text, sizeof text, "%s #%02d", rooms[r], i);
+            tl_chat_message(m, 1, 11 + (int)r, text, "TEXT");
+            snprintf(m->room_id, sizeof m->room_id, "%s", rooms[r]);
+            ok = ok && tl_consumer_send_to_room(&env, m);
+        }
+    CHECK(ok, "60 messages of rooms team-alpha, a UUID and 1000 sent to their shards");
+    CHECK_INT(tl_pg_wait_scalar(env.pg, "SELECT count(*) FROM messages", (long long)n_sent, 30000),
+              (long long)n_sent, "they are stored (%zu rows)", n_sent);
+    for (size_t r = 0; r < 3; r++) {
+        char sql[200];
+        snprintf(sql, sizeof sql,
+                 "SELECT message_id FROM messages WHERE room_id = '%s' ORDER BY sequence_number",
+                 rooms[r]);
+        PGresult *res = PQexec(env.pg, sql);
+        int k = 0;
+        bool in_order = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == EACH;
+        for (size_t i = from; in_order && i < n_sent; i++)
+            if (strcmp(sent[i].room_id, rooms[r]) == 0)
+                in_order = strcmp(PQgetvalue(res, k++, 0), sent[i].message_id) == 0;
+        CHECK(in_order, "room %s: its %d rows, in the order sent", rooms[r], EACH);
+        PQclear(res);
+    }
 }
 
 /* The same messageId arriving again (a redelivery) changes nothing. */
@@ -307,7 +358,7 @@ static void test_history(void)
     history *h = history_new(env.db_url, 5000);
     char err[256] = "";
     /* Room 1 in sequence order; replay after its 50th message. */
-    PGresult *r = PQexec(env.pg, "SELECT sequence_number::text FROM messages WHERE room_id = 1 "
+    PGresult *r = PQexec(env.pg, "SELECT sequence_number::text FROM messages WHERE room_id = '1' "
                                  "ORDER BY messages.sequence_number");
     CHECK(h && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == PER_ROOM,
           "room 1 has %d stored rows", PER_ROOM);
@@ -317,14 +368,15 @@ static void test_history(void)
 
     static collected got;
     got.n = 0;
-    CHECK(history_read(h, 1, since, 1000, collect, &got, err, sizeof err),
+    CHECK(history_read(h, "1", since, 1000, collect, &got, err, sizeof err),
           "history_read answers (%s)", err);
     CHECK_INT(got.n, PER_ROOM - 50, "replay after the 50th message returns the other %d",
               PER_ROOM - 50);
     if (got.n != PER_ROOM - 50) {
         char q[256];
         snprintf(q, sizeof q,
-                 "SELECT count(*) FROM messages WHERE room_id = 1 AND sequence_number > %s", since);
+                 "SELECT count(*) FROM messages WHERE room_id = '1' AND sequence_number > %s",
+                 since);
         NOTE("since %s; SQL count %lld; first %s last %s", since, tl_pg_scalar(env.pg, q),
              got.n ? got.rows[0].sequence_number : "-",
              got.n ? got.rows[got.n - 1].sequence_number : "-");
@@ -354,41 +406,48 @@ static void test_history(void)
           "replayed rows are the sent messages, in send order, with every field (%zu checked)", k);
 
     got.n = 0;
-    CHECK(history_read(h, 1, since, 7, collect, &got, err, sizeof err) && got.n == 7,
+    CHECK(history_read(h, "1", since, 7, collect, &got, err, sizeof err) && got.n == 7,
           "limit 7 returns 7 rows");
     got.n = 0;
-    CHECK(history_read(h, 1, "99999999999999999999999999999999999999", 10, collect, &got, err,
+    CHECK(history_read(h, "1", "99999999999999999999999999999999999999", 10, collect, &got, err,
                        sizeof err) &&
               got.n == 0,
           "nothing after a sequence number beyond the newest");
-    CHECK(!history_read(h, 1, "12a", 10, collect, &got, err, sizeof err) && strstr(err, "since"),
+    CHECK(!history_read(h, "1", "12a", 10, collect, &got, err, sizeof err) && strstr(err, "since"),
           "a since that is not a number is refused (%s)", err);
-
-    /* Numeric, not text, order: 10 < 11 < 20 < 100 < 2^64 (as text: 10, 100, 11, 18446..., 20). */
-    CHECK(
-        tl_pg_exec(env.pg,
-                   "INSERT INTO messages (message_id, room_id, user_id, username, message_text, "
-                   "message_type,"
-                   " server_id, client_ip, sequence_number, client_timestamp, received_at) SELECT"
-                   " gen_random_uuid(), 99, 1, 'user1', 'seq ' || s, 'TEXT', 'it', '127.0.0.1', s,"
-                   " now(), now() FROM unnest(ARRAY[100, 9, 20, 18446744073709551616, 11, "
-                   "10]::numeric[]) s"),
-        "room 99: rows with sequence numbers 9, 10, 11, 20, 100, 2^64");
     got.n = 0;
-    bool ok = history_read(h, 99, "9", 10, collect, &got, err, sizeof err);
+    CHECK(!history_read(h, "a.b", "0", 10, collect, &got, err, sizeof err) &&
+              strstr(err, "roomId") && got.n == 0,
+          "a room that is not a room id is refused naming roomId (%s)", err);
+    CHECK(history_read(h, "01", "0", 10, collect, &got, err, sizeof err) && got.n == 0,
+          "room \"01\" is not room \"1\": ids compare as text (%s)", err);
+
+    /* Numeric, not text, order: 10 < 11 < 20 < 100 < 2^64 (as text: 10, 100, 11, 18446..., 20),
+     * in a room whose id is not a number. */
+    CHECK(tl_pg_exec(env.pg,
+                     "INSERT INTO messages (message_id, room_id, user_id, username, message_text, "
+                     "message_type,"
+                     " server_id, client_ip, sequence_number, client_timestamp, received_at) SELECT"
+                     " gen_random_uuid(), 'seq-order', 1, 'user1', 'seq ' || s, 'TEXT', 'it', "
+                     "'127.0.0.1', s,"
+                     " now(), now() FROM unnest(ARRAY[100, 9, 20, 18446744073709551616, 11, "
+                     "10]::numeric[]) s"),
+          "room seq-order: rows with sequence numbers 9, 10, 11, 20, 100, 2^64");
+    got.n = 0;
+    bool ok = history_read(h, "seq-order", "9", 10, collect, &got, err, sizeof err);
     CHECK(ok && got.n == 5 && strcmp(got.rows[0].sequence_number, "00000000000000000010") == 0 &&
               strcmp(got.rows[1].sequence_number, "00000000000000000011") == 0 &&
               strcmp(got.rows[2].sequence_number, "00000000000000000020") == 0 &&
               strcmp(got.rows[3].sequence_number, "00000000000000000100") == 0 &&
               strcmp(got.rows[4].sequence_number, "18446744073709551616") == 0,
           "after 9 come 10, 11, 20, 100, 2^64, in numeric order, as 20-digit SQS sequence numbers");
-    tl_pg_exec(env.pg, "DELETE FROM messages WHERE room_id = 99");
+    tl_pg_exec(env.pg, "DELETE FROM messages WHERE room_id = 'seq-order'");
     history_free(h);
 }
 
 int main(void)
 {
-    if (!tl_consumer_env_init(&env, "consumer_pipeline", 1, ROOMS)) {
+    if (!tl_consumer_env_init(&env, "consumer_pipeline", ROOMS)) {
         CHECK(false, "test environment (database, queues) set up");
         tl_consumer_env_done(&env);
         return TEST_DONE();
@@ -457,6 +516,7 @@ int main(void)
     free(ready);
 
     test_poison(&c);
+    test_string_rooms();
     test_redelivery(&c);
     check_user_activity(n_sent);
     test_rejected_row(&c);

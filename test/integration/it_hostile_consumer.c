@@ -1,12 +1,12 @@
 /*
  * it_hostile_consumer — the consumer's subscriber side (protocol.md §2) against hostile clients,
  * over real sockets, with real fauxqs and PostgreSQL: a handshake flood (good upgrades dropped at
- * once, rooms not served, bad since=, unknown arguments, garbage), slow byte-by-byte handshakes
- * with fresh ones going through meanwhile, subscribers past CHATFLOW_MAX_SUBSCRIBERS (the 31st
- * refused with 503 while the 30 keep receiving), idle TCP sockets that never send a byte (closed at
- * the handshake deadline, descriptors back to the baseline), a subscriber that never reads (dropped
- * with a close reason and counted in chatflow_slow_subscribers_dropped_total, while a reading
- * subscriber of the same room gets every event), and a ping flood.
+ * once, room ids that are not ids, bad since=, unknown arguments, garbage), slow byte-by-byte
+ * handshakes with fresh ones going through meanwhile, subscribers past CHATFLOW_MAX_SUBSCRIBERS
+ * (the 31st refused with 503 while the 30 keep receiving), idle TCP sockets that never send a byte
+ * (closed at the handshake deadline, descriptors back to the baseline), a subscriber that never
+ * reads (dropped with a close reason and counted in chatflow_slow_subscribers_dropped_total, while
+ * a reading subscriber of the same room gets every event), and a ping flood.
  *
  * Throughout, one well-behaved subscriber (room 1, opened first) must receive each probe message
  * sent to SQS within 15 s, and the consumer's RSS (VmRSS) must stay under RSS_BOUND_KB.
@@ -120,9 +120,16 @@ static void probe(const char *during)
 
 static void test_handshake_flood(void)
 {
+    /* Every room id is served (room.h): the bad rooms are ids that are not ids. */
     static const char *const bad[] = {
-        "/chat/3",        "/chat/0",  "/chat/1?since=abc", "/chat/1?since=1&since=2",
-        "/chat/1?room=2", "/nowhere", "/chat/01",          "/chat/1?since="};
+        "/chat/a.b",
+        "/chat/",
+        "/chat/1?since=abc",
+        "/chat/1?since=1&since=2",
+        "/chat/1?room=2",
+        "/nowhere",
+        "/chat/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", /* 65 */
+        "/chat/1?since="};
     enum { GOOD_N = 300, BAD_N = 160, JUNK_N = 50, TOTAL = GOOD_N + BAD_N + JUNK_N, BATCH = 25 };
     int upgraded = 0, refused = 0, junk_done = 0;
     uint64_t start = time_mono_ns();
@@ -306,7 +313,7 @@ static void test_slow_subscriber(void)
                    "insert into messages (message_id, room_id, user_id, username, message_text, "
                    "message_type, server_id,"
                    " client_ip, sequence_number, client_timestamp, received_at)"
-                   " select gen_random_uuid(), 2, 1 + g % 100000, 'user' || (1 + g % 100000), "
+                   " select gen_random_uuid(), '2', 1 + g % 100000, 'user' || (1 + g % 100000), "
                    "repeat(U&'\\4E2D', 500), 'TEXT',"
                    " 'seeded', '127.0.0.1', g, now(), now() from generate_series(1, 20000) g");
     CHECK(seeded, "slow subscriber: %d stored messages of room 2 to replay", HISTORY);
@@ -399,7 +406,7 @@ static void test_ping_flood(void)
 
 int main(void)
 {
-    if (!tl_consumer_env_init(&E, "hostile_consumer", 1, 2)) {
+    if (!tl_consumer_env_init(&E, "hostile_consumer", 2)) {
         CHECK(0, "test database and queues set up");
         tl_consumer_env_done(&E);
         return TEST_DONE();

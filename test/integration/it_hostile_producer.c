@@ -1,6 +1,8 @@
 /*
  * it_hostile_producer — the producer against hostile clients over real sockets, with real fauxqs:
  * a handshake flood (good, bad-path and garbage requests, sockets dropped right after the 101),
+ * room ids that are not ids (encoded dots, slashes, NULs, CRLF, 1,000 characters: refused, or
+ * served only as the valid id libwebsockets cut them to),
  * slow byte-by-byte handshakes (slowloris) with fresh handshakes going through meanwhile, and
  * handshakes that trickle in but finish in time,
  * connections past CHATFLOW_MAX_CONNECTIONS (the 51st refused with 503 while the 50 keep
@@ -22,6 +24,7 @@
 #include "tl_rawws.h"
 #include <errno.h>
 #include <jansson.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,10 +109,10 @@ static void handshake_text(char *out, size_t len, const char *path)
     tl_raw_handshake_text(out, len, P.ws_port, path);
 }
 
-static int raw_ws_open(int room)
+static int raw_ws_open(const char *room)
 {
-    char path[32];
-    snprintf(path, sizeof path, "/chat/%d", room);
+    char path[96];
+    snprintf(path, sizeof path, "/chat/%s", room);
     return tl_raw_ws_open(P.ws_port, path, 0);
 }
 
@@ -133,7 +136,7 @@ static void test_handshake_flood(void)
             if (kinds[n] == 0)
                 handshake_text(req, sizeof req, k % 2 ? "/chat/1" : "/chat/2");
             else if (kinds[n] == 1)
-                handshake_text(req, sizeof req, k % 2 ? "/chat/99999" : "/nowhere");
+                handshake_text(req, sizeof req, k % 2 ? "/chat/a.b" : "/nowhere");
             else
                 snprintf(req, sizeof req, "\x16\x03\x01 not http at all \r\n\r\n");
             tl_raw_send_all(fds[n], req, strlen(req));
@@ -167,6 +170,134 @@ static void test_handshake_flood(void)
         tl_metric_wait_at_most(P.admin_port, "chatflow_ws_connections_active", 1, 10000),
         "handshake flood: dropped connections released (chatflow_ws_connections_active back to 1)");
     probe("after the handshake flood");
+}
+
+/* The payload of the next server frame on fd (unmasked, length under 64 KiB) into out, NUL
+ * terminated; false when none came in 5 s. */
+static bool raw_read_frame(int fd, char *out, size_t len)
+{
+    unsigned char hdr[4];
+    size_t need = 2, have = 0, size = 0;
+    uint64_t deadline = time_mono_ns() + 5000000000ull;
+    while (have < need + size && time_mono_ns() < deadline) {
+        unsigned char *dst = have < need ? hdr + have : (unsigned char *)out + (have - need);
+        size_t want = have < need ? need - have : need + size - have;
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, 50) <= 0) continue;
+        ssize_t n = recv(fd, dst, want, 0);
+        if (n <= 0) return false;
+        have += (size_t)n;
+        if (have == 2 && (hdr[1] & 0x7f) == 127) return false; /* 64-bit length: not an answer */
+        if (have == 2 && (hdr[1] & 0x7f) == 126) need = 4;
+        if (have == need) size = need == 4 ? ((size_t)hdr[2] << 8 | hdr[3]) : (hdr[1] & 0x7fu);
+        if (size >= len) return false;
+    }
+    out[size] = '\0';
+    return have == need + size && have > need;
+}
+
+/* On an upgraded raw socket: one valid frame, and the roomId of its ack ("" when none). */
+static void raw_ack_room(int fd, char *room, size_t len)
+{
+    char *frame = tl_frame(778, "which room am I in?", NULL), ack[1024];
+    unsigned char wire[1200];
+    size_t n = tl_raw_frame(wire, 0x1, true, frame, strlen(frame), 0);
+    free(frame);
+    room[0] = '\0';
+    if (tl_raw_send_all(fd, wire, n) && raw_read_frame(fd, ack, sizeof ack))
+        tl_json_field(ack, "roomId", room, len);
+}
+
+/* "/chat/" and a room id of len letters into out (room for len + 7 bytes). */
+static void chat_path_of_length(char *out, size_t len)
+{
+    memcpy(out, "/chat/", 6);
+    memset(out + 6, 'r', len);
+    out[6 + len] = '\0';
+}
+
+typedef enum {
+    EXACTLY_400, /* the protocol's refusals: not a room id */
+    REFUSED,     /* any 4xx, or closed: libwebsockets may refuse it before the producer sees it */
+    CUT_SHORT,   /* libwebsockets ends the URI early (a raw space, a decoded CR): refused, or
+                  * served as the room id before it and nothing of the rest */
+} bad_kind;
+
+/* Whether the answer to a hostile path is one its kind allows. */
+static bool bad_path_answer_ok(int fd, int status, bad_kind kind, const char *served_as, char *seen,
+                               size_t seen_len)
+{
+    snprintf(seen, seen_len, "HTTP %d", status);
+    if (kind == EXACTLY_400) return status == 400;
+    if ((status >= 400 && status < 500) || (status == 0 && tl_raw_wait_closed(fd, 3000)))
+        return true;
+    if (kind != CUT_SHORT || status != 101) return false;
+    char room[ROOM_ID_BUF + 8];
+    raw_ack_room(fd, room, sizeof room);
+    snprintf(seen, seen_len, "HTTP 101, served as room '%s'", room);
+    return strcmp(room, served_as) == 0;
+}
+
+/* Paths whose room is not a room id (1-64 of [A-Za-z0-9_-]), written as a hostile client would:
+ * percent-encoded dots, slashes, NULs and line breaks, ids past the limit. Those of the protocol
+ * (empty, punctuation, too long, an encoded space, an encoded dot or slash) must get exactly 400;
+ * the nastier ones any 4xx or a closed socket ("/chat/%2e%2e" is resolved to "/" first: 404).
+ * libwebsockets ends a URI at a raw space or a decoded CR, so the producer only sees what came
+ * before: such a path may be served, but only as that room id, with nothing of the rest in it.
+ * No connection may be left behind, and the good client is served throughout. */
+static void test_bad_room_ids(void)
+{
+    char long65[96], long1000[1100];
+    chat_path_of_length(long65, 65);
+    chat_path_of_length(long1000, 1000);
+    const struct {
+        const char *path;
+        bad_kind kind;
+        const char *served_as; /* CUT_SHORT: the only room it may be served as */
+    } cases[] = {
+        {"/chat/", EXACTLY_400, NULL},
+        {"/chat/a.b", EXACTLY_400, NULL},
+        {long65, EXACTLY_400, NULL},
+        {"/chat/x%20y", EXACTLY_400, NULL},
+        {"/chat/%2e", EXACTLY_400, NULL},
+        {"/chat/a%2fb", EXACTLY_400, NULL},
+        {"/chat/ab%09cd", EXACTLY_400, NULL},
+        {"/chat/ab#frag", EXACTLY_400, NULL},
+        {"/chat/%2e%2e", REFUSED, NULL},
+        {"/chat/team%00alpha", REFUSED, NULL},
+        {"/chat/ab%0acd", REFUSED, NULL},
+        {"/chat/..%2f..%2fetc%2fpasswd", REFUSED, NULL},
+        {long1000, REFUSED, NULL},
+        {"/chat/a%0d%0aX-Injected:%20yes", CUT_SHORT, "a"},
+        {"/chat/x y", CUT_SHORT, "x"},
+    };
+    enum { N = sizeof cases / sizeof cases[0] };
+    double refused_before = tl_producer_metric(&P, "chatflow_ws_handshakes_refused_total", NULL);
+    int wrong = 0, exact = 0;
+    for (int i = 0; i < N; i++) {
+        int fd = raw_connect();
+        char req[2048], seen[160];
+        handshake_text(req, sizeof req, cases[i].path);
+        int st =
+            fd >= 0 && tl_raw_send_all(fd, req, strlen(req)) ? tl_raw_read_status(fd, 5000) : -1;
+        bool ok = bad_path_answer_ok(fd, st, cases[i].kind, cases[i].served_as, seen, sizeof seen);
+        if (!ok || cases[i].kind != EXACTLY_400) /* what libwebsockets made of it */
+            NOTE("bad room id %.40s: %s", cases[i].path, seen);
+        if (!ok) wrong++;
+        if (cases[i].kind == EXACTLY_400) exact++;
+        if (fd >= 0) close(fd);
+    }
+    CHECK_INT(wrong, 0,
+              "bad room ids: all %d answered as they must (%d of them exactly 400, the rest 4xx "
+              "or closed, or served as the room id before where libwebsockets ends the URI)",
+              N, exact);
+    double refused = tl_producer_metric(&P, "chatflow_ws_handshakes_refused_total", NULL);
+    CHECK(refused - refused_before >= exact,
+          "bad room ids: refusals counted in chatflow_ws_handshakes_refused_total (+%.0f)",
+          refused - refused_before);
+    CHECK(tl_metric_wait_at_most(P.admin_port, "chatflow_ws_connections_active", 1, 10000),
+          "bad room ids: nothing left open");
+    probe("after the bad room ids");
 }
 
 /* 100 sockets trickle a handshake one byte per 300 ms (48 s needed): each must be cut off by the
@@ -275,7 +406,7 @@ static void test_connection_limit(void)
     wsc_conn *cs[MAX_CONNECTIONS];
     int open = 0;
     for (int i = 0; i < MAX_CONNECTIONS - 1; i++) {
-        cs[i] = tl_producer_open_room(ctx, &P, 1 + i % 2, NULL);
+        cs[i] = tl_producer_open_room(ctx, &P, i % 2 ? "2" : "1", NULL);
         if (cs[i]) open++;
     }
     CHECK_INT(open, MAX_CONNECTIONS - 1,
@@ -285,7 +416,7 @@ static void test_connection_limit(void)
               "connection limit: chatflow_ws_connections_active = %d", MAX_CONNECTIONS);
     double refused_before = tl_producer_metric(&P, "chatflow_ws_handshakes_refused_total", NULL);
     int status = 0;
-    wsc_conn *extra = tl_producer_open_room(ctx, &P, 1, &status);
+    wsc_conn *extra = tl_producer_open_room(ctx, &P, "1", &status);
     CHECK(extra == NULL && status == 503,
           "connection limit: the %dth connection is refused with HTTP 503 (got %d)",
           MAX_CONNECTIONS + 1, status);
@@ -345,7 +476,7 @@ static void test_connection_limit(void)
     for (int i = 0; i < 20; i++) wsc_service(ctx, 10);
     CHECK(tl_metric_wait_at_most(P.admin_port, "chatflow_ws_connections_active", 1, 10000),
           "connection limit: closed connections released");
-    wsc_conn *again = tl_producer_open_room(ctx, &P, 2, &status);
+    wsc_conn *again = tl_producer_open_room(ctx, &P, "2", &status);
     CHECK(again != NULL, "connection limit: below the limit again, a new connection is admitted");
     if (again) wsc_free(again);
     wsc_ctx_free(ctx);
@@ -355,7 +486,7 @@ static void test_connection_limit(void)
 static void test_big_frames(void)
 {
     wsc_ctx *ctx = wsc_ctx_new();
-    wsc_conn *c = tl_producer_open_room(ctx, &P, 1, NULL);
+    wsc_conn *c = tl_producer_open_room(ctx, &P, "1", NULL);
     CHECK(c != NULL, "big frames: connected");
     if (!c) {
         wsc_ctx_free(ctx);
@@ -387,7 +518,7 @@ static void test_big_frames(void)
     wsc_ctx_free(ctx);
 
     long before = rss_kb();
-    int fd = raw_ws_open(1);
+    int fd = raw_ws_open("1");
     CHECK(fd >= 0, "raw WebSocket upgraded");
     if (fd >= 0) {
         unsigned char *frame = malloc(64 * 1024 + 14);
@@ -411,7 +542,7 @@ static void test_big_frames(void)
 /* Pings as fast as the socket takes them, pongs never read; the producer keeps serving others. */
 static void test_ping_flood(void)
 {
-    int fd = raw_ws_open(2);
+    int fd = raw_ws_open("2");
     CHECK(fd >= 0, "ping flood: raw WebSocket upgraded");
     if (fd < 0) return;
     bool dropped = false;
@@ -435,7 +566,7 @@ static void test_never_reads(void)
 {
     enum { SMALL = 150000, LARGE = 8000, LARGE_BYTES = 4000 };
     wsc_ctx *ctx = wsc_ctx_new();
-    wsc_conn *c = tl_producer_open_room(ctx, &P, 2, NULL);
+    wsc_conn *c = tl_producer_open_room(ctx, &P, "2", NULL);
     CHECK(c != NULL, "never-reads: connected");
     if (!c) {
         wsc_ctx_free(ctx);
@@ -489,7 +620,7 @@ int main(void)
     }
     char prefix[64];
     snprintf(prefix, sizeof prefix, "hostile%d-room-", (int)getpid());
-    if (!tl_sqs_open(&Q, prefix, 5000) || !tl_sqs_create_rooms(&Q, 1, 2)) {
+    if (!tl_sqs_open(&Q, prefix, 5000) || !tl_sqs_create_shards(&Q, 2)) {
         CHECK(0, "test queues created on %s", tl_env("AWS_ENDPOINT_URL_SQS", "(no endpoint)"));
         return TEST_DONE();
     }
@@ -500,7 +631,7 @@ int main(void)
     const char *env[] = {env_prefix,
                          env_max,
                          env_hs,
-                         "CHATFLOW_ROOM_MAX=2",
+                         "CHATFLOW_QUEUE_SHARDS=2",
                          "CHATFLOW_RATE_LIMIT_PER_MINUTE=0",
                          "CHATFLOW_LOG_LEVEL=info",
                          NULL};
@@ -511,7 +642,7 @@ int main(void)
     CHECK(tl_http_wait_status(P.admin_port, "/health/ready", 200, 10000), "producer ready");
 
     GOOD_CTX = wsc_ctx_new();
-    GOOD = tl_producer_open_room(GOOD_CTX, &P, 1, NULL);
+    GOOD = tl_producer_open_room(GOOD_CTX, &P, "1", NULL);
     CHECK(GOOD != NULL, "the well-behaved client is connected");
     long rss_start = rss_kb();
     NOTE("producer pid %d, RSS at start %ld KiB, %d descriptors", (int)P.pid, rss_start,
@@ -519,6 +650,7 @@ int main(void)
     probe("at start");
 
     test_handshake_flood();
+    test_bad_room_ids();
     test_slow_handshakes();
     test_connection_limit();
     test_big_frames();
@@ -539,10 +671,10 @@ int main(void)
     int st = tl_producer_stop(&P, SIGTERM, 30000, &in_time);
     CHECK(in_time && WIFEXITED(st) && WEXITSTATUS(st) == 0,
           "producer exits 0 on SIGTERM after all of it");
-    for (int r = 1; r <= 2; r++) {
+    for (int q = 1; q <= 2; q++) {
         size_t n = 0;
         tl_sqs_msg *m =
-            tl_sqs_drain_room(&Q, r, &n); /* n is set by the call: not in the same argument list */
+            tl_sqs_drain_shard(&Q, q, &n); /* n is set by the call: not in the same argument list */
         tl_sqs_msgs_free(m, n);
     }
     tl_sqs_close(&Q);

@@ -1,6 +1,8 @@
 /*
  * it_producer — the producer against real fauxqs over real sockets: acks and the queued body,
- * every validation rule, handshake refusals, fragments, idempotent retries, 20 rooms under load,
+ * every validation rule, handshake refusals (room ids that are not ids: 400), rooms named by any
+ * id (each in the queue of its shard, grouped by the id, in order when two share a shard),
+ * fragments, idempotent retries, 20 rooms under load,
  * clients that vanish or never read, 1,000 idle connections, the rate limit, SIGTERM exit.
  */
 /* test-passes: asan tsan */
@@ -12,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "room.h"
 #include "testlib.h"
 #include "timeutil.h"
 #include "tl_http.h"
@@ -38,24 +41,63 @@ static char *recv_answer(wsc_conn *c, int timeout_ms)
 
 /* ---------------------------------------------------------------- handshake */
 
+#define SHARDS 20 /* CHATFLOW_QUEUE_SHARDS of the producers here; queues 1..SHARDS exist */
+
+/* A room id of len characters: the 64 of the limit are accepted, 65 are not. */
+static void long_id(char *out, size_t len)
+{
+    for (size_t i = 0; i < len; i++) out[i] = "abcdefghij"[i % 10];
+    out[len] = '\0';
+}
+
 static void test_handshake(const tl_producer *p)
 {
-    static const char *bad[] = {"/chat/0",  "/chat/21", "/chat/abc", "/chat/",
-                                "/chat/7x", "/other",   "/chat/007"};
     wsc_ctx *ctx = wsc_ctx_new();
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        int status = 0;
-        char err[256];
-        wsc_conn *c =
-            wsc_connect(ctx, "127.0.0.1", p->ws_port, bad[i], 5000, &status, err, sizeof err);
-        CHECK(c == NULL && status >= 400 && status < 500,
-              "handshake to %s refused with HTTP 4xx (got %d)", bad[i], status);
+    int status = 0;
+    char err[256];
+    wsc_conn *c =
+        wsc_connect(ctx, "127.0.0.1", p->ws_port, "/other", 5000, &status, err, sizeof err);
+    CHECK(c == NULL && status >= 400 && status < 500,
+          "handshake to /other (not /chat/{roomId}) refused with HTTP 4xx (got %d)", status);
+    if (c) wsc_free(c);
+    /* Ids that used to be refused as out of range or not a number are rooms now (room.h). */
+    char id64[ROOM_ID_MAX + 1];
+    long_id(id64, ROOM_ID_MAX);
+    const char *good[] = {"20", "0", "21", "007", "abc", "7x", "A_b-9", id64};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        c = tl_producer_open_room(ctx, p, good[i], &status);
+        CHECK(c != NULL, "handshake to /chat/%s accepted (a room id; got HTTP %d)", good[i],
+              c ? 101 : status);
         if (c) wsc_free(c);
     }
-    wsc_conn *c = tl_producer_open_room(ctx, p, 20, NULL);
-    CHECK(c != NULL, "handshake to /chat/20 (last room in range) accepted");
-    if (c) wsc_free(c);
     wsc_ctx_free(ctx);
+}
+
+/* Not room ids (1-64 of [A-Za-z0-9_-]): refused with 400 at the handshake, counted as refused,
+ * and nothing reaches a queue. Spaces and dots travel percent-encoded, as a client sends them. */
+static void test_bad_room_ids(const tl_producer *p)
+{
+    char id65[ROOM_ID_MAX + 2];
+    long_id(id65, ROOM_ID_MAX + 1);
+    const char *bad[] = {"", "a.b", id65, "x%20y", "%2e", "a%2fb", "caf%C3%A9", "a+b"};
+    size_t n_bad = sizeof bad / sizeof bad[0];
+    double refused_before = tl_producer_metric(p, "chatflow_ws_handshakes_refused_total", NULL);
+    wsc_ctx *ctx = wsc_ctx_new();
+    for (size_t i = 0; i < n_bad; i++) {
+        int status = 0;
+        wsc_conn *c = tl_producer_open_room(ctx, p, bad[i], &status);
+        CHECK(c == NULL && status == 400, "handshake to /chat/%s refused with HTTP 400 (got %d)",
+              strlen(bad[i]) > 20 ? "<65 characters>" : bad[i], c ? 101 : status);
+        if (c) wsc_free(c);
+    }
+    wsc_ctx_free(ctx);
+    double refused = tl_producer_metric(p, "chatflow_ws_handshakes_refused_total", NULL);
+    CHECK(refused - refused_before >= (double)n_bad,
+          "bad room ids counted in chatflow_ws_handshakes_refused_total (+%.0f of %zu)",
+          refused - refused_before, n_bad);
+    long depth = 0;
+    for (int q = 1; q <= SHARDS; q++) depth += tl_sqs_shard_depth(&Q, q);
+    CHECK_INT(depth, 0, "no queue shard holds a message after the refusals");
 }
 
 /* ---------------------------------------------------------------- one valid frame */
@@ -63,7 +105,7 @@ static void test_handshake(const tl_producer *p)
 static void test_valid_frame(const tl_producer *p)
 {
     wsc_ctx *ctx = wsc_ctx_new();
-    wsc_conn *c = tl_producer_open_room(ctx, p, 7, NULL);
+    wsc_conn *c = tl_producer_open_room(ctx, p, "7", NULL);
     CHECK(c != NULL, "connected to /chat/7");
     if (!c) goto out;
     char *frame = tl_frame(42, "hello world", "valid-1");
@@ -92,7 +134,7 @@ static void test_valid_frame(const tl_producer *p)
     free(ack);
 
     size_t n = 0;
-    tl_sqs_msg *m = tl_sqs_drain_room(&Q, 7, &n);
+    tl_sqs_msg *m = tl_sqs_drain_shard(&Q, 7, &n);
     CHECK_INT(n, 1, "exactly one message in %s7.fifo", Q.prefix);
     if (n == 1) {
         const char *b = m[0].body;
@@ -126,7 +168,7 @@ static void test_emoji(const tl_producer *p)
 {
     const char text[] = "party \xf0\x9f\x8e\x89 caf\xc3\xa9";
     wsc_ctx *ctx = wsc_ctx_new();
-    wsc_conn *c = tl_producer_open_room(ctx, p, 16, NULL);
+    wsc_conn *c = tl_producer_open_room(ctx, p, "16", NULL);
     if (!c) {
         CHECK(0, "connected to /chat/16");
         wsc_ctx_free(ctx);
@@ -140,7 +182,7 @@ static void test_emoji(const tl_producer *p)
               "a message with an emoji is acked");
     free(a);
     size_t n = 0;
-    tl_sqs_msg *m = tl_sqs_drain_room(&Q, 16, &n);
+    tl_sqs_msg *m = tl_sqs_drain_shard(&Q, 16, &n);
     char got[128] = "";
     if (n == 1) tl_json_field(m[0].body, "message", got, sizeof got);
     CHECK_STR(got, text, "the queued body decodes to the same text, emoji included");
@@ -230,7 +272,7 @@ static void test_validation(const tl_producer *p)
          "VALIDATION_ERROR", "clientMessageId"},
     };
     wsc_ctx *ctx = wsc_ctx_new();
-    wsc_conn *c = tl_producer_open_room(ctx, p, 8, NULL);
+    wsc_conn *c = tl_producer_open_room(ctx, p, "8", NULL);
     CHECK(c != NULL, "connected to /chat/8");
     if (!c) goto out;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -281,7 +323,7 @@ static void test_validation(const tl_producer *p)
         CHECK(extra == NULL, "an oversize fragmented frame is answered once");
         free(extra);
     }
-    CHECK_INT(tl_sqs_room_depth(&Q, 8), 0, "no invalid frame reached the queue");
+    CHECK_INT(tl_sqs_shard_depth(&Q, 8), 0, "no invalid frame reached the queue");
     CHECK(!wsc_is_closed(c), "connection still open after every bad frame");
     /* a valid frame split in three fragments, on the same connection */
     {
@@ -300,7 +342,7 @@ static void test_validation(const tl_producer *p)
         free(ack);
     }
     size_t n = 0;
-    tl_sqs_msg *m = tl_sqs_drain_room(&Q, 8, &n);
+    tl_sqs_msg *m = tl_sqs_drain_shard(&Q, 8, &n);
     char msg[64];
     CHECK(n == 1 &&
               strcmp(tl_json_field(m[0].body, "message", msg, sizeof msg), "in three pieces") == 0,
@@ -316,7 +358,7 @@ out:
 static void test_idempotent(const tl_producer *p)
 {
     wsc_ctx *ctx = wsc_ctx_new();
-    wsc_conn *c = tl_producer_open_room(ctx, p, 9, NULL);
+    wsc_conn *c = tl_producer_open_room(ctx, p, "9", NULL);
     if (!c) {
         CHECK(0, "connected to /chat/9");
         wsc_ctx_free(ctx);
@@ -335,10 +377,176 @@ static void test_idempotent(const tl_producer *p)
     }
     CHECK(id1[0] && strcmp(id1, id2) == 0, "both sends got the same messageId (%s, %s)", id1, id2);
     size_t n = 0;
-    tl_sqs_msg *m = tl_sqs_drain_room(&Q, 9, &n);
+    tl_sqs_msg *m = tl_sqs_drain_shard(&Q, 9, &n);
     CHECK_INT(n, 1, "the retried message is queued once");
     tl_sqs_msgs_free(m, n);
     wsc_free(c);
+    wsc_ctx_free(ctx);
+}
+
+/* ---------------------------------------------------------------- string room ids */
+
+/* Sends one frame on /chat/<room> and checks its ack: SUCCESS, roomId = room, and the messageId
+ * the producer derives from "userId:roomId:clientMessageId". False when it was not acked. */
+static bool ack_in_room(const tl_producer *p, const char *room, int user, const char *cmid)
+{
+    wsc_ctx *ctx = wsc_ctx_new();
+    wsc_conn *c = tl_producer_open_room(ctx, p, room, NULL);
+    CHECK(c != NULL, "string room %s: connected", room);
+    bool acked = false;
+    if (c) {
+        char *f = tl_frame(user, "in a named room", cmid);
+        tl_ws_send_str(c, f);
+        free(f);
+        char *a = recv_answer(c, 5000), st[ROOM_ID_BUF], mid[64], name[160], want[UUID_STR_BUF];
+        acked = strcmp(tl_json_field(a, "status", st, sizeof st), "SUCCESS") == 0;
+        CHECK(acked, "string room %s: frame acked", room);
+        if (!acked) NOTE("answer: %s", a ? a : "(none)");
+        CHECK_STR(tl_json_field(a, "roomId", st, sizeof st), room, "string room %s: ack roomId",
+                  room);
+        int len = snprintf(name, sizeof name, "%d:%s:%s", user, room, cmid);
+        uuid_v5(CHATFLOW_MESSAGE_NAMESPACE, name, (size_t)len, want);
+        CHECK_STR(tl_json_field(a, "messageId", mid, sizeof mid), want,
+                  "string room %s: messageId is the v5 UUID of userId:roomId:clientMessageId",
+                  room);
+        free(a);
+        wsc_free(c);
+    }
+    wsc_ctx_free(ctx);
+    return acked;
+}
+
+/* Rooms named by any id: each message lands in the queue of room_shard(id, SHARDS), grouped by
+ * the id, and nowhere else. "1000" and "21" are decimal but above the shard count, "007" is not
+ * canonical: all three are hashed like names. */
+static void test_string_rooms(const tl_producer *p)
+{
+    char id64[ROOM_ID_MAX + 1];
+    long_id(id64, ROOM_ID_MAX);
+    const char *rooms[] = {
+        "team-alpha", "3f2b8c1e-9a4d-4c7b-8e21-5d6f7a8b9c0d", "1000", "21", "007", id64};
+    for (size_t i = 0; i < sizeof rooms / sizeof rooms[0]; i++) {
+        const char *room = rooms[i];
+        int shard = room_shard(room, SHARDS);
+        char cmid[32], label[96];
+        snprintf(cmid, sizeof cmid, "named-%zu", i);
+        snprintf(label, sizeof label, "string room %s", room);
+        if (!ack_in_room(p, room, 4100 + (int)i, cmid)) continue;
+        size_t n = 0;
+        tl_sqs_msg *m = tl_sqs_drain_shard(&Q, shard, &n);
+        char f[ROOM_ID_BUF];
+        CHECK_INT(n, 1, "%s: one message in the queue of shard %d", label, shard);
+        if (n == 1) {
+            CHECK_STR(m[0].group_id, room, "%s: MessageGroupId = the room id", label);
+            CHECK_STR(tl_json_field(m[0].body, "roomId", f, sizeof f), room,
+                      "%s: body roomId = the room id", label);
+            CHECK_STR(tl_json_field(m[0].body, "clientMessageId", f, sizeof f), cmid,
+                      "%s: it is the message sent", label);
+        }
+        tl_sqs_msgs_free(m, n);
+    }
+    long depth = 0;
+    for (int q = 1; q <= SHARDS; q++) depth += tl_sqs_shard_depth(&Q, q);
+    CHECK_INT(depth, 0, "string rooms: no message went to any other shard");
+}
+
+/* Two named rooms hashed onto one shard: each room's messages keep their send order in the
+ * shared queue (a FIFO group per room), whatever the interleaving of the two. */
+#define SHARED_PER_ROOM 200
+
+typedef struct {
+    int answers, acks, out_of_order;
+} shared_conn;
+
+static void shared_on_message(wsc_conn *c, const char *data, size_t len, bool binary, void *user)
+{
+    (void)c;
+    (void)binary;
+    shared_conn *sc = user;
+    char *s = strndup(data, len), f[64];
+    int seq = -1;
+    if (sscanf(tl_json_field(s, "clientMessageId", f, sizeof f), "%*c-%d", &seq) != 1 ||
+        seq != sc->answers)
+        sc->out_of_order++;
+    if (strcmp(tl_json_field(s, "status", f, sizeof f), "SUCCESS") == 0) sc->acks++;
+    sc->answers++;
+    free(s);
+}
+
+/* A second room id that room_shard() puts on the shard of first: "team-<k>" for the first k. */
+static bool shard_mate(const char *first, char *out, size_t len)
+{
+    int want = room_shard(first, SHARDS);
+    for (int k = 0; k < 100000; k++) {
+        snprintf(out, len, "team-%d", k);
+        if (strcmp(out, first) != 0 && room_shard(out, SHARDS) == want) return true;
+    }
+    return false;
+}
+
+/* Checks the drained messages of one room: all there, in send order (cmid "<tag>-<k>"), with the
+ * room as group and body roomId. */
+static void check_room_order(const tl_sqs_msg *m, size_t n, const char *room, char tag)
+{
+    int next = 0, wrong_body = 0;
+    bool in_order = true;
+    for (size_t k = 0; k < n; k++) {
+        if (strcmp(m[k].group_id, room) != 0) continue;
+        char f[ROOM_ID_BUF], want[32];
+        snprintf(want, sizeof want, "%c-%d", tag, next++);
+        if (strcmp(tl_json_field(m[k].body, "clientMessageId", f, sizeof f), want) != 0)
+            in_order = false;
+        if (strcmp(tl_json_field(m[k].body, "roomId", f, sizeof f), room) != 0) wrong_body++;
+    }
+    CHECK_INT(next, SHARED_PER_ROOM, "shared shard: room %s has its %d messages", room,
+              SHARED_PER_ROOM);
+    CHECK(in_order, "shared shard: room %s's messages are in send order", room);
+    CHECK_INT(wrong_body, 0, "shared shard: every message of group %s has body roomId %s", room,
+              room);
+}
+
+static void test_shared_shard_order(const tl_producer *p)
+{
+    const char *a = "team-alpha";
+    char b[32];
+    if (!shard_mate(a, b, sizeof b)) {
+        CHECK(0, "found a room id on the shard of %s", a);
+        return;
+    }
+    int shard = room_shard(a, SHARDS);
+    NOTE("rooms %s and %s share shard %d of %d", a, b, shard, SHARDS);
+    const char *rooms[2] = {a, b};
+    const char tags[2] = {'a', 'b'};
+    wsc_ctx *ctx = wsc_ctx_new();
+    wsc_conn *conns[2] = {NULL, NULL};
+    shared_conn sc[2] = {{0}, {0}};
+    for (int r = 0; r < 2; r++) {
+        conns[r] = tl_producer_open_room(ctx, p, rooms[r], NULL);
+        if (conns[r]) wsc_set_callbacks(conns[r], shared_on_message, NULL, &sc[r]);
+    }
+    CHECK(conns[0] && conns[1], "shared shard: connected to /chat/%s and /chat/%s", a, b);
+    for (int k = 0; conns[0] && conns[1] && k < SHARED_PER_ROOM; k++)
+        for (int r = 0; r < 2; r++) {
+            char cmid[32], text[64];
+            snprintf(cmid, sizeof cmid, "%c-%d", tags[r], k);
+            snprintf(text, sizeof text, "message %d of room %s", k, rooms[r]);
+            char *f = tl_frame(4200 + r, text, cmid);
+            tl_ws_send_str(conns[r], f);
+            free(f);
+        }
+    uint64_t deadline = time_mono_ns() + 60ull * 1000000000ull;
+    while (time_mono_ns() < deadline && sc[0].answers + sc[1].answers < 2 * SHARED_PER_ROOM)
+        wsc_service(ctx, 50);
+    CHECK_INT(sc[0].acks + sc[1].acks, 2 * SHARED_PER_ROOM, "shared shard: every frame acked");
+    CHECK_INT(sc[0].out_of_order + sc[1].out_of_order, 0,
+              "shared shard: answers on each connection in send order");
+    size_t n = 0;
+    tl_sqs_msg *m = tl_sqs_drain_shard(&Q, shard, &n);
+    CHECK_INT(n, 2 * SHARED_PER_ROOM, "shared shard: shard %d holds both rooms' messages", shard);
+    for (int r = 0; r < 2; r++) check_room_order(m, n, rooms[r], tags[r]);
+    tl_sqs_msgs_free(m, n);
+    for (int r = 0; r < 2; r++)
+        if (conns[r]) wsc_free(conns[r]);
     wsc_ctx_free(ctx);
 }
 
@@ -385,7 +593,9 @@ static void test_load(const tl_producer *p)
     bool all_open = true;
     for (int i = 0; i < LOAD_CONNS; i++) {
         lc[i] = (load_conn){.index = i, .ids = calloc(LOAD_PER_CONN, UUID_STR_BUF)};
-        conns[i] = tl_producer_open_room(ctx, p, i + 1, NULL);
+        char room[16];
+        snprintf(room, sizeof room, "%d", i + 1);
+        conns[i] = tl_producer_open_room(ctx, p, room, NULL);
         if (!conns[i]) {
             all_open = false;
             continue;
@@ -437,7 +647,7 @@ static void test_load(const tl_producer *p)
     int rooms_in_order = 0, rooms_complete = 0, dupes = 0, wrong_group = 0;
     for (int i = 0; i < LOAD_CONNS; i++) {
         size_t n = 0;
-        tl_sqs_msg *m = tl_sqs_drain_room(&Q, i + 1, &n);
+        tl_sqs_msg *m = tl_sqs_drain_shard(&Q, i + 1, &n);
         bool in_order = n == LOAD_PER_CONN;
         char room[16];
         snprintf(room, sizeof room, "%d", i + 1);
@@ -453,9 +663,10 @@ static void test_load(const tl_producer *p)
         if (in_order) rooms_in_order++;
         tl_sqs_msgs_free(m, n);
     }
-    CHECK_INT(rooms_complete, LOAD_CONNS, "every room queue holds exactly its %d messages",
+    CHECK_INT(rooms_complete, LOAD_CONNS,
+              "every room's queue (decimal room r: shard r) holds exactly its %d messages",
               LOAD_PER_CONN);
-    CHECK_INT(rooms_in_order, LOAD_CONNS, "every room queue holds them in send order");
+    CHECK_INT(rooms_in_order, LOAD_CONNS, "every room's queue holds them in send order");
     CHECK_INT(dupes, 0, "no message queued twice");
     CHECK_INT(wrong_group, 0, "every message's group id is its room");
     for (int i = 0; i < LOAD_CONNS; i++) {
@@ -476,7 +687,7 @@ static bool wait_metric(const tl_producer *p, const char *name, double want, int
     return false;
 }
 
-static void ack_on_fresh_connection(const tl_producer *p, int room, const char *what)
+static void ack_on_fresh_connection(const tl_producer *p, const char *room, const char *what)
 {
     wsc_ctx *ctx = wsc_ctx_new();
     wsc_conn *c = tl_producer_open_room(ctx, p, room, NULL);
@@ -495,7 +706,7 @@ static void ack_on_fresh_connection(const tl_producer *p, int room, const char *
 static void test_disconnect_before_ack(const tl_producer *p)
 {
     wsc_ctx *ctx = wsc_ctx_new();
-    wsc_conn *c = tl_producer_open_room(ctx, p, 10, NULL);
+    wsc_conn *c = tl_producer_open_room(ctx, p, "10", NULL);
     if (c) {
         for (int i = 0; i < 50; i++) {
             char *f = tl_frame(3000 + i, "gone before the ack", NULL);
@@ -510,7 +721,7 @@ static void test_disconnect_before_ack(const tl_producer *p)
           "disconnect before ack: in-flight count returns to 0");
     CHECK(wait_metric(p, "chatflow_ws_connections_active", 0, 5000),
           "disconnect before ack: connection released");
-    ack_on_fresh_connection(p, 10, "disconnect before ack");
+    ack_on_fresh_connection(p, "10", "disconnect before ack");
 }
 
 static void test_never_reads(const tl_producer *p)
@@ -519,7 +730,7 @@ static void test_never_reads(const tl_producer *p)
     const int frames = 40000;
     double paused_before = tl_producer_metric(p, "chatflow_ws_frames_paused_total", NULL);
     wsc_ctx *ctx = wsc_ctx_new();
-    wsc_conn *c = tl_producer_open_room(ctx, p, 11, NULL);
+    wsc_conn *c = tl_producer_open_room(ctx, p, "11", NULL);
     if (!c) {
         CHECK(0, "connected to /chat/11");
         wsc_ctx_free(ctx);
@@ -546,7 +757,7 @@ static void test_never_reads(const tl_producer *p)
     CHECK(max_inflight <= 100 + 40,
           "unanswered frames stay near the per-connection cap of 100 (max seen %.0f)",
           max_inflight);
-    ack_on_fresh_connection(p, 12, "while a client does not read");
+    ack_on_fresh_connection(p, "12", "while a client does not read");
     wsc_set_reading(c, true);
     int got = 0;
     for (int i = 0; i < frames; i++) {
@@ -559,7 +770,7 @@ static void test_never_reads(const tl_producer *p)
     wsc_free(c);
     wsc_ctx_free(ctx);
     size_t n = 0;
-    tl_sqs_msg *m = tl_sqs_drain_room(&Q, 12, &n);
+    tl_sqs_msg *m = tl_sqs_drain_shard(&Q, 12, &n);
     tl_sqs_msgs_free(m, n);
 }
 
@@ -585,7 +796,7 @@ static void test_idle_connections(const tl_producer *p, int count)
     CHECK_INT(open, count, "%d idle connections open", count);
     CHECK_INT(tl_producer_metric(p, "chatflow_ws_connections_active", NULL), count,
               "chatflow_ws_connections_active counts them");
-    ack_on_fresh_connection(p, 15, "with 1,000 idle connections");
+    ack_on_fresh_connection(p, "15", "with 1,000 idle connections");
     for (int i = 0; i < count; i++) wsc_free(cs[i]);
     free(cs);
     for (int i = 0; i < 20; i++) wsc_service(ctx, 10);
@@ -593,7 +804,7 @@ static void test_idle_connections(const tl_producer *p, int count)
     CHECK(wait_metric(p, "chatflow_ws_connections_active", 0, 10000),
           "idle connections released after close");
     size_t n = 0;
-    tl_sqs_msg *m = tl_sqs_drain_room(&Q, 15, &n);
+    tl_sqs_msg *m = tl_sqs_drain_shard(&Q, 15, &n);
     tl_sqs_msgs_free(m, n);
 }
 
@@ -602,7 +813,7 @@ static void test_idle_connections(const tl_producer *p, int count)
 static void test_rate_limit(const tl_producer *p)
 {
     wsc_ctx *ctx = wsc_ctx_new();
-    wsc_conn *c = tl_producer_open_room(ctx, p, 3, NULL);
+    wsc_conn *c = tl_producer_open_room(ctx, p, "3", NULL);
     if (!c) {
         CHECK(0, "connected to /chat/3");
         wsc_ctx_free(ctx);
@@ -639,7 +850,7 @@ static void test_rate_limit(const tl_producer *p)
     wsc_free(c);
     wsc_ctx_free(ctx);
     size_t n = 0;
-    tl_sqs_msg *m = tl_sqs_drain_room(&Q, 3, &n);
+    tl_sqs_msg *m = tl_sqs_drain_shard(&Q, 3, &n);
     tl_sqs_msgs_free(m, n);
     CHECK_INT(n, 4, "only the 4 accepted messages are queued");
 }
@@ -747,7 +958,7 @@ static void test_forwarded_for(const tl_producer *p)
     CHECK(ok && memmem(buf, got, "SUCCESS", 7), "X-Forwarded-For: frame acked");
     if (fd >= 0) close(fd);
     size_t n = 0;
-    tl_sqs_msg *m = tl_sqs_drain_room(&Q, 17, &n);
+    tl_sqs_msg *m = tl_sqs_drain_shard(&Q, 17, &n);
     char ip[64] = "";
     if (n == 1) tl_json_field(m[0].body, "clientIp", ip, sizeof ip);
     CHECK_STR(ip, "198.51.100.9", "clientIp is the last X-Forwarded-For hop");
@@ -759,7 +970,7 @@ static void test_pause(const tl_producer *p)
 {
     double paused_before = tl_producer_metric(p, "chatflow_ws_frames_paused_total", NULL);
     wsc_ctx *ctx = wsc_ctx_new();
-    wsc_conn *c = tl_producer_open_room(ctx, p, 4, NULL);
+    wsc_conn *c = tl_producer_open_room(ctx, p, "4", NULL);
     if (!c) {
         CHECK(0, "connected to /chat/4");
         wsc_ctx_free(ctx);
@@ -799,7 +1010,7 @@ static void test_pause(const tl_producer *p)
     wsc_free(c);
     wsc_ctx_free(ctx);
     size_t n = 0;
-    tl_sqs_msg *m = tl_sqs_drain_room(&Q, 4, &n);
+    tl_sqs_msg *m = tl_sqs_drain_shard(&Q, 4, &n);
     tl_sqs_msgs_free(m, n);
     CHECK_INT(n, frames, "cap 5: every frame queued once");
 }
@@ -812,7 +1023,7 @@ static void test_queues_created_late(const char *log_dir)
     snprintf(prefix, sizeof prefix, "itplate%d-room-", (int)getpid());
     snprintf(env_prefix, sizeof env_prefix, "CHATFLOW_QUEUE_PREFIX=%s", prefix);
     snprintf(log_path, sizeof log_path, "%s/producer-late.log", log_dir);
-    const char *env[] = {env_prefix, "CHATFLOW_ROOM_MAX=2", "CHATFLOW_RATE_LIMIT_PER_MINUTE=0",
+    const char *env[] = {env_prefix, "CHATFLOW_QUEUE_SHARDS=2", "CHATFLOW_RATE_LIMIT_PER_MINUTE=0",
                          NULL};
     tl_producer p;
     if (!tl_producer_start(&p, log_path, env)) {
@@ -825,7 +1036,7 @@ static void test_queues_created_late(const char *log_dir)
           "queues missing: ready 503 naming the unresolved queue URLs (%s)", body ? body : "");
     free(body);
     wsc_ctx *ctx = wsc_ctx_new();
-    wsc_conn *c = tl_producer_open_room(ctx, &p, 1, NULL);
+    wsc_conn *c = tl_producer_open_room(ctx, &p, "1", NULL);
     char *f = tl_frame(55, "too early", "early-1");
     if (c) tl_ws_send_str(c, f);
     free(f);
@@ -834,7 +1045,7 @@ static void test_queues_created_late(const char *log_dir)
               "queues missing: frame answered QUEUE_UNAVAILABLE");
     free(a);
     tl_sqs late;
-    bool created = tl_sqs_open(&late, prefix, 5000) && tl_sqs_create_rooms(&late, 1, 2);
+    bool created = tl_sqs_open(&late, prefix, 5000) && tl_sqs_create_shards(&late, 2);
     CHECK(created, "queues created after start-up");
     bool ready = false;
     for (int t = 0; t < 150 && !ready; t++) {
@@ -864,14 +1075,15 @@ int main(void)
     NOTE("open files limit %ld", nofile);
     char prefix[64];
     snprintf(prefix, sizeof prefix, "itp%d-room-", (int)getpid());
-    if (!tl_sqs_open(&Q, prefix, 5000) || !tl_sqs_create_rooms(&Q, 1, 20)) {
+    if (!tl_sqs_open(&Q, prefix, 5000) || !tl_sqs_create_shards(&Q, SHARDS)) {
         CHECK(0, "test queues created on %s", tl_env("AWS_ENDPOINT_URL_SQS", "(no endpoint)"));
         return TEST_DONE();
     }
 
-    char env_prefix[128], log_path[700];
+    char env_prefix[128], env_shards[64], log_path[700];
     snprintf(env_prefix, sizeof env_prefix, "CHATFLOW_QUEUE_PREFIX=%s", prefix);
-    const char *env_a[] = {env_prefix, "CHATFLOW_RATE_LIMIT_PER_MINUTE=0",
+    snprintf(env_shards, sizeof env_shards, "CHATFLOW_QUEUE_SHARDS=%d", SHARDS);
+    const char *env_a[] = {env_prefix, env_shards, "CHATFLOW_RATE_LIMIT_PER_MINUTE=0",
                            "CHATFLOW_LOG_LEVEL=info", NULL};
     tl_producer a;
     snprintf(log_path, sizeof log_path, "%s/producer-a.log", LOGDIR);
@@ -882,7 +1094,10 @@ int main(void)
           "producer ready: queue URLs resolved, breaker closed");
 
     test_handshake(&a);
+    test_bad_room_ids(&a);
     test_valid_frame(&a);
+    test_string_rooms(&a);
+    test_shared_shard_order(&a);
     test_validation(&a);
     test_emoji(&a);
     test_forwarded_for(&a);
@@ -900,6 +1115,7 @@ int main(void)
     CHECK(in_time && WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM: producer exits 0 in time");
 
     const char *env_b[] = {env_prefix,
+                           env_shards,
                            "CHATFLOW_RATE_LIMIT_PER_MINUTE=3",
                            "CHATFLOW_MAX_INFLIGHT_PER_CONNECTION=5",
                            "CHATFLOW_PUBLISH_LINGER_MS=200",

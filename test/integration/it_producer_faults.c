@@ -99,11 +99,11 @@ static burst_result burst(wsc_conn *c, int n, const char *tag, int user, int wai
     return r;
 }
 
-/* Every acked id is in the room's queue exactly once. */
+/* Every acked id is in its room's queue exactly once (decimal room r is shard r, room.h). */
 static void check_acked_in_queue(int room, char (*ids)[UUID_STR_BUF], int n_ids, const char *what)
 {
     size_t n = 0;
-    tl_sqs_msg *m = tl_sqs_drain_room(&Q, room, &n);
+    tl_sqs_msg *m = tl_sqs_drain_shard(&Q, room, &n);
     int missing = 0, twice = 0;
     for (int i = 0; i < n_ids; i++) {
         int seen = 0;
@@ -130,7 +130,7 @@ int main(void)
     pid_t fauxqs = up ? STACK.fauxqs_pid : 0;
     CHECK(up && fauxqs > 0, "private SQS stack started (fauxqs pid %d)", (int)fauxqs);
     if (!up || fauxqs <= 0) return TEST_DONE();
-    if (!tl_sqs_open(&Q, "chatflow-room-", 5000) || !tl_sqs_lookup_rooms(&Q, 1, 2)) {
+    if (!tl_sqs_open(&Q, "chatflow-room-", 5000) || !tl_sqs_lookup_shards(&Q, 2)) {
         CHECK(0, "room queues of the private stack found");
         return TEST_DONE();
     }
@@ -151,7 +151,7 @@ int main(void)
     if (!started) return TEST_DONE();
 
     wsc_ctx *ctx = wsc_ctx_new();
-    wsc_conn *c1 = tl_producer_open_room(ctx, &p, 1, NULL);
+    wsc_conn *c1 = tl_producer_open_room(ctx, &p, "1", NULL);
     CHECK(c1 != NULL, "connected to /chat/1");
     if (!c1) return TEST_DONE();
     char acked1[64][UUID_STR_BUF];
@@ -190,7 +190,7 @@ int main(void)
     check_acked_in_queue(1, acked1, n_acked1, "after the freeze");
 
     /* ---- down: the process stopped, then restarted ---- */
-    wsc_conn *c2 = tl_producer_open_room(ctx, &p, 2, NULL);
+    wsc_conn *c2 = tl_producer_open_room(ctx, &p, "2", NULL);
     CHECK(c2 != NULL, "connected to /chat/2");
     if (!c2) return TEST_DONE();
     CHECK(tl_stack_cmd(&STACK, "stop-sqs"), "fauxqs stopped");
@@ -205,7 +205,7 @@ int main(void)
           "SQS down: /health/ready 503 naming the breaker state");
     CHECK(tl_stack_cmd(&STACK, "restart-sqs") && tl_stack_load_env(&STACK),
           "fauxqs restarted (queues recreated)");
-    tl_sqs_lookup_rooms(&Q, 1, 2);
+    tl_sqs_lookup_shards(&Q, 2);
     CHECK(wait_ready_status(&p, 200, NULL, 15000), "SQS back: ready again");
     b = burst(c2, 10, "back", 22, 5000);
     CHECK_INT(b.acked, 10, "SQS back: traffic flows (10 of 10 acked)");

@@ -53,15 +53,21 @@ int main(void)
     tl_log_dir("it_producer_stop", LOGDIR, sizeof LOGDIR);
     char prefix[64];
     snprintf(prefix, sizeof prefix, "itps%d-room-", (int)getpid());
-    if (!tl_sqs_open(&Q, prefix, 5000) || !tl_sqs_create_rooms(&Q, 1, CONNS)) {
+    if (!tl_sqs_open(&Q, prefix, 5000) || !tl_sqs_create_shards(&Q, CONNS)) {
         CHECK(0, "test queues created");
         return TEST_DONE();
     }
-    char env_prefix[128], log_path[700];
+    char env_prefix[128], env_shards[64], log_path[700];
     snprintf(env_prefix, sizeof env_prefix, "CHATFLOW_QUEUE_PREFIX=%s", prefix);
+    /* one shard per connection: room i+1 is shard i+1 (room.h) */
+    snprintf(env_shards, sizeof env_shards, "CHATFLOW_QUEUE_SHARDS=%d", CONNS);
     snprintf(log_path, sizeof log_path, "%s/producer.log", LOGDIR);
-    const char *env[] = {env_prefix, "CHATFLOW_RATE_LIMIT_PER_MINUTE=0",
-                         "CHATFLOW_STOP_TIMEOUT_S=10", "CHATFLOW_LOG_LEVEL=info", NULL};
+    const char *env[] = {env_prefix,
+                         env_shards,
+                         "CHATFLOW_RATE_LIMIT_PER_MINUTE=0",
+                         "CHATFLOW_STOP_TIMEOUT_S=10",
+                         "CHATFLOW_LOG_LEVEL=info",
+                         NULL};
     tl_producer p;
     bool started = tl_producer_start(&p, log_path, env);
     CHECK(started, "producer started (log %s)", log_path);
@@ -170,7 +176,7 @@ int main(void)
     int missing = 0, twice = 0, total_queued = 0;
     for (int i = 0; i < CONNS; i++) {
         size_t n = 0;
-        tl_sqs_msg *m = tl_sqs_drain_room(&Q, i + 1, &n);
+        tl_sqs_msg *m = tl_sqs_drain_shard(&Q, i + 1, &n);
         total_queued += (int)n;
         for (int a = 0; a < state[i].acks; a++) {
             int seen = 0;

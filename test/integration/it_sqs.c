@@ -249,6 +249,54 @@ static void test_batch_and_order(sqs_client *c)
     free(url);
 }
 
+/* Room ids are the FIFO group ids (docs/protocol.md §4): three rooms, one of them the longest id
+ * (64 characters), interleaved in one batch; each id comes back intact and each room's messages
+ * in their order, whatever the other rooms on the same queue. */
+static void test_room_id_groups(sqs_client *c)
+{
+    char *url = create_fifo(c, "itsqs-rooms");
+    if (!url) return;
+    char id64[65];
+    for (int i = 0; i < 64; i++) id64[i] = "Ab9_-z"[i % 6];
+    id64[64] = '\0';
+    const char *rooms[3] = {"team-alpha", "3f2b8c1e-9a4d-4c7b-8e21-5d6f7a8b9c0d", id64};
+    enum { PER_ROOM = 3, N = 3 * PER_ROOM };
+    sqs_send_entry entries[N];
+    char ids[N][8], bodies[N][16], dedup[N][96];
+    for (int i = 0; i < N; i++) {
+        snprintf(ids[i], sizeof ids[i], "r%d", i);
+        snprintf(bodies[i], sizeof bodies[i], "%d-%d", i % 3, i / 3); /* room-index */
+        snprintf(dedup[i], sizeof dedup[i], "rooms-%s-%d", suffix, i);
+        entries[i] = (sqs_send_entry){
+            .id = ids[i], .body = bodies[i], .group_id = rooms[i % 3], .dedup_id = dedup[i]};
+    }
+    sqs_entry_result results[N];
+    sqs_error err;
+    CHECK_INT(sqs_send_message_batch(c, url, entries, N, results, &err), SQS_OK,
+              "SendMessageBatch to three room-id groups (%s %s)", err.type, err.message);
+    int next[3] = {0, 0, 0}, wrong_group = 0, disorder = 0, got = 0;
+    for (int round = 0; round < 3 * N && got < N; round++) {
+        size_t n;
+        sqs_message *m = receive_one(c, url, 30, &n, &err);
+        for (size_t k = 0; k < n; k++) {
+            int r = -1, seq = -1;
+            got++;
+            if (sscanf(m[k].body, "%d-%d", &r, &seq) != 2 || r < 0 || r > 2) {
+                wrong_group++;
+                continue;
+            }
+            if (strcmp(m[k].group_id, rooms[r]) != 0) wrong_group++;
+            if (seq != next[r]++) disorder++;
+            delete_one(c, url, &m[k]);
+        }
+        sqs_messages_free(m, n);
+    }
+    CHECK_INT(got, N, "every message of the three rooms received");
+    CHECK_INT(wrong_group, 0, "each carries its room id as group id, the 64-character one intact");
+    CHECK_INT(disorder, 0, "each room's messages arrive in send order");
+    free(url);
+}
+
 static void test_dedup_and_visibility(sqs_client *c)
 {
     char *url = create_fifo(c, "itsqs-dedup");
@@ -704,6 +752,7 @@ int main(void)
     if (c) {
         test_queue_management(c);
         test_batch_and_order(c);
+        test_room_id_groups(c);
         test_dedup_and_visibility(c);
         test_long_poll(c);
         test_errors(c);

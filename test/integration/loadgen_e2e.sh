@@ -5,7 +5,9 @@
 # messages, and every part of the report is there and agrees with itself — the text report, the
 # JSON, the per-message CSV (one row per message), the 10 s series, the chart, the consumer's
 # /api/metrics/all for the window, progress on stderr. Also: usage on bad flags, and a quick clear
-# error against a producer that is not there. Nothing here is about speed.
+# error against a producer that is not there. Then a run over rooms named by string ids
+# (--room-ids, several on one queue shard): clean, reported by id, stored under those ids; and
+# clear errors for ids that are not room ids. Nothing here is about speed.
 # test-passes: asan
 set -u
 . "$(dirname "$0")/../lib/common.sh"
@@ -30,6 +32,20 @@ tap_is "$?" 2 "an unknown flag exits 2"
 "$LG" --help >"$TEST_LOGDIR/help.out" 2>&1
 tap_is "$?" 0 "--help exits 0"
 tap_check "--help lists --rate" grep -q -e '--rate N' "$TEST_LOGDIR/help.out"
+tap_check "--help lists --room-ids" grep -q -e '--room-ids ID,ID' "$TEST_LOGDIR/help.out"
+"$LG" --room-ids team-alpha,a.b --messages 10 >/dev/null 2>"$TEST_LOGDIR/badroom.err"
+tap_is "$?" 2 "a room id that is not one exits 2"
+tap_check "it names the bad id and the rule" \
+    grep -q "bad value for --room-ids: room id 2, 'a.b': roomId: must be 1-64 characters" "$TEST_LOGDIR/badroom.err"
+"$LG" --room-ids "team-alpha,,7" >/dev/null 2>"$TEST_LOGDIR/emptyroom.err"
+tap_is "$?" 2 "an empty room id in the list exits 2"
+"$LG" --room-ids "$(printf 'r%.0s' $(seq 65))" >/dev/null 2>&1
+tap_is "$?" 2 "a room id of 65 characters exits 2"
+"$LG" --room-ids 7,team-alpha,7 >/dev/null 2>"$TEST_LOGDIR/duproom.err"
+tap_is "$?" 2 "a room id given twice exits 2"
+tap_check "it says which" grep -q "room id '7' is given twice" "$TEST_LOGDIR/duproom.err"
+"$LG" --rooms 3 --room-ids a,b >/dev/null 2>"$TEST_LOGDIR/both.err"
+tap_is "$?" 2 "--rooms with --room-ids exits 2"
 
 down_port=$(free_port)
 "$LG" --port "$down_port" --messages 100 --warmup-connections 0 --out-dir "$TEST_LOGDIR/down" \
@@ -137,4 +153,49 @@ SQL
 read -r missing extra total <<<"$result"
 tap_is "${missing:-?} ${extra:-?}" "0 0" "every acked id is stored, no row that was not acked"
 tap_is "${total:-?}" "$acked" "database row count = acked count"
+
+# ---- rooms named by string ids (--room-ids): some share a queue shard, each keeps its order.
+# With the stack's 20 shards (room.h): team-alpha and team-0 share shard 18; lobby-0 shares
+# shard 7 with the decimal room 7; "1000" is decimal but above 20, so hashed like a name.
+IDS="team-alpha,team-0,7,lobby-0,3f2b8c1e-9a4d-4c7b-8e21-5d6f7a8b9c0d,1000,x_y-z,$(printf 'r%.0s' $(seq 64))"
+N_IDS=8
+SMSG=800
+SR="$TEST_LOGDIR/rooms.json"
+"$LG" --port "$PRODUCER_WS_PORT" --consumer-port "$CONSUMER_WS_PORT" \
+    --consumer-admin "http://127.0.0.1:$CONSUMER_ADMIN_PORT" --messages "$SMSG" --connections 16 \
+    --warmup-connections 0 --room-ids "$IDS" --subscribe --drain-timeout 60 --quiet \
+    --out-dir "$TEST_LOGDIR/rooms-out" --json "$SR" --acked-ids "$TEST_LOGDIR/rooms-acked.txt" \
+    >"$TEST_LOGDIR/rooms-report.txt" 2>"$TEST_LOGDIR/rooms-progress.txt"
+tap_is "$?" 0 "string room ids: the load generator exits 0 (clean run)"
+sj() { jq -r "$1" "$SR" 2>/dev/null; }
+tap_is "$(sj '.roomIds | join(",")')" "$IDS" "string room ids: the report lists the rooms as given"
+tap_is "$(sj '"\(.acked) \(.failed) \(.protocolErrors)"')" "$SMSG 0 0" "string room ids: all acked, none failed"
+tap_is "$(sj '.broadcasts | "\(.received) \(.lost) \(.duplicated) \(.outOfOrder) \(.unknown)"')" "$SMSG 0 0 0 0" \
+    "string room ids: every broadcast received once, in order, in its room"
+tap_is "$(sj '.throughputPerRoom | keys | sort | join(",")')" "$(tr , '\n' <<<"$IDS" | sort | paste -sd,)" \
+    "string room ids: throughput keyed by room id"
+SCSV=$(sj .csv)
+tap_is "$(awk -F, -v ids="$IDS" 'BEGIN { n = split(ids, a, ","); for (i = 1; i <= n; i++) ok[a[i]] = 1 }
+    NR > 1 && !($5 in ok)' "$SCSV" | wc -l)" 0 "string room ids: every CSV row names one of the rooms"
+tap_is "$(awk -F, 'NR > 1 { seen[$5] = 1 } END { print length(seen) }' "$SCSV")" "$N_IDS" \
+    "string room ids: every room got messages"
+# By messageId: room "7" also has rows of the first run.
+room_rows() { # -> "room_id,count" lines of the rows of this run's acked messages
+    psql -XAtq -F, -v ON_ERROR_STOP=1 <<SQL
+create temp table rooms_acked(message_id uuid primary key);
+\copy rooms_acked from '$TEST_LOGDIR/rooms-acked.txt'
+select m.room_id, count(*) from messages m join rooms_acked a using (message_id) group by 1;
+SQL
+}
+tap_is "$(wc -l <"$TEST_LOGDIR/rooms-acked.txt")" "$SMSG" "string room ids: every acked id written"
+stored=0
+for _ in $(seq 1 120); do
+    stored=$(room_rows 2>/dev/null | awk -F, '{ s += $2 } END { print s + 0 }')
+    [ "$stored" -ge "$SMSG" ] && break
+    sleep 0.5
+done
+tap_is "$stored" "$SMSG" "string room ids: PostgreSQL holds every acked message"
+per_room_csv=$(awk -F, 'NR > 1 { n[$5]++ } END { for (r in n) print r "," n[r] }' "$SCSV" | LC_ALL=C sort)
+tap_is "$(room_rows 2>/dev/null | LC_ALL=C sort)" "$per_room_csv" \
+    "string room ids: each message stored under the room id it was sent to"
 finish

@@ -6,9 +6,9 @@
 # port with a generated config (1 s scrape and rule evaluation, monitoring/alerts.yml loaded).
 # Asserts, through the Prometheus HTTP API:
 #  - both targets are up;
-#  - a handshake the producer refused (room out of range) shows in
+#  - a handshake the producer refused (not a room id) shows in
 #    chatflow_ws_handshakes_refused_total{job="chatflow-producer"};
-#  - the consumer's chatflow_sqs_queue_depth{room} and its ReceiveMessage requests are there;
+#  - the consumer's chatflow_sqs_queue_depth{shard} and its ReceiveMessage requests are there;
 #  - every alert rule evaluates without error against the real series.
 # Everything is stopped by PID on exit, pass or fail (test/lib/common.sh).
 # test-passes: asan
@@ -28,7 +28,7 @@ if [ -z "${AWS_ENDPOINT_URL_SQS:-}" ] || [ -z "${DATABASE_URL:-}" ]; then
     finish
 fi
 
-ROOM=20   # the consumer polls one room only: it shares the stack's queues with other tests
+ROOM=20   # the consumer polls this room's shard only: it shares the stack's queues with other tests
 # Five distinct free ports (free_port reserves nothing: two calls may pick the same one).
 ports=()
 while [ ${#ports[@]} -lt 5 ]; do
@@ -38,11 +38,12 @@ done
 p_ws=${ports[0]} p_admin=${ports[1]} c_ws=${ports[2]} c_admin=${ports[3]} prom_port=${ports[4]}
 
 common_env=(CHATFLOW_WS_BIND=127.0.0.1 CHATFLOW_ADMIN_BIND=127.0.0.1 CHATFLOW_LOG_LEVEL=info
-            CHATFLOW_ROOM_MIN=$ROOM CHATFLOW_ROOM_MAX=$ROOM CHATFLOW_STOP_TIMEOUT_S=5)
+            CHATFLOW_STOP_TIMEOUT_S=5)
 start_bg producer env "${common_env[@]}" CHATFLOW_WS_PORT="$p_ws" CHATFLOW_ADMIN_PORT="$p_admin" \
     CHATFLOW_SERVER_ID=scrape-producer "$PRODUCER"
 start_bg consumer env "${common_env[@]}" CHATFLOW_WS_PORT="$c_ws" CHATFLOW_ADMIN_PORT="$c_admin" \
     CHATFLOW_SERVER_ID=scrape-consumer CHATFLOW_MIGRATE_ON_START=true CHATFLOW_POLLER_THREADS=1 \
+    CHATFLOW_SHARD_FIRST=$ROOM CHATFLOW_SHARD_LAST=$ROOM \
     CHATFLOW_RECEIVE_WAIT_S=1 CHATFLOW_QUEUE_DEPTH_INTERVAL_S=1 "$CONSUMER"
 
 if wait_http "http://127.0.0.1:$p_admin/health/live" 30; then tap_ok "producer serves /health/live"
@@ -50,12 +51,12 @@ else tap_fail "producer serves /health/live"; tail -5 "$(bg_log producer)" | sed
 if wait_http "http://127.0.0.1:$c_admin/health/live" 60; then tap_ok "consumer serves /health/live"
 else tap_fail "consumer serves /health/live"; tail -5 "$(bg_log consumer)" | sed 's/^/#   /'; finish; fi
 
-# A WebSocket handshake for a room the producer does not serve: refused with a 4xx, and counted.
+# A WebSocket handshake for something that is not a room id: refused with a 4xx, and counted.
 status=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 \
     -H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' \
-    -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' "http://127.0.0.1:$p_ws/chat/$((ROOM + 1))")
-case "$status" in 4??) tap_ok "producer refuses a handshake for room $((ROOM + 1)) ($status)" ;;
-                  *) tap_fail "producer refuses a handshake for room $((ROOM + 1)) (got HTTP $status)" ;; esac
+    -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' "http://127.0.0.1:$p_ws/chat/not.a.room")
+case "$status" in 4??) tap_ok "producer refuses a handshake for room 'not.a.room' ($status)" ;;
+                  *) tap_fail "producer refuses a handshake for room 'not.a.room' (got HTTP $status)" ;; esac
 
 # Prometheus: the shipped rules, a generated scrape config for these two processes.
 PROM_DIR="$TEST_LOGDIR/prometheus"
@@ -108,8 +109,8 @@ poll "PromQL up{job=~\"chatflow-.*\"} == 1 returns both services" 15 \
     bash -c '[ "$(curl -sf --data-urlencode "query=count(up{job=~\"chatflow-.*\"} == 1)" "$1/api/v1/query" | jq -r ".data.result[0].value[1]")" = 2 ]' _ "$PROM"
 poll "PromQL chatflow_ws_handshakes_refused_total{job=\"chatflow-producer\"} >= 1 (the refused handshake)" 15 \
     has_data 'chatflow_ws_handshakes_refused_total{job="chatflow-producer"} >= 1'
-poll "PromQL chatflow_sqs_queue_depth{job=\"chatflow-consumer\",room=\"$ROOM\"} returns a sample" 20 \
-    has_data "chatflow_sqs_queue_depth{job=\"chatflow-consumer\",room=\"$ROOM\"}"
+poll "PromQL chatflow_sqs_queue_depth{job=\"chatflow-consumer\",shard=\"$ROOM\"} returns a sample" 20 \
+    has_data "chatflow_sqs_queue_depth{job=\"chatflow-consumer\",shard=\"$ROOM\"}"
 poll "PromQL sum(chatflow_sqs_requests_total{job=\"chatflow-consumer\",action=\"ReceiveMessage\"}) > 0" 20 \
     has_data 'sum(chatflow_sqs_requests_total{job="chatflow-consumer",action="ReceiveMessage"}) > 0'
 poll "PromQL rate over chatflow_sqs_request_duration_seconds_count returns data" 20 \

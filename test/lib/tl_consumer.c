@@ -51,15 +51,15 @@ static bool create_queues(tl_consumer_env *e)
     char cmd[1400];
     snprintf(cmd, sizeof cmd,
              "CHATFLOW_QUEUE_PREFIX='%s' CHATFLOW_DLQ_NAME='%s' CHATFLOW_SPILL_QUEUE_NAME='%s' "
-             "CHATFLOW_ROOM_MIN=%d CHATFLOW_ROOM_MAX=%d '%s/chatflow-sqs' setup "
+             "CHATFLOW_QUEUE_SHARDS=%d '%s/chatflow-sqs' setup "
              ">>'%s/sqs-setup.log' 2>&1",
-             e->q.prefix, e->dlq_name, e->spill_name, e->room_min, e->room_max,
+             e->q.prefix, e->dlq_name, e->spill_name, e->shards,
              tl_env("CHATFLOW_BIN", "build"), e->log_dir);
     if (!tl_sh(cmd)) {
         tl_note("chatflow-sqs setup failed (log %s/sqs-setup.log)", e->log_dir);
         return false;
     }
-    return tl_sqs_lookup_rooms(&e->q, e->room_min, e->room_max) &&
+    return tl_sqs_lookup_shards(&e->q, e->shards) &&
            tl_sqs_url(&e->q, e->dlq_name, &e->dlq_url) &&
            tl_sqs_url(&e->q, e->spill_name, &e->spill_url);
 }
@@ -67,8 +67,8 @@ static bool create_queues(tl_consumer_env *e)
 long tl_consumer_rooms_depth(tl_consumer_env *e)
 {
     long total = 0;
-    for (int r = e->room_min; r <= e->room_max; r++) {
-        long d = tl_sqs_room_depth(&e->q, r);
+    for (int r = 1; r <= e->shards; r++) {
+        long d = tl_sqs_shard_depth(&e->q, r);
         if (d < 0) return -1;
         total += d;
     }
@@ -77,15 +77,14 @@ long tl_consumer_rooms_depth(tl_consumer_env *e)
 
 /* ---------------------------------------------------------------- set-up */
 
-bool tl_consumer_env_init(tl_consumer_env *e, const char *name, int room_min, int room_max)
+bool tl_consumer_env_init(tl_consumer_env *e, const char *name, int shards)
 {
     memset(e, 0, sizeof *e);
     tl_init();
     snprintf(e->name, sizeof e->name, "%s", name);
     tl_log_dir(name, e->log_dir, sizeof e->log_dir);
     snprintf(e->admin_url, sizeof e->admin_url, "%s", tl_env("DATABASE_URL", ""));
-    e->room_min = room_min;
-    e->room_max = room_max;
+    e->shards = shards;
     if (!e->admin_url[0] || !tl_env("AWS_ENDPOINT_URL_SQS", NULL)) {
         tl_note("DATABASE_URL and AWS_ENDPOINT_URL_SQS are needed (run through test/run)");
         return false;
@@ -168,11 +167,29 @@ static bool send_room_window(tl_consumer_env *e, int room, const chat_message *m
 
 bool tl_consumer_send_messages(tl_consumer_env *e, const chat_message *ms, size_t n)
 {
-    size_t window = (size_t)SQS_MAX_BATCH * (size_t)(e->room_max - e->room_min + 1);
+    size_t window = (size_t)SQS_MAX_BATCH * (size_t)e->shards;
     for (size_t i = 0; i < n; i += window)
-        for (int room = e->room_min; room <= e->room_max; room++)
+        for (int room = 1; room <= e->shards; room++)
             if (!send_room_window(e, room, ms, i, i + window < n ? i + window : n)) return false;
     return true;
+}
+
+bool tl_consumer_send_to_shard(tl_consumer_env *e, int shard, const chat_message *m)
+{
+    if (shard < 1 || shard > e->shards) return false;
+    char *body = queue_message_to_json(m);
+    sqs_send_result r;
+    sqs_error err;
+    bool ok = body && sqs_send_message(e->q.sqs, e->q.urls[shard], body, m->room_id,
+                                       m->message_id, &r, &err) == SQS_OK;
+    if (body && !ok) tl_note("send to shard %d (room %s): %s", shard, m->room_id, err.message);
+    free(body);
+    return ok;
+}
+
+bool tl_consumer_send_to_room(tl_consumer_env *e, const chat_message *m)
+{
+    return tl_consumer_send_to_shard(e, room_shard(m->room_id, e->shards), m);
 }
 
 bool tl_consumer_send_raw(tl_consumer_env *e, int room, const char *body, const char *dedup)
@@ -189,7 +206,7 @@ static bool room_order_kept(tl_consumer_env *e, const chat_message *ms, size_t n
 {
     char sql[160];
     snprintf(sql, sizeof sql,
-             "SELECT message_id FROM messages WHERE room_id = %d ORDER BY sequence_number", room);
+             "SELECT message_id FROM messages WHERE room_id = '%d' ORDER BY sequence_number", room);
     PGresult *r = PQexec(e->pg, sql);
     int k = 0;
     bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
@@ -205,7 +222,7 @@ static bool room_order_kept(tl_consumer_env *e, const chat_message *ms, size_t n
 bool tl_consumer_order_kept(tl_consumer_env *e, const chat_message *ms, size_t n)
 {
     bool all = true;
-    for (int room = e->room_min; room <= e->room_max; room++)
+    for (int room = 1; room <= e->shards; room++)
         all = room_order_kept(e, ms, n, room) && all;
     return all;
 }
@@ -228,8 +245,7 @@ bool tl_consumer_spawn(tl_consumer_env *e, tl_consumer *p, const char *log_name,
     snprintf(defaults[d++], ENV_LEN, "CHATFLOW_QUEUE_PREFIX=%s", e->q.prefix);
     snprintf(defaults[d++], ENV_LEN, "CHATFLOW_DLQ_NAME=%s", e->dlq_name);
     snprintf(defaults[d++], ENV_LEN, "CHATFLOW_SPILL_QUEUE_NAME=%s", e->spill_name);
-    snprintf(defaults[d++], ENV_LEN, "CHATFLOW_ROOM_MIN=%d", e->room_min);
-    snprintf(defaults[d++], ENV_LEN, "CHATFLOW_ROOM_MAX=%d", e->room_max);
+    snprintf(defaults[d++], ENV_LEN, "CHATFLOW_QUEUE_SHARDS=%d", e->shards);
     snprintf(defaults[d++], ENV_LEN, "CHATFLOW_MIGRATIONS_DIR=%s/db/migrations",
              tl_env("ROOT", "."));
     static const char *const fixed[] = {"CHATFLOW_MIGRATE_ON_START=true",

@@ -4,7 +4,8 @@
  *
  * Contract:
  *  - tl_consumer_env_init() (after tl_init()) creates, for this test alone, a PostgreSQL database
- *    on the stack's server (DATABASE_URL, dropping a leftover of the same name) and room queues,
+ *    on the stack's server (DATABASE_URL, dropping a leftover of the same name) and `shards` queue
+ *    shards (the decimal rooms 1..shards map to them one to one, room.h),
  *    DLQ and spill queue under a unique prefix ($CHATFLOW_BIN/chatflow-sqs setup), so tests never
  *    see each other's rows or messages. It needs DATABASE_URL and AWS_ENDPOINT_URL_SQS (test/run
  *    exports them); false, noted, otherwise. tl_consumer_env_done() stops the children, drops
@@ -42,7 +43,7 @@ typedef struct {
     char db_name[96];
     char dlq_name[96];
     char spill_name[96]; /* the spill queue (standard) */
-    int room_min, room_max;
+    int shards; /* queue shards 1..shards: rooms "1".."shards" each have their own */
     tl_sqs q; /* client and room queues (q.prefix, q.urls[room]) */
     char *dlq_url;
     char *spill_url;
@@ -55,13 +56,17 @@ typedef struct {
     char log_path[600];
 } tl_consumer;
 
-bool tl_consumer_env_init(tl_consumer_env *e, const char *name, int room_min, int room_max);
+bool tl_consumer_env_init(tl_consumer_env *e, const char *name, int shards);
 void tl_consumer_env_done(tl_consumer_env *e);
 
 void tl_chat_message(chat_message *m, int room, int user, const char *text, const char *type);
 bool tl_consumer_send_batch(tl_consumer_env *e, int room, const chat_message *ms, size_t n);
 bool tl_consumer_send_messages(tl_consumer_env *e, const chat_message *ms, size_t n);
 bool tl_consumer_send_raw(tl_consumer_env *e, int room, const char *body, const char *dedup);
+/* One message of any room (m->room_id) to the queue of its shard (room.h), group = the room id. */
+bool tl_consumer_send_to_room(tl_consumer_env *e, const chat_message *m);
+/* The same to a given shard's queue, whatever the room maps to (a misrouted message). */
+bool tl_consumer_send_to_shard(tl_consumer_env *e, int shard, const chat_message *m);
 /* Messages in all room queues together; -1 on error. */
 long tl_consumer_rooms_depth(tl_consumer_env *e);
 

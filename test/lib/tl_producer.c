@@ -49,11 +49,11 @@ double tl_producer_metric(const tl_producer *p, const char *name, const char *fi
     return v;
 }
 
-wsc_conn *tl_producer_open_room(wsc_ctx *ctx, const tl_producer *p, int room, int *status)
+wsc_conn *tl_producer_open_room(wsc_ctx *ctx, const tl_producer *p, const char *room, int *status)
 {
-    char path[32], err[256];
+    char path[256], err[256];
     int st = 0;
-    snprintf(path, sizeof path, "/chat/%d", room);
+    snprintf(path, sizeof path, "/chat/%s", room);
     wsc_conn *c = wsc_connect(ctx, "127.0.0.1", p->ws_port, path, 5000, &st, err, sizeof err);
     if (!c) tl_note("connect %s: %s (HTTP %d)", path, err, st);
     if (status) *status = st;

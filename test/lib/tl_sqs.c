@@ -29,7 +29,7 @@ bool tl_sqs_open(tl_sqs *s, const char *prefix, int request_timeout_ms)
 
 void tl_sqs_close(tl_sqs *s)
 {
-    for (int i = 0; i <= TL_SQS_MAX_ROOM; i++) free(s->urls[i]);
+    for (int i = 0; i <= TL_SQS_MAX_SHARD; i++) free(s->urls[i]);
     memset(s->urls, 0, sizeof s->urls);
     sqs_client_free(s->sqs);
     credentials_provider_free(s->creds);
@@ -46,20 +46,24 @@ bool tl_sqs_url(tl_sqs *s, const char *name, char **url)
     return false;
 }
 
-/* Creates (create = true) or looks up each room queue of the range. */
-static bool room_queues(tl_sqs *s, int room_min, int room_max, bool create)
+/* Creates (create = true) or looks up the queue of each shard 1..shards. */
+static bool shard_queues(tl_sqs *s, int shards, bool create)
 {
     static const sqs_attribute attrs[] = {{"FifoQueue", "true"},
                                           {"ContentBasedDeduplication", "false"}};
-    for (int r = room_min; r <= room_max && r <= TL_SQS_MAX_ROOM; r++) {
+    if (shards < 1 || shards > TL_SQS_MAX_SHARD) {
+        tl_note("%d queue shards: the test library holds 1..%d", shards, TL_SQS_MAX_SHARD);
+        return false;
+    }
+    for (int q = 1; q <= shards; q++) {
         char name[128];
-        snprintf(name, sizeof name, "%s%d.fifo", s->prefix, r);
-        free(s->urls[r]);
-        s->urls[r] = NULL;
+        snprintf(name, sizeof name, "%s%d.fifo", s->prefix, q);
+        free(s->urls[q]);
+        s->urls[q] = NULL;
         sqs_error e;
         if (!create) {
-            if (!tl_sqs_url(s, name, &s->urls[r])) return false;
-        } else if (sqs_create_queue(s->sqs, name, attrs, 2, &s->urls[r], &e) != SQS_OK) {
+            if (!tl_sqs_url(s, name, &s->urls[q])) return false;
+        } else if (sqs_create_queue(s->sqs, name, attrs, 2, &s->urls[q], &e) != SQS_OK) {
             tl_note("CreateQueue %s: %s %s", name, e.type, e.message);
             return false;
         }
@@ -67,15 +71,9 @@ static bool room_queues(tl_sqs *s, int room_min, int room_max, bool create)
     return true;
 }
 
-bool tl_sqs_create_rooms(tl_sqs *s, int room_min, int room_max)
-{
-    return room_queues(s, room_min, room_max, true);
-}
+bool tl_sqs_create_shards(tl_sqs *s, int shards) { return shard_queues(s, shards, true); }
 
-bool tl_sqs_lookup_rooms(tl_sqs *s, int room_min, int room_max)
-{
-    return room_queues(s, room_min, room_max, false);
-}
+bool tl_sqs_lookup_shards(tl_sqs *s, int shards) { return shard_queues(s, shards, false); }
 
 static void keep(tl_sqs_msg **out, size_t *cap, size_t *n, const sqs_message *m)
 {
@@ -101,19 +99,23 @@ static void delete_all(tl_sqs *s, const char *url, const sqs_message *ms, size_t
     sqs_delete_message_batch(s->sqs, url, he, k, res, &e);
 }
 
-tl_sqs_msg *tl_sqs_drain_room(tl_sqs *s, int room, size_t *n)
+tl_sqs_msg *tl_sqs_drain_shard(tl_sqs *s, int shard, size_t *n)
 {
     tl_sqs_msg *out = NULL;
     size_t cap = 0;
     *n = 0;
+    if (shard < 1 || shard > TL_SQS_MAX_SHARD || !s->urls[shard]) {
+        tl_note("drain: shard %d has no queue URL (created or looked up?)", shard);
+        return NULL;
+    }
     sqs_receive_options o = {
         .max_messages = SQS_MAX_BATCH, .wait_seconds = 0, .visibility_timeout = 60};
     for (int empty = 0; empty < 3;) {
         sqs_message *ms = NULL;
         size_t k = 0;
         sqs_error e;
-        if (sqs_receive_message(s->sqs, s->urls[room], &o, &ms, &k, &e) != SQS_OK) {
-            tl_note("ReceiveMessage room %d: %s", room, e.message);
+        if (sqs_receive_message(s->sqs, s->urls[shard], &o, &ms, &k, &e) != SQS_OK) {
+            tl_note("ReceiveMessage shard %d: %s", shard, e.message);
             break;
         }
         if (k == 0) {
@@ -123,7 +125,7 @@ tl_sqs_msg *tl_sqs_drain_room(tl_sqs *s, int room, size_t *n)
         }
         empty = 0;
         for (size_t i = 0; i < k; i++) keep(&out, &cap, n, &ms[i]);
-        delete_all(s, s->urls[room], ms, k);
+        delete_all(s, s->urls[shard], ms, k);
         sqs_messages_free(ms, k);
     }
     return out;
@@ -148,4 +150,8 @@ long tl_sqs_depth(tl_sqs *s, const char *url)
     return depth;
 }
 
-long tl_sqs_room_depth(tl_sqs *s, int room) { return tl_sqs_depth(s, s->urls[room]); }
+long tl_sqs_shard_depth(tl_sqs *s, int shard)
+{
+    if (shard < 1 || shard > TL_SQS_MAX_SHARD || !s->urls[shard]) return -1;
+    return tl_sqs_depth(s, s->urls[shard]);
+}

@@ -1,11 +1,11 @@
 /*
  * drive — the load generator's event loop (one thread, one lws client context).
  *
- * Senders: connections to the producer, spread over the rooms (connection i serves room
- * i % rooms + 1). Each keeps at most `window` unacked messages. A message goes out on a connection
- * of its room, taken first from the room's retry list, then from the room's queue that the
- * generator thread fills. Acks and errors come back as JSON frames carrying the clientMessageId,
- * which encodes the record index.
+ * Senders: connections to the producer, spread over the rooms (connection i serves the room of
+ * index i % rooms, on /chat/<its id>). Each keeps at most `window` unacked messages. A message goes
+ * out on a connection of its room, taken first from the room's retry list, then from the room's
+ * queue that the generator thread fills. Acks and errors come back as JSON frames carrying the
+ * clientMessageId, which encodes the record index.
  *
  * Retries: RATE_LIMITED, QUEUE_UNAVAILABLE and QUEUE_ERROR answers, and messages in flight on a
  * connection that dropped, are sent again with the same clientMessageId after an exponential
@@ -15,9 +15,11 @@
  * held back); the senders are visited from a rotating start so every room gets its share.
  *
  * Subscribers (--subscribe): one consumer connection per room; each BroadcastEvent's messageId is
- * looked up among the planned ids to count receptions, duplicates and order: messages of one
- * sending connection that were acked on their first attempt must reach the subscriber in send
- * order.
+ * looked up among the planned ids to count receptions, duplicates and order. An event counts for
+ * a room only when its roomId is that room's id, both the one the message was sent to and the
+ * one the subscriber asked for. Per-room order: a room's senders each send in order, and the
+ * messages of one sending connection that were acked on their first attempt must reach the
+ * room's subscriber in send order.
  */
 #include "loadgen.h"
 #include "wsclient.h"
@@ -38,7 +40,7 @@ typedef struct {
 
 typedef struct {
     uint32_t id;
-    uint32_t room;
+    uint32_t room; /* index into opt->room_ids */
     wsc_conn *conn;
     int inflight;
     uint64_t next_seq;
@@ -48,7 +50,7 @@ typedef struct {
 } sender;
 
 typedef struct {
-    uint32_t room;
+    uint32_t room; /* index into opt->room_ids */
     wsc_conn *conn;
     uint64_t *last_seq_by_sender; /* highest sender_seq seen per sender, for the order check */
 } subscriber;
@@ -70,8 +72,8 @@ struct driver {
     int n_senders;
     subscriber *subs;
     int n_subs;
-    index_fifo retry_ready[LG_MAX_ROOMS + 1]; /* due for a resend, in index order of failure */
-    size_t *retry_wait;                       /* waiting for their backoff to pass */
+    index_fifo retry_ready[LG_MAX_ROOMS]; /* by room: due for a resend, in order of failure */
+    size_t *retry_wait;                   /* waiting for their backoff to pass */
     size_t retry_wait_len, retry_wait_cap;
     size_t *id_table; /* open addressing: messageId -> index + 1 */
     size_t id_mask;
@@ -241,6 +243,14 @@ static void on_answer(driver *d, sender *s, const char *data, size_t len)
     json_decref(root);
 }
 
+/* True when the event's roomId names room (an index): the subscriber's room, and the one the
+ * matched message was sent to. */
+static bool event_in_room(const driver *d, const json_t *root, uint32_t room)
+{
+    const char *id = json_string_value(json_object_get(root, "roomId"));
+    return id && strcmp(id, d->ph->opt->room_ids[room]) == 0;
+}
+
 static void on_broadcast(driver *d, subscriber *sub, const char *data, size_t len)
 {
     json_t *root = json_loadb(data, len, 0, NULL);
@@ -251,13 +261,14 @@ static void on_broadcast(driver *d, subscriber *sub, const char *data, size_t le
         return; /* other event types (presence, typing) are not counted here */
     }
     long idx = find_by_message_id(d, mid);
+    bool in_room = event_in_room(d, root, sub->room);
     json_decref(root);
     if (idx < 0) {
         d->ph->broadcasts_unknown++;
         return;
     }
     lg_record *r = &d->ph->rec[idx];
-    if (r->room != sub->room) {
+    if (r->room != sub->room || !in_room) {
         d->ph->broadcasts_unknown++;
         return;
     }
@@ -322,8 +333,8 @@ static void conn_closed(wsc_conn *c, int code, const char *reason, void *user)
 static void open_sender(driver *d, int i)
 {
     sender *s = &d->senders[i];
-    char path[64];
-    snprintf(path, sizeof path, "/chat/%u", s->room);
+    char path[16 + ROOM_ID_BUF];
+    snprintf(path, sizeof path, "/chat/%s", d->ph->opt->room_ids[s->room]);
     s->conn = wsc_connect_start(d->ctx, d->ph->opt->host, d->ph->opt->port, path);
     if (s->conn) wsc_set_callbacks(s->conn, conn_message, conn_closed, &d->refs[i]);
 }
@@ -331,8 +342,8 @@ static void open_sender(driver *d, int i)
 static void open_subscriber(driver *d, int i)
 {
     subscriber *sub = &d->subs[i];
-    char path[64];
-    snprintf(path, sizeof path, "/chat/%u", sub->room);
+    char path[16 + ROOM_ID_BUF];
+    snprintf(path, sizeof path, "/chat/%s", d->ph->opt->room_ids[sub->room]);
     sub->conn =
         wsc_connect_start(d->ctx, d->ph->opt->consumer_host, d->ph->opt->consumer_port, path);
     if (sub->conn)
@@ -520,11 +531,11 @@ bool lg_drive(lg_phase *ph)
     }
     for (int i = 0; i < d.n_senders; i++) {
         d.senders[i].id = (uint32_t)i;
-        d.senders[i].room = (uint32_t)(i % opt->rooms) + 1;
+        d.senders[i].room = (uint32_t)(i % opt->rooms);
         d.refs[i] = (conn_ref){&d, i, false};
     }
     for (int i = 0; i < d.n_subs; i++) {
-        d.subs[i].room = (uint32_t)i + 1;
+        d.subs[i].room = (uint32_t)i;
         d.subs[i].last_seq_by_sender = calloc((size_t)d.n_senders + 1, sizeof(uint64_t));
         if (!d.subs[i].last_seq_by_sender) {
             snprintf(ph->fatal, sizeof ph->fatal, "out of memory");
@@ -532,7 +543,7 @@ bool lg_drive(lg_phase *ph)
         }
         d.refs[d.n_senders + i] = (conn_ref){&d, i, true};
     }
-    for (int r = 1; r <= opt->rooms; r++) {
+    for (int r = 0; r < opt->rooms; r++) {
         ph->room_queue[r] = workqueue_new((size_t)opt->window * 4 + 16, NULL, NULL);
         if (!ph->room_queue[r]) {
             snprintf(ph->fatal, sizeof ph->fatal, "out of memory");
@@ -601,7 +612,7 @@ out:
         free(d.subs[i].last_seq_by_sender);
     }
     if (d.ctx) wsc_ctx_free(d.ctx);
-    for (int r = 1; r <= opt->rooms; r++) {
+    for (int r = 0; r < opt->rooms; r++) {
         if (ph->room_queue[r]) {
             void *item;
             while (workqueue_pop_many(ph->room_queue[r], &item, 1) == 1) {

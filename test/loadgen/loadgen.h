@@ -9,6 +9,11 @@
  *              retries with backoff, reconnects; subscriber connections matching broadcasts
  *   report.c   statistics, text/JSON report, per-message CSV, 10 s series and the gnuplot chart
  *
+ * Rooms: a run's rooms are room ids (common/room.h), "1".."N" for --rooms N or the list of
+ * --room-ids. Everything that names a room (paths, the messageId the producer derives, matching
+ * broadcasts, the reports) uses the id; records and per-room tables hold its index in
+ * opt->room_ids, so a record stays small.
+ *
  * Threads: a generator thread fills per-room bounded queues (common/workqueue.h) with message
  * indexes; everything else runs on the one lws loop thread, which owns every record it touches.
  */
@@ -19,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "room.h"
 #include "uuid.h"
 #include "workqueue.h"
 
@@ -27,7 +33,7 @@
 typedef enum { REC_PLANNED = 0, REC_INFLIGHT, REC_WAIT_RETRY, REC_ACKED, REC_FAILED } rec_state;
 
 typedef struct {
-    uint32_t room;
+    uint32_t room; /* index into opt->room_ids */
     uint32_t user_id;
     uint8_t type; /* 0 TEXT, 1 JOIN, 2 LEAVE */
     uint8_t text; /* index into the text pool */
@@ -60,7 +66,8 @@ typedef struct {
     long warmup_messages; /* per warm-up connection */
     int window;           /* unacked per connection */
     long rate; /* first sends per second over all connections; 0 = as the windows allow */
-    int rooms;
+    int rooms; /* how many room ids room_ids holds */
+    const char *const *room_ids; /* the rooms, by index 0..rooms-1 */
     int max_retries;
     bool subscribe;
     int drain_timeout_s; /* after the last ack, how long to wait for broadcasts */
@@ -76,9 +83,9 @@ typedef struct {
 typedef struct {
     const lg_options *opt;
     lg_record *rec;
-    size_t n;     /* records in this phase */
-    size_t first; /* index of the first record of this phase */
-    workqueue *room_queue[LG_MAX_ROOMS + 1];
+    size_t n;                            /* records in this phase */
+    size_t first;                        /* index of the first record of this phase */
+    workqueue *room_queue[LG_MAX_ROOMS]; /* by room index */
     /* counters filled by the driver */
     long acked, failed, retries, reconnections, connections_opened, errors_seen;
     long broadcasts_received, broadcasts_duplicated, broadcasts_out_of_order, broadcasts_unknown;

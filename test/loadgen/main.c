@@ -28,7 +28,9 @@ static void usage(FILE *out)
             "  --window N             unacked messages per connection (20)\n"
             "  --rate N               first sends per second over all connections (0: as fast as "
             "the windows allow)\n"
-            "  --rooms N              rooms 1..N (20)\n"
+            "  --rooms N              rooms \"1\"..\"N\", N <= %d (20)\n"
+            "  --room-ids ID,ID,...   these rooms instead of --rooms: room ids of 1-64 characters\n"
+            "                         of A-Z a-z 0-9 _ -, each once (e.g. team-alpha,7,<uuid>)\n"
             "  --retries N            resends per message before it counts as failed (5)\n"
             "  --subscribe            also subscribe to the consumer for every room and match "
             "broadcasts\n"
@@ -43,7 +45,8 @@ static void usage(FILE *out)
             "  --acked-ids FILE       write the messageId of every acked message (both phases), "
             "one per line\n"
             "  --seed N               generator seed (1)\n"
-            "  --quiet                no progress lines on stderr\n");
+            "  --quiet                no progress lines on stderr\n",
+            LG_MAX_ROOMS);
 }
 
 static bool parse_long(const char *s, long lo, long hi, long *out)
@@ -53,6 +56,82 @@ static bool parse_long(const char *s, long lo, long hi, long *out)
     if (!*s || !end || *end || v < lo || v > hi) return false;
     *out = v;
     return true;
+}
+
+/* The run's rooms: "1".."N" for --rooms N, or the --room-ids list; o->room_ids points here.
+ * Static: it must outlive parse_flags(), and at 65 KiB it is no stack object. */
+static struct {
+    char ids[LG_MAX_ROOMS][ROOM_ID_BUF];
+    const char *ptrs[LG_MAX_ROOMS];
+    int n;
+} rooms_table;
+
+static void add_room(const char *id, size_t len)
+{
+    memcpy(rooms_table.ids[rooms_table.n], id, len);
+    rooms_table.ids[rooms_table.n][len] = '\0';
+    rooms_table.ptrs[rooms_table.n] = rooms_table.ids[rooms_table.n];
+    rooms_table.n++;
+}
+
+/* A room id that is already in the table. */
+static bool room_known(const char *id, size_t len)
+{
+    for (int k = 0; k < rooms_table.n; k++)
+        if (strlen(rooms_table.ids[k]) == len && memcmp(rooms_table.ids[k], id, len) == 0)
+            return true;
+    return false;
+}
+
+/* --room-ids: every item a valid room id (room.h), each once, at most LG_MAX_ROOMS. */
+static bool parse_room_ids(const char *list, char *err, size_t err_len)
+{
+    rooms_table.n = 0;
+    for (const char *p = list;; p++) {
+        size_t len = strcspn(p, ",");
+        int shown = len > 70 ? 70 : (int)len;
+        char why[96];
+        if (rooms_table.n == LG_MAX_ROOMS) {
+            snprintf(err, err_len, "more than %d room ids", LG_MAX_ROOMS);
+            return false;
+        }
+        if (!room_id_check(p, len, why, sizeof why)) {
+            snprintf(err, err_len, "room id %d, '%.*s': %s", rooms_table.n + 1, shown, p, why);
+            return false;
+        }
+        if (room_known(p, len)) {
+            snprintf(err, err_len, "room id '%.*s' is given twice", shown, p);
+            return false;
+        }
+        add_room(p, len);
+        p += len;
+        if (*p == '\0') return true;
+    }
+}
+
+/* Fills the room table from --room-ids, or with "1".."rooms". 0, or 2 after saying why. */
+static int settle_rooms(lg_options *o, const char *room_ids, bool rooms_given)
+{
+    char err[256];
+    if (room_ids && rooms_given) {
+        fprintf(stderr, "chatflow-loadgen: --rooms and --room-ids exclude each other\n");
+        return 2;
+    }
+    if (room_ids && !parse_room_ids(room_ids, err, sizeof err)) {
+        fprintf(stderr, "chatflow-loadgen: bad value for --room-ids: %s\n", err);
+        usage(stderr);
+        return 2;
+    }
+    if (!room_ids) {
+        rooms_table.n = 0;
+        for (int r = 1; r <= o->rooms; r++) {
+            char id[16];
+            add_room(id, (size_t)snprintf(id, sizeof id, "%d", r));
+        }
+    }
+    o->rooms = rooms_table.n;
+    o->room_ids = rooms_table.ptrs;
+    return 0;
 }
 
 static int parse_flags(int argc, char **argv, lg_options *o)
@@ -67,6 +146,7 @@ static int parse_flags(int argc, char **argv, lg_options *o)
         F_WINDOW,
         F_RATE,
         F_ROOMS,
+        F_ROOM_IDS,
         F_RETRIES,
         F_SUB,
         F_CHOST,
@@ -90,6 +170,7 @@ static int parse_flags(int argc, char **argv, lg_options *o)
                                              {"window", 1, 0, F_WINDOW},
                                              {"rate", 1, 0, F_RATE},
                                              {"rooms", 1, 0, F_ROOMS},
+                                             {"room-ids", 1, 0, F_ROOM_IDS},
                                              {"retries", 1, 0, F_RETRIES},
                                              {"subscribe", 0, 0, F_SUB},
                                              {"consumer-host", 1, 0, F_CHOST},
@@ -106,6 +187,8 @@ static int parse_flags(int argc, char **argv, lg_options *o)
                                              {0, 0, 0, 0}};
     int ch, li = -1;
     long v;
+    const char *room_ids = NULL;
+    bool rooms_given = false;
     opterr = 0;
     while ((li = -1, ch = getopt_long(argc, argv, "", longopts, &li)) != -1) {
         const char *a = optarg;
@@ -134,7 +217,9 @@ static int parse_flags(int argc, char **argv, lg_options *o)
         case F_ROOMS:
             ok = parse_long(a, 1, LG_MAX_ROOMS, &v);
             o->rooms = (int)v;
+            rooms_given = true;
             break;
+        case F_ROOM_IDS: room_ids = a; break;
         case F_RETRIES:
             ok = parse_long(a, 0, 20, &v);
             o->max_retries = (int)v;
@@ -181,6 +266,8 @@ static int parse_flags(int argc, char **argv, lg_options *o)
         usage(stderr);
         return 2;
     }
+    int rc = settle_rooms(o, room_ids, rooms_given);
+    if (rc) return rc;
     if (o->connections < o->rooms || (o->warmup_connections && o->warmup_connections < o->rooms)) {
         fprintf(stderr, "chatflow-loadgen: need at least one connection per room (%d rooms)\n",
                 o->rooms);

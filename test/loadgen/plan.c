@@ -83,7 +83,9 @@ void lg_plan(lg_record *rec, size_t n, const lg_options *opt, unsigned seed)
     for (size_t i = 0; i < n; i++) {
         lg_record *r = &rec[i];
         memset(r, 0, sizeof *r);
-        r->room = 1 + (uint32_t)(next_rand(&s) % (uint64_t)opt->rooms);
+        /* under --rooms N index k is room "k+1": a seed plans the run it did when rooms were
+         * numbers */
+        r->room = (uint32_t)(next_rand(&s) % (uint64_t)opt->rooms);
         r->user_id = 1 + (uint32_t)(next_rand(&s) % 100000u);
         uint64_t t = next_rand(&s) % 100u;
         r->type = t < 90 ? 0 : t < 95 ? 1 : 2;
@@ -124,11 +126,11 @@ int lg_frame(const lg_options *opt, const lg_record *r, size_t index, char *buf,
 void lg_compute_message_ids(lg_record *rec, size_t first, size_t n, const lg_options *opt)
 {
     for (size_t i = first; i < first + n; i++) {
-        char cmid[64], name[128];
+        char cmid[64], name[16 + ROOM_ID_BUF + sizeof cmid];
         lg_client_message_id(opt, i, cmid, sizeof cmid);
         /* the same name the producer hashes: "userId:roomId:clientMessageId" */
-        int len = snprintf(name, sizeof name, "%" PRIu32 ":%" PRIu32 ":%s", rec[i].user_id,
-                           rec[i].room, cmid);
+        int len = snprintf(name, sizeof name, "%" PRIu32 ":%s:%s", rec[i].user_id,
+                           opt->room_ids[rec[i].room], cmid);
         uuid_v5(CHATFLOW_MESSAGE_NAMESPACE, name, (size_t)len, rec[i].message_id);
     }
 }

@@ -84,8 +84,9 @@ static bool write_csv(const lg_phase *ph, const char *path)
         const char *status = r->state == REC_ACKED ? "SUCCESS"
                              : r->error[0]         ? r->error
                                                    : "NOT_SENT";
-        fprintf(f, "%lld,%s,%.3f,%s,%u\n", (long long)r->wall_send_ms, LG_TYPE_NAMES[r->type], lat,
-                status, r->room);
+        /* a room id has no comma or quote (room.h): safe in a CSV field as it is */
+        fprintf(f, "%lld,%s,%.3f,%s,%s\n", (long long)r->wall_send_ms, LG_TYPE_NAMES[r->type], lat,
+                status, ph->opt->room_ids[r->room]);
     }
     return fclose(f) == 0;
 }
@@ -171,7 +172,7 @@ bool lg_report(const lg_phase *ph, const lg_phase *warmup, char *metrics_json)
     double e2e_wall_s =
         ph->acked_broadcast ? (double)(ph->last_broadcast_us - ph->start_us) / 1e6 : 0;
     double e2e_rate = e2e_wall_s > 0 ? (double)ph->acked_broadcast / e2e_wall_s : 0;
-    long per_room[LG_MAX_ROOMS + 1] = {0}, per_type[3] = {0};
+    long per_room[LG_MAX_ROOMS] = {0}, per_type[3] = {0}; /* by room index */
     for (size_t i = ph->first; i < ph->first + ph->n; i++) {
         if (ph->rec[i].state != REC_ACKED) continue;
         per_room[ph->rec[i].room]++;
@@ -219,8 +220,9 @@ bool lg_report(const lg_phase *ph, const lg_phase *warmup, char *metrics_json)
            ph->acked ? 100.0 * per_type[1] / ph->acked : 0, per_type[2],
            ph->acked ? 100.0 * per_type[2] / ph->acked : 0);
     printf("  throughput per room (msg/s):");
-    for (int r = 1; r <= opt->rooms; r++)
-        printf("%s %d:%.0f", r % 10 == 1 ? "\n   " : "", r, wall_s > 0 ? per_room[r] / wall_s : 0);
+    for (int r = 0; r < opt->rooms; r++)
+        printf("%s %s:%.0f", r % 10 == 0 ? "\n   " : "", opt->room_ids[r],
+               wall_s > 0 ? per_room[r] / wall_s : 0);
     printf("\n  per-message CSV: %s%s\n", csv, csv_ok ? "" : " (could not be written)");
     printf("  series (10 s):   %s\n", tsv);
     printf("  chart:           %s\n", chart ? png : why);
@@ -229,12 +231,10 @@ bool lg_report(const lg_phase *ph, const lg_phase *warmup, char *metrics_json)
 
     bool ok = true;
     if (opt->json_path) {
-        json_t *rooms = json_object();
-        for (int r = 1; r <= opt->rooms; r++) {
-            char key[16];
-            snprintf(key, sizeof key, "%d", r);
-            json_object_set_new(rooms, key, json_real(wall_s > 0 ? per_room[r] / wall_s : 0));
-        }
+        json_t *rooms = json_object(); /* keyed by room id */
+        for (int r = 0; r < opt->rooms; r++)
+            json_object_set_new(rooms, opt->room_ids[r],
+                                json_real(wall_s > 0 ? per_room[r] / wall_s : 0));
         json_t *consumer = metrics_json ? json_loads(metrics_json, 0, NULL) : NULL;
         json_t *doc = json_pack(
             "{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:i,s:f,s:f,s:o,s:o,s:{s:I,s:I,s:I},s:o,"
@@ -260,6 +260,10 @@ bool lg_report(const lg_phase *ph, const lg_phase *warmup, char *metrics_json)
         if (doc) {
             json_object_set_new(doc, "window", json_integer(opt->window));
             json_object_set_new(doc, "rate", json_integer(opt->rate));
+            json_t *ids = json_array();
+            for (int r = 0; r < opt->rooms; r++)
+                json_array_append_new(ids, json_string(opt->room_ids[r]));
+            json_object_set_new(doc, "roomIds", ids);
         }
         if (doc && consumer)
             json_object_set_new(doc, "consumerMetrics", consumer);

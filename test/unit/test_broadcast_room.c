@@ -1,7 +1,8 @@
 /*
  * Unit tests of the broadcaster's socket-free parts: sequence number order, the subscription
- * path, the per-room replay cache (with events lost before it: incomplete below them, whole
- * above), the replay merge (history pages + held live frames) and the frame token bucket.
+ * path (any room id served, anything else refused), the per-room replay cache (with events lost
+ * before it: incomplete below them, whole above), the replay merge (history pages + held live
+ * frames) and the frame token bucket.
  */
 /* test-passes: asan tsan */
 #include <stdint.h>
@@ -70,40 +71,71 @@ static void test_seqnum(void)
 static int parse(const char *path, const char *arg, bc_target *t, char *reason)
 {
     const char *args[1] = {arg};
-    return bc_target_parse(path, args, arg ? 1 : 0, 1, 20, t, reason, 200);
+    return bc_target_parse(path, args, arg ? 1 : 0, t, reason, 200);
+}
+
+/* Every consumer serves every room (room.h): any room id is accepted, kept as the client sent
+ * it; only something that is not a room id is refused. */
+static void test_path_rooms(void)
+{
+    bc_target t;
+    char reason[200];
+    CHECK_INT(parse("/chat/1", NULL, &t, reason), 0, "path: /chat/1 accepted");
+    CHECK_STR(t.room, "1", "path: room \"1\"");
+    CHECK_STR(t.since, "", "path: no since");
+    CHECK_INT(parse("/chat/20", "since=12345678901234567890", &t, reason), 0,
+              "path: room 20 with since");
+    CHECK_STR(t.room, "20", "path: room \"20\"");
+    CHECK_STR(t.since, "12345678901234567890", "path: since kept as given");
+
+    const char *served[] = {"21",
+                            "0",
+                            "42",
+                            "1000",
+                            "007",
+                            "-1",
+                            "abc",
+                            "team-alpha",
+                            "3f2b8c1e-9d4a-4e5b-8f6a-1c2d3e4f5a6b",
+                            "99999999999999999999"};
+    for (size_t i = 0; i < sizeof served / sizeof served[0]; i++) {
+        char path[96];
+        snprintf(path, sizeof path, "/chat/%s", served[i]);
+        CHECK(parse(path, NULL, &t, reason) == 0 && strcmp(t.room, served[i]) == 0,
+              "path: room \"%s\" accepted as is (no range: every room is served)", served[i]);
+    }
+    char longest[6 + ROOM_ID_MAX + 2] = "/chat/";
+    memset(longest + 6, 'r', ROOM_ID_MAX);
+    longest[6 + ROOM_ID_MAX] = '\0';
+    CHECK(parse(longest, NULL, &t, reason) == 0 && strlen(t.room) == ROOM_ID_MAX,
+          "path: a %d-character room accepted whole", ROOM_ID_MAX);
+    longest[6 + ROOM_ID_MAX] = 'r';
+    longest[6 + ROOM_ID_MAX + 1] = '\0';
+    CHECK_INT(parse(longest, NULL, &t, reason), 404, "path: a %d-character room refused",
+              ROOM_ID_MAX + 1);
+
+    CHECK_INT(parse("/chat/a.b", NULL, &t, reason), 404, "path: '.' in a room refused");
+    CHECK_STR(reason, "room 'a.b' is not a room id (1-64 characters of A-Z a-z 0-9 _ -)",
+              "path: the reason names the rule");
+    CHECK_INT(parse("/chat/a b", NULL, &t, reason), 404, "path: a space in a room refused");
+    CHECK_INT(parse("/chat/a%2Fb", NULL, &t, reason), 404, "path: '%%' in a room refused");
+    CHECK_INT(parse("/chat/caf\xc3\xa9", NULL, &t, reason), 404, "path: a non-ASCII room refused");
+    CHECK(strstr(reason, "'caf?"
+                         "?'") /* not a trigraph */
+              != NULL,
+          "path: non-ASCII bytes echoed as '?': %s", reason);
+    CHECK_INT(parse("/chat/", NULL, &t, reason), 404, "path: missing room refused");
+    CHECK(strstr(reason, "not a room id") != NULL, "path: says it is not a room id: %s", reason);
+    CHECK_INT(parse("/chat/1/x", NULL, &t, reason), 404, "path: extra segment refused");
+    CHECK_INT(parse("/rooms/1", NULL, &t, reason), 404, "path: another prefix refused");
+    CHECK(strstr(reason, "/chat/{roomId}") != NULL, "path: says what to use: %s", reason);
+    CHECK_INT(parse(NULL, NULL, &t, reason), 404, "path: no path refused");
 }
 
 static void test_path(void)
 {
     bc_target t;
     char reason[200];
-    CHECK_INT(parse("/chat/1", NULL, &t, reason), 0, "path: /chat/1 accepted");
-    CHECK_INT(t.room, 1, "path: room 1");
-    CHECK_STR(t.since, "", "path: no since");
-    CHECK_INT(parse("/chat/20", "since=12345678901234567890", &t, reason), 0,
-              "path: room 20 with since");
-    CHECK_INT(t.room, 20, "path: room 20");
-    CHECK_STR(t.since, "12345678901234567890", "path: since kept as given");
-
-    CHECK_INT(parse("/chat/21", NULL, &t, reason), 404, "path: room 21 refused with 404");
-    CHECK_STR(reason, "room 21 is not served here; this consumer serves rooms 1-20",
-              "path: the reason names the range");
-    CHECK_INT(parse("/chat/0", NULL, &t, reason), 404, "path: room 0 refused");
-    CHECK(strstr(reason, "rooms 1-20") != NULL, "path: room 0 reason names the range: %s", reason);
-    CHECK_INT(parse("/chat/42", NULL, &t, reason), 404, "path: room 42 refused");
-    CHECK_STR(reason, "room 42 is not served here; this consumer serves rooms 1-20",
-              "path: room 42 reason");
-    CHECK_INT(parse("/chat/007", NULL, &t, reason), 404, "path: leading zeros refused");
-    CHECK_INT(parse("/chat/-1", NULL, &t, reason), 404, "path: a sign is refused");
-    CHECK_INT(parse("/chat/abc", NULL, &t, reason), 404, "path: a name is refused");
-    CHECK(strstr(reason, "not a room id") != NULL, "path: says it is not a room id: %s", reason);
-    CHECK_INT(parse("/chat/", NULL, &t, reason), 404, "path: missing room refused");
-    CHECK_INT(parse("/chat/1/x", NULL, &t, reason), 404, "path: extra segment refused");
-    CHECK_INT(parse("/chat/99999999999999999999", NULL, &t, reason), 404,
-              "path: huge room refused");
-    CHECK_INT(parse("/rooms/1", NULL, &t, reason), 404, "path: another prefix refused");
-    CHECK(strstr(reason, "/chat/{roomId}") != NULL, "path: says what to use: %s", reason);
-
     CHECK_INT(parse("/chat/3", "since=", &t, reason), 400, "path: empty since refused with 400");
     CHECK_INT(parse("/chat/3", "since=12x", &t, reason), 400, "path: non-numeric since refused");
     CHECK(strstr(reason, "since") != NULL, "path: reason names since: %s", reason);
@@ -113,11 +145,11 @@ static void test_path(void)
     CHECK_INT(parse("/chat/3", "sinse=5", &t, reason), 400, "path: unknown argument refused");
     CHECK(strstr(reason, "sinse") != NULL, "path: reason names the unknown argument: %s", reason);
     const char *two[2] = {"since=1", "since=2"};
-    CHECK_INT(bc_target_parse("/chat/3", two, 2, 1, 20, &t, reason, sizeof reason), 400,
+    CHECK_INT(bc_target_parse("/chat/3", two, 2, &t, reason, sizeof reason), 400,
               "path: since twice refused");
     CHECK_INT(parse("/chat/3", "since=0", &t, reason), 0, "path: since=0 accepted");
     CHECK_INT(parse("/chat/<b>x</b>", NULL, &t, reason), 404, "path: markup in the room refused");
-    CHECK_STR(reason, "room '?b?x?/b?' is not a room id; this consumer serves rooms 1-20",
+    CHECK_STR(reason, "room '?b?x?/b?' is not a room id (1-64 characters of A-Z a-z 0-9 _ -)",
               "path: what the client sent is echoed without markup");
     CHECK_INT(parse("/chat/1", "x=\"><script>", &t, reason), 400,
               "path: markup in an argument refused");
@@ -430,6 +462,7 @@ static void test_replay_merge(void)
 int main(void)
 {
     test_seqnum();
+    test_path_rooms();
     test_path();
     test_frames_and_queue();
     test_cache();

@@ -31,8 +31,7 @@ static const char *const our_env[] = {"T_PORT",
                                       "T_MODE",
                                       "T_VERBOSE",
                                       "T_NAME",
-                                      "CHATFLOW_ROOM_MIN",
-                                      "CHATFLOW_ROOM_MAX",
+                                      "CHATFLOW_QUEUE_SHARDS",
                                       "CHATFLOW_LOG_LEVEL",
                                       "CHATFLOW_SERVER_ID"};
 
@@ -70,8 +69,7 @@ static void test_defaults(void)
     CHECK_STR(s.mode, "fast", "string default");
     CHECK(!s.verbose, "bool default false");
     CHECK_STR(s.name, "", "empty string default");
-    CHECK_INT(s.common.room_min, 1, "common room_min default");
-    CHECK_INT(s.common.room_max, 20, "common room_max default");
+    CHECK_INT(s.common.queue_shards, 20, "common queue shards default (the 20 queues of old)");
     CHECK_STR(s.common.queue_prefix, "chatflow-room-", "common queue prefix default");
     CHECK_INT(s.common.sqs_request_timeout_ms, 10000, "common request timeout default");
     CHECK_INT(argc_out, 1, "argc keeps only the program name");
@@ -264,20 +262,19 @@ static void test_help(void)
 static void test_common_finish(void)
 {
     clear_env();
-    setenv("CHATFLOW_ROOM_MIN", "30", 1);
+    setenv("CHATFLOW_QUEUE_SHARDS", "0", 1);
     config_result r = load(NULL);
-    CHECK_INT(r, CONFIG_OK, "room_min 30 alone is in range");
-    bool ok = config_common_finish(&s.common, err, sizeof err);
-    CHECK(!ok, "room_min > room_max is refused");
-    CHECK_STR(
-        err,
-        "CHATFLOW_ROOM_MIN (--room-min) = 30 is greater than CHATFLOW_ROOM_MAX (--room-max) = 20",
-        "message names both variables");
+    CHECK(r == CONFIG_ERROR && strstr(err, "CHATFLOW_QUEUE_SHARDS"), "0 queue shards refused (%s)",
+          err);
+    clear_env();
+    setenv("CHATFLOW_QUEUE_SHARDS", "1001", 1);
+    r = load(NULL);
+    CHECK(r == CONFIG_ERROR, "more than 1000 queue shards refused (%s)", err);
 
     clear_env();
-    load(ARGS("--room-min", "5", "--room-max", "5", "--log-level", "warn"));
-    ok = config_common_finish(&s.common, err, sizeof err);
-    CHECK(ok, "room_min == room_max is fine (%s)", err);
+    load(ARGS("--queue-shards", "5", "--log-level", "warn"));
+    bool ok = config_common_finish(&s.common, err, sizeof err);
+    CHECK(ok && s.common.queue_shards == 5, "--queue-shards 5 is taken (%s)", err);
     char host[256] = "";
     gethostname(host, sizeof host);
     CHECK_STR(s.common.server_id, host, "empty server id becomes the host name");

@@ -53,9 +53,17 @@ static void test_settings(void)
     CHECK(load(&s, argv4, 5, err, sizeof err) == CONFIG_ERROR &&
               strstr(err, "CHATFLOW_PONG_TIMEOUT_S"),
           "pong timeout not below the ping interval refused (%s)", err);
-    char *argv5[] = {"chatflow-consumer", "--room-min", "5", "--room-max", "4", NULL};
-    CHECK(load(&s, argv5, 5, err, sizeof err) == CONFIG_ERROR, "room_min > room_max refused (%s)",
-          err);
+    char *argv5[] = {"chatflow-consumer", "--shard-first", "5", "--shard-last", "4", NULL};
+    CHECK(load(&s, argv5, 5, err, sizeof err) == CONFIG_ERROR &&
+              strstr(err, "CHATFLOW_SHARD_FIRST"),
+          "first shard after the last refused (%s)", err);
+    char *argv6[] = {"chatflow-consumer", "--queue-shards", "4", "--shard-last", "5", NULL};
+    CHECK(load(&s, argv6, 5, err, sizeof err) == CONFIG_ERROR,
+          "a shard beyond the shards refused (%s)", err);
+    char *argv7[] = {"chatflow-consumer", "--queue-shards", "8", NULL};
+    CHECK(load(&s, argv7, 3, err, sizeof err) == CONFIG_OK && s.shard_first == 1 &&
+              s.shard_last == 8,
+          "by default a consumer polls every shard (%s)", err);
 }
 
 static chat_message valid_message(void)
@@ -75,6 +83,32 @@ static chat_message valid_message(void)
     return m;
 }
 
+/* The row keeps the room id byte for byte (the database checks the same rule, 0004_room_ids). */
+static void test_row_rooms(void)
+{
+    write_row r;
+    char err[256];
+    chat_message m = valid_message();
+    const char *kept[] = {
+        "0", "07", "1000", "team-alpha", "3f2b8c1e-9d4a-4e5b-8f6a-1c2d3e4f5a6b", "Room_9"};
+    for (size_t i = 0; i < sizeof kept / sizeof kept[0]; i++) {
+        snprintf(m.room_id, sizeof m.room_id, "%s", kept[i]);
+        CHECK(write_row_init(&r, &m, "1", err, sizeof err) && strcmp(r.room_id, kept[i]) == 0,
+              "room \"%s\" becomes a row with that room id (%s)", kept[i], err);
+    }
+    memset(m.room_id, 'r', ROOM_ID_MAX);
+    m.room_id[ROOM_ID_MAX] = '\0';
+    CHECK(write_row_init(&r, &m, "1", err, sizeof err) && strlen(r.room_id) == ROOM_ID_MAX,
+          "a %d-character room id is kept whole", ROOM_ID_MAX);
+    const char *refused[] = {"", "a.b", "a b", "a/b", "caf\xc3\xa9"};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        snprintf(m.room_id, sizeof m.room_id, "%s", refused[i]);
+        err[0] = '\0';
+        CHECK(!write_row_init(&r, &m, "1", err, sizeof err) && strstr(err, "roomId"),
+              "room id #%zu (not [A-Za-z0-9_-]{1,64}) refused naming roomId (%s)", i, err);
+    }
+}
+
 static void test_rows(void)
 {
     write_row r;
@@ -84,17 +118,16 @@ static void test_rows(void)
           "a valid message becomes a row");
     CHECK_STR(r.client_timestamp, "2026-11-23T10:00:00.500Z", "client timestamp normalised to UTC");
     CHECK_STR(r.received_at, "2026-11-23T10:00:01.000Z", "receivedAt normalised");
-    CHECK(r.room_id == 7 && r.user_id == 42 && r.status == WRITE_PENDING && r.attempts == 0,
-          "ids parsed, row pending");
+    CHECK(strcmp(r.room_id, "7") == 0 && r.user_id == 42 && r.status == WRITE_PENDING &&
+              r.attempts == 0,
+          "ids parsed (room \"7\" kept as text), row pending");
     CHECK_STR(r.sequence_number, "18446744073709551616123",
               "a sequence number beyond 64 bits is kept as text");
     CHECK(write_row_init(&r, &m, "", err, sizeof err) && r.sequence_number[0] == '\0',
           "no sequence number -> NULL");
     CHECK(!write_row_init(&r, &m, "12a", err, sizeof err) && strstr(err, "SequenceNumber"),
           "a non-decimal sequence number is refused");
-    strcpy(m.room_id, "0");
-    CHECK(!write_row_init(&r, &m, "1", err, sizeof err) && strstr(err, "roomId"),
-          "room 0 refused (%s)", err);
+    test_row_rooms();
     m = valid_message();
     strcpy(m.timestamp, "yesterday");
     CHECK(!write_row_init(&r, &m, "1", err, sizeof err) && strstr(err, "timestamp"),

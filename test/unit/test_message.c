@@ -559,6 +559,19 @@ static void queue_rejects(const char *key, const char *raw_value, const char *wh
     free(body);
 }
 
+/* Any room id (1-64 of A-Z a-z 0-9 _ -) is a room, kept byte for byte ("07" is not "7"). */
+static void queue_accepts_room(const char *room)
+{
+    char raw[ROOM_ID_BUF + 2];
+    snprintf(raw, sizeof raw, "\"%s\"", room);
+    char *body = queue_with("roomId", raw);
+    chat_message m;
+    bool ok = queue_message_parse(body, strlen(body), &m, err, sizeof err);
+    CHECK(ok && strcmp(m.room_id, room) == 0, "queue body: roomId \"%s\" is accepted as is (%s)",
+          room, ok ? m.room_id : err);
+    free(body);
+}
+
 static void test_queue_parse(void)
 {
     chat_message m;
@@ -586,11 +599,18 @@ static void test_queue_parse(void)
     queue_rejects("messageId", "\"0f8fad5bd9cb469fa16570867728950e\"", "without dashes");
     queue_rejects("messageId", NULL, "missing");
     queue_rejects("messageId", "5", "a number");
-    queue_rejects("roomId", "\"0\"", "zero");
-    queue_rejects("roomId", "\"-1\"", "negative");
-    queue_rejects("roomId", "\"07\"", "leading zero");
-    queue_rejects("roomId", "\"x\"", "not a number");
-    queue_rejects("roomId", "\"2147483648\"", "over the integer range");
+    queue_rejects("roomId", "\"\"", "empty");
+    queue_rejects("roomId", "\"a.b\"", "with a dot");
+    queue_rejects("roomId", "\"x y\"", "with a space");
+    queue_rejects("roomId", "\"caf\\u00e9\"", "with a non-ASCII letter");
+    queue_rejects("roomId",
+                  "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"",
+                  "of 65 characters");
+    queue_accepts_room("0");
+    queue_accepts_room("07");
+    queue_accepts_room("team-alpha");
+    queue_accepts_room("3f2b8c1e-9d4a-4e5b-8f6a-1c2d3e4f5a6b");
+    queue_accepts_room("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
     queue_rejects("roomId", "7", "a JSON number (the body is all strings)");
     queue_rejects("roomId", NULL, "missing");
     queue_rejects("userId", "42", "a JSON number (the body is all strings)");
