@@ -35,7 +35,7 @@ comma := ,
 
 # pkg-config runs when make reads this file: the targets that install first (test, run, ...)
 # therefore build through a second make (BUILD_AFTER_DEPS), which reads it after the install.
-PKGS    := libwebsockets libcurl openssl libpq jansson libmicrohttpd
+PKGS    := libwebsockets libcurl openssl libpq jansson libmicrohttpd cjose
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 PKGS_MISSING := $(shell pkg-config --exists $(PKGS) 2>/dev/null || echo yes)

@@ -25,6 +25,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "curl_body.h"
+#include "errbuf.h"
 #include "log.h"
 #include "timeutil.h"
 
@@ -48,17 +50,6 @@ struct credentials_provider {
     char last_error[512]; /* cause of the last failed fetch */
 };
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || err_len == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
 static const char *env_nonempty(const char *name)
 {
     const char *v = getenv(name);
@@ -70,7 +61,7 @@ static bool copy_field(char *dst, size_t dst_len, const char *value, const char 
 {
     size_t n = strlen(value);
     if (n >= dst_len) {
-        set_err(err, err_len, "%s is too long (%zu bytes, at most %zu)", what, n, dst_len - 1);
+        errbuf_set(err, err_len, "%s is too long (%zu bytes, at most %zu)", what, n, dst_len - 1);
         return false;
     }
     memcpy(dst, value, n + 1);
@@ -85,7 +76,7 @@ static bool load_environment(credentials_provider *p, char *err, size_t err_len)
     const char *secret = env_nonempty("AWS_SECRET_ACCESS_KEY");
     const char *token = env_nonempty("AWS_SESSION_TOKEN");
     if (!id || !secret) {
-        set_err(
+        errbuf_set(
             err, err_len,
             "AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not (or the other way round)");
         return false;
@@ -109,13 +100,14 @@ static bool full_uri_allowed(const char *uri, char *err, size_t err_len)
     char *scheme = NULL, *host = NULL;
     bool ok = false;
     if (!u) {
-        set_err(err, err_len, "out of memory");
+        errbuf_set(err, err_len, "out of memory");
         return false;
     }
     if (curl_url_set(u, CURLUPART_URL, uri, 0) != CURLUE_OK ||
         curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
         curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
-        set_err(err, err_len, "AWS_CONTAINER_CREDENTIALS_FULL_URI \"%s\" is not a valid URL", uri);
+        errbuf_set(err, err_len, "AWS_CONTAINER_CREDENTIALS_FULL_URI \"%s\" is not a valid URL",
+                   uri);
     } else if (strcasecmp(scheme, "https") == 0) {
         ok = true;
     } else if (strcasecmp(scheme, "http") == 0 &&
@@ -124,7 +116,7 @@ static bool full_uri_allowed(const char *uri, char *err, size_t err_len)
                 strcmp(host, "169.254.170.23") == 0)) {
         ok = true;
     } else {
-        set_err(
+        errbuf_set(
             err, err_len,
             "AWS_CONTAINER_CREDENTIALS_FULL_URI \"%s\": plain http is allowed only to loopback or "
             "the ECS credentials host; use https",
@@ -141,13 +133,14 @@ static bool configure_ecs(credentials_provider *p, const char *relative, const c
 {
     if (relative) {
         if (relative[0] != '/') {
-            set_err(err, err_len,
-                    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI \"%s\" must start with '/'", relative);
+            errbuf_set(err, err_len,
+                       "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI \"%s\" must start with '/'",
+                       relative);
             return false;
         }
         int n = snprintf(p->url, sizeof p->url, "http://%s%s", ECS_CREDENTIALS_HOST, relative);
         if (n < 0 || (size_t)n >= sizeof p->url) {
-            set_err(err, err_len, "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI is too long");
+            errbuf_set(err, err_len, "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI is too long");
             return false;
         }
     } else {
@@ -163,29 +156,6 @@ static bool configure_ecs(credentials_provider *p, const char *relative, const c
     return true;
 }
 
-typedef struct {
-    char *data;
-    size_t len;
-    bool too_big;
-} fetch_body;
-
-static size_t collect_body(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-    fetch_body *b = userdata;
-    size_t n = size * nmemb;
-    if (b->len + n > FETCH_MAX_BODY) {
-        b->too_big = true;
-        return 0; /* aborts the transfer */
-    }
-    char *grown = realloc(b->data, b->len + n + 1);
-    if (!grown) return 0;
-    memcpy(grown + b->len, ptr, n);
-    b->data = grown;
-    b->len += n;
-    b->data[b->len] = '\0';
-    return n;
-}
-
 static bool json_string_field(json_t *root, const char *name, bool required, char *dst,
                               size_t dst_len, char *err, size_t err_len)
 {
@@ -195,11 +165,11 @@ static bool json_string_field(json_t *root, const char *name, bool required, cha
             dst[0] = '\0';
             return true;
         }
-        set_err(err, err_len, "credentials answer has no \"%s\"", name);
+        errbuf_set(err, err_len, "credentials answer has no \"%s\"", name);
         return false;
     }
     if (!json_is_string(v) || json_string_length(v) == 0) {
-        set_err(err, err_len, "credentials answer field \"%s\" is not a non-empty string", name);
+        errbuf_set(err, err_len, "credentials answer field \"%s\" is not a non-empty string", name);
         return false;
     }
     return copy_field(dst, dst_len, json_string_value(v), name, err, err_len);
@@ -211,14 +181,15 @@ static bool parse_credentials(const char *body, size_t len, aws_credentials *out
     json_error_t jerr;
     json_t *root = json_loadb(body, len, 0, &jerr);
     if (!root) {
-        set_err(err, err_len, "credentials answer is not JSON: %s (line %d)", jerr.text, jerr.line);
+        errbuf_set(err, err_len, "credentials answer is not JSON: %s (line %d)", jerr.text,
+                   jerr.line);
         return false;
     }
     bool ok = false;
     char expiration[64];
     int64_t expiration_ms = 0;
     if (!json_is_object(root)) {
-        set_err(err, err_len, "credentials answer is not a JSON object");
+        errbuf_set(err, err_len, "credentials answer is not a JSON object");
     } else if (json_string_field(root, "AccessKeyId", true, out->access_key_id,
                                  sizeof out->access_key_id, err, err_len) &&
                json_string_field(root, "SecretAccessKey", true, out->secret_access_key,
@@ -228,9 +199,9 @@ static bool parse_credentials(const char *body, size_t len, aws_credentials *out
                json_string_field(root, "Expiration", true, expiration, sizeof expiration, err,
                                  err_len)) {
         if (!time_parse_iso8601(expiration, &expiration_ms)) {
-            set_err(err, err_len,
-                    "credentials answer \"Expiration\" \"%s\" is not an ISO-8601 instant",
-                    expiration);
+            errbuf_set(err, err_len,
+                       "credentials answer \"Expiration\" \"%s\" is not an ISO-8601 instant",
+                       expiration);
         } else {
             out->expiration = (time_t)(expiration_ms / 1000);
             ok = true;
@@ -246,10 +217,10 @@ static bool fetch_ecs(const credentials_provider *p, aws_credentials *out, char 
 {
     CURL *curl = curl_easy_init();
     if (!curl) {
-        set_err(err, err_len, "curl_easy_init failed");
+        errbuf_set(err, err_len, "curl_easy_init failed");
         return false;
     }
-    fetch_body body = {0};
+    curl_body body = {.max = FETCH_MAX_BODY};
     struct curl_slist *headers = NULL;
     char errbuf[CURL_ERROR_SIZE] = "";
     bool ok = false;
@@ -259,13 +230,13 @@ static bool fetch_ecs(const credentials_provider *p, aws_credentials *out, char 
         snprintf(header, sizeof header, "Authorization: %s", p->authorization);
         headers = curl_slist_append(NULL, header);
         if (!headers) {
-            set_err(err, err_len, "out of memory");
+            errbuf_set(err, err_len, "out of memory");
             goto done;
         }
     }
     curl_easy_setopt(curl, CURLOPT_URL, p->url);
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect_body);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, curl_body_collect);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
     curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, FETCH_CONNECT_TIMEOUT_MS);
@@ -275,22 +246,22 @@ static bool fetch_ecs(const credentials_provider *p, aws_credentials *out, char 
 
     CURLcode rc = curl_easy_perform(curl);
     if (rc != CURLE_OK) {
-        set_err(err, err_len, "GET %s failed: %s", p->url,
-                body.too_big ? "answer larger than 64 KiB"
-                : errbuf[0]  ? errbuf
-                             : curl_easy_strerror(rc));
+        errbuf_set(err, err_len, "GET %s failed: %s", p->url,
+                   body.too_big ? "answer larger than 64 KiB"
+                   : errbuf[0]  ? errbuf
+                                : curl_easy_strerror(rc));
         goto done;
     }
     long status = 0;
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
     if (status != 200) {
-        set_err(err, err_len, "GET %s answered HTTP %ld: %.200s", p->url, status,
-                body.data ? body.data : "");
+        errbuf_set(err, err_len, "GET %s answered HTTP %ld: %.200s", p->url, status,
+                   body.data ? body.data : "");
         goto done;
     }
     char perr[400];
     if (!parse_credentials(body.data ? body.data : "", body.len, out, perr, sizeof perr)) {
-        set_err(err, err_len, "GET %s: %s", p->url, perr);
+        errbuf_set(err, err_len, "GET %s: %s", p->url, perr);
         goto done;
     }
     ok = true;
@@ -311,20 +282,20 @@ credentials_provider *credentials_provider_new(char *err, size_t err_len)
     const char *full = env_nonempty("AWS_CONTAINER_CREDENTIALS_FULL_URI");
 
     if (!id && !secret && !relative && !full) {
-        set_err(
+        errbuf_set(
             err, err_len,
             "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with ECS "
             "container credentials (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI / _FULL_URI)");
         return NULL;
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        set_err(err, err_len, "curl_global_init failed");
+        errbuf_set(err, err_len, "curl_global_init failed");
         return NULL;
     }
     credentials_provider *p = calloc(1, sizeof *p);
     if (!p) {
         curl_global_cleanup();
-        set_err(err, err_len, "out of memory");
+        errbuf_set(err, err_len, "out of memory");
         return NULL;
     }
     pthread_mutex_init(&p->lock, NULL);
@@ -340,7 +311,7 @@ credentials_provider *credentials_provider_new(char *err, size_t err_len)
         if (ok) {
             char ferr[512];
             ok = fetch_ecs(p, &p->current, ferr, sizeof ferr);
-            if (!ok) set_err(err, err_len, "ECS container credentials: %s", ferr);
+            if (!ok) errbuf_set(err, err_len, "ECS container credentials: %s", ferr);
         }
     }
     if (!ok) {
@@ -418,8 +389,8 @@ bool credentials_get(credentials_provider *p, aws_credentials *out, char *err, s
     } else {
         char when[ISO8601_BUF];
         time_format_iso8601((int64_t)p->current.expiration * 1000, when);
-        set_err(err, err_len, "ECS credentials expired at %s and could not be refreshed: %s", when,
-                p->last_error[0] ? p->last_error : "no refresh attempted yet");
+        errbuf_set(err, err_len, "ECS credentials expired at %s and could not be refreshed: %s",
+                   when, p->last_error[0] ? p->last_error : "no refresh attempted yet");
     }
     pthread_mutex_unlock(&p->lock);
     return valid;

@@ -81,3 +81,13 @@ void redact_text(char *s, size_t cap)
     for (size_t i = 0; i < sizeof SECRET_VARS / sizeof SECRET_VARS[0]; i++)
         mask_value(s, getenv(SECRET_VARS[i]));
 }
+
+void redact_printable(char *dst, size_t cap, const char *src)
+{
+    size_t i = 0;
+    for (; src && src[i] && i < 40 && i + 1 < cap; i++) {
+        unsigned char c = (unsigned char)src[i];
+        dst[i] = (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') ? (char)c : '?';
+    }
+    if (cap) dst[i] = '\0';
+}

@@ -11,6 +11,9 @@
  *  - log.c runs it on every log line; the services also run it on text they answer with that
  *    they did not write themselves (settings errors, SQS and credential errors, health details).
  *    Thread-safe (it reads the environment, which nothing changes after start-up).
+ *  - redact_printable(dst, cap, src) copies untrusted text (from a token, a key set) into a
+ *    one-line message: printable ASCII only, quotes and backslashes too (others become '?'), at
+ *    most 40 characters. src NULL copies "". Always NUL-terminates when cap > 0.
  */
 #ifndef CHATFLOW_REDACT_H
 #define CHATFLOW_REDACT_H
@@ -18,5 +21,6 @@
 #include <stddef.h>
 
 void redact_text(char *s, size_t cap);
+void redact_printable(char *dst, size_t cap, const char *src);
 
 #endif

@@ -25,17 +25,17 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 
+#include "errbuf.h"
+
 #define ALGORITHM "AWS4-HMAC-SHA256"
 #define SMALL_HEADERS 16
 
 static bool fail(char *err, size_t err_len, const char *fmt, ...)
 {
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    errbuf_vset(err, err_len, fmt, ap);
+    va_end(ap);
     return false;
 }
 
