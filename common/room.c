@@ -34,7 +34,7 @@ static long small_decimal(const char *id, long limit)
 
 /* FNV-1a (32 bits): documented in docs/protocol.md §4 so other clients can compute a room's
  * shard; a dozen lines, not worth a dependency. */
-static uint32_t fnv1a32(const char *s)
+uint32_t room_fnv1a32(const char *s)
 {
     uint32_t h = 2166136261u;
     for (; *s; s++) {
@@ -49,5 +49,5 @@ int room_shard(const char *id, int shards)
     if (shards < 1) return 1;
     long d = small_decimal(id, shards);
     if (d >= 1) return (int)d;
-    return 1 + (int)(fnv1a32(id) % (uint32_t)shards);
+    return 1 + (int)(room_fnv1a32(id) % (uint32_t)shards);
 }

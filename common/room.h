@@ -11,6 +11,8 @@
  *    1..20 is kept); every other id goes to 1 + FNV-1a-32(id bytes) mod shards. The mapping
  *    depends on nothing but the id and the shard count, so every producer and consumer agrees
  *    on it without talking; changing the shard count moves rooms (docs/operations.md).
+ *  - room_fnv1a32() is that hash (32-bit FNV-1a over the bytes of a NUL-terminated string),
+ *    exported for other stable keys (the shard leases' advisory-lock class, shard_lease.h).
  *  - Pure functions, thread-safe.
  */
 #ifndef CHATFLOW_ROOM_H
@@ -18,11 +20,13 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define ROOM_ID_MAX 64
 #define ROOM_ID_BUF (ROOM_ID_MAX + 1)
 #define ROOM_SHARDS_MAX 1000
 
+uint32_t room_fnv1a32(const char *s);
 bool room_id_check(const char *s, size_t len, char *err, size_t err_len);
 static inline bool room_id_valid(const char *s, size_t len)
 {

@@ -32,6 +32,7 @@ struct db_conn {
     void *on_connect_ctx;
     PGconn *pg;
     int connect_timeout_s;
+    int keepalive_idle_s, keepalive_interval_s, keepalive_count, tcp_user_timeout_ms;
     db_error_kind last_error;
     const char *last_class;
     char last_state[6];
@@ -58,6 +59,9 @@ db_conn *db_conn_new(const char *url, long statement_timeout_ms, const char *app
     c->on_connect = on_connect;
     c->on_connect_ctx = on_connect_ctx;
     c->connect_timeout_s = DEFAULT_CONNECT_TIMEOUT_S;
+    c->keepalive_idle_s = 10;
+    c->keepalive_interval_s = 5;
+    c->keepalive_count = 3;
     c->last_class = "none";
     return c;
 }
@@ -83,6 +87,14 @@ db_error_kind db_last_error_kind(const db_conn *c) { return c->last_error; }
 const char *db_last_error_class(const db_conn *c) { return c->last_class; }
 const char *db_last_sqlstate(const db_conn *c) { return c->last_state; }
 void db_conn_set_connect_timeout(db_conn *c, int seconds) { c->connect_timeout_s = seconds; }
+void db_conn_set_keepalives(db_conn *c, int idle_s, int interval_s, int count,
+                            int tcp_user_timeout_ms)
+{
+    c->keepalive_idle_s = idle_s;
+    c->keepalive_interval_s = interval_s;
+    c->keepalive_count = count;
+    c->tcp_user_timeout_ms = tcp_user_timeout_ms;
+}
 void db_conn_set_connect_backoff(db_conn *c, long backoff_ms)
 {
     c->connect_backoff_ms = backoff_ms;
@@ -436,12 +448,19 @@ static bool in_backoff(db_conn *c, char *err, size_t err_len)
 
 static bool connect_pg(db_conn *c, char *err, size_t err_len)
 {
-    char timeout[16];
+    char timeout[16], idle[16], interval[16], count[16], user_timeout[16];
     snprintf(timeout, sizeof(timeout), "%d", c->connect_timeout_s);
-    const char *keys[] = {
-        "dbname",          "application_name",    "connect_timeout",  "keepalives",
-        "keepalives_idle", "keepalives_interval", "keepalives_count", NULL};
-    const char *vals[] = {c->url, c->application_name, timeout, "1", "10", "5", "3", NULL};
+    snprintf(idle, sizeof(idle), "%d", c->keepalive_idle_s);
+    snprintf(interval, sizeof(interval), "%d", c->keepalive_interval_s);
+    snprintf(count, sizeof(count), "%d", c->keepalive_count);
+    snprintf(user_timeout, sizeof(user_timeout), "%d", c->tcp_user_timeout_ms);
+    /* tcp_user_timeout last, and only when set: libpq then stops reading the list there. */
+    const char *keys[] = {"dbname",           "application_name", "connect_timeout",
+                          "keepalives",       "keepalives_idle",  "keepalives_interval",
+                          "keepalives_count", "tcp_user_timeout", NULL};
+    const char *vals[] = {c->url, c->application_name, timeout, "1", idle, interval,
+                          count,  user_timeout,        NULL};
+    if (c->tcp_user_timeout_ms <= 0) keys[7] = NULL;
     c->pg = PQconnectdbParams(keys, vals, 1);
     if (c->pg && PQstatus(c->pg) == CONNECTION_OK) {
         PQsetNoticeProcessor(c->pg, notice_to_log, NULL);

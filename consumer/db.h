@@ -92,6 +92,10 @@ const char *db_last_error_class(const db_conn *c);
 const char *db_last_sqlstate(const db_conn *c);
 /* libpq connect_timeout in seconds (default 5; libpq treats values below 2 as 2). */
 void db_conn_set_connect_timeout(db_conn *c, int seconds);
+/* TCP keepalives (libpq keepalives_idle/interval/count, default 10 s / 5 s / 3) and
+ * tcp_user_timeout in ms (0, the default: the kernel's). Applied at the next connect. */
+void db_conn_set_keepalives(db_conn *c, int idle_s, int interval_s, int count,
+                            int tcp_user_timeout_ms);
 /* After a failed connection attempt, db_conn_ensure() fails at once for backoff_ms with the
  * same error (marked "not retried for ... ms") instead of trying again: callers that serve
  * requests fail fast while the database is down. 0 (the default) tries every time. */

@@ -7,10 +7,10 @@
  * Threads: N pollers (poller.c), one batch writer (batch_writer.c), the lws service thread and
  * its replay worker (broadcast.c), the read-receipt writer (read_receipts.c), libmicrohttpd's pool
  * (admin, the metrics API and the room API), the queue depth refresher, the spill drainer
- * (spill.c), a signal thread that turns SIGTERM/SIGINT (blocked everywhere, taken with sigwait, so
- * no code runs in a signal handler) into the `stopping` flag, and main, which starts and stops the
- * rest. The flag also cuts short an SQS call main is inside (queue URL resolution at start-up),
- * so a stop is bounded in every state.
+ * (spill.c), the shard lease thread (shard_lease.c), a signal thread that turns SIGTERM/SIGINT
+ * (blocked everywhere, taken with sigwait, so no code runs in a signal handler) into the `stopping`
+ * flag, and main, which starts and stops the rest. The flag also cuts short an SQS call main is
+ * inside (queue URL resolution at start-up), so a stop is bounded in every state.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -35,6 +35,7 @@
 #include "recent.h"
 #include "room_api.h"
 #include "settings.h"
+#include "shard_lease.h"
 #include "spill.h"
 #include "sqs.h"
 #include "sqs_health.h"
@@ -68,6 +69,8 @@ typedef struct {
     broadcaster *broadcast;
     poller_pool *pollers;
     queue_depth *depth;
+    /* Set once by main before the pollers start; read by admin threads (readiness, serving). */
+    _Atomic(shard_lease *) leases;
 } consumer;
 
 static void *signal_thread(void *arg)
@@ -103,10 +106,29 @@ static bool writer_check(void *ctx, char *detail, size_t detail_len)
     return up;
 }
 
+/* "shards": does this node hold the lease of every shard of its range? */
+static bool shards_check(void *ctx, char *detail, size_t detail_len)
+{
+    consumer *c = ctx;
+    shard_lease *l = atomic_load(&c->leases);
+    if (l) return shard_lease_check(l, detail, detail_len);
+    snprintf(detail, detail_len, "starting");
+    return false;
+}
+
+/* Load balancers route subscribers on this: a node that holds none of its shards' leases would
+ * give them no live events, so it does not take them (liveness is another matter: untouched). */
 static bool serving_check(void *ctx, char *detail, size_t detail_len)
 {
     consumer *c = ctx;
     bool serving = atomic_load(&c->serving);
+    shard_lease *l = atomic_load(&c->leases);
+    if (serving && l && shard_lease_held_count(l) == 0) {
+        snprintf(detail, detail_len,
+                 "standby: this node holds none of its shards' leases (see the shards check of "
+                 "/health/ready); its subscribers would get no live events");
+        return false;
+    }
     snprintf(detail, detail_len, "%s",
              serving                     ? "accepting subscribers"
              : atomic_load(&c->stopping) ? "draining"
@@ -224,6 +246,20 @@ static bool start_services(consumer *c)
         log_error(COMPONENT, "broadcast: %s", err);
         return false;
     }
+    shard_lease_config lc = {
+        .database_url = c->s.database_url,
+        .queue_prefix = c->s.common.queue_prefix,
+        .server_id = c->s.common.server_id,
+        .shard_first = (int)c->s.shard_first,
+        .shard_last = (int)c->s.shard_last,
+        .retry_ms = (long)c->s.shard_lease_retry_ms,
+    };
+    shard_lease *leases = shard_lease_start(&lc, err, sizeof(err));
+    if (!leases) {
+        log_error(COMPONENT, "shard leases: %s", err);
+        return false;
+    }
+    atomic_store(&c->leases, leases);
     poller_pool_config pc = {
         .settings = &c->s,
         .credentials = c->credentials,
@@ -234,6 +270,7 @@ static bool start_services(consumer *c)
         .dlq_url = c->dlq_url,
         .spill_url = c->spill_url,
         .health = &c->sqs_health,
+        .leases = leases,
     };
     if (!(c->pollers = poller_pool_start(&pc, err, sizeof(err)))) {
         log_error(COMPONENT, "pollers: %s", err);
@@ -297,6 +334,12 @@ static bool stop_services(consumer *c)
         log_warn(COMPONENT, "the spill drainer is still inside a call at the stop deadline");
     if (!pollers_joined || !drainer_joined)
         return false; /* they may still use the writer, the broadcaster and the SQS clients */
+    /* After the pollers: the leases are held until polling ended. Closing the session releases
+     * them, and a standby takes the shards over. */
+    if (!shard_lease_stop(atomic_load(&c->leases), deadline)) {
+        log_warn(COMPONENT, "the shard lease thread is still inside a call at the stop deadline");
+        return false;
+    }
     batch_writer_stop(set_writer(c, NULL), deadline);
     poller_pool_free(c->pollers);
     c->pollers = NULL;
@@ -310,6 +353,7 @@ static bool stop_services(consumer *c)
 static void free_consumer(consumer *c)
 {
     admin_http_free(c->http); /* first: nothing below is used by a request any more */
+    shard_lease_free(atomic_load(&c->leases));
     db_health_free(c->db_health);
     api_free(c->api);
     room_api_free(c->room_api);
@@ -415,6 +459,7 @@ int main(int argc, char **argv)
     admin_http_add_check(c.http, "sqs", sqs_health_check, &c.sqs_health);
     admin_http_add_check(c.http, "postgres", db_health_check, c.db_health);
     admin_http_add_check(c.http, "db_writer", writer_check, &c);
+    admin_http_add_check(c.http, "shards", shards_check, &c);
     api_add_routes(c.api, c.http);
     room_api_add_routes(c.room_api, c.http);
     if (!admin_http_start(c.http, c.s.common.admin_bind, (int)c.s.admin_port,

@@ -19,6 +19,7 @@
 
 #define COMPONENT "poller"
 #define WAIT_SLICE_MS 500
+#define IDLE_WAIT_MS 250 /* a poller holding none of its shards' leases looks again after this */
 #define RETRY_MAX_BACKOFF_MS 5000
 #define SPILL_RETRY_VISIBILITY_S                                    \
     2 /* not taken by the spill queue: back in its shard queue soon \
@@ -353,6 +354,19 @@ static bool receive(poller *p, int shard, int wait_s, sqs_message **msgs, size_t
     return false;
 }
 
+/* The next of this poller's shards whose lease the node holds, from *next on; 0 when it holds
+ * none. Each shard skipped counts as an empty one of the sweep. */
+static int next_leased_shard(poller *p, size_t *next, size_t *empty_in_sweep)
+{
+    for (size_t tried = 0; tried < p->n_shards; tried++) {
+        int shard = p->shards[*next];
+        *next = (*next + 1) % p->n_shards;
+        if (shard_lease_held(p->pool->cfg.leases, shard)) return shard;
+        (*empty_in_sweep)++;
+    }
+    return 0;
+}
+
 static void *poller_main(void *arg)
 {
     poller *p = arg;
@@ -360,14 +374,17 @@ static void *poller_main(void *arg)
     size_t next = 0;
     size_t empty_in_sweep = 0;
     while (!stopping(p)) {
-        int shard = p->shards[next];
-        next = (next + 1) % p->n_shards;
-        int wait_s = (int)s->receive_wait_s;
-        if (p->n_shards > 1) wait_s = empty_in_sweep >= p->n_shards ? (wait_s > 0 ? 1 : 0) : 0;
-
         watchdog_expect(p->watchdog, poller_turn_budget_ms(p));
         if (p->index == 0 && failpoint_on("stall-poller"))
             failpoint_stall_forever(); /* a wedged thread, for the liveness test */
+        int shard = next_leased_shard(p, &next, &empty_in_sweep);
+        if (shard == 0) { /* standby for all of them: another consumer polls them */
+            sleep_unless_stopping(p, IDLE_WAIT_MS);
+            continue;
+        }
+        int wait_s = (int)s->receive_wait_s;
+        if (p->n_shards > 1) wait_s = empty_in_sweep >= p->n_shards ? (wait_s > 0 ? 1 : 0) : 0;
+
         sqs_message *msgs = NULL;
         size_t n = 0;
         if (!receive(p, shard, wait_s, &msgs, &n)) break;

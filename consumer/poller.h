@@ -3,8 +3,9 @@
  * shards.
  *
  * Contract:
- *  - Every consumer polls every shard (room.h: rooms live on queue shards 1..queue_shards, the
- *    room id as MessageGroupId). Shards are dealt round-robin over min(threads, shards) threads;
+ *  - A consumer polls the shards settings.shard_first..shard_last (room.h: rooms live on queue
+ *    shards 1..queue_shards, the room id as MessageGroupId), each only while it holds the
+ *    shard's lease (below). Shards are dealt round-robin over min(threads, shards) threads;
  *    each thread has its own sqs_client. A thread with one shard long-polls it (receive_wait_s);
  *    a thread with several sweeps them without waiting and long-polls 1 s per shard once a sweep
  *    found nothing, so no shard waits behind another's empty long poll. A receive may hold
@@ -32,6 +33,11 @@
  *    Threads are joined until the deadline; true when all were.
  *  - Each poller is a watchdog loop ("poller-N"): it announces, per turn, the longest a receive
  *    and the calls that settle it may take (long poll + 6 request timeouts + 10 s).
+ *  - Shard leases (shard_lease.h): a poller receives only from the shards whose lease this node
+ *    holds, looked up before every receive; a shard not held counts as an empty one of its
+ *    sweep. A poller that holds none of its shards waits 250 ms (beating its watchdog) and
+ *    looks again. Messages received before a lease was given up are finished normally (a long
+ *    poll in progress may still return some).
  *  - Each SQS call's outcome is recorded in cfg.health (sqs_health.h) for /health/ready.
  */
 #ifndef CHATFLOW_CONSUMER_POLLER_H
@@ -47,6 +53,7 @@
 #include "credentials.h"
 #include "recent.h"
 #include "settings.h"
+#include "shard_lease.h"
 #include "sqs.h"
 #include "sqs_health.h"
 
@@ -60,6 +67,7 @@ typedef struct {
     const char *dlq_url;
     const char *spill_url; /* spill.h */
     sqs_health *health;
+    const shard_lease *leases; /* may be NULL: every shard is polled */
 } poller_pool_config;
 
 typedef struct poller_pool poller_pool;

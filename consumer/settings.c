@@ -86,6 +86,12 @@ static const config_option consumer_options[] = {
                    "Last queue shard this consumer polls; 0 = CHATFLOW_QUEUE_SHARDS. Until the "
                    "cluster bus, several consumers split the shards between them "
                    "(docs/deployment.md)."),
+    CONFIG_OPT_INT("CHATFLOW_SHARD_LEASE_RETRY_MS", "shard-lease-retry-ms", S, shard_lease_retry_ms,
+                   "2000", 100, 60000,
+                   "A consumer polls a shard only while it holds the shard's lease (a PostgreSQL "
+                   "advisory lock), so two consumers never split a room's audience; every this "
+                   "often it tries to take the leases of its shards it does not hold. A standby "
+                   "takes a shard over within about this after its holder is gone."),
     CONFIG_OPT_INT("CHATFLOW_ROOMS_MAX", "rooms-max", S, rooms_max, "2000", 1, 1000000,
                    "Rooms whose state (subscribers, presence, caches) one node keeps in memory; "
                    "beyond it the least recently active room without subscribers is forgotten "

@@ -48,6 +48,7 @@ typedef struct {
     long long rooms_max;
     long long shard_first, shard_last; /* after loading: 1 <= first <= last <= queue_shards */
     long long history_cache_per_room;
+    long long shard_lease_retry_ms;
     char api_allow_origin[256];
 } consumer_settings;
 

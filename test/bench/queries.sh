@@ -12,7 +12,9 @@
 #      user_activity aggregated from them; VACUUM ANALYZE (what autovacuum would have done);
 #   3. two consumers on the same database: one as configured, one started with
 #      PGOPTIONS='-c enable_indexscan=off -c enable_bitmapscan=off -c enable_indexonlyscan=off'
-#      (the baseline: the same statements, planned without their indexes);
+#      (the baseline: the same statements, planned without their indexes); only their APIs are
+#      used: the second stands by for the shards (their leases are the first's), which the API
+#      does not mind;
 #   4. K times (11), alternating the two, GET /api/metrics/all for two windows — the second hour
 #      (half the rows: one 500K-message load test) and 5 minutes of it — without roomId/userId, so
 #      the API picks the window's busiest room and most active user, as it does for the load
