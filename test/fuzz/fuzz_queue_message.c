@@ -3,7 +3,7 @@
  * the TYPING bodies of docs/protocol.md).
  *
  * Input: an SQS message body (not NUL-terminated).
- * Properties: an accepted body has a lower-case UUID messageId, a canonical positive roomId and
+ * Properties: an accepted body has a lower-case UUID messageId, a valid room id (room.h) and
  * every §1 field valid; writing it out again (queue_message_to_json) and parsing that gives the
  * same message (the DLQ and the replay path re-serialise bodies); the broadcast event built from
  * it is a JSON object with the same messageId. A refused body has a non-empty, NUL-terminated,
@@ -13,6 +13,7 @@
 
 #include "fuzz_util.h"
 #include "message.h"
+#include "room.h"
 
 #define SAME(field) FUZZ_ASSERT(strcmp(a->field, b->field) == 0)
 
@@ -36,7 +37,7 @@ static void check_accepted(const chat_message *m)
     uint8_t bytes[16];
     FUZZ_ASSERT(uuid_parse(m->message_id, bytes));
     for (const char *p = m->message_id; *p; p++) FUZZ_ASSERT(!(*p >= 'A' && *p <= 'F'));
-    FUZZ_ASSERT(m->room_id[0] >= '1' && m->room_id[0] <= '9');
+    FUZZ_ASSERT(room_id_valid(m->room_id, strlen(m->room_id)));
     FUZZ_ASSERT(chat_valid_username(m->username));
     if (m->kind == CHAT_KIND_TYPING) /* a typing indicator carries no message fields */
         FUZZ_ASSERT(m->message[0] == '\0' && m->message_type[0] == '\0' &&
