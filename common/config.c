@@ -308,6 +308,13 @@ void config_print_markdown(FILE *out, const config_option *opts, size_t n_opts)
 
 bool config_common_finish(struct chatflow_common_settings *c, char *err, size_t err_len)
 {
+    if (strcmp(c->auth, "on") == 0 && !c->auth_hs256_secret[0] && !c->auth_jwks_url[0]) {
+        snprintf(err, err_len,
+                 "CHATFLOW_AUTH (--auth) is on but neither CHATFLOW_AUTH_HS256_SECRET "
+                 "(--auth-hs256-secret) nor CHATFLOW_AUTH_JWKS_URL (--auth-jwks-url) is set: "
+                 "tokens could not be verified");
+        return false;
+    }
     if (c->server_id[0] == '\0') {
         char host[256];
         if (gethostname(host, sizeof host) != 0) {

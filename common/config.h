@@ -83,6 +83,13 @@ struct chatflow_common_settings {
     char server_id[64];
     long long sqs_connect_timeout_ms;
     long long sqs_request_timeout_ms;
+    /* Identity tokens (auth.h): off, or on with a shared secret and/or a key set URL. */
+    char auth[4];
+    char auth_hs256_secret[512];
+    char auth_jwks_url[512];
+    char auth_issuer[256];
+    char auth_audience[256];
+    long long auth_leeway_s;
 };
 
 #define CONFIG_COMMON_OPTIONS(type)                                                                \
@@ -111,9 +118,23 @@ struct chatflow_common_settings {
                        common.sqs_connect_timeout_ms, "2000", 100, 60000, "SQS connect timeout."), \
         CONFIG_OPT_INT("CHATFLOW_SQS_REQUEST_TIMEOUT_MS", "sqs-request-timeout-ms", type,          \
                        common.sqs_request_timeout_ms, "10000", 100, 120000,                        \
-                       "SQS request timeout (long polls add their wait).")
+                       "SQS request timeout (long polls add their wait)."),                        \
+        CONFIG_OPT_STR("CHATFLOW_AUTH", "auth", type, common.auth, "off", "off|on",                \
+                       "Identity tokens (JWT) on every WebSocket handshake and the room API."),    \
+        CONFIG_OPT_STR("CHATFLOW_AUTH_HS256_SECRET", "auth-hs256-secret", type,                    \
+                       common.auth_hs256_secret, "", NULL,                                         \
+                       "Shared secret (32+ bytes) for HS256 tokens; never logged."),               \
+        CONFIG_OPT_STR("CHATFLOW_AUTH_JWKS_URL", "auth-jwks-url", type, common.auth_jwks_url, "",  \
+                       NULL, "JWK set for RS256/ES256: file://, https:// or loopback http://."),   \
+        CONFIG_OPT_STR("CHATFLOW_AUTH_ISSUER", "auth-issuer", type, common.auth_issuer, "", NULL,  \
+                       "Required token iss; empty: not checked."),                                 \
+        CONFIG_OPT_STR("CHATFLOW_AUTH_AUDIENCE", "auth-audience", type, common.auth_audience, "",  \
+                       NULL, "Required token aud; empty: tokens naming an audience are refused."), \
+        CONFIG_OPT_INT("CHATFLOW_AUTH_LEEWAY_S", "auth-leeway-s", type, common.auth_leeway_s,      \
+                       "30", 0, 600, "Clock skew allowed on token exp and nbf, in seconds.")
 
-/* Checks cross-field rules of the common settings, fills server_id with
+/* Checks cross-field rules of the common settings (auth on needs a secret or a key set URL), fills
+ * server_id with
  * the host name when empty, and applies the log settings. false with err set on a bad value. */
 bool config_common_finish(struct chatflow_common_settings *c, char *err, size_t err_len);
 

@@ -84,6 +84,11 @@ static char *xstrdup(const char *s)
 const char *http_request_method(const http_request *req) { return req->method; }
 const char *http_request_path(const http_request *req) { return req->path; }
 
+const char *http_request_header(const http_request *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, name);
+}
+
 const char *http_request_arg(const http_request *req, const char *name)
 {
     return MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, name);

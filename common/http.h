@@ -50,6 +50,8 @@ const char *http_request_method(const http_request *req);
 const char *http_request_path(const http_request *req);
 /* Query-string argument value, NULL when absent. */
 const char *http_request_arg(const http_request *req, const char *name);
+/* A request header's value (name case-insensitive), or NULL. */
+const char *http_request_header(const http_request *req, const char *name);
 const char *http_request_body(const http_request *req, size_t *len);
 
 admin_http *admin_http_new(void);

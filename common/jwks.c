@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "curl_body.h"
 #include "errbuf.h"
@@ -268,7 +269,14 @@ struct jwks_source {
     int64_t (*clock_ms)(void *ctx);
     void *clock_ctx;
     bool curl_ready;
+    /* Background refresher (cfg.background): started at creation, joined by jwks_source_free. */
+    bool background;
+    bool refresher_started;
+    pthread_t refresher;
+    pthread_cond_t wake; /* a fetch is wanted, or stopping */
     /* Under the lock. */
+    bool wanted;   /* background: a fetch was asked for */
+    bool stopping; /* background: the refresher must end */
     bool fetching; /* one thread is fetching; others wait on fetch_done */
     bool attempted;
     int64_t last_attempt_ms;
@@ -401,6 +409,7 @@ static jwks_source *source_alloc(void)
     if (!s) return NULL;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->fetch_done, NULL);
+    pthread_cond_init(&s->wake, NULL);
     s->clock_ms = mono_ms;
     return s;
 }
@@ -440,6 +449,29 @@ static bool source_configure(jwks_source *s, const jwks_source_config *cfg, char
     return true;
 }
 
+/* The background refresher: fetches when asked, until stopping. Its waits are bounded so a lost
+ * wake-up costs at most a second. */
+static void *refresher_main(void *arg)
+{
+    jwks_source *s = arg;
+    pthread_mutex_lock(&s->lock);
+    while (!s->stopping) {
+        if (!s->wanted) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += 1;
+            pthread_cond_timedwait(&s->wake, &s->lock, &until);
+            continue;
+        }
+        s->wanted = false;
+        wait_for_fetch(s);
+        s->fetching = true;
+        fetch_locked(s, NULL, 0);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
 jwks_source *jwks_source_new(const jwks_source_config *cfg, char *err, size_t err_len)
 {
     if (!cfg || !cfg->url || !cfg->url[0]) {
@@ -461,12 +493,29 @@ jwks_source *jwks_source_new(const jwks_source_config *cfg, char *err, size_t er
         jwks_source_free(s);
         return NULL;
     }
+    if (cfg->background) {
+        if (pthread_create(&s->refresher, NULL, refresher_main, s) != 0) {
+            errbuf_set(err, err_len, "JWKS: cannot start the refresher thread");
+            jwks_source_free(s);
+            return NULL;
+        }
+        s->refresher_started = true;
+        s->background = true;
+    }
     return s;
 }
 
 void jwks_source_free(jwks_source *s)
 {
     if (!s) return;
+    if (s->refresher_started) {
+        pthread_mutex_lock(&s->lock);
+        s->stopping = true;
+        pthread_cond_broadcast(&s->wake);
+        pthread_mutex_unlock(&s->lock);
+        pthread_join(s->refresher, NULL); /* a fetch in progress ends within its timeout */
+    }
+    pthread_cond_destroy(&s->wake);
     jwks_release(s->current);
     free(s->url);
     pthread_cond_destroy(&s->fetch_done);
@@ -486,11 +535,16 @@ jwks *jwks_source_get(jwks_source *s)
 jwks *jwks_source_refresh_unknown_kid(jwks_source *s)
 {
     pthread_mutex_lock(&s->lock);
-    if (s->url) {
+    bool due = !s->attempted || s->clock_ms(s->clock_ctx) - s->last_attempt_ms >= s->interval_ms;
+    if (s->url && s->background) {
+        if (due && !s->fetching && !s->wanted) {
+            s->wanted = true;
+            pthread_cond_signal(&s->wake);
+        }
+    } else if (s->url) {
         if (s->fetching) {
             wait_for_fetch(s); /* its result is as fresh as ours would be */
-        } else if (!s->attempted ||
-                   s->clock_ms(s->clock_ctx) - s->last_attempt_ms >= s->interval_ms) {
+        } else if (due) {
             s->fetching = true;
             fetch_locked(s, NULL, 0);
         }

@@ -27,6 +27,9 @@
  *    failure), so a stream of tokens with made-up kids costs one fetch per interval. One thread
  *    fetches; threads arriving meanwhile wait for that fetch instead of starting their own. A
  * failed fetch keeps the old set (and records the error in the stats).
+ *    With cfg.background the fetch runs on the source's own refresher thread instead: the caller
+ *    gets the current set at once (its token is refused as an unknown key this time; the client's
+ *    retry finds the new key once the fetch landed), same interval rule.
  *  - jwks_source_new_static() wraps a fixed set (no URL; refreshes are no-ops): tests, and
  *    configurations that load keys from a file once.
  *  - jwks_source_* are thread-safe; jwks_source_free() must run after every user is done.
@@ -106,6 +109,10 @@ typedef struct {
     /* Monotonic milliseconds; NULL = CLOCK_MONOTONIC. Tests inject a clock to step the interval. */
     int64_t (*clock_ms)(void *ctx);
     void *clock_ctx;
+    /* Refresh on a thread of the source's own: jwks_source_refresh_unknown_kid() then never
+     * fetches on the caller's thread (a WebSocket service loop must not wait for a key server);
+     * it asks for a fetch and returns the current set at once. */
+    bool background;
 } jwks_source_config;
 
 typedef struct {

@@ -40,6 +40,7 @@ const char *chat_status_code(chat_status s)
     case CHAT_RATE_LIMITED: return "RATE_LIMITED";
     case CHAT_QUEUE_UNAVAILABLE: return "QUEUE_UNAVAILABLE";
     case CHAT_QUEUE_ERROR: return "QUEUE_ERROR";
+    case CHAT_FORBIDDEN_USER: return "FORBIDDEN_USER";
     }
     return "QUEUE_ERROR"; /* not a chat_status: a bug, answered with a code clients know */
 }

@@ -57,7 +57,9 @@ typedef enum {
     CHAT_RATE_LIMITED,
     CHAT_QUEUE_UNAVAILABLE,
     CHAT_QUEUE_ERROR,
+    CHAT_FORBIDDEN_USER, /* identity tokens on: the frame's userId is not the token's subject */
 } chat_status;
+#define CHAT_STATUS_LAST CHAT_FORBIDDEN_USER
 
 /* "INVALID_JSON", "VALIDATION_ERROR", ... as in protocol.md §1; "OK" for CHAT_OK. */
 const char *chat_status_code(chat_status s);

@@ -7,7 +7,8 @@
 #define MASK "***"
 
 static const char *const SECRET_VARS[] = {"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                                          "AWS_CONTAINER_AUTHORIZATION_TOKEN"};
+                                          "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+                                          "CHATFLOW_AUTH_HS256_SECRET"};
 
 /* Replaces s[at, at + len) by MASK (len >= strlen(MASK), so the string never grows). */
 static void mask_span(char *s, size_t at, size_t len)
@@ -72,12 +73,33 @@ static void mask_keyword_password(char *s)
     }
 }
 
+/* The value after each occurrence of key, up to the end of a URL argument or a word, becomes
+ * "***" (values shorter than the mask become stars of their own length). */
+static void mask_after(char *s, const char *key)
+{
+    size_t klen = strlen(key);
+    for (char *p = strstr(s, key); p; p = strstr(p, key)) {
+        char *v = p + klen;
+        size_t len = strcspn(v, "&# \t\n\"'<>,;");
+        if (len >= sizeof MASK - 1) {
+            mask_span(s, (size_t)(v - s), len);
+            p = v + sizeof MASK - 1;
+        } else {
+            memset(v, '*', len);
+            p = v + len;
+        }
+    }
+}
+
 void redact_text(char *s, size_t cap)
 {
     if (!s || cap == 0) return;
     if (!memchr(s, '\0', cap)) s[cap - 1] = '\0';
     mask_userinfo(s);
     mask_keyword_password(s);
+    /* Identity tokens: a browser's ?access_token= query argument, an Authorization header. */
+    mask_after(s, "access_token=");
+    mask_after(s, "Bearer ");
     for (size_t i = 0; i < sizeof SECRET_VARS / sizeof SECRET_VARS[0]; i++)
         mask_value(s, getenv(SECRET_VARS[i]));
 }

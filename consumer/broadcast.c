@@ -340,6 +340,19 @@ static void drain_inbox(broadcaster *b)
 
 /* ---- connections ---- */
 
+/* Is query argument i access_token=...? Only its start is copied (the token may be long). */
+static bool is_token_arg(struct lws *wsi, int i)
+{
+    static const char name[] = "access_token=";
+    int n = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
+    if (n < (int)sizeof name - 1) return false;
+    char *buf = malloc((size_t)n + 1);
+    bool yes = buf && lws_hdr_copy_fragment(wsi, buf, n + 1, WSI_TOKEN_HTTP_URI_ARGS, i) >= 0 &&
+               strncmp(buf, name, sizeof name - 1) == 0;
+    free(buf);
+    return yes;
+}
+
 /* Reads the request target; 0 or the HTTP status to refuse with (reason set). */
 static int read_target(struct lws *wsi, bc_target *t, char *reason, size_t rlen)
 {
@@ -353,6 +366,7 @@ static int read_target(struct lws *wsi, bc_target *t, char *reason, size_t rlen)
     const char *args[MAX_ARGS];
     size_t nargs = 0;
     for (int i = 0; lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i) > 0; i++) {
+        if (is_token_arg(wsi, i)) continue; /* the identity token: auth.h reads it */
         if (nargs == MAX_ARGS) {
             snprintf(reason, rlen, "too many query arguments");
             return 400;
@@ -366,6 +380,45 @@ static int read_target(struct lws *wsi, bc_target *t, char *reason, size_t rlen)
         nargs++;
     }
     return bc_target_parse(path, args, nargs, t, reason, rlen);
+}
+
+/* With identity tokens (cfg.auth), the token decides who subscribes: 0 with t's userId and
+ * username replaced by the token's, or 401/403 (reason set). A userId in the query that is not
+ * the token's subject is refused, not silently replaced; the query's username is kept only when
+ * the token has no name. Runs at the upgrade and again at ESTABLISHED (like read_target). */
+static int apply_token(const broadcaster *b, struct lws *wsi, bc_target *t, char *reason,
+                       size_t rlen)
+{
+    if (!b->cfg.auth) return 0;
+    char *buf = malloc(AUTH_TOKEN_BUF); /* 8 KiB: not on the service thread's stack */
+    if (!buf) {
+        snprintf(reason, rlen, "server out of memory");
+        return 503;
+    }
+    size_t len = 0;
+    auth_token_kind kind;
+    auth_identity id;
+    const char *token = auth_token_from_lws(wsi, buf, &len, &kind);
+    int status = auth_check(b->cfg.auth, kind, token, len, t->room, &id, reason, rlen);
+    free(buf);
+    if (status) return status;
+    if (t->user_id && t->user_id != id.user_id) {
+        snprintf(reason, rlen, "userId %u is not the token's subject (%s)", (unsigned)t->user_id,
+                 id.user_id_str);
+        return 403;
+    }
+    if (id.username[0]) snprintf(t->username, sizeof t->username, "%s", id.username);
+    /* A member needs a name: without one (neither token nor query) it subscribes anonymously. */
+    t->user_id = t->username[0] ? id.user_id : 0;
+    return 0;
+}
+
+/* The target, checked: read_target() then the token; 0 or the status to refuse with. */
+static int resolve_target(const broadcaster *b, struct lws *wsi, bc_target *t, char *reason,
+                          size_t rlen)
+{
+    int status = read_target(wsi, t, reason, rlen);
+    return status ? status : apply_token(b, wsi, t, reason, rlen);
 }
 
 /* Refuses bad subscriptions before the 101, with an HTTP status and the reason as the body. */
@@ -383,7 +436,7 @@ static int on_confirm_upgrade(broadcaster *b, struct lws *wsi, const char *upgra
         snprintf(reason, sizeof reason, "subscriber limit reached (%zu); try another consumer",
                  b->cfg.max_subscribers);
     } else {
-        status = read_target(wsi, &t, reason, sizeof reason);
+        status = resolve_target(b, wsi, &t, reason, sizeof reason);
         if (!status && !broadcast_room_get(b, t.room)) {
             status = 503;
             snprintf(reason, sizeof reason,
@@ -500,9 +553,10 @@ static int on_established(broadcaster *b, struct lws *wsi, subscriber *sub)
     char reason[200];
     bc_target t;
     memset(sub, 0, sizeof *sub); /* SUB_HANDSHAKE, as lws allocated it */
-    if (read_target(wsi, &t, reason, sizeof reason) != 0) {
-        log_error(COMPONENT, "established connection with a bad target: %s", reason);
-        return -1; /* cannot happen: the same check passed at the upgrade */
+    if (resolve_target(b, wsi, &t, reason, sizeof reason) != 0) {
+        /* the same checks passed at the upgrade; only a token expiring in between gets here */
+        log_warn(COMPONENT, "established connection refused: %s", reason);
+        return -1;
     }
     ws_listen_on_upgraded(wsi);
     if (!attach(b, wsi, sub, t.room)) {

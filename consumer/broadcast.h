@@ -68,6 +68,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "auth.h"
 #include "message.h"
 #include "presence.h"
 #include "read_receipts.h"
@@ -105,6 +106,7 @@ typedef struct {
     void *history_ctx;
     presence *presence;      /* NULL: nobody is a member (features off) */
     read_receipts *receipts; /* NULL: READ positions are announced, not stored */
+    const auth *auth;        /* NULL: no identity tokens (CHATFLOW_AUTH off); borrowed */
     size_t inbox_capacity;   /* messages between pollers and the service thread; 0: 8192 */
     long publish_wait_ms;    /* longest broadcast_publish() waits on a full inbox; 0: 2000 */
     long history_max_ms;     /* longest one history call legitimately takes (liveness); 0: 60000 */

@@ -12,8 +12,9 @@
  *  - roomId is a room id (room.h: 1-64 of [A-Za-z0-9_-]; every consumer serves every room); since,
  * when present, is a valid sequence number (seqnum.h); userId (1-100000, canonical decimal) and
  * username (3-20 ASCII letters or digits) identify a member (docs/protocol.md §2) and come together
- * or not at all; any other query argument, or one given twice, is refused (a typo must not silently
- * turn a replay into a live-only subscription).
+ * or not at all (access_token, the identity token, is not seen here: broadcast.c reads it
+ * with auth.h and leaves it out of args); any other query argument, or one given twice, is refused
+ * (a typo must not silently turn a replay into a live-only subscription).
  */
 #ifndef CHATFLOW_BROADCAST_PATH_H
 #define CHATFLOW_BROADCAST_PATH_H

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "auth.h"
 #include "batch_writer.h"
 #include "broadcast.h"
 #include "credentials.h"
@@ -31,6 +32,7 @@
 #include "poller.h"
 #include "presence.h"
 #include "queue_depth.h"
+#include "redact.h"
 #include "read_receipts.h"
 #include "recent.h"
 #include "room_api.h"
@@ -65,6 +67,7 @@ typedef struct {
     presence *presence;
     recent_cache *recent;
     room_api *room_api;
+    auth *auth; /* identity tokens; NULL when CHATFLOW_AUTH is off */
     read_receipts *receipts;
     broadcaster *broadcast;
     poller_pool *pollers;
@@ -241,6 +244,7 @@ static bool start_services(consumer *c)
         .history_ctx = c->history,
         .presence = c->presence,
         .receipts = c->receipts,
+        .auth = c->auth,
     };
     if (!(c->broadcast = broadcast_start(&bc, err, sizeof(err)))) {
         log_error(COMPONENT, "broadcast: %s", err);
@@ -357,6 +361,7 @@ static void free_consumer(consumer *c)
     db_health_free(c->db_health);
     api_free(c->api);
     room_api_free(c->room_api);
+    auth_close(c->auth); /* after the broadcaster and the API, its users */
     history_free(c->history);
     db_gate_free(c->api_gate);
     presence_free(c->presence);
@@ -432,6 +437,12 @@ int main(int argc, char **argv)
         log_error(COMPONENT, "AWS credentials: %s", err);
         goto out;
     }
+    /* Before the threads that use libcurl: a JWKS URL is fetched here (jwks.h). */
+    if (!auth_open(&c.s.common, &c.auth, err, sizeof(err))) {
+        redact_text(err, sizeof(err));
+        log_error(COMPONENT, "%s", err);
+        goto out;
+    }
     c.http = admin_http_new();
     c.api = api_new(c.s.database_url, (long)c.s.db_statement_timeout_ms);
     c.history = history_new(c.s.database_url, (long)c.s.db_statement_timeout_ms);
@@ -442,6 +453,7 @@ int main(int argc, char **argv)
         .recent = c.recent,
         .history = c.history,
         .allow_origin = c.s.api_allow_origin,
+        .auth = c.auth,
     };
     /* One admin thread always stays out of database work, so /health and /metrics never wait
      * behind the API (settings.c keeps CHATFLOW_ADMIN_THREADS >= 2). */

@@ -350,6 +350,22 @@ static void serve_messages(room_api *a, const char *room, const http_request *re
     respond(resp, o);
 }
 
+/* The identity token's verdict (room_api.h); false with resp set to the 401 / 403. */
+static bool token_allows(const room_api *a, const http_request *req, const char *room,
+                         http_response *resp)
+{
+    if (!a->cfg.auth) return true;
+    const char *token = NULL;
+    size_t len = 0;
+    auth_token_kind kind = auth_pick_token(http_request_header(req, "Authorization"),
+                                           http_request_arg(req, "access_token"), &token, &len);
+    auth_identity id;
+    char reason[JWT_REASON_BUF + 64];
+    int status = auth_check(a->cfg.auth, kind, token, len, room, &id, reason, sizeof reason);
+    if (status) http_respond_error(resp, status, reason);
+    return status == 0;
+}
+
 static void serve_room(void *ctx, const http_request *req, http_response *resp)
 {
     room_api *a = ctx;
@@ -357,6 +373,7 @@ static void serve_room(void *ctx, const http_request *req, http_response *resp)
     char room[ROOM_ID_BUF];
     room_resource what;
     if (!parse_path(http_request_path(req), room, &what, resp)) return;
+    if (!token_allows(a, req, room, resp)) return;
     if (what == ROOM_PRESENCE)
         serve_presence(a, room, req, resp);
     else

@@ -27,11 +27,16 @@
  *    any database work a handler enters cfg.gate (db.h; NULL: a gate of its own with
  *    ROOM_API_DB_THREADS_DEFAULT places) and is answered 503 at once when it is full; inside,
  *    history.h bounds the wait for a connection and the statement.
+ *  - Identity (cfg.auth set, CHATFLOW_AUTH on): every request needs a token (auth.h), from
+ *    "Authorization: Bearer" or ?access_token=, checked before anything else but the path:
+ *    none or an invalid one -> 401, one that does not allow the room -> 403, with
+ *    {"error": the reason} (the jwt reason, e.g. "token expired").
  *  - Handlers run on the HTTP server's threads; everything they touch is thread-safe.
  */
 #ifndef CHATFLOW_CONSUMER_ROOM_API_H
 #define CHATFLOW_CONSUMER_ROOM_API_H
 
+#include "auth.h"
 #include "db.h"
 #include "history.h"
 #include "http.h"
@@ -53,6 +58,7 @@ typedef struct {
     history *history;
     const char *allow_origin; /* copied */
     db_gate *gate;            /* shared with api.h (api_set_gate); NULL: a gate of its own */
+    const auth *auth;         /* NULL: no identity tokens (CHATFLOW_AUTH off); borrowed */
 } room_api_config;
 
 typedef struct room_api room_api;

@@ -46,6 +46,15 @@ typedef struct pconn {
     int shard;              /* room_shard(room, queue shards) */
     char client_ip[64];
 
+    /* CHATFLOW_AUTH on: the identity its token proved at the handshake (auth.h). Frames must
+     * carry this userId; the rate limiter counts against it. */
+    bool authed;
+    bool token_expired; /* close with CLOSE_TOKEN_EXPIRED at the next WRITEABLE */
+    uint32_t user_id;
+    char user_id_str[8];
+    char username[21]; /* the token's name; "" when it has none (the frame's is used) */
+    int64_t token_exp_s;
+
     ws_frame *rx_buf; /* frame reassembly; NULL until a frame comes in pieces */
 
     /* answers waiting to be written */

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "connections.h"
 #include "log.h"
 #include "message.h"
@@ -60,6 +61,7 @@ struct ingress {
     rate_limiter *limiter;
     producer_metrics *m;
     web_page *web;
+    const auth *auth; /* NULL: no identity tokens */
 
     long total_unanswered;
     long at_publisher;
@@ -368,6 +370,20 @@ static void handle_typing(ingress *in, pconn *c, chat_message *m, uint64_t now)
     forget_frame(in, c);
 }
 
+/* The token is the identity: a frame speaks for the token's subject or is refused, and the
+ * token's name (when it has one) is the name shown. */
+static bool take_identity(const pconn *c, chat_message *m, char *err, size_t err_len)
+{
+    if (strcmp(m->user_id, c->user_id_str) != 0) {
+        snprintf(err, err_len,
+                 "userId %s is not this connection's user: its token is for userId %s", m->user_id,
+                 c->user_id_str);
+        return false;
+    }
+    if (c->username[0]) snprintf(m->username, sizeof m->username, "%s", c->username);
+    return true;
+}
+
 static void handle_frame(ingress *in, pconn *c, const char *data, size_t len, bool binary)
 {
     char capbuf[160];
@@ -395,12 +411,18 @@ static void handle_frame(ingress *in, pconn *c, const char *data, size_t len, bo
         answer_error(in, c, st, err, m->client_message_id);
         return;
     }
+    if (c->authed && !take_identity(c, m, err, sizeof err)) {
+        answer_error(in, c, CHAT_FORBIDDEN_USER, err, m->client_message_id);
+        return;
+    }
     uint64_t now = time_mono_ns();
     if (m->kind == CHAT_KIND_TYPING) {
         handle_typing(in, c, m, now);
         return;
     }
-    if (!rate_limiter_allow(in->limiter, (uint32_t)strtoul(m->user_id, NULL, 10), now)) {
+    /* With tokens the verified subject is the key, whatever a frame says. */
+    uint32_t rate_key = c->authed ? c->user_id : (uint32_t)strtoul(m->user_id, NULL, 10);
+    if (!rate_limiter_allow(in->limiter, rate_key, now)) {
         snprintf(err, sizeof err, "userId %s: more than %lld messages a minute", m->user_id,
                  in->s->rate_limit_per_minute);
         answer_error(in, c, CHAT_RATE_LIMITED, err, m->client_message_id);
@@ -551,6 +573,59 @@ static int refuse(ingress *in, struct lws *wsi, int status, const char *why)
     return 1;
 }
 
+/* The identity tokens' verdict on this handshake: 0 (id filled; always 0 with auth off), or the
+ * HTTP status to refuse with and why. */
+static int check_token(const ingress *in, struct lws *wsi, const char *room, auth_identity *id,
+                       char *reason, size_t reason_len)
+{
+    if (!in->auth) {
+        memset(id, 0, sizeof *id);
+        return 0;
+    }
+    char *buf = malloc(AUTH_TOKEN_BUF); /* 8 KiB: not on the service thread's stack */
+    if (!buf) {
+        snprintf(reason, reason_len, "server out of memory");
+        return HTTP_STATUS_SERVICE_UNAVAILABLE;
+    }
+    size_t len = 0;
+    auth_token_kind kind;
+    const char *token = auth_token_from_lws(wsi, buf, &len, &kind);
+    int status = auth_check(in->auth, kind, token, len, room, id, reason, reason_len);
+    free(buf);
+    return status;
+}
+
+/* Arms the connection's timer for the moment its token expires (exp + leeway). */
+static void arm_expiry(pconn *c)
+{
+    int64_t left_s = c->token_exp_s + 1 - time_wall_ms() / 1000;
+    lws_usec_t us = left_s > 0 ? (lws_usec_t)left_s * LWS_US_PER_SEC : 1;
+    lws_set_timer_usecs(c->wsi, us);
+}
+
+/* The token expired: nothing more is read, the answers queued are written, then 4401. */
+static void expire_token(ingress *in, pconn *c)
+{
+    c->token_expired = true;
+    if (!c->reads_paused) {
+        lws_rx_flow_control(c->wsi, 0);
+        c->reads_paused = true;
+        in->paused_connections++;
+    }
+    lws_callback_on_writable(c->wsi);
+}
+
+static int on_timer(ingress *in, session *ss)
+{
+    pconn *c = conn_of(in, ss);
+    if (!c) return -1; /* the handshake deadline (ws_listen.h) */
+    if (c->authed && time_wall_ms() / 1000 >= c->token_exp_s)
+        expire_token(in, c);
+    else if (c->authed)
+        arm_expiry(c);
+    return 0;
+}
+
 static int on_established(ingress *in, struct lws *wsi, session *ss)
 {
     char uri[256];
@@ -558,6 +633,13 @@ static int on_established(ingress *in, struct lws *wsi, session *ss)
     const char *why = NULL;
     if (!copy_uri(wsi, uri, sizeof uri) || parse_room(uri, room, reason, sizeof reason, &why) != 0)
         return -1;
+    /* Verified again rather than carried over from the upgrade: the headers are still here, and
+     * nothing of the HTTP transaction's per-session data has to survive the protocol switch. */
+    auth_identity id;
+    if (check_token(in, wsi, room, &id, reason, sizeof reason) != 0) {
+        log_info("ingress", "token refused after the upgrade: %s", reason);
+        return -1;
+    }
     pconn *c = conn_table_acquire(in->conns);
     if (!c) return -1; /* checked at the upgrade; only a race gets here */
     ws_listen_on_upgraded(wsi);
@@ -565,6 +647,14 @@ static int on_established(ingress *in, struct lws *wsi, session *ss)
     memcpy(c->room, room, sizeof c->room);
     c->shard = room_shard(room, (int)in->s->common.queue_shards);
     client_address(in, wsi, c->client_ip, sizeof c->client_ip);
+    if (in->auth) {
+        c->authed = true;
+        c->user_id = id.user_id;
+        memcpy(c->user_id_str, id.user_id_str, sizeof c->user_id_str);
+        snprintf(c->username, sizeof c->username, "%s", id.username);
+        c->token_exp_s = id.exp + id.leeway_s;
+        arm_expiry(c);
+    }
     ss->slot = c->slot;
     ss->generation = c->generation;
     ss->attached = true;
@@ -596,6 +686,11 @@ static int on_writeable(ingress *in, struct lws *wsi, pconn *c)
 {
     answer *a = conn_pop_answer(c);
     if (!a) {
+        if (c->token_expired) {
+            lws_close_reason(wsi, (enum lws_close_status)AUTH_CLOSE_TOKEN_EXPIRED,
+                             (unsigned char *)"token expired", 13);
+            return -1;
+        }
         if (!c->closing) return 0;
         lws_close_reason(wsi, LWS_CLOSE_STATUS_GOINGAWAY, (unsigned char *)"going away", 10);
         return -1;
@@ -618,7 +713,7 @@ static int on_writeable(ingress *in, struct lws *wsi, pconn *c)
     }
     maybe_resume(in, c);
     resume_after_total_cap(in);
-    if (c->out_head || c->closing) lws_callback_on_writable(wsi);
+    if (c->out_head || c->closing || c->token_expired) lws_callback_on_writable(wsi);
     return 0;
 }
 
@@ -643,7 +738,7 @@ static int callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void
         ws_listen_on_accept(wsi, (int)in->s->handshake_timeout_s); /* TIMER: not upgraded in time */
         return 0;
 
-    case LWS_CALLBACK_TIMER: return conn_of(in, user) ? 0 : -1;
+    case LWS_CALLBACK_TIMER: return on_timer(in, user);
 
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
         char uri[256];
@@ -657,6 +752,9 @@ static int callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void
             return refuse(in, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "server is shutting down");
         if (conn_table_active(in->conns) >= conn_table_capacity(in->conns))
             return refuse(in, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "connection limit reached");
+        auth_identity id;
+        status = check_token(in, wsi, room, &id, refusal, sizeof refusal);
+        if (status) return refuse(in, wsi, status, refusal);
         return 0;
     }
 
@@ -743,6 +841,7 @@ ingress *ingress_new(const producer_settings *s, circuit_breaker *breaker, char 
 
 workqueue *ingress_results(ingress *in) { return in->results; }
 void ingress_attach_publisher(ingress *in, publisher *p) { in->pub = p; }
+void ingress_set_auth(ingress *in, const auth *a) { in->auth = a; }
 
 int ingress_port(const ingress *in) { return in->ws.context ? in->ws.port : -1; }
 

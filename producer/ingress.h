@@ -9,6 +9,13 @@
  *    any room: its messages go to the queue shard room_shard(roomId, queue_shards)); anything
  *    else gets an HTTP 4xx at the handshake (404 bad path, 400 bad room id, naming the rule), a
  *    full server 503.
+ *  - Identity (ingress_set_auth() with a non-NULL auth, CHATFLOW_AUTH on): the handshake also
+ *    needs a token (auth.h): none or an invalid one -> 401, one that does not allow the room (or
+ *    whose subject is not a userId) -> 403, the jwt reason as the body. The connection keeps the
+ *    token's subject and name: a frame with another userId is answered FORBIDDEN_USER, the
+ *    token's name replaces the frame's username, the rate limiter counts against the subject.
+ *    When the token's exp (plus leeway) passes, the connection is closed with 4401 "token
+ *    expired" once its answers are written (reads stop at that moment).
  *  - Frames are reassembled (ws_frame.h) up to max_frame_bytes; each complete text frame is parsed
  *    (message.h), rate limited, and handed to the publisher; every frame gets one answer frame
  *    (ack or error). Connections are referred to across threads by (slot, generation) only.
@@ -38,6 +45,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "auth.h"
 #include "breaker.h"
 #include "publisher.h"
 #include "settings.h"
@@ -50,6 +58,8 @@ ingress *ingress_new(const producer_settings *s, circuit_breaker *breaker, char 
 /* The queue the publisher answers on (owned by the ingress). */
 workqueue *ingress_results(ingress *in);
 void ingress_attach_publisher(ingress *in, publisher *p);
+/* Before ingress_run(); a NULL auth (the default) checks no tokens. Borrowed. */
+void ingress_set_auth(ingress *in, const auth *a);
 /* Thread-safe: wakes the service thread to drain the results (ctx is the ingress). */
 void ingress_wake(void *ctx);
 int ingress_port(const ingress *in);

@@ -27,6 +27,7 @@
 #include "producer_metrics.h"
 #include "publisher.h"
 #include "redact.h"
+#include "auth.h"
 #include "settings.h"
 #include "timeutil.h"
 #include "watchdog.h"
@@ -107,6 +108,7 @@ int main(int argc, char **argv)
     producer_metrics *m = producer_metrics_init();
     int rc = 1;
     credentials_provider *creds = NULL;
+    auth *ids = NULL; /* identity tokens; NULL when CHATFLOW_AUTH is off */
     admin_http *admin = NULL;
     a.breaker =
         circuit_breaker_new((int)s.breaker_failure_threshold, s.breaker_open_ms, m->breaker_state);
@@ -120,12 +122,19 @@ int main(int argc, char **argv)
         log_error("producer", "AWS credentials: %s", err);
         goto out;
     }
+    /* Before any thread that uses libcurl starts: a JWKS URL is fetched here (jwks.h). */
+    if (!auth_open(&s.common, &ids, err, sizeof err)) {
+        redact_text(err, sizeof err);
+        log_error("producer", "%s", err);
+        goto out;
+    }
     a.in = ingress_new(&s, a.breaker, err, sizeof err);
     if (!a.in) {
         redact_text(err, sizeof err);
         log_error("producer", "%s", err);
         goto out;
     }
+    ingress_set_auth(a.in, ids);
     publisher_config pc = {
         .region = s.common.aws_region,
         .endpoint = s.common.sqs_endpoint,
@@ -203,6 +212,7 @@ out:
         _exit(rc);
     }
     ingress_free(a.in);
+    auth_close(ids);
     credentials_provider_free(creds);
     circuit_breaker_free(a.breaker);
     return rc;

@@ -16,6 +16,7 @@ const char *producer_result_label(chat_status s)
     case CHAT_RATE_LIMITED: return "rate_limited";
     case CHAT_QUEUE_UNAVAILABLE: return "queue_unavailable";
     case CHAT_QUEUE_ERROR: return "queue_error";
+    case CHAT_FORBIDDEN_USER: return "forbidden_user";
     }
     return "unknown";
 }
@@ -32,7 +33,7 @@ producer_metrics *producer_metrics_init(void)
     M.handshakes_refused =
         metrics_counter("chatflow_ws_handshakes_refused_total",
                         "WebSocket handshakes refused (bad path, room, limit, stopping).", NULL);
-    for (int s = CHAT_OK; s <= CHAT_QUEUE_ERROR; s++) {
+    for (int s = CHAT_OK; s <= CHAT_STATUS_LAST; s++) {
         char labels[64];
         snprintf(labels, sizeof labels, "result=\"%s\"", producer_result_label((chat_status)s));
         M.received[s] = metrics_counter("chatflow_messages_received_total",

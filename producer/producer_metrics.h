@@ -27,7 +27,7 @@ typedef struct {
     metric_gauge *connections_active;
     metric_counter *connections_total;
     metric_counter *handshakes_refused;
-    metric_counter *received[CHAT_QUEUE_ERROR + 1]; /* by chat_status */
+    metric_counter *received[CHAT_STATUS_LAST + 1]; /* by chat_status */
     metric_histogram *ack_latency;
     metric_gauge *inflight;
     metric_counter *frames_paused;

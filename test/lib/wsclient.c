@@ -53,7 +53,8 @@ struct wsc_conn {
 
     int close_code;
     char close_reason[128];
-    bool freed_by_user; /* wsc_free() ran while lws still held the wsi */
+    bool freed_by_user;  /* wsc_free() ran while lws still held the wsi */
+    char *authorization; /* an Authorization header value for the handshake, or NULL */
 };
 
 struct wsc_ctx {
@@ -136,6 +137,12 @@ static int write_one(wsc_conn *c, struct lws *wsi)
     return 0;
 }
 
+static void conn_dispose(wsc_conn *c)
+{
+    free(c->authorization);
+    free(c);
+}
+
 static int wsc_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                         size_t len)
 {
@@ -150,7 +157,17 @@ static int wsc_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
         c->state = WSC_FAILED;
         c->wsi = NULL;
         lws_set_opaque_user_data(wsi, NULL);
-        if (c->freed_by_user) free(c);
+        if (c->freed_by_user) conn_dispose(c);
+        break;
+
+    case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
+        if (c && c->authorization) {
+            unsigned char **p = in, *end = *p + len;
+            if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_AUTHORIZATION,
+                                             (const unsigned char *)c->authorization,
+                                             (int)strlen(c->authorization), p, end))
+                return -1;
+        }
         break;
 
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
@@ -187,7 +204,7 @@ static int wsc_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
         c->wsi = NULL;
         lws_set_opaque_user_data(wsi, NULL);
         conn_set_closed(c, 1006, "connection dropped");
-        if (c->freed_by_user) free(c);
+        if (c->freed_by_user) conn_dispose(c);
         break;
 
     default: break;
@@ -241,10 +258,15 @@ static bool service_until(wsc_conn *c, int timeout_ms, bool (*done)(const wsc_co
 
 static bool is_settled(const wsc_conn *c) { return c->state != WSC_CONNECTING; }
 
-wsc_conn *wsc_connect_start(wsc_ctx *ctx, const char *host, int port, const char *path)
+static wsc_conn *connect_start(wsc_ctx *ctx, const char *host, int port, const char *path,
+                               const char *authorization)
 {
     wsc_conn *c = calloc(1, sizeof *c);
     if (!c) return NULL;
+    if (authorization && !(c->authorization = strdup(authorization))) {
+        free(c);
+        return NULL;
+    }
     c->ctx = ctx;
     c->state = WSC_CONNECTING;
 
@@ -270,6 +292,11 @@ wsc_conn *wsc_connect_start(wsc_ctx *ctx, const char *host, int port, const char
     return c;
 }
 
+wsc_conn *wsc_connect_start(wsc_ctx *ctx, const char *host, int port, const char *path)
+{
+    return connect_start(ctx, host, port, path, NULL);
+}
+
 bool wsc_is_open(const wsc_conn *c) { return c->state == WSC_OPEN; }
 
 bool wsc_has_failed(const wsc_conn *c, const char **why)
@@ -281,7 +308,14 @@ bool wsc_has_failed(const wsc_conn *c, const char **why)
 wsc_conn *wsc_connect(wsc_ctx *ctx, const char *host, int port, const char *path, int timeout_ms,
                       int *http_status, char *err, size_t err_len)
 {
-    wsc_conn *c = wsc_connect_start(ctx, host, port, path);
+    return wsc_connect_auth(ctx, host, port, path, NULL, timeout_ms, http_status, err, err_len);
+}
+
+wsc_conn *wsc_connect_auth(wsc_ctx *ctx, const char *host, int port, const char *path,
+                           const char *authorization, int timeout_ms, int *http_status, char *err,
+                           size_t err_len)
+{
+    wsc_conn *c = connect_start(ctx, host, port, path, authorization);
     if (!c) {
         if (err) snprintf(err, err_len, "out of memory");
         return NULL;
@@ -434,7 +468,7 @@ void wsc_free(wsc_conn *c)
         lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_SYNC);
         return;
     }
-    free(c);
+    conn_dispose(c);
 }
 
 void wsc_ctx_free(wsc_ctx *ctx)

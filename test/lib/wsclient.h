@@ -45,6 +45,10 @@ void wsc_service(wsc_ctx *ctx, int timeout_ms);
 
 wsc_conn *wsc_connect(wsc_ctx *ctx, const char *host, int port, const char *path, int timeout_ms,
                       int *http_status, char *err, size_t err_len);
+/* The same with an Authorization header (e.g. "Bearer <token>") on the handshake. */
+wsc_conn *wsc_connect_auth(wsc_ctx *ctx, const char *host, int port, const char *path,
+                           const char *authorization, int timeout_ms, int *http_status, char *err,
+                           size_t err_len);
 /* Non-blocking variant for many connections on one loop (the load generator): returns at once in
  * the connecting state; poll wsc_is_open()/wsc_has_failed() while servicing. NULL only on OOM. */
 wsc_conn *wsc_connect_start(wsc_ctx *ctx, const char *host, int port, const char *path);

@@ -288,6 +288,17 @@ static void test_common_finish(void)
     ok = config_common_finish(&s.common, err, sizeof err);
     CHECK(!ok && strstr(err, "\"xml\"") != NULL,
           "a log setting log_init refuses is an error naming it");
+
+    load(ARGS("--auth", "on"));
+    CHECK(strcmp(s.common.auth, "on") == 0 && s.common.auth_leeway_s == 30,
+          "--auth on taken, leeway defaults to 30 s");
+    ok = config_common_finish(&s.common, err, sizeof err);
+    CHECK(!ok && strstr(err, "CHATFLOW_AUTH_HS256_SECRET") && strstr(err, "CHATFLOW_AUTH_JWKS_URL"),
+          "auth on without a secret or a key set URL is an error naming both (%s)", err);
+    load(ARGS("--auth", "on", "--auth-jwks-url", "file:///keys.json"));
+    ok = config_common_finish(&s.common, err, sizeof err);
+    CHECK(ok, "auth on with a key set URL is accepted (%s)", err);
+    CHECK(load(ARGS("--auth", "yes")) == CONFIG_ERROR, "--auth takes off|on only");
     clear_env();
 }
 

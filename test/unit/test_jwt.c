@@ -1226,6 +1226,43 @@ static void test_http_source(int port)
     CHECK_INT(ok, 8, "8 threads with the new kid e1 at once: all verify");
     CHECK_INT(server_hits() - before, 1, "8 threads with the new kid: one GET");
     free(t);
+    jwt_verifier_free(v);
+    jwks_source_free(src);
+
+    /* Background refresh: the caller never waits for the key server. With the server taking
+     * 300 ms, a token with a new kid is refused at once (unknown key), the refresher fetches on
+     * its own thread, and the same token verifies once that fetch landed. */
+    write_set("jwks.json", RSA1.pub_json, NULL);
+    err[0] = '\0';
+    cfg = (jwks_source_config){
+        .url = url, .clock_ms = test_clock, .clock_ctx = &clock_now_ms, .background = true};
+    src = jwks_source_new(&cfg, err, sizeof err);
+    CHECK(src != NULL, "a background source starts (%s)", err);
+    v = verifier((vopts){JWT_ALG_RS256 | JWT_ALG_ES256, src, NULL, NULL, -1});
+    write_set("jwks.json", RSA1.pub_json, EC1.pub_json);
+    clock_now_ms += 61 * 1000;
+    pthread_mutex_lock(&srv.lock);
+    srv.delay_ms = 300;
+    pthread_mutex_unlock(&srv.lock);
+    before = server_hits();
+    t = sign_cjose(&EC1, "ES256", "e1", payload);
+    uint64_t t0 = time_mono_ns();
+    jwt_error first = jwt_verify(v, t, strlen(t), NULL, NULL, 0);
+    uint64_t waited_ms = (time_mono_ns() - t0) / 1000000;
+    CHECK_INT(first, JWT_UNKNOWN_KEY, "background: a new kid is refused at once");
+    CHECK(waited_ms < 250, "background: the caller did not wait for the 300 ms fetch (%llu ms)",
+          (unsigned long long)waited_ms);
+    jwt_error later = JWT_UNKNOWN_KEY;
+    for (int i = 0; i < 100 && later != JWT_OK; i++) {
+        time_sleep_ms(20);
+        later = jwt_verify(v, t, strlen(t), NULL, NULL, 0);
+    }
+    CHECK_INT(later, JWT_OK, "background: the same token verifies once the refresher fetched");
+    CHECK_INT(server_hits() - before, 1, "background: one GET for the new kid");
+    pthread_mutex_lock(&srv.lock);
+    srv.delay_ms = 0;
+    pthread_mutex_unlock(&srv.lock);
+    free(t);
     free(payload);
     jwt_verifier_free(v);
     jwks_source_free(src);

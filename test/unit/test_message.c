@@ -603,8 +603,7 @@ static void test_queue_parse(void)
     queue_rejects("roomId", "\"a.b\"", "with a dot");
     queue_rejects("roomId", "\"x y\"", "with a space");
     queue_rejects("roomId", "\"caf\\u00e9\"", "with a non-ASCII letter");
-    queue_rejects("roomId",
-                  "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"",
+    queue_rejects("roomId", "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"",
                   "of 65 characters");
     queue_accepts_room("0");
     queue_accepts_room("07");
@@ -707,10 +706,12 @@ static void test_ack_shape(void)
 
 static void test_error_shape(void)
 {
-    const chat_status codes[] = {CHAT_INVALID_JSON, CHAT_VALIDATION_ERROR,  CHAT_MESSAGE_TOO_LARGE,
-                                 CHAT_RATE_LIMITED, CHAT_QUEUE_UNAVAILABLE, CHAT_QUEUE_ERROR};
-    const char *names[] = {"INVALID_JSON", "VALIDATION_ERROR",  "MESSAGE_TOO_LARGE",
-                           "RATE_LIMITED", "QUEUE_UNAVAILABLE", "QUEUE_ERROR"};
+    const chat_status codes[] = {CHAT_INVALID_JSON,  CHAT_VALIDATION_ERROR,  CHAT_MESSAGE_TOO_LARGE,
+                                 CHAT_RATE_LIMITED,  CHAT_QUEUE_UNAVAILABLE, CHAT_QUEUE_ERROR,
+                                 CHAT_FORBIDDEN_USER};
+    const char *names[] = {"INVALID_JSON",  "VALIDATION_ERROR",  "MESSAGE_TOO_LARGE",
+                           "RATE_LIMITED",  "QUEUE_UNAVAILABLE", "QUEUE_ERROR",
+                           "FORBIDDEN_USER"};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
         CHECK_STR(chat_status_code(codes[i]), names[i], "chat_status_code(%zu)", i);
         char *json =

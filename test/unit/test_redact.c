@@ -1,4 +1,5 @@
-/* test_redact — URL userinfo, libpq keyword passwords and secret environment values never
+/* test_redact — URL userinfo, libpq keyword passwords, identity tokens (access_token=, Bearer)
+ * and secret environment values never
  * survive redact_text();
  * ordinary text is left alone; the string never grows. */
 /* test-passes: asan */
@@ -54,6 +55,25 @@ int main(void)
               "a short one too, without growing");
     CHECK_STR(redacted("postgresql://chatflow:pgpass99@db.internal:5432/chatflow"),
               "postgresql://***@db.internal:5432/chatflow", "a DATABASE_URL's userinfo is masked");
+
+    /* Identity tokens: the access_token query argument and a Bearer header value. */
+    CHECK_STR(
+        redacted("GET /chat/7?access_token=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI0MiJ9.c2ln&since=5 "
+                 "refused"),
+        "GET /chat/7?access_token=***&since=5 refused",
+        "an access_token query value masked up to the next argument");
+    CHECK_STR(redacted("url /api/rooms/a/messages?limit=5&access_token=abc.def.ghi"),
+              "url /api/rooms/a/messages?limit=5&access_token=***",
+              "an access_token at the end of a URL masked");
+    CHECK_STR(redacted("a access_token=x1 and access_token=\"tok.en.value\""),
+              "a access_token=** and access_token=\"tok.en.value\"",
+              "short values become stars of their own length; a quoted value is not a token "
+              "argument");
+    CHECK_STR(redacted("Authorization: Bearer eyJ0eXAi.eyJzdWIi.sig0123 sent"),
+              "Authorization: Bearer *** sent", "a Bearer token masked");
+    setenv("CHATFLOW_AUTH_HS256_SECRET", "hs256-shared-secret-0123456789abcdef", 1);
+    CHECK_STR(redacted("CHATFLOW_AUTH_ISSUER: \"hs256-shared-secret-0123456789abcdef\" is bad"),
+              "CHATFLOW_AUTH_ISSUER: \"***\" is bad", "the HS256 secret's value masked");
 
     char small[8] = "abcdefg";
     redact_text(small, sizeof small);
