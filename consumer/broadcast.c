@@ -49,7 +49,8 @@
  *  - Liveness. lws 4.1's lws_service() ignores its timeout (it sleeps until the next lws timer
  *    or event, "23 days" when there is none), so a 1 s lws timer (`tick`) makes an idle loop turn;
  *    each turn announces SERVICE_TURN_MAX_MS to the watchdog.
- *  - Close codes: 1001 stop, 1011 out of memory, 4008 slow, 4009 room full, 4013 try again (lws
+ *  - Close codes: 1001 stop, 1011 out of memory, 4008 slow, 4009 room full, 4401 token expired
+ *    (identity tokens on), 4013 try again (lws
  *    clients turn the registered 1013 into 1002) — also "events lost here".
  */
 #include "broadcast.h"
@@ -408,6 +409,7 @@ static int apply_token(const broadcaster *b, struct lws *wsi, bc_target *t, char
         return 403;
     }
     if (id.username[0]) snprintf(t->username, sizeof t->username, "%s", id.username);
+    t->token_expires_s = id.exp + id.leeway_s;
     /* A member needs a name: without one (neither token nor query) it subscribes anonymously. */
     t->user_id = t->username[0] ? id.user_id : 0;
     return 0;
@@ -548,6 +550,27 @@ static bool attach(broadcaster *b, struct lws *wsi, subscriber *sub, const char 
     return true;
 }
 
+/* The connection's lws timer, armed for the moment its token runs out. */
+static void arm_token_expiry(subscriber *sub)
+{
+    int64_t left_s = sub->token_expires_s - time_wall_ms() / 1000;
+    lws_set_timer_usecs(sub->wsi, left_s > 0 ? (lws_usec_t)left_s * LWS_US_PER_SEC : 1);
+}
+
+/* A subscriber's timer: its token ran out (close 4401; the client gets a fresh token and
+ * resumes with since=), or it fired early (armed again). A connection still in its handshake
+ * missed the handshake deadline. */
+static int on_timer(subscriber *sub, struct lws *wsi)
+{
+    if (!sub || sub->wsi != wsi) return -1;
+    if (!sub->token_expires_s) return 0;
+    if (time_wall_ms() / 1000 < sub->token_expires_s)
+        arm_token_expiry(sub);
+    else
+        sub_close(sub, AUTH_CLOSE_TOKEN_EXPIRED, "token expired");
+    return 0;
+}
+
 static int on_established(broadcaster *b, struct lws *wsi, subscriber *sub)
 {
     char reason[200];
@@ -572,6 +595,10 @@ static int on_established(broadcaster *b, struct lws *wsi, subscriber *sub)
     }
     if (t.user_id && b->cfg.presence) join_room(b, sub, &t);
     if (t.since[0] && sub_state_open(sub->state)) replay_begin(b, sub, t.since);
+    if (t.token_expires_s) {
+        sub->token_expires_s = t.token_expires_s;
+        arm_token_expiry(sub);
+    }
     return 0;
 }
 
@@ -782,8 +809,7 @@ static int callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void
     case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
         ws_listen_on_accept(wsi, b->cfg.handshake_timeout_s); /* TIMER: not upgraded in time */
         return 0;
-    case LWS_CALLBACK_TIMER:
-        return sub && sub->wsi == wsi ? 0 : -1; /* only a connection still in its handshake */
+    case LWS_CALLBACK_TIMER: return on_timer(sub, wsi);
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: return on_confirm_upgrade(b, wsi, in);
     case LWS_CALLBACK_HTTP:
         /* A plain HTTP request on the subscriber port. */

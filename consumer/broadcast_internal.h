@@ -104,6 +104,7 @@ typedef struct {
     uint64_t last_heard_ns;     /* last frame or pong: tells a missed heartbeat from a close */
     ws_frame *rx;               /* frame reassembly (ws_frame.h), up to SUBSCRIBER_FRAME_MAX */
     bc_bucket frames;           /* throttles the frames this connection sends */
+    int64_t token_expires_s;    /* identity tokens on: closed with 4401 from then on; else 0 */
     uint64_t read_announced_ns; /* when this connection's last READ was announced */
     bool read_put_off;          /* read_timer armed: an announcement is waiting */
     lws_sorted_usec_list_t read_timer;

@@ -31,6 +31,8 @@ typedef struct {
     char since[SEQNUM_BUF]; /* "" when absent */
     uint32_t user_id;       /* 0: an anonymous subscriber */
     char username[CHAT_USERNAME_MAX + 1];
+    int64_t
+        token_expires_s; /* identity tokens on: when the token runs out (exp + leeway); else 0 */
 } bc_target;
 
 int bc_target_parse(const char *path, const char *const *args, size_t nargs, bc_target *out,
