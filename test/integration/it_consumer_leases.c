@@ -178,15 +178,7 @@ static bool seen[ROUND];
 static bool subscribe_all(int port)
 {
     ws_ctx = wsc_ctx_new();
-    for (int r = 1; ws_ctx && r <= SHARDS; r++) {
-        char path[32], err[256];
-        int status = 0;
-        snprintf(path, sizeof path, "/chat/%d", r);
-        if (!(subs[r] =
-                  wsc_connect(ws_ctx, "127.0.0.1", port, path, 5000, &status, err, sizeof err)))
-            return false;
-    }
-    return ws_ctx != NULL;
+    return tl_consumer_subscribe_rooms(ws_ctx, port, subs, SHARDS);
 }
 
 static size_t read_round_broadcasts(int round, int timeout_ms)

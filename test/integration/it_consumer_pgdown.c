@@ -52,15 +52,7 @@ static bool seen[N];
 static bool subscribe_all(int port)
 {
     ws_ctx = wsc_ctx_new();
-    for (int r = 1; ws_ctx && r <= ROOMS; r++) {
-        char path[32], err[256];
-        int status = 0;
-        snprintf(path, sizeof path, "/chat/%d", r);
-        if (!(subs[r] =
-                  wsc_connect(ws_ctx, "127.0.0.1", port, path, 5000, &status, err, sizeof err)))
-            return false;
-    }
-    return ws_ctx != NULL;
+    return tl_consumer_subscribe_rooms(ws_ctx, port, subs, ROOMS);
 }
 
 /* Marks the messageId a frame carries (a frame is one event). */

@@ -53,14 +53,13 @@ static bool create_queues(tl_consumer_env *e)
              "CHATFLOW_QUEUE_PREFIX='%s' CHATFLOW_DLQ_NAME='%s' CHATFLOW_SPILL_QUEUE_NAME='%s' "
              "CHATFLOW_QUEUE_SHARDS=%d '%s/chatflow-sqs' setup "
              ">>'%s/sqs-setup.log' 2>&1",
-             e->q.prefix, e->dlq_name, e->spill_name, e->shards,
-             tl_env("CHATFLOW_BIN", "build"), e->log_dir);
+             e->q.prefix, e->dlq_name, e->spill_name, e->shards, tl_env("CHATFLOW_BIN", "build"),
+             e->log_dir);
     if (!tl_sh(cmd)) {
         tl_note("chatflow-sqs setup failed (log %s/sqs-setup.log)", e->log_dir);
         return false;
     }
-    return tl_sqs_lookup_shards(&e->q, e->shards) &&
-           tl_sqs_url(&e->q, e->dlq_name, &e->dlq_url) &&
+    return tl_sqs_lookup_shards(&e->q, e->shards) && tl_sqs_url(&e->q, e->dlq_name, &e->dlq_url) &&
            tl_sqs_url(&e->q, e->spill_name, &e->spill_url);
 }
 
@@ -180,8 +179,8 @@ bool tl_consumer_send_to_shard(tl_consumer_env *e, int shard, const chat_message
     char *body = queue_message_to_json(m);
     sqs_send_result r;
     sqs_error err;
-    bool ok = body && sqs_send_message(e->q.sqs, e->q.urls[shard], body, m->room_id,
-                                       m->message_id, &r, &err) == SQS_OK;
+    bool ok = body && sqs_send_message(e->q.sqs, e->q.urls[shard], body, m->room_id, m->message_id,
+                                       &r, &err) == SQS_OK;
     if (body && !ok) tl_note("send to shard %d (room %s): %s", shard, m->room_id, err.message);
     free(body);
     return ok;
@@ -222,8 +221,7 @@ static bool room_order_kept(tl_consumer_env *e, const chat_message *ms, size_t n
 bool tl_consumer_order_kept(tl_consumer_env *e, const chat_message *ms, size_t n)
 {
     bool all = true;
-    for (int room = 1; room <= e->shards; room++)
-        all = room_order_kept(e, ms, n, room) && all;
+    for (int room = 1; room <= e->shards; room++) all = room_order_kept(e, ms, n, room) && all;
     return all;
 }
 
@@ -295,4 +293,16 @@ bool tl_consumer_start(tl_consumer_env *e, tl_consumer *p, const char *log_name,
 int tl_consumer_stop(tl_consumer *p, int sig, int timeout_ms, bool *in_time)
 {
     return tl_proc_stop(&p->pid, sig, timeout_ms, in_time);
+}
+
+bool tl_consumer_subscribe_rooms(wsc_ctx *ctx, int port, wsc_conn **subs, int rooms)
+{
+    for (int r = 1; ctx && r <= rooms; r++) {
+        char path[32], err[256];
+        int status = 0;
+        snprintf(path, sizeof path, "/chat/%d", r);
+        subs[r] = wsc_connect(ctx, "127.0.0.1", port, path, 5000, &status, err, sizeof err);
+        if (!subs[r]) return false;
+    }
+    return ctx != NULL;
 }

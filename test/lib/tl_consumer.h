@@ -34,6 +34,7 @@
 
 #include "message.h"
 #include "tl_sqs.h"
+#include "wsclient.h"
 
 typedef struct {
     char name[64]; /* test name: logs, database, queue prefix */
@@ -43,8 +44,8 @@ typedef struct {
     char db_name[96];
     char dlq_name[96];
     char spill_name[96]; /* the spill queue (standard) */
-    int shards; /* queue shards 1..shards: rooms "1".."shards" each have their own */
-    tl_sqs q; /* client and room queues (q.prefix, q.urls[room]) */
+    int shards;          /* queue shards 1..shards: rooms "1".."shards" each have their own */
+    tl_sqs q;            /* client and room queues (q.prefix, q.urls[room]) */
     char *dlq_url;
     char *spill_url;
     PGconn *pg; /* on the test's database, when the test opens it */
@@ -69,6 +70,9 @@ bool tl_consumer_send_to_room(tl_consumer_env *e, const chat_message *m);
 bool tl_consumer_send_to_shard(tl_consumer_env *e, int shard, const chat_message *m);
 /* Messages in all room queues together; -1 on error. */
 long tl_consumer_rooms_depth(tl_consumer_env *e);
+/* An anonymous subscriber on each of the rooms "1".."rooms" of the consumer at 127.0.0.1:port,
+ * into subs[1..rooms] (5 s each); false at the first that fails (those opened stay in subs). */
+bool tl_consumer_subscribe_rooms(wsc_ctx *ctx, int port, wsc_conn **subs, int rooms);
 
 bool tl_consumer_order_kept(tl_consumer_env *e, const chat_message *ms, size_t n);
 
