@@ -16,7 +16,7 @@ struct tl_jwt_key {
     char kid[64];
 };
 
-static char *b64url(const void *data, size_t len)
+char *tl_jwt_b64url(const void *data, size_t len)
 {
     char *enc = NULL;
     size_t n = 0;
@@ -28,7 +28,7 @@ static char *b64url(const void *data, size_t len)
 
 char *tl_jwt_raw(const char *header, const char *payload, const char *sig_b64)
 {
-    char *h = b64url(header, strlen(header)), *p = b64url(payload, strlen(payload));
+    char *h = tl_jwt_b64url(header, strlen(header)), *p = tl_jwt_b64url(payload, strlen(payload));
     char *t = NULL;
     if (h && p && asprintf(&t, "%s.%s.%s", h, p, sig_b64) < 0) t = NULL;
     free(h);
@@ -36,21 +36,25 @@ char *tl_jwt_raw(const char *header, const char *payload, const char *sig_b64)
     return t;
 }
 
-char *tl_jwt_hs256(const char *secret, const char *payload)
+char *tl_jwt_hs256_raw(const void *key, size_t key_len, const char *header, const char *payload)
 {
-    static const char header[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
     char *input = tl_jwt_raw(header, payload, "");
     if (!input) return NULL;
     size_t n = strlen(input) - 1; /* without the trailing '.' */
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned int mac_len = 0;
-    HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)input, n, mac, &mac_len);
-    char *sig = b64url(mac, mac_len);
+    HMAC(EVP_sha256(), key, (int)key_len, (const unsigned char *)input, n, mac, &mac_len);
+    char *sig = tl_jwt_b64url(mac, mac_len);
     char *t = NULL;
     if (sig && asprintf(&t, "%.*s.%s", (int)n, input, sig) < 0) t = NULL;
     free(sig);
     free(input);
     return t;
+}
+
+char *tl_jwt_hs256(const char *secret, const char *payload)
+{
+    return tl_jwt_hs256_raw(secret, strlen(secret), "{\"alg\":\"HS256\",\"typ\":\"JWT\"}", payload);
 }
 
 static uint8_t *bn_param(EVP_PKEY *pk, const char *name, size_t *len)
@@ -65,14 +69,8 @@ static uint8_t *bn_param(EVP_PKEY *pk, const char *name, size_t *len)
     return buf;
 }
 
-tl_jwt_key *tl_jwt_rsa_new(const char *kid)
+cjose_jwk_t *tl_jwt_rsa_jwk(EVP_PKEY *pk)
 {
-    tl_jwt_key *k = calloc(1, sizeof *k);
-    EVP_PKEY *pk = k ? EVP_RSA_gen(2048) : NULL;
-    if (!pk) {
-        free(k);
-        return NULL;
-    }
     cjose_jwk_rsa_keyspec s = {0};
     s.n = bn_param(pk, OSSL_PKEY_PARAM_RSA_N, &s.nlen);
     s.e = bn_param(pk, OSSL_PKEY_PARAM_RSA_E, &s.elen);
@@ -82,9 +80,21 @@ tl_jwt_key *tl_jwt_rsa_new(const char *kid)
     s.dp = bn_param(pk, OSSL_PKEY_PARAM_RSA_EXPONENT1, &s.dplen);
     s.dq = bn_param(pk, OSSL_PKEY_PARAM_RSA_EXPONENT2, &s.dqlen);
     s.qi = bn_param(pk, OSSL_PKEY_PARAM_RSA_COEFFICIENT1, &s.qilen);
-    k->priv = cjose_jwk_create_RSA_spec(&s, NULL);
+    cjose_jwk_t *jwk = cjose_jwk_create_RSA_spec(&s, NULL);
     uint8_t *parts[] = {s.n, s.e, s.d, s.p, s.q, s.dp, s.dq, s.qi};
     for (size_t i = 0; i < 8; i++) free(parts[i]);
+    return jwk;
+}
+
+tl_jwt_key *tl_jwt_rsa_new(const char *kid)
+{
+    tl_jwt_key *k = calloc(1, sizeof *k);
+    EVP_PKEY *pk = k ? EVP_RSA_gen(2048) : NULL;
+    if (!pk) {
+        free(k);
+        return NULL;
+    }
+    k->priv = tl_jwt_rsa_jwk(pk);
     EVP_PKEY_free(pk);
     if (!k->priv) {
         free(k);

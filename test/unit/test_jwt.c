@@ -28,6 +28,7 @@
 #include "jwt.h"
 #include "testlib.h"
 #include "timeutil.h"
+#include "tl_jwt.h"
 
 #define NOW 1700000000LL
 static const char SECRET[] = "test-shared-secret-0123456789-abcdefghij";
@@ -46,18 +47,6 @@ typedef struct {
 } test_key;
 
 static test_key RSA1, RSA2, RSA1_IMPOSTOR, RSA_WEAK, EC1, EC_P384;
-
-static uint8_t *bn_param(EVP_PKEY *pk, const char *name, size_t *len)
-{
-    BIGNUM *bn = NULL;
-    *len = 0;
-    if (!EVP_PKEY_get_bn_param(pk, name, &bn)) return NULL;
-    *len = (size_t)BN_num_bytes(bn);
-    uint8_t *buf = malloc(*len ? *len : 1);
-    if (buf) BN_bn2bin(bn, buf);
-    BN_free(bn);
-    return buf;
-}
 
 static char *pem_of(EVP_PKEY *pk)
 {
@@ -84,18 +73,7 @@ static test_key make_rsa(int bits, const char *kid)
     test_key k = {0};
     EVP_PKEY *pk = EVP_RSA_gen((unsigned)bits);
     if (!pk) return k;
-    cjose_jwk_rsa_keyspec s = {0};
-    s.n = bn_param(pk, OSSL_PKEY_PARAM_RSA_N, &s.nlen);
-    s.e = bn_param(pk, OSSL_PKEY_PARAM_RSA_E, &s.elen);
-    s.d = bn_param(pk, OSSL_PKEY_PARAM_RSA_D, &s.dlen);
-    s.p = bn_param(pk, OSSL_PKEY_PARAM_RSA_FACTOR1, &s.plen);
-    s.q = bn_param(pk, OSSL_PKEY_PARAM_RSA_FACTOR2, &s.qlen);
-    s.dp = bn_param(pk, OSSL_PKEY_PARAM_RSA_EXPONENT1, &s.dplen);
-    s.dq = bn_param(pk, OSSL_PKEY_PARAM_RSA_EXPONENT2, &s.dqlen);
-    s.qi = bn_param(pk, OSSL_PKEY_PARAM_RSA_COEFFICIENT1, &s.qilen);
-    k.priv = cjose_jwk_create_RSA_spec(&s, NULL);
-    uint8_t *parts[] = {s.n, s.e, s.d, s.p, s.q, s.dp, s.dq, s.qi};
-    for (size_t i = 0; i < 8; i++) free(parts[i]);
+    k.priv = tl_jwt_rsa_jwk(pk);
     k.pem = pem_of(pk);
     EVP_PKEY_free(pk);
     finish_key(&k, kid);
@@ -131,16 +109,6 @@ static char *fmt(const char *f, ...)
     return s;
 }
 
-static char *b64url(const void *data, size_t len)
-{
-    char *enc = NULL;
-    size_t n = 0;
-    if (!cjose_base64url_encode(data, len, &enc, &n, NULL)) return NULL;
-    char *copy = strndup(enc, n);
-    cjose_get_dealloc()(enc);
-    return copy;
-}
-
 /* A token signed by cjose with a header {"alg":alg[,"kid":kid],"typ":"JWT"}. */
 static char *sign_cjose(const test_key *k, const char *alg, const char *kid, const char *payload)
 {
@@ -156,37 +124,9 @@ static char *sign_cjose(const test_key *k, const char *alg, const char *kid, con
     return out;
 }
 
-/* header.payload with the given signature part (already base64url, may be ""). */
-static char *raw_token(const char *header, const char *payload, const char *sig_b64)
-{
-    char *h = b64url(header, strlen(header)), *p = b64url(payload, strlen(payload));
-    char *t = fmt("%s.%s.%s", h, p, sig_b64);
-    free(h);
-    free(p);
-    return t;
-}
-
-/* An HS256 token over exactly these header and payload bytes, MACed here. */
-static char *hs_token_key(const void *key, size_t key_len, const char *header, const char *payload)
-{
-    char *h = b64url(header, strlen(header)), *p = b64url(payload, strlen(payload));
-    char *input = fmt("%s.%s", h, p);
-    unsigned char mac[EVP_MAX_MD_SIZE];
-    unsigned int mac_len = 0;
-    HMAC(EVP_sha256(), key, (int)key_len, (const unsigned char *)input, strlen(input), mac,
-         &mac_len);
-    char *sig = b64url(mac, mac_len);
-    char *t = fmt("%s.%s", input, sig);
-    free(h);
-    free(p);
-    free(input);
-    free(sig);
-    return t;
-}
-
 static char *hs_token(const char *header, const char *payload)
 {
-    return hs_token_key(SECRET, strlen(SECRET), header, payload);
+    return tl_jwt_hs256_raw(SECRET, strlen(SECRET), header, payload);
 }
 
 #define HS_HEADER "{\"alg\":\"HS256\",\"typ\":\"JWT\"}"
@@ -407,7 +347,7 @@ static void test_bad_signature(void)
     }
     /* Another payload under the original signature: sub 42 -> 43. */
     char *other = fmt("{\"sub\":\"43\",\"name\":\"alice\",\"exp\":%lld}", NOW + 600);
-    char *other_b64 = b64url(other, strlen(other));
+    char *other_b64 = tl_jwt_b64url(other, strlen(other));
     for (int i = 0; i < 3; i++) {
         char *first_dot = strchr(good[i], '.'), *last_dot = strrchr(good[i], '.');
         char *swapped = fmt("%.*s.%s%s", (int)(first_dot - good[i]), good[i], other_b64, last_dot);
@@ -416,15 +356,15 @@ static void test_bad_signature(void)
         free(swapped);
     }
     char *wrong_secret =
-        hs_token_key("another-secret-of-enough-length-0123456789", 42, HS_HEADER, payload);
+        tl_jwt_hs256_raw("another-secret-of-enough-length-0123456789", 42, HS_HEADER, payload);
     CHECK_CODE(verify(v, wrong_secret, NULL), JWT_BAD_SIGNATURE, "HS256 with another secret");
     char *impostor = sign_cjose(&RSA1_IMPOSTOR, "RS256", "r1", payload);
     CHECK_CODE(verify(v, impostor, NULL), JWT_BAD_SIGNATURE,
                "RS256 signed by another key claiming kid r1");
     /* A signature of the right length but all zero bytes (ES256: r = s = 0). */
     char zeros[64] = {0};
-    char *zsig = b64url(zeros, sizeof zeros);
-    char *zero_es = raw_token("{\"alg\":\"ES256\",\"kid\":\"e1\"}", payload, zsig);
+    char *zsig = tl_jwt_b64url(zeros, sizeof zeros);
+    char *zero_es = tl_jwt_raw("{\"alg\":\"ES256\",\"kid\":\"e1\"}", payload, zsig);
     CHECK_CODE(verify(v, zero_es, NULL), JWT_BAD_SIGNATURE, "ES256 with r = s = 0");
     /* The right signature with one byte more: cjose would split it into unequal halves. */
     char *long_es = fmt("%sAA", good[2]);
@@ -458,33 +398,33 @@ static void test_alg_refused(void)
     jwt_verifier *hs_only = verifier((vopts){JWT_ALG_HS256, NULL, NULL, NULL, -1});
     char *payload = claims();
 
-    char *none = raw_token("{\"alg\":\"none\",\"typ\":\"JWT\"}", payload, "");
+    char *none = tl_jwt_raw("{\"alg\":\"none\",\"typ\":\"JWT\"}", payload, "");
     CHECK_CODE(verify(all, none, NULL), JWT_ALG_REFUSED, "alg none with an empty signature");
     CHECK(strstr(last_reason, "none") != NULL, "alg none: the reason names it (%s)", last_reason);
-    char *none_sig = raw_token("{\"alg\":\"none\"}", payload, "c2lnbmF0dXJl");
+    char *none_sig = tl_jwt_raw("{\"alg\":\"none\"}", payload, "c2lnbmF0dXJl");
     CHECK_CODE(verify(all, none_sig, NULL), JWT_ALG_REFUSED, "alg none with a signature part");
-    char *none_case = raw_token("{\"alg\":\"NoNe\"}", payload, "");
+    char *none_case = tl_jwt_raw("{\"alg\":\"NoNe\"}", payload, "");
     CHECK_CODE(verify(all, none_case, NULL), JWT_ALG_REFUSED, "alg NoNe");
     CHECK(strstr(last_reason, "must be signed") != NULL, "alg NoNe is read as none (%s)",
           last_reason);
-    char *hs512 = raw_token("{\"alg\":\"HS512\"}", payload, "c2ln");
+    char *hs512 = tl_jwt_raw("{\"alg\":\"HS512\"}", payload, "c2ln");
     CHECK_CODE(verify(all, hs512, NULL), JWT_ALG_REFUSED, "alg HS512 (not configured)");
     char *ps256 = sign_cjose(&RSA1, "PS256", "r1", payload);
     CHECK_CODE(verify(all, ps256, NULL), JWT_ALG_REFUSED, "alg PS256 signed by a set key");
-    char *alg_num = raw_token("{\"alg\":256}", payload, "c2ln");
+    char *alg_num = tl_jwt_raw("{\"alg\":256}", payload, "c2ln");
     CHECK_CODE(verify(all, alg_num, NULL), JWT_MALFORMED, "alg that is not a string");
-    char *no_alg = raw_token("{\"typ\":\"JWT\"}", payload, "c2ln");
+    char *no_alg = tl_jwt_raw("{\"typ\":\"JWT\"}", payload, "c2ln");
     CHECK_CODE(verify(all, no_alg, NULL), JWT_MALFORMED, "header without alg");
 
     /* HS/RS confusion: HMAC keyed with the RSA public key's PEM, the key the verifier holds. */
     char *confused =
-        hs_token_key(RSA1.pem, strlen(RSA1.pem), "{\"alg\":\"HS256\",\"kid\":\"r1\"}", payload);
+        tl_jwt_hs256_raw(RSA1.pem, strlen(RSA1.pem), "{\"alg\":\"HS256\",\"kid\":\"r1\"}", payload);
     CHECK_CODE(verify(rs_only, confused, NULL), JWT_ALG_REFUSED,
                "HS256 token MACed with the RSA public PEM, only RS256 configured");
     CHECK_CODE(verify(all, confused, NULL), JWT_BAD_SIGNATURE,
                "HS256 token MACed with the RSA public PEM, HS256 configured: the secret decides");
-    char *n_bytes = hs_token_key(RSA1.pub_json, strlen(RSA1.pub_json),
-                                 "{\"alg\":\"HS256\",\"kid\":\"r1\"}", payload);
+    char *n_bytes = tl_jwt_hs256_raw(RSA1.pub_json, strlen(RSA1.pub_json),
+                                     "{\"alg\":\"HS256\",\"kid\":\"r1\"}", payload);
     CHECK_CODE(verify(all, n_bytes, NULL), JWT_BAD_SIGNATURE,
                "HS256 token MACed with the RSA public JWK text");
     char *rs = sign_cjose(&RSA1, "RS256", "r1", payload);
@@ -824,7 +764,7 @@ static void test_malformed(void)
         {fmt("W10%s", first_dot), JWT_MALFORMED, "header [] (not an object)"},
         {fmt("Bearer %s", good), JWT_MALFORMED, "a Bearer prefix left on"},
         {fmt("%s\n", good), JWT_MALFORMED, "a trailing newline"},
-        {raw_token("{\"alg\":\"HS256\",\"alg\":\"none\"}", payload, "c2ln"), JWT_MALFORMED,
+        {tl_jwt_raw("{\"alg\":\"HS256\",\"alg\":\"none\"}", payload, "c2ln"), JWT_MALFORMED,
          "duplicate alg in the header"},
         {hs_token("{\"alg\":\"HS256\",\"crit\":[\"exp\"],\"exp\":1}", payload), JWT_MALFORMED,
          "a crit header"},
@@ -885,12 +825,12 @@ static void test_malformed(void)
     free(big);
 
     /* A kid with quotes and control characters shows up cut to printable ASCII. */
-    char *odd_kid = raw_token("{\"alg\":\"RS256\",\"kid\":\"k\\\"\\n\\u00e9x\"}", payload, "c2ln");
+    char *odd_kid = tl_jwt_raw("{\"alg\":\"RS256\",\"kid\":\"k\\\"\\n\\u00e9x\"}", payload, "c2ln");
     CHECK_CODE(verify(v, odd_kid, NULL), JWT_UNKNOWN_KEY, "an unknown kid with odd characters");
     CHECK(!strchr(last_reason, '\n') && strstr(last_reason, "k??") != NULL,
           "the reason shows the kid as printable ASCII (%s)", last_reason);
     free(odd_kid);
-    char *no_kid = raw_token("{\"alg\":\"RS256\"}", payload, "c2ln");
+    char *no_kid = tl_jwt_raw("{\"alg\":\"RS256\"}", payload, "c2ln");
     CHECK_CODE(verify(v, no_kid, NULL), JWT_UNKNOWN_KEY, "RS256 without a kid");
     free(no_kid);
 
