@@ -323,9 +323,13 @@ static enum MHD_Result send_response(struct MHD_Connection *connection, int stat
     MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE,
                             content_type ? content_type : "application/json");
     if (allow && *allow) MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, allow);
-    if (allow_origin && *allow_origin)
+    if (allow_origin && *allow_origin) {
         MHD_add_response_header(response, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN,
                                 allow_origin);
+        /* An answer that names one origin differs by the request's Origin: caches must know. */
+        if (strcmp(allow_origin, "*") != 0)
+            MHD_add_response_header(response, MHD_HTTP_HEADER_VARY, "Origin");
+    }
     if (retry_after_s > 0) {
         char seconds[16];
         snprintf(seconds, sizeof seconds, "%d", retry_after_s);

@@ -11,20 +11,57 @@
 
 #define COMPONENT "room-api"
 
+#define ALLOWED_ORIGINS_MAX 8
+
 struct room_api {
     room_api_config cfg;
-    char allow_origin[256];
+    /* CHATFLOW_API_ALLOW_ORIGIN: "*" (any page), or the origins allowed to read answers. */
+    bool any_origin;
+    size_t n_origins;
+    char origins[ALLOWED_ORIGINS_MAX][128];
     db_gate *own_gate; /* when cfg.gate was NULL */
 };
+
+/* Splits the comma-separated list (blanks around entries ignored); entries past the maximum or
+ * too long to hold are left out, with a log line. */
+static void read_allowed_origins(room_api *a, const char *list)
+{
+    a->any_origin = list && strcmp(list, "*") == 0;
+    for (const char *p = list; p && *p && !a->any_origin;) {
+        p += strspn(p, " ,");
+        size_t n = strcspn(p, ",");
+        size_t len = n;
+        while (len > 0 && p[len - 1] == ' ') len--;
+        if (len > 0 && (a->n_origins == ALLOWED_ORIGINS_MAX || len >= sizeof a->origins[0]))
+            log_warn(COMPONENT,
+                     "CHATFLOW_API_ALLOW_ORIGIN: '%.*s' left out (at most %d origins "
+                     "of at most %zu characters)",
+                     (int)len, p, ALLOWED_ORIGINS_MAX, sizeof a->origins[0] - 1);
+        else if (len > 0)
+            snprintf(a->origins[a->n_origins++], sizeof a->origins[0], "%.*s", (int)len, p);
+        p += n;
+    }
+}
+
+/* The Access-Control-Allow-Origin for this request: "*", the request's own Origin when it is on
+ * the list (a browser compares it exactly), or NULL — then a page of another origin cannot read
+ * the answer. */
+static const char *allowed_origin(const room_api *a, const http_request *req)
+{
+    if (a->any_origin) return "*";
+    const char *origin = http_request_header(req, "Origin");
+    for (size_t i = 0; origin && i < a->n_origins; i++)
+        if (strcmp(origin, a->origins[i]) == 0) return a->origins[i];
+    return NULL;
+}
 
 room_api *room_api_new(const room_api_config *cfg)
 {
     room_api *a = calloc(1, sizeof(*a));
     if (!a) return NULL;
     a->cfg = *cfg;
-    snprintf(a->allow_origin, sizeof(a->allow_origin), "%s",
-             cfg->allow_origin ? cfg->allow_origin : "");
-    a->cfg.allow_origin = a->allow_origin;
+    read_allowed_origins(a, cfg->allow_origin);
+    a->cfg.allow_origin = NULL; /* not kept: read into origins */
     if (!a->cfg.gate && !(a->cfg.gate = a->own_gate = db_gate_new(ROOM_API_DB_THREADS_DEFAULT))) {
         free(a);
         return NULL;
@@ -369,7 +406,7 @@ static bool token_allows(const room_api *a, const http_request *req, const char 
 static void serve_room(void *ctx, const http_request *req, http_response *resp)
 {
     room_api *a = ctx;
-    resp->allow_origin = a->allow_origin; /* on errors too: the page shows their text */
+    resp->allow_origin = allowed_origin(a, req); /* on errors too: the page shows their text */
     char room[ROOM_ID_BUF];
     room_resource what;
     if (!parse_path(http_request_path(req), room, &what, resp)) return;

@@ -56,9 +56,12 @@ typedef struct {
     presence *presence;
     recent_cache *recent;
     history *history;
-    const char *allow_origin; /* copied */
-    db_gate *gate;            /* shared with api.h (api_set_gate); NULL: a gate of its own */
-    const auth *auth;         /* NULL: no identity tokens (CHATFLOW_AUTH off); borrowed */
+    /* CHATFLOW_API_ALLOW_ORIGIN, read at creation: "*", or a comma-separated list of origins
+     * (at most 8) whose pages may read the answers (the request's Origin is echoed when listed,
+     * with Vary: Origin); "" = none. */
+    const char *allow_origin;
+    db_gate *gate;    /* shared with api.h (api_set_gate); NULL: a gate of its own */
+    const auth *auth; /* NULL: no identity tokens (CHATFLOW_AUTH off); borrowed */
 } room_api_config;
 
 typedef struct room_api room_api;

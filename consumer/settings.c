@@ -99,9 +99,10 @@ static const config_option consumer_options[] = {
     CONFIG_OPT_INT("CHATFLOW_HISTORY_CACHE_PER_ROOM", "history-cache-per-room", S,
                    history_cache_per_room, "100", 0, 100000,
                    "Newest messages per room kept in memory for the history API."),
-    CONFIG_OPT_STR("CHATFLOW_API_ALLOW_ORIGIN", "api-allow-origin", S, api_allow_origin, "*", NULL,
-                   "Access-Control-Allow-Origin of /api/rooms/* answers (the chat page's origin); "
-                   "empty = no header."),
+    CONFIG_OPT_STR(
+        "CHATFLOW_API_ALLOW_ORIGIN", "api-allow-origin", S, api_allow_origin, "*", NULL,
+        "Pages allowed to read /api/rooms/* answers: * (any; refused with CHATFLOW_AUTH on), "
+        "or a comma-separated list of origins (at most 8); empty = none."),
 };
 
 #undef S
@@ -127,6 +128,12 @@ config_result consumer_settings_load(consumer_settings *s, int *argc, char **arg
         snprintf(err, err_len,
                  "CHATFLOW_PONG_TIMEOUT_S (%lld) must be below CHATFLOW_PING_INTERVAL_S (%lld)",
                  s->pong_timeout_s, s->ping_interval_s);
+        return CONFIG_ERROR;
+    }
+    if (strcmp(s->common.auth, "on") == 0 && strcmp(s->api_allow_origin, "*") == 0) {
+        snprintf(err, err_len,
+                 "CHATFLOW_API_ALLOW_ORIGIN must list the pages' origins (not *) while "
+                 "CHATFLOW_AUTH is on: any site could otherwise read answers with a user's token");
         return CONFIG_ERROR;
     }
     if (s->shard_last == 0) s->shard_last = s->common.queue_shards;

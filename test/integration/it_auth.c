@@ -39,6 +39,7 @@
 #define ISSUER "https://issuer.chatflow.test"
 #define AUDIENCE "chatflow-test"
 #define RATE_PER_MINUTE 6
+#define PAGE_ORIGIN "https://chat.example"
 
 static tl_consumer_env env;
 static tl_consumer cons;
@@ -130,6 +131,40 @@ static char *api_get(const char *path, const char *authorization, long *status)
     return b.data;
 }
 
+/* The Access-Control-Allow-Origin and Vary headers of a room API answer to a request from origin
+ * (copied into acao / vary, "" when absent); the HTTP status. */
+static long api_cors(const char *path, const char *authorization, const char *origin, char *acao,
+                     char *vary, size_t len)
+{
+    CURL *h = curl_easy_init();
+    char url[256], auth_hdr[12000], origin_hdr[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", cons.admin_port, path);
+    snprintf(auth_hdr, sizeof auth_hdr, "Authorization: %s", authorization);
+    snprintf(origin_hdr, sizeof origin_hdr, "Origin: %s", origin);
+    struct curl_slist *headers = curl_slist_append(NULL, auth_hdr);
+    headers = curl_slist_append(headers, origin_hdr);
+    tl_buf body = {0}, head = {0};
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, tl_buf_write);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, tl_buf_write);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, &head);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
+    long status = 0;
+    if (curl_easy_perform(h) == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    acao[0] = vary[0] = '\0';
+    const char *a = head.data ? strcasestr(head.data, "\nAccess-Control-Allow-Origin: ") : NULL;
+    if (a) snprintf(acao, len, "%.*s", (int)strcspn(a + 30, "\r\n"), a + 30);
+    const char *v = head.data ? strcasestr(head.data, "\nVary: ") : NULL;
+    if (v) snprintf(vary, len, "%.*s", (int)strcspn(v + 7, "\r\n"), v + 7);
+    free(body.data);
+    free(head.data);
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(h);
+    return status;
+}
+
 /* ---- frames ---- */
 
 static json_t *next_frame(wsc_conn *c, int timeout_ms)
@@ -214,8 +249,9 @@ static bool start_pair(const char *tag, const char *const *auth_env)
     snprintf(clog, sizeof clog, "consumer-%s", tag);
     const char *penv[16] = {prefix_env, dlq_env, "CHATFLOW_QUEUE_SHARDS=3",
                             "CHATFLOW_RATE_LIMIT_PER_MINUTE=6", "CHATFLOW_LOG_LEVEL=debug"};
-    const char *cenv[16] = {"CHATFLOW_LOG_LEVEL=debug"};
-    size_t np = 5, nc = 1;
+    const char *cenv[16] = {"CHATFLOW_LOG_LEVEL=debug",
+                            "CHATFLOW_API_ALLOW_ORIGIN=" PAGE_ORIGIN ", https://other.example"};
+    size_t np = 5, nc = 2;
     for (size_t i = 0; auth_env[i]; i++) penv[np++] = cenv[nc++] = auth_env[i];
     penv[np] = cenv[nc] = NULL;
     bool ok = tl_consumer_start(&env, &cons, clog, cenv) && wait_ready(cons.admin_port);
@@ -393,6 +429,20 @@ static void test_end_to_end(void)
     ab = api_get("/health/live", NULL, &ast);
     CHECK_INT(ast, 200, "/health/live needs no token");
     free(ab);
+
+    /* CORS is an allowlist with tokens on: a listed page's origin is echoed (Vary: Origin),
+     * another site's gets no Access-Control-Allow-Origin, so its page cannot read the answer. */
+    char acao[256], vary[256];
+    ast = api_cors("/api/rooms/1/messages", alice_auth, PAGE_ORIGIN, acao, vary, sizeof acao);
+    CHECK(ast == 200 && strcmp(acao, PAGE_ORIGIN) == 0 && strcasestr(vary, "Origin"),
+          "the listed page origin is allowed (%ld, '%s', Vary '%s')", ast, acao, vary);
+    ast = api_cors("/api/rooms/1/messages", alice_auth, "https://other.example", acao, vary,
+                   sizeof acao);
+    CHECK_STR(acao, "https://other.example", "the second listed origin too");
+    ast = api_cors("/api/rooms/1/messages", alice_auth, "https://evil.example", acao, vary,
+                   sizeof acao);
+    CHECK(strcmp(acao, "") == 0, "an unlisted origin gets no Access-Control-Allow-Origin ('%s')",
+          acao);
     ab = api_get("/metrics", NULL, &ast);
     CHECK_INT(ast, 200, "/metrics needs no token");
     free(ab);

@@ -41,6 +41,27 @@ static void test_settings(void)
           "environment and flags apply");
     unsetenv("CHATFLOW_POLLER_THREADS");
 
+    /* Identity tokens on: answers carry users' data, so any-origin CORS is refused. */
+    char *argv_cors[] = {"chatflow-consumer",
+                         "--auth",
+                         "on",
+                         "--auth-hs256-secret",
+                         "0123456789abcdef0123456789abcdef",
+                         NULL};
+    CHECK(load(&s, argv_cors, 5, err, sizeof err) == CONFIG_ERROR &&
+              strstr(err, "CHATFLOW_API_ALLOW_ORIGIN") && strstr(err, "CHATFLOW_AUTH"),
+          "auth on with CHATFLOW_API_ALLOW_ORIGIN=* is refused (%s)", err);
+    char *argv_cors_ok[] = {"chatflow-consumer",
+                            "--auth",
+                            "on",
+                            "--auth-hs256-secret",
+                            "0123456789abcdef0123456789abcdef",
+                            "--api-allow-origin",
+                            "https://chat.example",
+                            NULL};
+    CHECK(load(&s, argv_cors_ok, 7, err, sizeof err) == CONFIG_OK,
+          "auth on with a listed origin loads (%s)", err);
+
     char *argv2[] = {"chatflow-consumer", "--db-batch-size", "0", NULL};
     CHECK(load(&s, argv2, 3, err, sizeof err) == CONFIG_ERROR &&
               strstr(err, "CHATFLOW_DB_BATCH_SIZE"),
