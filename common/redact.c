@@ -49,6 +49,18 @@ static void mask_value(char *s, const char *secret)
     }
 }
 
+/* Masks the len bytes of a value at v: "***" in place of a value at least that long (the string
+ * shrinks), else stars of its own length. Returns where the scan goes on. */
+static char *mask_value_at(char *s, char *v, size_t len)
+{
+    if (len < sizeof MASK - 1) {
+        memset(v, '*', len);
+        return v + len;
+    }
+    mask_span(s, (size_t)(v - s), len);
+    return v + sizeof MASK - 1;
+}
+
 /* libpq keyword form: password=value or password='quoted value' (with \' inside quotes). */
 static void mask_keyword_password(char *s)
 {
@@ -63,13 +75,7 @@ static void mask_keyword_password(char *s)
         } else {
             len = strcspn(v, " \t\n\"");
         }
-        if (len >= sizeof MASK - 1) {
-            mask_span(s, (size_t)(v - s), len);
-            p = v + sizeof MASK - 1;
-        } else {
-            memset(v, '*', len);
-            p = v + len;
-        }
+        p = mask_value_at(s, v, len);
     }
 }
 
@@ -81,13 +87,7 @@ static void mask_after(char *s, const char *key)
     for (char *p = strstr(s, key); p; p = strstr(p, key)) {
         char *v = p + klen;
         size_t len = strcspn(v, "&# \t\n\"'<>,;");
-        if (len >= sizeof MASK - 1) {
-            mask_span(s, (size_t)(v - s), len);
-            p = v + sizeof MASK - 1;
-        } else {
-            memset(v, '*', len);
-            p = v + len;
-        }
+        p = mask_value_at(s, v, len);
     }
 }
 

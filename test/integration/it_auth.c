@@ -485,6 +485,18 @@ static void test_rate_limit(void)
     free(auth);
 }
 
+/* c is closed within 10 s with 4401 "token expired". */
+static void check_expiry_close(wsc_conn *c, const char *who)
+{
+    bool closed = wsc_wait_closed(c, 10000);
+    int code = 0;
+    const char *reason = "";
+    wsc_close_info(c, &code, &reason);
+    CHECK(closed && code == 4401 && strcmp(reason, "token expired") == 0,
+          "%s is closed with 4401 \"token expired\" when it expires (%d \"%s\")", who, code,
+          reason);
+}
+
 /* Step C: the producer and the consumer close a connection when its token's exp (+ leeway 1 s)
  * passes. */
 static void test_expiry(void)
@@ -494,14 +506,7 @@ static void test_expiry(void)
     int st;
     wsc_conn *c = produce("1", auth, NULL, &st);
     CHECK(c != NULL, "a connection with a token expiring in 2 s (HTTP %d)", c ? 101 : st);
-    if (c) {
-        bool closed = wsc_wait_closed(c, 10000);
-        int code = 0;
-        const char *reason = "";
-        wsc_close_info(c, &code, &reason);
-        CHECK(closed && code == 4401 && strcmp(reason, "token expired") == 0,
-              "closed with 4401 \"token expired\" when it expires (%d \"%s\")", code, reason);
-    }
+    if (c) check_expiry_close(c, "the producer connection");
     wsc_free(c);
 
     /* The consumer too: a subscriber whose token runs out is closed with 4401 (a fresh token:
@@ -510,15 +515,7 @@ static void test_expiry(void)
     auth = bearer(hs("41", "dave", now_s() + 2, NULL));
     c = wsc_connect_auth(ws, "127.0.0.1", cons.ws_port, "/chat/1", auth, 5000, &st, NULL, 0);
     CHECK(c != NULL, "a subscriber with a token expiring in 2 s (HTTP %d)", c ? 101 : st);
-    if (c) {
-        bool closed = wsc_wait_closed(c, 10000);
-        int code = 0;
-        const char *reason = "";
-        wsc_close_info(c, &code, &reason);
-        CHECK(closed && code == 4401 && strcmp(reason, "token expired") == 0,
-              "subscriber closed with 4401 \"token expired\" when it expires (%d \"%s\")", code,
-              reason);
-    }
+    if (c) check_expiry_close(c, "the subscriber");
     wsc_free(c);
     free(auth);
 }

@@ -121,18 +121,23 @@ char *tl_jwt_rsa_public_set(const tl_jwt_key *k)
     return set;
 }
 
-char *tl_jwt_rs256(const tl_jwt_key *k, const char *payload)
+char *tl_jwt_sign(const cjose_jwk_t *jwk, const char *alg, const char *kid, const char *payload)
 {
     cjose_header_t *h = cjose_header_new(NULL);
-    cjose_header_set(h, CJOSE_HDR_ALG, "RS256", NULL);
-    cjose_header_set(h, CJOSE_HDR_KID, k->kid, NULL);
+    cjose_header_set(h, CJOSE_HDR_ALG, alg, NULL);
+    if (kid) cjose_header_set(h, CJOSE_HDR_KID, kid, NULL);
     cjose_header_set(h, "typ", "JWT", NULL);
-    cjose_jws_t *jws = cjose_jws_sign(k->priv, h, (const uint8_t *)payload, strlen(payload), NULL);
+    cjose_jws_t *jws = cjose_jws_sign(jwk, h, (const uint8_t *)payload, strlen(payload), NULL);
     const char *ser = NULL;
     char *out = jws && cjose_jws_export(jws, &ser, NULL) && ser ? strdup(ser) : NULL;
     cjose_jws_release(jws);
     cjose_header_release(h);
     return out;
+}
+
+char *tl_jwt_rs256(const tl_jwt_key *k, const char *payload)
+{
+    return tl_jwt_sign(k->priv, "RS256", k->kid, payload);
 }
 
 char *tl_jwt_claims(const char *sub, const char *name, int64_t exp, const char *extra)

@@ -13,7 +13,8 @@
  *  - Building blocks, for tests that need other keys or headers (test_jwt): tl_jwt_b64url()
  *    (unpadded base64url), tl_jwt_hs256_raw() (an HS256 token over exactly the header and payload
  *    given, MACed with key), tl_jwt_rsa_jwk() (a private cjose JWK from an OpenSSL RSA key: n, e,
- *    d and the CRT values; the caller releases it with cjose_jwk_release).
+ *    d and the CRT values; the caller releases it with cjose_jwk_release), tl_jwt_sign() (a token
+ *    signed by cjose with jwk, header {"alg":alg[,"kid":kid],"typ":"JWT"}; kid NULL: none).
  *  - Every char * returned is malloc'd (free it); NULL on failure.
  */
 #ifndef CHATFLOW_TL_JWT_H
@@ -38,5 +39,6 @@ char *tl_jwt_claims(const char *sub, const char *name, int64_t exp, const char *
 char *tl_jwt_b64url(const void *data, size_t len);
 char *tl_jwt_hs256_raw(const void *key, size_t key_len, const char *header, const char *payload);
 cjose_jwk_t *tl_jwt_rsa_jwk(EVP_PKEY *pk);
+char *tl_jwt_sign(const cjose_jwk_t *jwk, const char *alg, const char *kid, const char *payload);
 
 #endif

@@ -112,16 +112,7 @@ static char *fmt(const char *f, ...)
 /* A token signed by cjose with a header {"alg":alg[,"kid":kid],"typ":"JWT"}. */
 static char *sign_cjose(const test_key *k, const char *alg, const char *kid, const char *payload)
 {
-    cjose_header_t *h = cjose_header_new(NULL);
-    cjose_header_set(h, CJOSE_HDR_ALG, alg, NULL);
-    if (kid) cjose_header_set(h, CJOSE_HDR_KID, kid, NULL);
-    cjose_header_set(h, "typ", "JWT", NULL);
-    cjose_jws_t *jws = cjose_jws_sign(k->priv, h, (const uint8_t *)payload, strlen(payload), NULL);
-    const char *ser = NULL;
-    char *out = jws && cjose_jws_export(jws, &ser, NULL) && ser ? strdup(ser) : NULL;
-    cjose_jws_release(jws);
-    cjose_header_release(h);
-    return out;
+    return tl_jwt_sign(k->priv, alg, kid, payload);
 }
 
 static char *hs_token(const char *header, const char *payload)
