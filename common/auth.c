@@ -55,6 +55,7 @@ bool auth_open(const struct chatflow_common_settings *c, auth **out, char *err, 
     }
     cfg.issuer = c->auth_issuer[0] ? c->auth_issuer : NULL;
     cfg.audience = c->auth_audience[0] ? c->auth_audience : NULL;
+    cfg.user_id_claim = c->auth_user_id_claim[0] ? c->auth_user_id_claim : NULL;
     cfg.leeway_s = (int)c->auth_leeway_s;
     a->leeway_s = cfg.leeway_s;
     if (!(a->verifier = jwt_verifier_new(&cfg, why, sizeof why))) {
@@ -134,8 +135,7 @@ const char *auth_token_from_lws(struct lws *wsi, char buf[AUTH_TOKEN_BUF], size_
 
 /* ---- checking it ---- */
 
-/* A canonical decimal userId, as the protocol carries it (message.h). */
-static bool sub_is_user_id(const char *sub, uint32_t *out)
+bool auth_parse_user_id(const char *sub, uint32_t *out)
 {
     size_t n = strlen(sub);
     if (n == 0 || n > 6 || sub[0] == '0' || strspn(sub, "0123456789") != n) return false;
@@ -171,7 +171,7 @@ int auth_check(const auth *a, auth_token_kind kind, const char *token, size_t le
     if (room && !jwt_claims_allow_room(&cl, room)) {
         snprintf(reason, reason_len, "the token does not allow room %s", room);
         status = 403;
-    } else if (!sub_is_user_id(cl.sub, &id->user_id)) {
+    } else if (!auth_parse_user_id(cl.sub, &id->user_id)) {
         snprintf(reason, reason_len,
                  "the token's subject is not a ChatFlow userId (a decimal integer 1-%d)",
                  CHAT_USER_ID_MAX);

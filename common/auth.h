@@ -21,6 +21,8 @@
  *    can carry). room NULL skips the room check.
  *  - auth_token_from_lws(): reads the header and the access_token argument of an lws request
  *    into buf (JWT_MAX_TOKEN + 1 bytes); the token, or NULL with *kind saying why.
+ *  - auth_parse_user_id(): is s a userId in the protocol's canonical form (decimal 1..
+ *    CHAT_USER_ID_MAX, no sign, no leading zero)? The rule a token's sub must meet.
  *  - Thread-safe after auth_open() (jwt.h: the verifier is immutable).
  */
 #ifndef CHATFLOW_AUTH_H
@@ -61,6 +63,8 @@ auth_token_kind auth_pick_token(const char *authorization, const char *access_to
 
 int auth_check(const auth *a, auth_token_kind kind, const char *token, size_t len, const char *room,
                auth_identity *id, char *reason, size_t reason_len);
+
+bool auth_parse_user_id(const char *s, uint32_t *out);
 
 const char *auth_token_from_lws(struct lws *wsi, char buf[AUTH_TOKEN_BUF], size_t *len,
                                 auth_token_kind *kind);

@@ -89,6 +89,7 @@ struct chatflow_common_settings {
     char auth_jwks_url[512];
     char auth_issuer[256];
     char auth_audience[256];
+    char auth_user_id_claim[64];
     long long auth_leeway_s;
 };
 
@@ -130,6 +131,9 @@ struct chatflow_common_settings {
                        "Required token iss; empty: not checked."),                                 \
         CONFIG_OPT_STR("CHATFLOW_AUTH_AUDIENCE", "auth-audience", type, common.auth_audience, "",  \
                        NULL, "Required token aud; empty: tokens naming an audience are refused."), \
+        CONFIG_OPT_STR("CHATFLOW_AUTH_USER_ID_CLAIM", "auth-user-id-claim", type,                  \
+                       common.auth_user_id_claim, "sub", NULL,                                     \
+                       "Token claim holding the ChatFlow userId (e.g. custom:chatflow_user_id)."), \
         CONFIG_OPT_INT("CHATFLOW_AUTH_LEEWAY_S", "auth-leeway-s", type, common.auth_leeway_s,      \
                        "30", 0, 600, "Clock skew allowed on token exp and nbf, in seconds.")
 

@@ -306,9 +306,18 @@ static const route *find_route(const admin_http *h, const char *method, const ch
 }
 
 /* Queues resp; takes ownership of body. */
+/* A CORS preflight's answer: what a cross-origin page may send to this route. */
+static void add_preflight_headers(struct MHD_Response *response, const char *methods)
+{
+    MHD_add_response_header(response, "Access-Control-Allow-Methods", methods);
+    MHD_add_response_header(response, "Access-Control-Allow-Headers", "Authorization");
+    MHD_add_response_header(response, "Access-Control-Max-Age", "600");
+}
+
 static enum MHD_Result send_response(struct MHD_Connection *connection, int status, char *body,
                                      const char *content_type, const char *allow,
-                                     const char *allow_origin, int retry_after_s)
+                                     const char *allow_origin, int retry_after_s,
+                                     const char *preflight_methods)
 {
     size_t len = body ? strlen(body) : 0;
     struct MHD_Response *response;
@@ -329,6 +338,7 @@ static enum MHD_Result send_response(struct MHD_Connection *connection, int stat
         /* An answer that names one origin differs by the request's Origin: caches must know. */
         if (strcmp(allow_origin, "*") != 0)
             MHD_add_response_header(response, MHD_HTTP_HEADER_VARY, "Origin");
+        if (preflight_methods) add_preflight_headers(response, preflight_methods);
     }
     if (retry_after_s > 0) {
         char seconds[16];
@@ -343,7 +353,7 @@ static enum MHD_Result send_response(struct MHD_Connection *connection, int stat
 static enum MHD_Result send_error(struct MHD_Connection *connection, int status, const char *msg,
                                   const char *allow)
 {
-    return send_response(connection, status, json_error_body(msg), NULL, allow, NULL, 0);
+    return send_response(connection, status, json_error_body(msg), NULL, allow, NULL, 0, NULL);
 }
 
 static enum MHD_Result dispatch(const admin_http *h, http_request *req)
@@ -359,7 +369,7 @@ static enum MHD_Result dispatch(const admin_http *h, http_request *req)
         snprintf(msg, sizeof msg, "no such path: %s", req->path);
         return send_error(req->connection, 404, msg, NULL);
     }
-    http_response resp = {200, NULL, NULL, NULL, 0};
+    http_response resp = {.status = 200};
     r->fn(r->ctx, req, &resp);
     if (resp.status < 100 || resp.status > 599) {
         log_error("http", "handler for %s %s answered status %d", r->method, req->path,
@@ -368,7 +378,7 @@ static enum MHD_Result dispatch(const admin_http *h, http_request *req)
         return send_error(req->connection, 500, "internal error", NULL);
     }
     return send_response(req->connection, resp.status, resp.body, resp.content_type, NULL,
-                         resp.allow_origin, resp.retry_after_s);
+                         resp.allow_origin, resp.retry_after_s, resp.preflight_methods);
 }
 
 /* Appends one piece of an upload; past MAX_BODY the body is dropped and 413 answered at the end. */

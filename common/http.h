@@ -21,7 +21,8 @@
  *  - At most admin_http_set_connection_limit() connections (default 128) are open at once.
  *  - A route handler fills an http_response; body is malloc'd and ownership passes to the
  *    server, which frees it. A handler that sets allow_origin gets an Access-Control-Allow-Origin
- *    header on its answer (for pages served from another origin). Request arguments come from
+ *    header on its answer (for pages served from another origin), and one that also sets
+ *    preflight_methods answers a CORS preflight (a page's fetch with an Authorization header). Request arguments come from
  * http_request_arg(); a POST body is delivered whole (up to 64 KiB, else 413).
  *  - port 0 picks a free port; admin_http_port() tells which.
  */
@@ -40,6 +41,9 @@ typedef struct {
     const char *content_type; /* NULL -> application/json */
     const char *allow_origin; /* NULL -> no CORS header; else Access-Control-Allow-Origin */
     int retry_after_s;        /* > 0 -> a Retry-After header (with 503: try again then) */
+    /* A CORS preflight answer (OPTIONS): with allow_origin set, the methods a page may use here,
+     * sent as Access-Control-Allow-Methods with Allow-Headers: Authorization and Max-Age 600. */
+    const char *preflight_methods;
 } http_response;
 
 /* Returns true when healthy; writes a short human detail either way. */

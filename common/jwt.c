@@ -25,6 +25,7 @@ struct jwt_verifier {
     jwks_source *keys;   /* borrowed */
     char *issuer;        /* owned copies, NULL when not configured */
     char *audience;
+    char *user_id_claim; /* owned; "sub" unless configured */
     int leeway_s;
     int64_t (*now_s)(void *ctx);
     void *now_ctx;
@@ -164,6 +165,7 @@ jwt_verifier *jwt_verifier_new(const jwt_config *cfg, char *err, size_t err_len)
     v->now_ctx = cfg->now_ctx;
     v->issuer = dup_or_null(cfg->issuer, &oom);
     v->audience = dup_or_null(cfg->audience, &oom);
+    v->user_id_claim = dup_or_null(cfg->user_id_claim ? cfg->user_id_claim : "sub", &oom);
     if (cfg->algs & JWT_ALG_HS256) {
         v->hs_key = cjose_jwk_create_oct_spec(cfg->hs256_secret, cfg->hs256_secret_len, NULL);
         oom = oom || !v->hs_key;
@@ -181,6 +183,7 @@ void jwt_verifier_free(jwt_verifier *v)
     if (!v) return;
     if (v->hs_key) cjose_jwk_release(v->hs_key);
     free(v->issuer);
+    free(v->user_id_claim);
     free(v->audience);
     free(v);
 }
@@ -461,13 +464,16 @@ static bool text_claim_ok(const char *s, size_t max)
     return true;
 }
 
-static jwt_error read_identity(json_t *c, jwt_claims *out, char *reason, size_t rlen)
+static jwt_error read_identity(const jwt_verifier *v, json_t *c, jwt_claims *out, char *reason,
+                               size_t rlen)
 {
-    const char *sub = json_string_value(json_object_get(c, "sub"));
-    if (!sub || !sub[0]) return fail(reason, rlen, JWT_BAD_CLAIM, "token has no sub");
+    const char *claim = v->user_id_claim;
+    const char *sub = json_string_value(json_object_get(c, claim));
+    if (!sub || !sub[0])
+        return fail(reason, rlen, JWT_BAD_CLAIM, "token has no %.64s (the user id claim)", claim);
     if (!text_claim_ok(sub, JWT_SUB_MAX))
         return fail(reason, rlen, JWT_BAD_CLAIM,
-                    "sub is longer than %d bytes or has control characters", JWT_SUB_MAX);
+                    "%.64s is longer than %d bytes or has control characters", claim, JWT_SUB_MAX);
     memcpy(out->sub, sub, strlen(sub) + 1);
     static const char *const names[] = {"name", "preferred_username"};
     for (size_t i = 0; i < 2; i++) {
@@ -526,7 +532,7 @@ static jwt_error check_claims(const jwt_verifier *v, json_t *c, jwt_claims *out,
     jwt_error rc = check_times(v, c, out, reason, rlen);
     if (rc == JWT_OK) rc = check_issuer(v, c, reason, rlen);
     if (rc == JWT_OK) rc = check_audience(v, c, reason, rlen);
-    if (rc == JWT_OK) rc = read_identity(c, out, reason, rlen);
+    if (rc == JWT_OK) rc = read_identity(v, c, out, reason, rlen);
     if (rc == JWT_OK) rc = read_rooms(c, out, reason, rlen);
     return rc;
 }

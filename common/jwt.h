@@ -25,7 +25,8 @@
  *         now + leeway < nbf (JWT_NOT_YET_VALID); "iss" equal to the configured issuer when one is
  *         configured (JWT_BAD_ISSUER); "aud" (a string, or an array of strings) containing the
  *         configured audience; with no audience configured a token that names one is refused, as
- *         RFC 7519 §4.1.3 requires (JWT_BAD_AUDIENCE); "sub" 1..JWT_SUB_MAX bytes; "name", else
+ *         RFC 7519 §4.1.3 requires (JWT_BAD_AUDIENCE); "sub" (or the configured user_id_claim)
+ *         a string of 1..JWT_SUB_MAX bytes, copied into out->sub; "name", else
  *         "preferred_username", 0..JWT_USERNAME_MAX bytes (no control characters in either);
  *         "rooms" when present an array of at most JWT_ROOMS_MAX entries, each a room id (room.h)
  *         or a pattern "<prefix>*" with a prefix of 1-63 room-id characters (JWT_BAD_CLAIM).
@@ -84,6 +85,9 @@ typedef struct {
     jwks_source *keys;    /* for RS256 / ES256; borrowed */
     const char *issuer;   /* NULL: iss not checked */
     const char *audience; /* NULL: tokens with an aud are refused */
+    /* The claim that holds the user id; NULL: "sub". Cognito custom attributes, for instance,
+     * arrive as "custom:<name>" claims of the ID token. */
+    const char *user_id_claim;
     int leeway_s;         /* for exp and nbf, >= 0 */
     /* Seconds since the epoch; NULL = time(). Tests inject a fixed instant. */
     int64_t (*now_s)(void *ctx);
@@ -91,7 +95,7 @@ typedef struct {
 } jwt_config;
 
 typedef struct {
-    char sub[JWT_SUB_MAX + 1];           /* the userId */
+    char sub[JWT_SUB_MAX + 1];           /* the userId: the sub claim, or cfg.user_id_claim's */
     char username[JWT_USERNAME_MAX + 1]; /* name or preferred_username; "" when neither */
     int64_t exp;
     bool rooms_limited; /* the token has a rooms claim */

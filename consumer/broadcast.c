@@ -386,7 +386,9 @@ static int read_target(struct lws *wsi, bc_target *t, char *reason, size_t rlen)
 /* With identity tokens (cfg.auth), the token decides who subscribes: 0 with t's userId and
  * username replaced by the token's, or 401/403 (reason set). A userId in the query that is not
  * the token's subject is refused, not silently replaced; the query's username is kept only when
- * the token has no name. Runs at the upgrade and again at ESTABLISHED (like read_target). */
+ * the token has no name. With anonymous_read, a handshake with no token at all subscribes
+ * anonymously whatever its query says. Runs at the upgrade and again at ESTABLISHED (like
+ * read_target). */
 static int apply_token(const broadcaster *b, struct lws *wsi, bc_target *t, char *reason,
                        size_t rlen)
 {
@@ -400,6 +402,13 @@ static int apply_token(const broadcaster *b, struct lws *wsi, bc_target *t, char
     auth_token_kind kind;
     auth_identity id;
     const char *token = auth_token_from_lws(wsi, buf, &len, &kind);
+    if (kind == AUTH_TOKEN_NONE && b->cfg.anonymous_read) {
+        /* Nobody vouches for a query's userId: an anonymous reader, never a member. */
+        free(buf);
+        t->user_id = 0;
+        t->username[0] = '\0';
+        return 0;
+    }
     int status = auth_check(b->cfg.auth, kind, token, len, t->room, &id, reason, rlen);
     free(buf);
     if (status) return status;

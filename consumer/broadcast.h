@@ -107,6 +107,7 @@ typedef struct {
     presence *presence;      /* NULL: nobody is a member (features off) */
     read_receipts *receipts; /* NULL: READ positions are announced, not stored */
     const auth *auth;        /* NULL: no identity tokens (CHATFLOW_AUTH off); borrowed */
+    bool anonymous_read;     /* with auth: a handshake without a token subscribes anonymously */
     size_t inbox_capacity;   /* messages between pollers and the service thread; 0: 8192 */
     long publish_wait_ms;    /* longest broadcast_publish() waits on a full inbox; 0: 2000 */
     long history_max_ms;     /* longest one history call legitimately takes (liveness); 0: 60000 */

@@ -245,6 +245,7 @@ static bool start_services(consumer *c)
         .presence = c->presence,
         .receipts = c->receipts,
         .auth = c->auth,
+        .anonymous_read = c->s.auth_anonymous_read,
     };
     if (!(c->broadcast = broadcast_start(&bc, err, sizeof(err)))) {
         log_error(COMPONENT, "broadcast: %s", err);
@@ -454,6 +455,7 @@ int main(int argc, char **argv)
         .history = c.history,
         .allow_origin = c.s.api_allow_origin,
         .auth = c.auth,
+        .anonymous_read = c.s.auth_anonymous_read,
     };
     /* One admin thread always stays out of database work, so /health and /metrics never wait
      * behind the API (settings.c keeps CHATFLOW_ADMIN_THREADS >= 2). */

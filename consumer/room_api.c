@@ -396,6 +396,7 @@ static bool token_allows(const room_api *a, const http_request *req, const char 
     size_t len = 0;
     auth_token_kind kind = auth_pick_token(http_request_header(req, "Authorization"),
                                            http_request_arg(req, "access_token"), &token, &len);
+    if (kind == AUTH_TOKEN_NONE && a->cfg.anonymous_read) return true;
     auth_identity id;
     char reason[JWT_REASON_BUF + 64];
     int status = auth_check(a->cfg.auth, kind, token, len, room, &id, reason, sizeof reason);
@@ -417,7 +418,18 @@ static void serve_room(void *ctx, const http_request *req, http_response *resp)
         serve_messages(a, room, req, resp);
 }
 
+/* The browser asks before a cross-origin GET with an Authorization header (the page's token). */
+static void serve_preflight(void *ctx, const http_request *req, http_response *resp)
+{
+    room_api *a = ctx;
+    resp->status = 204;
+    resp->allow_origin = allowed_origin(a, req); /* none for an unlisted origin: the page's
+                                                    browser then refuses to send the GET */
+    resp->preflight_methods = "GET";
+}
+
 void room_api_add_routes(room_api *a, admin_http *h)
 {
     admin_http_add_route(h, "GET", "/api/rooms/*", serve_room, a);
+    admin_http_add_route(h, "OPTIONS", "/api/rooms/*", serve_preflight, a);
 }

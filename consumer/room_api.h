@@ -30,7 +30,10 @@
  *  - Identity (cfg.auth set, CHATFLOW_AUTH on): every request needs a token (auth.h), from
  *    "Authorization: Bearer" or ?access_token=, checked before anything else but the path:
  *    none or an invalid one -> 401, one that does not allow the room -> 403, with
- *    {"error": the reason} (the jwt reason, e.g. "token expired").
+ *    {"error": the reason} (the jwt reason, e.g. "token expired"). With cfg.anonymous_read
+ *    a request that carries no token at all is answered (a bad or expired one is still 401).
+ *    OPTIONS on the same paths answers a CORS preflight (204) for a listed origin, so a page
+ *    may send its token in an Authorization header.
  *  - Handlers run on the HTTP server's threads; everything they touch is thread-safe.
  */
 #ifndef CHATFLOW_CONSUMER_ROOM_API_H
@@ -62,6 +65,7 @@ typedef struct {
     const char *allow_origin;
     db_gate *gate;    /* shared with api.h (api_set_gate); NULL: a gate of its own */
     const auth *auth; /* NULL: no identity tokens (CHATFLOW_AUTH off); borrowed */
+    bool anonymous_read; /* with auth: a request without any token is answered too */
 } room_api_config;
 
 typedef struct room_api room_api;

@@ -103,6 +103,10 @@ static const config_option consumer_options[] = {
         "CHATFLOW_API_ALLOW_ORIGIN", "api-allow-origin", S, api_allow_origin, "*", NULL,
         "Pages allowed to read /api/rooms/* answers: * (any; refused with CHATFLOW_AUTH on), "
         "or a comma-separated list of origins (at most 8); empty = none."),
+    CONFIG_OPT_BOOL("CHATFLOW_AUTH_ANONYMOUS_READ", "auth-anonymous-read", S, auth_anonymous_read,
+                    "false",
+                    "With CHATFLOW_AUTH on: a subscription or room API read that carries no "
+                    "token is allowed, as an anonymous reader (MESSAGE events and history only)."),
 };
 
 #undef S

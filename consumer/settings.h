@@ -50,6 +50,7 @@ typedef struct {
     long long history_cache_per_room;
     long long shard_lease_retry_ms;
     char api_allow_origin[256];
+    bool auth_anonymous_read; /* with auth on: token-less readers allowed, anonymously */
 } consumer_settings;
 
 config_result consumer_settings_load(consumer_settings *s, int *argc, char **argv, char *err,

@@ -83,7 +83,7 @@ struct ingress {
 typedef struct {
     uint32_t slot, generation;
     bool attached;
-    bool web_body_pending; /* plain HTTP: /config.json's body is due at the next WRITEABLE */
+    web_reply web_reply; /* plain HTTP: a generated answer's body, due at the next WRITEABLE */
 } session;
 
 /* ---- helpers ------------------------------------------------------------------------------ */
@@ -724,13 +724,17 @@ static int callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void
     switch (reason) {
     case LWS_CALLBACK_HTTP: {
         session *ss = user;
-        return web_page_on_http(in->web, wsi, in_data ? in_data : "", &ss->web_body_pending);
+        return web_page_on_http(in->web, wsi, in_data ? in_data : "", &ss->web_reply);
     }
 
     case LWS_CALLBACK_HTTP_WRITEABLE: {
         session *ss = user;
-        return ss ? web_page_on_writeable(in->web, wsi, &ss->web_body_pending) : 0;
+        return ss ? web_page_on_writeable(in->web, wsi, &ss->web_reply) : 0;
     }
+
+    case LWS_CALLBACK_CLOSED_HTTP:
+        if (user) web_reply_clear(&((session *)user)->web_reply);
+        return 0;
 
     case LWS_CALLBACK_HTTP_FILE_COMPLETION: return lws_http_transaction_completed(wsi) ? -1 : 0;
 

@@ -128,6 +128,11 @@ int main(int argc, char **argv)
         log_error("producer", "%s", err);
         goto out;
     }
+    if (s.dev_tokens)
+        log_warn("producer",
+                 "CHATFLOW_DEV_TOKENS is on: GET /dev/token on port %lld gives ANYONE who can "
+                 "reach it a token for ANY user. Development only; never on a shared network.",
+                 s.ws_port);
     a.in = ingress_new(&s, a.breaker, err, sizeof err);
     if (!a.in) {
         redact_text(err, sizeof err);

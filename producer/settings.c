@@ -73,6 +73,11 @@ static const config_option OPTIONS[] = {
     CONFIG_OPT_STR("CHATFLOW_WEB_API_URL", "web-api-url", S, web_api_url, "", NULL,
                    "Consumer admin base URL the page reads history and presence from; empty = the "
                    "page's host, port 9091."),
+    CONFIG_OPT_BOOL("CHATFLOW_DEV_TOKENS", "dev-tokens", S, dev_tokens, "false",
+                    "DEVELOPMENT ONLY: GET /dev/token?name= on the WebSocket port hands anyone an "
+                    "identity token for any user. Needs CHATFLOW_AUTH=on and an HS256 secret."),
+    CONFIG_OPT_INT("CHATFLOW_DEV_TOKEN_TTL_S", "dev-token-ttl-s", S, dev_token_ttl_s, "3600", 2,
+                   86400, "Lifetime of a token from /dev/token, in seconds."),
 };
 #undef S
 
@@ -112,5 +117,12 @@ producer_settings_result producer_settings_load(producer_settings *s, int *argc,
         return PRODUCER_SETTINGS_ERROR;
     }
     if (!config_common_finish(&s->common, err, err_len)) return PRODUCER_SETTINGS_ERROR;
+    if (s->dev_tokens &&
+        (strcmp(s->common.auth, "on") != 0 || !s->common.auth_hs256_secret[0])) {
+        snprintf(err, err_len,
+                 "CHATFLOW_DEV_TOKENS=true needs CHATFLOW_AUTH=on and CHATFLOW_AUTH_HS256_SECRET "
+                 "(the development tokens are HS256)");
+        return PRODUCER_SETTINGS_ERROR;
+    }
     return PRODUCER_SETTINGS_OK;
 }

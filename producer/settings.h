@@ -9,7 +9,8 @@
  *  - Cross-field rules: max_inflight_per_connection <= max_inflight_total;
  *    publish_request_timeout_ms < publish_deadline_ms (a send is only started while a whole
  *    request still fits before the deadline, so every frame is answered by its deadline);
- *    pong_timeout_s >= 1.
+ *    pong_timeout_s >= 1; dev_tokens needs CHATFLOW_AUTH=on with an HS256 secret (the tokens it
+ *    mints are HS256, and minting them with auth off would be pointless).
  *  - producer_settings_options() exposes the table (for --help-markdown and docs checks).
  */
 #ifndef CHATFLOW_PRODUCER_SETTINGS_H
@@ -46,6 +47,8 @@ typedef struct {
     char web_root[256];
     char web_events_url[256];
     char web_api_url[256];
+    bool dev_tokens; /* GET /dev/token mints identity tokens (development only, dev_tokens.h) */
+    long long dev_token_ttl_s;
 } producer_settings;
 
 typedef enum {

@@ -12,6 +12,15 @@
  *    connections; a connection whose token expires is closed with 4401 "token expired".
  *  - RS256 from a JWK set file (file://): a valid token works end to end; HS256 tokens and an
  *    unknown kid are refused.
+ *  - Development tokens (CHATFLOW_DEV_TOKENS=on on the HS256 producer): /config.json announces
+ *    them, GET /dev/token?name= answers a token for the name's stable userId (or the userId
+ *    given) that opens the producer and the room API; bad names and userIds are 400; without
+ *    the setting (the JWKS pair) the endpoint is 404.
+ *  - CORS preflight (OPTIONS) of the room API: 204 with Allow-Headers Authorization for a
+ *    listed origin, no Allow-Origin for another.
+ *  - Anonymous reads (CHATFLOW_AUTH_ANONYMOUS_READ on the JWKS consumer): a subscriber and an API
+ *    read without a token are answered, anonymously (a READ frame is refused even with a userId
+ *    in the query); a bad token is still 401, and the producer still needs a token.
  *  - No token appears in either service's log (grepped for every token minted here).
  */
 /* test-passes: asan tsan */
@@ -25,6 +34,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../../producer/dev_tokens.h"
 #include "testlib.h"
 #include "timeutil.h"
 #include "tl_consumer.h"
@@ -165,6 +175,41 @@ static long api_cors(const char *path, const char *authorization, const char *or
     return status;
 }
 
+/* A CORS preflight (OPTIONS) from origin: its status; the Allow-Origin and Allow-Headers it
+ * answered ("" when absent). */
+static long api_preflight(const char *path, const char *origin, char *acao, char *headers,
+                          size_t len)
+{
+    CURL *h = curl_easy_init();
+    char url[256], origin_hdr[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", cons.admin_port, path);
+    snprintf(origin_hdr, sizeof origin_hdr, "Origin: %s", origin);
+    struct curl_slist *hl = curl_slist_append(NULL, origin_hdr);
+    hl = curl_slist_append(hl, "Access-Control-Request-Method: GET");
+    hl = curl_slist_append(hl, "Access-Control-Request-Headers: authorization");
+    tl_buf body = {0}, head = {0};
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "OPTIONS");
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, tl_buf_write);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, tl_buf_write);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, &head);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
+    long status = 0;
+    if (curl_easy_perform(h) == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    acao[0] = headers[0] = '\0';
+    const char *a = head.data ? strcasestr(head.data, "\nAccess-Control-Allow-Origin: ") : NULL;
+    if (a) snprintf(acao, len, "%.*s", (int)strcspn(a + 30, "\r\n"), a + 30);
+    const char *x = head.data ? strcasestr(head.data, "\nAccess-Control-Allow-Headers: ") : NULL;
+    if (x) snprintf(headers, len, "%.*s", (int)strcspn(x + 31, "\r\n"), x + 31);
+    free(body.data);
+    free(head.data);
+    curl_slist_free_all(hl);
+    curl_easy_cleanup(h);
+    return status;
+}
+
 /* ---- frames ---- */
 
 static json_t *next_frame(wsc_conn *c, int timeout_ms)
@@ -240,7 +285,7 @@ static bool wait_ready(int port)
     return false;
 }
 
-static bool start_pair(const char *tag, const char *const *auth_env)
+static bool start_pair(const char *tag, const char *const *auth_env, const char *producer_extra)
 {
     static char prefix_env[128], dlq_env[160], plog[700], clog[64];
     snprintf(prefix_env, sizeof prefix_env, "CHATFLOW_QUEUE_PREFIX=%s", env.q.prefix);
@@ -253,6 +298,7 @@ static bool start_pair(const char *tag, const char *const *auth_env)
                             "CHATFLOW_API_ALLOW_ORIGIN=" PAGE_ORIGIN ", https://other.example"};
     size_t np = 5, nc = 2;
     for (size_t i = 0; auth_env[i]; i++) penv[np++] = cenv[nc++] = auth_env[i];
+    if (producer_extra) penv[np++] = producer_extra;
     penv[np] = cenv[nc] = NULL;
     bool ok = tl_consumer_start(&env, &cons, clog, cenv) && wait_ready(cons.admin_port);
     ok = ok && tl_producer_start(&prod, plog, penv) && wait_ready(prod.admin_port);
@@ -567,6 +613,164 @@ static void test_jwks(const tl_jwt_key *key)
 
 /* ---- the logs ---- */
 
+/* ---- the development token endpoint (CHATFLOW_DEV_TOKENS) ---- */
+
+static json_t *producer_json(const char *path, long *status)
+{
+    char *body = tl_http("GET", prod.ws_port, path, status);
+    json_t *j = body ? json_loads(body, 0, NULL) : NULL;
+    free(body);
+    return j;
+}
+
+static void test_dev_tokens(void)
+{
+    long st;
+    json_t *cfg = producer_json("/config.json", &st);
+    json_t *a = json_object_get(cfg, "auth");
+    CHECK(st == 200 && json_is_true(json_object_get(a, "required")) &&
+              json_is_true(json_object_get(a, "devTokens")),
+          "/config.json says tokens are required and development tokens are on");
+    CHECK_STR(str(a, "tokenUrl"), "/dev/token", "/config.json names the token URL");
+    json_decref(cfg);
+
+    int64_t before = now_s();
+    json_t *t = producer_json("/dev/token?name=alice", &st);
+    CHECK_INT(st, 200, "GET /dev/token?name=alice answers 200");
+    char uid[16];
+    snprintf(uid, sizeof uid, "%u", dev_tokens_user_id_for("alice"));
+    CHECK_STR(str(t, "userId"), uid, "alice's userId is the one derived from her name");
+    CHECK_STR(str(t, "username"), "alice", "the answer names the user");
+    json_int_t exp = json_integer_value(json_object_get(t, "expiresAt"));
+    CHECK(exp >= before + 3600 && exp <= now_s() + 3600, "the token lives the default 3600 s");
+    const char *token = keep(str(t, "token")[0] ? strdup(str(t, "token")) : NULL);
+
+    json_t *again = producer_json("/dev/token?name=alice", &st);
+    CHECK_STR(str(again, "userId"), uid, "the same name is the same user on the next login");
+    keep(str(again, "token")[0] ? strdup(str(again, "token")) : NULL);
+    json_decref(again);
+
+    /* The token opens the producer (with ?access_token=, as the page sends it) and the consumer's
+     * API, with the name the endpoint was given. */
+    int status = 0;
+    wsc_conn *c = produce("dev-room", NULL, token, &status);
+    CHECK(c != NULL, "a development token opens the producer socket (HTTP %d)", status);
+    if (c) {
+        char code[32];
+        CHECK_STR(say(c, atoi(uid), "hello from a dev token", code, sizeof code), "SUCCESS",
+                  "a frame as the token's user is acked");
+        CHECK_STR(say(c, atoi(uid) % 100000 + 1, "posing as someone else", code, sizeof code),
+                  "FORBIDDEN_USER", "a frame as another user is refused");
+        wsc_free(c);
+    }
+    char *auth_hdr = bearer(token);
+    long api_status = 0;
+    free(api_get("/api/rooms/dev-room/presence", auth_hdr, &api_status));
+    CHECK_INT(api_status, 200, "a development token reads the room API");
+    free(auth_hdr);
+    json_decref(t);
+
+    t = producer_json("/dev/token?name=bob&userId=77", &st);
+    CHECK(st == 200 && strcmp(str(t, "userId"), "77") == 0,
+          "an explicit userId is honoured (HTTP %ld)", st);
+    keep(str(t, "token")[0] ? strdup(str(t, "token")) : NULL);
+    json_decref(t);
+
+    static const struct {
+        const char *path, *reason;
+    } bad[] = {
+        {"/dev/token", "name: must be 3-20"},
+        {"/dev/token?name=al", "name: must be 3-20"},
+        {"/dev/token?name=al%20ice", "name: must be 3-20"},
+        {"/dev/token?name=alice&userId=0", "userId: must be"},
+        {"/dev/token?name=alice&userId=100001", "userId: must be"},
+        {"/dev/token?name=alice&userId=007", "userId: must be"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *body = tl_http("GET", prod.ws_port, bad[i].path, &st);
+        CHECK(st == 400 && body && strstr(body, bad[i].reason),
+              "%s answers 400 \"%s...\" (HTTP %ld: %.60s)", bad[i].path, bad[i].reason, st,
+              body ? body : "");
+        free(body);
+    }
+}
+
+/* The page's fetch with an Authorization header is preceded by a preflight: answered for a
+ * listed origin only. */
+static void test_preflight(void)
+{
+    char acao[256], headers[256];
+    long st = api_preflight("/api/rooms/7/messages", PAGE_ORIGIN, acao, headers, sizeof acao);
+    CHECK_INT(st, 204, "OPTIONS preflight of the room API answers 204");
+    CHECK_STR(acao, PAGE_ORIGIN, "the preflight allows the listed origin");
+    CHECK(strcasestr(headers, "authorization") != NULL,
+          "the preflight allows the Authorization header (\"%s\")", headers);
+    st = api_preflight("/api/rooms/7/messages", "https://evil.example", acao, headers,
+                       sizeof acao);
+    CHECK(acao[0] == '\0', "an unlisted origin's preflight gets no Allow-Origin (HTTP %ld)", st);
+}
+
+/* The JWKS consumer runs with CHATFLOW_AUTH_ANONYMOUS_READ: readers without any token are
+ * anonymous, never members; writers and bad tokens are still refused. */
+static void test_anonymous_read(const tl_jwt_key *key)
+{
+    int st;
+    char err[256], body[2048], code[64];
+    wsc_conn *anon = wsc_connect(ws, "127.0.0.1", cons.ws_port,
+                                 "/chat/anon-room?userId=52&username=mallory", 5000, &st, err,
+                                 sizeof err);
+    CHECK(anon != NULL, "anonymous read: a subscriber without a token is accepted (HTTP %d)",
+          anon ? 101 : st);
+    st = raw_handshake(prod.ws_port, "/chat/anon-room", NULL, body, sizeof body);
+    CHECK_INT(st, 401, "anonymous read: the producer still refuses a sender without a token");
+    st = raw_handshake(cons.ws_port, "/chat/anon-room", "Bearer not.a.token", body, sizeof body);
+    CHECK_INT(st, 401, "anonymous read: a bad token is still refused, not read as anonymous");
+    long ast;
+    free(api_get("/api/rooms/anon-room/messages", NULL, &ast));
+    CHECK_INT(ast, 200, "anonymous read: the room API answers without a token");
+    free(api_get("/api/rooms/anon-room/messages", "Bearer not.a.token", &ast));
+    CHECK_INT(ast, 401, "anonymous read: the room API refuses a bad token");
+
+    char *payload = tl_jwt_claims("53", "frank", now_s() + 600,
+                                  ",\"iss\":\"" ISSUER "\",\"aud\":\"" AUDIENCE "\"");
+    char *auth = bearer(keep(tl_jwt_rs256(key, payload)));
+    free(payload);
+    wsc_conn *p = produce("anon-room", auth, NULL, &st);
+    if (p && anon) {
+        CHECK_STR(say(p, 53, "for-anonymous-readers", code, sizeof code), "SUCCESS",
+                  "anonymous read: a verified sender's frame is acked");
+        json_t *ev = wait_text(anon, "for-anonymous-readers", 15000);
+        CHECK(ev != NULL, "anonymous read: the anonymous subscriber receives it");
+        json_decref(ev);
+        /* The query named userId 52, but nobody vouched for it: not a member, so no READ. */
+        tl_ws_send_str(anon, "{\"type\":\"READ\",\"roomId\":\"anon-room\",\"sequenceNumber\":\"1\"}");
+        json_t *e = next_frame(anon, 10000);
+        CHECK(e && strcmp(str(e, "type"), "ERROR") == 0,
+              "anonymous read: a READ frame is refused (the query's userId is not an identity)");
+        json_decref(e);
+    } else {
+        CHECK(false, "anonymous read: producer (HTTP %d) and subscriber opened", st);
+    }
+    wsc_free(p);
+    wsc_free(anon);
+    free(auth);
+}
+
+static void test_dev_tokens_off(void)
+{
+    long st;
+    char *body = tl_http("GET", prod.ws_port, "/dev/token?name=alice", &st);
+    CHECK_INT(st, 404, "without CHATFLOW_DEV_TOKENS, /dev/token is 404");
+    free(body);
+    json_t *cfg = producer_json("/config.json", &st);
+    json_t *a = json_object_get(cfg, "auth");
+    CHECK(json_is_true(json_object_get(a, "required")) &&
+              json_is_false(json_object_get(a, "devTokens")) &&
+              !json_object_get(a, "tokenUrl"),
+          "/config.json: tokens required, no development tokens");
+    json_decref(cfg);
+}
+
 static char *slurp(const char *path)
 {
     FILE *f = fopen(path, "r");
@@ -620,12 +824,15 @@ int main(void)
                             "CHATFLOW_AUTH_AUDIENCE=" AUDIENCE,
                             "CHATFLOW_AUTH_LEEWAY_S=1",
                             NULL};
-    CHECK(start_pair("hs256", hs_env), "producer and consumer started with HS256 tokens");
+    CHECK(start_pair("hs256", hs_env, "CHATFLOW_DEV_TOKENS=on"),
+          "producer (with development tokens) and consumer started with HS256 tokens");
     if (prod.pid > 0 && cons.pid > 0) {
         test_refusals();
         test_end_to_end();
         test_rate_limit();
         test_expiry();
+        test_dev_tokens();
+        test_preflight();
     }
     stop_pair();
     test_logs_clean("hs256");
@@ -638,11 +845,19 @@ int main(void)
     if (f && set) fputs(set, f);
     if (f) fclose(f);
     snprintf(jwks_env, sizeof jwks_env, "CHATFLOW_AUTH_JWKS_URL=file://%s", jwks_path);
-    const char *rs_env[] = {"CHATFLOW_AUTH=on", jwks_env, "CHATFLOW_AUTH_ISSUER=" ISSUER,
-                            "CHATFLOW_AUTH_AUDIENCE=" AUDIENCE, NULL};
-    CHECK(key && set && start_pair("jwks", rs_env),
+    const char *rs_env[] = {"CHATFLOW_AUTH=on",
+                            jwks_env,
+                            "CHATFLOW_AUTH_ISSUER=" ISSUER,
+                            "CHATFLOW_AUTH_AUDIENCE=" AUDIENCE,
+                            "CHATFLOW_AUTH_ANONYMOUS_READ=on", /* read by the consumer only */
+                            NULL};
+    CHECK(key && set && start_pair("jwks", rs_env, NULL),
           "producer and consumer started with a JWK set from file://");
-    if (prod.pid > 0 && cons.pid > 0) test_jwks(key);
+    if (prod.pid > 0 && cons.pid > 0) {
+        test_jwks(key);
+        test_anonymous_read(key);
+        test_dev_tokens_off();
+    }
     stop_pair();
     test_logs_clean("jwks");
     free(set);

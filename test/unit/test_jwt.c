@@ -194,6 +194,7 @@ typedef struct {
     jwks_source *keys;
     const char *issuer, *audience;
     int leeway_s;
+    const char *user_id_claim; /* NULL: sub */
 } vopts;
 
 static jwt_verifier *verifier(vopts o)
@@ -206,6 +207,7 @@ static jwt_verifier *verifier(vopts o)
     cfg.keys = o.keys;
     cfg.issuer = o.issuer;
     cfg.audience = o.audience;
+    cfg.user_id_claim = o.user_id_claim;
     cfg.leeway_s = o.leeway_s >= 0 ? o.leeway_s : JWT_DEFAULT_LEEWAY_S;
     cfg.now_s = fixed_now;
     cfg.now_ctx = &now_value;
@@ -593,6 +595,35 @@ static void test_identity(void)
     sub[JWT_SUB_MAX] = '\0';
     p = fmt("{\"exp\":%lld,\"sub\":\"%s\"}", e, sub);
     CHECK_CODE(hs_claims(v, p), JWT_OK, "sub of %d bytes", JWT_SUB_MAX);
+    free(p);
+    jwt_verifier_free(v);
+}
+
+/* An issuer whose sub is not the ChatFlow userId (Cognito: a UUID) names another claim. */
+static void test_user_id_claim(void)
+{
+    jwt_verifier *v =
+        verifier((vopts){JWT_ALG_HS256, NULL, NULL, NULL, -1, "custom:chatflow_user_id"});
+    long long e = NOW + 600;
+    char *p = fmt("{\"exp\":%lld,\"sub\":\"6f1c2a9e-0000-4000-8000-000000000001\","
+                  "\"custom:chatflow_user_id\":\"4242\",\"name\":\"alice\"}",
+                  e);
+    char *t = hs_token(HS_HEADER, p);
+    jwt_claims c;
+    CHECK_CODE(verify(v, t, &c), JWT_OK, "user id claim: accepted");
+    CHECK_STR(c.sub, "4242", "user id claim: the userId is that claim, not sub");
+    jwt_claims_free(&c);
+    free(t);
+    free(p);
+    p = fmt("{\"exp\":%lld,\"sub\":\"4242\"}", e);
+    t = hs_token(HS_HEADER, p);
+    char reason[JWT_REASON_BUF];
+    jwt_error rc = jwt_verify(v, t, strlen(t), &c, reason, sizeof reason);
+    CHECK_CODE(rc, JWT_BAD_CLAIM, "user id claim: a token without it is refused, sub or not");
+    CHECK(strstr(reason, "custom:chatflow_user_id") != NULL, "the reason names the claim: %s",
+          reason);
+    jwt_claims_free(&c);
+    free(t);
     free(p);
     jwt_verifier_free(v);
 }
@@ -1360,6 +1391,7 @@ int main(void)
     test_times();
     test_issuer_audience();
     test_identity();
+    test_user_id_claim();
     test_rooms();
     test_malformed();
     test_error_names();
