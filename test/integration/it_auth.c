@@ -141,72 +141,78 @@ static char *api_get(const char *path, const char *authorization, long *status)
     return b.data;
 }
 
+/* A request to the room API with the extra request headers given (NULL-terminated); its status,
+ * with the answer's head in *head (malloc'd, the caller frees head->data). */
+static long api_exchange(const char *method, const char *path, const char *const *headers,
+                         tl_buf *head)
+{
+    CURL *h = curl_easy_init();
+    char url[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", cons.admin_port, path);
+    struct curl_slist *hl = NULL;
+    for (size_t i = 0; headers[i]; i++) hl = curl_slist_append(hl, headers[i]);
+    tl_buf body = {0};
+    *head = (tl_buf){0};
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, tl_buf_write);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, tl_buf_write);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, head);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
+    long status = 0;
+    if (curl_easy_perform(h) == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    free(body.data);
+    curl_slist_free_all(hl);
+    curl_easy_cleanup(h);
+    return status;
+}
+
+/* The value of header name (with its ": ") in head, into out; "" when absent. */
+static void header_value(const tl_buf *head, const char *name, char *out, size_t len)
+{
+    char key[64];
+    snprintf(key, sizeof key, "\n%s: ", name);
+    const char *at = head->data ? strcasestr(head->data, key) : NULL;
+    out[0] = '\0';
+    if (at) {
+        at += strlen(key);
+        snprintf(out, len, "%.*s", (int)strcspn(at, "\r\n"), at);
+    }
+}
+
 /* The Access-Control-Allow-Origin and Vary headers of a room API answer to a request from origin
  * (copied into acao / vary, "" when absent); the HTTP status. */
 static long api_cors(const char *path, const char *authorization, const char *origin, char *acao,
                      char *vary, size_t len)
 {
-    CURL *h = curl_easy_init();
-    char url[256], auth_hdr[12000], origin_hdr[256];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", cons.admin_port, path);
+    char auth_hdr[12000], origin_hdr[256];
     snprintf(auth_hdr, sizeof auth_hdr, "Authorization: %s", authorization);
     snprintf(origin_hdr, sizeof origin_hdr, "Origin: %s", origin);
-    struct curl_slist *headers = curl_slist_append(NULL, auth_hdr);
-    headers = curl_slist_append(headers, origin_hdr);
-    tl_buf body = {0}, head = {0};
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, tl_buf_write);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, tl_buf_write);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, &head);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
-    long status = 0;
-    if (curl_easy_perform(h) == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    acao[0] = vary[0] = '\0';
-    const char *a = head.data ? strcasestr(head.data, "\nAccess-Control-Allow-Origin: ") : NULL;
-    if (a) snprintf(acao, len, "%.*s", (int)strcspn(a + 30, "\r\n"), a + 30);
-    const char *v = head.data ? strcasestr(head.data, "\nVary: ") : NULL;
-    if (v) snprintf(vary, len, "%.*s", (int)strcspn(v + 7, "\r\n"), v + 7);
-    free(body.data);
+    const char *headers[] = {auth_hdr, origin_hdr, NULL};
+    tl_buf head;
+    long status = api_exchange("GET", path, headers, &head);
+    header_value(&head, "Access-Control-Allow-Origin", acao, len);
+    header_value(&head, "Vary", vary, len);
     free(head.data);
-    curl_slist_free_all(headers);
-    curl_easy_cleanup(h);
     return status;
 }
 
 /* A CORS preflight (OPTIONS) from origin: its status; the Allow-Origin and Allow-Headers it
  * answered ("" when absent). */
-static long api_preflight(const char *path, const char *origin, char *acao, char *headers,
+static long api_preflight(const char *path, const char *origin, char *acao, char *allow_headers,
                           size_t len)
 {
-    CURL *h = curl_easy_init();
-    char url[256], origin_hdr[256];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", cons.admin_port, path);
+    char origin_hdr[256];
     snprintf(origin_hdr, sizeof origin_hdr, "Origin: %s", origin);
-    struct curl_slist *hl = curl_slist_append(NULL, origin_hdr);
-    hl = curl_slist_append(hl, "Access-Control-Request-Method: GET");
-    hl = curl_slist_append(hl, "Access-Control-Request-Headers: authorization");
-    tl_buf body = {0}, head = {0};
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "OPTIONS");
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, tl_buf_write);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, tl_buf_write);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, &head);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
-    long status = 0;
-    if (curl_easy_perform(h) == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    acao[0] = headers[0] = '\0';
-    const char *a = head.data ? strcasestr(head.data, "\nAccess-Control-Allow-Origin: ") : NULL;
-    if (a) snprintf(acao, len, "%.*s", (int)strcspn(a + 30, "\r\n"), a + 30);
-    const char *x = head.data ? strcasestr(head.data, "\nAccess-Control-Allow-Headers: ") : NULL;
-    if (x) snprintf(headers, len, "%.*s", (int)strcspn(x + 31, "\r\n"), x + 31);
-    free(body.data);
+    const char *headers[] = {origin_hdr, "Access-Control-Request-Method: GET",
+                             "Access-Control-Request-Headers: authorization", NULL};
+    tl_buf head;
+    long status = api_exchange("OPTIONS", path, headers, &head);
+    header_value(&head, "Access-Control-Allow-Origin", acao, len);
+    header_value(&head, "Access-Control-Allow-Headers", allow_headers, len);
     free(head.data);
-    curl_slist_free_all(hl);
-    curl_easy_cleanup(h);
     return status;
 }
 
