@@ -44,7 +44,9 @@ bool auth_open(const struct chatflow_common_settings *c, auth **out, char *err, 
     char why[JWKS_ERR_BUF];
     if (c->auth_jwks_url[0]) {
         /* background: the WebSocket loops verify tokens and must never wait for a key server */
-        jwks_source_config jc = {.url = c->auth_jwks_url, .background = true};
+        jwks_source_config jc = {.url = c->auth_jwks_url,
+                                 .background = true,
+                                 .refresh_interval_s = (int)c->auth_jwks_refresh_s};
         if (!(a->keys = jwks_source_new(&jc, why, sizeof why))) {
             snprintf(err, err_len, "CHATFLOW_AUTH_JWKS_URL: %s", why);
             auth_close(a);

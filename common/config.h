@@ -90,6 +90,7 @@ struct chatflow_common_settings {
     char auth_issuer[256];
     char auth_audience[256];
     char auth_user_id_claim[64];
+    long long auth_jwks_refresh_s;
     long long auth_leeway_s;
 };
 
@@ -127,6 +128,9 @@ struct chatflow_common_settings {
                        "Shared secret (32+ bytes) for HS256 tokens; never logged."),               \
         CONFIG_OPT_STR("CHATFLOW_AUTH_JWKS_URL", "auth-jwks-url", type, common.auth_jwks_url, "",  \
                        NULL, "JWK set for RS256/ES256: file://, https:// or loopback http://."),   \
+        CONFIG_OPT_INT("CHATFLOW_AUTH_JWKS_REFRESH_S", "auth-jwks-refresh-s", type,                \
+                       common.auth_jwks_refresh_s, "60", 1, 86400,                                 \
+                       "A token with an unknown kid refetches the JWK set at most this often."),   \
         CONFIG_OPT_STR("CHATFLOW_AUTH_ISSUER", "auth-issuer", type, common.auth_issuer, "", NULL,  \
                        "Required token iss; empty: not checked."),                                 \
         CONFIG_OPT_STR("CHATFLOW_AUTH_AUDIENCE", "auth-audience", type, common.auth_audience, "",  \

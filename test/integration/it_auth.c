@@ -16,6 +16,8 @@
  *    them, GET /dev/token?name= answers a token for the name's stable userId (or the userId
  *    given) that opens the producer and the room API; bad names and userIds are 400; without
  *    the setting (the JWKS pair) the endpoint is 404.
+ *  - Key rotation: the JWK set file gains a key with a new kid; both services accept tokens signed
+ *    with it within seconds (CHATFLOW_AUTH_JWKS_REFRESH_S=2), without a restart.
  *  - CORS preflight (OPTIONS) of the room API: 204 with Allow-Headers Authorization for a
  *    listed origin, no Allow-Origin for another.
  *  - Anonymous reads (CHATFLOW_AUTH_ANONYMOUS_READ on the JWKS consumer): a subscriber and an API
@@ -762,6 +764,58 @@ static void test_anonymous_read(const tl_jwt_key *key)
     free(auth);
 }
 
+/* The issuer rotates: the set file gains a key with a new kid. Both services must accept tokens
+ * signed with it without a restart (CHATFLOW_AUTH_JWKS_REFRESH_S=2 here, so the refetch an
+ * unknown kid triggers is allowed within seconds). */
+static void test_rotation(const tl_jwt_key *old_key, const char *set_path)
+{
+    tl_jwt_key *next = tl_jwt_rsa_new("it-auth-r2");
+    char *old_set = tl_jwt_rsa_public_set(old_key), *next_set = next ? tl_jwt_rsa_public_set(next) : NULL;
+    json_t *both = old_set ? json_loads(old_set, 0, NULL) : NULL;
+    json_t *added = next_set ? json_loads(next_set, 0, NULL) : NULL;
+    bool ok = both && added &&
+              json_array_extend(json_object_get(both, "keys"), json_object_get(added, "keys")) == 0;
+    char tmp[800];
+    snprintf(tmp, sizeof tmp, "%s.tmp", set_path);
+    ok = ok && json_dump_file(both, tmp, 0) == 0 && rename(tmp, set_path) == 0;
+    CHECK(ok, "rotation: the set file now holds the old and the new key");
+    json_decref(both);
+    json_decref(added);
+    free(old_set);
+    free(next_set);
+    if (!ok) {
+        tl_jwt_key_free(next);
+        return;
+    }
+    char *payload = tl_jwt_claims("54", "grace", now_s() + 600,
+                                  ",\"iss\":\"" ISSUER "\",\"aud\":\"" AUDIENCE "\"");
+    char *auth = bearer(keep(tl_jwt_rs256(next, payload)));
+    free(payload);
+    pid_t producer_pid = prod.pid, consumer_pid = cons.pid;
+    const struct {
+        const char *who;
+        int port;
+    } services[] = {{"producer", prod.ws_port}, {"consumer", cons.ws_port}};
+    for (size_t s = 0; s < 2; s++) {
+        char body[2048];
+        int st = 0, attempts = 0;
+        /* The first handshake with the new kid asks for a refetch (off the loop thread) and is
+         * refused; a retry a moment later finds the key. Bounded: 20 s. */
+        for (int64_t end = now_s() + 20; now_s() < end; attempts++) {
+            st = raw_handshake(services[s].port, "/chat/rotated-room", auth, body, sizeof body);
+            if (st == 101) break;
+            time_sleep_ms(250);
+        }
+        CHECK_INT(st, 101, "rotation: the %s accepts a token signed with the new kid (after %d "
+                  "attempts)", services[s].who, attempts + 1);
+    }
+    CHECK(prod.pid == producer_pid && cons.pid == consumer_pid &&
+              kill(producer_pid, 0) == 0 && kill(consumer_pid, 0) == 0,
+          "rotation: without a restart of either service");
+    free(auth);
+    tl_jwt_key_free(next);
+}
+
 static void test_dev_tokens_off(void)
 {
     long st;
@@ -856,12 +910,14 @@ int main(void)
                             "CHATFLOW_AUTH_ISSUER=" ISSUER,
                             "CHATFLOW_AUTH_AUDIENCE=" AUDIENCE,
                             "CHATFLOW_AUTH_ANONYMOUS_READ=on", /* read by the consumer only */
+                            "CHATFLOW_AUTH_JWKS_REFRESH_S=2",
                             NULL};
     CHECK(key && set && start_pair("jwks", rs_env, NULL),
           "producer and consumer started with a JWK set from file://");
     if (prod.pid > 0 && cons.pid > 0) {
         test_jwks(key);
         test_anonymous_read(key);
+        test_rotation(key, jwks_path);
         test_dev_tokens_off();
     }
     stop_pair();
