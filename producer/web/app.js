@@ -8,6 +8,12 @@
 //                                                     events arrive here; we send READ frames
 // and one HTTP API on the consumer (<apiUrl>/api/rooms/{room}/messages) for history.
 //
+// Identity (docs/protocol.md §8): when /config.json says auth is required, every socket carries
+// the user's identity token as ?access_token= and every API request as "Authorization: Bearer";
+// the token's userId is the one every frame carries. A token expiring closes both sockets with
+// 4401: the page gets a fresh one and reconnects as after any drop (resend unacked messages,
+// resume with since=), so the expiry costs no message.
+//
 // Ordering and exactly-once display: history is loaded first, then the consumer socket is opened
 // with since=<newest sequence number shown>, and every reconnect resumes from the newest one
 // received. Messages are deduplicated by messageId and by sequenceNumber, so a replay that overlaps
@@ -19,6 +25,7 @@
     eventsUrl: '',
     apiUrl: '',
     limits: { maxFrameBytes: 4096, maxMessageChars: 500, messagesPerMinute: 60, typingIntervalMs: 2000 },
+    auth: { required: false, devTokens: false, tokenUrl: '', userIdClaim: 'sub' },
   };
   const HISTORY_PAGE = 50;
   const TYPING_SHOWN_MS = 4000;      // a TYPING event is shown this long unless renewed
@@ -32,12 +39,16 @@
   // ("07" and "7" are two rooms), so it is never turned into a number.
   const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
   const SEQ_RE = /^[0-9]{1,40}$/;
+  const USER_ID_RE = /^[1-9][0-9]{0,5}$/; // 1-100000 once compared with the upper bound
+  const CLOSE_TOKEN_EXPIRED = 4401;
+  const PROVIDER_TOKEN_KEY = 'chatflow:idToken'; // sessionStorage: this tab's login, not shared
+  const SESSION_EXPIRED = 'Session expired — log in again';
 
   const $ = (id) => document.getElementById(id);
   const el = {
     conn: $('conn'), connText: $('conn-text'),
     join: $('join'), joinForm: $('join-form'), username: $('username'), room: $('room'),
-    joinError: $('join-error'), joinButton: $('join-button'),
+    joinError: $('join-error'), joinButton: $('join-button'), loginNote: $('login-note'),
     chat: $('chat'), roomTitle: $('room-title'), me: $('me'), leave: $('leave'),
     loadOlder: $('load-older'), historyNote: $('history-note'), messages: $('messages'),
     typing: $('typing'), online: $('online'), onlineCount: $('online-count'),
@@ -87,31 +98,186 @@
     return `${proto}//${location.host}/chat/${encodeURIComponent(room)}`;
   }
 
+  const isUserId = (v) => USER_ID_RE.test(String(v)) && Number(v) <= 100000;
+
   // One userId (1-100000) per user name, kept in localStorage so a reload is the same user.
   function userIdFor(username) {
     const key = `chatflow:userId:${username}`;
     try {
       const kept = localStorage.getItem(key);
-      if (kept && /^[1-9][0-9]{0,5}$/.test(kept) && Number(kept) <= 100000) return kept;
+      if (isUserId(kept)) return kept;
     } catch (e) { /* storage disabled: a fresh id for this visit */ }
     const id = String(1 + (crypto.getRandomValues(new Uint32Array(1))[0] % 100000));
     try { localStorage.setItem(key, id); } catch (e) { /* see above */ }
     return id;
   }
 
+  // ------------------------------------------------------------------ identity (protocol.md §8)
+  //
+  // With auth off the page is its own identity: a userId kept per user name (userIdFor). With auth
+  // on the token is the identity, from one of two places:
+  //   devTokens  <tokenUrl>?name=<user name> on the producer (development only: no password), asked
+  //              again whenever the services say the token ran out (4401) or refused it;
+  //   otherwise  an identity provider's hosted login, which redirects back to the page with
+  //              #id_token=… or #access_token=…; the page cannot renew it, so its expiry ends the
+  //              session ("log in again").
+
+  // No token can be had without the user doing something: shown to them, never retried.
+  class AuthError extends Error {}
+
+  // The payload of a JWT, or null. Not verified: the services verify; the page only reads who the
+  // token says the user is, to put the same userId in its frames.
+  function jwtClaims(token) {
+    try {
+      const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      const bytes = Uint8Array.from(atob(part), (c) => c.charCodeAt(0));
+      const claims = JSON.parse(new TextDecoder().decode(bytes));
+      return claims && typeof claims === 'object' ? claims : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  let providerToken = null; // the provider's token when sessionStorage is disabled
+
+  // An identity provider's redirect puts the token in the fragment: take it out of the address bar
+  // at once (a copied link must not carry it) and keep it for this tab only.
+  function takeTokenFromHash() {
+    const h = new URLSearchParams(location.hash.replace(/^#/, ''));
+    const token = h.get('id_token') || h.get('access_token');
+    if (!token) return;
+    for (const k of ['id_token', 'access_token', 'token_type', 'expires_in', 'scope', 'state']) h.delete(k);
+    const rest = h.toString();
+    history.replaceState(null, '', rest ? `#${rest}` : location.pathname);
+    try { sessionStorage.setItem(PROVIDER_TOKEN_KEY, token); } catch (e) { /* storage disabled */ }
+    providerToken = token;
+  }
+
+  function storedProviderToken() {
+    try { return sessionStorage.getItem(PROVIDER_TOKEN_KEY) || providerToken; } catch (e) { return providerToken; }
+  }
+  function forgetProviderToken() {
+    providerToken = null;
+    try { sessionStorage.removeItem(PROVIDER_TOKEN_KEY); } catch (e) { /* storage disabled */ }
+  }
+
+  // Who the identity provider's token says the user is (the userId from the claim config.json
+  // names, as the services read it); the form's name only when the token names none.
+  function providerIdentity(formName) {
+    const token = storedProviderToken();
+    const c = token ? jwtClaims(token) : null;
+    const claim = config.auth.userIdClaim;
+    if (!c) throw new AuthError('This server needs a login: sign in with your identity provider first.');
+    if (!isUserId(c[claim])) throw new AuthError(`The login token does not name a ChatFlow user (its ${claim} is not a userId).`);
+    if (typeof c.exp === 'number' && c.exp * 1000 <= Date.now()) {
+      forgetProviderToken();
+      throw new AuthError(SESSION_EXPIRED);
+    }
+    const name = [c.name, c.preferred_username].find((n) => USERNAME_RE.test(n || '')) || formName;
+    return { token, userId: String(c[claim]), username: name, expiresAt: Number(c.exp) || 0, renewable: false };
+  }
+
+  // A development token for this name. The answer's reason (400: a bad name) is one line, safe to
+  // show; a network failure is not an AuthError (the producer may be restarting: try again).
+  async function fetchDevToken(name) {
+    const url = new URL(config.auth.tokenUrl || '/dev/token', location.href);
+    url.searchParams.set('name', name);
+    const res = await fetch(url, { cache: 'no-store' });
+    const body = await res.text();
+    if (res.status === 404) throw new AuthError('Development logins are off on this server.');
+    if (!res.ok) throw new AuthError(body.trim() || `the login failed (HTTP ${res.status})`);
+    const t = JSON.parse(body);
+    if (typeof t.token !== 'string' || !isUserId(t.userId)) throw new Error('the login answer is malformed');
+    return { token: t.token, userId: String(t.userId), username: t.username || name,
+      expiresAt: Number(t.expiresAt) || 0, renewable: true };
+  }
+
+  // The identity to join as: {userId, username, token, expiresAt, renewable}; token null with auth
+  // off. Throws an AuthError the join form shows.
+  async function obtainIdentity(formName) {
+    if (!config.auth.required) return { userId: userIdFor(formName), username: formName, token: null };
+    if (config.auth.devTokens) return fetchDevToken(formName);
+    return providerIdentity(formName);
+  }
+
+  // The token for the next connection or request (null with auth off). A renewable one is fetched
+  // again once dropped or past its expiry by our clock; both sockets, closed by the same expiry,
+  // share one fetch.
+  function currentToken(s) {
+    const a = s.auth;
+    if (!a) return Promise.resolve(null);
+    if (a.token && !(a.expiresAt && a.expiresAt * 1000 <= Date.now())) return Promise.resolve(a.token);
+    if (!a.renewable) return Promise.reject(new AuthError(SESSION_EXPIRED));
+    if (!a.pending) {
+      a.pending = fetchDevToken(s.username).then((t) => {
+        a.pending = null;
+        // Same name, same userId: frames already written (the outbox) carry it.
+        if (t.userId !== s.userId) throw new AuthError(`The login now names user ${t.userId}, not ${s.userId}: join again.`);
+        Object.assign(a, { token: t.token, expiresAt: t.expiresAt });
+        return t.token;
+      }, (e) => { a.pending = null; throw e; });
+    }
+    return a.pending;
+  }
+
+  // The services said this token is no good (expired, refused): the next currentToken() gets a new
+  // one. Only the token that was refused: the other socket may already have renewed it.
+  function dropToken(s, token) {
+    if (s.auth && token && s.auth.token === token) s.auth.token = null;
+  }
+
+  const bearer = (token) => (token ? { Authorization: `Bearer ${token}` } : {});
+
+  // A socket's URL with the token as access_token (browsers cannot set a header on a WebSocket);
+  // remembers which token each socket used, for dropToken after its close.
+  async function withToken(s, name, makeUrl) {
+    const token = await currentToken(s);
+    s.tokenUsed[name] = token;
+    const url = makeUrl();
+    return token ? `${url}${url.includes('?') ? '&' : '?'}access_token=${encodeURIComponent(token)}` : url;
+  }
+
+  // GET on the consumer's room API with the token. A 401 there (the token ran out by the server's
+  // clock before ours) gets one fresh token and one more try.
+  async function apiGet(s, url) {
+    let token = await currentToken(s);
+    let res = await fetch(url, { headers: bearer(token) });
+    if (res.status === 401 && s.auth && s.auth.renewable) {
+      dropToken(s, token);
+      token = await currentToken(s);
+      res = await fetch(url, { headers: bearer(token) });
+    }
+    return res;
+  }
+
   // ------------------------------------------------------------------ reconnecting socket
 
   // A WebSocket that reconnects with exponential backoff and jitter. url() is called for every
-  // attempt, so the consumer socket can resume with the newest sequence number seen by then.
+  // attempt, so the consumer socket can resume with the newest sequence number seen by then; it may
+  // return a promise (a fresh token first) and may fail (handlers.onNoUrl; the backoff goes on).
+  // handlers.onClose(code, reason, opened) returns 'now' to reconnect at once: a token that ran
+  // out is no trouble of the server's, so it is no reason to wait.
   function reconnectingSocket(name, url, handlers) {
     let ws = null, attempt = 0, retryTimer = null, stableTimer = null, stopped = false;
 
-    function connect() {
+    async function connect() {
       retryTimer = null;
       if (stopped) return;
       handlers.onState('connecting');
-      ws = new WebSocket(url());
+      let target;
+      try {
+        target = await url();
+      } catch (e) {
+        if (stopped) return;
+        handlers.onNoUrl(e);
+        if (!stopped) scheduleRetry(false);
+        return;
+      }
+      if (stopped) return;
+      let opened = false;
+      ws = new WebSocket(target);
       ws.onopen = () => {
+        opened = true;
         handlers.onState('open');
         // Only a connection that stays up resets the backoff: a server that accepts and closes
         // at once (replay incomplete, room full) must not be hammered every 0.5 s.
@@ -123,13 +289,18 @@
         clearTimeout(stableTimer);
         ws = null;
         if (stopped) return;
-        handlers.onClose(e.code, e.reason);
-        scheduleRetry();
+        const next = handlers.onClose(e.code, e.reason, opened);
+        if (!stopped) scheduleRetry(next === 'now');
       };
       // onerror is always followed by onclose, which does the work.
     }
 
-    function scheduleRetry() {
+    function scheduleRetry(now) {
+      if (now) {
+        handlers.onState('waiting', 0);
+        retryTimer = setTimeout(connect, 0);
+        return;
+      }
       const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** attempt);
       attempt += 1;
       // "Equal jitter": between half and all of the ceiling, so many clients dropped at once by
@@ -159,9 +330,16 @@
 
   // ------------------------------------------------------------------ session (one room)
 
-  function newSession(username, room) {
+  // identity: what obtainIdentity() gave (with auth off, token is null and s.auth stays null).
+  function newSession(identity, room) {
     return {
-      username, room, userId: userIdFor(username),
+      username: identity.username, room, userId: identity.userId,
+      auth: identity.token ? { token: identity.token, expiresAt: identity.expiresAt,
+        renewable: identity.renewable, pending: null } : null,
+      tokenUsed: { producer: null, consumer: null }, // the token each socket last connected with
+      refusedOpens: { producer: 0, consumer: 0 },    // attempts in a row that never opened
+      authProblem: '',        // set when the session cannot go on without the user (log in again)
+      probing: false,
       entries: [],            // messages on screen, in display order (sequenced first, then pending)
       byMessageId: new Map(), // messageId -> entry
       byClientId: new Map(),  // clientMessageId -> own entry
@@ -180,9 +358,25 @@
     };
   }
 
-  function join(username, room) {
-    session = newSession(username, room);
+  // Logs in (with auth on) and joins; a failed login stays on the join form and says why.
+  async function logInAndJoin(formName, room) {
+    el.joinButton.disabled = true;
+    el.joinError.textContent = config.auth.required ? 'Logging in…' : '';
+    try {
+      const identity = await obtainIdentity(formName);
+      el.joinError.textContent = '';
+      join(identity, room);
+    } catch (e) {
+      el.joinError.textContent = `Could not log in: ${e.message}`;
+    } finally {
+      el.joinButton.disabled = false;
+    }
+  }
+
+  function join(identity, room) {
+    session = newSession(identity, room);
     const s = session;
+    const username = s.username;
     history.replaceState(null, '', `#room=${encodeURIComponent(room)}&username=${encodeURIComponent(username)}`);
     el.join.hidden = true;
     el.chat.hidden = false;
@@ -194,19 +388,86 @@
     renderTyping();
     el.text.focus();
 
-    s.producer = reconnectingSocket('producer', () => producerUrl(room), {
+    s.producer = reconnectingSocket('producer', () => withToken(s, 'producer', () => producerUrl(room)), {
       onState: (st) => { s.producerState = st; renderConn(); },
-      onOpen: () => flushOutbox(s),
+      onOpen: () => { s.refusedOpens.producer = 0; flushOutbox(s); },
       onMessage: (data) => onProducerFrame(s, data),
-      onClose: () => {},
+      onClose: (code, reason, opened) => afterClose(s, 'producer', code, opened),
+      onNoUrl: (e) => noToken(s, 'producer', e),
     });
 
     // History first, so the subscription can start exactly after the newest message shown.
     loadInitialHistory(s).then((ok) => {
-      if (session !== s) return;
+      if (session !== s || s.authProblem) return;
       if (!ok) el.historyNote.textContent = 'History is unavailable: showing new messages only.';
       subscribe(s, ok);
     });
+  }
+
+  // After a socket closed, with auth on: a 4401 gets a fresh token and an immediate reconnect; an
+  // attempt that never opened may have been refused (401/403, which a browser is not told), so the
+  // first one drops the token it used and the next ones ask the room API, whose answer says.
+  function afterClose(s, name, code, opened) {
+    if (!s.auth) return undefined;
+    if (code === CLOSE_TOKEN_EXPIRED) {
+      dropToken(s, s.tokenUsed[name]);
+      // Logged so a test (or a developer) can see the expiry was handled, not just survived.
+      console.info(`chatflow: ${name} socket closed ${code} (token expired): ` +
+        (s.auth.renewable ? 'reconnecting with a fresh token' : 'the session is over'));
+      if (!s.auth.renewable) { sessionOver(s, SESSION_EXPIRED); return undefined; }
+      return 'now';
+    }
+    if (opened) return undefined;
+    s.refusedOpens[name] += 1;
+    if (s.refusedOpens[name] === 1 && s.auth.renewable) dropToken(s, s.tokenUsed[name]);
+    else checkAuthorised(s);
+    return undefined;
+  }
+
+  function noToken(s, name, e) {
+    if (e instanceof AuthError) sessionOver(s, e.message);
+    else console.warn(`chatflow: ${name}: no token yet (${e.message}); trying again`);
+  }
+
+  // The browser hides why a WebSocket handshake failed; the room API checks the same token for the
+  // same room and its status is readable. 401/403 there: not authorised, stop. Anything else (the
+  // consumer is down, say): keep reconnecting.
+  async function checkAuthorised(s) {
+    if (s.probing) return;
+    s.probing = true;
+    try {
+      const res = await apiGet(s, `${roomApiUrl(s)}?${new URLSearchParams({ limit: '1', userId: s.userId })}`);
+      if (res.status === 401 || res.status === 403) {
+        const why = errorText(await res.text());
+        sessionOver(s, `Not authorised${why ? ': ' + why : ''}`);
+      }
+    } catch (e) {
+      if (e instanceof AuthError) sessionOver(s, e.message);
+    } finally {
+      s.probing = false;
+    }
+  }
+
+  // The reason in an error answer: the room API's {"error": "..."}, or one line of text.
+  function errorText(body) {
+    try {
+      const o = JSON.parse(body);
+      if (o && typeof o.error === 'string') return o.error;
+    } catch (e) { /* not JSON: the text itself */ }
+    return body.trim().split('\n')[0];
+  }
+
+  // The session cannot go on without the user (log in again): both sockets stop, the page says why.
+  function sessionOver(s, why) {
+    if (session !== s || s.authProblem) return;
+    s.authProblem = why;
+    if (why === SESSION_EXPIRED) forgetProviderToken();
+    s.producer && s.producer.close();
+    s.consumer && s.consumer.close();
+    s.producerState = s.consumerState = 'idle';
+    el.historyNote.textContent = why;
+    console.warn(`chatflow: ${why}`);
+    renderConn();
   }
 
   function leave() {
@@ -226,10 +487,14 @@
 
   // ------------------------------------------------------------------ history
 
+  const roomApiUrl = (s) => `${apiBase()}/api/rooms/${encodeURIComponent(s.room)}/messages`;
+
   async function fetchHistory(s, before) {
     const q = new URLSearchParams({ limit: String(HISTORY_PAGE), userId: s.userId });
     if (before) q.set('before', before);
-    const res = await fetch(`${apiBase()}/api/rooms/${encodeURIComponent(s.room)}/messages?${q}`);
+    const res = await apiGet(s, `${roomApiUrl(s)}?${q}`);
+    // Refused even with a fresh token: retrying will not help, the user must know.
+    if (res.status === 401 || res.status === 403) throw new AuthError(`Not authorised: ${errorText(await res.text())}`);
     if (!res.ok) throw new Error(`history: HTTP ${res.status}`);
     return res.json();
   }
@@ -258,6 +523,7 @@
         scrollToBottom();
         return true;
       } catch (e) {
+        if (e instanceof AuthError) { sessionOver(s, e.message); return false; }
         await new Promise((r) => setTimeout(r, BACKOFF_MIN_MS * 2 ** i));
         if (session !== s) return false;
       }
@@ -278,6 +544,7 @@
       applyHistoryPage(s, page);
       list.scrollTop = list.scrollHeight - fromBottom;
     } catch (e) {
+      if (e instanceof AuthError) { sessionOver(s, e.message); return; }
       el.historyNote.textContent = 'Could not load older messages; try again.';
     } finally {
       el.loadOlder.disabled = false;
@@ -287,16 +554,17 @@
   // ------------------------------------------------------------------ consumer socket (events)
 
   function subscribe(s, historyLoaded) {
-    s.consumer = reconnectingSocket('consumer', () => {
+    s.consumer = reconnectingSocket('consumer', () => withToken(s, 'consumer', () => {
       const q = new URLSearchParams({ userId: s.userId, username: s.username });
       // since=0 after an empty history: the room had nothing, so replay whatever arrived since.
       // Without any history (API down) we can only start live.
       const since = s.newestSeq || (historyLoaded ? '0' : null);
       if (since) q.set('since', since);
       return `${eventsBase()}/chat/${encodeURIComponent(s.room)}?${q}`;
-    }, {
+    }), {
       onState: (st) => { s.consumerState = st; renderConn(); },
       onOpen: () => {
+        s.refusedOpens.consumer = 0;
         s.consumerNote = '';
         // A fresh subscription starts with a full presence snapshot ("present" events).
         s.members.clear();
@@ -304,13 +572,15 @@
         scheduleRead(s);
       },
       onMessage: (data) => onConsumerFrame(s, data),
-      onClose: (code) => {
+      onClose: (code, reason, opened) => {
         s.consumerNote = closeReason(code);
         for (const t of s.typing.values()) clearTimeout(t.timer);
         s.typing.clear();
         renderTyping();
         el.online.classList.add('stale');
+        return afterClose(s, 'consumer', code, opened);
       },
+      onNoUrl: (e) => noToken(s, 'consumer', e),
     });
   }
 
@@ -321,6 +591,7 @@
       case 4008: return 'connection too slow';
       case 4009: return 'the room is full';
       case 4013: return 'catching up';
+      case CLOSE_TOKEN_EXPIRED: return 'renewing the login';
       default: return '';
     }
   }
@@ -608,6 +879,7 @@
     if (entry.messageId) li.dataset.messageId = entry.messageId;
     if (entry.clientMessageId) li.dataset.clientMessageId = entry.clientMessageId;
     if (entry.seq) li.dataset.seq = entry.seq;
+    if (entry.userId) li.dataset.userId = entry.userId;
     meta.children[0].textContent = entry.own ? `${entry.username} (you)` : entry.username;
     const when = entry.serverTimestamp || entry.timestamp;
     meta.children[1].textContent = formatTime(when);
@@ -689,12 +961,13 @@
     el.conn.dataset.consumer = c;
     let text;
     if (!s) text = 'Not connected';
+    else if (s.authProblem) text = s.authProblem;
     else if (p === 'open' && c === 'open') text = 'Connected';
     else if (p !== 'open' && c !== 'open') text = 'Connecting…';
     else if (p !== 'open') text = 'Reconnecting (sending paused)…';
     else text = `Reconnecting (new messages paused${s.consumerNote ? ': ' + s.consumerNote : ''})…`;
     el.connText.textContent = text;
-    el.conn.className = `conn ${!s ? '' : p === 'open' && c === 'open' ? 'ok' : 'warn'}`;
+    el.conn.className = `conn ${!s ? '' : s.authProblem ? 'bad' : p === 'open' && c === 'open' ? 'ok' : 'warn'}`;
   }
 
   function renderCount() {
@@ -725,7 +998,7 @@
     const username = el.username.value.trim(), roomText = el.room.value.trim();
     const problem = validateJoin(username, roomText);
     el.joinError.textContent = problem;
-    if (!problem) join(username, roomText);
+    if (!problem) logInAndJoin(username, roomText);
   }
 
   function onComposerSubmit(e) {
@@ -751,11 +1024,40 @@
         eventsUrl: typeof c.eventsUrl === 'string' ? c.eventsUrl : '',
         apiUrl: typeof c.apiUrl === 'string' ? c.apiUrl : '',
         limits: Object.assign({}, DEFAULT_CONFIG.limits, c.limits || {}),
+        auth: readAuthConfig(c.auth),
       };
     } catch (e) {
       // Defaults are the services' own defaults, so the page still works against them.
       el.joinError.textContent = `Could not read /config.json (${e.message}); using defaults.`;
     }
+  }
+
+  // config.json's "auth" (absent on a server without identity tokens: auth off).
+  function readAuthConfig(a) {
+    if (!a || typeof a !== 'object') return DEFAULT_CONFIG.auth;
+    const devTokens = a.devTokens === true;
+    return { required: a.required === true, devTokens,
+      tokenUrl: devTokens && typeof a.tokenUrl === 'string' ? a.tokenUrl : '',
+      // The claim the services read the userId from (CHATFLOW_AUTH_USER_ID_CLAIM): an issuer's
+      // sub is not always a ChatFlow userId (Cognito: custom:chatflow_user_id).
+      userIdClaim: typeof a.userIdClaim === 'string' && a.userIdClaim ? a.userIdClaim : 'sub' };
+  }
+
+  // What the join form says about logging in: nothing with auth off.
+  function renderLoginNote() {
+    const a = config.auth;
+    let note = '';
+    if (a.required && a.devTokens) {
+      note = 'Development login: joining logs you in under this name, without a password.';
+    } else if (a.required) {
+      const c = storedProviderToken() ? jwtClaims(storedProviderToken()) : null;
+      const name = c && [c.name, c.preferred_username].find((n) => USERNAME_RE.test(n || ''));
+      if (name && !el.username.value) el.username.value = name;
+      note = c ? `Logged in${name ? ' as ' + name : ''} by your identity provider.`
+        : 'This server needs a login: sign in with your identity provider first.';
+    }
+    el.loginNote.textContent = note;
+    el.loginNote.hidden = !note;
   }
 
   // #room=team-alpha&username=bob: a reload (or a shared link) goes straight back into the room.
@@ -765,7 +1067,7 @@
     if (!username && !roomText) return;
     el.username.value = username;
     el.room.value = roomText;
-    if (!validateJoin(username, roomText)) join(username, roomText);
+    if (!validateJoin(username, roomText)) logInAndJoin(username, roomText);
   }
 
   async function start() {
@@ -776,9 +1078,11 @@
     el.leave.addEventListener('click', leave);
     el.loadOlder.addEventListener('click', loadOlder);
     document.addEventListener('visibilitychange', () => { if (session) scheduleRead(session); });
+    takeTokenFromHash(); // before anything else reads the fragment
     await loadConfig();
     el.joinButton.disabled = false;
     renderConn();
+    renderLoginNote();
     joinFromHash();
   }
 

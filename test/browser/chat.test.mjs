@@ -2,31 +2,41 @@
 // playwright-core, against a real producer and consumer (started by test/integration/browser_chat.sh).
 //
 // Two browser contexts are two users (alice, bob) in one room, then in a room named by a string
-// id (team-alpha-<nonce>: rooms are ids, docs/protocol.md §1). Prints one TAP line per assertion
-// ("ok - ..." / "not ok - ...") and exits 1 when any failed. Every wait is for a condition with a
-// timeout; nothing asserts on speed.
+// id (team-alpha-<nonce>: rooms are ids, docs/protocol.md §1). The services run with identity
+// tokens on (protocol.md §8): both users log in through the page (development tokens from the
+// producer's /dev/token), and a last phase, with the producer restarted to hand out tokens of a
+// few seconds, proves a token expiring (close 4401) costs no message. Prints one TAP line per
+// assertion ("ok - ..." / "not ok - ...") and exits 1 when any failed. Every wait is for a
+// condition with a timeout; nothing asserts on speed.
 //
 // Environment (set by browser_chat.sh):
 //   CHATFLOW_PAGE_URL     http://127.0.0.1:<producer port>/  (the page and the producer socket)
 //   CHATFLOW_EVENTS_URL   ws://127.0.0.1:<consumer port>      (what /config.json says, for routing)
+//   CHATFLOW_API_URL      http://127.0.0.1:<consumer admin port> (the room API, for bare requests)
 //   CHATFLOW_ROOM         room to use
-//   CHATFLOW_TEST_CONTROL a folder: this script writes stop-consumer / start-consumer there and
-//                         waits for consumer-stopped / consumer-started, which the shell writes
+//   CHATFLOW_SHORT_TTL_S  token lifetime of the expiry phase (default 5)
+//   CHATFLOW_TEST_CONTROL a folder: this script writes stop-consumer / start-consumer /
+//                         restart-producer (holding a token TTL) there and waits for
+//                         consumer-stopped / consumer-started / producer-restarted, which the
+//                         shell writes
 //   TEST_LOGDIR           screenshots and the pages' console logs go here
 //   CHROMIUM              the browser (default /usr/bin/chromium)
 import { chromium } from 'playwright-core';
-import { existsSync, mkdirSync, writeFileSync, appendFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync, appendFileSync, rmSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { request as httpRequest } from 'node:http';
 
 const PAGE_URL = need('CHATFLOW_PAGE_URL');
 const EVENTS_URL = need('CHATFLOW_EVENTS_URL').replace(/\/+$/, '');
+const API_URL = need('CHATFLOW_API_URL').replace(/\/+$/, '');
 const ROOM = need('CHATFLOW_ROOM');
+const SHORT_TTL_S = Number(process.env.CHATFLOW_SHORT_TTL_S || 5);
 const CONTROL = need('CHATFLOW_TEST_CONTROL');
 const LOGDIR = need('TEST_LOGDIR');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const WAIT = 20000;          // default wait for a condition
-const DEADLINE_MS = 300000;  // the whole script, so a hang cannot outlive test/run's timeout
+const DEADLINE_MS = 480000;  // the whole script, so a hang cannot outlive test/run's timeout
 
 function need(name) {
   const v = process.env[name];
@@ -49,6 +59,14 @@ async function check(desc, fn) {
   try { await fn(); ok(desc); return true; } catch (e) { notOk(desc, e); return false; }
 }
 function assert(cond, msg) { if (!cond) throw new Error(msg); }
+// Waits until cond() holds; fails with what() after the timeout.
+async function until(cond, what, timeout = WAIT) {
+  const end = Date.now() + timeout;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(what());
+    await sleep(50);
+  }
+}
 
 // ------------------------------------------------------------------ page helpers
 
@@ -56,10 +74,11 @@ const nonce = Math.random().toString(36).slice(2, 8);
 const USER_A = `alice${nonce.slice(0, 4)}`;
 const USER_B = `bob${nonce.slice(0, 4)}`;
 
-// The shell restarts the consumer when asked: a file each way.
-async function askShell(request, answer, timeoutMs) {
+// The shell restarts a service when asked: a file each way (the request may carry a value).
+async function askShell(request, answer, timeoutMs, content = '') {
   rmSync(join(CONTROL, answer), { force: true });
-  writeFileSync(join(CONTROL, request), '');
+  writeFileSync(join(CONTROL, `${request}.tmp`), content);
+  renameSync(join(CONTROL, `${request}.tmp`), join(CONTROL, request)); // seen whole, never half-written
   const until = Date.now() + timeoutMs;
   while (!existsSync(join(CONTROL, answer))) {
     if (Date.now() > until) throw new Error(`the shell did not answer ${request} with ${answer}`);
@@ -152,8 +171,16 @@ async function screenshot(page, name) {
 
 function watchPage(page, name) {
   const log = join(LOGDIR, `console-${name}.log`);
-  const state = { errors: [], outside: [] };
-  page.on('console', (m) => appendFileSync(log, `[${m.type()}] ${m.text()}\n`));
+  // tokens: every /dev/token answer the page got (its logins and renewals), newest last.
+  const state = { errors: [], outside: [], console: [], tokens: [] };
+  page.on('console', (m) => {
+    state.console.push(m.text());
+    appendFileSync(log, `[${m.type()}] ${m.text()}\n`);
+  });
+  page.on('response', async (r) => {
+    if (new URL(r.url()).pathname !== '/dev/token' || r.status() !== 200) return;
+    try { state.tokens.push(await r.json()); } catch (e) { /* the page went away meanwhile */ }
+  });
   page.on('pageerror', (e) => { state.errors.push(String(e)); appendFileSync(log, `[pageerror] ${e}\n`); });
   page.on('request', (r) => {
     const host = new URL(r.url()).hostname;
@@ -161,6 +188,35 @@ function watchPage(page, name) {
   });
   return state;
 }
+
+// The status of a WebSocket handshake (101, or the refusal's 401/403), and the refusal's body:
+// what a browser is never shown.
+function handshakeStatus(url) {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url.replace(/^ws/, 'http'));
+    const req = httpRequest(u, {
+      headers: { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13',
+        'Sec-WebSocket-Key': Buffer.from(nonce.padEnd(16, 'x')).toString('base64') },
+      timeout: 10000,
+    });
+    req.on('upgrade', (res, socket) => { socket.destroy(); resolve({ status: res.statusCode, body: '' }); });
+    req.on('response', (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => { body += c; });
+      res.on('end', () => resolve({ status: res.statusCode, body: body.trim() }));
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer from ${u.host}`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+// How many times the page logged that one of its sockets closed with 4401 (app.js logs each).
+const expiries = (watch, socket, from = 0) =>
+  watch.console.slice(from).filter((t) => t.includes(`${socket} socket closed 4401`)).length;
+
+const lastToken = (watch) => watch.tokens[watch.tokens.length - 1];
 
 // ------------------------------------------------------------------ the run
 
@@ -189,10 +245,11 @@ async function run(browser) {
   const b = await ctxB.newPage();
   const watchA = watchPage(a, 'a'), watchB = watchPage(b, 'b');
 
-  // Frames A sends to the producer, to see what a retry sends, and the producer's answers.
-  const sentByA = [], answersToA = [];
+  // Frames A sends to the producer, to see what a retry sends, and the producer's answers; the
+  // URLs of A's consumer sockets.
+  const sentByA = [], answersToA = [], eventsUrlsA = [];
   a.on('websocket', (ws) => {
-    if (ws.url().startsWith(EVENTS_URL)) return;
+    if (ws.url().startsWith(EVENTS_URL)) { eventsUrlsA.push(ws.url()); return; }
     ws.on('framesent', (f) => { try { sentByA.push(JSON.parse(f.payload)); } catch (e) { /* not ours */ } });
     ws.on('framereceived', (f) => { try { answersToA.push(JSON.parse(f.payload)); } catch (e) { /* not ours */ } });
   });
@@ -208,6 +265,55 @@ async function run(browser) {
     await a.locator('#online li', { hasText: USER_B }).waitFor({ timeout: WAIT });
     await b.locator('#online li', { hasText: USER_A }).waitFor({ timeout: WAIT });
     await a.locator('#online li', { hasText: `${USER_A} (you)` }).waitFor({ timeout: WAIT });
+  });
+
+  // ---- identity: each page logged in through /dev/token, and is its token's user everywhere
+  let tokA = null, tokB = null;
+  await check('each page logged in through /dev/token (one userId per name) and presence lists each user under the userId of their token', async () => {
+    await until(() => lastToken(watchA) && lastToken(watchB),
+      () => `token answers: A ${watchA.tokens.length}, B ${watchB.tokens.length}`);
+    tokA = lastToken(watchA);
+    tokB = lastToken(watchB);
+    assert(tokA.username === USER_A && tokB.username === USER_B, `usernames ${tokA.username}, ${tokB.username}`);
+    assert(/^[1-9][0-9]*$/.test(tokA.userId) && tokA.userId !== tokB.userId, `userIds ${tokA.userId}, ${tokB.userId}`);
+    for (const [page, tok, name] of [[a, tokB, USER_B], [b, tokA, USER_A], [a, tokA, USER_A], [b, tokB, USER_B]]) {
+      await page.locator(`#online li[data-user-id="${tok.userId}"]`, { hasText: name }).waitFor({ timeout: WAIT });
+    }
+    const url = eventsUrlsA[eventsUrlsA.length - 1] || '';
+    const q = new URL(url).searchParams;
+    assert(q.get('userId') === tokA.userId && q.get('access_token') === tokA.token,
+      `A's events URL does not carry A's token and userId: userId=${q.get('userId')}`);
+  });
+
+  // ---- without a token nothing gets in
+  await check('without a token the room API answers 401 and both services refuse the WebSocket handshake with 401', async () => {
+    const res = await fetch(`${API_URL}/api/rooms/${ROOM}/messages?limit=1`);
+    const why = (await res.text()).trim();
+    assert(res.status === 401, `room API without a token: ${res.status} ${why}`);
+    assert(why && !why.includes('\n'), `the 401 reason is not one line: ${JSON.stringify(why)}`);
+    const withToken = await fetch(`${API_URL}/api/rooms/${ROOM}/messages?limit=1`,
+      { headers: { Authorization: `Bearer ${tokA.token}` } });
+    assert(withToken.status === 200, `room API with A's token: ${withToken.status}`);
+    const p = await handshakeStatus(`${PAGE_URL.replace(/^http/, 'ws').replace(/\/+$/, '')}/chat/${ROOM}`);
+    assert(p.status === 401, `producer handshake without a token: ${p.status} ${p.body}`);
+    const c = await handshakeStatus(`${EVENTS_URL}/chat/${ROOM}?userId=${tokA.userId}&username=${USER_A}`);
+    assert(c.status === 401, `consumer handshake without a token: ${c.status} ${c.body}`);
+  });
+  await check("a token used with another user's userId is refused (403), a bad name gets no token (400)", async () => {
+    const c = await handshakeStatus(`${EVENTS_URL}/chat/${ROOM}?userId=${tokB.userId}&username=${USER_B}&access_token=${tokA.token}`);
+    assert(c.status === 403, `consumer handshake with A's token as B: ${c.status} ${c.body}`);
+    const res = await fetch(new URL('/dev/token?name=no%20such!', PAGE_URL));
+    assert(res.status === 400, `/dev/token with a bad name: ${res.status}`);
+  });
+  await check('the consumer answers the page\'s CORS preflight for an Authorization header', async () => {
+    const origin = new URL(PAGE_URL).origin;
+    const res = await fetch(`${API_URL}/api/rooms/${ROOM}/messages?limit=1`, { method: 'OPTIONS',
+      headers: { Origin: origin, 'Access-Control-Request-Method': 'GET', 'Access-Control-Request-Headers': 'authorization' } });
+    const allowHeaders = res.headers.get('access-control-allow-headers') || '';
+    assert(res.status >= 200 && res.status < 300, `preflight status ${res.status}`);
+    assert(/(^|[\s,])authorization([\s,]|$)/i.test(allowHeaders), `Access-Control-Allow-Headers "${allowHeaders}"`);
+    assert(res.headers.get('access-control-allow-origin') === origin,
+      `Access-Control-Allow-Origin "${res.headers.get('access-control-allow-origin')}"`);
   });
 
   await check(`typing by ${USER_A} shows on ${USER_B}'s page`, async () => {
@@ -234,6 +340,14 @@ async function run(browser) {
     assert(log.every((s, i) => i === 0 || rank[s] > rank[log[i - 1]]), `statuses went backwards: ${log.join(' > ')}`);
     note(`statuses of the first message: ${log.join(' > ')}` +
       (log.includes('sent') ? '' : ' (the MESSAGE event came before the ack; "sent" is checked below with the consumer stopped)'));
+  });
+  await check(`every frame ${USER_A} sent carries the token's userId, and ${USER_B}'s page attributes the message to it`, async () => {
+    const frames = sentByA.filter((f) => 'userId' in f);
+    assert(frames.length > 0, 'no frame with a userId seen');
+    const other = frames.filter((f) => String(f.userId) !== tokA.userId);
+    assert(other.length === 0, `frames with userId ${other.map((f) => f.userId).join(',')}`);
+    const shownAs = await messagesWithText(b, m1).getAttribute('data-user-id');
+    assert(shownAs === tokA.userId, `B shows the message as userId ${shownAs}`);
   });
   await check(`${USER_B}'s READ reaches ${USER_A}: the message shows "read by 1"`, async () => {
     await waitStatus(a, m1, ['read']);
@@ -419,12 +533,82 @@ async function run(browser) {
   await screenshot(a, 'a-string-room');
   await screenshot(b, 'b-string-room');
 
+  await expiryPhase(a, b, watchA, watchB, eventsUrlsA);
+
   await check('no script errors on either page, and nothing loaded from outside 127.0.0.1', async () => {
     const errs = [...watchA.errors, ...watchB.errors];
     assert(errs.length === 0, `page errors: ${errs.join(' | ')}`);
     const outside = [...watchA.outside, ...watchB.outside];
     assert(outside.length === 0, `requests to: ${outside.join(' ')}`);
   });
+}
+
+// ---- tokens that expire every few seconds: the producer is restarted to hand out short ones,
+// both users log in again, and B keeps sending numbered messages across several expiries; A must
+// show each one exactly once, in order, and both pages must have reconnected on 4401.
+async function expiryPhase(a, b, watchA, watchB, eventsUrlsA) {
+  const ROOM_X = `expiry-${nonce}`;
+  const restarted = await check(`producer restarted with CHATFLOW_DEV_TOKEN_TTL_S=${SHORT_TTL_S}: /dev/token hands out ${SHORT_TTL_S} s tokens, uncacheable`, async () => {
+    await askShell('restart-producer', 'producer-restarted', 90000, String(SHORT_TTL_S));
+    const res = await fetch(new URL(`/dev/token?name=${USER_A}`, PAGE_URL));
+    const t = await res.json();
+    assert(res.status === 200 && t.ttlSeconds === SHORT_TTL_S, `status ${res.status}, ttlSeconds ${t.ttlSeconds}`);
+    assert(t.expiresAt - Math.floor(Date.now() / 1000) <= SHORT_TTL_S + 1, `expiresAt ${t.expiresAt}`);
+    assert(/no-store/.test(res.headers.get('cache-control') || ''), `Cache-Control "${res.headers.get('cache-control')}"`);
+  });
+  if (!restarted) return;
+  const fromA = watchA.console.length, fromB = watchB.console.length, urlsFrom = eventsUrlsA.length;
+  await check(`both users log in again and join room ${ROOM_X}`, async () => {
+    for (const [page, name] of [[a, USER_A], [b, USER_B]]) {
+      await leaveRoom(page);
+      await submitJoin(page, name, ROOM_X);
+      await waitConnected(page, 40000);
+      const watch = page === a ? watchA : watchB;
+      await until(() => (lastToken(watch) || {}).ttlSeconds === SHORT_TTL_S,
+        () => `${name}'s newest token: ${JSON.stringify(lastToken(watch) || {}).slice(0, 80)}`);
+    }
+    await a.locator('#online li', { hasText: USER_B }).waitFor({ timeout: WAIT });
+  });
+
+  // B sends one numbered message every 300 ms (pacing, not a measurement) until each socket of
+  // both pages has been closed with 4401 at least twice, then two more after the last expiry.
+  const ticks = [];
+  const expired = () => Math.min(expiries(watchA, 'consumer', fromA), expiries(watchA, 'producer', fromA),
+    expiries(watchB, 'consumer', fromB), expiries(watchB, 'producer', fromB));
+  const counts = () => `A consumer ${expiries(watchA, 'consumer', fromA)}, A producer ${expiries(watchA, 'producer', fromA)}, ` +
+    `B consumer ${expiries(watchB, 'consumer', fromB)}, B producer ${expiries(watchB, 'producer', fromB)}`;
+  await check(`${USER_B} sends numbered messages while the tokens expire: every socket of both pages closed with 4401 at least twice and reconnected with a fresh token`, async () => {
+    const until = Date.now() + Math.max(90000, SHORT_TTL_S * 1000 * 8);
+    for (let extra = 0; extra < 3;) {
+      assert(Date.now() < until, `expiries seen after ${ticks.length} messages: ${counts()}`);
+      const t = `tick ${ticks.length + 1} ${nonce}`;
+      ticks.push(t);
+      await send(b, t);
+      await sleep(300);
+      if (expired() >= 2) extra++;
+    }
+    await waitConnected(a, 40000);
+    await waitConnected(b, 40000);
+    note(`${ticks.length} messages across the expiries; 4401 closes: ${counts()}`);
+  });
+  await check(`${USER_A}'s page shows each of ${USER_B}'s numbered messages exactly once, in order, nothing else; all delivered on B`, async () => {
+    await waitShown(a, ticks, 40000);
+    for (const t of ticks) await waitStatus(b, t, ['delivered', 'read'], 40000);
+    await assertShownOnce(a, ticks);
+    const shown = await a.$$eval('#messages li p.text', (ps) => ps.map((p) => p.textContent));
+    assert(shown.length === ticks.length, `A shows ${shown.length} messages for ${ticks.length} sent`);
+    await assertShownOnce(b, ticks);
+  });
+  await check(`after each expiry ${USER_A}'s events socket resumed with since= and a new token`, async () => {
+    const urls = eventsUrlsA.slice(urlsFrom).map((u) => new URL(u).searchParams);
+    const tokens = new Set(urls.map((q) => q.get('access_token')));
+    assert(urls.every((q) => q.has('since')), 'a subscription without since=');
+    assert(tokens.size >= 3, `${urls.length} subscriptions with ${tokens.size} distinct tokens`);
+    const seqs = urls.map((q) => BigInt(q.get('since')));
+    assert(seqs.every((v, i) => i === 0 || v >= seqs[i - 1]), `since went backwards: ${seqs.join(',')}`);
+  });
+  await screenshot(a, 'a-expiry');
+  await screenshot(b, 'b-expiry');
 }
 
 const timer = setTimeout(() => {
