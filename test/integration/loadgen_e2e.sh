@@ -7,7 +7,13 @@
 # /api/metrics/all for the window, progress on stderr. Also: usage on bad flags, and a quick clear
 # error against a producer that is not there. Then a run over rooms named by string ids
 # (--room-ids, several on one queue shard): clean, reported by id, stored under those ids; and
-# clear errors for ids that are not room ids. Nothing here is about speed.
+# clear errors for ids that are not room ids. Then identity tokens (protocol.md §8): the services
+# restarted with CHATFLOW_AUTH=on (HS256 secret, issuer, audience), --tokens --subscribe is clean
+# with one verified user per sender connection (stored as that user; resends of messages over
+# the producer's per-user rate limit go out on their own user's connection and are stored once),
+# a run without --tokens or with another secret fails at once naming the refused handshake (HTTP
+# 401), --tokens without a usable secret exits 2, and no token (nor the secret) shows in the load
+# generator's output or the services' logs. Nothing here is about speed.
 # test-passes: asan
 set -u
 . "$(dirname "$0")/../lib/common.sh"
@@ -46,6 +52,14 @@ tap_is "$?" 2 "a room id given twice exits 2"
 tap_check "it says which" grep -q "room id '7' is given twice" "$TEST_LOGDIR/duproom.err"
 "$LG" --rooms 3 --room-ids a,b >/dev/null 2>"$TEST_LOGDIR/both.err"
 tap_is "$?" 2 "--rooms with --room-ids exits 2"
+tap_check "--help lists --tokens" grep -q -e '--tokens ' "$TEST_LOGDIR/help.out"
+env -u CHATFLOW_AUTH_HS256_SECRET "$LG" --tokens --messages 10 >/dev/null 2>"$TEST_LOGDIR/nosecret.err"
+tap_is "$?" 2 "--tokens without CHATFLOW_AUTH_HS256_SECRET exits 2"
+tap_check "it names the variable" grep -q "needs CHATFLOW_AUTH_HS256_SECRET" "$TEST_LOGDIR/nosecret.err"
+CHATFLOW_AUTH_HS256_SECRET=short-secret-0123 "$LG" --tokens --messages 10 >/dev/null 2>"$TEST_LOGDIR/shortsecret.err"
+tap_is "$?" 2 "--tokens with a secret under 32 bytes exits 2"
+tap_check "it says how long it must be" grep -q "is 17 bytes; --tokens needs at least 32" "$TEST_LOGDIR/shortsecret.err"
+tap_is "$(grep -c 'short-secret-0123' "$TEST_LOGDIR/shortsecret.err")" 0 "and does not print the secret"
 
 down_port=$(free_port)
 "$LG" --port "$down_port" --messages 100 --warmup-connections 0 --out-dir "$TEST_LOGDIR/down" \
@@ -198,4 +212,109 @@ tap_is "$stored" "$SMSG" "string room ids: PostgreSQL holds every acked message"
 per_room_csv=$(awk -F, 'NR > 1 { n[$5]++ } END { for (r in n) print r "," n[r] }' "$SCSV" | LC_ALL=C sort)
 tap_is "$(room_rows 2>/dev/null | LC_ALL=C sort)" "$per_room_csv" \
     "string room ids: each message stored under the room id it was sent to"
+
+# ---- identity tokens: the same stack, the services again with CHATFLOW_AUTH=on. Exported, so
+# the services and the load generator share the secret, issuer and audience (as make demo does).
+stop_bg producer
+stop_bg consumer
+for s in producer consumer; do mv "$(bg_log $s)" "$TEST_LOGDIR/$s-noauth.log"; done
+AUTH_SECRET=$(openssl rand -hex 24)
+export CHATFLOW_AUTH=on CHATFLOW_AUTH_HS256_SECRET="$AUTH_SECRET" \
+    CHATFLOW_AUTH_ISSUER=loadgen-e2e CHATFLOW_AUTH_AUDIENCE=chatflow-e2e
+# No page reads the room API here: no origin (a * is refused while CHATFLOW_AUTH is on). The
+# per-user rate limit stays on, at 600 a minute (10 a second refill): the retry run below goes
+# over it on purpose and should not wait long for its tokens to come back.
+ARATE=600
+services_start CHATFLOW_RATE_LIMIT_PER_MINUTE=$ARATE -- CHATFLOW_RECEIVE_WAIT_S=2 CHATFLOW_API_ALLOW_ORIGIN= ||
+    { tap_fail "services with CHATFLOW_AUTH=on started"; finish; }
+services_wait_ready 60 || { tap_fail "services with CHATFLOW_AUTH=on ready"; finish; }
+tap_ok "producer and consumer up with CHATFLOW_AUTH=on"
+lg_auth() { # OUT_PREFIX FLAGS...: a small run against the auth services, output to OUT_PREFIX.*
+    local out=$1
+    shift
+    timeout 120 "$LG" --port "$PRODUCER_WS_PORT" --consumer-port "$CONSUMER_WS_PORT" \
+        --consumer-admin "http://127.0.0.1:$CONSUMER_ADMIN_PORT" --rooms "$ACONN" --connections "$ACONN" \
+        --connect-timeout 5 --out-dir "$out-out" "$@" >"$out.out" 2>"$out.err"
+}
+# One connection per room, so each user sends its room's share: about AMSG / ACONN + the warm-up's,
+# well under the producer's per-user limit.
+AMSG=300
+ACONN=10
+AR="$TEST_LOGDIR/auth.json"
+lg_auth "$TEST_LOGDIR/auth" --tokens --messages "$AMSG" --warmup-connections "$ACONN" --warmup-messages 3 \
+    --subscribe --drain-timeout 60 --json "$AR" --acked-ids "$TEST_LOGDIR/auth-acked.txt"
+tap_is "$?" 0 "--tokens: the load generator exits 0 (clean run) against CHATFLOW_AUTH=on"
+aj() { jq -r "$1" "$AR" 2>/dev/null; }
+tap_is "$(aj '"\(.acked) \(.failed) \(.protocolErrors)"')" "$AMSG 0 0" "--tokens: every message acked, none failed"
+tap_is "$(aj '.broadcasts | "\(.expected) \(.received) \(.lost) \(.duplicated) \(.outOfOrder)"')" \
+    "$AMSG $AMSG 0 0 0" "--tokens: the anonymous subscribers saw every broadcast once, in order"
+tap_is "$(aj '"\(.users) \(.tokens)"')" "$ACONN true" "--tokens: the report counts one user per connection"
+tap_check "--tokens: the text report shows the users" \
+    grep -q "users: *$ACONN (identity tokens" "$TEST_LOGDIR/auth.out"
+tap_is "$(wc -l <"$TEST_LOGDIR/auth-acked.txt")" "$((AMSG + ACONN * 3))" "--tokens: acked ids of warm-up + main phase"
+auth_rows() { # "stored as_slot_user": rows of the acked ids, and of those the ones by user 1..ACONN as user<id>
+    psql -XAtq -v ON_ERROR_STOP=1 <<SQL
+create temp table auth_acked(message_id uuid primary key);
+\copy auth_acked from '$TEST_LOGDIR/auth-acked.txt'
+select count(*) || ' ' || count(*) filter (where m.user_id between 1 and $ACONN and m.username = 'user' || m.user_id)
+from messages m join auth_acked a using (message_id);
+SQL
+}
+stored=
+for _ in $(seq 1 120); do
+    stored=$(auth_rows 2>/dev/null)
+    [ "${stored%% *}" = "$((AMSG + ACONN * 3))" ] && break
+    sleep 0.5
+done
+tap_is "$stored" "$((AMSG + ACONN * 3)) $((AMSG + ACONN * 3))" \
+    "--tokens: PostgreSQL holds every acked message, each as its connection's user (user<id>, id 1-$ACONN)"
+
+# Retries stay on their user's connection: two connections (users 1 and 2) in one room send more
+# than their two buckets hold (ARATE each), so the producer answers RATE_LIMITED and the load
+# generator resends. A resend on the other user's connection would be answered FORBIDDEN_USER (a
+# failure), one under the other userId would be another messageId (a duplicate row).
+RMSG=$((2 * ARATE + 100))
+RR="$TEST_LOGDIR/auth-retry.json"
+lg_auth "$TEST_LOGDIR/auth-retry" --tokens --rooms 1 --connections 2 --messages "$RMSG" \
+    --warmup-connections 0 --retries 20 --connect-timeout 10 --json "$RR" \
+    --acked-ids "$TEST_LOGDIR/auth-retry-acked.txt"
+tap_is "$?" 0 "--tokens over the per-user rate limit: exit 0"
+tap_is "$(jq -r '"\(.acked) \(.failed) \(.protocolErrors) \(.users) \(.retries > 0)"' "$RR" 2>/dev/null)" \
+    "$RMSG 0 0 2 true" "--tokens: RATE_LIMITED messages resent and acked, none refused as another user's"
+retry_rows() { # rows of the acked ids, and of those the ones by user 1 or 2 as user<id>
+    psql -XAtq -v ON_ERROR_STOP=1 <<SQL
+create temp table retry_acked(message_id uuid primary key);
+\copy retry_acked from '$TEST_LOGDIR/auth-retry-acked.txt'
+select count(*) || ' ' || count(*) filter (where m.user_id in (1, 2) and m.username = 'user' || m.user_id)
+from messages m join retry_acked a using (message_id);
+SQL
+}
+stored=
+for _ in $(seq 1 120); do
+    stored=$(retry_rows 2>/dev/null)
+    [ "${stored%% *}" = "$RMSG" ] && break
+    sleep 0.5
+done
+tap_is "$stored" "$RMSG $RMSG" "--tokens: each resent message stored once, as its connection's user"
+
+lg_auth "$TEST_LOGDIR/auth-notoken" --messages 50 --warmup-connections 0
+tap_is "$?" 1 "without --tokens against CHATFLOW_AUTH=on: exit 1, not a hang"
+tap_check "it names the refused handshake and the flag" \
+    grep -q "sender connections to 127.0.0.1:$PRODUCER_WS_PORT failed: the WebSocket handshake was refused with HTTP 401: .*run with --tokens" \
+    "$TEST_LOGDIR/auth-notoken.err"
+lg_auth "$TEST_LOGDIR/auth-notoken-sub" --messages 50 --warmup-connections 0 --subscribe
+tap_is "$?" 1 "without --tokens, with --subscribe: exit 1"
+tap_check "it names the consumer's refusal" \
+    grep -q "subscriber connections to 127.0.0.1:$CONSUMER_WS_PORT failed: .*HTTP 401" "$TEST_LOGDIR/auth-notoken-sub.err"
+CHATFLOW_AUTH_HS256_SECRET=$(openssl rand -hex 24) lg_auth "$TEST_LOGDIR/auth-badsecret" --tokens \
+    --messages 50 --warmup-connections 0
+tap_is "$?" 1 "--tokens with another secret than the services': exit 1"
+tap_check "it says the minted tokens are refused" \
+    grep -q "HTTP 401: the service refuses the minted tokens" "$TEST_LOGDIR/auth-badsecret.err"
+
+# No token and no secret anywhere: every JWT starts "eyJ" (base64url of '{"'); masked ones are "***".
+leaks=$(grep -l -e 'eyJ' -e "$AUTH_SECRET" "$TEST_LOGDIR"/auth*.out "$TEST_LOGDIR"/auth*.err "$AR" \
+    "$(bg_log producer)" "$(bg_log consumer)" 2>/dev/null | xargs -r -n1 basename | paste -sd' ')
+tap_is "$leaks" "" "no token or secret in the load generator's report, stdout, stderr or the services' logs"
+tap_check "the services' logs are there to be searched" test -s "$(bg_log producer)" -a -s "$(bg_log consumer)"
 finish

@@ -9,7 +9,14 @@
  *
  * Retries: RATE_LIMITED, QUEUE_UNAVAILABLE and QUEUE_ERROR answers, and messages in flight on a
  * connection that dropped, are sent again with the same clientMessageId after an exponential
- * backoff (100 ms * 2^attempt, with jitter), at most max_retries times.
+ * backoff (100 ms * 2^attempt, with jitter), at most max_retries times: on whichever connection
+ * of the room is free first, or under --tokens on the connection slot that sent it first (its
+ * userId and messageId are that slot's user's; see loadgen.h, "Identities").
+ *
+ * Tokens (--tokens): every (re)connect of sender slot i carries the slot's token as
+ * ?access_token=, every subscriber the anonymous subscriber token; none is ever printed. When
+ * connections are refused, one more handshake learns the HTTP status (a 401 is a missing or
+ * refused token) for the error.
  *
  * Pacing (--rate N): first sends are held to N per second over all connections (retries are not
  * held back); the senders are visited from a rotating start so every room gets its share.
@@ -47,6 +54,7 @@ typedef struct {
     int64_t reconnect_at_us;
     int backoff_ms;
     bool ever_opened;
+    index_fifo own_retries; /* --tokens: this slot's records due for a resend */
 } sender;
 
 typedef struct {
@@ -75,7 +83,7 @@ struct driver {
     index_fifo retry_ready[LG_MAX_ROOMS]; /* by room: due for a resend, in order of failure */
     size_t *retry_wait;                   /* waiting for their backoff to pass */
     size_t retry_wait_len, retry_wait_cap;
-    size_t *id_table; /* open addressing: messageId -> index + 1 */
+    size_t *id_table; /* open addressing: messageId -> index + 1, of the records sent so far */
     size_t id_mask;
     long done;        /* acked + failed */
     long first_sends; /* records sent at least once */
@@ -120,19 +128,23 @@ static uint64_t hash_id(const char *s)
     return h;
 }
 
-static bool build_id_table(driver *d)
+/* Room for every record of the phase at half load. Records enter at their first send, when their
+ * messageId is final (under --tokens it depends on the sending slot). */
+static bool alloc_id_table(driver *d)
 {
     size_t size = 1;
     while (size < d->ph->n * 2) size <<= 1;
     d->id_table = calloc(size, sizeof *d->id_table);
     if (!d->id_table) return false;
     d->id_mask = size - 1;
-    for (size_t i = d->ph->first; i < d->ph->first + d->ph->n; i++) {
-        size_t slot = hash_id(d->ph->rec[i].message_id) & d->id_mask;
-        while (d->id_table[slot]) slot = (slot + 1) & d->id_mask;
-        d->id_table[slot] = i + 1;
-    }
     return true;
+}
+
+static void id_table_add(driver *d, size_t idx)
+{
+    size_t slot = hash_id(d->ph->rec[idx].message_id) & d->id_mask;
+    while (d->id_table[slot]) slot = (slot + 1) & d->id_mask;
+    d->id_table[slot] = idx + 1;
 }
 
 static long find_by_message_id(const driver *d, const char *id)
@@ -179,6 +191,13 @@ static void schedule_retry(driver *d, size_t idx, const char *why)
     d->retry_wait[d->retry_wait_len++] = idx;
 }
 
+/* Where a record due for a resend waits: under --tokens on its own slot's list (it is that
+ * slot's user's message), else on its room's, for whichever connection of the room is free. */
+static index_fifo *retry_list(driver *d, const lg_record *r)
+{
+    return d->ph->opt->tokens ? &d->senders[r->sender].own_retries : &d->retry_ready[r->room];
+}
+
 static void release_due_retries(driver *d)
 {
     int64_t now = now_us();
@@ -186,7 +205,7 @@ static void release_due_retries(driver *d)
     for (size_t i = 0; i < d->retry_wait_len; i++) {
         size_t idx = d->retry_wait[i];
         if (d->ph->rec[idx].retry_at_us <= now)
-            fifo_push(&d->retry_ready[d->ph->rec[idx].room], idx);
+            fifo_push(retry_list(d, &d->ph->rec[idx]), idx);
         else
             d->retry_wait[kept++] = idx;
     }
@@ -330,24 +349,83 @@ static void conn_closed(wsc_conn *c, int code, const char *reason, void *user)
 
 /* ---- connections --------------------------------------------------------------------- */
 
+/* The handshake path of a connection to room: "/chat/<id>", with "?access_token=<token>" under
+ * --tokens (a JWT is base64url and dots: nothing to escape). Malloc'd (a token is a few hundred
+ * bytes), the caller frees it; lws copies it at connect. NULL when out of memory. */
+static char *chat_path(const lg_options *opt, uint32_t room, const char *token)
+{
+    const char *id = opt->room_ids[room];
+    size_t len = strlen("/chat/?access_token=") + strlen(id) + (token ? strlen(token) : 0) + 1;
+    char *path = malloc(len);
+    if (path)
+        snprintf(path, len, "/chat/%s%s%s", id, token ? "?access_token=" : "", token ? token : "");
+    return path;
+}
+
+/* The token sender slot i (or a subscriber, i < 0) connects with; NULL without --tokens. */
+static const char *token_of(const driver *d, int i)
+{
+    const lg_tokens *t = d->ph->opt->tokens;
+    if (!t) return NULL;
+    return i < 0 ? t->subscriber : t->sender[i];
+}
+
+/* Starts a connection; NULL (like a failed one: the loop retries) when out of memory. */
+static wsc_conn *start_conn(driver *d, bool to_consumer, uint32_t room, const char *token)
+{
+    const lg_options *opt = d->ph->opt;
+    char *path = chat_path(opt, room, token);
+    if (!path) return NULL;
+    wsc_conn *c = to_consumer
+                      ? wsc_connect_start(d->ctx, opt->consumer_host, opt->consumer_port, path)
+                      : wsc_connect_start(d->ctx, opt->host, opt->port, path);
+    free(path);
+    return c;
+}
+
 static void open_sender(driver *d, int i)
 {
     sender *s = &d->senders[i];
-    char path[16 + ROOM_ID_BUF];
-    snprintf(path, sizeof path, "/chat/%s", d->ph->opt->room_ids[s->room]);
-    s->conn = wsc_connect_start(d->ctx, d->ph->opt->host, d->ph->opt->port, path);
+    s->conn = start_conn(d, false, s->room, token_of(d, i));
     if (s->conn) wsc_set_callbacks(s->conn, conn_message, conn_closed, &d->refs[i]);
 }
 
 static void open_subscriber(driver *d, int i)
 {
     subscriber *sub = &d->subs[i];
-    char path[16 + ROOM_ID_BUF];
-    snprintf(path, sizeof path, "/chat/%s", d->ph->opt->room_ids[sub->room]);
-    sub->conn =
-        wsc_connect_start(d->ctx, d->ph->opt->consumer_host, d->ph->opt->consumer_port, path);
+    sub->conn = start_conn(d, true, sub->room, token_of(d, -1));
     if (sub->conn)
         wsc_set_callbacks(sub->conn, conn_message, conn_closed, &d->refs[d->n_senders + i]);
+}
+
+/* Why connections of one kind did not open, for the fatal error: the first failure's reason and
+ * the HTTP status of one more handshake like theirs (the asynchronous ones do not expose it). A
+ * 401 is a token missing or refused (protocol.md §8), which the user can act on. */
+static void explain_failure(driver *d, bool subscribers, const char *why, char *out, size_t len)
+{
+    const lg_options *opt = d->ph->opt;
+    char *path = chat_path(opt, subscribers ? d->subs[0].room : d->senders[0].room,
+                           token_of(d, subscribers ? -1 : 0));
+    int status = 0;
+    char err[128] = "";
+    wsc_conn *probe = path ? wsc_connect(d->ctx, subscribers ? opt->consumer_host : opt->host,
+                                         subscribers ? opt->consumer_port : opt->port, path,
+                                         opt->connect_timeout_s * 1000, &status, err, sizeof err)
+                           : NULL;
+    free(path);
+    if (probe) wsc_free(probe); /* it opened this time: the failure was passing */
+    if (status == 401 && !opt->tokens)
+        snprintf(out, len,
+                 "the WebSocket handshake was refused with HTTP 401: the service requires an "
+                 "identity token (CHATFLOW_AUTH=on); run with --tokens");
+    else if (status == 401)
+        snprintf(out, len,
+                 "the WebSocket handshake was refused with HTTP 401: the service refuses the "
+                 "minted tokens (CHATFLOW_AUTH_HS256_SECRET, _ISSUER, _AUDIENCE must be its own)");
+    else if (status >= 400)
+        snprintf(out, len, "the WebSocket handshake was refused with HTTP %d", status);
+    else
+        snprintf(out, len, "%s", why && why[0] ? why : "no reason given");
 }
 
 static bool wait_open(driver *d, int timeout_s, bool subscribers)
@@ -355,20 +433,26 @@ static bool wait_open(driver *d, int timeout_s, bool subscribers)
     int64_t deadline = now_us() + (int64_t)timeout_s * 1000000;
     for (;;) {
         int open = 0, failed = 0, total = subscribers ? d->n_subs : d->n_senders;
+        const char *why = NULL;
         for (int i = 0; i < total; i++) {
             wsc_conn *c = subscribers ? d->subs[i].conn : d->senders[i].conn;
-            if (!c || wsc_has_failed(c, NULL))
+            const char *this_why = NULL;
+            if (!c || wsc_has_failed(c, &this_why)) {
                 failed++;
-            else if (wsc_is_open(c))
+                why = why ? why : this_why;
+            } else if (wsc_is_open(c)) {
                 open++;
+            }
         }
         if (open + failed == total) {
             if (failed) {
+                char because[256];
+                explain_failure(d, subscribers, why, because, sizeof because);
                 snprintf(d->ph->fatal, sizeof d->ph->fatal,
-                         "%d of %d %s connections to %s:%d failed", failed, total,
+                         "%d of %d %s connections to %s:%d failed: %s", failed, total,
                          subscribers ? "subscriber" : "sender",
                          subscribers ? d->ph->opt->consumer_host : d->ph->opt->host,
-                         subscribers ? d->ph->opt->consumer_port : d->ph->opt->port);
+                         subscribers ? d->ph->opt->consumer_port : d->ph->opt->port, because);
                 return false;
             }
             return true;
@@ -390,6 +474,17 @@ static long send_budget(const driver *d, int64_t now)
     if (rate <= 0) return LONG_MAX;
     long allowed = (long)((double)(now - d->ph->start_us) * (double)rate / 1e6) + 1;
     return allowed > d->first_sends ? allowed - d->first_sends : 0;
+}
+
+/* Under --tokens, makes record idx slot s's message before its first send: the slot's userId,
+ * and the messageId the producer derives from it. Without --tokens the plan settled both. */
+static void settle_identity(driver *d, sender *s, size_t idx)
+{
+    if (!d->ph->opt->tokens) return;
+    lg_record *r = &d->ph->rec[idx];
+    r->user_id = lg_slot_user((int)s->id);
+    r->sender = s->id;
+    lg_compute_message_ids(d->ph->rec, idx, 1, d->ph->opt);
 }
 
 static void service_senders(driver *d)
@@ -417,22 +512,25 @@ static void service_senders(driver *d)
         }
         if (!wsc_is_open(s->conn)) continue;
         s->backoff_ms = 0;
+        index_fifo *retries = d->ph->opt->tokens ? &s->own_retries : &d->retry_ready[s->room];
         while (s->inflight < d->ph->opt->window) {
             size_t idx;
-            if (!fifo_pop(&d->retry_ready[s->room], &idx)) {
+            if (!fifo_pop(retries, &idx)) {
                 void *item;
                 if (budget <= 0) break;
                 if (workqueue_pop_many(d->ph->room_queue[s->room], &item, 1) != 1) break;
                 idx = (size_t)(uintptr_t)item - 1;
             }
             lg_record *r = &d->ph->rec[idx];
+            if (r->attempts == 0) settle_identity(d, s, idx);
             char frame[1024];
             int len = lg_frame(d->ph->opt, r, idx, frame, sizeof frame);
             if (!wsc_send_text(s->conn, frame, (size_t)len)) {
-                fifo_push(&d->retry_ready[s->room], idx);
+                fifo_push(retries, idx); /* settled to this slot (--tokens): it stays here */
                 break;
             }
             if (r->attempts == 0) {
+                id_table_add(d, idx);
                 budget--;
                 d->first_sends++;
                 r->first_send_us = now_us();
@@ -525,7 +623,7 @@ bool lg_drive(lg_phase *ph)
     d.senders = calloc((size_t)d.n_senders + 1, sizeof *d.senders);
     d.subs = calloc((size_t)d.n_subs + 1, sizeof *d.subs);
     d.refs = calloc((size_t)(d.n_senders + d.n_subs) + 1, sizeof *d.refs);
-    if (!d.ctx || !d.senders || !d.subs || !d.refs || !build_id_table(&d)) {
+    if (!d.ctx || !d.senders || !d.subs || !d.refs || !alloc_id_table(&d)) {
         snprintf(ph->fatal, sizeof ph->fatal, "out of memory or no lws context");
         goto out;
     }
@@ -605,9 +703,11 @@ out:
         garg.stop = true;
         pthread_join(gen, NULL);
     }
-    for (int i = 0; i < d.n_senders; i++)
+    for (int i = 0; d.senders && i < d.n_senders; i++) {
         if (d.senders[i].conn) wsc_free(d.senders[i].conn);
-    for (int i = 0; i < d.n_subs; i++) {
+        free(d.senders[i].own_retries.items);
+    }
+    for (int i = 0; d.subs && i < d.n_subs; i++) {
         if (d.subs[i].conn) wsc_free(d.subs[i].conn);
         free(d.subs[i].last_seq_by_sender);
     }

@@ -8,11 +8,19 @@
  *   drive.c    the event loop: sender connections per room, windows of unacked messages,
  *              retries with backoff, reconnects; subscriber connections matching broadcasts
  *   report.c   statistics, text/JSON report, per-message CSV, 10 s series and the gnuplot chart
+ *   tokens.c   --tokens: HS256 identity tokens, one user per sender connection slot
  *
  * Rooms: a run's rooms are room ids (common/room.h), "1".."N" for --rooms N or the list of
  * --room-ids. Everything that names a room (paths, the messageId the producer derives, matching
  * broadcasts, the reports) uses the id; records and per-room tables hold its index in
  * opt->room_ids, so a record stays small.
+ *
+ * Identities: without --tokens every record carries the planned random userId (any connection of
+ * its room may send it). With --tokens sender slot i (connection i of a phase) is the verified
+ * user lg_slot_user(i), its token on every (re)connect; a record takes its slot's userId at its
+ * first send, and with it its messageId ("userId:roomId:clientMessageId"), so every retry of it
+ * goes out on that same slot: on another user's connection the producer would answer
+ * FORBIDDEN_USER, and under another userId it would be another messageId (no dedupe).
  *
  * Threads: a generator thread fills per-room bounded queues (common/workqueue.h) with message
  * indexes; everything else runs on the one lws loop thread, which owns every record it touches.
@@ -33,15 +41,15 @@
 typedef enum { REC_PLANNED = 0, REC_INFLIGHT, REC_WAIT_RETRY, REC_ACKED, REC_FAILED } rec_state;
 
 typedef struct {
-    uint32_t room; /* index into opt->room_ids */
-    uint32_t user_id;
-    uint8_t type; /* 0 TEXT, 1 JOIN, 2 LEAVE */
-    uint8_t text; /* index into the text pool */
+    uint32_t room;    /* index into opt->room_ids */
+    uint32_t user_id; /* planned; under --tokens the sender slot's, set at the first send */
+    uint8_t type;     /* 0 TEXT, 1 JOIN, 2 LEAVE */
+    uint8_t text;     /* index into the text pool */
     uint8_t attempts;
     uint8_t state;           /* rec_state */
     uint8_t broadcasts;      /* times seen by the room's subscriber (capped at 255) */
     bool in_order_candidate; /* acked on its first attempt: takes part in the order check */
-    uint32_t sender;         /* sending connection id (first attempt) */
+    uint32_t sender;         /* sending connection id (first attempt; every attempt, --tokens) */
     uint32_t cur_sender;     /* connection of the attempt in flight */
     uint64_t sender_seq;     /* position in that connection's send order */
     int64_t first_send_us;   /* monotonic */
@@ -52,6 +60,20 @@ typedef struct {
     char message_id[UUID_STR_BUF];
     char error[24]; /* last error code */
 } lg_record;
+
+/* tokens.c: the identities of --tokens (protocol.md §8), minted once for the whole run. */
+#define LG_SUBSCRIBER_USER 100000u /* the subscribers' sub: no sender slot's (slots <= 10000) */
+typedef struct {
+    char **sender;    /* by slot: the token of user lg_slot_user(slot), named "user<id>" */
+    int n_sender;     /* slots: the larger of the two phases' connection counts */
+    char *subscriber; /* no name claim: the consumer subscribes it anonymously */
+} lg_tokens;
+/* Mints them from CHATFLOW_AUTH_HS256_SECRET (and CHATFLOW_AUTH_ISSUER / _AUDIENCE when set),
+ * valid from now_s for 24 h. false with err set: err never holds the secret or a token. */
+bool lg_tokens_mint(lg_tokens *t, int slots, int64_t now_s, char *err, size_t err_len);
+void lg_tokens_free(lg_tokens *t);
+/* The userId of sender slot i under --tokens: 1 + i. */
+uint32_t lg_slot_user(int slot);
 
 typedef struct {
     /* flags */
@@ -78,6 +100,7 @@ typedef struct {
     const char *run_id;
     unsigned seed;
     bool quiet;
+    const lg_tokens *tokens; /* --tokens: an identity per sender slot; NULL without */
 } lg_options;
 
 typedef struct {
@@ -94,7 +117,7 @@ typedef struct {
     int64_t start_us, end_us;  /* monotonic */
     int64_t last_broadcast_us; /* when the last acked record was first seen by a subscriber */
     int64_t start_wall_ms, end_wall_ms;
-    char fatal[256]; /* set when the run could not go on */
+    char fatal[512]; /* set when the run could not go on */
 } lg_phase;
 
 /* plan.c */
@@ -107,7 +130,7 @@ int lg_client_message_id(const lg_options *opt, size_t index, char *buf, size_t 
 long lg_index_from_cmid(const lg_options *opt, const char *cmid);
 /* Builds the protocol.md §1 frame of record i into buf; returns its length. */
 int lg_frame(const lg_options *opt, const lg_record *r, size_t index, char *buf, size_t len);
-/* Computes every record's messageId as the producer derives it (UUID v5). */
+/* Computes every record's messageId as the producer derives it (UUID v5) from its user_id. */
 void lg_compute_message_ids(lg_record *rec, size_t first, size_t n, const lg_options *opt);
 
 /* drive.c: runs one phase to completion (or fatal). Returns false when the run failed early. */

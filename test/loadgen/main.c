@@ -1,7 +1,8 @@
 /*
  * chatflow-loadgen — entry point: flags, the two phases, the consumer's metrics, the report.
  * See loadgen.h for the layout. Exit status: 0 when every message was acked (and, with
- * --subscribe, every acked message was broadcast once and in order), 1 otherwise, 2 on bad flags.
+ * --subscribe, every acked message was broadcast once and in order), 1 otherwise, 2 on bad flags
+ * (and on --tokens without a usable CHATFLOW_AUTH_HS256_SECRET).
  */
 #include "loadgen.h"
 
@@ -45,6 +46,11 @@ static void usage(FILE *out)
             "  --acked-ids FILE       write the messageId of every acked message (both phases), "
             "one per line\n"
             "  --seed N               generator seed (1)\n"
+            "  --tokens               identity tokens, for CHATFLOW_AUTH=on: HS256 with the\n"
+            "                         secret in CHATFLOW_AUTH_HS256_SECRET (iss, aud from\n"
+            "                         CHATFLOW_AUTH_ISSUER, _AUDIENCE when set), valid 24 h;\n"
+            "                         sender connection i is user 1+i (user<1+i>) and sends\n"
+            "                         all its messages as that user; subscribers anonymous\n"
             "  --quiet                no progress lines on stderr\n",
             LG_MAX_ROOMS);
 }
@@ -134,7 +140,7 @@ static int settle_rooms(lg_options *o, const char *room_ids, bool rooms_given)
     return 0;
 }
 
-static int parse_flags(int argc, char **argv, lg_options *o)
+static int parse_flags(int argc, char **argv, lg_options *o, bool *want_tokens)
 {
     enum {
         F_HOST = 1,
@@ -158,6 +164,7 @@ static int parse_flags(int argc, char **argv, lg_options *o)
         F_JSON,
         F_ACKED,
         F_SEED,
+        F_TOKENS,
         F_QUIET,
         F_HELP
     };
@@ -182,6 +189,7 @@ static int parse_flags(int argc, char **argv, lg_options *o)
                                              {"json", 1, 0, F_JSON},
                                              {"acked-ids", 1, 0, F_ACKED},
                                              {"seed", 1, 0, F_SEED},
+                                             {"tokens", 0, 0, F_TOKENS},
                                              {"quiet", 0, 0, F_QUIET},
                                              {"help", 0, 0, F_HELP},
                                              {0, 0, 0, 0}};
@@ -246,6 +254,7 @@ static int parse_flags(int argc, char **argv, lg_options *o)
             ok = parse_long(a, 0, 1L << 30, &v);
             o->seed = (unsigned)v;
             break;
+        case F_TOKENS: *want_tokens = true; break;
         case F_QUIET: o->quiet = true; break;
         case F_HELP: usage(stdout); return 1;
         default:
@@ -320,6 +329,20 @@ static char *fetch_consumer_metrics(const lg_options *o, int64_t start_ms, int64
     return b.data;
 }
 
+/* --tokens: one identity per sender slot of the larger phase, minted before any connection; 0,
+ * or 2 after saying why (a missing or short secret is a usage error: nothing was tried yet). */
+static int mint_tokens(lg_options *o, lg_tokens *t)
+{
+    int slots = o->connections > o->warmup_connections ? o->connections : o->warmup_connections;
+    char err[256];
+    if (!lg_tokens_mint(t, slots, time_wall_ms() / 1000, err, sizeof err)) {
+        fprintf(stderr, "chatflow-loadgen: %s\n", err);
+        return 2;
+    }
+    o->tokens = t;
+    return 0;
+}
+
 static bool write_acked_ids(const char *path, const lg_record *rec, size_t n)
 {
     FILE *f = fopen(path, "w");
@@ -332,29 +355,9 @@ static bool write_acked_ids(const char *path, const lg_record *rec, size_t n)
     return fclose(f) == 0;
 }
 
-int main(int argc, char **argv)
+/* Both phases, the consumer's metrics, the report: the exit status. */
+static int run(lg_options o)
 {
-    lg_options o = {
-        .host = "127.0.0.1",
-        .port = 8080,
-        .consumer_host = "127.0.0.1",
-        .consumer_port = 8081,
-        .consumer_admin = "http://127.0.0.1:9091",
-        .messages = 500000,
-        .connections = 64,
-        .warmup_connections = 32,
-        .warmup_messages = 1000,
-        .window = 20,
-        .rooms = 20,
-        .max_retries = 5,
-        .drain_timeout_s = 30,
-        .connect_timeout_s = 10,
-        .out_dir = "build/loadgen",
-        .seed = 1,
-    };
-    int rc = parse_flags(argc, argv, &o);
-    if (rc) return rc == 1 ? 0 : 2;
-
     char run_id[32];
     snprintf(run_id, sizeof run_id, "lg%lx",
              (unsigned long)(time_wall_ms() / 1000) ^ ((unsigned long)getpid() << 8));
@@ -371,7 +374,9 @@ int main(int argc, char **argv)
         return 1;
     }
     lg_plan(rec, total, &o, o.seed);
-    lg_compute_message_ids(rec, 0, total, &o);
+    /* Under --tokens a record's userId, and so its messageId, is its sending slot's: settled at
+     * its first send (drive.c). */
+    if (!o.tokens) lg_compute_message_ids(rec, 0, total, &o);
 
     bool ok = true;
     lg_phase warm = {.opt = NULL}, main_phase = {.opt = NULL};
@@ -414,4 +419,34 @@ int main(int argc, char **argv)
     free(rec);
     curl_global_cleanup();
     return ok && clean ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    lg_options o = {
+        .host = "127.0.0.1",
+        .port = 8080,
+        .consumer_host = "127.0.0.1",
+        .consumer_port = 8081,
+        .consumer_admin = "http://127.0.0.1:9091",
+        .messages = 500000,
+        .connections = 64,
+        .warmup_connections = 32,
+        .warmup_messages = 1000,
+        .window = 20,
+        .rooms = 20,
+        .max_retries = 5,
+        .drain_timeout_s = 30,
+        .connect_timeout_s = 10,
+        .out_dir = "build/loadgen",
+        .seed = 1,
+    };
+    bool want_tokens = false;
+    lg_tokens tokens = {0}; /* owned here, freed on every way out after minting */
+    int rc = parse_flags(argc, argv, &o, &want_tokens);
+    if (rc) return rc == 1 ? 0 : 2;
+    if (want_tokens && mint_tokens(&o, &tokens)) return 2;
+    int status = run(o);
+    lg_tokens_free(&tokens);
+    return status;
 }

@@ -60,6 +60,23 @@ lg_latency lg_latency_of(const lg_record *rec, size_t n, bool end_to_end)
     return l;
 }
 
+/* Distinct userIds among the records sent at least once: the users a phase spoke as (with
+ * --tokens its sending slots, else the random userIds the plan drew). 0 when out of memory. */
+static size_t users_of(const lg_record *rec, size_t n)
+{
+    unsigned char *seen = calloc(100001 / 8 + 1, 1); /* userIds are 1..100000 (protocol.md §1.1) */
+    size_t users = 0;
+    if (!seen) return 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = rec[i].user_id;
+        if (!rec[i].attempts || u > 100000 || (seen[u / 8] & (1u << (u % 8)))) continue;
+        seen[u / 8] |= (unsigned char)(1u << (u % 8));
+        users++;
+    }
+    free(seen);
+    return users;
+}
+
 static json_t *latency_json(lg_latency l)
 {
     return json_pack("{s:I,s:f,s:f,s:f,s:f,s:f,s:f}", "count", (json_int_t)l.count, "meanMs",
@@ -172,6 +189,7 @@ bool lg_report(const lg_phase *ph, const lg_phase *warmup, char *metrics_json)
     double e2e_wall_s =
         ph->acked_broadcast ? (double)(ph->last_broadcast_us - ph->start_us) / 1e6 : 0;
     double e2e_rate = e2e_wall_s > 0 ? (double)ph->acked_broadcast / e2e_wall_s : 0;
+    size_t users = users_of(ph->rec + ph->first, ph->n);
     long per_room[LG_MAX_ROOMS] = {0}, per_type[3] = {0}; /* by room index */
     for (size_t i = ph->first; i < ph->first + ph->n; i++) {
         if (ph->rec[i].state != REC_ACKED) continue;
@@ -196,6 +214,9 @@ bool lg_report(const lg_phase *ph, const lg_phase *warmup, char *metrics_json)
            opt->connections, opt->rooms, opt->window);
     if (opt->rate > 0) printf(", paced at %ld msg/s", opt->rate);
     printf("\n");
+    printf("  users:           %zu (%s)\n", users,
+           opt->tokens ? "identity tokens: one verified user per sender connection"
+                       : "random userIds, no tokens");
     printf("  sent:            %zu\n", ph->n);
     printf("  acked:           %ld\n", ph->acked);
     printf("  failed:          %ld\n", ph->failed);
@@ -260,6 +281,8 @@ bool lg_report(const lg_phase *ph, const lg_phase *warmup, char *metrics_json)
         if (doc) {
             json_object_set_new(doc, "window", json_integer(opt->window));
             json_object_set_new(doc, "rate", json_integer(opt->rate));
+            json_object_set_new(doc, "users", json_integer((json_int_t)users));
+            json_object_set_new(doc, "tokens", json_boolean(opt->tokens != NULL));
             json_t *ids = json_array();
             for (int r = 0; r < opt->rooms; r++)
                 json_array_append_new(ids, json_string(opt->room_ids[r]));
