@@ -35,8 +35,7 @@ static char *sign(const void *secret, size_t secret_len, const char *payload, ch
     char *out = NULL;
     if (key && h && cjose_header_set(h, CJOSE_HDR_ALG, CJOSE_HDR_ALG_HS256, NULL) &&
         cjose_header_set(h, "typ", "JWT", NULL)) {
-        cjose_jws_t *jws =
-            cjose_jws_sign(key, h, (const uint8_t *)payload, strlen(payload), NULL);
+        cjose_jws_t *jws = cjose_jws_sign(key, h, (const uint8_t *)payload, strlen(payload), NULL);
         const char *compact = NULL;
         if (jws && cjose_jws_export(jws, &compact, NULL) && compact) out = strdup(compact);
         cjose_jws_release(jws);

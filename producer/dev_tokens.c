@@ -12,9 +12,9 @@
 #include "room.h"
 
 struct dev_tokens {
-    char secret[sizeof ((producer_settings *)0)->common.auth_hs256_secret];
-    char issuer[sizeof ((producer_settings *)0)->common.auth_issuer];
-    char audience[sizeof ((producer_settings *)0)->common.auth_audience];
+    char secret[sizeof((producer_settings *)0)->common.auth_hs256_secret];
+    char issuer[sizeof((producer_settings *)0)->common.auth_issuer];
+    char audience[sizeof((producer_settings *)0)->common.auth_audience];
     long long ttl_s;
 };
 
@@ -51,9 +51,9 @@ uint32_t dev_tokens_user_id_for(const char *name)
 static char *answer_json(const char *token, const char *user_id, const char *name, int64_t exp,
                          long long ttl_s)
 {
-    json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I}", "token", token, "userId", user_id,
-                          "username", name, "expiresAt", (json_int_t)exp, "ttlSeconds",
-                          (json_int_t)ttl_s);
+    json_t *o =
+        json_pack("{s:s, s:s, s:s, s:I, s:I}", "token", token, "userId", user_id, "username", name,
+                  "expiresAt", (json_int_t)exp, "ttlSeconds", (json_int_t)ttl_s);
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return text;
@@ -81,8 +81,12 @@ int dev_tokens_issue(const dev_tokens *d, const char *name, const char *user_id,
     char sub[16];
     snprintf(sub, sizeof sub, "%u", id);
     int64_t exp = now_s + d->ttl_s;
-    jwt_mint_claims claims = {.sub = sub, .name = name, .issuer = d->issuer,
-                              .audience = d->audience, .iat = now_s, .exp = exp};
+    jwt_mint_claims claims = {.sub = sub,
+                              .name = name,
+                              .issuer = d->issuer,
+                              .audience = d->audience,
+                              .iat = now_s,
+                              .exp = exp};
     char *token = jwt_mint_hs256(d->secret, strlen(d->secret), &claims, reason, reason_len);
     if (!token) return 500;
     *body = answer_json(token, sub, name, exp, d->ttl_s);

@@ -14,7 +14,7 @@
 
 struct web_page {
     char root[256];
-    char *config; /* /config.json */
+    char *config;       /* /config.json */
     dev_tokens *tokens; /* NULL: /dev/token is off */
 };
 
@@ -41,13 +41,12 @@ static json_t *auth_json(const producer_settings *s)
 
 static char *config_json(const producer_settings *s)
 {
-    json_t *o = json_pack("{s:s, s:s, s:{s:I, s:i, s:I, s:I, s:I}, s:o*}", "eventsUrl",
-                          s->web_events_url, "apiUrl", s->web_api_url, "limits", "maxFrameBytes",
-                          (json_int_t)s->max_frame_bytes, "maxMessageChars", CHAT_TEXT_MAX_CP,
-                          "messagesPerMinute", (json_int_t)s->rate_limit_per_minute,
-                          "typingIntervalMs", (json_int_t)s->typing_interval_ms,
-                          "publishDeadlineMs", (json_int_t)s->publish_deadline_ms, "auth",
-                          auth_json(s));
+    json_t *o = json_pack(
+        "{s:s, s:s, s:{s:I, s:i, s:I, s:I, s:I}, s:o*}", "eventsUrl", s->web_events_url, "apiUrl",
+        s->web_api_url, "limits", "maxFrameBytes", (json_int_t)s->max_frame_bytes,
+        "maxMessageChars", CHAT_TEXT_MAX_CP, "messagesPerMinute",
+        (json_int_t)s->rate_limit_per_minute, "typingIntervalMs", (json_int_t)s->typing_interval_ms,
+        "publishDeadlineMs", (json_int_t)s->publish_deadline_ms, "auth", auth_json(s));
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return text;
@@ -114,7 +113,13 @@ static int answer(struct lws *wsi, unsigned status, const char *type, const char
 
 static int serve_dev_token(web_page *w, struct lws *wsi, web_reply *reply)
 {
-    if (!w->tokens) return not_found(wsi, "not found: development tokens are off (CHATFLOW_DEV_TOKENS)");
+    if (!w->tokens)
+        return not_found(wsi, "not found: development tokens are off (CHATFLOW_DEV_TOKENS)");
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) <= 0) { /* a POST, or any other method */
+        if (lws_return_http_status(wsi, HTTP_STATUS_METHOD_NOT_ALLOWED, "use GET /dev/token?name="))
+            return -1;
+        return lws_http_transaction_completed(wsi) ? -1 : 0;
+    }
     char name[64] = "", user_id[32] = "";
     const char *n = lws_get_urlarg_by_name(wsi, "name=", name, sizeof name);
     const char *u = lws_get_urlarg_by_name(wsi, "userId=", user_id, sizeof user_id);

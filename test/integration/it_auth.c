@@ -713,8 +713,7 @@ static void test_preflight(void)
     CHECK_STR(acao, PAGE_ORIGIN, "the preflight allows the listed origin");
     CHECK(strcasestr(headers, "authorization") != NULL,
           "the preflight allows the Authorization header (\"%s\")", headers);
-    st = api_preflight("/api/rooms/7/messages", "https://evil.example", acao, headers,
-                       sizeof acao);
+    st = api_preflight("/api/rooms/7/messages", "https://evil.example", acao, headers, sizeof acao);
     CHECK(acao[0] == '\0', "an unlisted origin's preflight gets no Allow-Origin (HTTP %ld)", st);
 }
 
@@ -724,9 +723,9 @@ static void test_anonymous_read(const tl_jwt_key *key)
 {
     int st;
     char err[256], body[2048], code[64];
-    wsc_conn *anon = wsc_connect(ws, "127.0.0.1", cons.ws_port,
-                                 "/chat/anon-room?userId=52&username=mallory", 5000, &st, err,
-                                 sizeof err);
+    wsc_conn *anon =
+        wsc_connect(ws, "127.0.0.1", cons.ws_port, "/chat/anon-room?userId=52&username=mallory",
+                    5000, &st, err, sizeof err);
     CHECK(anon != NULL, "anonymous read: a subscriber without a token is accepted (HTTP %d)",
           anon ? 101 : st);
     st = raw_handshake(prod.ws_port, "/chat/anon-room", NULL, body, sizeof body);
@@ -751,7 +750,8 @@ static void test_anonymous_read(const tl_jwt_key *key)
         CHECK(ev != NULL, "anonymous read: the anonymous subscriber receives it");
         json_decref(ev);
         /* The query named userId 52, but nobody vouched for it: not a member, so no READ. */
-        tl_ws_send_str(anon, "{\"type\":\"READ\",\"roomId\":\"anon-room\",\"sequenceNumber\":\"1\"}");
+        tl_ws_send_str(anon,
+                       "{\"type\":\"READ\",\"roomId\":\"anon-room\",\"sequenceNumber\":\"1\"}");
         json_t *e = next_frame(anon, 10000);
         CHECK(e && strcmp(str(e, "type"), "ERROR") == 0,
               "anonymous read: a READ frame is refused (the query's userId is not an identity)");
@@ -770,7 +770,8 @@ static void test_anonymous_read(const tl_jwt_key *key)
 static void test_rotation(const tl_jwt_key *old_key, const char *set_path)
 {
     tl_jwt_key *next = tl_jwt_rsa_new("it-auth-r2");
-    char *old_set = tl_jwt_rsa_public_set(old_key), *next_set = next ? tl_jwt_rsa_public_set(next) : NULL;
+    char *old_set = tl_jwt_rsa_public_set(old_key),
+         *next_set = next ? tl_jwt_rsa_public_set(next) : NULL;
     json_t *both = old_set ? json_loads(old_set, 0, NULL) : NULL;
     json_t *added = next_set ? json_loads(next_set, 0, NULL) : NULL;
     bool ok = both && added &&
@@ -806,11 +807,13 @@ static void test_rotation(const tl_jwt_key *old_key, const char *set_path)
             if (st == 101) break;
             time_sleep_ms(250);
         }
-        CHECK_INT(st, 101, "rotation: the %s accepts a token signed with the new kid (after %d "
-                  "attempts)", services[s].who, attempts + 1);
+        CHECK_INT(st, 101,
+                  "rotation: the %s accepts a token signed with the new kid (after %d "
+                  "attempts)",
+                  services[s].who, attempts + 1);
     }
-    CHECK(prod.pid == producer_pid && cons.pid == consumer_pid &&
-              kill(producer_pid, 0) == 0 && kill(consumer_pid, 0) == 0,
+    CHECK(prod.pid == producer_pid && cons.pid == consumer_pid && kill(producer_pid, 0) == 0 &&
+              kill(consumer_pid, 0) == 0,
           "rotation: without a restart of either service");
     free(auth);
     tl_jwt_key_free(next);
@@ -825,8 +828,7 @@ static void test_dev_tokens_off(void)
     json_t *cfg = producer_json("/config.json", &st);
     json_t *a = json_object_get(cfg, "auth");
     CHECK(json_is_true(json_object_get(a, "required")) &&
-              json_is_false(json_object_get(a, "devTokens")) &&
-              !json_object_get(a, "tokenUrl"),
+              json_is_false(json_object_get(a, "devTokens")) && !json_object_get(a, "tokenUrl"),
           "/config.json: tokens required, no development tokens");
     json_decref(cfg);
 }

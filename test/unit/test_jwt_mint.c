@@ -71,8 +71,8 @@ static void test_round_trip(void)
 static void test_issuer_audience(void)
 {
     char err[160] = "";
-    jwt_mint_claims mc = {.sub = "7", .issuer = "chatflow-dev", .audience = "chat", .iat = NOW,
-                          .exp = NOW + 60};
+    jwt_mint_claims mc = {
+        .sub = "7", .issuer = "chatflow-dev", .audience = "chat", .iat = NOW, .exp = NOW + 60};
     char *token = jwt_mint_hs256(SECRET, strlen(SECRET), &mc, err, sizeof err);
     CHECK(token != NULL, "minted with iss and aud");
     if (!token) return;

@@ -27,13 +27,19 @@ static void test_settings_rule(void)
     CHECK(load(&s, off, 3, err, sizeof err) == PRODUCER_SETTINGS_ERROR &&
               strstr(err, "CHATFLOW_DEV_TOKENS") && strstr(err, "CHATFLOW_AUTH"),
           "dev tokens with auth off are refused (%s)", err);
-    char *jwks_only[] = {"chatflow-producer", "--dev-tokens", "on", "--auth", "on",
-                         "--auth-jwks-url", "file:///nonexistent/jwks.json", NULL};
+    char *jwks_only[] = {"chatflow-producer",
+                         "--dev-tokens",
+                         "on",
+                         "--auth",
+                         "on",
+                         "--auth-jwks-url",
+                         "file:///nonexistent/jwks.json",
+                         NULL};
     CHECK(load(&s, jwks_only, 7, err, sizeof err) == PRODUCER_SETTINGS_ERROR &&
               strstr(err, "CHATFLOW_AUTH_HS256_SECRET"),
           "dev tokens without an HS256 secret are refused (%s)", err);
-    char *ok[] = {"chatflow-producer", "--dev-tokens", "on", "--auth", "on",
-                  "--auth-hs256-secret", SECRET, NULL};
+    char *ok[] = {"chatflow-producer",   "--dev-tokens", "on", "--auth", "on",
+                  "--auth-hs256-secret", SECRET,         NULL};
     CHECK(load(&s, ok, 7, err, sizeof err) == PRODUCER_SETTINGS_OK && s.dev_tokens &&
               s.dev_token_ttl_s == 3600,
           "dev tokens with auth on and a secret load, ttl 3600 by default (%s)", err);
@@ -89,8 +95,7 @@ static void test_issue(void)
     jwt_verifier *v = jwt_verifier_new(&cfg, err, sizeof err);
     const char *token = json_string_value(json_object_get(j, "token"));
     jwt_claims c;
-    CHECK(v && token &&
-              jwt_verify(v, token, strlen(token), &c, reason, sizeof reason) == JWT_OK,
+    CHECK(v && token && jwt_verify(v, token, strlen(token), &c, reason, sizeof reason) == JWT_OK,
           "the token passes the services' verifier with the configured iss and aud");
     CHECK_STR(c.sub, want_id, "its sub is the userId");
     CHECK_STR(c.username, "alice", "its name is the login name");
@@ -129,8 +134,8 @@ static void test_issue(void)
                {"alice", "12a", "userId: must be"}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         body = NULL;
-        int st = dev_tokens_issue(d, bad[i].name, bad[i].user_id, NOW, &body, reason,
-                                  sizeof reason);
+        int st =
+            dev_tokens_issue(d, bad[i].name, bad[i].user_id, NOW, &body, reason, sizeof reason);
         CHECK(st == 400 && !body && strstr(reason, bad[i].why), "name \"%s\" userId %s: 400 %s",
               bad[i].name, bad[i].user_id ? bad[i].user_id : "(none)", reason);
     }
