@@ -2,6 +2,7 @@
 #
 #   make            build everything into build/
 #   make run        install what is missing, start the local stack and both services (Ctrl-C stops all)
+#   make cluster    the same with 3 consumers on the Redis bus and 2 producers, on printed free ports
 #   make test       install what is missing, build, run every test; ends with "N passed, N failed"
 #   make soak       the 30-minute soak test (MINUTES=N), not part of make test
 #   make deps       install Debian packages (apt-get, as root) and the npm tools (project-local)
@@ -35,7 +36,7 @@ comma := ,
 
 # pkg-config runs when make reads this file: the targets that install first (test, run, ...)
 # therefore build through a second make (BUILD_AFTER_DEPS), which reads it after the install.
-PKGS    := libwebsockets libcurl openssl libpq jansson libmicrohttpd cjose
+PKGS    := libwebsockets libcurl openssl libpq jansson libmicrohttpd cjose hiredis
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 PKGS_MISSING := $(shell pkg-config --exists $(PKGS) 2>/dev/null || echo yes)
@@ -79,7 +80,7 @@ ifneq ($(PKGS_MISSING),)
 	@echo "build: pkg-config does not find all of: $(PKGS) (run: make deps)" >&2; exit 1
 endif
 
-.PHONY: all check-pkgs deps run test test-unit sanitizer-builds fuzz stack-up stack-down bench bench-producer bench-consumer demo clean
+.PHONY: all check-pkgs deps run cluster test test-unit sanitizer-builds fuzz stack-up stack-down bench bench-producer bench-consumer demo clean
 all: $(ALL_BINS)
 
 # Objects are kept between builds (pattern-rule intermediates would otherwise be deleted).
@@ -151,6 +152,12 @@ test-unit: all
 run: deps
 	$(BUILD_AFTER_DEPS)
 	@BUILD=$(BUILD) deploy/local/run
+
+# Several consumers sharing every room through Redis (the stack's), producers' pages on different
+# consumers; deploy/local/cluster prints every process's ports.
+cluster: deps
+	$(BUILD_AFTER_DEPS)
+	@BUILD=$(BUILD) deploy/local/cluster
 
 # The whole system under the reference load (MESSAGES=500000 by default), verified end to end.
 MESSAGES ?= 500000

@@ -213,7 +213,7 @@ static void room_lost_event(room_state *rs, const char *seq)
         subscriber *sub = lws_container_of(d, subscriber, in_room);
         if (sub_state_open(sub->state)) closed++;
         sub_close(sub, CLOSE_TRY_AGAIN,
-                  "events lost here (broadcaster overloaded); reconnect with since=<the last "
+                  "events lost here (overload or cluster bus gap); reconnect with since=<the last "
                   "sequenceNumber received>");
     }
     lws_end_foreach_dll_safe(d, d1);
@@ -264,6 +264,15 @@ static void record_lost_event(broadcaster *b, const published *p)
         snprintf(b->drops[i].seq, sizeof b->drops[i].seq, "%s", p->seq);
     atomic_store(&b->drops_pending, true);
     pthread_mutex_unlock(&b->drops_mu);
+}
+
+void broadcast_room_lost(broadcaster *b, const char *room, const char *seq)
+{
+    published p = {0};
+    snprintf(p.msg.room_id, sizeof p.msg.room_id, "%s", room);
+    snprintf(p.seq, sizeof p.seq, "%s", seq ? seq : "");
+    record_lost_event(b, &p);
+    lws_cancel_service(b->ws.context);
 }
 
 static void fan_out(broadcaster *b, const published *p)

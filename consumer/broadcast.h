@@ -128,6 +128,10 @@ int broadcast_port(const broadcaster *b);
  * thread; false: dropped (counted, recorded) or stopping. */
 bool broadcast_publish(broadcaster *b, const chat_message *m, const char *sequence_number,
                        const char *server_timestamp);
+/* Events of room older than the one with sequence number seq will not arrive here (the cluster
+ * bus could not recover them): like a dropped message, the room's subscribers are closed with
+ * 4013 and a replay below seq comes from the history store. Any thread; never blocks. */
+void broadcast_room_lost(broadcaster *b, const char *room, const char *seq);
 /* Current number of subscribers (any thread; approximate). */
 size_t broadcast_subscriber_count(const broadcaster *b);
 void broadcast_stop(broadcaster *b);

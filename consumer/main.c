@@ -37,6 +37,7 @@
 #include "recent.h"
 #include "room_api.h"
 #include "settings.h"
+#include "bus.h"
 #include "shard_lease.h"
 #include "spill.h"
 #include "sqs.h"
@@ -72,8 +73,10 @@ typedef struct {
     broadcaster *broadcast;
     poller_pool *pollers;
     queue_depth *depth;
-    /* Set once by main before the pollers start; read by admin threads (readiness, serving). */
+    /* Set once by main before the pollers start; read by admin threads (readiness, serving).
+     * Exactly one of them is used: the bus when CHATFLOW_REDIS_URL is set, else leases. */
     _Atomic(shard_lease *) leases;
+    _Atomic(bus *) bus;
 } consumer;
 
 static void *signal_thread(void *arg)
@@ -115,8 +118,74 @@ static bool shards_check(void *ctx, char *detail, size_t detail_len)
     consumer *c = ctx;
     shard_lease *l = atomic_load(&c->leases);
     if (l) return shard_lease_check(l, detail, detail_len);
+    if (c->s.redis_url[0]) {
+        snprintf(detail, detail_len,
+                 "cluster bus: every consumer polls shards %lld-%lld (no leases)", c->s.shard_first,
+                 c->s.shard_last);
+        return true;
+    }
     snprintf(detail, detail_len, "starting");
     return false;
+}
+
+/* "bus": both Redis connections up (bus.h); "starting" until the bus runs. */
+static bool bus_ready_check(void *ctx, char *detail, size_t detail_len)
+{
+    consumer *c = ctx;
+    bus *b = atomic_load(&c->bus);
+    if (b) return bus_check(b, detail, detail_len);
+    snprintf(detail, detail_len, "starting");
+    return false;
+}
+
+/* Another node's event, from the bus: what a poller does with a message it received. */
+static void bus_deliver(void *ctx, const chat_message *m, const char *seq, const char *received_at)
+{
+    consumer *c = ctx;
+    broadcast_publish(c->broadcast, m, seq, received_at);
+    if (m->kind != CHAT_KIND_TYPING && !recent_add_message(c->recent, m, seq, received_at))
+        log_warn(COMPONENT, "room %s: out of memory caching message %s for history", m->room_id,
+                 m->message_id);
+}
+
+static void bus_room_lost(void *ctx, const char *room, const char *seq)
+{
+    consumer *c = ctx;
+    broadcast_room_lost(c->broadcast, room, seq);
+}
+
+/* Without the bus, one consumer per shard (leases); with it, every consumer polls every shard and
+ * shares the rooms' events through Redis. */
+static bool start_shard_sharing(consumer *c, char *err, size_t err_len)
+{
+    if (c->s.redis_url[0]) {
+        bus_config cfg = {
+            .url = c->s.redis_url,
+            .prefix = c->s.redis_prefix,
+            .node_id = c->s.common.server_id,
+            .outbox = (size_t)c->s.bus_outbox,
+            .history = (long)c->s.bus_history,
+            .ttl_s = (long)c->s.bus_ttl_s,
+            .timeout_ms = (long)c->s.bus_timeout_ms,
+            .deliver = bus_deliver,
+            .room_lost = bus_room_lost,
+            .ctx = c,
+        };
+        bus *b = bus_start(&cfg, err, err_len);
+        atomic_store(&c->bus, b);
+        return b != NULL;
+    }
+    shard_lease_config lc = {
+        .database_url = c->s.database_url,
+        .queue_prefix = c->s.common.queue_prefix,
+        .server_id = c->s.common.server_id,
+        .shard_first = (int)c->s.shard_first,
+        .shard_last = (int)c->s.shard_last,
+        .retry_ms = (long)c->s.shard_lease_retry_ms,
+    };
+    shard_lease *leases = shard_lease_start(&lc, err, err_len);
+    atomic_store(&c->leases, leases);
+    return leases != NULL;
 }
 
 /* Load balancers route subscribers on this: a node that holds none of its shards' leases would
@@ -251,20 +320,10 @@ static bool start_services(consumer *c)
         log_error(COMPONENT, "broadcast: %s", err);
         return false;
     }
-    shard_lease_config lc = {
-        .database_url = c->s.database_url,
-        .queue_prefix = c->s.common.queue_prefix,
-        .server_id = c->s.common.server_id,
-        .shard_first = (int)c->s.shard_first,
-        .shard_last = (int)c->s.shard_last,
-        .retry_ms = (long)c->s.shard_lease_retry_ms,
-    };
-    shard_lease *leases = shard_lease_start(&lc, err, sizeof(err));
-    if (!leases) {
-        log_error(COMPONENT, "shard leases: %s", err);
+    if (!start_shard_sharing(c, err, sizeof(err))) {
+        log_error(COMPONENT, "%s: %s", c->s.redis_url[0] ? "cluster bus" : "shard leases", err);
         return false;
     }
-    atomic_store(&c->leases, leases);
     poller_pool_config pc = {
         .settings = &c->s,
         .credentials = c->credentials,
@@ -275,7 +334,8 @@ static bool start_services(consumer *c)
         .dlq_url = c->dlq_url,
         .spill_url = c->spill_url,
         .health = &c->sqs_health,
-        .leases = leases,
+        .leases = atomic_load(&c->leases),
+        .bus = atomic_load(&c->bus),
     };
     if (!(c->pollers = poller_pool_start(&pc, err, sizeof(err)))) {
         log_error(COMPONENT, "pollers: %s", err);
@@ -345,6 +405,13 @@ static bool stop_services(consumer *c)
         log_warn(COMPONENT, "the shard lease thread is still inside a call at the stop deadline");
         return false;
     }
+    /* After the pollers (nothing is published any more; the outbox goes out until the deadline),
+     * before the broadcaster its subscriber thread delivers to. */
+    if (!bus_stop(atomic_load(&c->bus), deadline)) {
+        log_warn(COMPONENT,
+                 "a cluster bus thread is still inside a Redis call at the stop deadline");
+        return false;
+    }
     batch_writer_stop(set_writer(c, NULL), deadline);
     poller_pool_free(c->pollers);
     c->pollers = NULL;
@@ -359,6 +426,7 @@ static void free_consumer(consumer *c)
 {
     admin_http_free(c->http); /* first: nothing below is used by a request any more */
     shard_lease_free(atomic_load(&c->leases));
+    bus_free(atomic_load(&c->bus));
     db_health_free(c->db_health);
     api_free(c->api);
     room_api_free(c->room_api);
@@ -474,6 +542,7 @@ int main(int argc, char **argv)
     admin_http_add_check(c.http, "postgres", db_health_check, c.db_health);
     admin_http_add_check(c.http, "db_writer", writer_check, &c);
     admin_http_add_check(c.http, "shards", shards_check, &c);
+    if (c.s.redis_url[0]) admin_http_add_check(c.http, "bus", bus_ready_check, &c);
     api_add_routes(c.api, c.http);
     room_api_add_routes(c.room_api, c.http);
     if (!admin_http_start(c.http, c.s.common.admin_bind, (int)c.s.admin_port,

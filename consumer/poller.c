@@ -19,6 +19,7 @@
 
 #define COMPONENT "poller"
 #define WAIT_SLICE_MS 500
+#define STOP_BUS_WAIT_MS 2000
 #define IDLE_WAIT_MS 250 /* a poller holding none of its shards' leases looks again after this */
 #define RETRY_MAX_BACKOFF_MS 5000
 #define SPILL_RETRY_VISIBILITY_S                                    \
@@ -58,6 +59,7 @@ struct poller {
     bool started;
     atomic_bool finished;
     watchdog_loop *watchdog;
+    uint64_t bus_ticket; /* the newest bus ticket of the receive being processed (0: none) */
 };
 
 /* What a poller keeps about one received message until it is settled. */
@@ -163,16 +165,26 @@ static void send_to_dlq(poller *p, int shard, const char *group, held_message *h
 /* Into the history cache, as a stored message reads back (no clientMessageId: it is not stored). */
 static void remember(poller *p, chat_message *m, const char *seq, const char *server_ts)
 {
-    if (!p->pool->cfg.recent) return;
-    char cmid[sizeof m->client_message_id];
-    memcpy(cmid, m->client_message_id, sizeof cmid);
-    m->client_message_id[0] = '\0';
-    char *json = broadcast_event_to_json(m, server_ts, seq);
-    memcpy(m->client_message_id, cmid, sizeof cmid);
-    if (!json || !recent_add(p->pool->cfg.recent, m->room_id, seq, json))
+    if (p->pool->cfg.recent && !recent_add_message(p->pool->cfg.recent, m, seq, server_ts))
         log_warn(COMPONENT, "room %s: out of memory caching message %s for history", m->room_id,
                  m->message_id);
-    free(json);
+}
+
+/* A received event on its way to subscribers. Without the bus: broadcast here (may wait, bounded,
+ * for the broadcaster: backpressure; a drop is counted and handled there — the room's cache
+ * marked, its subscribers told to resume with since=) and, for a message, kept for the history
+ * API. With it: published to Redis (never blocks), from where every node delivers it in the
+ * room's one order (bus.h); p->bus_ticket remembers what the deletes must wait for. */
+static void deliver(poller *p, chat_message *m, const char *seq, const char *received_at,
+                    bool message)
+{
+    if (p->pool->cfg.bus) {
+        uint64_t ticket = bus_publish(p->pool->cfg.bus, m, seq, received_at);
+        if (ticket > p->bus_ticket) p->bus_ticket = ticket;
+        return;
+    }
+    if (p->pool->cfg.broadcast) broadcast_publish(p->pool->cfg.broadcast, m, seq, received_at);
+    if (message) remember(p, m, seq, received_at);
 }
 
 /* Parses, broadcasts and collects the rows of one receive. Returns the number of rows. */
@@ -194,8 +206,7 @@ static size_t prepare(poller *p, int shard, held_message *held, size_t n, write_
             /* ephemeral: broadcast, never stored; deleted with the receive's committed rows */
             metric_counter_inc(p->pool->m_typing);
             held[i].to_delete = true;
-            if (p->pool->cfg.broadcast)
-                broadcast_publish(p->pool->cfg.broadcast, &m, sm->sequence_number, m.received_at);
+            deliver(p, &m, sm->sequence_number, m.received_at, false);
             continue;
         }
         if (ok) ok = write_row_init(&rows[n_rows], &m, sm->sequence_number, err, sizeof(err));
@@ -210,12 +221,7 @@ static size_t prepare(poller *p, int shard, held_message *held, size_t n, write_
         held[i].valid = true;
         held[i].row = &rows[n_rows++];
         metric_counter_inc(p->pool->m_consumed);
-        /* May wait (bounded) for the broadcaster: backpressure. A drop is counted and handled
-         * there (the room's cache marked, its subscribers told to resume with since=). */
-        if (p->pool->cfg.broadcast)
-            broadcast_publish(p->pool->cfg.broadcast, &m, sm->sequence_number,
-                              held[i].row->received_at);
-        remember(p, &m, sm->sequence_number, held[i].row->received_at);
+        deliver(p, &m, sm->sequence_number, held[i].row->received_at, true);
     }
     return n_rows;
 }
@@ -234,6 +240,34 @@ static void wait_for_writer(poller *p, int shard, held_message *held, size_t n, 
             log_info(COMPONENT,
                      "shard %d: database slow; extending visibility of %zu messages by %ld s",
                      shard, b->n_rows, vis);
+            for (size_t i = 0; i < n; i++) held[i].settled = held[i].settled || !held[i].valid;
+            handle_batch(p, shard, held, n, false, (int)vis);
+            next_extend = time_mono_ns() + extend_every;
+        }
+    }
+}
+
+/* With the bus, a receive's messages are deleted only once Redis has them (bus.h: that keeps a
+ * room's order across nodes). Meanwhile they stay invisible; when stopping, the wait is cut to
+ * STOP_BUS_WAIT_MS (the outbox still goes out until the stop deadline). */
+static void wait_for_bus(poller *p, int shard, held_message *held, size_t n)
+{
+    uint64_t ticket = p->bus_ticket;
+    p->bus_ticket = 0;
+    if (!p->pool->cfg.bus || !ticket) return;
+    long vis = (long)p->pool->cfg.settings->visibility_timeout_s;
+    uint64_t extend_every = (uint64_t)vis * 1000000000ull / 2;
+    uint64_t next_extend = time_mono_ns() + extend_every;
+    uint64_t stop_wait_until = 0;
+    while (!bus_wait_published(p->pool->cfg.bus, ticket, WAIT_SLICE_MS)) {
+        watchdog_expect(p->watchdog, poller_turn_budget_ms(p));
+        if (stopping(p)) {
+            if (!stop_wait_until) stop_wait_until = time_mono_ns() + STOP_BUS_WAIT_MS * 1000000ull;
+            if (time_mono_ns() >= stop_wait_until) return;
+        }
+        if (time_mono_ns() >= next_extend) {
+            log_info(COMPONENT, "shard %d: cluster bus down; holding %zu messages %ld s more",
+                     shard, n, vis);
             for (size_t i = 0; i < n; i++) held[i].settled = held[i].settled || !held[i].valid;
             handle_batch(p, shard, held, n, false, (int)vis);
             next_extend = time_mono_ns() + extend_every;
@@ -308,6 +342,7 @@ static void process(poller *p, int shard, sqs_message *msgs, size_t n)
         (long)p->pool->cfg.settings->db_spill_after_ms)
         batch_writer_withdraw(p->pool->cfg.writer, &b);
     wait_for_writer(p, shard, held, n, &b);
+    wait_for_bus(p, shard, held, n);
     settle(p, shard, held, n);
     free(rows);
 }

@@ -52,6 +52,7 @@
 #include "broadcast.h"
 #include "credentials.h"
 #include "recent.h"
+#include "bus.h"
 #include "settings.h"
 #include "shard_lease.h"
 #include "sqs.h"
@@ -68,6 +69,7 @@ typedef struct {
     const char *spill_url; /* spill.h */
     sqs_health *health;
     const shard_lease *leases; /* may be NULL: every shard is polled */
+    bus *bus;                  /* may be NULL: no cluster bus */
 } poller_pool_config;
 
 typedef struct poller_pool poller_pool;

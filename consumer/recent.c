@@ -208,3 +208,14 @@ void recent_entries_free(recent_entry *e, size_t n)
 {
     for (size_t i = 0; i < n; i++) free(e[i].json);
 }
+
+bool recent_add_message(recent_cache *c, const chat_message *m, const char *seq,
+                        const char *server_ts)
+{
+    chat_message copy = *m; /* the history API does not show who sent which clientMessageId */
+    copy.client_message_id[0] = '\0';
+    char *json = broadcast_event_to_json(&copy, server_ts, seq);
+    bool ok = json && recent_add(c, m->room_id, seq, json);
+    free(json);
+    return ok;
+}

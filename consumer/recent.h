@@ -31,6 +31,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "message.h"
+
 #include "seqnum.h"
 
 typedef struct recent_cache recent_cache;
@@ -46,6 +48,10 @@ void recent_free(recent_cache *c);
 /* false only on OOM (the event is then not kept, and the cache forgets the room's older entries
  * so it never answers with a gap). */
 bool recent_add(recent_cache *c, const char *room, const char *seq, const char *event_json);
+/* recent_add() of m's history event (protocol.md §3: no clientMessageId), rendered here. false
+ * when out of memory. */
+bool recent_add_message(recent_cache *c, const chat_message *m, const char *seq,
+                        const char *server_ts);
 size_t recent_page(recent_cache *c, const char *room, const char *before, size_t limit,
                    recent_entry *out, char db_before[SEQNUM_BUF]);
 void recent_entries_free(recent_entry *e, size_t n);

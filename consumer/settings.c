@@ -103,6 +103,20 @@ static const config_option consumer_options[] = {
         "CHATFLOW_API_ALLOW_ORIGIN", "api-allow-origin", S, api_allow_origin, "*", NULL,
         "Pages allowed to read /api/rooms/* answers: * (any; refused with CHATFLOW_AUTH on), "
         "or a comma-separated list of origins (at most 8); empty = none."),
+    CONFIG_OPT_STR("CHATFLOW_REDIS_URL", "redis-url", S, redis_url, "", NULL,
+                   "Cluster bus (redis://host:port[/db]): consumers share every room's events and "
+                   "all poll every shard. Empty: one consumer per shard (leases), no bus."),
+    CONFIG_OPT_STR("CHATFLOW_REDIS_PREFIX", "redis-prefix", S, redis_prefix, "chatflow", NULL,
+                   "Prefix of the bus's Redis keys and channels (one per deployment)."),
+    CONFIG_OPT_INT("CHATFLOW_BUS_OUTBOX", "bus-outbox", S, bus_outbox, "10000", 16, 10000000,
+                   "Events waiting for Redis at most; beyond, they are dropped and their rooms "
+                   "announced lost (subscribers resume from the store)."),
+    CONFIG_OPT_INT("CHATFLOW_BUS_HISTORY", "bus-history", S, bus_history, "1000", 10, 1000000,
+                   "Events kept per room in Redis to fill a node's gaps."),
+    CONFIG_OPT_INT("CHATFLOW_BUS_TTL_S", "bus-ttl-s", S, bus_ttl_s, "86400", 60, 31536000,
+                   "A room's bus keys expire this long after its last event."),
+    CONFIG_OPT_INT("CHATFLOW_BUS_TIMEOUT_MS", "bus-timeout-ms", S, bus_timeout_ms, "1000", 50,
+                   60000, "Connect and command timeout of every Redis call."),
     CONFIG_OPT_BOOL("CHATFLOW_AUTH_ANONYMOUS_READ", "auth-anonymous-read", S, auth_anonymous_read,
                     "false",
                     "With CHATFLOW_AUTH on: a subscription or room API read that carries no "

@@ -49,6 +49,12 @@ typedef struct {
     long long shard_first, shard_last; /* after loading: 1 <= first <= last <= queue_shards */
     long long history_cache_per_room;
     long long shard_lease_retry_ms;
+    char redis_url[256]; /* cluster bus (bus.h); empty: no bus, shard leases instead */
+    char redis_prefix[64];
+    long long bus_outbox;
+    long long bus_history;
+    long long bus_ttl_s;
+    long long bus_timeout_ms;
     char api_allow_origin[256];
     bool auth_anonymous_read; /* with auth on: token-less readers allowed, anonymously */
 } consumer_settings;

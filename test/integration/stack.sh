@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The local stack (deploy/local/stack) on a private directory: start, idempotent restart, both
-# components answer, stack.env is complete, fauxqs and PostgreSQL can be stopped and restarted on
-# the same port (queues recreated), and `down` stops both by PID.
+# The local stack (deploy/local/stack) on a private directory: start, idempotent restart, every
+# component answers, stack.env is complete, fauxqs, PostgreSQL and Redis can be stopped and
+# restarted on the same port (queues recreated, Redis empty), Redis moves to a new port when its
+# own is taken, and `down` stops all three by PID.
 # test-passes: asan
 set -u
 . "$(dirname "$0")/../lib/common.sh"
@@ -9,7 +10,8 @@ set -u
 STACK="$ROOT/deploy/local/stack"
 ENV_VARS=(AWS_ENDPOINT_URL_SQS AWS_REGION AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY DATABASE_URL
           PGHOST PGPORT PGUSER PGDATABASE CHATFLOW_PG_BIN CHATFLOW_PG_DATA CHATFLOW_PG_PORT
-          CHATFLOW_FAUXQS_PORT CHATFLOW_FAUXQS_PID CHATFLOW_PG_PID)
+          CHATFLOW_FAUXQS_PORT CHATFLOW_FAUXQS_PID CHATFLOW_PG_PID
+          CHATFLOW_REDIS_URL CHATFLOW_REDIS_PORT CHATFLOW_REDIS_PID)
 
 # Lists the queues through the emulator's JSON protocol (what the services speak).
 list_queues() {
@@ -24,6 +26,20 @@ queues_exist() {
 }
 
 sql() { "$CHATFLOW_PG_BIN/psql" -X -tA "$DATABASE_URL" -c "$1" 2>&1; }
+
+# One inline command to Redis on 127.0.0.1:$1 over bash's /dev/tcp (independent of the redis-cli
+# the stack itself uses); prints the first reply line without its CR ("+PONG", ":1", "$-1").
+redis_cmd() {
+    (
+        exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+        printf '%s\r\n' "$2" >&3
+        IFS= read -r -t 5 line <&3 || exit 1
+        printf '%s\n' "${line%$'\r'}"
+    ) 2>/dev/null
+}
+redis_pings() { [ "$(redis_cmd "$1" PING)" = +PONG ]; }
+# CONFIG GET NAME's value, through redis-cli (it prints the name, then the value).
+redis_config() { timeout 5 redis-cli -h 127.0.0.1 -p "$1" config get "$2" 2>/dev/null | sed -n 2p; }
 
 # Runs `sh -c` in a clean environment that only sources the file: is every variable set?
 env_complete() {
@@ -46,11 +62,15 @@ PG_PID=$CHATFLOW_PG_PID
 SQS_PID=$CHATFLOW_FAUXQS_PID
 PG_PORT=$CHATFLOW_PG_PORT
 SQS_PORT=$CHATFLOW_FAUXQS_PORT
+REDIS_PID=$CHATFLOW_REDIS_PID
+REDIS_PORT=$CHATFLOW_REDIS_PORT
 
 status=$(private_stack status 2>&1)
 tap_check "status exits 0 when everything runs" private_stack status
 tap_check "status shows postgresql running" grep -Eq '^postgresql +running +pid '"$PG_PID"' ' <<<"$status"
 tap_check "status shows fauxqs running" grep -Eq '^fauxqs +running +pid '"$SQS_PID"' ' <<<"$status"
+tap_check "status shows redis running and answering PING" \
+    grep -Eq '^redis +running +pid '"$REDIS_PID"' +port '"$REDIS_PORT"' +answers PING' <<<"$status"
 
 tap_check "stack.env is a valid shell file" bash -n "$ENV_FILE"
 tap_check "stack.env sets every documented variable" env_complete "$ENV_FILE"
@@ -64,6 +84,18 @@ tap_check "PostgreSQL listens on 127.0.0.1 only" bash -c \
     "ss -Hltn 'sport = :$PG_PORT' | awk '{print \$4}' | grep -qx '127.0.0.1:$PG_PORT' &&
      ! ss -Hltn 'sport = :$PG_PORT' | awk '{print \$4}' | grep -vqx '127.0.0.1:$PG_PORT'"
 tap_check "fauxqs answers ListQueues with the room queues and the DLQ" queues_exist
+
+tap_is "$CHATFLOW_REDIS_URL" "redis://127.0.0.1:$REDIS_PORT" "CHATFLOW_REDIS_URL is the Redis port on loopback"
+tap_check "Redis answers PING on the port in stack.env" redis_pings "$REDIS_PORT"
+tap_check "the Redis PID is a redis-server on that port" bash -c \
+    "tr '\\0' ' ' </proc/$REDIS_PID/cmdline | grep -q 'redis-server 127.0.0.1:$REDIS_PORT'"
+tap_check "Redis listens on 127.0.0.1 only" bash -c \
+    "ss -Hltn 'sport = :$REDIS_PORT' | awk '{print \$4}' | grep -qx '127.0.0.1:$REDIS_PORT' &&
+     ! ss -Hltn 'sport = :$REDIS_PORT' | awk '{print \$4}' | grep -vqx '127.0.0.1:$REDIS_PORT'"
+tap_is "$(redis_config "$REDIS_PORT" protected-mode)" yes "Redis runs in protected mode"
+tap_is "$(redis_config "$REDIS_PORT" save)/$(redis_config "$REDIS_PORT" appendonly)" "/no" \
+    "Redis persists nothing (no save points, no append-only file)"
+tap_is "$(redis_config "$REDIS_PORT" dir)" "$PRIVATE_STACK_DIR/redis" "Redis works in the stack's folder"
 
 before=$(grep -v '^#' "$ENV_FILE")
 tap_check "up on a running stack succeeds" private_stack up
@@ -100,9 +132,63 @@ tap_is "$CHATFLOW_PG_PORT" "$PG_PORT" "postgresql comes back on the same port"
 tap_is "$(sql 'select 1')" 1 "PostgreSQL answers again after start-pg"
 PG_PID=$CHATFLOW_PG_PID
 
+# Redis alone: stopped by its PID, started and restarted on the same port, empty each time (the
+# bus's tests restart it under load with these commands).
+tap_check "stop-redis succeeds" private_stack stop-redis
+tap_check "stop-redis stops the redis PID" pid_gone "$REDIS_PID"
+CHATFLOW_STACK_DIR="$PRIVATE_STACK_DIR" "$STACK" status >/dev/null 2>&1
+tap_is "$?" 3 "status exit code is 3 while redis is stopped"
+out=$(private_stack status 2>&1)
+tap_check "status shows redis stopped" grep -Eq '^redis +stopped' <<<"$out"
+tap_check "stack.env names no Redis while it is stopped" bash -c "! grep -q '^CHATFLOW_REDIS_' '$ENV_FILE'"
+tap_check "postgresql and fauxqs keep running while redis is stopped" bash -c \
+    "kill -0 '$PG_PID' && kill -0 '$SQS_PID'"
+tap_check "start-redis succeeds" private_stack start-redis
+unset CHATFLOW_REDIS_URL CHATFLOW_REDIS_PORT CHATFLOW_REDIS_PID
+private_stack_env
+tap_is "${CHATFLOW_REDIS_PORT:-}" "$REDIS_PORT" "redis comes back on the same port"
+tap_check "redis runs under a new PID" bash -c "[ '${CHATFLOW_REDIS_PID:-}' != '$REDIS_PID' ] && kill -0 '${CHATFLOW_REDIS_PID:-0}'"
+tap_check "Redis answers PING after start-redis" redis_pings "$REDIS_PORT"
+REDIS_PID=${CHATFLOW_REDIS_PID:-0}
+
+tap_is "$(redis_cmd "$REDIS_PORT" 'SET stack-it-key 1')" +OK "a key is set before restart-redis"
+tap_check "restart-redis succeeds" private_stack restart-redis
+private_stack_env
+tap_is "$CHATFLOW_REDIS_PORT" "$REDIS_PORT" "restart-redis keeps the port"
+tap_check "restart-redis stopped the old PID" pid_gone "$REDIS_PID"
+tap_check "redis runs under a new PID after restart-redis" bash -c "[ '$CHATFLOW_REDIS_PID' != '$REDIS_PID' ] && kill -0 '$CHATFLOW_REDIS_PID'"
+tap_is "$(redis_cmd "$REDIS_PORT" 'EXISTS stack-it-key')" ":0" "Redis starts empty after restart-redis (nothing persisted)"
+tap_is "$(grep -c '^CHATFLOW_REDIS_PID=' "$ENV_FILE")/$CHATFLOW_REDIS_URL" "1/redis://127.0.0.1:$REDIS_PORT" \
+    "stack.env names the new Redis PID and the same URL"
+REDIS_PID=$CHATFLOW_REDIS_PID
+
+# A crashed Redis (killed by its PID) is noticed and replaced by `up`, on the same port.
+kill -KILL "$REDIS_PID"
+for _ in $(seq 1 50); do pid_running "$REDIS_PID" || break; sleep 0.1; done
+tap_check "up after redis was killed succeeds" private_stack up
+private_stack_env
+tap_check "up replaced the killed redis with a new PID" bash -c "[ '$CHATFLOW_REDIS_PID' != '$REDIS_PID' ] && kill -0 '$CHATFLOW_REDIS_PID'"
+tap_is "$CHATFLOW_REDIS_PORT" "$REDIS_PORT" "the replacement redis keeps the port"
+tap_is "$CHATFLOW_FAUXQS_PID/$CHATFLOW_PG_PID" "$SQS_PID/$PG_PID" "fauxqs and postgresql were left alone by that up"
+REDIS_PID=$CHATFLOW_REDIS_PID
+
+# Its port taken while it was stopped: Redis starts on another free port and stack.env says so.
+tap_check "stop-redis succeeds again" private_stack stop-redis
+start_bg port-squatter node -e \
+    'require("net").createServer(() => {}).listen(+process.argv[1], "127.0.0.1")' "$REDIS_PORT"
+tap_check "something else listens on the old Redis port" wait_port "$REDIS_PORT" 20
+tap_check "start-redis succeeds with its port taken" private_stack start-redis
+private_stack_env
+tap_check "redis moved to another port" bash -c "[ '$CHATFLOW_REDIS_PORT' != '$REDIS_PORT' ]"
+tap_is "$CHATFLOW_REDIS_URL" "redis://127.0.0.1:$CHATFLOW_REDIS_PORT" "CHATFLOW_REDIS_URL names the new port"
+tap_check "Redis answers PING on its new port" redis_pings "$CHATFLOW_REDIS_PORT"
+stop_bg port-squatter
+REDIS_PID=$CHATFLOW_REDIS_PID
+
 tap_check "down succeeds" private_stack down
 tap_check "down stops postgres (its PID is gone)" pid_gone "$PG_PID"
 tap_check "down stops fauxqs (its PID is gone)" pid_gone "$SQS_PID"
+tap_check "down stops redis (its PID is gone)" pid_gone "$REDIS_PID"
 tap_check "down removes stack.env" test ! -e "$ENV_FILE"
 tap_check "down again is harmless" private_stack down
 
@@ -110,12 +196,21 @@ tap_check "up --sqs-only starts fauxqs" private_stack up --sqs-only
 out=$(private_stack status 2>&1)
 tap_check "up --sqs-only leaves postgresql stopped" grep -Eq '^postgresql +stopped' <<<"$out"
 tap_check "up --sqs-only creates the queues" grep -Eq '^queues +created' <<<"$out"
+tap_check "up --sqs-only leaves redis stopped" grep -Eq '^redis +stopped' <<<"$out"
 tap_check "up --pg-only then starts postgresql" private_stack up --pg-only
-tap_check "status exits 0 after both partial starts" private_stack status
+tap_check "up --redis-only then starts redis" private_stack up --redis-only
+private_stack_env
+tap_check "Redis answers PING after up --redis-only" redis_pings "$CHATFLOW_REDIS_PORT"
+REDIS_PID=$CHATFLOW_REDIS_PID
+tap_check "status exits 0 after the partial starts (postgresql, fauxqs, redis)" private_stack status
 tap_check "down after partial starts succeeds" private_stack down
 out=$(private_stack status 2>&1)
 tap_check "status shows both stopped after down" bash -c \
     "grep -Eq '^postgresql +stopped' <<<'$out' && grep -Eq '^fauxqs +stopped' <<<'$out'"
+tap_check "status shows redis stopped after down" grep -Eq '^redis +stopped' <<<"$out"
+tap_check "that down stopped redis by its PID" pid_gone "$REDIS_PID"
+tap_check "two different --X-only options are a usage error (exit 2)" bash -c \
+    "CHATFLOW_STACK_DIR='$PRIVATE_STACK_DIR' '$STACK' up --pg-only --redis-only >/dev/null 2>&1; [ \$? -eq 2 ]"
 
 tap_check "an unknown command is a usage error (exit 2)" bash -c "'$STACK' frobnicate >/dev/null 2>&1; [ \$? -eq 2 ]"
 

@@ -199,6 +199,7 @@ private_stack_env() {
     # shellcheck disable=SC1091
     . "$PRIVATE_STACK_DIR/stack.env"
     set +a
+    unset CHATFLOW_REDIS_URL # opt-in per test, as in test/run
 }
 
 private_stack_down() {

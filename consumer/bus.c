@@ -1,0 +1,862 @@
+/* bus — Redis fan-out between consumer nodes (contract in bus.h). */
+#include "bus.h"
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uthash.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "room.h"
+#include "seqnum.h"
+#include "timeutil.h"
+#include "watchdog.h"
+#include "workqueue.h"
+
+#define COMPONENT "bus"
+#define TURN_MS 200         /* the longest a thread waits before it looks at its stop flag */
+#define BACKOFF_MAX_MS 2000 /* reconnect backoff cap */
+#define LOST_ROOMS_MAX 1024 /* rooms marked lost at once; beyond, every room is */
+#define EPOCH_BUF 48
+
+/* Publishes one event atomically with its offset (see bus.h for the keys). KEYS: meta, stream.
+ * ARGV: channel, event, stream length, ttl. */
+static const char PUBLISH_SCRIPT[] =
+    "local e = redis.call('HGET', KEYS[1], 'e')\n"
+    "if not e then\n"
+    "  local t = redis.call('TIME')\n"
+    "  e = t[1] .. string.format('%06d', tonumber(t[2]))\n"
+    "  redis.call('HSET', KEYS[1], 'e', e)\n"
+    "end\n"
+    "local o = redis.call('HINCRBY', KEYS[1], 'o', 1)\n"
+    "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], o .. '-0', 'd', ARGV[2])\n"
+    "redis.call('EXPIRE', KEYS[1], ARGV[4])\n"
+    "redis.call('EXPIRE', KEYS[2], ARGV[4])\n"
+    "redis.call('PUBLISH', ARGV[1], e .. ' ' .. o .. ' ' .. ARGV[2])\n"
+    "return o\n";
+
+typedef struct {
+    char room[ROOM_ID_BUF];
+    char *event;     /* the JSON envelope */
+    uint64_t ticket; /* its place in the outbox order, 1, 2, ... */
+} outgoing;
+
+/* What the subscriber thread knows of a room. */
+typedef struct {
+    char room[ROOM_ID_BUF];
+    char epoch[EPOCH_BUF];
+    long long offset;  /* the last offset handled */
+    bool lost_pending; /* a "lost" event came: the next event reports the loss */
+    UT_hash_handle hh;
+} room_track;
+
+struct bus {
+    bus_config cfg;
+    char host[256];
+    int port;
+    int db;
+    char prefix[64];
+    char node_id[128];
+    workqueue *outbox;
+    pthread_mutex_t push_mu; /* a ticket and its place in the outbox are taken together */
+    uint64_t next_ticket;
+    pthread_mutex_t done_mu; /* published_upto and its condition */
+    pthread_cond_t done_cv;
+    uint64_t published_upto; /* every ticket up to here is published (or given up) */
+    pthread_t pub_thread, sub_thread;
+    bool pub_started, sub_started;
+    atomic_bool stopping;
+    atomic_bool pub_up, sub_up;
+    _Atomic uint64_t stop_deadline_ns;
+
+    pthread_mutex_t lost_mu; /* poller threads mark, the publisher thread takes */
+    char (*lost)[ROOM_ID_BUF];
+    size_t n_lost;
+    bool lost_overflow;
+
+    room_track *rooms; /* subscriber thread only */
+    size_t n_rooms;
+
+    metric_counter *m_published, *m_publish_errors, *m_dropped;
+    metric_counter *m_delivered, *m_own, *m_duplicate, *m_gap_stream, *m_gap_lost;
+    metric_gauge *m_outbox, *m_pub_up, *m_sub_up, *m_rooms;
+};
+
+/* ---- connections ---- */
+
+static bool parse_url(bus *b, const char *url, char *err, size_t err_len)
+{
+    const char *p = url;
+    if (strncmp(p, "redis://", 8) != 0) {
+        snprintf(err, err_len,
+                 "CHATFLOW_REDIS_URL must be redis://host:port[/db] (TLS: rediss:// is "
+                 "not supported by Debian's hiredis 0.14)");
+        return false;
+    }
+    p += 8;
+    const char *at = strchr(p, '@');
+    if (at) {
+        snprintf(err, err_len, "CHATFLOW_REDIS_URL: credentials in the URL are not supported");
+        return false;
+    }
+    size_t host_len = strcspn(p, ":/");
+    if (host_len == 0 || host_len >= sizeof b->host) {
+        snprintf(err, err_len, "CHATFLOW_REDIS_URL: no host");
+        return false;
+    }
+    memcpy(b->host, p, host_len);
+    b->host[host_len] = '\0';
+    p += host_len;
+    b->port = 6379;
+    b->db = 0;
+    char *end;
+    if (*p == ':') {
+        long port = strtol(p + 1, &end, 10);
+        if (end == p + 1 || port < 1 || port > 65535) {
+            snprintf(err, err_len, "CHATFLOW_REDIS_URL: bad port");
+            return false;
+        }
+        b->port = (int)port;
+        p = end;
+    }
+    if (*p == '/' && p[1]) {
+        long db = strtol(p + 1, &end, 10);
+        if (end == p + 1 || *end || db < 0 || db > 1000) {
+            snprintf(err, err_len, "CHATFLOW_REDIS_URL: bad database number");
+            return false;
+        }
+        b->db = (int)db;
+    } else if (*p && strcmp(p, "/") != 0) {
+        snprintf(err, err_len, "CHATFLOW_REDIS_URL: unexpected \"%s\"", p);
+        return false;
+    }
+    return true;
+}
+
+static struct timeval ms_tv(long ms) { return (struct timeval){ms / 1000, (ms % 1000) * 1000}; }
+
+/* A connection with timeouts on connect and on every command, keepalives on, the db selected.
+ * NULL with err set when it failed. */
+static redisContext *connect_redis(const bus *b, char *err, size_t err_len)
+{
+    redisContext *c = redisConnectWithTimeout(b->host, b->port, ms_tv(b->cfg.timeout_ms));
+    if (!c || c->err) {
+        snprintf(err, err_len, "connect %.100s:%d: %.120s", b->host, b->port,
+                 c ? c->errstr : "out of memory");
+        if (c) redisFree(c);
+        return NULL;
+    }
+    if (redisSetTimeout(c, ms_tv(b->cfg.timeout_ms)) != REDIS_OK ||
+        redisEnableKeepAlive(c) != REDIS_OK) {
+        snprintf(err, err_len, "%.100s:%d: cannot set timeouts: %.100s", b->host, b->port,
+                 c->errstr);
+        redisFree(c);
+        return NULL;
+    }
+    if (b->db) {
+        redisReply *r = redisCommand(c, "SELECT %d", b->db);
+        bool ok = r && r->type != REDIS_REPLY_ERROR;
+        if (!ok) snprintf(err, err_len, "SELECT %d: %.120s", b->db, r ? r->str : c->errstr);
+        freeReplyObject(r);
+        if (!ok) {
+            redisFree(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+/* Sleeps up to ms in TURN_MS steps; false when the bus is stopping. */
+static bool nap(bus *b, long ms)
+{
+    while (ms > 0 && !atomic_load(&b->stopping)) {
+        long step = ms < TURN_MS ? ms : TURN_MS;
+        time_sleep_ms(step);
+        ms -= step;
+    }
+    return !atomic_load(&b->stopping);
+}
+
+static long next_backoff(long ms)
+{
+    return ms ? (ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ms * 2) : 100;
+}
+
+static void key_of(const bus *b, const char *kind, const char *room, char *out, size_t len)
+{
+    snprintf(out, len, "%s:%s:%s", b->prefix, kind, room);
+}
+
+/* ---- publishing ---- */
+
+static char *envelope(const bus *b, const chat_message *m, const char *seq, const char *received_at)
+{
+    char *body = queue_message_to_json(m);
+    if (!body) return NULL;
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "o", b->node_id, "s", seq ? seq : "", "r",
+                          received_at ? received_at : "", "m", body);
+    free(body);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return text;
+}
+
+static void mark_lost(bus *b, const char *room)
+{
+    pthread_mutex_lock(&b->lost_mu);
+    size_t i = 0;
+    while (i < b->n_lost && strcmp(b->lost[i], room) != 0) i++;
+    if (i == b->n_lost) {
+        if (i < LOST_ROOMS_MAX)
+            snprintf(b->lost[b->n_lost++], ROOM_ID_BUF, "%s", room);
+        else
+            b->lost_overflow = true;
+    }
+    pthread_mutex_unlock(&b->lost_mu);
+}
+
+/* Queues o with the next ticket and returns that ticket; 0 when the outbox is full (or closed).
+ * Once queued, o belongs to the publisher thread (it may be freed before this returns). */
+static uint64_t push_ticketed(bus *b, outgoing *o)
+{
+    pthread_mutex_lock(&b->push_mu);
+    uint64_t ticket = b->next_ticket + 1;
+    o->ticket = ticket;
+    bool pushed = workqueue_push(b->outbox, o);
+    if (pushed) b->next_ticket = ticket;
+    pthread_mutex_unlock(&b->push_mu);
+    return pushed ? ticket : 0;
+}
+
+uint64_t bus_publish(bus *b, const chat_message *m, const char *seq, const char *received_at)
+{
+    if (atomic_load(&b->stopping)) return 0;
+    outgoing *o = malloc(sizeof *o);
+    if (o) {
+        snprintf(o->room, sizeof o->room, "%s", m->room_id);
+        o->event = envelope(b, m, seq, received_at);
+    }
+    if (o && o->event) {
+        metric_gauge_add(b->m_outbox, 1); /* before the push: the publisher may take it at once */
+        uint64_t ticket = push_ticketed(b, o);
+        if (ticket) return ticket;
+        metric_gauge_add(b->m_outbox, -1);
+    }
+    if (o) free(o->event);
+    free(o);
+    /* No node will ever see it: they must learn that they missed something. */
+    metric_counter_inc(b->m_dropped);
+    mark_lost(b, m->room_id);
+    return 0;
+}
+
+static void mark_done(bus *b, uint64_t ticket)
+{
+    pthread_mutex_lock(&b->done_mu);
+    if (ticket > b->published_upto) b->published_upto = ticket;
+    pthread_cond_broadcast(&b->done_cv);
+    pthread_mutex_unlock(&b->done_mu);
+}
+
+bool bus_wait_published(bus *b, uint64_t ticket, long timeout_ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&b->done_mu);
+    int rc = 0;
+    while (b->published_upto < ticket && rc == 0)
+        rc = pthread_cond_timedwait(&b->done_cv, &b->done_mu, &until);
+    bool done = b->published_upto >= ticket;
+    pthread_mutex_unlock(&b->done_mu);
+    return done;
+}
+
+/* EVALSHA of one event; REDIS_OK when Redis took it. A lost script (Redis restarted) is loaded
+ * again and the call retried once. */
+static int publish_one(bus *b, redisContext *c, char sha[41], const char *room, const char *event)
+{
+    char meta[128 + ROOM_ID_BUF], hist[128 + ROOM_ID_BUF], channel[128 + ROOM_ID_BUF];
+    key_of(b, "meta", room, meta, sizeof meta);
+    key_of(b, "hist", room, hist, sizeof hist);
+    key_of(b, "room", room, channel, sizeof channel);
+    char maxlen[24], ttl[24];
+    snprintf(maxlen, sizeof maxlen, "%ld", b->cfg.history);
+    snprintf(ttl, sizeof ttl, "%ld", b->cfg.ttl_s);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        redisReply *r = redisCommand(c, "EVALSHA %s 2 %s %s %s %s %s %s", sha, meta, hist, channel,
+                                     event, maxlen, ttl);
+        if (!r) return REDIS_ERR; /* connection lost or timed out */
+        bool noscript = r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0;
+        bool ok = r->type == REDIS_REPLY_INTEGER;
+        if (!ok && !noscript) log_warn(COMPONENT, "publish to room %s refused: %s", room, r->str);
+        freeReplyObject(r);
+        if (ok) return REDIS_OK;
+        if (!noscript) return REDIS_ERR;
+        redisReply *l = redisCommand(c, "SCRIPT LOAD %s", PUBLISH_SCRIPT);
+        bool loaded = l && l->type == REDIS_REPLY_STRING && l->len == 40;
+        if (loaded) memcpy(sha, l->str, 41);
+        freeReplyObject(l);
+        if (!loaded) return REDIS_ERR;
+    }
+    return REDIS_ERR;
+}
+
+static char *lost_event(const bus *b)
+{
+    json_t *o = json_pack("{s:s, s:b}", "o", b->node_id, "lost", 1);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return text;
+}
+
+/* Publishes a "lost" event for every marked room; false when Redis failed (marks kept). */
+static bool publish_lost_marks(bus *b, redisContext *c, char sha[41])
+{
+    pthread_mutex_lock(&b->lost_mu);
+    bool any = b->n_lost > 0 || b->lost_overflow;
+    pthread_mutex_unlock(&b->lost_mu);
+    if (!any) return true;
+    char *event = lost_event(b);
+    if (!event) return false;
+    bool ok = true;
+    pthread_mutex_lock(&b->lost_mu);
+    if (b->lost_overflow) /* too many to name: every room this node's subscribers may be in */
+        log_error(COMPONENT,
+                  "more than %d rooms lost events before Redis took them; those past "
+                  "the first %d are not announced",
+                  LOST_ROOMS_MAX, LOST_ROOMS_MAX);
+    b->lost_overflow = false;
+    while (ok && b->n_lost > 0) {
+        char room[ROOM_ID_BUF];
+        memcpy(room, b->lost[b->n_lost - 1], sizeof room);
+        pthread_mutex_unlock(&b->lost_mu);
+        ok = publish_one(b, c, sha, room, event) == REDIS_OK;
+        pthread_mutex_lock(&b->lost_mu);
+        if (ok) b->n_lost--;
+    }
+    pthread_mutex_unlock(&b->lost_mu);
+    free(event);
+    return ok;
+}
+
+static redisContext *publisher_connect(bus *b, char sha[41])
+{
+    char err[256];
+    redisContext *c = connect_redis(b, err, sizeof err);
+    if (c) {
+        redisReply *l = redisCommand(c, "SCRIPT LOAD %s", PUBLISH_SCRIPT);
+        bool loaded = l && l->type == REDIS_REPLY_STRING && l->len == 40;
+        if (loaded)
+            memcpy(sha, l->str, 41);
+        else
+            snprintf(err, sizeof err, "SCRIPT LOAD: %s", l && l->str ? l->str : c->errstr);
+        freeReplyObject(l);
+        if (!loaded) {
+            redisFree(c);
+            c = NULL;
+        }
+    }
+    if (!c) log_warn(COMPONENT, "publisher: %s", err);
+    return c;
+}
+
+/* Past the stop deadline, what is left in the outbox is given up (counted as dropped). */
+static bool past_deadline(const bus *b)
+{
+    uint64_t d = atomic_load(&b->stop_deadline_ns);
+    return d && time_mono_ns() >= d;
+}
+
+static void *publisher_main(void *arg)
+{
+    bus *b = arg;
+    watchdog_loop *dog = watchdog_register("bus-publish", b->cfg.timeout_ms * 4 + 10000);
+    redisContext *c = NULL;
+    char sha[41] = "";
+    outgoing *head = NULL;
+    long backoff = 0;
+    for (;;) {
+        watchdog_expect(dog, b->cfg.timeout_ms * 4 + 10000);
+        bool stopping = atomic_load(&b->stopping);
+        if (stopping && (past_deadline(b) || (!head && workqueue_length(b->outbox) == 0))) break;
+        if (!c) {
+            if (!(c = publisher_connect(b, sha))) {
+                atomic_store(&b->pub_up, false);
+                metric_gauge_set(b->m_pub_up, 0);
+                backoff = next_backoff(backoff);
+                if (!nap(b, backoff) && past_deadline(b)) break;
+                continue;
+            }
+            if (backoff)
+                log_info(COMPONENT, "publisher connected to %s:%d again", b->host, b->port);
+            backoff = 0;
+            atomic_store(&b->pub_up, true);
+            metric_gauge_set(b->m_pub_up, 1);
+        }
+        bool ok = publish_lost_marks(b, c, sha);
+        if (ok && !head) {
+            head = workqueue_pop_wait(b->outbox, TURN_MS);
+            if (head) metric_gauge_add(b->m_outbox, -1);
+        }
+        if (ok && head) {
+            ok = publish_one(b, c, sha, head->room, head->event) == REDIS_OK;
+            if (ok) {
+                metric_counter_inc(b->m_published);
+                mark_done(b, head->ticket);
+                free(head->event);
+                free(head);
+                head = NULL;
+            }
+        }
+        if (!ok) { /* keep the event at the head: it goes out first once Redis is back */
+            metric_counter_inc(b->m_publish_errors);
+            log_warn(COMPONENT, "publisher: Redis %s:%d failed (%s); reconnecting", b->host,
+                     b->port, c->err ? c->errstr : "refused");
+            redisFree(c);
+            c = NULL;
+        }
+    }
+    /* Given up at the stop deadline: nobody may wait for them any longer. */
+    if (head) {
+        metric_counter_inc(b->m_dropped);
+        mark_done(b, head->ticket);
+        free(head->event);
+        free(head);
+    }
+    outgoing *left;
+    while ((left = workqueue_pop_wait(b->outbox, 0)) != NULL) {
+        metric_counter_inc(b->m_dropped);
+        mark_done(b, left->ticket);
+        free(left->event);
+        free(left);
+    }
+    if (c) redisFree(c);
+    atomic_store(&b->pub_up, false);
+    watchdog_unregister(dog);
+    return NULL;
+}
+
+/* ---- receiving ---- */
+
+static room_track *track_of(bus *b, const char *room)
+{
+    room_track *t;
+    HASH_FIND_STR(b->rooms, room, t);
+    if (t) return t;
+    t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    snprintf(t->room, sizeof t->room, "%s", room);
+    HASH_ADD_STR(b->rooms, room, t);
+    metric_gauge_set(b->m_rooms, (double)HASH_COUNT(b->rooms));
+    return t;
+}
+
+/* Hands one event to the broadcaster: parses it, reports a pending loss first. */
+static void handle_event(bus *b, room_track *t, const char *event, size_t len)
+{
+    json_error_t jerr;
+    json_t *o = json_loadb(event, len, 0, &jerr);
+    const char *origin = json_string_value(json_object_get(o, "o"));
+    if (!o || !origin) {
+        log_warn(COMPONENT, "room %s: an event that is not one of ours; ignored", t->room);
+        json_decref(o);
+        return;
+    }
+    if (json_is_true(json_object_get(o, "lost"))) {
+        t->lost_pending = true;
+        json_decref(o);
+        return;
+    }
+    bool own = strcmp(origin, b->node_id) == 0;
+    const char *seq = json_string_value(json_object_get(o, "s"));
+    const char *received = json_string_value(json_object_get(o, "r"));
+    const char *body = json_string_value(json_object_get(o, "m"));
+    chat_message m;
+    char err[200];
+    if (!seq || !received || !body ||
+        !queue_message_parse(body, strlen(body), &m, err, sizeof err)) {
+        log_warn(COMPONENT, "room %s: an event that does not parse; ignored", t->room);
+        json_decref(o);
+        return;
+    }
+    if (t->lost_pending) {
+        t->lost_pending = false;
+        metric_counter_inc(b->m_gap_lost);
+        b->cfg.room_lost(b->cfg.ctx, t->room, seq);
+    }
+    /* This node's own events too: every node delivers in the one order Redis gave the room. */
+    metric_counter_inc(own ? b->m_own : b->m_delivered);
+    b->cfg.deliver(b->cfg.ctx, &m, seq, received);
+    json_decref(o);
+}
+
+/* The room's epoch and newest offset in Redis; false when its keys are gone (or Redis failed). */
+static bool room_head(bus *b, redisContext *rc, const char *room, char epoch[EPOCH_BUF],
+                      long long *newest)
+{
+    char meta[128 + ROOM_ID_BUF];
+    key_of(b, "meta", room, meta, sizeof meta);
+    redisReply *r = redisCommand(rc, "HMGET %s e o", meta);
+    bool have = r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                r->element[0]->type == REDIS_REPLY_STRING &&
+                r->element[1]->type == REDIS_REPLY_STRING;
+    if (have) {
+        snprintf(epoch, EPOCH_BUF, "%s", r->element[0]->str);
+        *newest = strtoll(r->element[1]->str, NULL, 10);
+    }
+    freeReplyObject(r);
+    return have;
+}
+
+static bool stream_entry_ok(const redisReply *e)
+{
+    return e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
+           e->element[0]->type == REDIS_REPLY_STRING && e->element[1]->type == REDIS_REPLY_ARRAY &&
+           e->element[1]->elements == 2 && e->element[1]->element[1]->type == REDIS_REPLY_STRING;
+}
+
+/* Brings room t up to offset upto of epoch (exclusive when upto_exclusive: the caller has that
+ * event in hand) from the room's stream, delivering what it holds in order. When the stream
+ * cannot prove that nothing is missing — another epoch than t's, or its first entry is not the
+ * next offset (trimmed, or gone) — the room is marked lost first, so room_lost() precedes the
+ * first event delivered. Returns false only when Redis failed (t unchanged but for the mark). */
+static bool recover(bus *b, redisContext *rc, room_track *t, const char *epoch, long long upto,
+                    bool upto_exclusive)
+{
+    bool same_epoch = t->epoch[0] && strcmp(t->epoch, epoch) == 0;
+    long long from = same_epoch ? t->offset + 1 : 1;
+    long long last = upto_exclusive ? upto - 1 : upto;
+    if (!same_epoch && t->epoch[0]) {
+        log_warn(COMPONENT,
+                 "room %s: Redis has a new epoch (%s, was %s): what came after offset "
+                 "%lld cannot be verified; its subscribers here resume from the "
+                 "history store",
+                 t->room, epoch, t->epoch, t->offset);
+        t->lost_pending = true;
+    }
+    snprintf(t->epoch, sizeof t->epoch, "%s", epoch);
+    if (last < from) return true;
+    char hist[128 + ROOM_ID_BUF];
+    key_of(b, "hist", t->room, hist, sizeof hist);
+    redisReply *r = redisCommand(rc, "XRANGE %s %lld-0 %lld-0", hist, from, last);
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(r);
+        return false;
+    }
+    long long expect = from;
+    for (size_t i = 0; i < r->elements; i++) {
+        redisReply *e = r->element[i];
+        if (!stream_entry_ok(e)) continue;
+        long long off = strtoll(e->element[0]->str, NULL, 10);
+        if (off != expect && !t->lost_pending && same_epoch) {
+            log_warn(COMPONENT,
+                     "room %s: offsets %lld..%lld are no longer in Redis; its "
+                     "subscribers here resume from the history store",
+                     t->room, expect, off - 1);
+        }
+        if (off != expect) t->lost_pending = true;
+        redisReply *d = e->element[1]->element[1];
+        handle_event(b, t, d->str, d->len);
+        expect = off + 1;
+    }
+    freeReplyObject(r);
+    if (expect <= last) { /* the newest ones are not in the stream either */
+        if (same_epoch && !t->lost_pending)
+            log_warn(COMPONENT,
+                     "room %s: offsets %lld..%lld are no longer in Redis; its "
+                     "subscribers here resume from the history store",
+                     t->room, expect, last);
+        t->lost_pending = true;
+    }
+    if (!t->lost_pending) metric_counter_inc(b->m_gap_stream); /* a loss counts when reported */
+    t->offset = last;
+    return true;
+}
+
+/* One pub/sub message "<epoch> <offset> <event>" of room's channel. */
+static void on_channel_message(bus *b, redisContext *rc, const char *room, const char *text,
+                               size_t len)
+{
+    char epoch[EPOCH_BUF];
+    long long offset;
+    int used = 0;
+    if (sscanf(text, "%47s %lld %n", epoch, &offset, &used) != 2 || used <= 0 ||
+        (size_t)used > len) {
+        log_warn(COMPONENT, "room %s: a bus message of another format; ignored", room);
+        return;
+    }
+    room_track *t = track_of(b, room);
+    if (!t) {
+        log_error(COMPONENT, "room %s: out of memory tracking it", room);
+        return;
+    }
+    bool same_epoch = strcmp(t->epoch, epoch) == 0;
+    if (same_epoch && offset <= t->offset) {
+        metric_counter_inc(b->m_duplicate);
+        return;
+    }
+    /* A room seen for the first time starts at this event: what came before is the store's. */
+    if (t->epoch[0] && (!same_epoch || offset > t->offset + 1) &&
+        !recover(b, rc, t, epoch, offset, true))
+        t->lost_pending = true; /* Redis failed under us: cannot tell what was missed */
+    snprintf(t->epoch, sizeof t->epoch, "%s", epoch);
+    t->offset = offset;
+    handle_event(b, t, text + used, len - (size_t)used);
+}
+
+/* After a reconnect, before live events flow: every room known is brought up to its newest
+ * offset from its stream (recover()), so what was published meanwhile is delivered, not skipped. */
+static void catch_up_all(bus *b, redisContext *rc)
+{
+    room_track *t, *tmp;
+    HASH_ITER(hh, b->rooms, t, tmp)
+    {
+        char epoch[EPOCH_BUF];
+        long long newest = 0;
+        if (!room_head(b, rc, t->room, epoch, &newest)) {
+            /* the room's keys are gone (Redis lost them, or they expired): whatever comes next
+             * is a new epoch, and recover() reports it then */
+            continue;
+        }
+        if (strcmp(epoch, t->epoch) == 0 && newest <= t->offset) continue;
+        if (!recover(b, rc, t, epoch, newest, false)) return; /* Redis failed: next reconnect */
+    }
+}
+
+/* Sends PSUBSCRIBE and waits (bounded) for its confirmation. */
+static bool psubscribe(bus *b, redisContext *sc)
+{
+    char pattern[128];
+    snprintf(pattern, sizeof pattern, "%s:room:*", b->prefix);
+    redisReply *r = redisCommand(sc, "PSUBSCRIBE %s", pattern);
+    bool ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == 3;
+    freeReplyObject(r);
+    return ok;
+}
+
+static void handle_push(bus *b, redisContext *rc, redisReply *r)
+{
+    /* ["pmessage", pattern, channel, payload] */
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4 ||
+        r->element[2]->type != REDIS_REPLY_STRING || r->element[3]->type != REDIS_REPLY_STRING ||
+        strcmp(r->element[0]->str, "pmessage") != 0)
+        return;
+    const char *channel = r->element[2]->str;
+    size_t plen = strlen(b->prefix) + strlen(":room:");
+    if (strlen(channel) <= plen) return;
+    const char *room = channel + plen;
+    if (!room_id_valid(room, strlen(room))) return;
+    on_channel_message(b, rc, room, r->element[3]->str, r->element[3]->len);
+}
+
+/* Reads what the subscriber connection has, up to TURN_MS of waiting. false: the connection
+ * failed. */
+static bool pump(bus *b, redisContext *sc, redisContext *rc)
+{
+    void *reply = NULL;
+    for (;;) { /* replies already read and parsed come first */
+        if (redisGetReplyFromReader(sc, &reply) != REDIS_OK) return false;
+        if (!reply) break;
+        handle_push(b, rc, reply);
+        freeReplyObject(reply);
+    }
+    struct pollfd p = {.fd = sc->fd, .events = POLLIN};
+    int n = poll(&p, 1, TURN_MS);
+    if (n < 0) return errno == EINTR;
+    if (n == 0) return true;
+    return redisBufferRead(sc) == REDIS_OK;
+}
+
+static void close_pair(redisContext **sc, redisContext **rc)
+{
+    if (*sc) redisFree(*sc);
+    if (*rc) redisFree(*rc);
+    *sc = *rc = NULL;
+}
+
+static void *subscriber_main(void *arg)
+{
+    bus *b = arg;
+    watchdog_loop *dog = watchdog_register("bus-subscribe", b->cfg.timeout_ms * 4 + 10000);
+    redisContext *sc = NULL, *rc = NULL;
+    long backoff = 0;
+    char err[256];
+    while (!atomic_load(&b->stopping)) {
+        watchdog_expect(dog, b->cfg.timeout_ms * 4 + 10000);
+        if (!sc) {
+            sc = connect_redis(b, err, sizeof err);
+            rc = sc ? connect_redis(b, err, sizeof err) : NULL;
+            if (!sc || !rc || !psubscribe(b, sc)) {
+                if (sc && rc) snprintf(err, sizeof err, "PSUBSCRIBE failed");
+                log_warn(COMPONENT, "subscriber: %s", err);
+                close_pair(&sc, &rc);
+                backoff = next_backoff(backoff);
+                nap(b, backoff);
+                continue;
+            }
+            /* Subscribed first, then caught up: nothing published in between is missed (a
+             * duplicate is dropped by its offset). */
+            catch_up_all(b, rc);
+            if (backoff)
+                log_info(COMPONENT, "subscriber connected to %s:%d again", b->host, b->port);
+            backoff = 0;
+            atomic_store(&b->sub_up, true);
+            metric_gauge_set(b->m_sub_up, 1);
+        }
+        if (!pump(b, sc, rc)) {
+            log_warn(COMPONENT, "subscriber: Redis %s:%d failed (%s); reconnecting", b->host,
+                     b->port, sc->err ? sc->errstr : "closed");
+            close_pair(&sc, &rc);
+            atomic_store(&b->sub_up, false);
+            metric_gauge_set(b->m_sub_up, 0);
+        }
+    }
+    close_pair(&sc, &rc);
+    atomic_store(&b->sub_up, false);
+    watchdog_unregister(dog);
+    return NULL;
+}
+
+/* ---- life cycle ---- */
+
+static void init_metrics(bus *b)
+{
+    b->m_published = metrics_counter("chatflow_bus_published_total",
+                                     "Events this node published on the cluster bus.", NULL);
+    b->m_publish_errors = metrics_counter("chatflow_bus_publish_errors_total",
+                                          "Bus publishes that failed (Redis down or refusing); "
+                                          "the event is retried.",
+                                          NULL);
+    b->m_dropped = metrics_counter("chatflow_bus_publish_dropped_total",
+                                   "Events never published: the outbox was full, or the node "
+                                   "stopped first (their rooms are announced lost).",
+                                   NULL);
+    const char *help = "Bus events received, by what became of them.";
+    b->m_delivered = metrics_counter("chatflow_bus_received_total", help, "result=\"delivered\"");
+    b->m_own = metrics_counter("chatflow_bus_received_total", help, "result=\"own\"");
+    b->m_duplicate = metrics_counter("chatflow_bus_received_total", help, "result=\"duplicate\"");
+    help = "Gaps in a room's bus offsets, by how they were closed.";
+    b->m_gap_stream = metrics_counter("chatflow_bus_gaps_total", help, "recovered=\"stream\"");
+    b->m_gap_lost = metrics_counter("chatflow_bus_gaps_total", help, "recovered=\"lost\"");
+    b->m_outbox = metrics_gauge("chatflow_bus_outbox", "Events waiting to be published.", NULL);
+    help = "1 when the bus connection is up.";
+    b->m_pub_up = metrics_gauge("chatflow_bus_connected", help, "conn=\"publish\"");
+    b->m_sub_up = metrics_gauge("chatflow_bus_connected", help, "conn=\"subscribe\"");
+    b->m_rooms =
+        metrics_gauge("chatflow_bus_rooms", "Rooms whose bus offsets this node tracks.", NULL);
+}
+
+bus *bus_start(const bus_config *cfg, char *err, size_t err_len)
+{
+    bus *b = calloc(1, sizeof *b);
+    if (!b) {
+        snprintf(err, err_len, "bus: out of memory");
+        return NULL;
+    }
+    b->cfg = *cfg;
+    snprintf(b->prefix, sizeof b->prefix, "%s", cfg->prefix);
+    snprintf(b->node_id, sizeof b->node_id, "%s", cfg->node_id);
+    pthread_mutex_init(&b->lost_mu, NULL);
+    pthread_mutex_init(&b->push_mu, NULL);
+    pthread_mutex_init(&b->done_mu, NULL);
+    pthread_cond_init(&b->done_cv, NULL);
+    init_metrics(b);
+    if (!parse_url(b, cfg->url, err, err_len)) goto fail;
+    b->lost = calloc(LOST_ROOMS_MAX, sizeof *b->lost);
+    b->outbox = workqueue_new(cfg->outbox, NULL, NULL);
+    if (!b->lost || !b->outbox) {
+        snprintf(err, err_len, "bus: out of memory");
+        goto fail;
+    }
+    /* A node that cannot reach the bus at start would serve a split audience: refuse. */
+    char why[256];
+    redisContext *probe = connect_redis(b, why, sizeof why);
+    redisReply *pong = probe ? redisCommand(probe, "PING") : NULL;
+    bool up = pong && pong->type == REDIS_REPLY_STATUS;
+    freeReplyObject(pong);
+    if (probe) redisFree(probe);
+    if (!up) {
+        snprintf(err, err_len, "CHATFLOW_REDIS_URL: %s", probe ? "no answer to PING" : why);
+        goto fail;
+    }
+    if (pthread_create(&b->pub_thread, NULL, publisher_main, b) != 0) {
+        snprintf(err, err_len, "bus: cannot start the publisher thread");
+        goto fail;
+    }
+    b->pub_started = true;
+    if (pthread_create(&b->sub_thread, NULL, subscriber_main, b) != 0) {
+        snprintf(err, err_len, "bus: cannot start the subscriber thread");
+        bus_stop(b, time_mono_ns() + 5000000000ull);
+        bus_free(b);
+        return NULL;
+    }
+    b->sub_started = true;
+    log_info(COMPONENT, "cluster bus on redis://%s:%d/%d (prefix %s, node %s)", b->host, b->port,
+             b->db, b->prefix, b->node_id);
+    return b;
+fail:
+    bus_free(b);
+    return NULL;
+}
+
+bool bus_check(void *ctx, char *detail, size_t detail_len)
+{
+    bus *b = ctx;
+    bool pub = atomic_load(&b->pub_up), sub = atomic_load(&b->sub_up);
+    snprintf(detail, detail_len, "redis %s:%d: publish %s, subscribe %s, %zu events waiting",
+             b->host, b->port, pub ? "up" : "DOWN", sub ? "up" : "DOWN",
+             workqueue_length(b->outbox));
+    return pub && sub;
+}
+
+static bool join_by(pthread_t t, uint64_t deadline_ns)
+{
+    for (;;) {
+        if (pthread_tryjoin_np(t, NULL) == 0) return true;
+        if (time_mono_ns() >= deadline_ns) return false;
+        time_sleep_ms(20);
+    }
+}
+
+bool bus_stop(bus *b, uint64_t deadline_ns)
+{
+    if (!b) return true;
+    atomic_store(&b->stop_deadline_ns, deadline_ns);
+    atomic_store(&b->stopping, true);
+    /* The threads look at the flag every TURN_MS and a Redis call lasts timeout_ms at most. */
+    uint64_t join_by_ns = deadline_ns + (uint64_t)(b->cfg.timeout_ms + TURN_MS) * 1000000ull;
+    if (b->pub_started && join_by(b->pub_thread, join_by_ns)) b->pub_started = false;
+    if (b->sub_started && join_by(b->sub_thread, join_by_ns)) b->sub_started = false;
+    return !b->pub_started && !b->sub_started;
+}
+
+void bus_free(bus *b)
+{
+    if (!b || b->pub_started || b->sub_started) return; /* a thread may still use it: leak */
+    room_track *t, *tmp;
+    HASH_ITER(hh, b->rooms, t, tmp)
+    {
+        HASH_DEL(b->rooms, t);
+        free(t);
+    }
+    if (b->outbox) workqueue_free(b->outbox);
+    free(b->lost);
+    pthread_mutex_destroy(&b->lost_mu);
+    pthread_mutex_destroy(&b->push_mu);
+    pthread_mutex_destroy(&b->done_mu);
+    pthread_cond_destroy(&b->done_cv);
+    free(b);
+}
