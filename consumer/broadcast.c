@@ -153,6 +153,9 @@ static void offer_live_frame(broadcaster *b, subscriber *sub, bc_frame *f)
             drop_slow(b, sub, held + bc_fqueue_len(&sub->sendq));
         return;
     }
+    /* A replay from the store may have sent it already: with the cluster bus a message can be
+     * committed before its event reaches this node (the poller publishes it after the commit). */
+    if (f->seq[0] && sub->replay.cursor[0] && !bc_frame_after(f, sub->replay.cursor)) return;
     deliver_now(b, sub, f);
 }
 

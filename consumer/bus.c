@@ -267,14 +267,7 @@ static void mark_done(bus *b, uint64_t ticket)
 
 bool bus_wait_published(bus *b, uint64_t ticket, long timeout_ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = time_mono_after_ms(timeout_ms); /* done_cv runs on CLOCK_MONOTONIC */
     pthread_mutex_lock(&b->done_mu);
     int rc = 0;
     while (b->published_upto < ticket && rc == 0)
@@ -772,7 +765,11 @@ bus *bus_start(const bus_config *cfg, char *err, size_t err_len)
     pthread_mutex_init(&b->lost_mu, NULL);
     pthread_mutex_init(&b->push_mu, NULL);
     pthread_mutex_init(&b->done_mu, NULL);
-    pthread_cond_init(&b->done_cv, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&b->done_cv, &attr);
+    pthread_condattr_destroy(&attr);
     init_metrics(b);
     if (!parse_url(b, cfg->url, err, err_len)) goto fail;
     b->lost = calloc(LOST_ROOMS_MAX, sizeof *b->lost);

@@ -750,15 +750,7 @@ static db_conn *take_free_locked(db_pool *p)
 
 db_conn *db_pool_acquire_timeout(db_pool *p, long timeout_ms)
 {
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    long ms = timeout_ms > 0 ? timeout_ms : 0;
-    deadline.tv_sec += ms / 1000;
-    deadline.tv_nsec += (ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = time_mono_after_ms(timeout_ms);
     pthread_mutex_lock(&p->mu);
     db_conn *c;
     while (!(c = take_free_locked(p)) &&

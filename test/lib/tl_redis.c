@@ -132,7 +132,7 @@ bool tl_redis_ping(int port, int timeout_ms)
 }
 
 /* A port nobody listens on now: the kernel's choice for port 0, released at once. */
-static int free_port(void)
+int tl_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in a = {.sin_family = AF_INET};
@@ -260,7 +260,7 @@ bool tl_redis_start(tl_redis *r, const char *log_dir)
         return false;
     }
     register_at_exit(r);
-    r->port = free_port();
+    r->port = tl_free_port();
     if (r->port <= 0) {
         tl_note("no free port on 127.0.0.1 for redis-server");
         return false;

@@ -51,6 +51,8 @@ void tl_redis_kill(tl_redis *r);
 bool tl_redis_restart(tl_redis *r);
 bool tl_redis_call(int port, const char *command, char *reply, size_t reply_len, int timeout_ms);
 bool tl_redis_ping(int port, int timeout_ms);
+/* A loopback port nobody listens on now (the kernel's pick, released at once). */
+int tl_free_port(void);
 void tl_redis_done(tl_redis *r);
 
 #endif

@@ -7,10 +7,7 @@
  * after Redis comes back, and the deletes' wait (bus_wait_published) holds while Redis is down.
  */
 /* test-passes: asan tsan */
-#include <arpa/inet.h>
 #include <hiredis/hiredis.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -131,20 +128,6 @@ static void reset(node_log *l)
     pthread_mutex_unlock(&l->mu);
 }
 
-/* A loopback port nobody listens on: bound by the kernel's choice, then closed. */
-static int closed_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int port = 0;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0) close(fd);
-    return port;
-}
-
 static void test_refused_settings(void)
 {
     char err[256];
@@ -162,7 +145,7 @@ static void test_refused_settings(void)
         CHECK(!b && strstr(err, bad[i].why), "%s refused: %s", bad[i].url, err);
         bus_free(b);
     }
-    int closed = closed_port();
+    int closed = tl_free_port();
     char url[64];
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", closed);
     bus_config c = config(url, "a", &log_a);
