@@ -22,8 +22,9 @@
  *  - A route handler fills an http_response; body is malloc'd and ownership passes to the
  *    server, which frees it. A handler that sets allow_origin gets an Access-Control-Allow-Origin
  *    header on its answer (for pages served from another origin), and one that also sets
- *    preflight_methods answers a CORS preflight (a page's fetch with an Authorization header). Request arguments come from
- * http_request_arg(); a POST body is delivered whole (up to 64 KiB, else 413).
+ *    preflight_methods answers a CORS preflight (a page's fetch with an Authorization header).
+ * Request arguments come from http_request_arg(); a POST body is delivered whole (up to 64 KiB,
+ * else 413).
  *  - port 0 picks a free port; admin_http_port() tells which.
  */
 #ifndef CHATFLOW_HTTP_H

@@ -88,7 +88,7 @@ typedef struct {
     /* The claim that holds the user id; NULL: "sub". Cognito custom attributes, for instance,
      * arrive as "custom:<name>" claims of the ID token. */
     const char *user_id_claim;
-    int leeway_s;         /* for exp and nbf, >= 0 */
+    int leeway_s; /* for exp and nbf, >= 0 */
     /* Seconds since the epoch; NULL = time(). Tests inject a fixed instant. */
     int64_t (*now_s)(void *ctx);
     void *now_ctx;

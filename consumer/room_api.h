@@ -63,8 +63,8 @@ typedef struct {
      * (at most 8) whose pages may read the answers (the request's Origin is echoed when listed,
      * with Vary: Origin); "" = none. */
     const char *allow_origin;
-    db_gate *gate;    /* shared with api.h (api_set_gate); NULL: a gate of its own */
-    const auth *auth; /* NULL: no identity tokens (CHATFLOW_AUTH off); borrowed */
+    db_gate *gate;       /* shared with api.h (api_set_gate); NULL: a gate of its own */
+    const auth *auth;    /* NULL: no identity tokens (CHATFLOW_AUTH off); borrowed */
     bool anonymous_read; /* with auth: a request without any token is answered too */
 } room_api_config;
 

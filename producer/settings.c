@@ -117,8 +117,7 @@ producer_settings_result producer_settings_load(producer_settings *s, int *argc,
         return PRODUCER_SETTINGS_ERROR;
     }
     if (!config_common_finish(&s->common, err, err_len)) return PRODUCER_SETTINGS_ERROR;
-    if (s->dev_tokens &&
-        (strcmp(s->common.auth, "on") != 0 || !s->common.auth_hs256_secret[0])) {
+    if (s->dev_tokens && (strcmp(s->common.auth, "on") != 0 || !s->common.auth_hs256_secret[0])) {
         snprintf(err, err_len,
                  "CHATFLOW_DEV_TOKENS=true needs CHATFLOW_AUTH=on and CHATFLOW_AUTH_HS256_SECRET "
                  "(the development tokens are HS256)");
