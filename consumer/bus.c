@@ -54,6 +54,7 @@ typedef struct {
     char epoch[EPOCH_BUF];
     long long offset;  /* the last offset handled */
     bool lost_pending; /* a "lost" event came: the next event reports the loss */
+    uint64_t seen_ns;  /* monotonic: its last event (rooms idle past the keys' TTL are dropped) */
     UT_hash_handle hh;
 } room_track;
 
@@ -82,7 +83,7 @@ struct bus {
     bool lost_overflow;
 
     room_track *rooms; /* subscriber thread only */
-    size_t n_rooms;
+    uint64_t next_sweep_ns;
 
     metric_counter *m_published, *m_publish_errors, *m_dropped;
     metric_counter *m_delivered, *m_own, *m_duplicate, *m_gap_stream, *m_gap_lost;
@@ -448,13 +449,32 @@ static room_track *track_of(bus *b, const char *room)
 {
     room_track *t;
     HASH_FIND_STR(b->rooms, room, t);
-    if (t) return t;
-    t = calloc(1, sizeof *t);
-    if (!t) return NULL;
-    snprintf(t->room, sizeof t->room, "%s", room);
-    HASH_ADD_STR(b->rooms, room, t);
-    metric_gauge_set(b->m_rooms, (double)HASH_COUNT(b->rooms));
+    if (!t && (t = calloc(1, sizeof *t)) != NULL) {
+        snprintf(t->room, sizeof t->room, "%s", room);
+        HASH_ADD_STR(b->rooms, room, t);
+        metric_gauge_set(b->m_rooms, (double)HASH_COUNT(b->rooms));
+    }
+    if (t) t->seen_ns = time_mono_ns();
     return t;
+}
+
+/* Rooms are unbounded; what is tracked of them must not be. A room idle for longer than its
+ * keys live in Redis has nothing left there to compare with: its next event starts it afresh
+ * (as for a room never seen), so forgetting it loses nothing. Once a minute. */
+static void sweep_idle_rooms(bus *b)
+{
+    uint64_t now = time_mono_ns();
+    if (now < b->next_sweep_ns) return;
+    b->next_sweep_ns = now + 60ull * 1000000000ull;
+    uint64_t idle_ns = (uint64_t)b->cfg.ttl_s * 1000000000ull;
+    room_track *t, *tmp;
+    HASH_ITER(hh, b->rooms, t, tmp)
+    {
+        if (now - t->seen_ns <= idle_ns) continue;
+        HASH_DEL(b->rooms, t);
+        free(t);
+    }
+    metric_gauge_set(b->m_rooms, (double)HASH_COUNT(b->rooms));
 }
 
 /* Hands one event to the broadcaster: parses it, reports a pending loss first. */
@@ -709,6 +729,7 @@ static void *subscriber_main(void *arg)
             atomic_store(&b->sub_up, true);
             metric_gauge_set(b->m_sub_up, 1);
         }
+        sweep_idle_rooms(b);
         if (!pump(b, sc, rc)) {
             log_warn(COMPONENT, "subscriber: Redis %s:%d failed (%s); reconnecting", b->host,
                      b->port, sc->err ? sc->errstr : "closed");

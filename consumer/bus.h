@@ -44,6 +44,9 @@
  *    broadcaster then replays from the history store until the store holds that event, so
  *    nothing before it is skipped) and resume with since=; the room's state restarts at the
  *    event (a "lost" event takes effect at the room's next event).
+ *  - A room idle for longer than CHATFLOW_BUS_TTL_S (its keys are gone from Redis then) is
+ *    forgotten; its next event starts it afresh, like a room never seen. So what a node tracks is
+ *    bounded by the rooms active within the TTL.
  *  - After the subscriber connection is lost and made again, every room it knows is caught up from
  *    its stream the same way before live events flow again: what the stream holds is delivered,
  *    and when it cannot prove that nothing is missing (new epoch, trimmed) room_lost() comes
