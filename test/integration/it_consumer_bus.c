@@ -13,7 +13,11 @@
  * whose last message is sent while Redis is away and followed by nothing; /health/live stays 200 on
  *     every consumer and the "bus" readiness check is UP again;
  *  3. a consumer killed (-9) under paced load: its subscribers resume on another consumer with
- *     since=, with no gap and no duplicate; every acked message is stored exactly once.
+ *     since=, with no gap and no duplicate; every acked message is stored exactly once;
+ *  4. a rolling restart under paced load: each consumer in turn stopped with SIGTERM (exit 0 in
+ *     time) and started again, the others carrying every room meanwhile; its subscribers resume
+ *     elsewhere or on it again with since=: every acked message reaches every subscriber once, in
+ *     order, and is stored exactly once.
  */
 /* test-passes: asan */
 #include <curl/curl.h>
@@ -808,7 +812,7 @@ static void check_victims_resumed(world *w)
 
 /* Every acked id of the part's rooms is in PostgreSQL (they are stored in the end, whichever
  * node took them: the killed one's come back to another after their visibility timeout). */
-static void check_ids_stored(world *w)
+static void check_ids_stored(world *w, const char *part)
 {
     size_t n = 0;
     for (size_t i = 0; i < w->ntx; i++) n += w->tx[i].acked.n;
@@ -821,7 +825,7 @@ static void check_ids_stored(world *w)
             off += (size_t)sprintf(sql + off, "%s'%s'", sep, w->tx[i].acked.v[k].id);
     sprintf(sql + off, ")");
     CHECK_INT(tl_pg_wait_scalar(env.pg, sql, (long long)n, 60000), n,
-              "consumer kill: each of the %zu acked messages is stored", n);
+              "%s: each of the %zu acked messages is stored", part, n);
     free(sql);
 }
 
@@ -838,9 +842,60 @@ static void test_consumer_killed(void)
     world_wait_delivered(&w);
     check_subscribers(&w, "consumer kill");
     check_victims_resumed(&w);
-    check_ids_stored(&w);
+    check_ids_stored(&w, "consumer kill");
     check_stored_once();
     note_bus_metrics("after the consumer kill:");
+    world_free(&w);
+}
+
+/* ---------------------------------------------------------------- 4. a rolling restart */
+
+#define ROLL_FIRST_AT_MS 1500
+#define ROLL_GAP_MS 2500 /* between one node back and the next one stopped */
+#define ROLL_RUN_MS 14000
+
+typedef struct {
+    int next;    /* the node to restart next */
+    uint64_t at; /* not before this elapsed time */
+    int restarted, clean_exits;
+} roll_state;
+
+/* One node at a time: SIGTERM (a deployment's stop), wait for it, start it again and wait until
+ * it is ready, then the next one a little later. The others carry every room meanwhile. */
+static void roll_event(uint64_t elapsed_ms, void *ctx)
+{
+    roll_state *r = ctx;
+    if (r->next >= NODES || elapsed_ms < r->at) return;
+    int i = r->next++;
+    bool in_time = false;
+    int rc = tl_consumer_stop(&nodes[i], SIGTERM, 15000, &in_time);
+    r->clean_exits += rc == 0 && in_time;
+    bool back = start_node(i);
+    r->restarted += back;
+    NOTE("%s restarted at %llu ms (exit %d%s), %s", node_ids[i], (unsigned long long)elapsed_ms, rc,
+         in_time ? "" : ", killed", back ? "ready again" : "NOT back");
+    r->at = elapsed_ms + ROLL_GAP_MS;
+}
+
+static void test_rolling_restart(void)
+{
+    /* the node killed in part 3 comes back first, as its replacement task would */
+    CHECK(start_node(VICTIM), "%s started again", node_ids[VICTIM]);
+    static const char *const rooms[] = {"4", "rolling"};
+    world w = {0};
+    CHECK(world_open(&w, rooms, 2), "rolling restart: senders and a subscriber per consumer ready");
+    roll_state r = {.next = 0, .at = ROLL_FIRST_AT_MS};
+    paced_run(&w, ROLL_RUN_MS, roll_event, &r, NULL);
+    CHECK_INT(r.restarted, NODES,
+              "rolling restart: every consumer stopped and back, one at a time");
+    CHECK_INT(r.clean_exits, NODES, "rolling restart: each stopped on SIGTERM in time, exit 0");
+    CHECK(world_wait_acks(&w), "rolling restart: every frame answered");
+    check_acked(&w, "rolling restart");
+    world_wait_delivered(&w);
+    check_subscribers(&w, "rolling restart");
+    check_ids_stored(&w, "rolling restart");
+    check_stored_once();
+    note_bus_metrics("after the rolling restart:");
     world_free(&w);
 }
 
@@ -860,6 +915,7 @@ int main(void)
         test_fanout();
         test_redis_restart();
         test_consumer_killed();
+        test_rolling_restart();
     }
     if (ws) wsc_ctx_free(ws);
     for (int p = 0; p < PRODUCERS; p++)

@@ -58,6 +58,8 @@ if ! private_stack_up stack-it; then
 fi
 tap_ok "private stack starts"
 ENV_FILE="$PRIVATE_STACK_DIR/stack.env"
+# The bus URL as stack.env has it (private_stack_env keeps it out of the environment, test/run).
+file_redis_url() { sed -n 's/^CHATFLOW_REDIS_URL=//p' "$ENV_FILE"; }
 PG_PID=$CHATFLOW_PG_PID
 SQS_PID=$CHATFLOW_FAUXQS_PID
 PG_PORT=$CHATFLOW_PG_PORT
@@ -85,7 +87,9 @@ tap_check "PostgreSQL listens on 127.0.0.1 only" bash -c \
      ! ss -Hltn 'sport = :$PG_PORT' | awk '{print \$4}' | grep -vqx '127.0.0.1:$PG_PORT'"
 tap_check "fauxqs answers ListQueues with the room queues and the DLQ" queues_exist
 
-tap_is "$CHATFLOW_REDIS_URL" "redis://127.0.0.1:$REDIS_PORT" "CHATFLOW_REDIS_URL is the Redis port on loopback"
+# Read from the file: private_stack_env leaves the bus URL out of the environment (test/run).
+tap_is "$(file_redis_url)" "redis://127.0.0.1:$REDIS_PORT" \
+    "stack.env's CHATFLOW_REDIS_URL is the Redis port on loopback"
 tap_check "Redis answers PING on the port in stack.env" redis_pings "$REDIS_PORT"
 tap_check "the Redis PID is a redis-server on that port" bash -c \
     "tr '\\0' ' ' </proc/$REDIS_PID/cmdline | grep -q 'redis-server 127.0.0.1:$REDIS_PORT'"
@@ -158,7 +162,7 @@ tap_is "$CHATFLOW_REDIS_PORT" "$REDIS_PORT" "restart-redis keeps the port"
 tap_check "restart-redis stopped the old PID" pid_gone "$REDIS_PID"
 tap_check "redis runs under a new PID after restart-redis" bash -c "[ '$CHATFLOW_REDIS_PID' != '$REDIS_PID' ] && kill -0 '$CHATFLOW_REDIS_PID'"
 tap_is "$(redis_cmd "$REDIS_PORT" 'EXISTS stack-it-key')" ":0" "Redis starts empty after restart-redis (nothing persisted)"
-tap_is "$(grep -c '^CHATFLOW_REDIS_PID=' "$ENV_FILE")/$CHATFLOW_REDIS_URL" "1/redis://127.0.0.1:$REDIS_PORT" \
+tap_is "$(grep -c '^CHATFLOW_REDIS_PID=' "$ENV_FILE")/$(file_redis_url)" "1/redis://127.0.0.1:$REDIS_PORT" \
     "stack.env names the new Redis PID and the same URL"
 REDIS_PID=$CHATFLOW_REDIS_PID
 
@@ -180,7 +184,7 @@ tap_check "something else listens on the old Redis port" wait_port "$REDIS_PORT"
 tap_check "start-redis succeeds with its port taken" private_stack start-redis
 private_stack_env
 tap_check "redis moved to another port" bash -c "[ '$CHATFLOW_REDIS_PORT' != '$REDIS_PORT' ]"
-tap_is "$CHATFLOW_REDIS_URL" "redis://127.0.0.1:$CHATFLOW_REDIS_PORT" "CHATFLOW_REDIS_URL names the new port"
+tap_is "$(file_redis_url)" "redis://127.0.0.1:$CHATFLOW_REDIS_PORT" "CHATFLOW_REDIS_URL names the new port"
 tap_check "Redis answers PING on its new port" redis_pings "$CHATFLOW_REDIS_PORT"
 stop_bg port-squatter
 REDIS_PID=$CHATFLOW_REDIS_PID
