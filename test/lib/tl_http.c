@@ -104,6 +104,16 @@ double tl_metric(int port, const char *name, const char *filter)
     return v;
 }
 
+double tl_metric_wait_equal(int port, const char *name, double want, int timeout_ms)
+{
+    double v = -1;
+    for (int t = 0; t <= timeout_ms; t += 100) {
+        if ((v = tl_metric(port, name, NULL)) == want) break;
+        time_sleep_ms(100);
+    }
+    return v;
+}
+
 bool tl_metric_wait_at_most(int port, const char *name, double want, int timeout_ms)
 {
     for (int t = 0; t <= timeout_ms; t += 100) {

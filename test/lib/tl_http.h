@@ -37,5 +37,8 @@ bool tl_http_wait_status(int port, const char *path, long want, int timeout_ms);
 double tl_metric_sum(const char *body, const char *name, const char *filter);
 double tl_metric(int port, const char *name, const char *filter);
 bool tl_metric_wait_at_most(int port, const char *name, double want, int timeout_ms);
+/* Waits (100 ms steps) until the metric equals want; its last value (-1: none) either way. A
+ * gauge the service thread updates after the client saw its answer lags the client a little. */
+double tl_metric_wait_equal(int port, const char *name, double want, int timeout_ms);
 
 #endif
