@@ -84,7 +84,10 @@ endif
 all: $(ALL_BINS)
 
 # Objects are kept between builds (pattern-rule intermediates would otherwise be deleted).
-.SECONDARY:
+# .PRECIOUS on the objects alone, not a bare .SECONDARY: that would make the empty rules -MP
+# writes for headers secondary too, and a header moved or deleted would then not rebuild the
+# objects that included it.
+.PRECIOUS: $(BUILD)/obj/%.o
 
 $(BUILD)/obj/%.o: %.c | check-pkgs
 	@mkdir -p $(dir $@)

@@ -212,7 +212,7 @@ static bool create_stage(db_conn *c, void *ctx, char *err, size_t err_len)
         c,
         "CREATE TEMP TABLE IF NOT EXISTS chatflow_stage ("
         " message_id uuid, room_id text, user_id int, username text, message_text text,"
-        " message_type text, server_id text, client_ip text, sequence_number numeric(40,0),"
+        " message_type text, server_id text, client_ip text, sequence_number numeric(60,0),"
         " client_timestamp timestamptz, received_at timestamptz) ON COMMIT DELETE ROWS",
         err, err_len);
 }

@@ -12,8 +12,9 @@
 
 #define POOL_SIZE 2 /* the replay worker and one API request at a time, without waiting */
 
-/* numeric drops leading zeros; SQS sequence numbers are (at least) 20 digits and fauxqs
- * zero-pads them: restore that width so a replayed event carries the same text as the live one. */
+/* numeric drops leading zeros. A position (queue_epoch.h) has none, but a row stored before
+ * epochs holds SQS's bare number, which fauxqs zero-pads to 20 digits: restore that width so a
+ * replayed event of such a row carries the text the live one did. */
 #define SEQ_TEXT(col)                                                        \
     "CASE WHEN length(" col "::text) < 20 THEN lpad(" col "::text, 20, '0')" \
     " ELSE " col "::text END"

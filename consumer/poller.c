@@ -11,6 +11,7 @@
 #include "failpoint.h"
 #include "log.h"
 #include "metrics.h"
+#include "queue_epoch.h"
 #include "room.h"
 #include "spill.h"
 #include "timeutil.h"
@@ -22,6 +23,8 @@
 #define STOP_BUS_WAIT_MS 2000
 #define IDLE_WAIT_MS 250 /* a poller holding none of its shards' leases looks again after this */
 #define RETRY_MAX_BACKOFF_MS 5000
+#define EPOCH_RETRY_VISIBILITY_S 2 /* a receive whose queue epoch could not be read comes back */
+#define EPOCH_RETRY_WAIT_MS 1000
 #define SPILL_RETRY_VISIBILITY_S                                    \
     2 /* not taken by the spill queue: back in its shard queue soon \
        */
@@ -46,6 +49,7 @@ struct poller_pool {
     atomic_bool stopping;
     size_t n_pollers;
     poller *pollers;
+    queue_epoch *epochs; /* index shard - shard_first; each touched by its shard's poller only */
     metric_counter *m_consumed, *m_poison, *m_typing;
 };
 
@@ -95,6 +99,11 @@ static void sleep_unless_stopping(const poller *p, long ms)
 static const char *queue_url(const poller *p, int shard)
 {
     return p->pool->cfg.queue_urls[shard - 1];
+}
+
+static queue_epoch *epoch_of(const poller *p, int shard)
+{
+    return &p->pool->epochs[shard - (int)p->pool->cfg.settings->shard_first];
 }
 
 static void record(const poller *p, sqs_status s, const char *action, const sqs_error *e)
@@ -347,12 +356,36 @@ static void process(poller *p, int shard, sqs_message *msgs, size_t n)
     free(rows);
 }
 
-/* Gives messages straight back (visibility 0) when stopping after they were received. */
-static void release(poller *p, int shard, sqs_message *msgs, size_t n)
+/* Replaces each message's SQS sequence number by its position (queue_epoch.h), which is what
+ * the room is ordered and resumed by from here on: events, rows, the cache, spill envelopes.
+ * False when the queue's epoch cannot be read now: the caller gives the receive back. */
+static bool position_messages(poller *p, int shard, sqs_message *msgs, size_t n)
+{
+    char pos[SEQNUM_BUF], err[700];
+    for (size_t i = 0; i < n; i++) {
+        queue_seq_kind kind =
+            msgs[i].receive_count <= 1 ? QUEUE_SEQ_FIRST_RECEIVE : QUEUE_SEQ_REDELIVERY;
+        if (!queue_epoch_position(epoch_of(p, shard), p->sqs, queue_url(p, shard),
+                                  msgs[i].sequence_number, kind, pos, err, sizeof err)) {
+            log_warn(COMPONENT, "shard %d: message %s cannot be positioned (%s); given back", shard,
+                     msgs[i].message_id, err);
+            return false;
+        }
+        char *owned = strdup(pos);
+        if (!owned) return false;
+        free(msgs[i].sequence_number);
+        msgs[i].sequence_number = owned;
+    }
+    return true;
+}
+
+/* Gives messages back without processing them: visible again after visibility_s (0 when
+ * stopping after they were received). */
+static void give_back(poller *p, int shard, sqs_message *msgs, size_t n, int visibility_s)
 {
     held_message held[SQS_MAX_BATCH] = {0};
     for (size_t i = 0; i < n && i < SQS_MAX_BATCH; i++) held[i].sqs = &msgs[i];
-    handle_batch(p, shard, held, n < SQS_MAX_BATCH ? n : SQS_MAX_BATCH, false, 0);
+    handle_batch(p, shard, held, n < SQS_MAX_BATCH ? n : SQS_MAX_BATCH, false, visibility_s);
 }
 
 /* One receive on a shard queue, retried (same attempt id) until it succeeds or the pool stops.
@@ -380,6 +413,7 @@ static bool receive(poller *p, int shard, int wait_s, sqs_message **msgs, size_t
         if (st != SQS_OK && stopping(p)) return false;
         record(p, st, "ReceiveMessage", &e);
         if (st == SQS_OK) return true;
+        queue_epoch_mark_stale(epoch_of(p, shard)); /* the queue may come back made again */
         log_warn(COMPONENT, "shard %d: ReceiveMessage failed: %s (%s %s); retrying in %ld ms",
                  shard, sqs_status_name(st), e.type, e.message, backoff);
         watchdog_expect(p->watchdog, poller_turn_budget_ms(p));
@@ -429,7 +463,10 @@ static void *poller_main(void *arg)
         }
         empty_in_sweep = 0;
         if (stopping(p)) {
-            release(p, shard, msgs, n);
+            give_back(p, shard, msgs, n, 0); /* at once: for another consumer */
+        } else if (!position_messages(p, shard, msgs, n)) {
+            give_back(p, shard, msgs, n, EPOCH_RETRY_VISIBILITY_S);
+            sleep_unless_stopping(p, EPOCH_RETRY_WAIT_MS);
         } else {
             batch_writer_hold(p->pool->cfg.writer);
             process(p, shard, msgs, n);
@@ -447,7 +484,9 @@ poller_pool *poller_pool_start(const poller_pool_config *cfg, char *err, size_t 
     size_t n_shards = (size_t)(s->shard_last - s->shard_first + 1);
     size_t n_threads = (size_t)s->poller_threads < n_shards ? (size_t)s->poller_threads : n_shards;
     poller_pool *pool = calloc(1, sizeof(*pool));
-    if (!pool || !(pool->pollers = calloc(n_threads, sizeof(poller)))) {
+    if (!pool || !(pool->pollers = calloc(n_threads, sizeof(poller))) ||
+        !(pool->epochs = calloc(n_shards, sizeof(queue_epoch)))) {
+        if (pool) free(pool->pollers);
         free(pool);
         snprintf(err, err_len, "out of memory");
         return NULL;
@@ -533,5 +572,6 @@ void poller_pool_free(poller_pool *pool)
         free(pool->pollers[t].shards);
     }
     free(pool->pollers);
+    free(pool->epochs);
     free(pool);
 }

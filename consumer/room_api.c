@@ -320,7 +320,7 @@ static void serve_messages(room_api *a, const char *room, const http_request *re
     const char *limit_s = http_request_arg(req, "limit");
     const char *user_s = http_request_arg(req, "userId");
     if (before && !seqnum_valid(before)) {
-        http_respond_error(resp, 400, "before: must be a sequence number (1-39 decimal digits)");
+        http_respond_error(resp, 400, "before: must be a sequence number (1-60 decimal digits)");
         return;
     }
     if (limit_s && !parse_count(limit_s, 1, ROOM_API_LIMIT_MAX, &limit)) {

@@ -31,6 +31,7 @@
 #include "failpoint.h"
 #include "log.h"
 #include "metrics.h"
+#include "queue_epoch.h"
 #include "redact.h"
 #include "sqs.h"
 #include "timeutil.h"
@@ -49,7 +50,8 @@
 typedef struct {
     int shard;
     char queue_name[160];
-    char *queue_url; /* NULL until resolved */
+    char *queue_url;   /* NULL until resolved */
+    queue_epoch epoch; /* positions of the acks (queue_epoch.h) */
     uint64_t next_resolve_ns;
     int resolve_failures;
     publish_request *head, *tail;
@@ -360,6 +362,7 @@ static void send_batch(publisher_thread *t, shard_state *rs, uint64_t now, bool 
     metric_histogram_observe(p->batch_size, (double)n);
 
     if (st != SQS_OK) {
+        queue_epoch_mark_stale(&rs->epoch); /* the queue may come back made again */
         bool outage = st == SQS_NETWORK_ERROR || st == SQS_SERVER_ERROR || st == SQS_AUTH_ERROR;
         if (outage || probe) circuit_record(p->cfg.breaker, !outage, probe, after);
         if (sqs_status_retriable(st)) {
@@ -396,6 +399,21 @@ static bool later_accepted_in_room(publish_request **batch, const sqs_entry_resu
     return false;
 }
 
+/* The position an ack carries (queue_epoch.h): the same one the consumer will give the message.
+ * NULL when the queue's epoch cannot be read now: the ack then carries none (the message is in
+ * SQS all the same; its events will). */
+static const char *ack_position(publisher_thread *t, shard_state *rs, const char *seq,
+                                char position[SEQNUM_BUF])
+{
+    char err[700];
+    beat(t, t->owner->cfg.request_timeout_ms);
+    if (queue_epoch_position(&rs->epoch, t->sqs, rs->queue_url, seq, QUEUE_SEQ_SENT, position, err,
+                             sizeof err))
+        return position;
+    log_warn("publisher", "%s: ack without a position: %s", rs->queue_name, err);
+    return NULL;
+}
+
 /* Per-entry outcome of a SendMessageBatch that succeeded as a request. A batch carries the
  * entries of one or more rooms of the shard, each room's in its order, and SQS settles each
  * entry on its own: a later entry of a room can be accepted although an earlier one failed, and
@@ -426,7 +444,11 @@ static void settle_entries(publisher_thread *t, shard_state *rs, publish_request
                      results[i].code);
             answer_request(t, batch[i], CHAT_QUEUE_ERROR, why, NULL);
         } else if (results[i].ok) {
-            answer_request(t, batch[i], CHAT_OK, NULL, results[i].sequence_number);
+            char position[SEQNUM_BUF];
+            answer_request(t, batch[i], CHAT_OK, NULL,
+                           batch[i]->silent
+                               ? NULL
+                               : ack_position(t, rs, results[i].sequence_number, position));
         } else if (results[i].sender_fault) {
             log_warn("publisher", "SendMessageBatch %s: entry refused: %s %s", rs->queue_name,
                      results[i].code, results[i].message);

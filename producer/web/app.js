@@ -38,7 +38,7 @@
   // A room id (docs/protocol.md §1): any such string is a room, compared as it is written
   // ("07" and "7" are two rooms), so it is never turned into a number.
   const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
-  const SEQ_RE = /^[0-9]{1,40}$/;
+  const SEQ_RE = /^[0-9]{1,60}$/;
   const USER_ID_RE = /^[1-9][0-9]{0,5}$/; // 1-100000 once compared with the upper bound
   const CLOSE_TOKEN_EXPIRED = 4401;
   const PROVIDER_TOKEN_KEY = 'chatflow:idToken'; // sessionStorage: this tab's login, not shared

@@ -263,7 +263,9 @@ CALL_ACTION = {"sqs_send_message_batch": "sqs:SendMessage", "sqs_send_message": 
                "sqs_get_queue_url": "sqs:GetQueueUrl", "sqs_receive_message": "sqs:ReceiveMessage",
                "sqs_delete_message_batch": "sqs:DeleteMessage",
                "sqs_change_visibility_batch": "sqs:ChangeMessageVisibility",
-               "sqs_get_queue_attributes": "sqs:GetQueueAttributes"}
+               "sqs_get_queue_attributes": "sqs:GetQueueAttributes",
+               # common/ calls made on a service's behalf
+               "queue_epoch_position": "sqs:GetQueueAttributes"}
 NOT_IAM_ACTIONS = {"sqs:SendMessageBatch", "sqs:DeleteMessageBatch", "sqs:ChangeMessageVisibilityBatch"}
 
 
@@ -289,8 +291,9 @@ def allows(policy):
 ROOM_ARN = re.compile(r"^arn:aws:sqs:[^:]+:\d{12}:chatflow-room-")
 prod = allows(load(os.path.join(OUT, "iam", "producer-task-policy.json")))
 prod_actions = set().union(*(a for a, _ in prod))
-check(prod_actions == {"sqs:SendMessage", "sqs:GetQueueUrl"},
-      "producer role: sqs:SendMessage (covers SendMessageBatch) and sqs:GetQueueUrl only", prod_actions)
+check(prod_actions == {"sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"},
+      "producer role: sqs:SendMessage (covers SendMessageBatch), sqs:GetQueueUrl and "
+      "sqs:GetQueueAttributes (the queue's epoch) only", prod_actions)
 check(all(ROOM_ARN.match(r) for _, res in prod for r in res), "producer role: only chatflow-room-* queues")
 check(used_actions("producer") <= prod_actions and used_actions("producer"),
       "producer role grants every SQS action the producer's code calls", used_actions("producer") - prod_actions)

@@ -34,7 +34,7 @@
 #include "uuid.h"
 #include "wsclient.h"
 #include "../../consumer/broadcast.h"
-#include "../../consumer/seqnum.h"
+#include "seqnum.h"
 
 #define HOST "127.0.0.1"
 #define ROOMS 20

@@ -45,7 +45,7 @@
 #include "wsclient.h"
 #include "../../consumer/broadcast.h"
 #include "../../consumer/presence.h"
-#include "../../consumer/seqnum.h"
+#include "seqnum.h"
 
 #define HOST "127.0.0.1"
 #define ROOMS 8

@@ -23,7 +23,7 @@
 #include "tl_proc.h"
 #include "uuid.h"
 #include "../../consumer/broadcast.h"
-#include "../../consumer/seqnum.h"
+#include "seqnum.h"
 
 #define HOST "127.0.0.1"
 #define ROOMS 20

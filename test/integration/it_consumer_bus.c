@@ -17,7 +17,13 @@
  *  4. a rolling restart under paced load: each consumer in turn stopped with SIGTERM (exit 0 in
  *     time) and started again, the others carrying every room meanwhile; its subscribers resume
  *     elsewhere or on it again with since=: every acked message reaches every subscriber once, in
- *     order, and is stored exactly once.
+ *     order, and is stored exactly once;
+ *  5. fauxqs restarted between two rounds of messages (its queues made again, numbering from 1)
+ *     while PostgreSQL keeps its rows: every position after the restart sorts above every one
+ *     before (queue_epoch.h), subscribers see each message once in order across it, each event
+ *     carries its ack's position, the room API returns both rounds in order, since=<a position
+ *     from before> replays exactly the second round and since=0 the whole room.
+ * SQS is a private fauxqs (tl_stack.h), so part 5 restarts nobody else's.
  */
 /* test-passes: asan */
 #include <curl/curl.h>
@@ -35,10 +41,11 @@
 #include "tl_proc.h"
 #include "tl_producer.h"
 #include "tl_redis.h"
+#include "tl_stack.h"
 #include "uuid.h"
 #include "wsclient.h"
 
-#include "../../consumer/seqnum.h"
+#include "seqnum.h"
 
 #define SHARDS 4
 #define NODES 3
@@ -53,6 +60,7 @@
 
 static tl_consumer_env env;
 static tl_redis redis;
+static tl_stack stack; /* a private fauxqs: part 5 restarts it */
 static tl_consumer nodes[NODES];
 static tl_producer prods[PRODUCERS];
 static wsc_ctx *ws;
@@ -332,16 +340,24 @@ static int world_pending(const world *w)
 }
 
 /* Every sent frame answered (ACK_WAIT_MS); then each room's acks in sequence order. */
-static bool world_wait_acks(world *w)
+/* Until every frame sent is answered (ACK_WAIT_MS). */
+static bool world_wait_answers(world *w)
 {
     uint64_t until = time_mono_ns() + (uint64_t)ACK_WAIT_MS * 1000000ull;
     while (world_pending(w) > 0 && time_mono_ns() < until) pump(w, 20);
+    return world_pending(w) == 0;
+}
+
+/* Once a part's sending is over: answers in, each room's acks in sequence order, counted. */
+static bool world_wait_acks(world *w)
+{
+    bool answered = world_wait_answers(w);
     for (size_t i = 0; i < w->ntx; i++) {
         room_tx *t = &w->tx[i];
         qsort(t->acked.v, t->acked.n, sizeof *t->acked.v, ev_by_seq);
         total_acked += t->acked.n;
     }
-    return world_pending(w) == 0;
+    return answered;
 }
 
 static bool world_delivered(world *w)
@@ -398,9 +414,10 @@ static void check_subscribers(world *w, const char *part)
               part, s->room, node_ids[i % NODES], s->got.n, s->resumes);
         if (!same) {
             NOTE("  %s", why);
-            char around[600] = "";
+            char around[1200] = "";
             size_t used = 0;
-            for (size_t k = s->got.n > 70 ? 60 : 0; k < s->got.n && k < 75; k++)
+            for (size_t k = s->got.n > 70 ? 60 : 0; k < s->got.n && k < 75 && used < sizeof around;
+                 k++)
                 used += (size_t)snprintf(around + used, sizeof around - used, "%s ",
                                          s->got.v[k].seq + strspn(s->got.v[k].seq, "0"));
             NOTE("  received (from #%d): %s", s->got.n > 70 ? 60 : 0, around);
@@ -899,12 +916,165 @@ static void test_rolling_restart(void)
     world_free(&w);
 }
 
+/* ---------------------------------------------------------------- 5. the emulator restarted */
+
+#define EPOCH_PER_PHASE 12
+
+/* Sends n frames per room (alternating the producers) and waits for their answers. */
+static bool send_phase(world *w, int n)
+{
+    for (int i = 0; i < n; i++)
+        for (size_t r = 0; r < w->ntx; r++) tx_send(&w->tx[r], i % PRODUCERS);
+    return world_wait_answers(w);
+}
+
+static const char *newest_seq(const ev_list *l)
+{
+    const char *newest = NULL;
+    for (size_t i = 0; i < l->n; i++)
+        if (!newest || seqnum_cmp(l->v[i].seq, newest) > 0) newest = l->v[i].seq;
+    return newest;
+}
+
+/* The acks of a room from index `from` on (the second phase), in sequence order. */
+static ev_list acks_from(const room_tx *t, const ev_list *phase1)
+{
+    ev_list out = {0};
+    for (size_t i = 0; i < t->acked.n; i++)
+        if (!ev_has(phase1, t->acked.v[i].id)) ev_push(&out, t->acked.v[i].id, t->acked.v[i].seq);
+    return out;
+}
+
+/* Every event a subscriber received carries the position its ack carried: the producer and the
+ * consumers compose it on their own (queue_epoch.h) and must agree. */
+static size_t seqs_disagreeing(const ev_list *got, const ev_list *acked)
+{
+    size_t bad = 0;
+    for (size_t i = 0; i < got->n; i++)
+        for (size_t k = 0; k < acked->n; k++)
+            if (strcmp(got->v[i].id, acked->v[k].id) == 0) {
+                bad += seqnum_cmp(got->v[i].seq, acked->v[k].seq) != 0;
+                break;
+            }
+    return bad;
+}
+
+/* A new subscriber of `room` on node i with since=`since` receives exactly `want`, in order. */
+static void check_resume(int i, const char *room, const char *since, const ev_list *want,
+                         const char *what)
+{
+    sub s = {.room = room};
+    bool open = sub_open(&s, i, since);
+    uint64_t until = time_mono_ns() + 20000ull * 1000000ull;
+    while (open && s.got.n < want->n && time_mono_ns() < until) {
+        wsc_service(ws, 50);
+        sub_drain(&s);
+    }
+    for (int k = 0; k < 10 && open; k++) { /* a late duplicate would show now */
+        wsc_service(ws, 50);
+        sub_drain(&s);
+    }
+    char why[400];
+    bool same = open && same_events(&s.got, want, why, sizeof why);
+    CHECK(same, "room %s on %s, since=%s (%s): the %zu messages after it, once, in order", room,
+          node_ids[i], since, what, want->n);
+    if (!same) NOTE("  %s", why);
+    sub_free(&s);
+}
+
+static bool restart_sqs(void)
+{
+    return tl_stack_cmd(&stack, "restart-sqs") && tl_stack_load_env(&stack) &&
+           tl_consumer_env_recreate_queues(&env);
+}
+
+static void test_sqs_restart(void)
+{
+    static const char *const rooms[] = {"7", "epoch-room"};
+    const size_t nrooms = sizeof rooms / sizeof rooms[0];
+    world w = {0};
+    CHECK(world_open(&w, rooms, nrooms), "emulator restart: senders and subscribers open");
+    CHECK(send_phase(&w, EPOCH_PER_PHASE), "emulator restart: the first %d per room answered",
+          EPOCH_PER_PHASE);
+    world_wait_delivered(&w);
+    ev_list phase1[2] = {{0}};
+    char last_old[2][SEQNUM_BUF];
+    for (size_t r = 0; r < nrooms; r++) {
+        for (size_t i = 0; i < w.tx[r].acked.n; i++)
+            ev_push(&phase1[r], w.tx[r].acked.v[i].id, w.tx[r].acked.v[i].seq);
+        const char *newest = newest_seq(&phase1[r]);
+        snprintf(last_old[r], sizeof last_old[r], "%s", newest ? newest : "0");
+    }
+
+    bool restarted = restart_sqs();
+    CHECK(restarted, "fauxqs restarted on the same endpoint, empty; the test's queues made again "
+                     "(new sequence numbers; PostgreSQL keeps its rows)");
+    if (!restarted) {
+        for (size_t r = 0; r < nrooms; r++) free(phase1[r].v);
+        world_free(&w);
+        return;
+    }
+    CHECK(send_phase(&w, EPOCH_PER_PHASE), "emulator restart: the next %d per room answered",
+          EPOCH_PER_PHASE);
+    world_wait_acks(&w);
+    check_acked(&w, "emulator restart");
+    world_wait_delivered(&w);
+    check_subscribers(&w, "emulator restart");
+
+    for (size_t r = 0; r < nrooms; r++) {
+        ev_list phase2 = acks_from(&w.tx[r], &phase1[r]);
+        qsort(phase2.v, phase2.n, sizeof *phase2.v, ev_by_seq);
+        CHECK(phase2.n > 0 && seqnum_cmp(phase2.v[0].seq, last_old[r]) > 0,
+              "room %s: every position after the restart is above every one before (%s > %s)",
+              rooms[r], phase2.n ? phase2.v[0].seq : "-", last_old[r]);
+        size_t bad = 0;
+        for (size_t i = 0; i < w.nsubs; i++)
+            if (strcmp(w.subs[i].room, rooms[r]) == 0)
+                bad += seqs_disagreeing(&w.subs[i].got, &w.tx[r].acked);
+        CHECK(bad == 0, "room %s: each event carries the position of its ack (%zu differ)",
+              rooms[r], bad);
+        for (int i = 0; i < NODES; i++) check_room_api(i, &w.tx[r]);
+        check_resume((int)r % NODES, rooms[r], last_old[r], &phase2, "from before the restart");
+        check_resume((int)(r + 1) % NODES, rooms[r], "0", &w.tx[r].acked, "the whole room");
+        free(phase2.v);
+        free(phase1[r].v);
+    }
+    long long want = (long long)(nrooms * 2 * EPOCH_PER_PHASE), stored = stored_of(&w);
+    for (int i = 0; i < 600 && stored != want; i++) {
+        time_sleep_ms(100);
+        stored = stored_of(&w);
+    }
+    CHECK_INT(stored, want, "emulator restart: all %lld messages stored", want);
+    CHECK_INT(tl_pg_scalar(env.pg, "SELECT count(*) - count(DISTINCT (room_id, sequence_number)) "
+                                   "FROM messages WHERE room_id IN ('7', 'epoch-room')"),
+              0, "emulator restart: no two stored messages of a room share a position");
+    double producers = 0, consumers = 0;
+    for (int p = 0; p < PRODUCERS; p++) {
+        double v = tl_metric(prods[p].admin_port, "chatflow_queue_epoch_changes_total", NULL);
+        producers += v > 0 ? v : 0;
+    }
+    for (int i = 0; i < NODES; i++) {
+        double v = node_metric(i, "chatflow_queue_epoch_changes_total", NULL);
+        consumers += v > 0 ? v : 0;
+    }
+    CHECK(producers >= 1 && consumers >= 1,
+          "chatflow_queue_epoch_changes_total moved: %.0f on the producers, %.0f on the "
+          "consumers",
+          producers, consumers);
+    world_free(&w);
+}
+
 /* ---------------------------------------------------------------- main */
 
 int main(void)
 {
     tl_init();
-    if (!tl_consumer_env_init(&env, "consumer_bus", SHARDS) ||
+    char log_dir[512];
+    tl_log_dir("consumer_bus", log_dir, sizeof log_dir);
+    tl_stack_init(&stack, "it_consumer_bus", log_dir);
+    bool sqs = tl_stack_cmd(&stack, "up --sqs-only") && tl_stack_load_env(&stack);
+    CHECK(sqs, "a private fauxqs started (part 5 restarts it)");
+    if (!sqs || !tl_consumer_env_init(&env, "consumer_bus", SHARDS) ||
         !(env.pg = tl_pg_connect(env.db_url))) {
         CHECK(false, "test environment (database, queues) set up");
         tl_consumer_env_done(&env);
@@ -916,6 +1086,7 @@ int main(void)
         test_redis_restart();
         test_consumer_killed();
         test_rolling_restart();
+        test_sqs_restart();
     }
     if (ws) wsc_ctx_free(ws);
     for (int p = 0; p < PRODUCERS; p++)

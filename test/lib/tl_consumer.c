@@ -63,6 +63,14 @@ static bool create_queues(tl_consumer_env *e)
            tl_sqs_url(&e->q, e->spill_name, &e->spill_url);
 }
 
+bool tl_consumer_env_recreate_queues(tl_consumer_env *e)
+{
+    free(e->dlq_url);
+    free(e->spill_url);
+    e->dlq_url = e->spill_url = NULL;
+    return create_queues(e);
+}
+
 long tl_consumer_rooms_depth(tl_consumer_env *e)
 {
     long total = 0;

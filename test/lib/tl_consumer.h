@@ -58,6 +58,8 @@ typedef struct {
 } tl_consumer;
 
 bool tl_consumer_env_init(tl_consumer_env *e, const char *name, int shards);
+/* The test's queues made again (an emulator restarted without them), URLs looked up anew. */
+bool tl_consumer_env_recreate_queues(tl_consumer_env *e);
 void tl_consumer_env_done(tl_consumer_env *e);
 
 void tl_chat_message(chat_message *m, int room, int user, const char *text, const char *type);
