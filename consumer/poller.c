@@ -21,6 +21,7 @@
 #define COMPONENT "poller"
 #define WAIT_SLICE_MS 500
 #define STOP_BUS_WAIT_MS 2000
+#define STOP_CUT_BEFORE_MS 2000 /* long polls still running this long before the deadline: cut */
 #define IDLE_WAIT_MS 250 /* a poller holding none of its shards' leases looks again after this */
 #define RETRY_MAX_BACKOFF_MS 5000
 #define EPOCH_RETRY_VISIBILITY_S 2 /* a receive whose queue epoch could not be read comes back */
@@ -47,6 +48,7 @@ typedef struct poller poller;
 struct poller_pool {
     poller_pool_config cfg;
     atomic_bool stopping;
+    atomic_bool cut_polls; /* the stop deadline is near: long polls in progress are aborted */
     size_t n_pollers;
     poller *pollers;
     queue_epoch *epochs; /* index shard - shard_first; each touched by its shard's poller only */
@@ -405,9 +407,12 @@ static bool receive(poller *p, int shard, int wait_s, sqs_message **msgs, size_t
     long backoff = 100;
     while (!stopping(p)) {
         sqs_error e = {0};
-        /* A stop cuts the long poll short (the deletes after it must still run: abort only here).
-         */
-        sqs_client_set_abort(p->sqs, &p->pool->stopping);
+        /* A long poll in progress when the stop comes runs to its end while the stop deadline
+         * leaves room (what it returns is given back at once): an aborted one may have been
+         * handed messages that then stay invisible for the visibility timeout, a room dark for
+         * that long. Near the deadline it is cut (the deletes after it must still run: abort
+         * only here). */
+        sqs_client_set_abort(p->sqs, &p->pool->cut_polls);
         sqs_status st = sqs_receive_message(p->sqs, queue_url(p, shard), &opt, msgs, n, &e);
         sqs_client_set_abort(p->sqs, NULL);
         if (st != SQS_OK && stopping(p)) return false;
@@ -494,6 +499,7 @@ poller_pool *poller_pool_start(const poller_pool_config *cfg, char *err, size_t 
     pool->cfg = *cfg;
     pool->n_pollers = n_threads;
     atomic_init(&pool->stopping, false);
+    atomic_init(&pool->cut_polls, false);
     pool->m_consumed =
         metrics_counter("chatflow_messages_consumed_total",
                         "Valid messages received from SQS (before persistence).", NULL);
@@ -547,11 +553,18 @@ void poller_pool_request_stop(poller_pool *p) { atomic_store(&p->stopping, true)
 bool poller_pool_join(poller_pool *pool, uint64_t deadline_ns)
 {
     poller_pool_request_stop(pool);
+    /* What a poller needs after its long poll returns during a stop: one visibility call, fast
+     * when SQS is well (when it is not, the poll fails anyway). */
+    uint64_t settle_ns = STOP_CUT_BEFORE_MS * 1000000ull;
+    uint64_t cut_at = deadline_ns > settle_ns ? deadline_ns - settle_ns : 0;
     bool all = true;
     for (size_t t = 0; t < pool->n_pollers; t++) {
         poller *p = &pool->pollers[t];
         if (!p->started) continue;
-        while (!atomic_load(&p->finished) && time_mono_ns() < deadline_ns) time_sleep_ms(20);
+        while (!atomic_load(&p->finished) && time_mono_ns() < deadline_ns) {
+            if (time_mono_ns() >= cut_at) atomic_store(&pool->cut_polls, true);
+            time_sleep_ms(20);
+        }
         if (!atomic_load(&p->finished)) {
             all = false;
             continue;

@@ -27,10 +27,13 @@
  *    the messages (already broadcast) go to the spill queue, and only those the spill queue took
  *    are deleted — so the room's FIFO group unlocks and live chat goes on. A database fault never
  *    dead-letters a message.
- *  - poller_pool_request_stop(): no new receives, and a long poll in progress is cut short
- *    (sqs_client_set_abort); messages a receive returns after the stop are released
- *    (visibility 0) for another consumer; messages already handed to the writer finish normally.
- *    Threads are joined until the deadline; true when all were.
+ *  - poller_pool_request_stop(): no new receives; a long poll in progress runs to its end
+ *    while the join's deadline leaves room for it, and is cut short (sqs_client_set_abort) 2 s
+ *    before the deadline (with the defaults, 25 s stop and 20 s polls, it ends by itself): a cut
+ poll may have been handed messages that
+ *    then stay invisible for the visibility timeout. Messages a receive returns after the stop
+ *    are released (visibility 0) for another consumer; messages already handed to the writer
+ *    finish normally. Threads are joined until the deadline; true when all were.
  *  - Each poller is a watchdog loop ("poller-N"): it announces, per turn, the longest a receive
  *    and the calls that settle it may take (long poll + 6 request timeouts + 10 s).
  *  - Shard leases (shard_lease.h): a poller receives only from the shards whose lease this node

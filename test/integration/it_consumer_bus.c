@@ -15,9 +15,11 @@
  *  3. a consumer killed (-9) under paced load: its subscribers resume on another consumer with
  *     since=, with no gap and no duplicate; every acked message is stored exactly once;
  *  4. a rolling restart under paced load: each consumer in turn stopped with SIGTERM (exit 0 in
- *     time) and started again, the others carrying every room meanwhile; its subscribers resume
- *     elsewhere or on it again with since=: every acked message reaches every subscriber once, in
- *     order, and is stored exactly once;
+ *     time) and started again (on a thread: the load goes on meanwhile), the others carrying every
+ *     room; its subscribers resume elsewhere or on it again with since=: every acked message
+ *     reaches every subscriber once, in order, and is stored exactly once, and no acked message
+ *     waits for its first delivery as long as the visibility timeout (no room left without a
+ *     consumer that long);
  *  5. fauxqs restarted between two rounds of messages (its queues made again, numbering from 1)
  *     while PostgreSQL keeps its rows: every position after the restart sorts above every one
  *     before (queue_epoch.h), subscribers see each message once in order across it, each event
@@ -27,6 +29,8 @@
  */
 /* test-passes: asan */
 #include <curl/curl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
@@ -72,6 +76,7 @@ static size_t total_acked; /* over every part: what PostgreSQL must hold */
 typedef struct {
     char id[UUID_STR_BUF];
     char seq[SEQNUM_BUF];
+    uint64_t at_ns; /* when the test received it (an ack, or an event) */
 } ev;
 
 typedef struct {
@@ -90,6 +95,7 @@ static void ev_push(ev_list *l, const char *id, const char *seq)
     }
     snprintf(l->v[l->n].id, sizeof l->v[l->n].id, "%s", id);
     snprintf(l->v[l->n].seq, sizeof l->v[l->n].seq, "%s", seq);
+    l->v[l->n].at_ns = time_mono_ns();
     l->n++;
 }
 
@@ -116,7 +122,10 @@ typedef struct {
     bool gave_up;
 } sub;
 
-static bool node_alive(int i) { return nodes[i].pid > 0; }
+/* Set while a node is being restarted by the roller thread (part 4), which then owns nodes[i]. */
+static atomic_bool node_rolling[NODES];
+
+static bool node_alive(int i) { return !atomic_load(&node_rolling[i]) && nodes[i].pid > 0; }
 
 /* The consumer a subscriber of node `from` goes to: the same while it runs, else the next. */
 static int resume_node(int from)
@@ -869,29 +878,92 @@ static void test_consumer_killed(void)
 
 #define ROLL_FIRST_AT_MS 1500
 #define ROLL_GAP_MS 2500 /* between one node back and the next one stopped */
-#define ROLL_RUN_MS 14000
+#define ROLL_RUN_MS 20000
+
+#define ROLL_VISIBILITY_MS 5000 /* CHATFLOW_VISIBILITY_TIMEOUT_S of the nodes (start_node) */
+
+/* One node's restart, on a thread of its own so the test keeps sending and reading meanwhile
+ * (a deployment does not stop the traffic either). */
+typedef struct {
+    int node;
+    pthread_t thread;
+    atomic_bool done;
+    int rc;
+    bool in_time, back;
+    uint64_t started_ms;
+} roll_job;
+
+static void *roll_main(void *arg)
+{
+    roll_job *j = arg;
+    j->rc = tl_consumer_stop(&nodes[j->node], SIGTERM, 15000, &j->in_time);
+    j->back = start_node(j->node);
+    atomic_store(&j->done, true);
+    return NULL;
+}
 
 typedef struct {
     int next;    /* the node to restart next */
     uint64_t at; /* not before this elapsed time */
+    roll_job job;
+    bool running;
     int restarted, clean_exits;
 } roll_state;
+
+static void roll_finish(roll_state *r, uint64_t elapsed_ms)
+{
+    pthread_join(r->job.thread, NULL);
+    r->running = false;
+    r->clean_exits += r->job.rc == 0 && r->job.in_time;
+    r->restarted += r->job.back;
+    atomic_store(&node_rolling[r->job.node], false);
+    NOTE("%s stopped at %llu ms (exit %d%s) and %s at %llu ms", node_ids[r->job.node],
+         (unsigned long long)r->job.started_ms, r->job.rc, r->job.in_time ? "" : ", killed",
+         r->job.back ? "ready again" : "NOT back", (unsigned long long)elapsed_ms);
+    r->at = elapsed_ms + ROLL_GAP_MS;
+}
 
 /* One node at a time: SIGTERM (a deployment's stop), wait for it, start it again and wait until
  * it is ready, then the next one a little later. The others carry every room meanwhile. */
 static void roll_event(uint64_t elapsed_ms, void *ctx)
 {
     roll_state *r = ctx;
+    if (r->running) {
+        if (atomic_load(&r->job.done)) roll_finish(r, elapsed_ms);
+        return;
+    }
     if (r->next >= NODES || elapsed_ms < r->at) return;
-    int i = r->next++;
-    bool in_time = false;
-    int rc = tl_consumer_stop(&nodes[i], SIGTERM, 15000, &in_time);
-    r->clean_exits += rc == 0 && in_time;
-    bool back = start_node(i);
-    r->restarted += back;
-    NOTE("%s restarted at %llu ms (exit %d%s), %s", node_ids[i], (unsigned long long)elapsed_ms, rc,
-         in_time ? "" : ", killed", back ? "ready again" : "NOT back");
-    r->at = elapsed_ms + ROLL_GAP_MS;
+    r->job = (roll_job){.node = r->next++, .started_ms = elapsed_ms};
+    atomic_store(&node_rolling[r->job.node], true); /* its subscribers resume elsewhere */
+    if (pthread_create(&r->job.thread, NULL, roll_main, &r->job) != 0) {
+        atomic_store(&node_rolling[r->job.node], false);
+        NOTE("could not start the roller thread");
+        return;
+    }
+    r->running = true;
+}
+
+/* The longest an acked message of the room waited for its first delivery to any subscriber:
+ * what a room "left without a consumer" would show. */
+static double room_longest_wait_ms(const world *w, const room_tx *t)
+{
+    double longest = 0;
+    for (size_t a = 0; a < t->acked.n; a++) {
+        uint64_t first = 0;
+        for (size_t i = 0; i < w->nsubs; i++) {
+            const sub *s = &w->subs[i];
+            if (strcmp(s->room, t->room) != 0) continue;
+            for (size_t k = 0; k < s->got.n; k++)
+                if (strcmp(s->got.v[k].id, t->acked.v[a].id) == 0) {
+                    if (!first || s->got.v[k].at_ns < first) first = s->got.v[k].at_ns;
+                    break;
+                }
+        }
+        if (!first) continue; /* never delivered: check_subscribers says so */
+        double wait = first > t->acked.v[a].at_ns ? (double)(first - t->acked.v[a].at_ns) / 1e6 : 0;
+        if (wait > longest) longest = wait;
+    }
+    return longest;
 }
 
 static void test_rolling_restart(void)
@@ -903,6 +975,11 @@ static void test_rolling_restart(void)
     CHECK(world_open(&w, rooms, 2), "rolling restart: senders and a subscriber per consumer ready");
     roll_state r = {.next = 0, .at = ROLL_FIRST_AT_MS};
     paced_run(&w, ROLL_RUN_MS, roll_event, &r, NULL);
+    /* On a slow machine the last restarts may still be under way: let them end (60 s). */
+    for (int i = 0; i < 1200 && (r.running || r.next < NODES); i++) {
+        pump(&w, 50);
+        roll_event(ROLL_RUN_MS + (uint64_t)i * 50, &r);
+    }
     CHECK_INT(r.restarted, NODES,
               "rolling restart: every consumer stopped and back, one at a time");
     CHECK_INT(r.clean_exits, NODES, "rolling restart: each stopped on SIGTERM in time, exit 0");
@@ -910,6 +987,13 @@ static void test_rolling_restart(void)
     check_acked(&w, "rolling restart");
     world_wait_delivered(&w);
     check_subscribers(&w, "rolling restart");
+    for (size_t i = 0; i < w.ntx; i++) {
+        double wait = room_longest_wait_ms(&w, &w.tx[i]);
+        CHECK(wait < ROLL_VISIBILITY_MS,
+              "rolling restart: room %s never without a consumer for the visibility timeout "
+              "(longest wait from ack to first delivery %.0f ms < %d ms)",
+              w.tx[i].room, wait, ROLL_VISIBILITY_MS);
+    }
     check_ids_stored(&w, "rolling restart");
     check_stored_once();
     note_bus_metrics("after the rolling restart:");
