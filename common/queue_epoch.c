@@ -105,8 +105,17 @@ static metric_counter *changes_counter(void)
 static bool read_epoch(queue_epoch *qe, sqs_client *c, const char *queue_url, char *err,
                        size_t err_len)
 {
+    if (qe->retry_ns && time_mono_ns() < qe->retry_ns) {
+        snprintf(err, err_len, "%s (read again shortly)", qe->failure);
+        return false;
+    }
     uint64_t epoch = queue_epoch_read(c, queue_url, err, err_len);
-    if (epoch == 0) return false;
+    if (epoch == 0) {
+        snprintf(qe->failure, sizeof(qe->failure), "%s", err);
+        qe->retry_ns = time_mono_ns() + QUEUE_EPOCH_RETRY_MS * 1000000ull;
+        return false;
+    }
+    qe->retry_ns = 0;
     changes_counter();
     if (qe->epoch != 0 && epoch != qe->epoch) {
         metric_counter_inc(changes_counter());

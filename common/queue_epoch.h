@@ -29,7 +29,9 @@
  *        on its failed receives above all, and a long poll is always in flight;
  *      QUEUE_SEQ_REDELIVERY — received before: its number is old by nature; no read.
  *  - When the epoch cannot be read it returns false with the reason: the caller keeps the
- *    message back (a consumer leaves it to come back) rather than guess.
+ *    message back (a consumer leaves it to come back) rather than guess. After a failed read the
+ *    next one waits QUEUE_EPOCH_RETRY_MS (calls meanwhile fail at once), so a refused or failing
+ *    GetQueueAttributes does not double the calls on SQS.
  *  - Each change of a queue's epoch is logged and counted in
  *    chatflow_queue_epoch_changes_total (a queue made again under a running service).
  */
@@ -44,6 +46,7 @@
 #include "sqs.h"
 
 #define QUEUE_EPOCH_MAX_AGE_S 300
+#define QUEUE_EPOCH_RETRY_MS 1000
 
 typedef enum { QUEUE_SEQ_SENT, QUEUE_SEQ_FIRST_RECEIVE, QUEUE_SEQ_REDELIVERY } queue_seq_kind;
 
@@ -51,6 +54,8 @@ typedef struct {
     uint64_t epoch;           /* 0: not read yet */
     bool stale;               /* a call on the queue failed since it was read */
     uint64_t read_ns;         /* monotonic time of the last read */
+    uint64_t retry_ns;        /* after a failed read: none before this */
+    char failure[256];        /* why the last read failed */
     char lowest[SEQNUM_BUF];  /* lowest first-received SQS number in this epoch ("" none) */
     char highest[SEQNUM_BUF]; /* highest sent SQS number in this epoch ("" none) */
 } queue_epoch;
