@@ -1,6 +1,7 @@
 /*
  * report — what a load run measured: the text report on stdout, the same as JSON (--json), the
- * per-message CSV, the throughput/latency series in 10 s buckets and its chart (gnuplot).
+ * per-message CSV, the throughput/latency series (buckets of a thirtieth of the run or less) and
+ * its chart (gnuplot): ack and broadcast rates, end-to-end and ack latency over time.
  */
 #include "loadgen.h"
 
@@ -10,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BUCKET_MS 10000
+#define SERIES_MIN_POINTS 30
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -108,68 +109,119 @@ static bool write_csv(const lg_phase *ph, const char *path)
     return fclose(f) == 0;
 }
 
-/* 10 s buckets by ack time: acked count, rate, p50/p99 ack latency. */
-static json_t *write_series(const lg_phase *ph, const char *path)
+/* The series' bucket: the largest of these at most a thirtieth of the run, so a short run still
+ * draws a line (at least ~30 points) and a long one is not a cloud. */
+static int64_t bucket_ms_for(int64_t span_ms)
 {
-    int64_t span_ms = (ph->end_us - ph->start_us) / 1000;
-    size_t buckets = (size_t)(span_ms / BUCKET_MS) + 1;
-    double **lat = calloc(buckets, sizeof *lat);
-    size_t *count = calloc(buckets, sizeof *count), *cap = calloc(buckets, sizeof *cap);
+    static const int64_t nice[] = {60000, 30000, 15000, 10000, 5000, 2000, 1000, 500, 250, 200};
+    for (size_t i = 0; i < sizeof nice / sizeof nice[0]; i++)
+        if (nice[i] * SERIES_MIN_POINTS <= span_ms) return nice[i];
+    return 100;
+}
+
+/* Latencies of one bucket, grown as needed. */
+typedef struct {
+    double *v;
+    size_t n, cap;
+} lat_list;
+
+static bool lat_add(lat_list *l, double ms)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 256;
+        double *grown = realloc(l->v, cap * sizeof *grown);
+        if (!grown) return false;
+        l->v = grown;
+        l->cap = cap;
+    }
+    l->v[l->n++] = ms;
+    return true;
+}
+
+static size_t bucket_of(const lg_phase *ph, int64_t at_us, int64_t bucket_ms, size_t buckets)
+{
+    int64_t b = at_us > ph->start_us ? (at_us - ph->start_us) / 1000 / bucket_ms : 0;
+    return (size_t)b < buckets ? (size_t)b : buckets - 1;
+}
+
+/* Buckets over the run (bucket_ms_for): acks by ack time (rate, p50/p99 ack latency) and first
+ * broadcasts by broadcast time (rate, p50/p99 end-to-end latency), so the chart shows the
+ * backlog draining, not only the sends. */
+static json_t *write_series(const lg_phase *ph, const char *path, int64_t *bucket_ms_out)
+{
+    int64_t end_us = ph->last_broadcast_us > ph->end_us ? ph->last_broadcast_us : ph->end_us;
+    int64_t span_ms = (end_us - ph->start_us) / 1000;
+    int64_t bucket_ms = bucket_ms_for(span_ms);
+    *bucket_ms_out = bucket_ms;
+    size_t buckets = (size_t)(span_ms / bucket_ms) + 1;
+    lat_list *ack = calloc(buckets, sizeof *ack), *e2e = calloc(buckets, sizeof *e2e);
     json_t *series = json_array();
     FILE *f = path ? fopen(path, "w") : NULL;
-    if (!lat || !count || !cap || !series) goto out;
+    if (!ack || !e2e || !series) goto out;
     for (size_t i = ph->first; i < ph->first + ph->n; i++) {
         const lg_record *r = &ph->rec[i];
         if (r->state != REC_ACKED) continue;
-        size_t b = (size_t)((r->ack_us - ph->start_us) / 1000 / BUCKET_MS);
-        if (b >= buckets) b = buckets - 1;
-        if (count[b] == cap[b]) {
-            cap[b] = cap[b] ? cap[b] * 2 : 256;
-            double *grown = realloc(lat[b], cap[b] * sizeof *grown);
-            if (!grown) goto out;
-            lat[b] = grown;
-        }
-        lat[b][count[b]++] = (double)(r->ack_us - r->first_send_us) / 1000.0;
+        if (!lat_add(&ack[bucket_of(ph, r->ack_us, bucket_ms, buckets)],
+                     (double)(r->ack_us - r->first_send_us) / 1000.0))
+            goto out;
+        if (r->broadcasts && !lat_add(&e2e[bucket_of(ph, r->broadcast_us, bucket_ms, buckets)],
+                                      (double)(r->broadcast_us - r->first_send_us) / 1000.0))
+            goto out;
     }
-    if (f) fprintf(f, "# second\tacked\tmsg_per_s\tp50_ms\tp99_ms\n");
+    if (f)
+        fprintf(f, "# second\tacked\tack_per_s\tack_p50_ms\tack_p99_ms\tbroadcast\tbroadcast_per_s"
+                   "\te2e_p50_ms\te2e_p99_ms\n");
     for (size_t b = 0; b < buckets; b++) {
-        lg_latency l = latency_of_values(lat[b], count[b]);
-        double secs = b + 1 < buckets ? BUCKET_MS / 1000.0
-                                      : (double)(span_ms - (int64_t)b * BUCKET_MS) / 1000.0;
-        double rate = secs > 0 ? (double)count[b] / secs : 0;
+        lg_latency la = latency_of_values(ack[b].v, ack[b].n);
+        lg_latency le = latency_of_values(e2e[b].v, e2e[b].n);
+        int64_t from_ms = (int64_t)b * bucket_ms;
+        double secs = (double)(b + 1 < buckets ? bucket_ms : span_ms - from_ms) / 1000.0;
+        double ack_rate = secs > 0 ? (double)ack[b].n / secs : 0;
+        double bc_rate = secs > 0 ? (double)e2e[b].n / secs : 0;
+        double second = (double)from_ms / 1000.0;
         if (f)
-            fprintf(f, "%zu\t%zu\t%.1f\t%.2f\t%.2f\n", b * (BUCKET_MS / 1000), count[b], rate,
-                    l.p50, l.p99);
-        json_array_append_new(series, json_pack("{s:I,s:I,s:f,s:f,s:f}", "second",
-                                                (json_int_t)(b * 10), "acked", (json_int_t)count[b],
-                                                "msgPerSec", rate, "p50Ms", l.p50, "p99Ms", l.p99));
+            fprintf(f, "%.3f\t%zu\t%.1f\t%.2f\t%.2f\t%zu\t%.1f\t%.2f\t%.2f\n", second, ack[b].n,
+                    ack_rate, la.p50, la.p99, e2e[b].n, bc_rate, le.p50, le.p99);
+        json_array_append_new(
+            series, json_pack("{s:f,s:I,s:f,s:f,s:f,s:I,s:f,s:f,s:f}", "second", second, "acked",
+                              (json_int_t)ack[b].n, "msgPerSec", ack_rate, "p50Ms", la.p50, "p99Ms",
+                              la.p99, "broadcast", (json_int_t)e2e[b].n, "broadcastPerSec", bc_rate,
+                              "e2eP50Ms", le.p50, "e2eP99Ms", le.p99));
     }
 out:
     if (f) fclose(f);
-    for (size_t b = 0; lat && b < buckets; b++) free(lat[b]);
-    free(lat);
-    free(count);
-    free(cap);
+    for (size_t b = 0; b < buckets; b++) {
+        if (ack) free(ack[b].v);
+        if (e2e) free(e2e[b].v);
+    }
+    free(ack);
+    free(e2e);
     return series;
 }
 
 /* Draws the series with gnuplot when it is installed; returns false with why when not. */
-static bool draw_chart(const char *series_path, const char *png_path, char *why, size_t why_len)
+static bool draw_chart(const char *series_path, const char *png_path, int64_t bucket_ms, char *why,
+                       size_t why_len)
 {
     if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
         snprintf(why, why_len, "gnuplot is not installed (Debian: gnuplot-nox); chart skipped");
         return false;
     }
+    /* Two panels over the same time axis: rates on top, latencies below. The script goes through
+     * sh inside double quotes: gnuplot's column references are written \$n. */
     char script[4096];
     snprintf(script, sizeof script,
-             "set terminal png size 1000,500; set output '%s';"
-             "set title 'ChatFlow load test: throughput and ack latency per 10 s';"
-             "set xlabel 'seconds'; set ylabel 'messages/s'; set y2label 'latency (ms)';"
-             "set y2tics; set ytics nomirror; set key left top; set grid;"
-             "plot '%s' using 1:3 with linespoints title 'msg/s' axes x1y1,"
-             " '' using 1:4 with lines title 'p50 ack ms' axes x1y2,"
-             " '' using 1:5 with lines title 'p99 ack ms' axes x1y2",
-             png_path, series_path);
+             "set terminal png size 1000,700; set output '%s';"
+             "set multiplot layout 2,1 title 'ChatFlow load test, per %.1f s';"
+             "set grid; set key left top; set ylabel 'messages/s';"
+             "plot '%s' using 1:3 with linespoints title 'acked/s',"
+             " '' using 1:7 with linespoints title 'broadcast/s';"
+             "set xlabel 'seconds'; set ylabel 'latency (ms)'; set logscale y;"
+             "plot '%s' using 1:(\\$8>0?\\$8:1/0) with lines title 'end-to-end p50',"
+             " '' using 1:(\\$9>0?\\$9:1/0) with lines title 'end-to-end p99',"
+             " '' using 1:(\\$5>0?\\$5:1/0) with lines dt 2 title 'ack p99';"
+             "unset multiplot",
+             png_path, (double)bucket_ms / 1000.0, series_path, series_path);
     char cmd[4200];
     snprintf(cmd, sizeof cmd, "gnuplot -e \"%s\" 2>/dev/null", script);
     if (system(cmd) != 0) {
@@ -202,8 +254,9 @@ bool lg_report(const lg_phase *ph, const lg_phase *warmup, char *metrics_json)
     snprintf(tsv, sizeof tsv, "%s/throughput.tsv", opt->out_dir);
     snprintf(png, sizeof png, "%s/throughput.png", opt->out_dir);
     bool csv_ok = write_csv(ph, csv);
-    json_t *series = write_series(ph, tsv);
-    bool chart = draw_chart(tsv, png, why, sizeof why);
+    int64_t bucket_ms = 0;
+    json_t *series = write_series(ph, tsv, &bucket_ms);
+    bool chart = draw_chart(tsv, png, bucket_ms, why, sizeof why);
 
     printf("\nChatFlow load test report (run %s)\n", opt->run_id);
     if (warmup)
@@ -245,7 +298,7 @@ bool lg_report(const lg_phase *ph, const lg_phase *warmup, char *metrics_json)
         printf("%s %s:%.0f", r % 10 == 0 ? "\n   " : "", opt->room_ids[r],
                wall_s > 0 ? per_room[r] / wall_s : 0);
     printf("\n  per-message CSV: %s%s\n", csv, csv_ok ? "" : " (could not be written)");
-    printf("  series (10 s):   %s\n", tsv);
+    printf("  series (%.1f s):  %s\n", (double)bucket_ms / 1000.0, tsv);
     printf("  chart:           %s\n", chart ? png : why);
     if (metrics_json)
         printf("  consumer /api/metrics/all for the test window:\n%s\n", metrics_json);
@@ -279,6 +332,7 @@ bool lg_report(const lg_phase *ph, const lg_phase *warmup, char *metrics_json)
                                           (json_int_t)ph->acked_broadcast, "wallTimeSeconds",
                                           e2e_wall_s, "throughputPerSecond", e2e_rate));
         if (doc) {
+            json_object_set_new(doc, "seriesBucketMs", json_integer(bucket_ms));
             json_object_set_new(doc, "window", json_integer(opt->window));
             json_object_set_new(doc, "rate", json_integer(opt->rate));
             json_object_set_new(doc, "users", json_integer((json_int_t)users));
