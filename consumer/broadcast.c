@@ -682,8 +682,9 @@ static void announce_read(broadcaster *b, subscriber *sub)
     char seq[SEQNUM_BUF];
     sub->read_announced_ns = time_mono_ns();
     if (!presence_read_position(b->cfg.presence, sub->room, sub->user_id, seq) || !seq[0]) return;
-    announce(b, broadcast_room_of(b, sub->room),
-             read_event_json(sub->room, sub->user_id, sub->username, seq, time_wall_ms()));
+    char *json = read_event_json(sub->room, sub->user_id, sub->username, seq, time_wall_ms());
+    if (json && b->cfg.relay_out) b->cfg.relay_out(b->cfg.relay_ctx, sub->room, json);
+    announce(b, broadcast_room_of(b, sub->room), json);
 }
 
 static void read_due(lws_sorted_usec_list_t *sul)
@@ -810,10 +811,40 @@ static void close_everyone(broadcaster *b)
         lws_sul_schedule(b->ws.context, 0, &b->stop_deadline, stop_deadline_passed, STOP_GRACE_US);
 }
 
+void broadcast_relay_in(broadcaster *b, const char *room, const char *event_json)
+{
+    relayed_event *e = malloc(sizeof *e);
+    if (e) {
+        snprintf(e->room, sizeof e->room, "%s", room);
+        e->json = strdup(event_json);
+    }
+    if (e && e->json && workqueue_push(b->relays, e)) return;
+    if (e) free(e->json);
+    free(e);
+    metric_counter_inc(b->m_dropped_member);
+}
+
+static void drain_relays(broadcaster *b)
+{
+    void *items[DRAIN_BATCH];
+    size_t n = workqueue_pop_many(b->relays, items, DRAIN_BATCH);
+    for (size_t i = 0; i < n; i++) {
+        relayed_event *e = items[i];
+        room_state *rs = broadcast_room_of(b, e->room); /* no state: no member here */
+        if (rs)
+            announce(b, rs, e->json);
+        else
+            free(e->json);
+        free(e);
+    }
+    if (n == DRAIN_BATCH) lws_cancel_service(b->ws.context); /* more may wait */
+}
+
 static void on_wake(broadcaster *b)
 {
     broadcast_apply_lost_events(b);
     drain_inbox(b);
+    drain_relays(b);
     replay_apply_results(b);
     if (atomic_load(&b->stopping) && !b->closing_all) close_everyone(b);
 }
@@ -959,6 +990,23 @@ static void register_metrics(broadcaster *b)
         "chatflow_broadcast_events_dropped_total",
         "Events never broadcast (inbox full past the wait, out of memory), by kind.",
         "kind=\"typing\"");
+    b->m_dropped_member = metrics_counter(
+        "chatflow_broadcast_events_dropped_total",
+        "Events never broadcast (inbox full past the wait, out of memory), by kind.",
+        "kind=\"member\"");
+}
+
+static void free_relays(workqueue *q)
+{
+    if (!q) return;
+    void *items[64];
+    size_t n;
+    while ((n = workqueue_pop_many(q, items, 64)) > 0)
+        for (size_t i = 0; i < n; i++) {
+            free(((relayed_event *)items[i])->json);
+            free(items[i]);
+        }
+    workqueue_free(q);
 }
 
 static void free_inbox(workqueue *q)
@@ -975,6 +1023,7 @@ static void free_inbox(workqueue *q)
 static void destroy(broadcaster *b)
 {
     free_inbox(b->inbox);
+    free_relays(b->relays);
     replay_destroy(b);
     ws_listen_close(&b->ws); /* runs CLOSED for whoever is still connected */
     slot_table_free(b->sub_slots);
@@ -1046,8 +1095,9 @@ broadcaster *broadcast_start(const broadcast_config *cfg, char *err, size_t err_
     bool ok = b->drops && init_sync(b);
     if (ok) {
         b->inbox = workqueue_new(b->cfg.inbox_capacity, broadcast_wake, b);
+        b->relays = workqueue_new(RELAY_CAPACITY, broadcast_wake, b);
         b->sub_slots = slot_table_new(cfg->max_subscribers, sizeof(subscriber *));
-        ok = b->inbox && b->sub_slots && replay_init(b);
+        ok = b->inbox && b->relays && b->sub_slots && replay_init(b);
     }
     if (!ok) {
         snprintf(err, err_len, "out of memory");

@@ -38,6 +38,10 @@
  *    held room has subscribers.
  *  - A socket that has not completed its WebSocket handshake config.handshake_timeout_s after the
  *    accept (idle, or trickling the request) is closed.
+ *  - With the cluster bus, a member's READ announcement also goes to config.relay_out for the
+ *    other nodes, and their READ announcements come in through broadcast_relay_in(): members of a
+ *    room see each other's read receipts whichever node they are connected to. Presence (who is
+ *    online) is still this node's own members.
  *  - Members (docs/protocol.md §2): a subscriber that gives userId and username joins the room's
  *    presence (config.presence). A new user beyond the member cap is refused at the handshake
  *    (403). Members get, besides every MESSAGE: a PRESENCE snapshot of who is online when they
@@ -104,7 +108,11 @@ typedef struct {
     int handshake_timeout_s; /* accept → upgraded, else the socket is closed; 0: lws defaults */
     broadcast_history_fn history;
     void *history_ctx;
-    presence *presence;      /* NULL: nobody is a member (features off) */
+    presence *presence; /* NULL: nobody is a member (features off) */
+    /* The cluster bus: a member event announced here (READ) for the other nodes' members
+     * (copied; never blocks). NULL without the bus. */
+    bool (*relay_out)(void *ctx, const char *room, const char *event_json);
+    void *relay_ctx;
     read_receipts *receipts; /* NULL: READ positions are announced, not stored */
     const auth *auth;        /* NULL: no identity tokens (CHATFLOW_AUTH off); borrowed */
     bool anonymous_read;     /* with auth: a handshake without a token subscribes anonymously */
@@ -132,6 +140,10 @@ bool broadcast_publish(broadcaster *b, const chat_message *m, const char *sequen
  * bus could not recover them): like a dropped message, the room's subscribers are closed with
  * 4013 and a replay below seq comes from the history store. Any thread; never blocks. */
 void broadcast_room_lost(broadcaster *b, const char *room, const char *seq);
+/* A member event another node announced (the cluster bus): announced to this node's members of
+ * the room as it is. Any thread; never blocks; copied. A full hand-off queue (4096) drops it,
+ * counted in chatflow_broadcast_events_dropped_total{kind="member"}. */
+void broadcast_relay_in(broadcaster *b, const char *room, const char *event_json);
 /* Current number of subscribers (any thread; approximate). */
 size_t broadcast_subscriber_count(const broadcaster *b);
 void broadcast_stop(broadcaster *b);

@@ -40,6 +40,7 @@
 #define COMPONENT "broadcast"
 
 #define INBOX_CAPACITY 8192 /* default: messages between pollers and the service thread */
+#define RELAY_CAPACITY 4096 /* member events of other nodes waiting for the service thread */
 /* Default bound of a publisher's wait on a full inbox: long enough to ride out a burst the
  * service thread is fanning out (8192 messages take well under a second), short enough that a
  * poller holding a receive's messages stays far inside their 30 s visibility timeout. */
@@ -76,6 +77,12 @@ typedef struct {
     char seq[SEQNUM_BUF];
     char server_ts[ISO8601_BUF];
 } published;
+
+/* Another node's member event (broadcast_relay_in), on its way to the service thread. */
+typedef struct {
+    char room[ROOM_ID_BUF];
+    char *json; /* the event as its node announced it */
+} relayed_event;
 
 /* The newest MESSAGE of a room that never reached the service thread. */
 typedef struct {
@@ -127,6 +134,7 @@ struct broadcaster {
     ws_listener ws;
 
     workqueue *inbox;
+    workqueue *relays; /* member events of other nodes (relayed_event *), for the service thread */
     pthread_t service_thread;
     bool service_started;
     replayer replay;
@@ -177,7 +185,7 @@ struct broadcaster {
     metric_gauge *m_rooms;
     metric_counter *m_rooms_forgotten, *m_rooms_refused;
     metric_counter *m_frames_read, *m_frames_error, *m_frames_limited;
-    metric_counter *m_waits, *m_dropped_message, *m_dropped_typing;
+    metric_counter *m_waits, *m_dropped_message, *m_dropped_typing, *m_dropped_member;
 };
 
 /* ---- broadcast.c, for replay.c ---- */

@@ -45,7 +45,8 @@ static const char PUBLISH_SCRIPT[] =
 typedef struct {
     char room[ROOM_ID_BUF];
     char *event;     /* the JSON envelope */
-    uint64_t ticket; /* its place in the outbox order, 1, 2, ... */
+    uint64_t ticket; /* its place in the outbox order, 1, 2, ...; 0 for a relay */
+    bool relay;      /* a member event (bus_relay): a plain PUBLISH, nobody waits for it */
 } outgoing;
 
 /* What the subscriber thread knows of a room. */
@@ -86,6 +87,7 @@ struct bus {
     uint64_t next_sweep_ns;
 
     metric_counter *m_published, *m_publish_errors, *m_dropped;
+    metric_counter *m_relayed, *m_relay_dropped, *m_relay_received;
     metric_counter *m_delivered, *m_own, *m_duplicate, *m_gap_stream, *m_gap_lost;
     metric_gauge *m_outbox, *m_pub_up, *m_sub_up, *m_rooms;
 };
@@ -239,7 +241,7 @@ static uint64_t push_ticketed(bus *b, outgoing *o)
 uint64_t bus_publish(bus *b, const chat_message *m, const char *seq, const char *received_at)
 {
     if (atomic_load(&b->stopping)) return 0;
-    outgoing *o = malloc(sizeof *o);
+    outgoing *o = calloc(1, sizeof *o);
     if (o) {
         snprintf(o->room, sizeof o->room, "%s", m->room_id);
         o->event = envelope(b, m, seq, received_at);
@@ -256,6 +258,40 @@ uint64_t bus_publish(bus *b, const chat_message *m, const char *seq, const char 
     metric_counter_inc(b->m_dropped);
     mark_lost(b, m->room_id);
     return 0;
+}
+
+/* {"o": node, "e": the member event's JSON text}: the receiver hands e on as it is. */
+static char *relay_envelope(const bus *b, const char *event_json)
+{
+    json_t *o = json_pack("{s:s, s:s}", "o", b->node_id, "e", event_json);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return text;
+}
+
+bool bus_relay(bus *b, const char *room, const char *event_json)
+{
+    if (atomic_load(&b->stopping) || !room_id_valid(room, strlen(room))) return false;
+    /* Chat events first: a relay never takes the second half of the outbox. */
+    if (workqueue_length(b->outbox) >= b->cfg.outbox / 2) {
+        metric_counter_inc(b->m_relay_dropped);
+        return false;
+    }
+    outgoing *o = calloc(1, sizeof *o);
+    if (o) {
+        snprintf(o->room, sizeof o->room, "%s", room);
+        o->relay = true;
+        o->event = relay_envelope(b, event_json);
+    }
+    if (o && o->event) {
+        metric_gauge_add(b->m_outbox, 1);
+        if (workqueue_push(b->outbox, o)) return true;
+        metric_gauge_add(b->m_outbox, -1);
+    }
+    if (o) free(o->event);
+    free(o);
+    metric_counter_inc(b->m_relay_dropped);
+    return false;
 }
 
 static void mark_done(bus *b, uint64_t ticket)
@@ -306,6 +342,17 @@ static int publish_one(bus *b, redisContext *c, char sha[41], const char *room, 
         if (!loaded) return REDIS_ERR;
     }
     return REDIS_ERR;
+}
+
+/* PUBLISH of one member event on the room's member channel; REDIS_OK when Redis took it. */
+static int relay_one(bus *b, redisContext *c, const char *room, const char *event)
+{
+    char channel[128 + ROOM_ID_BUF];
+    key_of(b, "members", room, channel, sizeof channel);
+    redisReply *r = redisCommand(c, "PUBLISH %s %s", channel, event);
+    bool ok = r && r->type == REDIS_REPLY_INTEGER;
+    freeReplyObject(r);
+    return ok ? REDIS_OK : REDIS_ERR;
 }
 
 static char *lost_event(const bus *b)
@@ -406,9 +453,10 @@ static void *publisher_main(void *arg)
             if (head) metric_gauge_add(b->m_outbox, -1);
         }
         if (ok && head) {
-            ok = publish_one(b, c, sha, head->room, head->event) == REDIS_OK;
+            ok = (head->relay ? relay_one(b, c, head->room, head->event)
+                              : publish_one(b, c, sha, head->room, head->event)) == REDIS_OK;
             if (ok) {
-                metric_counter_inc(b->m_published);
+                metric_counter_inc(head->relay ? b->m_relayed : b->m_published);
                 mark_done(b, head->ticket);
                 free(head->event);
                 free(head);
@@ -425,14 +473,14 @@ static void *publisher_main(void *arg)
     }
     /* Given up at the stop deadline: nobody may wait for them any longer. */
     if (head) {
-        metric_counter_inc(b->m_dropped);
+        metric_counter_inc(head->relay ? b->m_relay_dropped : b->m_dropped);
         mark_done(b, head->ticket);
         free(head->event);
         free(head);
     }
     outgoing *left;
     while ((left = workqueue_pop_wait(b->outbox, 0)) != NULL) {
-        metric_counter_inc(b->m_dropped);
+        metric_counter_inc(left->relay ? b->m_relay_dropped : b->m_dropped);
         mark_done(b, left->ticket);
         free(left->event);
         free(left);
@@ -649,15 +697,37 @@ static void catch_up_all(bus *b, redisContext *rc)
     }
 }
 
-/* Sends PSUBSCRIBE and waits (bounded) for its confirmation. */
+/* Sends PSUBSCRIBE for the rooms' event channels and their member channels, and waits (bounded)
+ * for both confirmations. */
 static bool psubscribe(bus *b, redisContext *sc)
 {
-    char pattern[128];
-    snprintf(pattern, sizeof pattern, "%s:room:*", b->prefix);
-    redisReply *r = redisCommand(sc, "PSUBSCRIBE %s", pattern);
+    char rooms[128], members[128];
+    snprintf(rooms, sizeof rooms, "%s:room:*", b->prefix);
+    snprintf(members, sizeof members, "%s:members:*", b->prefix);
+    redisReply *r = redisCommand(sc, "PSUBSCRIBE %s %s", rooms, members);
     bool ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == 3;
     freeReplyObject(r);
+    if (!ok) return false;
+    void *second = NULL; /* the confirmation of the second pattern */
+    ok = redisGetReply(sc, &second) == REDIS_OK && second &&
+         ((redisReply *)second)->type == REDIS_REPLY_ARRAY;
+    freeReplyObject(second);
     return ok;
+}
+
+/* A member event of another node: handed on as it is (this node announced its own). */
+static void on_member_message(bus *b, const char *room, const char *text, size_t len)
+{
+    json_t *o = json_loadb(text, len, 0, NULL);
+    const char *origin = json_string_value(json_object_get(o, "o"));
+    const char *event = json_string_value(json_object_get(o, "e"));
+    if (!origin || !event)
+        log_warn(COMPONENT, "room %s: a member message of another format; ignored", room);
+    else if (strcmp(origin, b->node_id) != 0 && b->cfg.relay) {
+        metric_counter_inc(b->m_relay_received);
+        b->cfg.relay(b->cfg.ctx, room, event);
+    }
+    json_decref(o);
 }
 
 static void handle_push(bus *b, redisContext *rc, redisReply *r)
@@ -668,11 +738,17 @@ static void handle_push(bus *b, redisContext *rc, redisReply *r)
         strcmp(r->element[0]->str, "pmessage") != 0)
         return;
     const char *channel = r->element[2]->str;
-    size_t plen = strlen(b->prefix) + strlen(":room:");
-    if (strlen(channel) <= plen) return;
-    const char *room = channel + plen;
+    size_t prefix_len = strlen(b->prefix);
+    if (strncmp(channel, b->prefix, prefix_len) != 0 || channel[prefix_len] != ':') return;
+    const char *kind = channel + prefix_len + 1;
+    bool members = strncmp(kind, "members:", 8) == 0;
+    if (!members && strncmp(kind, "room:", 5) != 0) return;
+    const char *room = kind + (members ? 8 : 5);
     if (!room_id_valid(room, strlen(room))) return;
-    on_channel_message(b, rc, room, r->element[3]->str, r->element[3]->len);
+    if (members)
+        on_member_message(b, room, r->element[3]->str, r->element[3]->len);
+    else
+        on_channel_message(b, rc, room, r->element[3]->str, r->element[3]->len);
 }
 
 /* Reads what the subscriber connection has, up to TURN_MS of waiting. false: the connection
@@ -766,6 +842,15 @@ static void init_metrics(bus *b)
     b->m_gap_stream = metrics_counter("chatflow_bus_gaps_total", help, "recovered=\"stream\"");
     b->m_gap_lost = metrics_counter("chatflow_bus_gaps_total", help, "recovered=\"lost\"");
     b->m_outbox = metrics_gauge("chatflow_bus_outbox", "Events waiting to be published.", NULL);
+    b->m_relayed = metrics_counter("chatflow_bus_member_events_total",
+                                   "Member events (READ) on the cluster bus, by what happened.",
+                                   "result=\"published\"");
+    b->m_relay_dropped = metrics_counter(
+        "chatflow_bus_member_events_total",
+        "Member events (READ) on the cluster bus, by what happened.", "result=\"dropped\"");
+    b->m_relay_received = metrics_counter(
+        "chatflow_bus_member_events_total",
+        "Member events (READ) on the cluster bus, by what happened.", "result=\"received\"");
     help = "1 when the bus connection is up.";
     b->m_pub_up = metrics_gauge("chatflow_bus_connected", help, "conn=\"publish\"");
     b->m_sub_up = metrics_gauge("chatflow_bus_connected", help, "conn=\"subscribe\"");

@@ -51,6 +51,13 @@
  *    its stream the same way before live events flow again: what the stream holds is delivered,
  *    and when it cannot prove that nothing is missing (new epoch, trimmed) room_lost() comes
  *    first, with the sequence number of the first event delivered after it.
+ *  - Member events (READ receipts; protocol.md §2.1) are relayed, not ordered: bus_relay() (the
+ *    broadcaster's thread; never blocks) queues {"o": node, "e": the event's JSON} for a plain
+ *    PUBLISH on "P:members:{room}", ahead of nothing and behind the events already queued; it
+ *    takes at most half of the outbox (chat events come first) and is dropped, counted, beyond
+ *    that or while Redis is away past the stop — a READ is superseded by the member's next one.
+ *    The subscriber thread, subscribed to "P:members:*" on the same connection, hands every
+ *    other node's member event to config.relay(ctx, room, event JSON) as it came.
  *  - Delivering = config.deliver(ctx, message, sequenceNumber, receivedAt) on the subscriber
  *    thread, for every event of every node (this one's too); it may block for a bounded time
  *    (the broadcaster's backpressure).
@@ -59,6 +66,7 @@
  *    a bad message: nothing is dead-lettered; the pollers hold what they received (above) and
  *    the nodes catch up from the streams when Redis is back.
  *  - Metrics: chatflow_bus_published_total, chatflow_bus_publish_errors_total,
+ *    chatflow_bus_member_events_total{result="published"|"dropped"|"received"},
  *    chatflow_bus_publish_dropped_total, chatflow_bus_outbox (gauge), chatflow_bus_received_total
  *    {result="delivered"|"own"|"duplicate"}, chatflow_bus_gaps_total{recovered="stream"|"lost"},
  *    chatflow_bus_connected{conn="publish"|"subscribe"} (gauges), chatflow_bus_rooms (gauge).
@@ -92,6 +100,8 @@ typedef struct {
     /* Called on the subscriber thread when events of a room before the event with sequence number
      * seq could not be recovered; deliver() of that event follows. */
     void (*room_lost)(void *ctx, const char *room, const char *seq);
+    /* Called on the subscriber thread for every member event of another node (NULL: ignored). */
+    void (*relay)(void *ctx, const char *room, const char *event_json);
     void *ctx;
 } bus_config;
 
@@ -99,6 +109,8 @@ bus *bus_start(const bus_config *cfg, char *err, size_t err_len);
 /* Poller threads: the event's ticket, 0 when it was dropped (outbox full) or the bus is
  * stopping. */
 uint64_t bus_publish(bus *b, const chat_message *m, const char *seq, const char *received_at);
+/* Any thread: a member event of room for the other nodes' members; false when dropped. */
+bool bus_relay(bus *b, const char *room, const char *event_json);
 /* Waits up to timeout_ms until every event up to ticket is in Redis (or given up at the stop
  * deadline). true when it is. */
 bool bus_wait_published(bus *b, uint64_t ticket, long timeout_ms);

@@ -154,6 +154,21 @@ static void bus_room_lost(void *ctx, const char *room, const char *seq)
     broadcast_room_lost(c->broadcast, room, seq);
 }
 
+/* Another node's member event, from the bus, for this node's members. */
+static void bus_relay_in(void *ctx, const char *room, const char *event_json)
+{
+    consumer *c = ctx;
+    broadcast_relay_in(c->broadcast, room, event_json);
+}
+
+/* This node's member event, for the others (set before the bus exists: a NULL bus drops it). */
+static bool relay_out(void *ctx, const char *room, const char *event_json)
+{
+    consumer *c = ctx;
+    bus *b = atomic_load(&c->bus);
+    return b && bus_relay(b, room, event_json);
+}
+
 /* Without the bus, one consumer per shard (leases); with it, every consumer polls every shard and
  * shares the rooms' events through Redis. */
 static bool start_shard_sharing(consumer *c, char *err, size_t err_len)
@@ -169,6 +184,7 @@ static bool start_shard_sharing(consumer *c, char *err, size_t err_len)
             .timeout_ms = (long)c->s.bus_timeout_ms,
             .deliver = bus_deliver,
             .room_lost = bus_room_lost,
+            .relay = bus_relay_in,
             .ctx = c,
         };
         bus *b = bus_start(&cfg, err, err_len);
@@ -312,6 +328,8 @@ static bool start_services(consumer *c)
         .history = history_read,
         .history_ctx = c->history,
         .presence = c->presence,
+        .relay_out = c->s.redis_url[0] ? relay_out : NULL,
+        .relay_ctx = c,
         .receipts = c->receipts,
         .auth = c->auth,
         .anonymous_read = c->s.auth_anonymous_read,

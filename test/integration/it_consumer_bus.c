@@ -6,7 +6,7 @@
  *     messages through both producers: every subscriber receives every acked message of its room
  *     exactly once, in sequence order (so the three of a room in the same order), the room API of
  *     every consumer returns them, and the bus metrics moved (published on one node, delivered
- *     on at least two);
+ *     on at least two); a member's READ on one node reaches a member on another;
  *  2. redis-server killed (-9) under paced load and restarted on the same port a second later with
  *     its data lost: subscribers closed with 4013 resume with since=<last sequenceNumber received>,
  *     and in the end each received exactly the acked messages, in order — also in quiet rooms,
@@ -608,6 +608,49 @@ static void check_fanout_metrics(void)
           delivering);
 }
 
+/* A member's READ on one node reaches a member of the room on another node (the bus relays
+ * member events): read receipts do not depend on which node a reader is connected to. */
+static void check_read_relay(const char *room, const char *seq)
+{
+    char path_a[160], path_b[160], err[256];
+    snprintf(path_a, sizeof path_a, "/chat/%s?userId=101&username=alice", room);
+    snprintf(path_b, sizeof path_b, "/chat/%s?userId=102&username=bob", room);
+    int st = 0;
+    wsc_conn *alice =
+        wsc_connect(ws, "127.0.0.1", nodes[0].ws_port, path_a, 5000, &st, err, sizeof err);
+    wsc_conn *bob =
+        wsc_connect(ws, "127.0.0.1", nodes[1].ws_port, path_b, 5000, &st, err, sizeof err);
+    CHECK(alice && bob, "members alice on %s and bob on %s of room %s", node_ids[0], node_ids[1],
+          room);
+    char frame[300];
+    snprintf(frame, sizeof frame, "{\"type\":\"READ\",\"roomId\":\"%s\",\"sequenceNumber\":\"%s\"}",
+             room, seq);
+    bool sent = alice && bob && tl_ws_send_str(alice, frame);
+    bool seen = false;
+    uint64_t until = time_mono_ns() + 10000ull * 1000000ull;
+    while (sent && !seen && time_mono_ns() < until) {
+        wsc_service(ws, 50);
+        for (char *text; !seen && (text = wsc_recv(bob, 0, NULL));) {
+            json_t *j = json_loads(text, 0, NULL);
+            const char *type = json_string_value(json_object_get(j, "type"));
+            const char *user = json_string_value(json_object_get(j, "userId"));
+            const char *at = json_string_value(json_object_get(j, "sequenceNumber"));
+            seen = type && user && at && strcmp(type, "READ") == 0 && strcmp(user, "101") == 0 &&
+                   strcmp(at, seq) == 0;
+            json_decref(j);
+            free(text);
+        }
+        for (char *text; alice && (text = wsc_recv(alice, 0, NULL));) free(text);
+    }
+    CHECK(seen, "alice's READ on %s reaches bob on %s through the bus", node_ids[0], node_ids[1]);
+    CHECK(node_metric(0, "chatflow_bus_member_events_total", "result=\"published\"") >= 1 &&
+              node_metric(1, "chatflow_bus_member_events_total", "result=\"received\"") >= 1,
+          "chatflow_bus_member_events_total: published on %s, received on %s", node_ids[0],
+          node_ids[1]);
+    if (alice) wsc_free(alice);
+    if (bob) wsc_free(bob);
+}
+
 static void test_fanout(void)
 {
     world w = {0};
@@ -629,6 +672,8 @@ static void test_fanout(void)
     for (size_t r = 0; r < w.ntx; r++) check_room_api((int)(r % NODES), &w.tx[r]);
     for (int i = 0; i < NODES; i++) check_room_api(i, &w.tx[FAN_ROOMS - 1]);
     check_fanout_metrics();
+    const ev_list *acked = &w.tx[FAN_ROOMS - 1].acked; /* in sequence order */
+    if (acked->n) check_read_relay(w.tx[FAN_ROOMS - 1].room, acked->v[acked->n - 1].seq);
     world_free(&w);
 }
 

@@ -4,7 +4,8 @@
  * room's events once and in order, a publish missed on the channel is filled from the room's
  * stream, a dropped publish ("lost") and a Redis that lost its data (new epoch) reach room_lost()
  * with the sequence number of the event that revealed them, the subscriber connection catches up
- * after Redis comes back, and the deletes' wait (bus_wait_published) holds while Redis is down.
+ * after Redis comes back, the deletes' wait (bus_wait_published) holds while Redis is down, and
+ * a member event (bus_relay) reaches the other node once and not its own.
  */
 /* test-passes: asan tsan */
 #include <hiredis/hiredis.h>
@@ -30,6 +31,8 @@ typedef struct {
     size_t n_seen;
     char lost[16][160]; /* "room:seq" of room_lost() calls */
     size_t n_lost;
+    char relayed[16][200]; /* "room|event" of relay() calls */
+    size_t n_relayed;
 } node_log;
 
 static node_log log_a = {.name = "a", .mu = PTHREAD_MUTEX_INITIALIZER};
@@ -53,6 +56,23 @@ static void on_lost(void *ctx, const char *room, const char *seq)
     pthread_mutex_lock(&l->mu);
     if (l->n_lost < 16) snprintf(l->lost[l->n_lost++], sizeof l->lost[0], "%s:%s", room, seq);
     pthread_mutex_unlock(&l->mu);
+}
+
+static void on_relay(void *ctx, const char *room, const char *event_json)
+{
+    node_log *l = ctx;
+    pthread_mutex_lock(&l->mu);
+    if (l->n_relayed < 16)
+        snprintf(l->relayed[l->n_relayed++], sizeof l->relayed[0], "%s|%s", room, event_json);
+    pthread_mutex_unlock(&l->mu);
+}
+
+static size_t relayed_count(node_log *l)
+{
+    pthread_mutex_lock(&l->mu);
+    size_t n = l->n_relayed;
+    pthread_mutex_unlock(&l->mu);
+    return n;
 }
 
 static size_t seen_count(node_log *l)
@@ -83,6 +103,7 @@ static bus_config config(const char *url, const char *node, node_log *l)
                         .timeout_ms = 500,
                         .deliver = on_deliver,
                         .room_lost = on_lost,
+                        .relay = on_relay,
                         .ctx = l};
 }
 
@@ -124,7 +145,7 @@ static const char *seen_at(node_log *l, size_t i)
 static void reset(node_log *l)
 {
     pthread_mutex_lock(&l->mu);
-    l->n_seen = l->n_lost = 0;
+    l->n_seen = l->n_lost = l->n_relayed = 0;
     pthread_mutex_unlock(&l->mu);
 }
 
@@ -258,6 +279,26 @@ static void test_redis_restart(bus *a)
     CHECK(up, "readiness UP again: %s", detail);
 }
 
+/* A member event relayed by a reaches b as it was, and never comes back to a. */
+static void test_relay(bus *a)
+{
+    reset(&log_a);
+    reset(&log_b);
+    const char *event = "{\"type\":\"READ\",\"roomId\":\"room-3\",\"userId\":\"7\"}";
+    CHECK(bus_relay(a, "room-3", event), "a member event is queued on a");
+    CHECK(!bus_relay(a, "not a room!", event), "one for an invalid room id is refused");
+    for (int i = 0; i < 250 && relayed_count(&log_b) < 1; i++) time_sleep_ms(20);
+    time_sleep_ms(200); /* a late second copy, or one on a, would show now */
+    char want[200];
+    snprintf(want, sizeof want, "room-3|%s", event);
+    pthread_mutex_lock(&log_b.mu);
+    bool same = log_b.n_relayed == 1 && strcmp(log_b.relayed[0], want) == 0;
+    pthread_mutex_unlock(&log_b.mu);
+    CHECK(same, "node b gets it once, room and event as sent");
+    CHECK_INT(relayed_count(&log_a), 0, "node a does not get its own back");
+    CHECK_INT(seen_count(&log_b), 0, "a member event is no chat event: nothing delivered");
+}
+
 int main(void)
 {
     tl_init();
@@ -279,6 +320,7 @@ int main(void)
         time_sleep_ms(300); /* both subscribed */
         test_order_and_gaps(a, b);
         test_epoch_change(a);
+        test_relay(a);
         test_redis_restart(a);
     }
     uint64_t deadline = time_mono_ns() + 5000000000ull;
