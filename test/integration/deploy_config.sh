@@ -5,10 +5,12 @@
 #  - deploy/docker-compose.yml: its structure with python3 + PyYAML (services, dependencies, mounted
 #    paths, settings names), and `docker compose config` / `docker-compose config` when installed.
 #  - deploy/ecs: every template parses; `deploy/ecs/deploy render` fills them with the example
-#    settings; the rendered requests carry the required fields (ports, health checks, awslogs,
-#    stopTimeout vs the services' drain, the database password from Secrets Manager) and are
-#    checked against the AWS API model when botocore is importable; the IAM policies grant exactly
-#    the SQS actions the code calls, on the right queues.
+#    settings and refuses a missing setting or a Redis URL the consumer could not use; the
+#    rendered requests carry the required fields (ports, health checks, awslogs, stopTimeout vs
+#    the services' drain, the database password from Secrets Manager, the consumer on the cluster
+#    bus as one rolling, autoscaled service) and are checked against the AWS API model when
+#    botocore is importable; the IAM policies grant exactly the SQS actions the code calls, on the
+#    right queues; docs/deployment.md names every file and the drain figures the files use.
 #  - the Dockerfiles: multi-stage bookworm -> bookworm-slim, Makefile build, runtime libraries only,
 #    HEALTHCHECK, non-root USER, tini.
 # The structural checks live in deploy_config_checks.py (same folder).
@@ -44,13 +46,34 @@ tap_check "deploy/ecs/deploy is valid bash" bash -n deploy/ecs/deploy
 out=$(env -i PATH="$PATH" deploy/ecs/deploy render "$OUT" 2>&1); rc=$?
 tap_is "$rc" 2 "deploy render without settings exits 2"
 case "$out" in
-    *"missing settings: AWS_REGION"*CHATFLOW_DB_PASSWORD_SECRET_ARN*) tap_ok "and names every missing setting" ;;
+    *"missing settings: AWS_REGION"*CHATFLOW_DB_PASSWORD_SECRET_ARN*CHATFLOW_REDIS_URL*) tap_ok "and names every missing setting" ;;
     *) tap_fail "and names every missing setting"; note "got: $out" ;;
 esac
 [ ! -e "$OUT" ] && tap_ok "and writes nothing" || tap_fail "and writes nothing"
 
+# The consumer's Redis client speaks plain TCP and takes no credentials (consumer/bus.c): a URL it
+# would refuse at start must stop the deployment before anything is rendered or changed.
+for url in "rediss://bus.example.com:6379" "redis://user:secret@bus.example.com:6379" "bus.example.com:6379"; do
+    out=$(bash -c 'set -a; . deploy/ecs/environment.example; set +a; CHATFLOW_REDIS_URL=$2 exec deploy/ecs/deploy render "$1"' \
+          _ "$OUT" "$url" 2>&1); rc=$?
+    if [ "$rc" -eq 2 ] && [ ! -e "$OUT" ] && [[ "$out" == *CHATFLOW_REDIS_URL* ]]; then
+        tap_ok "deploy render refuses CHATFLOW_REDIS_URL=$url (exit 2, names it, writes nothing)"
+    else
+        tap_fail "deploy render refuses CHATFLOW_REDIS_URL=$url (exit 2, names it, writes nothing)"
+        note "rc $rc: $out"
+    fi
+done
+
 tap_check "deploy render with deploy/ecs/environment.example" \
     bash -c 'set -a; . deploy/ecs/environment.example; set +a; exec deploy/ecs/deploy render "$1"' _ "$OUT"
+
+# One consumer service on the bus: the per-range layout's shard file is gone and nothing reads it.
+left=$(grep -ln 'consumer-shards\|SHARD_FIRST\|SHARD_LAST' deploy/ecs/deploy deploy/ecs/*.json deploy/ecs/iam/*.json 2>/dev/null)
+if [ ! -e deploy/ecs/consumer-shards ] && [ -z "$left" ]; then
+    tap_ok "no per-range consumer layout left in deploy/ecs (consumer-shards, shard ranges)"
+else
+    tap_fail "no per-range consumer layout left in deploy/ecs (consumer-shards, shard ranges): ${left:-consumer-shards exists}"
+fi
 
 # ---- docs/configuration.md carries each binary's own --help-markdown table, verbatim
 for b in producer consumer sqs; do

@@ -4,10 +4,12 @@
 
 Prints "ok - ..." / "not ok - ..." lines (test/run's format); exit 0 when nothing failed.
 Checks the Dockerfiles, the ECS requests rendered by `deploy/ecs/deploy render` into RENDER_DIR,
-the IAM policies against the SQS calls the code makes, and (with --compose-structure, used when no
-docker-compose is installed) the compose file's references. With botocore importable, every
-rendered request is also validated against the real AWS API model, offline.
+the IAM policies against the SQS calls the code makes, docs/deployment.md against those files, and
+(with --compose-structure, used when no docker-compose is installed) the compose file's
+references. With botocore importable, every rendered request is also validated against the real
+AWS API model, offline.
 """
+import fnmatch
 import glob
 import json
 import os
@@ -111,8 +113,8 @@ for f in renders:
 check(not bad, "every rendered request is JSON with every token filled", "\n".join(bad))
 
 tasks = {os.path.basename(f): load(f) for f in glob.glob(os.path.join(OUT, "task-*.json"))}
-check("task-producer.json" in tasks and any(k.startswith("task-consumer-") for k in tasks),
-      "task definitions rendered for the producer and each consumer shard", sorted(tasks))
+check(sorted(tasks) == ["task-consumer.json", "task-producer.json"],
+      "one task definition per service: the producer's and the consumer's", sorted(tasks))
 PORTS = {"producer": (8080, 9090), "consumer": (8081, 9091)}
 for name, td in sorted(tasks.items()):
     svc = "producer" if "producer" in name else "consumer"
@@ -147,29 +149,61 @@ for name, td in sorted(tasks.items()):
         check(env.get("DATABASE_URL", "").startswith("postgresql://"), f"{name}: DATABASE_URL set (without password)")
         check(env.get("CHATFLOW_MIGRATE_ON_START") == "false",
               f"{name}: migrations run once by the deploy script, not by every task")
+        # What consumer/bus.c parse_url() accepts: plain redis://, no credentials (no TLS client).
+        check(re.fullmatch(r"redis://[A-Za-z0-9.-]+(:\d{1,5})?(/\d{1,4})?", env.get("CHATFLOW_REDIS_URL", "")) is not None,
+              f"{name}: CHATFLOW_REDIS_URL is a redis://host:port the bus accepts (the cluster bus is on)",
+              env.get("CHATFLOW_REDIS_URL"))
+        check(not {"CHATFLOW_SHARD_FIRST", "CHATFLOW_SHARD_LAST"} & set(env),
+              f"{name}: no shard range: every consumer task polls every shard (competing consumers)",
+              {k: env[k] for k in env if k.startswith("CHATFLOW_SHARD_")})
+        check(td.get("taskRoleArn", "").endswith(":role/chatflow-consumer-task"),
+              f"{name}: the consumer task role (iam/consumer-task-policy.json)", td.get("taskRoleArn"))
 
 # ------------------------------------------------------------------ ECS: services, ALB, autoscaling
 services = {os.path.basename(f): load(f) for f in glob.glob(os.path.join(OUT, "service-*.json"))}
+check(sorted(services) == ["service-consumer.json", "service-producer.json"],
+      "two services: one producer service, one consumer service (no per-range consumer services)",
+      sorted(services))
 tgs = {os.path.basename(f): load(f) for f in glob.glob(os.path.join(OUT, "target-group-*.json"))
-       if "attributes" not in f and "target-group-api-" not in f}
-api_tgs = {os.path.basename(f): load(f) for f in glob.glob(os.path.join(OUT, "target-group-api-*.json"))}
+       if "attributes" not in f and "target-group-api" not in f}
+api_tgs = {os.path.basename(f): load(f) for f in glob.glob(os.path.join(OUT, "target-group-api*.json"))}
+tg_attrs = {os.path.basename(f): load(f) for f in glob.glob(os.path.join(OUT, "target-group-attributes-*.json"))}
+tg_name = lambda arn: arn.split(":")[-1].split("/")[1]
 for name, s in sorted(services.items()):
     svc = "producer" if "producer" in name else "consumer"
-    td = tasks[name.replace("service-", "task-")]
+    td = tasks.get(name.replace("service-", "task-"), {"containerDefinitions": [{}]})
+    c = td["containerDefinitions"][0]
     lb = s["loadBalancers"][0]
-    check(lb["containerPort"] == PORTS[svc][0] and lb["containerName"] == td["containerDefinitions"][0]["name"],
+    check(lb["containerPort"] == PORTS[svc][0] and lb["containerName"] == c.get("name"),
           f"{name}: the load balancer targets the WebSocket port of the task's container")
     check(s["networkConfiguration"]["awsvpcConfiguration"]["assignPublicIp"] == "DISABLED",
           f"{name}: tasks get no public IP")
+    dc = s["deploymentConfiguration"]
+    cb = dc.get("deploymentCircuitBreaker", {})
+    # Rolling: new tasks are up and healthy before old ones stop, and a release whose tasks never
+    # get healthy (a bad image, Redis unreachable at start) is rolled back by ECS.
+    check(dc.get("minimumHealthyPercent") == 100 and dc.get("maximumPercent") == 200
+          and cb.get("enable") is True and cb.get("rollback") is True,
+          f"{name}: rolling deployment (minimumHealthyPercent 100, maximumPercent 200), circuit breaker with rollback",
+          dc)
+    grace = s.get("healthCheckGracePeriodSeconds", 0)
+    tg = tgs.get(f"target-group-{svc}.json", {})
+    to_healthy = tg.get("HealthyThresholdCount", 0) * tg.get("HealthCheckIntervalSeconds", 0)
+    check(grace >= c.get("healthCheck", {}).get("startPeriod", 0) and grace >= to_healthy,
+          f"{name}: health check grace period ({grace}s) covers the container's start period and the "
+          f"target group's way to healthy ({to_healthy}s)")
     if svc == "consumer":
-        dc = s["deploymentConfiguration"]
-        check(s["desiredCount"] == 1 and dc["maximumPercent"] == 100,
-              f"{name}: one task per room range, never two at once (subscribers share the receiving task)")
-        shard = name[len("service-consumer-"):-len(".json")]
+        check(s.get("serviceName") == "chatflow-consumer" and s["desiredCount"] >= 2,
+              f"{name}: one consumer service, chatflow-consumer, with at least 2 tasks (any task serves any room)",
+              (s.get("serviceName"), s["desiredCount"]))
         api_lb = [b for b in s["loadBalancers"][1:] if b["containerPort"] == PORTS[svc][1]]
-        check(len(s["loadBalancers"]) == 2 and len(api_lb) == 1
-              and api_lb[0]["targetGroupArn"].split("/")[1] == api_tgs.get(f"target-group-api-{shard}.json", {}).get("Name"),
-              f"{name}: a second target group, the shard's room API group, on the admin port")
+        check(len(s["loadBalancers"]) == 2 and len(api_lb) == 1 and tg_name(lb["targetGroupArn"]) == tg.get("Name")
+              and tg_name(api_lb[0]["targetGroupArn"]) == api_tgs.get("target-group-api.json", {}).get("Name"),
+              f"{name}: the consumer target group on the WebSocket port, the room API group on the admin port",
+              s["loadBalancers"])
+    else:
+        check(len(s["loadBalancers"]) == 1 and tg_name(lb["targetGroupArn"]) == tg.get("Name"),
+              f"{name}: the producer target group only")
 for name, tg in sorted(tgs.items()):
     svc = "producer" if "producer" in name else "consumer"
     # /health/serving: accepting and not draining. Not /health/ready: a dependency incident must
@@ -182,80 +216,116 @@ for name, tg in sorted(api_tgs.items()):
     check(tg["Port"] == PORTS["consumer"][1] and tg["HealthCheckPath"] == "/health/serving"
           and tg["HealthCheckPort"] == "traffic-port" and tg["TargetType"] == "ip",
           f"{name}: ip targets on the consumer's admin port (the room API), health check /health/serving")
-check(len(api_tgs) == sum(1 for n in services if n.startswith("service-consumer-")),
-      "one room API target group per consumer shard", sorted(api_tgs))
-for f in glob.glob(os.path.join(OUT, "target-group-attributes-*.json")):
-    attrs = {a["Key"]: a["Value"] for a in load(f)["Attributes"]}
-    check(attrs.get("stickiness.enabled") == "false" and int(attrs["deregistration_delay.timeout_seconds"]) <= 60,
-          f"{os.path.basename(f)}: no stickiness (a WebSocket stays on its target), short deregistration delay")
+check(sorted(api_tgs) == ["target-group-api.json"], "one room API target group, the consumer service's", sorted(api_tgs))
+
+# Drain. ECS stops a task in this order: deregister it from its target groups (no new connections;
+# open ones keep flowing), wait the deregistration delay, then SIGTERM; the service drains within
+# CHATFLOW_STOP_TIMEOUT_S; SIGKILL comes stopTimeout after SIGTERM. So: every group gets the
+# attributes, the delay covers an in-flight room API request (bounded to about 3 s: consumer.md),
+# and stopTimeout outlasts the service's own drain (checked per task definition above).
+attr_groups = {tg_name(a["TargetGroupArn"]) for a in tg_attrs.values()}
+all_groups = {t["Name"] for t in list(tgs.values()) + list(api_tgs.values())}
+check(attr_groups == all_groups, "every target group gets the drain and stickiness attributes",
+      f"{sorted(attr_groups)} vs {sorted(all_groups)}")
+delays = {}
+for f, a in sorted(tg_attrs.items()):
+    attrs = {x["Key"]: x["Value"] for x in a["Attributes"]}
+    delays[tg_name(a["TargetGroupArn"])] = int(attrs["deregistration_delay.timeout_seconds"])
+    check(attrs.get("stickiness.enabled") == "false" and 5 <= delays[tg_name(a["TargetGroupArn"])] <= 60,
+          f"{f}: no stickiness (a WebSocket stays on its target), deregistration delay 5-60 s")
 lba = {a["Key"]: a["Value"] for a in load(os.path.join(OUT, "load-balancer-attributes.json"))["Attributes"]}
 ping = max(int(setting_default("CHATFLOW_PING_INTERVAL_S") or 30), 30)
 check(int(lba["idle_timeout.timeout_seconds"]) > ping + 10,
       f"ALB idle timeout ({lba['idle_timeout.timeout_seconds']}s) outlasts a ping interval plus pong timeout")
 
-shards = []
-for line in read("deploy/ecs/consumer-shards").splitlines():
-    parts = line.split()
-    if parts and not parts[0].startswith("#"):
-        shards.append((parts[0], int(parts[1]), int(parts[2])))
-covered = [r for _, lo, hi in shards for r in range(lo, hi + 1)]
 prod_env = {e["name"]: e["value"] for e in tasks["task-producer.json"]["containerDefinitions"][0]["environment"]}
+cons_env = {e["name"]: e["value"] for e in tasks.get("task-consumer.json", {"containerDefinitions": [{}]})
+            ["containerDefinitions"][0].get("environment", [])}
 shard_numbers = list(range(1, int(prod_env["CHATFLOW_QUEUE_SHARDS"]) + 1))
-check(covered == shard_numbers, "consumer services cover the producer's queue shards exactly once, in order", covered)
-cons_shards = sorted({e["value"] for k in tasks if k.startswith("task-consumer-")
-                      for e in tasks[k]["containerDefinitions"][0]["environment"]
-                      if e["name"] == "CHATFLOW_QUEUE_SHARDS"})
-check(cons_shards == [prod_env["CHATFLOW_QUEUE_SHARDS"]],
-      "every consumer task and the producer agree on CHATFLOW_QUEUE_SHARDS (the room-to-shard map depends on it)",
-      cons_shards)
-routed = {}
-for f in glob.glob(os.path.join(OUT, "listener-rule-consumer-*.json")):
-    r = load(f)
-    values = sum(len(c.get("HostHeaderConfig", c.get("PathPatternConfig", {})).get("Values", [])) for c in r["Conditions"])
-    check(values <= 5, f"{os.path.basename(f)}: at most 5 condition values (ALB limit)", values)
-    shard = re.match(r"listener-rule-consumer-([a-z0-9]+)-\d+\.json", os.path.basename(f)).group(1)
-    for c in r["Conditions"]:
-        for p in c.get("PathPatternConfig", {}).get("Values", []):
-            room = p.rsplit("/", 1)[1]
-            routed.setdefault(room if room == "*" else int(room), []).append(shard)
-# One consumer service polls every shard and takes every room id (/chat/*); several can be told
-# apart by the ALB only for the decimal rooms, each on the shard of its number.
-want = ({"*": [shards[0][0]]} if len(shards) == 1
-        else {r: [n] for n, lo, hi in shards for r in range(lo, hi + 1)})
-check(routed == want, "listener rules route /chat/{roomId} on the consumer host to the service polling its shard",
-      routed)
-pr = load(os.path.join(OUT, "listener-rule-producer.json"))
-check([c["Field"] for c in pr["Conditions"]] == ["host-header"]
-      and pr["Actions"][0]["TargetGroupArn"].split("/")[1] == "chatflow-producer",
-      "the producer host is routed whole to the producer: /chat/* and the chat page at /")
-api_routed = {}
-for f in glob.glob(os.path.join(OUT, "listener-rule-api-*.json")):
-    r = load(f)
-    shard = re.match(r"listener-rule-api-([a-z0-9]+)-\d+\.json", os.path.basename(f)).group(1)
-    values = sum(len(c.get("HostHeaderConfig", c.get("PathPatternConfig", {})).get("Values", [])) for c in r["Conditions"])
+check(cons_env.get("CHATFLOW_QUEUE_SHARDS") == prod_env["CHATFLOW_QUEUE_SHARDS"],
+      "the consumer task and the producer agree on CHATFLOW_QUEUE_SHARDS (the room-to-shard map depends on it)",
+      (cons_env.get("CHATFLOW_QUEUE_SHARDS"), prod_env["CHATFLOW_QUEUE_SHARDS"]))
+
+# Routing: the producer host whole to the producer; on the consumer host one rule for the
+# subscriptions of every room id and one for the room API — nothing per room, and nothing else of
+# the admin port (/metrics, /api/metrics/*).
+rules = {os.path.basename(f): load(f) for f in glob.glob(os.path.join(OUT, "listener-rule-*.json"))}
+check(sorted(rules) == ["listener-rule-consumer-api.json", "listener-rule-consumer.json", "listener-rule-producer.json"],
+      "three listener rules: the producer host, the consumer host's /chat/* and its /api/rooms/*", sorted(rules))
+
+
+def rule_shape(r):
     hosts = [v for c in r["Conditions"] for v in c.get("HostHeaderConfig", {}).get("Values", [])]
-    target = r["Actions"][0]["TargetGroupArn"].split("/")[1]
-    check(values <= 5 and hosts == [prod_env.get("CHATFLOW_WEB_API_URL", "").split("//")[-1]]
-          and target == f"chatflow-api-{shard}",
-          f"{os.path.basename(f)}: the host the page calls, at most 5 condition values, to the shard's API group")
-    for c in r["Conditions"]:
-        for p in c.get("PathPatternConfig", {}).get("Values", []):
-            m = re.fullmatch(r"/api/rooms/(\d+)/\*", p)
-            key = int(m.group(1)) if m else ("*" if p == "/api/rooms/*" else p)
-            api_routed.setdefault(key, []).append(shard)
-check(api_routed == want, "listener rules route only /api/rooms/{roomId}/* (not /metrics) to the service polling its shard",
-      {k: v for k, v in api_routed.items() if want.get(k) != v})
-cons_env = {e["name"]: e["value"] for e in next(t for n, t in tasks.items() if n.startswith("task-consumer-"))
-            ["containerDefinitions"][0]["environment"]}
+    paths = [v for c in r["Conditions"] for v in c.get("PathPatternConfig", {}).get("Values", [])]
+    return hosts, paths, [tg_name(a["TargetGroupArn"]) for a in r["Actions"] if a["Type"] == "forward"]
+
+
+consumer_host = prod_env.get("CHATFLOW_WEB_EVENTS_URL", "").split("//")[-1]
+api_host = prod_env.get("CHATFLOW_WEB_API_URL", "").split("//")[-1]
+shape = rule_shape(rules.get("listener-rule-consumer.json", {"Conditions": [], "Actions": []}))
+check(shape == ([consumer_host], ["/chat/*"], ["chatflow-consumer"]),
+      "the consumer host's /chat/* (every room id) goes to the consumer target group, the host the page subscribes to",
+      shape)
+shape = rule_shape(rules.get("listener-rule-consumer-api.json", {"Conditions": [], "Actions": []}))
+check(shape == ([api_host], ["/api/rooms/*"], ["chatflow-api"]),
+      "the consumer host's /api/rooms/* (and not /metrics) goes to the room API group, the host the page calls",
+      shape)
+for f, r in sorted(rules.items()):
+    values = sum(len(c.get("HostHeaderConfig", c.get("PathPatternConfig", {})).get("Values", [])) for c in r["Conditions"])
+    check(values <= 5, f"{f}: at most 5 condition values (ALB limit)", values)
+pr = rules.get("listener-rule-producer.json", {"Conditions": [], "Actions": [{"TargetGroupArn": "x/x"}]})
+check([c["Field"] for c in pr["Conditions"]] == ["host-header"]
+      and tg_name(pr["Actions"][0]["TargetGroupArn"]) == "chatflow-producer",
+      "the producer host is routed whole to the producer: /chat/* and the chat page at /")
 check(cons_env.get("CHATFLOW_API_ALLOW_ORIGIN", "").startswith("https://")
       and prod_env.get("CHATFLOW_WEB_EVENTS_URL", "").startswith("wss://"),
       "the page served by the producer subscribes over wss:// and the room API allows its origin (CORS)",
       (cons_env.get("CHATFLOW_API_ALLOW_ORIGIN"), prod_env.get("CHATFLOW_WEB_EVENTS_URL")))
-prios = [load(f)["Priority"] for f in glob.glob(os.path.join(OUT, "listener-rule-*.json"))]
+prios = [r["Priority"] for r in rules.values()]
 check(len(prios) == len(set(prios)), "listener rule priorities are distinct", sorted(prios))
-pol = load(os.path.join(OUT, "autoscaling-producer-policy.json"))
-check(pol["PolicyType"] == "TargetTrackingScaling"
-      and pol["ResourceId"].endswith("/chatflow-producer"), "producer autoscaling is target tracking on its service")
+
+# Autoscaling: each service has a scalable target; its minimum is the service's desired count; the
+# CPU target is below one core's share of the task (one lws service thread per task is the limit:
+# a higher average would let that thread saturate first).
+cluster = services["service-producer.json"]["cluster"]
+targets = {os.path.basename(f): load(f) for f in glob.glob(os.path.join(OUT, "autoscaling-*-target.json"))}
+policies = {os.path.basename(f): load(f) for f in glob.glob(os.path.join(OUT, "autoscaling-*-policy*.json"))}
+for svc in ("producer", "consumer"):
+    s = services.get(f"service-{svc}.json", {})
+    rid = f"service/{cluster}/{s.get('serviceName')}"
+    t = targets.get(f"autoscaling-{svc}-target.json", {})
+    check(t.get("ResourceId") == rid and t.get("ScalableDimension") == "ecs:service:DesiredCount"
+          and t.get("MinCapacity") == s.get("desiredCount") and t.get("MaxCapacity", 0) > t.get("MinCapacity", 0),
+          f"{svc} autoscaling: a scalable target on its service, minimum = the service's desired count, room to grow",
+          t)
+    mine = {n: p for n, p in policies.items() if p.get("ResourceId") == rid}
+    cpu = [p["TargetTrackingScalingPolicyConfiguration"] for p in mine.values() if p.get("PolicyType") == "TargetTrackingScaling"
+           and p["TargetTrackingScalingPolicyConfiguration"].get("PredefinedMetricSpecification", {})
+           .get("PredefinedMetricType") == "ECSServiceAverageCPUUtilization"]
+    core_share = 100.0 * 1024 / int(tasks[f"task-{svc}.json"]["cpu"])
+    check(len(cpu) == 1 and cpu[0]["TargetValue"] < core_share and not cpu[0].get("DisableScaleIn"),
+          f"{svc} autoscaling: target tracking on CPU below one core's share of the task ({core_share:.0f} %), scaling in and out",
+          cpu)
+check(sum(1 for p in policies.values() if p.get("ResourceId") == f"service/{cluster}/chatflow-producer") == 1,
+      "producer autoscaling: the CPU policy only")
+cons_rid = f"service/{cluster}/chatflow-consumer"
+req = [p["TargetTrackingScalingPolicyConfiguration"] for p in policies.values() if p.get("ResourceId") == cons_rid
+       and p["TargetTrackingScalingPolicyConfiguration"].get("PredefinedMetricSpecification", {})
+       .get("PredefinedMetricType") == "ALBRequestCountPerTarget"]
+lb_arn = load(os.path.join(OUT, "load-balancer-attributes.json"))["LoadBalancerArn"]
+cons_tg_arn = services["service-consumer.json"]["loadBalancers"][0]["targetGroupArn"]
+want_label = lb_arn.split(":loadbalancer/", 1)[-1] + "/" + cons_tg_arn.split(":")[-1]
+# WebSocket handshakes are the only requests on that group: new subscriptions per task and
+# minute. Scale-in is left to CPU: a scale-in or deployment makes a wave of reconnects, which
+# must not count as load that could hold capacity up.
+check(len(req) == 1 and req[0]["PredefinedMetricSpecification"].get("ResourceLabel") == want_label
+      and req[0].get("DisableScaleIn") is True,
+      "consumer autoscaling: request count per target of the WebSocket group (the handshakes), scale-out only",
+      (req, want_label))
+check(set(policies) == {"autoscaling-producer-policy.json", "autoscaling-consumer-policy-cpu.json",
+                        "autoscaling-consumer-policy-requests.json"}
+      and all(any(p.get("ResourceId") == t.get("ResourceId") for t in targets.values()) for p in policies.values()),
+      "every scaling policy belongs to a registered scalable target", sorted(policies))
 
 # ------------------------------------------------------------------ IAM: least privilege
 # SQS client calls -> the IAM action that authorises them (batch calls use the single action's).
@@ -301,28 +371,50 @@ prod_deny = [st for st in load(os.path.join(OUT, "iam", "producer-task-policy.js
 check(prod_deny and all(str(st["Resource"]).endswith("-dlq.fifo") for st in prod_deny),
       "producer role: explicitly denied the per-room dead-letter queues the wildcard would match")
 
-for name, lo, hi in shards:
-    cons = allows(load(os.path.join(OUT, "iam", f"consumer-{name}-task-policy.json")))
-    is_spill = lambda r: [x.rsplit(":", 1)[1] for x in r] == ["chatflow-db-spill"]
-    room_stmt = [(a, r) for a, r in cons if "sqs:ReceiveMessage" in a and not is_spill(r)]
-    spill_stmt = [(a, r) for a, r in cons if is_spill(r)]
-    dlq_stmt = [(a, r) for a, r in cons if "sqs:ReceiveMessage" not in a and not is_spill(r)]
-    want_arns = [f"chatflow-room-{r}.fifo" for r in range(lo, hi + 1)]
-    check(len(room_stmt) == 1 and room_stmt[0][0] == {"sqs:ReceiveMessage", "sqs:DeleteMessage",
-          "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"},
-          f"consumer-{name} role: receive/delete/change-visibility/attributes/url on its rooms", room_stmt)
-    check(room_stmt and [r.rsplit(":", 1)[1] for r in room_stmt[0][1]] == want_arns
-          and all(ROOM_ARN.match(r) for r in room_stmt[0][1]),
-          f"consumer-{name} role: exactly the queues of rooms {lo}-{hi}")
-    check(len(dlq_stmt) == 1 and dlq_stmt[0][0] <= {"sqs:SendMessage", "sqs:GetQueueUrl"}
-          and [r.rsplit(":", 1)[1] for r in dlq_stmt[0][1]] == ["chatflow-db-dlq.fifo"],
-          f"consumer-{name} role: send only to the DLQ chatflow-db-dlq.fifo", dlq_stmt)
-    check(len(spill_stmt) == 1 and spill_stmt[0][0] == {"sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage",
-          "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"},
-          f"consumer-{name} role: send, receive and delete on the spill queue chatflow-db-spill only", spill_stmt)
-    granted = set().union(*(a for a, _ in cons))
-    check(used_actions("consumer") <= granted and used_actions("consumer"),
-          f"consumer-{name} role grants every SQS action the consumer's code calls", used_actions("consumer") - granted)
+
+
+def effective(policy, arn):
+    """The SQS actions a policy allows on one queue ARN: IAM's wildcard match; an explicit Deny wins."""
+    def acts(st, effect):
+        res = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        if st["Effect"] != effect or not any(fnmatch.fnmatchcase(arn, r) for r in res):
+            return set()
+        return set(st["Action"] if isinstance(st["Action"], list) else [st["Action"]])
+    allowed = set().union(*(acts(st, "Allow") for st in policy["Statement"]))
+    denied = set().union(*(acts(st, "Deny") for st in policy["Statement"]))
+    return set() if "sqs:*" in denied else allowed - denied
+
+
+cons_policy = load(os.path.join(OUT, "iam", "consumer-task-policy.json"))
+region, account = re.match(r"arn:aws:sqs:([^:]+):(\d{12}):", prod[0][1][0]).groups()
+q = lambda name: f"arn:aws:sqs:{region}:{account}:{name}"
+ROOM_ACTIONS = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+                "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
+wrong = {s: effective(cons_policy, q(f"chatflow-room-{s}.fifo")) for s in shard_numbers}
+wrong = {s: a for s, a in wrong.items() if a != ROOM_ACTIONS}
+check(not wrong, f"consumer role: receive/delete/change-visibility/attributes/url on every queue shard 1-{shard_numbers[-1]}",
+      wrong)
+room_allows = [(a, r) for a, r in allows(cons_policy) if "sqs:ReceiveMessage" in a and "chatflow-db-spill" not in str(r)]
+check(len(room_allows) == 1 and all(ROOM_ARN.match(r) and r.endswith("*.fifo") for r in room_allows[0][1]),
+      "consumer role: the shards as one wildcard, chatflow-room-*.fifo (any shard count, no list to keep in step)",
+      room_allows)
+leak = {s: effective(cons_policy, q(f"chatflow-room-{s}-dlq.fifo")) for s in shard_numbers}
+leak = {s: a for s, a in leak.items() if a}
+cons_deny = [st for st in cons_policy["Statement"] if st["Effect"] == "Deny"]
+check(not leak and cons_deny and all(str(st["Resource"]).endswith("-dlq.fifo") for st in cons_deny),
+      "consumer role: explicitly denied the per-room dead-letter queues the wildcard would match", leak)
+got = effective(cons_policy, q("chatflow-db-dlq.fifo"))
+check(got == {"sqs:SendMessage", "sqs:GetQueueUrl"}, "consumer role: send only to the DLQ chatflow-db-dlq.fifo", got)
+got = effective(cons_policy, q("chatflow-db-spill"))
+check(got == {"sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+              "sqs:GetQueueAttributes", "sqs:GetQueueUrl"},
+      "consumer role: send, receive and delete on the spill queue chatflow-db-spill", got)
+got = {n: effective(cons_policy, q(n)) for n in ("orders.fifo", "chatflow-roomy", "chatflow-db-dlq")}
+check(not any(got.values()), "consumer role: nothing on queues that are not ChatFlow's", got)
+granted = set().union(*(a for a, _ in allows(cons_policy)))
+check(used_actions("consumer") and granted == used_actions("consumer") and ROOM_ACTIONS <= used_actions("consumer"),
+      "consumer role grants exactly the SQS actions the consumer's code calls",
+      {"granted, not called": granted - used_actions("consumer"), "called, not granted": used_actions("consumer") - granted})
 
 # The operator policy for `chatflow-sqs setup` grants what the tool calls, on ChatFlow's queues only.
 setup_src = read("common/tools/sqs.c")
@@ -351,9 +443,44 @@ check(not [e for e in every if set(e[2]) & NOT_IAM_ACTIONS],
       "no policy names SQS batch calls as actions (IAM has none; they would be ignored)")
 ex = load(os.path.join(OUT, "iam", "execution-role-policy.json"))
 sm = [st for st in ex["Statement"] if "secretsmanager:GetSecretValue" in st["Action"]]
-consumer_secret = next(iter(tasks[k] for k in tasks if k.startswith("task-consumer-")))["containerDefinitions"][0]["secrets"][0]["valueFrom"]
+consumer_secret = tasks["task-consumer.json"]["containerDefinitions"][0]["secrets"][0]["valueFrom"]
 check(len(sm) == 1 and sm[0]["Resource"] == consumer_secret,
       "execution role reads exactly the database password secret the consumer task names")
+
+# ------------------------------------------------------------------ docs/deployment.md tells the truth
+# Section 4's table names every file in deploy/ecs (by name or glob), and the figures the text
+# quotes for the drain and the autoscaling are the ones the rendered requests carry.
+deployment_md = read("docs/deployment.md")
+sec4 = deployment_md.split("## 4. ECS", 1)[-1].split("\n## 5.", 1)[0]
+files_table = re.search(r"(?:^\|.*\n)+", sec4, re.M)   # the section's first table: file | request
+patterns = [p for line in (files_table.group(0) if files_table else "").splitlines() if line.startswith("| `")
+            for p in re.findall(r"`([^`]+)`", line.split("|")[1])]
+ecs_files = sorted(os.path.relpath(f, os.path.join(ROOT, "deploy/ecs"))
+                   for f in glob.glob(os.path.join(ROOT, "deploy/ecs/**"), recursive=True) if os.path.isfile(f))
+unnamed = [f for f in ecs_files if not any(fnmatch.fnmatchcase(f, p) for p in patterns)]
+check(not unnamed, "docs/deployment.md section 4 names every file in deploy/ecs", unnamed)
+named_missing = [p for p in patterns if not any(fnmatch.fnmatchcase(f, p) for f in ecs_files)]
+check(not named_missing, "docs/deployment.md section 4 names no file deploy/ecs does not have", named_missing)
+flat = " ".join(sec4.split())
+cons_c = tasks["task-consumer.json"]["containerDefinitions"][0]
+m = re.search(r"`CHATFLOW_STOP_TIMEOUT_S=(\d+)` in the environment, `stopTimeout: (\d+)`, target deregistration delay (\d+) s", flat)
+said = tuple(int(x) for x in m.groups()) if m else None
+check(said == (int(cons_env.get("CHATFLOW_STOP_TIMEOUT_S", 0)), cons_c.get("stopTimeout"), delays.get("chatflow-consumer"))
+      and len(set(delays.values())) == 1,
+      "docs/deployment.md quotes the drain the files set (stop timeout, stopTimeout, deregistration delay)",
+      (said, cons_env.get("CHATFLOW_STOP_TIMEOUT_S"), cons_c.get("stopTimeout"), delays))
+scale = {}
+for svc in ("producer", "consumer"):
+    t = targets.get(f"autoscaling-{svc}-target.json", {})
+    scale[svc] = f"{t.get('MinCapacity')}–{t.get('MaxCapacity')} tasks"
+cpu_of = lambda svc: next((int(p["TargetTrackingScalingPolicyConfiguration"]["TargetValue"]) for p in policies.values()
+                           if p.get("ResourceId", "").endswith(f"/chatflow-{svc}") and p["TargetTrackingScalingPolicyConfiguration"]
+                           .get("PredefinedMetricSpecification", {}).get("PredefinedMetricType") == "ECSServiceAverageCPUUtilization"), None)
+want = [f"producer runs {scale['producer']}, target tracking on {cpu_of('producer')} % CPU",
+        f"consumer runs {scale['consumer']}", f"**CPU, {cpu_of('consumer')} %**",
+        f"**WebSocket handshakes, {int(req[0]['TargetValue']) if req else None} per task per minute**"]
+check(all(w in flat for w in want), "docs/deployment.md quotes the autoscaling the files set",
+      [w for w in want if w not in flat])
 
 # ------------------------------------------------------------------ the real AWS API model (offline)
 try:
@@ -365,13 +492,13 @@ else:
     session = botocore.session.get_session()
     OPS = [("task-*.json", "ecs", "RegisterTaskDefinition"), ("service-*.json", "ecs", "CreateService"),
            ("target-group-producer.json", "elbv2", "CreateTargetGroup"),
-           ("target-group-consumer-*.json", "elbv2", "CreateTargetGroup"),
-           ("target-group-api-*.json", "elbv2", "CreateTargetGroup"),
+           ("target-group-consumer.json", "elbv2", "CreateTargetGroup"),
+           ("target-group-api.json", "elbv2", "CreateTargetGroup"),
            ("target-group-attributes-*.json", "elbv2", "ModifyTargetGroupAttributes"),
            ("load-balancer-attributes.json", "elbv2", "ModifyLoadBalancerAttributes"),
            ("listener-rule-*.json", "elbv2", "CreateRule"),
-           ("autoscaling-producer-target.json", "application-autoscaling", "RegisterScalableTarget"),
-           ("autoscaling-producer-policy.json", "application-autoscaling", "PutScalingPolicy")]
+           ("autoscaling-*-target.json", "application-autoscaling", "RegisterScalableTarget"),
+           ("autoscaling-*-policy*.json", "application-autoscaling", "PutScalingPolicy")]
     seen = set()
     for pattern, service, op in OPS:
         shape = session.get_service_model(service).operation_model(op).input_shape
@@ -424,5 +551,11 @@ if COMPOSE_STRUCTURE:
                   set(env) - known_env - AWS_SDK_ENV)
         check(svcs["consumer"]["environment"].get("CHATFLOW_MIGRATE_ON_START") == "true",
               "compose: the consumer applies migrations at start")
+        # As on ECS, the consumer joins the cluster bus, so `--scale consumer=N` shares every room.
+        bus_url = svcs["consumer"]["environment"].get("CHATFLOW_REDIS_URL", "")
+        bus_host = re.match(r"redis://([^:/]+)", bus_url)
+        check(bus_host is not None and bus_host.group(1) in svcs
+              and svcs["consumer"].get("depends_on", {}).get(bus_host.group(1), {}).get("condition") == "service_healthy",
+              "compose: the consumer is on the cluster bus, a Redis service it waits for", bus_url)
 
 sys.exit(1 if failed else 0)
