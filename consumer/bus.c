@@ -25,6 +25,10 @@
 #define BACKOFF_MAX_MS 2000 /* reconnect backoff cap */
 #define LOST_ROOMS_MAX 1024 /* rooms marked lost at once; beyond, every room is */
 #define EPOCH_BUF 48
+/* After a reconnect, events of rooms this node did not track are delivered when Redis took them
+ * this long before the connection was lost, or later (Redis's clock and this node's differ a
+ * little; more is harmless: the broadcaster drops what it has). */
+#define UNTRACKED_CATCH_UP_MARGIN_MS 60000
 
 /* Publishes one event atomically with its offset (see bus.h for the keys). KEYS: meta, stream.
  * ARGV: channel, event, stream length, ttl. */
@@ -36,7 +40,9 @@ static const char PUBLISH_SCRIPT[] =
     "  redis.call('HSET', KEYS[1], 'e', e)\n"
     "end\n"
     "local o = redis.call('HINCRBY', KEYS[1], 'o', 1)\n"
-    "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], o .. '-0', 'd', ARGV[2])\n"
+    "local now = redis.call('TIME')\n"
+    "local ms = tostring(now[1] * 1000 + math.floor(tonumber(now[2]) / 1000))\n"
+    "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], o .. '-0', 'd', ARGV[2], 't', ms)\n"
     "redis.call('EXPIRE', KEYS[1], ARGV[4])\n"
     "redis.call('EXPIRE', KEYS[2], ARGV[4])\n"
     "redis.call('PUBLISH', ARGV[1], e .. ' ' .. o .. ' ' .. ARGV[2])\n"
@@ -84,6 +90,9 @@ struct bus {
     bool lost_overflow;
 
     room_track *rooms; /* subscriber thread only */
+    char replid[48];   /* subscriber thread only: Redis's replication history last connected to */
+    int64_t disconnected_ms; /* subscriber thread only: wall clock when the connection was lost */
+    bool subscribed_once;    /* subscriber thread only */
     uint64_t next_sweep_ns;
 
     metric_counter *m_published, *m_publish_errors, *m_dropped;
@@ -582,11 +591,21 @@ static bool room_head(bus *b, redisContext *rc, const char *room, char epoch[EPO
     return have;
 }
 
+/* A stream entry [id, [d, event, t, publish ms]] ("t" since publish times were kept: older
+ * entries have only d). The event is element[1]->element[1]. */
 static bool stream_entry_ok(const redisReply *e)
 {
     return e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
            e->element[0]->type == REDIS_REPLY_STRING && e->element[1]->type == REDIS_REPLY_ARRAY &&
-           e->element[1]->elements == 2 && e->element[1]->element[1]->type == REDIS_REPLY_STRING;
+           e->element[1]->elements >= 2 && e->element[1]->element[1]->type == REDIS_REPLY_STRING;
+}
+
+/* When Redis took the entry (its clock, ms), or -1 for an entry without one. */
+static int64_t stream_entry_time(const redisReply *e)
+{
+    const redisReply *f = e->element[1];
+    if (f->elements < 4 || f->element[3]->type != REDIS_REPLY_STRING) return -1;
+    return strtoll(f->element[3]->str, NULL, 10);
 }
 
 /* Brings room t up to offset upto of epoch (exclusive when upto_exclusive: the caller has that
@@ -669,7 +688,8 @@ static void on_channel_message(bus *b, redisContext *rc, const char *room, const
         metric_counter_inc(b->m_duplicate);
         return;
     }
-    /* A room seen for the first time starts at this event: what came before is the store's. */
+    /* A room seen for the first time starts at this event: what came before is the store's
+     * (after a reconnect, catch_up_untracked() has brought in what was published meanwhile). */
     if (t->epoch[0] && (!same_epoch || offset > t->offset + 1) &&
         !recover(b, rc, t, epoch, offset, true))
         t->lost_pending = true; /* Redis failed under us: cannot tell what was missed */
@@ -695,6 +715,114 @@ static void catch_up_all(bus *b, redisContext *rc)
         if (strcmp(epoch, t->epoch) == 0 && newest <= t->offset) continue;
         if (!recover(b, rc, t, epoch, newest, false)) return; /* Redis failed: next reconnect */
     }
+}
+
+/* Room's events that Redis took at or after since_ms (its clock), from its stream, as the first
+ * this node tracks of it (the room's state starts at its newest offset). */
+static void catch_up_room_since(bus *b, redisContext *rc, const char *room, int64_t since_ms)
+{
+    char epoch[EPOCH_BUF], hist[128 + ROOM_ID_BUF];
+    long long newest = 0;
+    if (!room_head(b, rc, room, epoch, &newest)) return;
+    room_track *t = track_of(b, room);
+    if (!t) return;
+    key_of(b, "hist", room, hist, sizeof hist);
+    redisReply *r = redisCommand(rc, "XRANGE %s - %lld-0", hist, newest);
+    for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        if (!stream_entry_ok(r->element[i])) continue;
+        redisReply *d = r->element[i]->element[1]->element[1];
+        int64_t at = stream_entry_time(r->element[i]);
+        bool recent = at < 0 || at >= since_ms; /* an entry of unknown time: delivered */
+        if (recent) handle_event(b, t, d->str, d->len);
+    }
+    freeReplyObject(r);
+    snprintf(t->epoch, sizeof t->epoch, "%s", epoch);
+    t->offset = newest;
+}
+
+/* After a reconnect: rooms this node does not track (never seen since it started, or forgotten
+ * idle) may have had events while it was not subscribed — to subscribers it already has. Those
+ * received since the connection was lost come from the rooms' streams; the keys are found with
+ * SCAN (bounded work per call, done once per reconnect). */
+static void catch_up_untracked(bus *b, redisContext *rc, int64_t since_ms)
+{
+    char pattern[128];
+    snprintf(pattern, sizeof pattern, "%s:meta:*", b->prefix);
+    size_t skip = strlen(b->prefix) + strlen(":meta:");
+    char cursor[32] = "0";
+    do {
+        redisReply *r = redisCommand(rc, "SCAN %s MATCH %s COUNT 500", cursor, pattern);
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+            freeReplyObject(r);
+            return; /* Redis failed: the next reconnect starts over */
+        }
+        snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
+        for (size_t i = 0; i < r->element[1]->elements; i++) {
+            const redisReply *k = r->element[1]->element[i];
+            if (k->type != REDIS_REPLY_STRING || k->len <= skip) continue;
+            const char *room = k->str + skip;
+            room_track *t = NULL;
+            HASH_FIND_STR(b->rooms, room, t);
+            if (!t && room_id_valid(room, strlen(room))) catch_up_room_since(b, rc, room, since_ms);
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0 && !atomic_load(&b->stopping));
+}
+
+/* Redis's replication id (INFO replication, master_replid) into out; false when unknown. A new
+ * one means another history: a replica promoted by a failover, or a restart from a snapshot. */
+static bool read_replid(redisContext *rc, char out[48])
+{
+    redisReply *r = redisCommand(rc, "INFO replication");
+    const char *at = r && r->type == REDIS_REPLY_STRING ? strstr(r->str, "master_replid:") : NULL;
+    bool ok = at && sscanf(at + strlen("master_replid:"), "%47[0-9a-fA-F]", out) == 1;
+    freeReplyObject(r);
+    return ok;
+}
+
+/* After a change of Redis's history, a room's offsets may have gone back within its epoch (what
+ * the old primary had not replicated is gone, and its offsets are handed out again), so no offset
+ * this node tracks can be trusted: each room's newest event is delivered as the first after a
+ * loss (room_lost() with its sequence number: the subscribers resume from the history store, which
+ * has everything), and the room's state restarts there. Rooms whose keys are gone start a new
+ * epoch with their next event, which reports the loss then. */
+static void resync_after_history_change(bus *b, redisContext *rc)
+{
+    room_track *t, *tmp;
+    HASH_ITER(hh, b->rooms, t, tmp)
+    {
+        char epoch[EPOCH_BUF], hist[128 + ROOM_ID_BUF];
+        long long newest = 0;
+        if (!room_head(b, rc, t->room, epoch, &newest)) continue;
+        snprintf(t->epoch, sizeof t->epoch, "%s", epoch);
+        t->offset = newest;
+        t->lost_pending = true;
+        key_of(b, "hist", t->room, hist, sizeof hist);
+        redisReply *r = redisCommand(rc, "XRANGE %s %lld-0 %lld-0", hist, newest, newest);
+        if (!r) return; /* Redis failed: the next reconnect starts over */
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && stream_entry_ok(r->element[0])) {
+            redisReply *d = r->element[0]->element[1]->element[1];
+            handle_event(b, t, d->str, d->len);
+        }
+        freeReplyObject(r);
+    }
+}
+
+/* On every (re)connect of the subscriber: true when Redis's replication history is not the one
+ * this node followed before. */
+static bool history_changed(bus *b, redisContext *rc)
+{
+    char replid[48];
+    if (!read_replid(rc, replid)) return false; /* a server without INFO: offsets are trusted */
+    bool changed = b->replid[0] && strcmp(b->replid, replid) != 0;
+    if (changed)
+        log_warn(COMPONENT,
+                 "Redis %s:%d has another replication history (%s, was %s: a failover or a "
+                 "restart): rooms' subscribers here resume from the history store",
+                 b->host, b->port, replid, b->replid);
+    snprintf(b->replid, sizeof b->replid, "%s", replid);
+    return changed;
 }
 
 /* Sends PSUBSCRIBE for the rooms' event channels and their member channels, and waits (bounded)
@@ -797,8 +925,15 @@ static void *subscriber_main(void *arg)
                 continue;
             }
             /* Subscribed first, then caught up: nothing published in between is missed (a
-             * duplicate is dropped by its offset). */
-            catch_up_all(b, rc);
+             * duplicate is dropped by its offset) — unless Redis's history changed, when offsets
+             * cannot be trusted. */
+            if (history_changed(b, rc))
+                resync_after_history_change(b, rc);
+            else
+                catch_up_all(b, rc);
+            if (b->subscribed_once)
+                catch_up_untracked(b, rc, b->disconnected_ms - UNTRACKED_CATCH_UP_MARGIN_MS);
+            b->subscribed_once = true;
             if (backoff)
                 log_info(COMPONENT, "subscriber connected to %s:%d again", b->host, b->port);
             backoff = 0;
@@ -807,6 +942,7 @@ static void *subscriber_main(void *arg)
         }
         sweep_idle_rooms(b);
         if (!pump(b, sc, rc)) {
+            b->disconnected_ms = time_wall_ms();
             log_warn(COMPONENT, "subscriber: Redis %s:%d failed (%s); reconnecting", b->host,
                      b->port, sc->err ? sc->errstr : "closed");
             close_pair(&sc, &rc);

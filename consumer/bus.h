@@ -50,7 +50,16 @@
  *  - After the subscriber connection is lost and made again, every room it knows is caught up from
  *    its stream the same way before live events flow again: what the stream holds is delivered,
  *    and when it cannot prove that nothing is missing (new epoch, trimmed) room_lost() comes
- *    first, with the sequence number of the first event delivered after it.
+ *    first, with the sequence number of the first event delivered after it. Rooms it does not
+ *    know (never seen since start, or forgotten idle) are found with SCAN over "P:meta:*", and
+ *    their events that Redis took since shortly before the connection was lost (each stream
+ *    entry keeps Redis's time, field t) are delivered: a subscriber of a room whose first event
+ *    came while this node was away misses nothing.
+ *  - Redis's replication id (INFO replication, master_replid) is read at every connect. When it
+ *    changed — a replica promoted by a failover, a restart from a snapshot — offsets may have
+ *    gone back within an epoch (what the old primary had not replicated is handed out again),
+ *    so none this node tracks is trusted: each known room's newest event is delivered as the
+ *    first after a loss (room_lost() first; the subscribers resume from the history store).
  *  - Member events (READ receipts; protocol.md §2.1) are relayed, not ordered: bus_relay() (the
  *    broadcaster's thread; never blocks) queues {"o": node, "e": the event's JSON} for a plain
  *    PUBLISH on "P:members:{room}", ahead of nothing and behind the events already queued; it

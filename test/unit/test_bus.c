@@ -5,7 +5,8 @@
  * stream, a dropped publish ("lost") and a Redis that lost its data (new epoch) reach room_lost()
  * with the sequence number of the event that revealed them, the subscriber connection catches up
  * after Redis comes back, the deletes' wait (bus_wait_published) holds while Redis is down, and
- * a member event (bus_relay) reaches the other node once and not its own.
+ * a member event (bus_relay) reaches the other node once and not its own, and after a failover
+ * (another replication history, offsets gone back) a node trusts no offset it tracked.
  */
 /* test-passes: asan tsan */
 #include <hiredis/hiredis.h>
@@ -279,6 +280,50 @@ static void test_redis_restart(bus *a)
     CHECK(up, "readiness UP again: %s", detail);
 }
 
+/* A failover to a replica that had not received the room's last writes: Redis's history changes
+ * (DEBUG CHANGE-REPL-ID), the room's offset goes back with its epoch unchanged, and the connections
+ * drop. Node b must not trust the offsets it tracked: it reports the room lost at its newest event
+ * and delivers the next publish — whose offset it had already seen — instead of dropping it. */
+static void test_failover(bus *a)
+{
+    reset(&log_b);
+    for (int i = 1; i <= 3; i++) publish(a, "room-4", 40 + i);
+    CHECK(wait_seen(&log_b, 3, 10000), "failover: node b has the room's 3 events");
+    char meta[128], hist[128], reply[64];
+    snprintf(meta, sizeof meta, "%s:meta:room-4", prefix);
+    snprintf(hist, sizeof hist, "%s:hist:room-4", prefix);
+    freeReplyObject(raw("HSET %s o %s", meta, "1")); /* the replica had offset 1 only */
+    freeReplyObject(raw("XDEL %s %s", hist, "2-0"));
+    freeReplyObject(raw("XDEL %s %s", hist, "3-0"));
+    char killed[64] = "";
+    bool changed = tl_redis_call(redis.port, "DEBUG CHANGE-REPL-ID", reply, sizeof reply, 5000) &&
+                   strcmp(reply, "+OK") == 0;
+    bool cut = tl_redis_call(redis.port, "CLIENT KILL TYPE pubsub", killed, sizeof killed, 5000) &&
+               killed[0] == ':' && atoi(killed + 1) >= 1;
+    CHECK(changed && cut,
+          "failover: another replication history (%s), offsets back to 1, subscriber connections "
+          "cut (%s)",
+          reply, killed);
+    pthread_mutex_lock(&log_b.mu);
+    size_t lost_before = log_b.n_lost;
+    pthread_mutex_unlock(&log_b.mu);
+    time_sleep_ms(1500);      /* b reconnects (its backoff starts at 100 ms) */
+    publish(a, "room-4", 50); /* offset 2 again */
+    bool got = false;
+    for (int i = 0; i < 500 && !got; i++, time_sleep_ms(20)) {
+        pthread_mutex_lock(&log_b.mu);
+        for (size_t k = 3; k < log_b.n_seen && !got; k++)
+            got = strcmp(log_b.seen[k], "room-4:50") == 0;
+        pthread_mutex_unlock(&log_b.mu);
+    }
+    CHECK(got, "failover: node b delivers the next event although its offset was seen before");
+    pthread_mutex_lock(&log_b.mu);
+    bool lost = log_b.n_lost > lost_before;
+    pthread_mutex_unlock(&log_b.mu);
+    CHECK(lost, "failover: and reported the room lost first (its subscribers resume from the "
+                "store)");
+}
+
 /* A member event relayed by a reaches b as it was, and never comes back to a. */
 static void test_relay(bus *a)
 {
@@ -321,6 +366,7 @@ int main(void)
         test_order_and_gaps(a, b);
         test_epoch_change(a);
         test_relay(a);
+        test_failover(a);
         test_redis_restart(a);
     }
     uint64_t deadline = time_mono_ns() + 5000000000ull;
