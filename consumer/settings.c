@@ -83,13 +83,15 @@ static const config_option consumer_options[] = {
     CONFIG_OPT_INT("CHATFLOW_SHARD_FIRST", "shard-first", S, shard_first, "1", 1, ROOM_SHARDS_MAX,
                    "First queue shard this consumer polls."),
     CONFIG_OPT_INT("CHATFLOW_SHARD_LAST", "shard-last", S, shard_last, "0", 0, ROOM_SHARDS_MAX,
-                   "Last queue shard this consumer polls; 0 = CHATFLOW_QUEUE_SHARDS. Until the "
-                   "cluster bus, several consumers split the shards between them "
-                   "(docs/deployment.md)."),
+                   "Last queue shard this consumer polls; 0 = CHATFLOW_QUEUE_SHARDS. Ranges are "
+                   "for consumers without CHATFLOW_REDIS_URL, which split the shards between them "
+                   "(docs/consumer.md); with the bus each consumer polls its range beside the "
+                   "others, by default every shard."),
     CONFIG_OPT_INT("CHATFLOW_SHARD_LEASE_RETRY_MS", "shard-lease-retry-ms", S, shard_lease_retry_ms,
                    "2000", 100, 60000,
-                   "A consumer polls a shard only while it holds the shard's lease (a PostgreSQL "
-                   "advisory lock), so two consumers never split a room's audience; every this "
+                   "Without the bus, a consumer polls a shard only while it holds the shard's "
+                   "lease (a PostgreSQL advisory lock), so two consumers never split a room's "
+                   "audience; every this "
                    "often it tries to take the leases of its shards it does not hold. A standby "
                    "takes a shard over within about this after its holder is gone."),
     CONFIG_OPT_INT("CHATFLOW_ROOMS_MAX", "rooms-max", S, rooms_max, "2000", 1, 1000000,

@@ -29,6 +29,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "seqnum.h"
 #include "testlib.h"
 #include "timeutil.h"
 #include "tl_http.h"
@@ -455,7 +456,8 @@ static void stalled_publisher(void)
 /* ---------------------------------------------------------------- 4. order after a partial failure
  */
 
-/* A scripted SQS: GetQueueUrl answers, SendMessageBatch accepts every entry (sequence numbers
+/* A scripted SQS: GetQueueUrl and GetQueueAttributes (CreatedTimestamp, the epoch of the acks'
+ * positions) answer, SendMessageBatch accepts every entry (sequence numbers
  * in arrival order) except, in the first batch of 3 or more, entry 1 (InternalError, retriable),
  * and in the second such batch the last entry. */
 typedef struct {
@@ -538,6 +540,8 @@ static void *fake_sqs_main(void *arg)
             json_t *req = json_loadb(buf + at, len, 0, NULL);
             if (strcasestr(buf, "AmazonSQS.SendMessageBatch")) {
                 body = fake_batch_answer(f, req);
+            } else if (strcasestr(buf, "AmazonSQS.GetQueueAttributes")) {
+                body = strdup("{\"Attributes\":{\"CreatedTimestamp\":\"1765112400\"}}");
             } else {
                 char url[128];
                 snprintf(url, sizeof url, "http://127.0.0.1:%d/000000000000/fake.fifo", f->port);
@@ -581,9 +585,10 @@ static bool fake_sqs_start(fake_sqs *f)
     return pthread_create(&f->thread, NULL, fake_sqs_main, f) == 0;
 }
 
-/* Sends n frames back to back and reads n answers; acked sequence numbers go to seq (0 when the
- * answer was an error, code in codes). */
-static int round_trip(wsc_conn *c, const char *tag, int n, long long *seq, char (*codes)[32])
+/* Sends n frames back to back and reads n answers; acked positions go to seq ("" when the answer
+ * was an error, code in codes). */
+static int round_trip(wsc_conn *c, const char *tag, int n, char (*seq)[SEQNUM_BUF],
+                      char (*codes)[32])
 {
     for (int i = 0; i < n; i++) {
         char cmid[32];
@@ -596,13 +601,16 @@ static int round_trip(wsc_conn *c, const char *tag, int n, long long *seq, char 
     for (int k = 0; k < n; k++) {
         char *a = wsc_recv(c, 8000, NULL);
         if (!a) break;
-        char cmid[32], st[32], sq[32];
+        char cmid[32], st[32];
         tl_json_field(a, "clientMessageId", cmid, sizeof cmid);
         const char *dash = strrchr(cmid, '-');
         int i = dash ? atoi(dash + 1) : -1;
         if (i >= 0 && i < n) {
             bool ok = strcmp(tl_json_field(a, "status", st, sizeof st), "SUCCESS") == 0;
-            seq[i] = ok ? atoll(tl_json_field(a, "sequenceNumber", sq, sizeof sq)) : 0;
+            if (ok)
+                tl_json_field(a, "sequenceNumber", seq[i], SEQNUM_BUF);
+            else
+                seq[i][0] = '\0';
             tl_json_field(a, "errorCode", codes[i], 32);
             got++;
         }
@@ -611,17 +619,19 @@ static int round_trip(wsc_conn *c, const char *tag, int n, long long *seq, char 
     return got;
 }
 
-/* Acked sequence numbers increase with the send index. */
-static bool acks_in_send_order(const long long *seq, int n, char *desc, size_t len)
+/* Acked positions increase with the send index (compared as numbers). */
+static bool acks_in_send_order(char (*seq)[SEQNUM_BUF], int n, char *desc, size_t len)
 {
-    long long last = 0;
+    const char *last = NULL;
     bool ok = true;
     size_t off = 0;
     for (int i = 0; i < n; i++) {
-        off +=
-            (size_t)snprintf(desc + off, off < len ? len - off : 0, "%s%lld", i ? "," : "", seq[i]);
-        if (!seq[i]) continue;
-        if (seq[i] <= last) ok = false;
+        /* the SQS number's significant digits: the epoch is the scripted SQS's, the same for all */
+        const char *tail = strlen(seq[i]) > 6 ? seq[i] + strlen(seq[i]) - 6 : seq[i];
+        off += (size_t)snprintf(desc + off, off < len ? len - off : 0, "%s%s", i ? "," : "",
+                                seq[i][0] ? tail : "0");
+        if (!seq[i][0]) continue;
+        if (last && seqnum_cmp(seq[i], last) <= 0) ok = false;
         last = seq[i];
     }
     return ok;
@@ -660,7 +670,7 @@ static void partial_failure_order(void)
     CHECK(c != NULL, "partial failure: connected");
     if (c) {
         enum { N = 5 };
-        long long seq[N] = {0};
+        char seq[N][SEQNUM_BUF] = {{0}};
         char codes[N][32];
         char desc[256];
         int got = round_trip(c, "first", N, seq, codes);
@@ -668,18 +678,18 @@ static void partial_failure_order(void)
                   "batch [0..4], entry 1 fails after later ones are accepted: all %d answered", N);
         CHECK(acks_in_send_order(seq, N, desc, sizeof desc),
               "acked sequence numbers increase in send order (%s)", desc);
-        CHECK(seq[1] == 0 && strcmp(codes[1], "QUEUE_ERROR") == 0,
+        CHECK(!seq[1][0] && strcmp(codes[1], "QUEUE_ERROR") == 0,
               "the failed entry is answered QUEUE_ERROR, not re-queued behind later messages (got "
               "%s)",
               codes[1]);
         int acked = 0;
-        for (int i = 0; i < N; i++) acked += seq[i] != 0;
+        for (int i = 0; i < N; i++) acked += seqnum_valid(seq[i]);
         CHECK_INT(acked, N - 1, "the other %d are acked", N - 1);
 
         memset(seq, 0, sizeof seq);
         got = round_trip(c, "second", N, seq, codes);
         acked = 0;
-        for (int i = 0; i < N; i++) acked += seq[i] != 0;
+        for (int i = 0; i < N; i++) acked += seqnum_valid(seq[i]);
         CHECK(got == N && acked == N, "batch whose LAST entry fails: retried, all %d acked (%d)", N,
               acked);
         CHECK(acks_in_send_order(seq, N, desc, sizeof desc), "and in send order (%s)", desc);
