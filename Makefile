@@ -74,6 +74,9 @@ BENCHES     := $(patsubst test/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 ALL_BINS := $(PRODUCER) $(CONSUMER) $(TOOLS) $(LOADGEN) $(UNIT_TESTS) $(IT_TESTS) $(BENCHES)
 
+# Plain `make` builds everything (check-pkgs comes first in the file but is not the goal).
+.DEFAULT_GOAL := all
+
 # Without the -dev packages every link fails with hundreds of undefined references: say why once.
 check-pkgs:
 ifneq ($(PKGS_MISSING),)
