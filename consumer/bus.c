@@ -42,6 +42,7 @@ static const char PUBLISH_SCRIPT[] =
     "local o = redis.call('HINCRBY', KEYS[1], 'o', 1)\n"
     "local now = redis.call('TIME')\n"
     "local ms = tostring(now[1] * 1000 + math.floor(tonumber(now[2]) / 1000))\n"
+    "redis.call('HSET', KEYS[1], 't', ms)\n"
     "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], o .. '-0', 'd', ARGV[2], 't', ms)\n"
     "redis.call('EXPIRE', KEYS[1], ARGV[4])\n"
     "redis.call('EXPIRE', KEYS[2], ARGV[4])\n"
@@ -721,9 +722,16 @@ static void catch_up_all(bus *b, redisContext *rc)
  * this node tracks of it (the room's state starts at its newest offset). */
 static void catch_up_room_since(bus *b, redisContext *rc, const char *room, int64_t since_ms)
 {
-    char epoch[EPOCH_BUF], hist[128 + ROOM_ID_BUF];
+    char epoch[EPOCH_BUF], hist[128 + ROOM_ID_BUF], meta[128 + ROOM_ID_BUF];
     long long newest = 0;
-    if (!room_head(b, rc, room, epoch, &newest)) return;
+    /* Most rooms had nothing while this node was away: one HGET of their last publish time each,
+     * and their streams are not read (a room published before times were kept is read). */
+    key_of(b, "meta", room, meta, sizeof meta);
+    redisReply *last = redisCommand(rc, "HGET %s t", meta);
+    bool quiet =
+        last && last->type == REDIS_REPLY_STRING && strtoll(last->str, NULL, 10) < since_ms;
+    freeReplyObject(last);
+    if (quiet || !room_head(b, rc, room, epoch, &newest)) return;
     room_track *t = track_of(b, room);
     if (!t) return;
     key_of(b, "hist", room, hist, sizeof hist);

@@ -11,7 +11,8 @@
  * publish: a node that sees offset 7 after 5 knows exactly what it missed and where to find it.
  *
  * Contract:
- *  - Keys, with P = CHATFLOW_REDIS_PREFIX: "P:meta:{room}" a hash {e: epoch, o: last offset},
+ *  - Keys, with P = CHATFLOW_REDIS_PREFIX: "P:meta:{room}" a hash {e: epoch, o: last offset,
+ *    t: Redis's time of the last publish, ms},
  *    "P:hist:{room}" a stream of the room's last CHATFLOW_BUS_HISTORY events (entry id
  *    "<offset>-0", field d = the event), channel "P:room:{room}". One Lua script (EVALSHA) makes
  *    the epoch when the hash is missing (first publish, or Redis lost its data), increments the
@@ -51,10 +52,10 @@
  *    its stream the same way before live events flow again: what the stream holds is delivered,
  *    and when it cannot prove that nothing is missing (new epoch, trimmed) room_lost() comes
  *    first, with the sequence number of the first event delivered after it. Rooms it does not
- *    know (never seen since start, or forgotten idle) are found with SCAN over "P:meta:*", and
- *    their events that Redis took since shortly before the connection was lost (each stream
- *    entry keeps Redis's time, field t) are delivered: a subscriber of a room whose first event
- *    came while this node was away misses nothing.
+ *    know (never seen since start, or forgotten idle) are found with SCAN over "P:meta:*"; those
+ *    published since shortly before the connection was lost (meta t) have their newer events
+ *    delivered from the stream (each entry keeps Redis's time, field t): a subscriber of a room
+ * whose first event came while this node was away misses nothing.
  *  - Redis's replication id (INFO replication, master_replid) is read at every connect. When it
  *    changed — a replica promoted by a failover, a restart from a snapshot — offsets may have
  *    gone back within an epoch (what the old primary had not replicated is handed out again),
