@@ -140,6 +140,8 @@ static void test_render(void)
           "first bucket, le inclusive");
     CHECK(contains_line(text, "t_latency_seconds_bucket{action=\"send\",le=\"0.1\"} 2"),
           "cumulative before 0.2");
+    CHECK(contains_line(text, "t_latency_seconds_bucket{action=\"send\",le=\"0.2\"} 3"),
+          "0.2 s is a bound (the 200 ms objective), le inclusive");
     CHECK(contains_line(text, "t_latency_seconds_bucket{action=\"send\",le=\"0.25\"} 3"),
           "cumulative after 0.2");
     CHECK(contains_line(text, "t_latency_seconds_bucket{action=\"send\",le=\"10\"} 3"),
