@@ -74,6 +74,15 @@ BENCHES     := $(patsubst test/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 ALL_BINS := $(PRODUCER) $(CONSUMER) $(TOOLS) $(LOADGEN) $(UNIT_TESTS) $(IT_TESTS) $(BENCHES)
 
+# The build's identity for chatflow_build_info, compiled into one object only (a new commit does
+# not rebuild the rest); the stamp changes, and that object is rebuilt, when the revision does.
+CHATFLOW_REVISION := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+CHATFLOW_VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+BUILD_ID_STAMP := $(BUILD)/build-id
+$(shell mkdir -p $(BUILD) && echo '$(CHATFLOW_VERSION) $(CHATFLOW_REVISION)' | cmp -s - $(BUILD_ID_STAMP) || echo '$(CHATFLOW_VERSION) $(CHATFLOW_REVISION)' > $(BUILD_ID_STAMP))
+$(BUILD)/obj/common/process_metrics.o: CFLAGS += -DCHATFLOW_VERSION='"$(CHATFLOW_VERSION)"' -DCHATFLOW_REVISION='"$(CHATFLOW_REVISION)"'
+$(BUILD)/obj/common/process_metrics.o: $(BUILD_ID_STAMP)
+
 # Plain `make` builds everything (check-pkgs comes first in the file but is not the goal).
 .DEFAULT_GOAL := all
 

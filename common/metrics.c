@@ -49,7 +49,9 @@ struct metric_histogram {
 
 typedef struct series {
     struct series *next;
-    char *labels; /* "" when none */
+    char *labels;             /* "" when none */
+    metrics_sample_fn sample; /* set: the value is read at each render (metrics_sampled()) */
+    void *sample_ctx;
     union {
         struct metric_counter counter;
         struct metric_gauge gauge;
@@ -165,6 +167,17 @@ metric_gauge *metrics_gauge(const char *name, const char *help, const char *labe
     series *s = register_series(name, help, labels, METRIC_GAUGE);
     pthread_mutex_unlock(&registry_lock);
     return &s->u.gauge;
+}
+
+void metrics_sampled(const char *name, const char *help, const char *labels, bool counter,
+                     metrics_sample_fn sample, void *ctx)
+{
+    if (!sample) misuse("sampled series without a function", name ? name : "(null)");
+    pthread_mutex_lock(&registry_lock);
+    series *s = register_series(name, help, labels, counter ? METRIC_COUNTER : METRIC_GAUGE);
+    s->sample = sample;
+    s->sample_ctx = ctx;
+    pthread_mutex_unlock(&registry_lock);
 }
 
 static bool same_bounds(const struct metric_histogram *h, const double *bounds, size_t n)
@@ -347,6 +360,13 @@ static void render_histogram(FILE *out, const char *name, const series *s)
 static void render_series(FILE *out, const family *f, const series *s)
 {
     char num[64];
+    if (s->sample) {
+        format_double(num, sizeof num, s->sample(s->sample_ctx));
+        fputs(f->name, out);
+        write_labels(out, s->labels, NULL);
+        fprintf(out, " %s\n", num);
+        return;
+    }
     switch (f->type) {
     case METRIC_COUNTER:
         fputs(f->name, out);

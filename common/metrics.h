@@ -19,6 +19,7 @@
 #ifndef CHATFLOW_METRICS_H
 #define CHATFLOW_METRICS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,6 +40,13 @@ uint64_t metric_counter_value(const metric_counter *c);
 void metric_gauge_set(metric_gauge *g, double v);
 void metric_gauge_add(metric_gauge *g, double delta);
 double metric_gauge_value(const metric_gauge *g);
+
+/* A counter or gauge whose value sample(ctx) returns at each render — figures the process keeps
+ * anyway (CPU time, memory, file descriptors). sample runs on the rendering thread under the
+ * registry's lock: it must be quick and must not register series. */
+typedef double (*metrics_sample_fn)(void *ctx);
+void metrics_sampled(const char *name, const char *help, const char *labels, bool counter,
+                     metrics_sample_fn sample, void *ctx);
 
 void metric_histogram_observe(metric_histogram *h, double v);
 uint64_t metric_histogram_count(const metric_histogram *h);

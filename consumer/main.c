@@ -29,6 +29,7 @@
 #include "history.h"
 #include "http.h"
 #include "log.h"
+#include "process_metrics.h"
 #include "poller.h"
 #include "presence.h"
 #include "queue_depth.h"
@@ -530,6 +531,7 @@ int main(int argc, char **argv)
         log_error(COMPONENT, "%s", err);
         goto out;
     }
+    process_metrics_register("consumer");
     c.http = admin_http_new();
     c.api = api_new(c.s.database_url, (long)c.s.db_statement_timeout_ms);
     c.history = history_new(c.s.database_url, (long)c.s.db_statement_timeout_ms);

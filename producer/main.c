@@ -24,6 +24,7 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "process_metrics.h"
 #include "producer_metrics.h"
 #include "publisher.h"
 #include "redact.h"
@@ -166,6 +167,7 @@ int main(int argc, char **argv)
     }
     ingress_attach_publisher(a.in, a.pub);
 
+    process_metrics_register("producer");
     admin = admin_http_new();
     if (!admin) {
         log_error("producer", "out of memory");

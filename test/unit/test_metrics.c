@@ -2,7 +2,9 @@
  */
 /* test-passes: asan tsan */
 #include "metrics.h"
+#include "process_metrics.h"
 #include "testlib.h"
+#include "timeutil.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -251,6 +253,53 @@ static void test_reset(void)
     metrics_reset();
 }
 
+static double sample_value = 2.5;
+static double read_sample(void *ctx) { return *(double *)ctx; }
+
+/* The value after "<name> " on its line of text, NaN when the line is not there. */
+static double value_of(const char *text, const char *name)
+{
+    char key[128];
+    snprintf(key, sizeof key, "\n%s ", name);
+    const char *at = strstr(text, key);
+    return at ? strtod(at + strlen(key), NULL) : NAN;
+}
+
+static void test_sampled_and_process(void)
+{
+    metrics_reset();
+    metrics_sampled("t_sampled_total", "A sampled counter.", NULL, true, read_sample,
+                    &sample_value);
+    char *text = metrics_render();
+    CHECK(text && contains_line(text, "# TYPE t_sampled_total counter") &&
+              contains_line(text, "t_sampled_total 2.5"),
+          "a sampled counter renders its function's value");
+    free(text);
+    sample_value = 7;
+    text = metrics_render();
+    CHECK(text && contains_line(text, "t_sampled_total 7"), "read again at each render");
+    free(text);
+
+    process_metrics_register("test");
+    text = metrics_render();
+    double cpu = text ? value_of(text, "process_cpu_seconds_total") : NAN;
+    double rss = text ? value_of(text, "process_resident_memory_bytes") : NAN;
+    double fds = text ? value_of(text, "process_open_fds") : NAN;
+    double max = text ? value_of(text, "process_max_fds") : NAN;
+    double start = text ? value_of(text, "process_start_time_seconds") : NAN;
+    double now = (double)time_wall_ms() / 1000.0;
+    CHECK(cpu >= 0 && rss > 1e6 && fds >= 3 && max >= fds,
+          "process figures from /proc: cpu %.2f s, rss %.0f B, fds %.0f of %.0f", cpu, rss, fds,
+          max);
+    CHECK(start > now - 3600 && start <= now + 1,
+          "process_start_time_seconds is this process's start (%.0f s ago)", now - start);
+    CHECK(text && strstr(text, "chatflow_build_info{service=\"test\",version=\"") &&
+              strstr(text, ",revision=\""),
+          "chatflow_build_info{service,version,revision} 1");
+    free(text);
+    metrics_reset();
+}
+
 int main(void)
 {
     test_registry();
@@ -260,5 +309,6 @@ int main(void)
     test_misuse_aborts();
     test_threads();
     test_reset();
+    test_sampled_and_process();
     return TEST_DONE();
 }
