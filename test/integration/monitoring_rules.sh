@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # monitoring_rules — Prometheus config, alert rules and their unit tests, Grafana dashboard.
 #
-#  - promtool check config monitoring/prometheus.yml, check rules monitoring/alerts.yml,
-#    test rules monitoring/alerts_test.yml (Debian's prometheus package).
+#  - promtool check config monitoring/prometheus.yml, check rules monitoring/alerts.yml and
+#    monitoring/recording.yml, test rules monitoring/alerts_test.yml (Debian's prometheus package).
 #  - Every alert has a unit test where it fires and one where it stays quiet, a severity, and a
-#    runbook section in docs/operations.md; and the tests really depend on each alert: with that
-#    alert's expression replaced by one that never fires, `promtool test rules` must fail.
+#    runbook section in docs/operations.md named by both its `runbook` and `runbook_url`
+#    annotations; and the tests really depend on each alert: with that alert's expression replaced
+#    by one that never fires, `promtool test rules` must fail.
+#  - Every recording rule is named level:metric:operation, is loaded by prometheus.yml, has a
+#    promql_expr_test, and the tests fail when its expression is replaced.
 #  - Every chatflow_* series named in the rules and the dashboard is one the code registers
-#    (metrics_counter/gauge/histogram in producer/, consumer/, common/).
+#    (metrics_counter/gauge/histogram/sampled in producer/, consumer/, common/).
 #  - The Grafana dashboard and provisioning files parse and point at the provisioned datasource.
 # test-passes: none (promtool over files: no ChatFlow service runs)
 . "$(dirname "$0")/../lib/common.sh"
@@ -19,6 +22,7 @@ if ! command -v promtool >/dev/null; then
 fi
 tap_check "promtool check config monitoring/prometheus.yml" promtool check config monitoring/prometheus.yml
 tap_check "promtool check rules monitoring/alerts.yml" promtool check rules monitoring/alerts.yml
+tap_check "promtool check rules monitoring/recording.yml" promtool check rules monitoring/recording.yml
 tap_check "promtool test rules monitoring/alerts_test.yml" promtool test rules monitoring/alerts_test.yml
 
 WORK="$TEST_LOGDIR/mutants"
@@ -41,8 +45,15 @@ except ImportError:
     sys.exit(1)
 
 rules_path = os.path.join(root, "monitoring/alerts.yml")
+recording_path = os.path.join(root, "monitoring/recording.yml")
 rules = yaml.safe_load(open(rules_path))
+recording = yaml.safe_load(open(recording_path))
 tests = yaml.safe_load(open(os.path.join(root, "monitoring/alerts_test.yml")))
+prom = yaml.safe_load(open(os.path.join(root, "monitoring/prometheus.yml")))
+check(set(prom.get("rule_files", [])) == {"alerts.yml", "recording.yml"},
+      "prometheus.yml loads alerts.yml and recording.yml", prom.get("rule_files"))
+check(set(tests.get("rule_files", [])) == {"alerts.yml", "recording.yml"},
+      "alerts_test.yml loads alerts.yml and recording.yml", tests.get("rule_files"))
 alerts = [r for g in rules["groups"] for r in g["rules"] if "alert" in r]
 fires, quiet = set(), set()
 for t in tests["tests"]:
@@ -65,31 +76,55 @@ for a in alerts:
     check(a.get("labels", {}).get("severity") in ("warning", "critical"), f"{n}: severity warning|critical")
     anchor = a.get("annotations", {}).get("runbook", "").split("#")[-1]
     check(anchor == n.lower() and anchor in headings, f"{n}: runbook section in docs/operations.md (#{n.lower()})")
+    url = a.get("annotations", {}).get("runbook_url", "")
+    check(url == f"docs/operations.md#{n.lower()}" and url.split("#")[-1] in headings,
+          f"{n}: runbook_url docs/operations.md#{n.lower()}, an existing section", url or "no runbook_url")
 
-# Each alert's tests must depend on it: the alert made inert -> promtool test rules fails.
-for i, a in enumerate(alerts):
-    mutated = yaml.safe_load(open(rules_path))
-    for g in mutated["groups"]:
-        for r in g["rules"]:
-            if r.get("alert") == a["alert"]:
-                r["expr"] = "vector(0) > 1"
-    d = os.path.join(work, str(i)); os.makedirs(d)
-    yaml.safe_dump(mutated, open(os.path.join(d, "alerts.yml"), "w"))
-    t = dict(tests); t["rule_files"] = ["alerts.yml"]
+# Recording rules: level:metric:operation names, each checked by a promql_expr_test.
+records = [r for g in recording["groups"] for r in g["rules"]]
+check(records and all("record" in r for r in records), "recording.yml holds recording rules only")
+check(not any("record" in r for g in rules["groups"] for r in g["rules"]),
+      "alerts.yml holds alerts only (recording rules live in recording.yml)")
+expr_tested = " ".join(e.get("expr", "") for t in tests["tests"] for e in t.get("promql_expr_test", []))
+for r in records:
+    n = r.get("record", "")
+    check(re.fullmatch(r"chatflow:[a-z0-9_]+:[a-z0-9_]+", n) is not None, f"{n}: named level:metric:operation")
+    check(re.search(re.escape(n) + r"(?![a-z0-9_:])", expr_tested) is not None, f"{n}: has a promql_expr_test")
+
+# Each alert's (recording rule's) tests must depend on it: the alert made inert (the recording
+# rule made to record a constant) -> promtool test rules fails.
+def mutant(tag, path, key, name, expr):
+    d = os.path.join(work, tag); os.makedirs(d)
+    for f in (rules_path, recording_path):
+        mutated = yaml.safe_load(open(f))
+        if f == path:
+            for g in mutated["groups"]:
+                for r in g["rules"]:
+                    if r.get(key) == name:
+                        r["expr"] = expr
+        yaml.safe_dump(mutated, open(os.path.join(d, os.path.basename(f)), "w"))
+    t = dict(tests); t["rule_files"] = ["alerts.yml", "recording.yml"]
     yaml.safe_dump(t, open(os.path.join(d, "alerts_test.yml"), "w"))
-    r = subprocess.run(["promtool", "test", "rules", os.path.join(d, "alerts_test.yml")], capture_output=True, text=True)
-    check(r.returncode != 0, f"{a['alert']}: the unit tests fail when the alert never fires")
+    return subprocess.run(["promtool", "test", "rules", os.path.join(d, "alerts_test.yml")],
+                          capture_output=True, text=True).returncode
+for i, a in enumerate(alerts):
+    check(mutant(f"alert{i}", rules_path, "alert", a["alert"], "vector(0) > 1") != 0,
+          f"{a['alert']}: the unit tests fail when the alert never fires")
+for i, r in enumerate(records):
+    check(mutant(f"record{i}", recording_path, "record", r["record"], "vector(-1)") != 0,
+          f"{r['record']}: the unit tests fail when the recording rule records something else")
 
 # Series the rules and the dashboard use must be registered by the code.
 registered = set()
 for folder in ("producer", "consumer", "common"):
     for src in glob.glob(os.path.join(root, folder, "**", "*.c"), recursive=True):
-        registered |= set(re.findall(r'metrics_(?:counter|gauge|histogram)\(\s*"([a-z0-9_]+)"', open(src).read()))
+        registered |= set(re.findall(r'metrics_(?:counter|gauge|histogram|sampled)\(\s*"([a-z0-9_]+)"', open(src).read()))
 def base(series):
     return re.sub(r"_(bucket|sum|count)$", "", series) if series not in registered else series
-used_rules = {base(m) for m in re.findall(r"\bchatflow_[a-z0-9_]+", open(rules_path).read())}
-check(used_rules and used_rules <= registered, "every chatflow_ series in alerts.yml is registered by the code",
-      sorted(used_rules - registered))
+for f in (rules_path, recording_path):
+    used_rules = {base(m) for m in re.findall(r"\bchatflow_[a-z0-9_]+", open(f).read())}
+    check(used_rules and used_rules <= registered,
+          f"every chatflow_ series in {os.path.basename(f)} is registered by the code", sorted(used_rules - registered))
 doc_names = set()
 for d in ("operations", "capacity", "architecture", "deployment"):
     path = os.path.join(root, "docs", d + ".md")
