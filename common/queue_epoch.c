@@ -15,8 +15,6 @@
 
 #define COMPONENT "queue-epoch"
 
-void queue_epoch_init(queue_epoch *qe) { memset(qe, 0, sizeof(*qe)); }
-
 void queue_epoch_mark_stale(queue_epoch *qe) { qe->stale = true; }
 
 static bool sqs_seqnum_valid(const char *seq)

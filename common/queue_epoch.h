@@ -13,7 +13,8 @@
  *    the number epoch * 10^39 + seq, so positions order by epoch, then by SQS's order, and stay
  *    one decimal string that seqnum_cmp(), PostgreSQL numeric and the clients' BigInt all order.
  *    A position older than epochs (SQS's bare number, a row stored before) is of epoch 0.
- *  - queue_epoch tracks one queue for one thread (no locking). queue_epoch_position() composes a
+ *  - queue_epoch tracks one queue for one thread (no locking); a zeroed one (calloc) is the
+ *    initial state: epoch not read yet. queue_epoch_position() composes a
  *    received or sent message's position, reading the epoch first (one GetQueueAttributes,
  *    bounded by the client's request timeout) when it is not known yet, when a call on the queue
  *    failed since it was read (queue_epoch_mark_stale(): a queue cannot be made again without
@@ -60,7 +61,6 @@ typedef struct {
     char highest[SEQNUM_BUF]; /* highest sent SQS number in this epoch ("" none) */
 } queue_epoch;
 
-void queue_epoch_init(queue_epoch *qe);
 void queue_epoch_mark_stale(queue_epoch *qe);
 
 /* seq: SQS's SequenceNumber (1..SQS_SEQNUM_DIGITS digits). out: the position. False when seq is

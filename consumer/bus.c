@@ -986,15 +986,13 @@ static void init_metrics(bus *b)
     b->m_gap_stream = metrics_counter("chatflow_bus_gaps_total", help, "recovered=\"stream\"");
     b->m_gap_lost = metrics_counter("chatflow_bus_gaps_total", help, "recovered=\"lost\"");
     b->m_outbox = metrics_gauge("chatflow_bus_outbox", "Events waiting to be published.", NULL);
-    b->m_relayed = metrics_counter("chatflow_bus_member_events_total",
-                                   "Member events (READ) on the cluster bus, by what happened.",
-                                   "result=\"published\"");
-    b->m_relay_dropped = metrics_counter(
-        "chatflow_bus_member_events_total",
-        "Member events (READ) on the cluster bus, by what happened.", "result=\"dropped\"");
-    b->m_relay_received = metrics_counter(
-        "chatflow_bus_member_events_total",
-        "Member events (READ) on the cluster bus, by what happened.", "result=\"received\"");
+    help = "Member events (READ) on the cluster bus, by what happened.";
+    b->m_relayed =
+        metrics_counter("chatflow_bus_member_events_total", help, "result=\"published\"");
+    b->m_relay_dropped =
+        metrics_counter("chatflow_bus_member_events_total", help, "result=\"dropped\"");
+    b->m_relay_received =
+        metrics_counter("chatflow_bus_member_events_total", help, "result=\"received\"");
     help = "1 when the bus connection is up.";
     b->m_pub_up = metrics_gauge("chatflow_bus_connected", help, "conn=\"publish\"");
     b->m_sub_up = metrics_gauge("chatflow_bus_connected", help, "conn=\"subscribe\"");
