@@ -110,13 +110,15 @@ static bool write_csv(const lg_phase *ph, const char *path)
 }
 
 /* The series' bucket: the largest of these at most a thirtieth of the run, so a short run still
- * draws a line (at least ~30 points) and a long one is not a cloud. */
+ * draws a line and a long one is not a cloud. write_series pads a run shorter than 30 ms with
+ * empty buckets, so the series always has at least SERIES_MIN_POINTS points. */
 static int64_t bucket_ms_for(int64_t span_ms)
 {
-    static const int64_t nice[] = {60000, 30000, 15000, 10000, 5000, 2000, 1000, 500, 250, 200};
+    static const int64_t nice[] = {60000, 30000, 15000, 10000, 5000, 2000, 1000, 500,
+                                   250,   200,   100,   50,    20,   10,   5,    2};
     for (size_t i = 0; i < sizeof nice / sizeof nice[0]; i++)
         if (nice[i] * SERIES_MIN_POINTS <= span_ms) return nice[i];
-    return 100;
+    return 1;
 }
 
 /* Latencies of one bucket, grown as needed. */
@@ -154,6 +156,7 @@ static json_t *write_series(const lg_phase *ph, const char *path, int64_t *bucke
     int64_t bucket_ms = bucket_ms_for(span_ms);
     *bucket_ms_out = bucket_ms;
     size_t buckets = (size_t)(span_ms / bucket_ms) + 1;
+    if (buckets < SERIES_MIN_POINTS) buckets = SERIES_MIN_POINTS;
     lat_list *ack = calloc(buckets, sizeof *ack), *e2e = calloc(buckets, sizeof *e2e);
     json_t *series = json_array();
     FILE *f = path ? fopen(path, "w") : NULL;
@@ -175,7 +178,10 @@ static json_t *write_series(const lg_phase *ph, const char *path, int64_t *bucke
         lg_latency la = latency_of_values(ack[b].v, ack[b].n);
         lg_latency le = latency_of_values(e2e[b].v, e2e[b].n);
         int64_t from_ms = (int64_t)b * bucket_ms;
-        double secs = (double)(b + 1 < buckets ? bucket_ms : span_ms - from_ms) / 1000.0;
+        /* the last bucket (and any padding past the run) covers only what is left of the run */
+        int64_t left_ms = span_ms - from_ms;
+        double secs =
+            (double)(left_ms < bucket_ms ? (left_ms > 0 ? left_ms : 0) : bucket_ms) / 1000.0;
         double ack_rate = secs > 0 ? (double)ack[b].n / secs : 0;
         double bc_rate = secs > 0 ? (double)e2e[b].n / secs : 0;
         double second = (double)from_ms / 1000.0;
