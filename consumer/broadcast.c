@@ -133,7 +133,7 @@ static bool is_slow(subscriber *sub, size_t queued)
 }
 
 /* Into the send queue now, whatever the state; dropped as slow past the queue's bound. */
-static void deliver_now(broadcaster *b, subscriber *sub, bc_frame *f)
+void broadcast_deliver_now(broadcaster *b, subscriber *sub, bc_frame *f)
 {
     if (!sub_state_open(sub->state) || !sub_queue_frame(sub, f)) return;
     size_t queued = bc_fqueue_len(&sub->sendq);
@@ -156,12 +156,12 @@ static void offer_live_frame(broadcaster *b, subscriber *sub, bc_frame *f)
     /* A replay from the store may have sent it already: with the cluster bus a message can be
      * committed before its event reaches this node (the poller publishes it after the commit). */
     if (f->seq[0] && sub->replay.cursor[0] && !bc_frame_after(f, sub->replay.cursor)) return;
-    deliver_now(b, sub, f);
+    broadcast_deliver_now(b, sub, f);
 }
 
 /* An ephemeral event (no sequence number) for every member of the room. Takes json (freed).
  * false when it could not be built (out of memory). */
-static bool announce(broadcaster *b, room_state *rs, char *json)
+bool broadcast_announce(broadcaster *b, room_state *rs, char *json)
 {
     bc_frame *f = json && rs ? bc_frame_new(json, strlen(json), "") : NULL;
     free(json);
@@ -173,7 +173,7 @@ static bool announce(broadcaster *b, room_state *rs, char *json)
     lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, lws_dll2_get_head(&rs->subs))
     {
         subscriber *sub = lws_container_of(d, subscriber, in_room);
-        if (sub->member) deliver_now(b, sub, f);
+        if (sub->member) broadcast_deliver_now(b, sub, f);
     }
     lws_end_foreach_dll_safe(d, d1);
     bc_frame_unref(f);
@@ -181,7 +181,7 @@ static bool announce(broadcaster *b, room_state *rs, char *json)
 }
 
 /* An ephemeral event for one subscriber. Takes json (freed). */
-static void tell(broadcaster *b, subscriber *sub, char *json)
+void broadcast_tell(broadcaster *b, subscriber *sub, char *json)
 {
     bc_frame *f = json ? bc_frame_new(json, strlen(json), "") : NULL;
     free(json);
@@ -190,7 +190,7 @@ static void tell(broadcaster *b, subscriber *sub, char *json)
                   (unsigned long long)sub->id);
         return;
     }
-    deliver_now(b, sub, f);
+    broadcast_deliver_now(b, sub, f);
     bc_frame_unref(f);
 }
 
@@ -296,7 +296,7 @@ static void fan_out(broadcaster *b, const published *p)
     }
     if (p->msg.kind == CHAT_KIND_TYPING) { /* ephemeral: members only, never cached */
         if (seq[0]) memcpy(rs->last_seq, seq, sizeof rs->last_seq);
-        if (!announce(b, rs, broadcast_event_to_json(&p->msg, p->server_ts, NULL)))
+        if (!broadcast_announce(b, rs, broadcast_event_to_json(&p->msg, p->server_ts, NULL)))
             metric_counter_inc(b->m_dropped_typing);
         return;
     }
@@ -481,73 +481,6 @@ static int on_confirm_upgrade(broadcaster *b, struct lws *wsi, const char *upgra
     return 1; /* we answered; lws finishes the transaction */
 }
 
-static void update_members_gauge(broadcaster *b, long delta)
-{
-    b->members_online += delta;
-    metric_gauge_set(b->m_members, (double)b->members_online);
-}
-
-/* A member's first connection announces ONLINE to the room; every new connection of a member is
- * first told who is online ("present"). */
-static void join_room(broadcaster *b, subscriber *sub, const bc_target *t)
-{
-    size_t online = 0;
-    presence_join_result res =
-        presence_join(b->cfg.presence, t->room, t->user_id, t->username, time_wall_ms(), &online);
-    if (res == PRESENCE_FULL || res == PRESENCE_NO_MEMORY) {
-        char reason[96];
-        snprintf(reason, sizeof reason, "room %s is full: %zu members online", t->room,
-                 presence_member_cap(b->cfg.presence));
-        if (res == PRESENCE_FULL) metric_counter_inc(b->m_room_full);
-        sub_close(sub,
-                  res == PRESENCE_FULL ? CLOSE_ROOM_FULL : LWS_CLOSE_STATUS_UNEXPECTED_CONDITION,
-                  res == PRESENCE_FULL ? reason : "out of memory");
-        return;
-    }
-    sub->member = true;
-    sub->user_id = t->user_id;
-    snprintf(sub->username, sizeof sub->username, "%s", t->username);
-    size_t n = 0;
-    presence_member *others =
-        presence_members_copy(b->cfg.presence, t->room, &n); /* OOM: no snapshot */
-    int64_t now = time_wall_ms();
-    for (size_t i = 0; i < n; i++)
-        if (res == PRESENCE_AGAIN || others[i].user_id != t->user_id)
-            tell(b, sub,
-                 presence_event_json(t->room, others[i].user_id, others[i].username, "ONLINE",
-                                     "present", others[i].since_ms, n));
-    /* READ events are not replayed: a connection that (re)joins learns the online members'
-     * positions here, or it would miss those sent while it was away. */
-    for (size_t i = 0; i < n; i++)
-        if (others[i].read_seq[0])
-            tell(b, sub,
-                 read_event_json(t->room, others[i].user_id, others[i].username, others[i].read_seq,
-                                 now));
-    free(others);
-    if (res == PRESENCE_FIRST) {
-        update_members_gauge(b, 1);
-        announce(
-            b, broadcast_room_of(b, t->room),
-            presence_event_json(t->room, t->user_id, t->username, "ONLINE", "joined", now, online));
-    }
-}
-
-/* The member's last connection announces OFFLINE; "timeout" when lws dropped it for silence. */
-static void leave_room(broadcaster *b, subscriber *sub)
-{
-    size_t online = 0;
-    int64_t now = time_wall_ms();
-    if (!presence_leave(b->cfg.presence, sub->room, sub->user_id, now, &online)) return;
-    update_members_gauge(b, -1);
-    if (b->closing_all) return; /* everyone is leaving: nobody to tell */
-    uint64_t hangup_ns = (uint64_t)(b->cfg.ping_interval_s + b->cfg.pong_timeout_s) * 1000000000ull;
-    bool silent = b->cfg.ping_interval_s > 0 &&
-                  time_mono_ns() - sub->last_heard_ns + 1000000000ull >= hangup_ns;
-    announce(b, broadcast_room_of(b, sub->room),
-             presence_event_json(sub->room, sub->user_id, sub->username, "OFFLINE",
-                                 silent ? "timeout" : "left", now, online));
-}
-
 /* Registers the subscriber (slot table, room list, counts) and moves it to LIVE. false when
  * the slot table is full: only connections upgraded in the same turn past the cap get here. */
 static bool attach(broadcaster *b, struct lws *wsi, subscriber *sub, const char *room)
@@ -614,7 +547,7 @@ static int on_established(broadcaster *b, struct lws *wsi, subscriber *sub)
         sub_close(sub, LWS_CLOSE_STATUS_GOINGAWAY, "going away");
         return 0;
     }
-    if (t.user_id && b->cfg.presence) join_room(b, sub, &t);
+    if (t.user_id && b->cfg.presence) broadcast_members_join(b, sub, t.room, t.user_id, t.username);
     if (t.since[0] && sub_state_open(sub->state)) replay_begin(b, sub, t.since);
     if (t.token_expires_s) {
         sub->token_expires_s = t.token_expires_s;
@@ -637,7 +570,7 @@ static void on_closed(broadcaster *b, subscriber *sub)
     sub->rx = NULL;
     sub->wsi = NULL;
     slot_table_release(b->sub_slots, sub->ref);
-    if (sub->member) leave_room(b, sub);
+    broadcast_members_closed(b, sub);
     size_t n = atomic_fetch_sub(&b->subscribers, 1) - 1;
     metric_gauge_set(b->m_active, (double)n);
     if (b->closing_all && n == 0) b->loop_exit = true;
@@ -672,7 +605,7 @@ static void heard_from(broadcaster *b, subscriber *sub)
 static void frame_error(broadcaster *b, subscriber *sub, chat_status code, const char *why)
 {
     metric_counter_inc(b->m_frames_error);
-    tell(b, sub, subscriber_error_json(code, why));
+    broadcast_tell(b, sub, subscriber_error_json(code, why));
 }
 
 /* Announces the member's newest read position (presence has it: with several connections of
@@ -684,7 +617,7 @@ static void announce_read(broadcaster *b, subscriber *sub)
     if (!presence_read_position(b->cfg.presence, sub->room, sub->user_id, seq) || !seq[0]) return;
     char *json = read_event_json(sub->room, sub->user_id, sub->username, seq, time_wall_ms());
     if (json && b->cfg.relay_out) b->cfg.relay_out(b->cfg.relay_ctx, sub->room, json);
-    announce(b, broadcast_room_of(b, sub->room), json);
+    broadcast_announce(b, broadcast_room_of(b, sub->room), json);
 }
 
 static void read_due(lws_sorted_usec_list_t *sul)
@@ -744,6 +677,7 @@ static void handle_member_frame(broadcaster *b, subscriber *sub, const char *dat
     metric_counter_inc(b->m_frames_read);
     if (!presence_advance_read(b->cfg.presence, sub->room, sub->user_id, seq))
         return; /* not newer */
+    if (b->cfg.pcluster) broadcast_members_read(b, sub, seq);
     if (b->cfg.receipts) read_receipts_record(b->cfg.receipts, sub->room, sub->user_id, seq);
     announce_read_soon(b, sub);
 }
@@ -771,7 +705,7 @@ static void on_receive(broadcaster *b, struct lws *wsi, subscriber *sub, const c
                  "send READ for the newest message only",
                  SUBSCRIBER_FRAMES_PER_S, SUBSCRIBER_FRAME_BURST);
         metric_counter_inc(b->m_frames_limited);
-        tell(b, sub, subscriber_error_json(CHAT_RATE_LIMITED, why));
+        broadcast_tell(b, sub, subscriber_error_json(CHAT_RATE_LIMITED, why));
     } else if (st == WS_FRAME_TOO_LARGE) {
         char why[64];
         snprintf(why, sizeof why, "frame is larger than %d bytes", SUBSCRIBER_FRAME_MAX);
@@ -811,40 +745,11 @@ static void close_everyone(broadcaster *b)
         lws_sul_schedule(b->ws.context, 0, &b->stop_deadline, stop_deadline_passed, STOP_GRACE_US);
 }
 
-void broadcast_relay_in(broadcaster *b, const char *room, const char *event_json)
-{
-    relayed_event *e = malloc(sizeof *e);
-    if (e) {
-        snprintf(e->room, sizeof e->room, "%s", room);
-        e->json = strdup(event_json);
-    }
-    if (e && e->json && workqueue_push(b->relays, e)) return;
-    if (e) free(e->json);
-    free(e);
-    metric_counter_inc(b->m_dropped_member);
-}
-
-static void drain_relays(broadcaster *b)
-{
-    void *items[DRAIN_BATCH];
-    size_t n = workqueue_pop_many(b->relays, items, DRAIN_BATCH);
-    for (size_t i = 0; i < n; i++) {
-        relayed_event *e = items[i];
-        room_state *rs = broadcast_room_of(b, e->room); /* no state: no member here */
-        if (rs)
-            announce(b, rs, e->json);
-        else
-            free(e->json);
-        free(e);
-    }
-    if (n == DRAIN_BATCH) lws_cancel_service(b->ws.context); /* more may wait */
-}
-
 static void on_wake(broadcaster *b)
 {
     broadcast_apply_lost_events(b);
     drain_inbox(b);
-    drain_relays(b);
+    broadcast_members_drain(b);
     replay_apply_results(b);
     if (atomic_load(&b->stopping) && !b->closing_all) close_everyone(b);
 }
@@ -996,19 +901,6 @@ static void register_metrics(broadcaster *b)
         "kind=\"member\"");
 }
 
-static void free_relays(workqueue *q)
-{
-    if (!q) return;
-    void *items[64];
-    size_t n;
-    while ((n = workqueue_pop_many(q, items, 64)) > 0)
-        for (size_t i = 0; i < n; i++) {
-            free(((relayed_event *)items[i])->json);
-            free(items[i]);
-        }
-    workqueue_free(q);
-}
-
 static void free_inbox(workqueue *q)
 {
     if (!q) return;
@@ -1023,7 +915,7 @@ static void free_inbox(workqueue *q)
 static void destroy(broadcaster *b)
 {
     free_inbox(b->inbox);
-    free_relays(b->relays);
+    broadcast_members_free_queues(b);
     replay_destroy(b);
     ws_listen_close(&b->ws); /* runs CLOSED for whoever is still connected */
     slot_table_free(b->sub_slots);
@@ -1096,8 +988,9 @@ broadcaster *broadcast_start(const broadcast_config *cfg, char *err, size_t err_
     if (ok) {
         b->inbox = workqueue_new(b->cfg.inbox_capacity, broadcast_wake, b);
         b->relays = workqueue_new(RELAY_CAPACITY, broadcast_wake, b);
+        b->presence_answers = workqueue_new(RELAY_CAPACITY, broadcast_wake, b);
         b->sub_slots = slot_table_new(cfg->max_subscribers, sizeof(subscriber *));
-        ok = b->inbox && b->relays && b->sub_slots && replay_init(b);
+        ok = b->inbox && b->relays && b->presence_answers && b->sub_slots && replay_init(b);
     }
     if (!ok) {
         snprintf(err, err_len, "out of memory");

@@ -40,8 +40,12 @@
  *    accept (idle, or trickling the request) is closed.
  *  - With the cluster bus, a member's READ announcement also goes to config.relay_out for the
  *    other nodes, and their READ announcements come in through broadcast_relay_in(): members of a
- *    room see each other's read receipts whichever node they are connected to. Presence (who is
- *    online) is still this node's own members.
+ *    room see each other's read receipts whichever node they are connected to. With
+ *    config.pcluster, presence is the cluster's (presence_cluster.h): a member's connection is
+ *    announced ONLINE when it is the user's first anywhere and OFFLINE when it was the last
+ *    anywhere, and the "present" snapshot lists the members of every node; both follow the
+ *    cluster's answer, so a new member may get its snapshot after the first chat events. When
+ *    Redis does not answer, this node's table decides (as without the bus).
  *  - Members (docs/protocol.md §2): a subscriber that gives userId and username joins the room's
  *    presence (config.presence). A new user beyond the member cap is refused at the handshake
  *    (403). Members get, besides every MESSAGE: a PRESENCE snapshot of who is online when they
@@ -75,6 +79,7 @@
 #include "auth.h"
 #include "message.h"
 #include "presence.h"
+#include "presence_cluster.h"
 #include "read_receipts.h"
 
 typedef struct broadcaster broadcaster;
@@ -108,7 +113,8 @@ typedef struct {
     int handshake_timeout_s; /* accept → upgraded, else the socket is closed; 0: lws defaults */
     broadcast_history_fn history;
     void *history_ctx;
-    presence *presence; /* NULL: nobody is a member (features off) */
+    presence *presence;         /* NULL: nobody is a member (features off) */
+    presence_cluster *pcluster; /* with the bus: presence across nodes (NULL: this node's) */
     /* The cluster bus: a member event announced here (READ) for the other nodes' members
      * (copied; never blocks). NULL without the bus. */
     bool (*relay_out)(void *ctx, const char *room, const char *event_json);
@@ -144,6 +150,9 @@ void broadcast_room_lost(broadcaster *b, const char *room, const char *seq);
  * the room as it is. Any thread; never blocks; copied. A full hand-off queue (4096) drops it,
  * counted in chatflow_broadcast_events_dropped_total{kind="member"}. */
 void broadcast_relay_in(broadcaster *b, const char *room, const char *event_json);
+/* config.pcluster's answer to a request this broadcaster made (presence_cluster_config.answered):
+ * applied on the service thread. Any thread; never blocks; takes op. */
+void broadcast_presence_answered(broadcaster *b, presence_cluster_op *op);
 /* Current number of subscribers (any thread; approximate). */
 size_t broadcast_subscriber_count(const broadcaster *b);
 void broadcast_stop(broadcaster *b);

@@ -1,6 +1,6 @@
 /*
- * broadcast_internal — what broadcast.c and replay.c share; private to them (nothing else
- * includes it: broadcast.h is the consumer's contract).
+ * broadcast_internal — what broadcast.c, broadcast_members.c and replay.c share; private to them
+ * (nothing else includes it: broadcast.h is the consumer's contract).
  *
  *  - broadcaster, subscriber and room_state are owned by the lws service thread; the fields a
  *    poller or the replay worker touches are marked (atomics, the inbox, the drop table, the
@@ -8,7 +8,9 @@
  *  - A subscriber's state (subscriber_state.h) changes only through sub_enter(). Work handed to
  *    another thread names a subscriber by its slot_ref (slot_table.h): an answer for one that
  *    closed meanwhile resolves to nothing.
- *  - broadcast.c: connections, fan-out, lost events, members, start/stop. replay.c: since=
+ *  - broadcast.c: connections, fan-out, lost events, READ frames, start/stop.
+ *    broadcast_members.c: presence on join and leave, greetings, relayed member events, cluster
+ *    presence answers. replay.c: since=
  *    replays from the history store — the worker thread, its job type and its two queues.
  */
 #ifndef CHATFLOW_CONSUMER_BROADCAST_INTERNAL_H
@@ -90,6 +92,15 @@ typedef struct {
     char seq[SEQNUM_BUF];
 } lost_event;
 
+/* A PRESENCE event held for a connection until its greeting (broadcast_members.c). */
+typedef struct {
+    bc_frame *f; /* a reference */
+    uint32_t user;
+    bool online;
+} held_event;
+#define HELD_PRESENCE_MAX 32 /* per connection; beyond, dropped (counted) */
+#define TOLD_MAX 4096        /* users a connection's presence filter remembers */
+
 /* Per-connection state; lws allocates and frees it (per_session_data_size). */
 typedef struct {
     lws_dll2_t in_room;
@@ -115,6 +126,11 @@ typedef struct {
     uint64_t read_announced_ns; /* when this connection's last READ was announced */
     bool read_put_off;          /* read_timer armed: an announcement is waiting */
     lws_sorted_usec_list_t read_timer;
+    bool greeting_pending; /* cluster presence: who is online is on its way */
+    uint32_t *told;        /* cluster presence: users it was told are online (TOLD_MAX) */
+    size_t n_told, cap_told;
+    held_event *held_presence; /* PRESENCE events meanwhile (HELD_PRESENCE_MAX), in order */
+    size_t n_held_presence;
 } subscriber;
 
 /* A room this node holds state for (broadcast_rooms.c): created by its first subscriber or
@@ -135,6 +151,7 @@ struct broadcaster {
 
     workqueue *inbox;
     workqueue *relays; /* member events of other nodes (relayed_event *), for the service thread */
+    workqueue *presence_answers; /* answered cluster presence requests, for the service thread */
     pthread_t service_thread;
     bool service_started;
     replayer replay;
@@ -188,10 +205,32 @@ struct broadcaster {
     metric_counter *m_waits, *m_dropped_message, *m_dropped_typing, *m_dropped_member;
 };
 
-/* ---- broadcast.c, for replay.c ---- */
+/* ---- broadcast.c, for replay.c and broadcast_members.c ---- */
 
 /* lws_cancel_service() on the broadcaster (a workqueue notify). */
 void broadcast_wake(void *b);
+/* Queues a frame (a new reference) for one subscriber and asks for a write. */
+void broadcast_deliver_now(broadcaster *b, subscriber *sub, bc_frame *f);
+/* An ephemeral event (no sequence number) for every member of the room. Takes json (freed).
+ * false when it could not be built (out of memory) or the room has no state here. */
+bool broadcast_announce(broadcaster *b, room_state *rs, char *json);
+/* An ephemeral event for one subscriber. Takes json (freed). */
+void broadcast_tell(broadcaster *b, subscriber *sub, char *json);
+
+/* ---- broadcast_members.c: members and presence ---- */
+
+/* A member's new connection joins the room's presence (or is closed: room full), and is greeted
+ * (at once, or when cluster presence answers). */
+void broadcast_members_join(broadcaster *b, subscriber *sub, const char *room, uint32_t user_id,
+                            const char *username);
+/* The connection closed: its held events go; a member leaves the room's presence. */
+void broadcast_members_closed(broadcaster *b, subscriber *sub);
+/* A member's read position moved: kept by cluster presence for others' greetings. */
+void broadcast_members_read(broadcaster *b, subscriber *sub, const char *seq);
+/* On a wake: other nodes' member events and cluster presence's answers. */
+void broadcast_members_drain(broadcaster *b);
+/* At destroy: what the member queues still hold, and the queues. */
+void broadcast_members_free_queues(broadcaster *b);
 /* ---- broadcast_rooms.c: the room table (service thread only) ---- */
 
 /* The room's state, or NULL when this node holds none. */

@@ -14,6 +14,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "redis_conn.h"
 #include "room.h"
 #include "seqnum.h"
 #include "timeutil.h"
@@ -68,9 +69,7 @@ typedef struct {
 
 struct bus {
     bus_config cfg;
-    char host[256];
-    int port;
-    int db;
+    redis_endpoint ep;
     char prefix[64];
     char node_id[128];
     workqueue *outbox;
@@ -104,86 +103,9 @@ struct bus {
 
 /* ---- connections ---- */
 
-static bool parse_url(bus *b, const char *url, char *err, size_t err_len)
-{
-    const char *p = url;
-    if (strncmp(p, "redis://", 8) != 0) {
-        snprintf(err, err_len,
-                 "CHATFLOW_REDIS_URL must be redis://host:port[/db] (TLS: rediss:// is "
-                 "not supported by Debian's hiredis 0.14)");
-        return false;
-    }
-    p += 8;
-    const char *at = strchr(p, '@');
-    if (at) {
-        snprintf(err, err_len, "CHATFLOW_REDIS_URL: credentials in the URL are not supported");
-        return false;
-    }
-    size_t host_len = strcspn(p, ":/");
-    if (host_len == 0 || host_len >= sizeof b->host) {
-        snprintf(err, err_len, "CHATFLOW_REDIS_URL: no host");
-        return false;
-    }
-    memcpy(b->host, p, host_len);
-    b->host[host_len] = '\0';
-    p += host_len;
-    b->port = 6379;
-    b->db = 0;
-    char *end;
-    if (*p == ':') {
-        long port = strtol(p + 1, &end, 10);
-        if (end == p + 1 || port < 1 || port > 65535) {
-            snprintf(err, err_len, "CHATFLOW_REDIS_URL: bad port");
-            return false;
-        }
-        b->port = (int)port;
-        p = end;
-    }
-    if (*p == '/' && p[1]) {
-        long db = strtol(p + 1, &end, 10);
-        if (end == p + 1 || *end || db < 0 || db > 1000) {
-            snprintf(err, err_len, "CHATFLOW_REDIS_URL: bad database number");
-            return false;
-        }
-        b->db = (int)db;
-    } else if (*p && strcmp(p, "/") != 0) {
-        snprintf(err, err_len, "CHATFLOW_REDIS_URL: unexpected \"%s\"", p);
-        return false;
-    }
-    return true;
-}
-
-static struct timeval ms_tv(long ms) { return (struct timeval){ms / 1000, (ms % 1000) * 1000}; }
-
-/* A connection with timeouts on connect and on every command, keepalives on, the db selected.
- * NULL with err set when it failed. */
 static redisContext *connect_redis(const bus *b, char *err, size_t err_len)
 {
-    redisContext *c = redisConnectWithTimeout(b->host, b->port, ms_tv(b->cfg.timeout_ms));
-    if (!c || c->err) {
-        snprintf(err, err_len, "connect %.100s:%d: %.120s", b->host, b->port,
-                 c ? c->errstr : "out of memory");
-        if (c) redisFree(c);
-        return NULL;
-    }
-    if (redisSetTimeout(c, ms_tv(b->cfg.timeout_ms)) != REDIS_OK ||
-        redisEnableKeepAlive(c) != REDIS_OK) {
-        snprintf(err, err_len, "%.100s:%d: cannot set timeouts: %.100s", b->host, b->port,
-                 c->errstr);
-        redisFree(c);
-        return NULL;
-    }
-    if (b->db) {
-        redisReply *r = redisCommand(c, "SELECT %d", b->db);
-        bool ok = r && r->type != REDIS_REPLY_ERROR;
-        if (!ok) snprintf(err, err_len, "SELECT %d: %.120s", b->db, r ? r->str : c->errstr);
-        freeReplyObject(r);
-        if (!ok) {
-            redisFree(c);
-            return NULL;
-        }
-    }
-    return c;
+    return redis_endpoint_connect(&b->ep, err, err_len);
 }
 
 /* Sleeps up to ms in TURN_MS steps; false when the bus is stopping. */
@@ -324,8 +246,7 @@ bool bus_wait_published(bus *b, uint64_t ticket, long timeout_ms)
     return done;
 }
 
-/* EVALSHA of one event; REDIS_OK when Redis took it. A lost script (Redis restarted) is loaded
- * again and the call retried once. */
+/* One event through PUBLISH_SCRIPT; REDIS_OK when Redis took it. */
 static int publish_one(bus *b, redisContext *c, char sha[41], const char *room, const char *event)
 {
     char meta[128 + ROOM_ID_BUF], hist[128 + ROOM_ID_BUF], channel[128 + ROOM_ID_BUF];
@@ -335,23 +256,15 @@ static int publish_one(bus *b, redisContext *c, char sha[41], const char *room, 
     char maxlen[24], ttl[24];
     snprintf(maxlen, sizeof maxlen, "%ld", b->cfg.history);
     snprintf(ttl, sizeof ttl, "%ld", b->cfg.ttl_s);
-    for (int attempt = 0; attempt < 2; attempt++) {
-        redisReply *r = redisCommand(c, "EVALSHA %s 2 %s %s %s %s %s %s", sha, meta, hist, channel,
-                                     event, maxlen, ttl);
-        if (!r) return REDIS_ERR; /* connection lost or timed out */
-        bool noscript = r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0;
-        bool ok = r->type == REDIS_REPLY_INTEGER;
-        if (!ok && !noscript) log_warn(COMPONENT, "publish to room %s refused: %s", room, r->str);
-        freeReplyObject(r);
-        if (ok) return REDIS_OK;
-        if (!noscript) return REDIS_ERR;
-        redisReply *l = redisCommand(c, "SCRIPT LOAD %s", PUBLISH_SCRIPT);
-        bool loaded = l && l->type == REDIS_REPLY_STRING && l->len == 40;
-        if (loaded) memcpy(sha, l->str, 41);
-        freeReplyObject(l);
-        if (!loaded) return REDIS_ERR;
-    }
-    return REDIS_ERR;
+    const char *argv[] = {meta, hist, channel, event, maxlen, ttl};
+    redisReply *r = redis_script_run(c, PUBLISH_SCRIPT, sha, 2, 6, argv);
+    if (!r) return REDIS_ERR; /* connection lost or timed out */
+    bool ok = r->type == REDIS_REPLY_INTEGER;
+    if (!ok)
+        log_warn(COMPONENT, "publish to room %s refused: %s", room,
+                 r->type == REDIS_REPLY_ERROR ? r->str : "an unexpected reply");
+    freeReplyObject(r);
+    return ok ? REDIS_OK : REDIS_ERR;
 }
 
 /* PUBLISH of one member event on the room's member channel; REDIS_OK when Redis took it. */
@@ -403,23 +316,10 @@ static bool publish_lost_marks(bus *b, redisContext *c, char sha[41])
     return ok;
 }
 
-static redisContext *publisher_connect(bus *b, char sha[41])
+static redisContext *publisher_connect(bus *b)
 {
     char err[256];
     redisContext *c = connect_redis(b, err, sizeof err);
-    if (c) {
-        redisReply *l = redisCommand(c, "SCRIPT LOAD %s", PUBLISH_SCRIPT);
-        bool loaded = l && l->type == REDIS_REPLY_STRING && l->len == 40;
-        if (loaded)
-            memcpy(sha, l->str, 41);
-        else
-            snprintf(err, sizeof err, "SCRIPT LOAD: %s", l && l->str ? l->str : c->errstr);
-        freeReplyObject(l);
-        if (!loaded) {
-            redisFree(c);
-            c = NULL;
-        }
-    }
     if (!c) log_warn(COMPONENT, "publisher: %s", err);
     return c;
 }
@@ -444,7 +344,7 @@ static void *publisher_main(void *arg)
         bool stopping = atomic_load(&b->stopping);
         if (stopping && (past_deadline(b) || (!head && workqueue_length(b->outbox) == 0))) break;
         if (!c) {
-            if (!(c = publisher_connect(b, sha))) {
+            if (!(c = publisher_connect(b))) {
                 atomic_store(&b->pub_up, false);
                 metric_gauge_set(b->m_pub_up, 0);
                 backoff = next_backoff(backoff);
@@ -452,7 +352,7 @@ static void *publisher_main(void *arg)
                 continue;
             }
             if (backoff)
-                log_info(COMPONENT, "publisher connected to %s:%d again", b->host, b->port);
+                log_info(COMPONENT, "publisher connected to %s:%d again", b->ep.host, b->ep.port);
             backoff = 0;
             atomic_store(&b->pub_up, true);
             metric_gauge_set(b->m_pub_up, 1);
@@ -475,8 +375,8 @@ static void *publisher_main(void *arg)
         }
         if (!ok) { /* keep the event at the head: it goes out first once Redis is back */
             metric_counter_inc(b->m_publish_errors);
-            log_warn(COMPONENT, "publisher: Redis %s:%d failed (%s); reconnecting", b->host,
-                     b->port, c->err ? c->errstr : "refused");
+            log_warn(COMPONENT, "publisher: Redis %s:%d failed (%s); reconnecting", b->ep.host,
+                     b->ep.port, c->err ? c->errstr : "refused");
             redisFree(c);
             c = NULL;
         }
@@ -828,7 +728,7 @@ static bool history_changed(bus *b, redisContext *rc)
         log_warn(COMPONENT,
                  "Redis %s:%d has another replication history (%s, was %s: a failover or a "
                  "restart): rooms' subscribers here resume from the history store",
-                 b->host, b->port, replid, b->replid);
+                 b->ep.host, b->ep.port, replid, b->replid);
     snprintf(b->replid, sizeof b->replid, "%s", replid);
     return changed;
 }
@@ -851,7 +751,8 @@ static bool psubscribe(bus *b, redisContext *sc)
     return ok;
 }
 
-/* A member event of another node: handed on as it is (this node announced its own). */
+/* A member event of another node, or of cluster presence (an empty origin: every node's),
+ * handed on as it is (this node announced its own READs). */
 static void on_member_message(bus *b, const char *room, const char *text, size_t len)
 {
     json_t *o = json_loadb(text, len, 0, NULL);
@@ -943,7 +844,7 @@ static void *subscriber_main(void *arg)
                 catch_up_untracked(b, rc, b->disconnected_ms - UNTRACKED_CATCH_UP_MARGIN_MS);
             b->subscribed_once = true;
             if (backoff)
-                log_info(COMPONENT, "subscriber connected to %s:%d again", b->host, b->port);
+                log_info(COMPONENT, "subscriber connected to %s:%d again", b->ep.host, b->ep.port);
             backoff = 0;
             atomic_store(&b->sub_up, true);
             metric_gauge_set(b->m_sub_up, 1);
@@ -951,8 +852,8 @@ static void *subscriber_main(void *arg)
         sweep_idle_rooms(b);
         if (!pump(b, sc, rc)) {
             b->disconnected_ms = time_wall_ms();
-            log_warn(COMPONENT, "subscriber: Redis %s:%d failed (%s); reconnecting", b->host,
-                     b->port, sc->err ? sc->errstr : "closed");
+            log_warn(COMPONENT, "subscriber: Redis %s:%d failed (%s); reconnecting", b->ep.host,
+                     b->ep.port, sc->err ? sc->errstr : "closed");
             close_pair(&sc, &rc);
             atomic_store(&b->sub_up, false);
             metric_gauge_set(b->m_sub_up, 0);
@@ -1019,7 +920,7 @@ bus *bus_start(const bus_config *cfg, char *err, size_t err_len)
     pthread_cond_init(&b->done_cv, &attr);
     pthread_condattr_destroy(&attr);
     init_metrics(b);
-    if (!parse_url(b, cfg->url, err, err_len)) goto fail;
+    if (!redis_endpoint_parse(&b->ep, cfg->url, cfg->timeout_ms, err, err_len)) goto fail;
     b->lost = calloc(LOST_ROOMS_MAX, sizeof *b->lost);
     b->outbox = workqueue_new(cfg->outbox, NULL, NULL);
     if (!b->lost || !b->outbox) {
@@ -1049,8 +950,8 @@ bus *bus_start(const bus_config *cfg, char *err, size_t err_len)
         return NULL;
     }
     b->sub_started = true;
-    log_info(COMPONENT, "cluster bus on redis://%s:%d/%d (prefix %s, node %s)", b->host, b->port,
-             b->db, b->prefix, b->node_id);
+    log_info(COMPONENT, "cluster bus on redis://%s:%d/%d (prefix %s, node %s)", b->ep.host,
+             b->ep.port, b->ep.db, b->prefix, b->node_id);
     return b;
 fail:
     bus_free(b);
@@ -1062,7 +963,7 @@ bool bus_check(void *ctx, char *detail, size_t detail_len)
     bus *b = ctx;
     bool pub = atomic_load(&b->pub_up), sub = atomic_load(&b->sub_up);
     snprintf(detail, detail_len, "redis %s:%d: publish %s, subscribe %s, %zu events waiting",
-             b->host, b->port, pub ? "up" : "DOWN", sub ? "up" : "DOWN",
+             b->ep.host, b->ep.port, pub ? "up" : "DOWN", sub ? "up" : "DOWN",
              workqueue_length(b->outbox));
     return pub && sub;
 }

@@ -67,7 +67,8 @@
  *    takes at most half of the outbox (chat events come first) and is dropped, counted, beyond
  *    that or while Redis is away past the stop — a READ is superseded by the member's next one.
  *    The subscriber thread, subscribed to "P:members:*" on the same connection, hands every
- *    other node's member event to config.relay(ctx, room, event JSON) as it came.
+ *    other node's member event to config.relay(ctx, room, event JSON) as it came, and every
+ *    event with an empty origin too (cluster presence publishes so: presence_cluster.h).
  *  - Delivering = config.deliver(ctx, message, sequenceNumber, receivedAt) on the subscriber
  *    thread, for every event of every node (this one's too); it may block for a bounded time
  *    (the broadcaster's backpressure).

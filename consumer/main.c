@@ -32,6 +32,7 @@
 #include "process_metrics.h"
 #include "poller.h"
 #include "presence.h"
+#include "presence_cluster.h"
 #include "queue_depth.h"
 #include "redact.h"
 #include "read_receipts.h"
@@ -67,6 +68,8 @@ typedef struct {
     db_gate *api_gate;    /* admin threads that may be in database work at once */
     db_health *db_health; /* the active "postgres" readiness check */
     presence *presence;
+    presence_cluster *pcluster;                 /* with the bus: presence across nodes */
+    _Atomic(broadcaster *) presence_answers_to; /* set once the broadcaster runs */
     recent_cache *recent;
     room_api *room_api;
     auth *auth; /* identity tokens; NULL when CHATFLOW_AUTH is off */
@@ -168,6 +171,34 @@ static bool relay_out(void *ctx, const char *room, const char *event_json)
     consumer *c = ctx;
     bus *b = atomic_load(&c->bus);
     return b && bus_relay(b, room, event_json);
+}
+
+/* The cluster presence's answer to a request of the broadcaster (its thread). */
+static void presence_answered(void *ctx, presence_cluster_op *op)
+{
+    consumer *c = ctx;
+    broadcaster *b = atomic_load(&c->presence_answers_to);
+    if (b)
+        broadcast_presence_answered(b, op);
+    else
+        presence_cluster_op_free(op);
+}
+
+static bool start_presence_cluster(consumer *c, char *err, size_t err_len)
+{
+    presence_cluster_config cfg = {
+        .url = c->s.redis_url,
+        .prefix = c->s.redis_prefix,
+        .node_id = c->s.common.server_id,
+        .timeout_ms = (long)c->s.bus_timeout_ms,
+        .heartbeat_ms = (long)c->s.presence_heartbeat_s * 1000,
+        .node_ttl_ms = (long)c->s.presence_node_ttl_s * 1000,
+        .queue_max = 8192,
+        .answered = presence_answered,
+        .ctx = c,
+    };
+    c->pcluster = presence_cluster_start(&cfg, err, err_len);
+    return c->pcluster != NULL;
 }
 
 /* Without the bus, one consumer per shard (leases); with it, every consumer polls every shard and
@@ -329,6 +360,7 @@ static bool start_services(consumer *c)
         .history = history_read,
         .history_ctx = c->history,
         .presence = c->presence,
+        .pcluster = c->pcluster,
         .relay_out = c->s.redis_url[0] ? relay_out : NULL,
         .relay_ctx = c,
         .receipts = c->receipts,
@@ -339,6 +371,7 @@ static bool start_services(consumer *c)
         log_error(COMPONENT, "broadcast: %s", err);
         return false;
     }
+    atomic_store(&c->presence_answers_to, c->broadcast);
     if (!start_shard_sharing(c, err, sizeof(err))) {
         log_error(COMPONENT, "%s: %s", c->s.redis_url[0] ? "cluster bus" : "shard leases", err);
         return false;
@@ -434,6 +467,13 @@ static bool stop_services(consumer *c)
     batch_writer_stop(set_writer(c, NULL), deadline);
     poller_pool_free(c->pollers);
     c->pollers = NULL;
+    /* Before the broadcaster: this node's members are taken back from the cluster's presence
+     * (OFFLINE for the other nodes) while nothing answers to the broadcaster any more. */
+    if (!presence_cluster_stop(c->pcluster, deadline)) {
+        log_warn(COMPONENT, "cluster presence is still inside a Redis call at the stop deadline");
+        return false;
+    }
+    atomic_store(&c->presence_answers_to, NULL);
     if (c->broadcast) broadcast_stop(c->broadcast);
     c->broadcast = NULL;
     read_receipts_stop(c->receipts); /* after the broadcaster: nothing records any more */
@@ -452,6 +492,8 @@ static void free_consumer(consumer *c)
     auth_close(c->auth); /* after the broadcaster and the API, its users */
     history_free(c->history);
     db_gate_free(c->api_gate);
+    if (presence_cluster_stop(c->pcluster, time_mono_ns() + 3000000000ull))
+        presence_cluster_free(c->pcluster); /* after the room API, its other user */
     presence_free(c->presence);
     recent_free(c->recent);
     if (c->queue_urls)
@@ -537,8 +579,13 @@ int main(int argc, char **argv)
     c.history = history_new(c.s.database_url, (long)c.s.db_statement_timeout_ms);
     c.presence = presence_new((size_t)c.s.rooms_max, (size_t)c.s.room_member_cap);
     c.recent = recent_new((size_t)c.s.rooms_max, (size_t)c.s.history_cache_per_room);
+    if (c.s.redis_url[0] && !start_presence_cluster(&c, err, sizeof(err))) {
+        log_error(COMPONENT, "cluster presence: %s", err);
+        goto out;
+    }
     room_api_config rc = {
         .presence = c.presence,
+        .pcluster = c.pcluster,
         .recent = c.recent,
         .history = c.history,
         .allow_origin = c.s.api_allow_origin,

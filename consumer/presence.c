@@ -282,25 +282,55 @@ static json_t *member_json(const presence_member *m)
     char user[12], since[ISO8601_BUF], seen[ISO8601_BUF];
     snprintf(user, sizeof(user), "%u", m->user_id);
     time_format_iso8601(m->since_ms, since);
-    time_format_iso8601(m->last_seen_ms, seen);
-    return json_pack("{s:s, s:s, s:I, s:s, s:s}", "userId", user, "username", m->username,
-                     "connections", (json_int_t)m->connections, "since", since, "lastSeen", seen);
+    json_t *o = json_pack("{s:s, s:s, s:I, s:s}", "userId", user, "username", m->username,
+                          "connections", (json_int_t)m->connections, "since", since);
+    if (o && m->last_seen_ms) { /* 0: the member is connected to another node */
+        time_format_iso8601(m->last_seen_ms, seen);
+        json_object_set_new(o, "lastSeen", json_string(seen));
+    }
+    return o;
+}
+
+static json_t *room_json(const presence *p, const char *room, const presence_member *members,
+                         size_t n, const char *scope)
+{
+    json_t *online = json_array();
+    for (size_t i = 0; online && i < n; i++)
+        if (json_array_append_new(online, member_json(&members[i])) != 0) {
+            json_decref(online);
+            online = NULL;
+        }
+    if (!online) return NULL;
+    return json_pack("{s:s, s:s, s:I, s:I, s:o}", "roomId", room, "scope", scope, "memberCap",
+                     (json_int_t)p->member_cap, "onlineCount", (json_int_t)n, "online", online);
 }
 
 json_t *presence_room_json(presence *p, const char *room)
 {
     if (!room || !room_id_valid(room, strlen(room))) return NULL;
-    json_t *online = json_array();
+    size_t n = 0;
+    presence_member *members = presence_members_copy(p, room, &n);
+    json_t *o = members ? room_json(p, room, members, n, "node") : NULL;
+    free(members);
+    return o;
+}
+
+static int by_user_id(const void *a, const void *b)
+{
+    uint32_t x = ((const presence_member *)a)->user_id, y = ((const presence_member *)b)->user_id;
+    return (x > y) - (x < y);
+}
+
+json_t *presence_cluster_room_json(presence *p, const char *room, presence_member *members,
+                                   size_t n)
+{
+    if (!room || !room_id_valid(room, strlen(room))) return NULL;
+    qsort(members, n, sizeof *members, by_user_id);
     pthread_mutex_lock(&p->mu);
-    room_members *rm = room_of(p, room);
-    size_t n = rm ? rm->n : 0;
-    for (size_t i = 0; online && i < n; i++)
-        if (json_array_append_new(online, member_json(&rm->members[i])) != 0) {
-            json_decref(online);
-            online = NULL;
-        }
+    for (size_t i = 0; i < n; i++) {
+        presence_member *here = member_locked(p, room, members[i].user_id);
+        members[i].last_seen_ms = here ? here->last_seen_ms : 0;
+    }
     pthread_mutex_unlock(&p->mu);
-    if (!online) return NULL;
-    return json_pack("{s:s, s:I, s:I, s:o}", "roomId", room, "memberCap", (json_int_t)p->member_cap,
-                     "onlineCount", (json_int_t)n, "online", online);
+    return room_json(p, room, members, n, "cluster");
 }

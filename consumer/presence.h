@@ -83,8 +83,12 @@ size_t presence_members(presence *p, const char *room, presence_member *out, siz
 /* All the room's members at one instant, in a malloc'd array of *n the caller frees; NULL (and
  * *n 0) only when out of memory. */
 presence_member *presence_members_copy(presence *p, const char *room, size_t *n);
-/* {"roomId","memberCap","onlineCount","online":[{userId,username,connections,since,lastSeen}]};
- * NULL on OOM or an invalid room id. */
+/* {"roomId","scope":"node","memberCap","onlineCount","online":[{userId,username,connections,
+ * since,lastSeen}]} of this node's members; NULL on OOM or an invalid room id. */
 json_t *presence_room_json(presence *p, const char *room);
+/* The same with "scope":"cluster" for the members of every node (presence_cluster_room()),
+ * sorted here by user id; lastSeen only for members connected to this node. */
+json_t *presence_cluster_room_json(presence *p, const char *room, presence_member *members,
+                                   size_t n);
 
 #endif

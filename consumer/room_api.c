@@ -199,15 +199,12 @@ static void add_seen(void *ctx, const history_user_row *row)
 }
 
 /* Up to `recent` users of the room who are not online, newest activity first. */
-static json_t *recently_seen(room_api *a, db_turn *turn, const char *room, size_t recent, char *err,
-                             size_t err_len)
+static json_t *recently_seen(room_api *a, db_turn *turn, const char *room,
+                             const presence_member *online, size_t n_online, size_t recent,
+                             char *err, size_t err_len)
 {
-    size_t n_online = 0;
-    presence_member *online = presence_members_copy(a->cfg.presence, room, &n_online);
     json_t *list = json_array();
-    if (!online || !list) {
-        free(online);
-        json_decref(list);
+    if (!list) {
         snprintf(err, err_len, "out of memory");
         return NULL;
     }
@@ -216,12 +213,30 @@ static json_t *recently_seen(room_api *a, db_turn *turn, const char *room, size_
     bool ok = recent == 0 || (turn_enter(turn, err, err_len) &&
                               history_recently_seen(a->cfg.history, room, recent + sc.n_online,
                                                     add_seen, &sc, err, err_len));
-    free(online);
     if (!ok) {
         json_decref(list);
         return NULL;
     }
     return list;
+}
+
+/* Who is online: the cluster's members, or this node's (without the bus, or when Redis does not
+ * answer: then with "clusterError"). *online gets them for recently_seen (the caller frees). */
+static json_t *online_json(room_api *a, const char *room, presence_member **online, size_t *n)
+{
+    char err[300] = "";
+    if (a->cfg.pcluster && presence_cluster_room(a->cfg.pcluster, room, online, n, err, sizeof err))
+        return presence_cluster_room_json(a->cfg.presence, room, *online, *n);
+    free(*online);
+    *online = presence_members_copy(a->cfg.presence, room, n);
+    json_t *o = *online ? presence_room_json(a->cfg.presence, room) : NULL;
+    if (o && a->cfg.pcluster) {
+        log_warn(COMPONENT, "cluster presence: %s; answering with this node's members", err);
+        json_object_set_new(o, "clusterError",
+                            json_string("cluster presence unavailable (Redis "
+                                        "did not answer); this node's members"));
+    }
+    return o;
 }
 
 static void serve_presence(room_api *a, const char *room, const http_request *req,
@@ -233,15 +248,20 @@ static void serve_presence(room_api *a, const char *room, const http_request *re
         http_respond_error(resp, 400, "recent: must be an integer 0-100");
         return;
     }
-    json_t *o = presence_room_json(a->cfg.presence, room);
+    presence_member *online = NULL;
+    size_t n_online = 0;
+    json_t *o = online_json(a, room, &online, &n_online);
     if (!o) {
+        free(online);
         http_respond_error(resp, 500, "out of memory");
         return;
     }
     char err[512] = "";
     db_turn turn = {a, false, false};
-    json_t *seen = recently_seen(a, &turn, room, (size_t)recent, err, sizeof(err));
+    json_t *seen =
+        recently_seen(a, &turn, room, online, n_online, (size_t)recent, err, sizeof(err));
     turn_leave(&turn);
+    free(online);
     if (seen) {
         json_object_set_new(o, "recentlySeen", seen);
     } else {

@@ -5,9 +5,11 @@
  *    GET /api/rooms/{roomId}/messages[?before=<seq>][&limit=N][&userId=<id>]
  *
  * Contract:
- *  - presence: who is online now (presence.h, from memory) plus up to `recent` (default 20,
- *    0-100) users who are not online, newest activity first (user_activity). When PostgreSQL does
- *    not answer, the online list is still served, with "recentlySeen": null and the error.
+ *  - presence: who is online now plus up to `recent` (default 20, 0-100) users who are not
+ *    online, newest activity first (user_activity). Online is this node's members (presence.h,
+ *    "scope": "node"), or with cluster presence every node's (presence_cluster.h, "scope":
+ *    "cluster"); when Redis does not answer, this node's with "clusterError". When PostgreSQL
+ *    does not answer, the online list is still served, with "recentlySeen": null and the error.
  *  - messages: the newest `limit` (default 20, 1-100) messages below `before` (all when absent),
  *    oldest first, from the in-memory recent cache (recent.h) and, below what it covers, from
  *    PostgreSQL (history.h, index range scan). "hasMore" tells whether older ones exist,
@@ -44,6 +46,7 @@
 #include "history.h"
 #include "http.h"
 #include "presence.h"
+#include "presence_cluster.h"
 #include "recent.h"
 
 #define ROOM_API_LIMIT_DEFAULT 20
@@ -57,6 +60,7 @@
 
 typedef struct {
     presence *presence;
+    presence_cluster *pcluster; /* with the bus: the online list is the cluster's (else NULL) */
     recent_cache *recent;
     history *history;
     /* CHATFLOW_API_ALLOW_ORIGIN, read at creation: "*", or a comma-separated list of origins

@@ -119,6 +119,15 @@ static const config_option consumer_options[] = {
                    "A room's bus keys expire this long after its last event."),
     CONFIG_OPT_INT("CHATFLOW_BUS_TIMEOUT_MS", "bus-timeout-ms", S, bus_timeout_ms, "1000", 50,
                    60000, "Connect and command timeout of every Redis call."),
+    CONFIG_OPT_INT("CHATFLOW_PRESENCE_HEARTBEAT_S", "presence-heartbeat-s", S, presence_heartbeat_s,
+                   "5", 1, 3600,
+                   "With the bus: how often a node renews its presence heartbeat in Redis and "
+                   "takes back the members of nodes whose heartbeat expired."),
+    CONFIG_OPT_INT("CHATFLOW_PRESENCE_NODE_TTL_S", "presence-node-ttl-s", S, presence_node_ttl_s,
+                   "15", 2, 86400,
+                   "With the bus: a node that has not renewed its heartbeat this long is taken "
+                   "for dead; its members are announced OFFLINE (\"timeout\"). At least twice "
+                   "CHATFLOW_PRESENCE_HEARTBEAT_S."),
     CONFIG_OPT_BOOL("CHATFLOW_AUTH_ANONYMOUS_READ", "auth-anonymous-read", S, auth_anonymous_read,
                     "false",
                     "With CHATFLOW_AUTH on: a subscription or room API read that carries no "
@@ -148,6 +157,14 @@ config_result consumer_settings_load(consumer_settings *s, int *argc, char **arg
         snprintf(err, err_len,
                  "CHATFLOW_PONG_TIMEOUT_S (%lld) must be below CHATFLOW_PING_INTERVAL_S (%lld)",
                  s->pong_timeout_s, s->ping_interval_s);
+        return CONFIG_ERROR;
+    }
+    if (s->presence_node_ttl_s < 2 * s->presence_heartbeat_s) {
+        snprintf(err, err_len,
+                 "CHATFLOW_PRESENCE_NODE_TTL_S (%lld) must be at least twice "
+                 "CHATFLOW_PRESENCE_HEARTBEAT_S (%lld): one late heartbeat must not make a "
+                 "living node look dead",
+                 s->presence_node_ttl_s, s->presence_heartbeat_s);
         return CONFIG_ERROR;
     }
     if (strcmp(s->common.auth, "on") == 0 && strcmp(s->api_allow_origin, "*") == 0) {

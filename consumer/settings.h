@@ -55,6 +55,8 @@ typedef struct {
     long long bus_history;
     long long bus_ttl_s;
     long long bus_timeout_ms;
+    long long presence_heartbeat_s; /* cluster presence (presence_cluster.h) */
+    long long presence_node_ttl_s;
     char api_allow_origin[256];
     bool auth_anonymous_read; /* with auth on: token-less readers allowed, anonymously */
 } consumer_settings;

@@ -29,14 +29,14 @@
 #include <stdint.h>
 
 typedef enum {
-    SUB_HANDSHAKE = 0,      /* accepted, not upgraded yet */
-    SUB_LIVE,               /* live frames go straight to the send queue */
-    SUB_REPLAY_FETCHING,    /* a page of history is at the replay worker */
+    SUB_HANDSHAKE = 0,   /* accepted, not upgraded yet */
+    SUB_LIVE,            /* live frames go straight to the send queue */
+    SUB_REPLAY_FETCHING, /* a page of history is at the replay worker */
     /* the last page was full: the next one is asked for once it is mostly written */
     SUB_REPLAY_PAGE_WANTED,
-    SUB_REPLAY_RETRY_WAIT,  /* the store does not reach the cache yet: a timer asks again */
-    SUB_CLOSING,            /* close reason set, queues freed: the next WRITEABLE hangs up */
-    SUB_CLOSED,             /* lws closed the connection */
+    SUB_REPLAY_RETRY_WAIT, /* the store does not reach the cache yet: a timer asks again */
+    SUB_CLOSING,           /* close reason set, queues freed: the next WRITEABLE hangs up */
+    SUB_CLOSED,            /* lws closed the connection */
     SUB_STATE_COUNT
 } sub_state;
 
