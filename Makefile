@@ -6,6 +6,7 @@
 #   make test       install what is missing, build, run every test; ends with "N passed, N failed"
 #   make soak       the 30-minute soak test (MINUTES=N), not part of make test
 #   make deps       install Debian packages (apt-get, as root) and the npm tools (project-local)
+#   make images     both service images (docker build, or buildah on a debootstrapped base)
 #   make SAN=address,undefined   instrumented build into build/san-address-undefined/
 #   make SAN=thread              instrumented build into build/san-thread/
 #   make BUILD=dir  build somewhere else (lets several builds share one tree)
@@ -92,7 +93,7 @@ ifneq ($(PKGS_MISSING),)
 	@echo "build: pkg-config does not find all of: $(PKGS) (run: make deps)" >&2; exit 1
 endif
 
-.PHONY: all check-pkgs deps run cluster test test-unit sanitizer-builds fuzz stack-up stack-down bench bench-producer bench-consumer demo clean
+.PHONY: all check-pkgs deps images run cluster test test-unit sanitizer-builds fuzz stack-up stack-down bench bench-producer bench-consumer demo clean
 all: $(ALL_BINS)
 
 # Objects are kept between builds (pattern-rule intermediates would otherwise be deleted).
@@ -134,6 +135,11 @@ $(BUILD)/test/it_%: $(BUILD)/obj/test/integration/it_%.o $(LIBPRODUCER) $(LIBCON
 # Installing is the project's job: fast when everything is there already.
 deps:
 	@deploy/local/deps
+
+# Both service images: docker build with an engine, else buildah on a debootstrapped base
+# (deploy/images; docs/deployment.md). test/integration/images.sh runs them with podman.
+images: deps
+	@deploy/images build
 
 # Unit tests need no servers; the full run adds the integration tests, which start
 # their own PostgreSQL and fauxqs on free loopback ports and stop them by PID. Then, from the

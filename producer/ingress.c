@@ -65,6 +65,7 @@ struct ingress {
 
     long total_unanswered;
     long at_publisher;
+    long unanswered_at_close; /* frames read that a connection closed by the stop never answered */
     size_t paused_connections;
     bool paused_for_total; /* some connection paused because of the process-wide cap */
 
@@ -675,6 +676,7 @@ static void on_closed(ingress *in, session *ss)
     /* Answers queued here die with the connection; those the publisher holds leave the count
      * when their results arrive. */
     in->total_unanswered -= c->unanswered - c->at_publisher;
+    if (c->closing) in->unanswered_at_close += c->unanswered;
     if (c->reads_paused) in->paused_connections--;
     conn_table_release(in->conns, c);
     update_inflight(in);
@@ -857,6 +859,23 @@ static void heartbeat(lws_sorted_usec_list_t *sul)
     lws_sul_schedule(in->ws.context, 0, &in->heartbeat, heartbeat, HEARTBEAT_US);
 }
 
+/* What a stop left unanswered: frames of connections it closed, and of any still open at its
+ * deadline. 0 is the promise of a graceful stop (every frame read got its ack or error). */
+static void log_stop_outcome(ingress *in)
+{
+    long open_unanswered = 0;
+    for (size_t i = 0; i < conn_table_capacity(in->conns); i++) {
+        pconn *c = conn_table_at(in->conns, i);
+        if (c) open_unanswered += c->unanswered;
+    }
+    long left = in->unanswered_at_close + open_unanswered;
+    if (left == 0)
+        log_info("ingress", "stopped: 0 frames left unanswered (every frame read was answered)");
+    else
+        log_warn("ingress", "stopped: %ld frames left unanswered (their connections closed first)",
+                 left);
+}
+
 void ingress_run(ingress *in)
 {
     in->dog = watchdog_register("lws-service", SERVICE_TURN_MS);
@@ -868,6 +887,7 @@ void ingress_run(ingress *in)
     lws_sul_cancel(&in->heartbeat);
     watchdog_unregister(in->dog);
     in->dog = NULL;
+    if (in->phase == PHASE_DONE) log_stop_outcome(in);
 }
 
 void ingress_request_stop(ingress *in)
