@@ -37,7 +37,7 @@ fi
 
 # ---- ECS templates and the deploy script
 bad=()
-for f in deploy/ecs/*.json deploy/ecs/iam/*.json; do
+for f in deploy/ecs/*.json deploy/ecs/iam/*.json deploy/ecs/alarms/*.json; do
     jq empty "$f" 2>/dev/null || bad+=("$f")
 done
 tap_is "${bad[*]}" "" "every deploy/ecs template is valid JSON"

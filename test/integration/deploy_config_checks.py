@@ -429,6 +429,27 @@ check(setup_calls and setup_calls <= setup_actions and not any(a in setup_action
 check(all(re.match(r"^arn:aws:sqs:[^:]+:\d{12}:chatflow-(room-\*|db-dlq\.fifo|db-spill)$", r) for _, res in setup for r in res),
       "sqs-setup policy: only ChatFlow's queues")
 
+# The read-only operator policy: what `chatflow-sqs stats` calls (queue URLs, then each queue's
+# attributes), on ChatFlow's queues, and nothing else: no message is read, sent or deleted.
+operator = allows(load(os.path.join(OUT, "iam", "operator-readonly-policy.json")))
+operator_actions = set().union(*(a for a, _ in operator))
+check(operator_actions == {"sqs:GetQueueUrl", "sqs:GetQueueAttributes"}
+      and all(re.search(r"\bsqs_%s\s*\(" % f, setup_src) for f in ("get_queue_url", "get_queue_attributes")),
+      "operator policy: exactly what `chatflow-sqs stats` calls (GetQueueUrl, GetQueueAttributes)",
+      operator_actions)
+check(all(re.match(r"^arn:aws:sqs:[^:]+:\d{12}:chatflow-(room-\*|db-dlq\.fifo|db-spill)$", r) for _, res in operator for r in res),
+      "operator policy: only ChatFlow's queues")
+op_td = load(os.path.join(OUT, "operator-task.json"))
+op_c = op_td["containerDefinitions"][0]
+check(op_td.get("taskRoleArn", "").endswith(":role/chatflow-operator") and op_c.get("entryPoint", [])[-1:] == ["/usr/local/bin/chatflow-sqs"]
+      and op_c.get("command") == ["stats"]
+      and op_c.get("image") == load(os.path.join(OUT, "task-consumer.json"))["containerDefinitions"][0].get("image")
+      and op_c.get("user") == "10001:10001" and "portMappings" not in op_c,
+      "operator task: chatflow-sqs stats from the consumer image, as uid 10001, under the chatflow-operator role, no ports")
+deploy_src = read("deploy/ecs/deploy")
+check("ensure_role chatflow-operator \"$OUT/iam/operator-readonly-policy.json\"" in deploy_src,
+      "apply creates the chatflow-operator role with the read-only policy")
+
 every = []
 for f in glob.glob(os.path.join(OUT, "iam", "*-policy.json")):
     for st in load(f)["Statement"]:
@@ -482,6 +503,45 @@ want = [f"producer runs {scale['producer']}, target tracking on {cpu_of('produce
 check(all(w in flat for w in want), "docs/deployment.md quotes the autoscaling the files set",
       [w for w in want if w not in flat])
 
+# ------------------------------------------------------------------ CloudWatch alarms
+# What pages when Prometheus cannot: one queue-age alarm per queue shard (the consumers' shard
+# count), the DLQ, the spill queue, the ALB's 5xx, and each service's running tasks below its
+# autoscaling minimum; every alarm notifies the one topic, and recovers (OK) there too.
+alarms = {os.path.basename(f): load(f) for f in glob.glob(os.path.join(OUT, "alarm-*.json"))}
+# the render test's settings (deploy_config.sh renders with deploy/ecs/environment.example)
+example = dict(l.rstrip("\n").split("=", 1) for l in open(os.path.join(ROOT, "deploy/ecs/environment.example"))
+               if re.match(r"^[A-Z0-9_]+=", l))
+td_cons = load(os.path.join(OUT, "task-consumer.json"))
+n_shards = int(next(e["value"] for e in td_cons["containerDefinitions"][0]["environment"]
+                    if e["name"] == "CHATFLOW_QUEUE_SHARDS"))
+ages = {a["Dimensions"][0]["Value"] for n, a in alarms.items() if n.startswith("alarm-queue-age-")}
+check(ages == {f"chatflow-room-{i}.fifo" for i in range(1, n_shards + 1)},
+      f"a queue-age alarm for each of the {n_shards} queue shards (ApproximateAgeOfOldestMessage)",
+      sorted(ages))
+def alarm(name):
+    return alarms.get(name, {})
+check(alarm("alarm-dlq-depth.json").get("Dimensions") == [{"Name": "QueueName", "Value": "chatflow-db-dlq.fifo"}]
+      and alarm("alarm-dlq-depth.json").get("Threshold") == 0
+      and alarm("alarm-dlq-depth.json").get("ComparisonOperator") == "GreaterThanThreshold",
+      "the DLQ alarm fires on any visible message of chatflow-db-dlq.fifo")
+check(alarm("alarm-spill-age.json").get("Dimensions") == [{"Name": "QueueName", "Value": "chatflow-db-spill"}],
+      "the spill alarm watches chatflow-db-spill")
+lb = example.get("CHATFLOW_LOAD_BALANCER_ARN", "").split(":loadbalancer/", 1)[-1]
+check(alarm("alarm-alb-5xx.json").get("Dimensions") == [{"Name": "LoadBalancer", "Value": lb}],
+      "the 5xx alarm names the load balancer as CloudWatch does (app/<name>/<id>)", lb)
+for svc in ("producer", "consumer"):
+    a = alarm(f"alarm-running-tasks-{svc}.json")
+    target = load(os.path.join(OUT, f"autoscaling-{svc}-target.json"))
+    dims = {d["Name"]: d["Value"] for d in a.get("Dimensions", [])}
+    check(dims.get("ServiceName") == f"chatflow-{svc}" and dims.get("ClusterName") == example.get("CHATFLOW_CLUSTER")
+          and a.get("Threshold") == target.get("MinCapacity") and a.get("ComparisonOperator") == "LessThanThreshold",
+          f"the running-task alarm of chatflow-{svc} fires below its autoscaling minimum ({target.get('MinCapacity')})",
+          (dims, a.get("Threshold")))
+topic = example.get("CHATFLOW_ALARM_TOPIC_ARN")
+check(alarms and all(a.get("AlarmActions") == [topic] and a.get("OKActions") == [topic] for a in alarms.values()),
+      f"all {len(alarms)} alarms notify CHATFLOW_ALARM_TOPIC_ARN, firing and recovering")
+check(len({a.get("AlarmName") for a in alarms.values()}) == len(alarms), "alarm names are distinct")
+
 # ------------------------------------------------------------------ the real AWS API model (offline)
 try:
     import botocore.session
@@ -491,6 +551,7 @@ except ImportError:
 else:
     session = botocore.session.get_session()
     OPS = [("task-*.json", "ecs", "RegisterTaskDefinition"), ("service-*.json", "ecs", "CreateService"),
+           ("operator-task.json", "ecs", "RegisterTaskDefinition"),
            ("target-group-producer.json", "elbv2", "CreateTargetGroup"),
            ("target-group-consumer.json", "elbv2", "CreateTargetGroup"),
            ("target-group-api.json", "elbv2", "CreateTargetGroup"),
@@ -498,7 +559,8 @@ else:
            ("load-balancer-attributes.json", "elbv2", "ModifyLoadBalancerAttributes"),
            ("listener-rule-*.json", "elbv2", "CreateRule"),
            ("autoscaling-*-target.json", "application-autoscaling", "RegisterScalableTarget"),
-           ("autoscaling-*-policy*.json", "application-autoscaling", "PutScalingPolicy")]
+           ("autoscaling-*-policy*.json", "application-autoscaling", "PutScalingPolicy"),
+           ("alarm-*.json", "cloudwatch", "PutMetricAlarm")]
     seen = set()
     for pattern, service, op in OPS:
         shape = session.get_service_model(service).operation_model(op).input_shape
