@@ -136,6 +136,51 @@ for svc in producer consumer; do
     tap_is "${missing[*]}" "" "$df: the run stage's packages provide every library its binaries load"
 done
 
+# ---- deploy/ecs/prometheus-targets against a stand-in AWS CLI (canned ECS answers)
+FAKE="$TEST_LOGDIR/fake-aws"
+TARGETS="$TEST_LOGDIR/targets"
+rm -rf "$FAKE" "$TARGETS" && mkdir -p "$FAKE"
+cat >"$FAKE/aws" <<'SH'
+#!/usr/bin/env bash
+# list-tasks: two producer tasks running, one still starting; no consumer task.
+# describe-tasks: their ENI addresses and zones. FAKE_AWS_FAIL=1: every call fails.
+[ "${FAKE_AWS_FAIL:-0}" = 1 ] && { echo "An error occurred (ThrottlingException)" >&2; exit 255; }
+args="$*"
+case "$args" in
+    *"list-tasks"*"--service-name chatflow-producer"*)
+        echo '{"taskArns": ["arn:aws:ecs:eu-west-1:123456789012:task/chatflow/p1",
+                            "arn:aws:ecs:eu-west-1:123456789012:task/chatflow/p2",
+                            "arn:aws:ecs:eu-west-1:123456789012:task/chatflow/p3"]}' ;;
+    *"list-tasks"*) echo '{"taskArns": []}' ;;
+    *"describe-tasks"*)
+        task() { printf '{"taskArn": "%s", "lastStatus": "%s", "availabilityZone": "%s", "attachments": [{"type": "ElasticNetworkInterface", "details": [{"name": "subnetId", "value": "subnet-1"}, {"name": "privateIPv4Address", "value": "%s"}]}]}' "$@"; }
+        echo "{\"tasks\": [$(task p1 RUNNING eu-west-1a 10.0.1.5), $(task p2 RUNNING eu-west-1b 10.0.2.7), $(task p3 PROVISIONING eu-west-1a 10.0.1.9)]}" ;;
+    *) echo "fake aws: unexpected $args" >&2; exit 2 ;;
+esac
+SH
+chmod +x "$FAKE/aws"
+pt() { env PATH="$FAKE:$PATH" AWS_REGION=eu-west-1 CHATFLOW_CLUSTER=chatflow deploy/ecs/prometheus-targets "$@"; }
+tap_check "prometheus-targets writes both services' files" pt "$TARGETS"
+tap_is "$(jq -c '[.[] | {t: .targets, z: .labels.availability_zone, s: .labels.service}] | sort_by(.z)' "$TARGETS/chatflow-producer.json" 2>&1)" \
+    '[{"t":["10.0.1.5:9090"],"z":"eu-west-1a","s":"producer"},{"t":["10.0.2.7:9090"],"z":"eu-west-1b","s":"producer"}]' \
+    "prometheus-targets: the producer's RUNNING tasks on port 9090 by zone (the starting one left out)"
+tap_is "$(jq -c . "$TARGETS/chatflow-consumer.json" 2>&1)" '[{"targets":[],"labels":{"service":"consumer"}}]' \
+    "prometheus-targets: a service with no task gets an empty target list (ChatFlowConsumerAbsent then fires)"
+before=$(cat "$TARGETS/chatflow-producer.json")
+out=$(FAKE_AWS_FAIL=1 pt "$TARGETS" 2>&1); rc=$?
+tap_is "$rc" 1 "prometheus-targets: a failing AWS call exits 1"
+note "prometheus-targets said: $(tail -1 <<<"$out")"
+tap_is "$(cat "$TARGETS/chatflow-producer.json")" "$before" \
+    "prometheus-targets: after a failed listing the last targets stay (not emptied)"
+tap_check "promtool check config monitoring/prometheus-ecs.yml (file_sd, same rules)" \
+    promtool check config monitoring/prometheus-ecs.yml
+tap_is "$(python3 -c '
+import sys, yaml
+a, b = (yaml.safe_load(open(f)) for f in sys.argv[1:])
+jobs = lambda c: sorted(j["job_name"] for j in c["scrape_configs"])
+print(jobs(a) == jobs(b) and a["rule_files"] == b["rule_files"])' monitoring/prometheus.yml monitoring/prometheus-ecs.yml)" True \
+    "prometheus-ecs.yml has the same jobs and rule files as prometheus.yml"
+
 # ---- the rest: Dockerfiles, rendered requests, IAM, compose structure
 python3 test/integration/deploy_config_checks.py "$ROOT" "$OUT" --compose-structure
 rc=$?
