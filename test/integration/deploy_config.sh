@@ -181,6 +181,140 @@ jobs = lambda c: sorted(j["job_name"] for j in c["scrape_configs"])
 print(jobs(a) == jobs(b) and a["rule_files"] == b["rule_files"])' monitoring/prometheus.yml monitoring/prometheus-ecs.yml)" True \
     "prometheus-ecs.yml has the same jobs and rule files as prometheus.yml"
 
+# ---- deploy apply against a stand-in AWS CLI that records every call: the order (services one at
+# a time, each stable before the next; rules switched last, each to a group with a healthy
+# target), what an existing service is updated with, and a service that never becomes stable
+# stopping everything after it.
+REC="$TEST_LOGDIR/fake-apply"
+rm -rf "$REC" && mkdir -p "$REC"
+cat >"$REC/aws" <<'SH'
+#!/usr/bin/env bash
+echo "$*" >>"$FAKE_CALLS"
+args="$*"
+file=$(grep -o 'file://[^ ]*' <<<"$args" | head -1); file=${file#file://}
+case "$args" in
+    *"iam get-role"*|*"iam update-assume-role-policy"*|*"iam put-role-policy"*) exit 0 ;;
+    *"elbv2 create-target-group"*)
+        echo "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/$(jq -r .Name "$file")/abc" ;;
+    *"ecs list-services"*) echo "" ;;
+    *"ecs register-task-definition"*)
+        echo "arn:aws:ecs:eu-west-1:123456789012:task-definition/$(jq -r .family "$file"):7" ;;
+    *"ecs run-task"*) echo "arn:aws:ecs:eu-west-1:123456789012:task/chatflow/migrate1" ;;
+    *"ecs describe-tasks"*) echo 0 ;;
+    *"ecs describe-services"*) echo ACTIVE ;;
+    *"ecs wait services-stable"*)
+        [ -n "${FAKE_UNSTABLE:-}" ] && grep -q -- "--services $FAKE_UNSTABLE\b" <<<"$args" && exit 255
+        exit 0 ;;
+    *"elbv2 create-rule"*) jq -r .Priority "$file" >>"$FAKE_CALLS.created" ;;
+    *"elbv2 describe-rules"*) # FAKE_FIRST: a rule exists once created
+        prio=$(grep -o "Priority=='[0-9]*'" <<<"$args" | tr -dc 0-9)
+        if [ "${FAKE_FIRST:-0}" = 1 ] && ! grep -qx "$prio" "$FAKE_CALLS.created" 2>/dev/null; then
+            echo None
+        else
+            echo "arn:rule/$prio"
+        fi ;;
+    *) exit 0 ;;
+esac
+SH
+chmod +x "$REC/aws"
+apply_fake() { # CALLS_FILE [ENV...]: deploy apply with the example settings and the stand-in CLI
+    local calls=$1
+    shift
+    : >"$calls"
+    rm -f "$calls.created"
+    env PATH="$REC:$PATH" FAKE_CALLS="$calls" "$@" bash -c \
+        'set -a; . deploy/ecs/environment.example; set +a; exec deploy/ecs/deploy apply' >"$calls.out" 2>&1
+}
+line_of() { grep -n -m1 -- "$2" "$1" | cut -d: -f1; } # CALLS PATTERN: first call matching, or ""
+apply_fake "$REC/calls.txt"
+tap_is "$?" 0 "deploy apply runs to the end against the stand-in AWS CLI"
+C="$REC/calls.txt"
+order=(
+    "$(line_of "$C" 'ecs update-service .*--service chatflow-consumer ')"
+    "$(line_of "$C" 'ecs wait services-stable .*--services chatflow-consumer')"
+    "$(line_of "$C" 'ecs update-service .*--service chatflow-producer ')"
+    "$(line_of "$C" 'ecs wait services-stable .*--services chatflow-producer')"
+    "$(line_of "$C" 'elbv2 wait target-in-service')"
+    "$(line_of "$C" 'elbv2 modify-rule')"
+)
+sorted=$(printf '%s\n' "${order[@]}" | sort -n | tr '\n' ' ')
+tap_is "${order[*]} " "$sorted" \
+    "apply: consumer updated, stable, then producer updated, stable, then rules (call lines ${order[*]})"
+tap_is "$(printf '%s\n' "${order[@]}" | grep -c .)" 6 "apply: made each of those six calls"
+# each modify-rule names its group in --actions; the call before it waited for that group
+bad_rules=$(awk '/elbv2 wait target-in-service/ { w = $0; sub(/.*--target-group-arn /, "", w); sub(/ .*/, "", w) }
+                 /elbv2 modify-rule/ { if (w == "" || index($0, w) == 0) print NR; w = "" }' "$C")
+tap_is "$(grep -c 'elbv2 modify-rule' "$C")" 3 "apply: the three existing listener rules are switched"
+tap_is "$bad_rules" "" "apply: each rule is switched right after its own target group had a healthy target"
+tap_is "$(grep -c 'elbv2 create-rule' "$C")" 0 "apply: no rule is created when they exist"
+apply_fake "$REC/first.txt" FAKE_FIRST=1
+tap_is "$?" 0 "apply on a listener without the rules (a first deployment) runs to the end"
+F="$REC/first.txt"
+first_rule=$(line_of "$F" 'elbv2 create-rule')
+first_service=$(line_of "$F" 'ecs update-service\|ecs create-service')
+tap_check "apply, first deployment: the rules are created (3) before any service, which needs its group attached to the ALB" \
+    bash -c '[ "$(grep -c "elbv2 create-rule" "$1")" = 3 ] && [ -n "$2" ] && [ -n "$3" ] && [ "$2" -lt "$3" ]' _ "$F" "$first_rule" "$first_service"
+for svc in chatflow-consumer chatflow-producer; do
+    upd=$(grep -m1 "ecs update-service .*--service $svc " "$C")
+    tap_check "apply: $svc is updated with its load balancers, network configuration and grace period" \
+        bash -c 'grep -q -- "--load-balancers \[" <<<"$1" && grep -q -- "--network-configuration {" <<<"$1" &&
+                 grep -q -- "--health-check-grace-period-seconds [0-9]" <<<"$1" && grep -q -- "--deployment-configuration {" <<<"$1"' _ "$upd"
+done
+tap_is "$(grep -c 'cloudwatch put-metric-alarm' "$C")" "$(ls "$OUT"/alarm-*.json | wc -l)" "apply: puts every rendered alarm"
+tap_check "apply: creates the chatflow-operator role" grep -q 'iam put-role-policy --role-name chatflow-operator ' "$C"
+apply_fake "$REC/unstable.txt" FAKE_UNSTABLE=chatflow-consumer
+rc=$?
+tap_check "apply: the consumer service not becoming stable stops apply (exit $rc) before the producer, the rules and the alarms" \
+    bash -c '[ "$1" -ne 0 ] && ! grep -q "update-service .*--service chatflow-producer " "$2" &&
+             ! grep -q "modify-rule" "$2" && ! grep -q "put-metric-alarm" "$2"' _ "$rc" "$REC/unstable.txt"
+
+# ---- deploy retire against a stand-in AWS CLI: an old per-range consumer "a" (its service at 0
+# tasks, two target groups, one rule each, its role) goes in the order AWS needs; one still
+# running refuses and deletes nothing.
+cat >"$REC/aws" <<'SH'
+#!/usr/bin/env bash
+echo "$*" >>"$FAKE_CALLS"
+args="$*"
+case "$args" in
+    *"ecs describe-services"*) [ "${FAKE_RUNNING:-0}" = 1 ] && printf '1\t1\n' || printf '0\t0\n' ;;
+    *"elbv2 describe-target-groups --names chatflow-consumer-a "*) echo "arn:tg/chatflow-consumer-a" ;;
+    *"elbv2 describe-target-groups --names chatflow-api-a "*) echo "arn:tg/chatflow-api-a" ;;
+    *"elbv2 describe-target-groups"*) echo None ;;
+    *"elbv2 describe-rules"*"arn:tg/chatflow-consumer-a"*) echo "arn:rule/201" ;;
+    *"elbv2 describe-rules"*"arn:tg/chatflow-api-a"*) echo "arn:rule/1201" ;;
+    *) exit 0 ;;
+esac
+SH
+retire_fake() { # CALLS_FILE [ENV...]
+    local calls=$1
+    shift
+    : >"$calls"
+    env PATH="$REC:$PATH" FAKE_CALLS="$calls" "$@" bash -c \
+        'set -a; . deploy/ecs/environment.example; set +a; exec deploy/ecs/deploy retire a' >"$calls.out" 2>&1
+}
+retire_fake "$REC/retire.txt"
+tap_is "$?" 0 "deploy retire a runs to the end against the stand-in AWS CLI"
+R="$REC/retire.txt"
+steps=(
+    "$(line_of "$R" 'elbv2 delete-rule --rule-arn arn:rule/201')"
+    "$(line_of "$R" 'elbv2 delete-rule --rule-arn arn:rule/1201')"
+    "$(line_of "$R" 'ecs delete-service .*--service chatflow-consumer-a')"
+    "$(line_of "$R" 'ecs wait services-inactive .*chatflow-consumer-a')"
+    "$(line_of "$R" 'elbv2 delete-target-group --target-group-arn arn:tg/chatflow-consumer-a')"
+    "$(line_of "$R" 'elbv2 delete-target-group --target-group-arn arn:tg/chatflow-api-a')"
+    "$(line_of "$R" 'iam delete-role-policy --role-name chatflow-consumer-a-task')"
+    "$(line_of "$R" 'iam delete-role --role-name chatflow-consumer-a-task')"
+)
+tap_is "$(printf '%s\n' "${steps[@]}" | grep -c .)" 8 "retire: rules, service, wait, target groups, role policy, role: all deleted"
+tap_is "${steps[*]} " "$(printf '%s\n' "${steps[@]}" | sort -n | tr '\n' ' ')" \
+    "retire: in the order AWS needs (rules before their groups, the service inactive before its groups)"
+tap_check "retire: nothing of the current deployment is touched" \
+    bash -c '! grep -E "(--service|--names|--role-name) (chatflow-consumer|chatflow-api|chatflow-consumer-task)( |$)" "$1"' _ "$R"
+retire_fake "$REC/retire-running.txt" FAKE_RUNNING=1
+rc=$?
+tap_check "retire: an old service still running tasks refuses (exit $rc) and deletes nothing" \
+    bash -c '[ "$1" -ne 0 ] && ! grep -q "delete" "$2"' _ "$rc" "$REC/retire-running.txt"
+
 # ---- the rest: Dockerfiles, rendered requests, IAM, compose structure
 python3 test/integration/deploy_config_checks.py "$ROOT" "$OUT" --compose-structure
 rc=$?
