@@ -643,9 +643,15 @@ static void check_read_relay(const char *room, const char *seq)
         for (char *text; alice && (text = wsc_recv(alice, 0, NULL));) free(text);
     }
     CHECK(seen, "alice's READ on %s reaches bob on %s through the bus", node_ids[0], node_ids[1]);
-    CHECK(node_metric(0, "chatflow_bus_member_events_total", "result=\"published\"") >= 1 &&
-              node_metric(1, "chatflow_bus_member_events_total", "result=\"received\"") >= 1,
-          "chatflow_bus_member_events_total: published on %s, received on %s", node_ids[0],
+    /* Redis delivers to the subscribers before it answers the publisher, so bob may have the READ
+     * before bus-a has counted its PUBLISH: wait (bounded) for the counters. */
+    bool counted = false;
+    for (int i = 0; i < 50 && !counted; i++) {
+        counted = node_metric(0, "chatflow_bus_member_events_total", "result=\"published\"") >= 1 &&
+                  node_metric(1, "chatflow_bus_member_events_total", "result=\"received\"") >= 1;
+        if (!counted) time_sleep_ms(100);
+    }
+    CHECK(counted, "chatflow_bus_member_events_total: published on %s, received on %s", node_ids[0],
           node_ids[1]);
     if (alice) wsc_free(alice);
     if (bob) wsc_free(bob);
