@@ -394,8 +394,9 @@ static bool apply_read(presence_cluster *pc, redisContext *c, presence_cluster_o
     snprintf(uid, sizeof uid, "%u", op->user_id);
     const char *argv[] = {pc->prefix, pc->node_id, op->room, uid, op->seq};
     redisReply *r = run(pc, c, SCRIPT_READ, 5, argv);
+    bool ok = r != NULL;
     freeReplyObject(r);
-    return r != NULL;
+    return ok;
 }
 
 /* One request; false when Redis failed (the connection is dropped by the caller). */
@@ -432,16 +433,17 @@ static bool resync(presence_cluster *pc, redisContext *c)
     snprintf(ttl, sizeof ttl, "%ld", pc->cfg.node_ttl_ms);
     const char *argv[] = {pc->prefix, pc->node_id, ts, ttl, entries};
     redisReply *r = run(pc, c, SCRIPT_RESYNC, 5, argv);
+    bool ok = r != NULL;
     free(entries);
     freeReplyObject(r);
-    metric_counter_inc(r ? pc->m_ok[OP_RESYNC] : pc->m_local[OP_RESYNC]);
-    if (r) {
+    metric_counter_inc(ok ? pc->m_ok[OP_RESYNC] : pc->m_local[OP_RESYNC]);
+    if (ok) {
         pthread_mutex_lock(&pc->held_mu);
         pc->dirty = false;
         pthread_mutex_unlock(&pc->held_mu);
         log_info(COMPONENT, "this node's members are in Redis again");
     }
-    return r != NULL;
+    return ok;
 }
 
 /* The heartbeat, and dead nodes taken back. false when Redis failed. */
