@@ -315,6 +315,21 @@ bool config_common_finish(struct chatflow_common_settings *c, char *err, size_t 
                  "tokens could not be verified");
         return false;
     }
+    if (c->lb_target_group_arn[0] && strncmp(c->lb_target_group_arn, "arn:", 4) != 0) {
+        snprintf(err, err_len,
+                 "CHATFLOW_LB_TARGET_GROUP_ARN (--lb-target-group-arn): \"%s\" is not an ARN "
+                 "(arn:aws:elasticloadbalancing:...:targetgroup/...)",
+                 c->lb_target_group_arn);
+        return false;
+    }
+    if (c->lb_target_group_arn[0] && !c->lb_target_ip[0] &&
+        !(getenv("ECS_CONTAINER_METADATA_URI_V4") && *getenv("ECS_CONTAINER_METADATA_URI_V4"))) {
+        snprintf(err, err_len,
+                 "CHATFLOW_LB_TARGET_GROUP_ARN (--lb-target-group-arn) is set but this task's "
+                 "address is unknown: set CHATFLOW_LB_TARGET_IP (--lb-target-ip), or run where ECS "
+                 "sets ECS_CONTAINER_METADATA_URI_V4");
+        return false;
+    }
     if (c->server_id[0] == '\0') {
         char host[256];
         if (gethostname(host, sizeof host) != 0) {

@@ -92,6 +92,11 @@ struct chatflow_common_settings {
     char auth_user_id_claim[64];
     long long auth_jwks_refresh_s;
     long long auth_leeway_s;
+    /* The load balancer's drain, seen from the task (lb_watch.h). */
+    char lb_target_group_arn[256];
+    char lb_target_ip[64];
+    long long lb_poll_s;
+    char elb_endpoint[256];
 };
 
 #define CONFIG_COMMON_OPTIONS(type)                                                                \
@@ -139,7 +144,19 @@ struct chatflow_common_settings {
                        common.auth_user_id_claim, "sub", NULL,                                     \
                        "Token claim holding the ChatFlow userId (e.g. custom:chatflow_user_id)."), \
         CONFIG_OPT_INT("CHATFLOW_AUTH_LEEWAY_S", "auth-leeway-s", type, common.auth_leeway_s,      \
-                       "30", 0, 600, "Clock skew allowed on token exp and nbf, in seconds.")
+                       "30", 0, 600, "Clock skew allowed on token exp and nbf, in seconds."),      \
+        CONFIG_OPT_STR("CHATFLOW_LB_TARGET_GROUP_ARN", "lb-target-group-arn", type,                \
+                       common.lb_target_group_arn, "", NULL,                                       \
+                       "Target group of the WebSocket port: when it drains this task, clients "    \
+                       "are closed 1001 to reconnect elsewhere; empty: not watched."),             \
+        CONFIG_OPT_STR("CHATFLOW_LB_TARGET_IP", "lb-target-ip", type, common.lb_target_ip, "",     \
+                       NULL, "This task's address in that group; empty: from ECS task metadata."), \
+        CONFIG_OPT_INT("CHATFLOW_LB_POLL_S", "lb-poll-s", type, common.lb_poll_s, "5", 1, 60,      \
+                       "How often the target's health is read (DescribeTargetHealth)."),           \
+        CONFIG_OPT_STR(                                                                            \
+            "AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2", "elb-endpoint", type,                    \
+            common.elb_endpoint, "", NULL,                                                         \
+            "ELBv2 endpoint URL; empty: https://elasticloadbalancing.{region}.amazonaws.com.")
 
 /* Checks cross-field rules of the common settings (auth on needs a secret or a key set URL), fills
  * server_id with

@@ -25,6 +25,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "aws_http.h"
 #include "log.h"
 #include "metrics.h"
 #include "sigv4.h"
@@ -64,8 +65,7 @@ static const char *const status_names[STATUS_COUNT] = {
 struct sqs_client {
     char region[64];
     char endpoint[512];
-    char host[300]; /* Host header value: host[:port] */
-    char path[256]; /* endpoint path, "/" normally */
+    aws_endpoint ep; /* Host header and path, as signed */
     credentials_provider *credentials;
     long connect_timeout_ms;
     long request_timeout_ms;
@@ -285,53 +285,13 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *userdata)
 
 static bool parse_endpoint(sqs_client *c, char *err, size_t err_len)
 {
-    CURLU *u = curl_url();
-    char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
-    bool ok = false;
-    if (!u) {
-        snprintf(err, err_len, "out of memory");
-        return false;
-    }
-    if (curl_url_set(u, CURLUPART_URL, c->endpoint, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK) {
-        snprintf(err, err_len, "SQS endpoint \"%s\" is not a valid URL", c->endpoint);
-    } else if (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0) {
-        snprintf(err, err_len, "SQS endpoint \"%s\": scheme must be http or https", c->endpoint);
-    } else {
-        /* The Host header is set explicitly so the value signed is the value sent. */
-        if (curl_url_get(u, CURLUPART_PORT, &port, 0) == CURLUE_OK)
-            snprintf(c->host, sizeof c->host, "%s:%s", host, port);
-        else
-            snprintf(c->host, sizeof c->host, "%s", host);
-        snprintf(c->path, sizeof c->path, "%s", path && *path ? path : "/");
-        ok = true;
-    }
-    curl_free(scheme);
-    curl_free(host);
-    curl_free(port);
-    curl_free(path);
-    curl_url_cleanup(u);
-    return ok;
-}
-
-/* libcurl calls this about once a second (and on every transfer event): a non-zero answer ends
- * the transfer with CURLE_ABORTED_BY_CALLBACK. */
-static int on_progress(void *ctx, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
-                       curl_off_t ulnow)
-{
-    (void)dltotal;
-    (void)dlnow;
-    (void)ultotal;
-    (void)ulnow;
-    const sqs_client *c = ctx;
-    return c->abort_flag && atomic_load(c->abort_flag) ? 1 : 0;
+    return aws_endpoint_parse(c->endpoint, "SQS endpoint", &c->ep, err, err_len);
 }
 
 void sqs_client_set_abort(sqs_client *c, const atomic_bool *flag)
 {
     c->abort_flag = flag;
+    curl_easy_setopt(c->curl, CURLOPT_XFERINFODATA, (void *)flag);
     curl_easy_setopt(c->curl, CURLOPT_NOPROGRESS, flag ? 0L : 1L);
 }
 
@@ -388,8 +348,8 @@ sqs_client *sqs_client_new(const sqs_config *cfg, char *err, size_t err_len)
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
-    curl_easy_setopt(h, CURLOPT_XFERINFODATA, c);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, aws_curl_abort_on_flag);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, NULL); /* sqs_client_set_abort() */
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 1L);
     return c;
 fail:
@@ -408,21 +368,6 @@ void sqs_client_free(sqs_client *c)
 
 /* ---- one request ---- */
 
-static struct curl_slist *append_header(struct curl_slist *list, const char *name,
-                                        const char *value, bool *ok)
-{
-    char line[4200];
-    if (!*ok) return list;
-    int n = snprintf(line, sizeof line, "%s: %s", name, value);
-    struct curl_slist *next =
-        (n > 0 && (size_t)n < sizeof line) ? curl_slist_append(list, line) : NULL;
-    if (!next) {
-        *ok = false;
-        return list;
-    }
-    return next;
-}
-
 /* One signed POST. On SQS_OK the answer is in c->response. */
 static sqs_status attempt(sqs_client *c, sqs_action a, const char *body, size_t body_len,
                           long timeout_ms, sqs_error *err)
@@ -433,63 +378,20 @@ static sqs_status attempt(sqs_client *c, sqs_action a, const char *body, size_t 
         err_set(err, 0, "CredentialsUnavailable", "%s", cerr);
         return SQS_AUTH_ERROR;
     }
-    char target[64], amz_date[17];
+    char target[64];
     snprintf(target, sizeof target, "AmazonSQS.%s", action_names[a]);
-    sigv4_amz_date((long long)time(NULL), amz_date);
-
     const sigv4_header headers[] = {
-        {"Host", c->host},
         {"Content-Type", "application/x-amz-json-1.0"},
         {"X-Amz-Target", target},
     };
-    const sigv4_request req = {
-        .method = "POST",
-        .path = c->path,
-        .query = NULL,
-        .headers = headers,
-        .n_headers = sizeof headers / sizeof headers[0],
-        .body = (const uint8_t *)body,
-        .body_len = body_len,
-    };
-    const sigv4_params params = {
-        .access_key_id = creds.access_key_id,
-        .secret_access_key = creds.secret_access_key,
-        .session_token = creds.session_token,
-        .region = c->region,
-        .service = "sqs",
-        .amz_date = amz_date,
-        .normalize_path = true,
-        .sign_body = false,
-    };
-    sigv4_result sig;
     char serr[256];
-    bool signed_ok = sigv4_sign(&req, &params, &sig, serr, sizeof serr);
+    struct curl_slist *list =
+        aws_signed_post_headers(&c->ep, headers, sizeof headers / sizeof headers[0], body, body_len,
+                                &creds, c->region, "sqs", serr, sizeof serr);
     memset(&creds, 0, sizeof creds);
-    if (!signed_ok) {
+    if (!list) {
         err_set(err, 0, "SigningFailed", "%s", serr);
         return SQS_INVALID_REQUEST;
-    }
-
-    bool ok = true;
-    struct curl_slist *list = NULL;
-    for (size_t i = 0; i < req.n_headers; i++)
-        list = append_header(list, headers[i].name, headers[i].value, &ok);
-    for (size_t i = 0; i < sig.n_added; i++)
-        list = append_header(list, sig.added[i].name, sig.added[i].value, &ok);
-    list = append_header(list, "Authorization", sig.authorization, &ok);
-    /* No "Expect: 100-continue" round trip for large batches: SQS answers at once anyway. */
-    if (ok) {
-        struct curl_slist *next = curl_slist_append(list, "Expect:");
-        if (next)
-            list = next;
-        else
-            ok = false;
-    }
-    sigv4_result_free(&sig);
-    if (!ok) {
-        curl_slist_free_all(list);
-        err_set(err, 0, "OutOfMemory", "building request headers failed");
-        return SQS_NETWORK_ERROR;
     }
 
     CURL *h = c->curl;

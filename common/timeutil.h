@@ -14,6 +14,7 @@
 #ifndef CHATFLOW_TIMEUTIL_H
 #define CHATFLOW_TIMEUTIL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
@@ -26,6 +27,9 @@ uint64_t time_mono_ns(void);
 struct timespec time_mono_timespec(uint64_t mono_ns);
 /* time_mono_timespec() of now + ms (ms < 0 counts as 0). */
 struct timespec time_mono_after_ms(long ms);
+/* pthread_cond_init() of a condition variable whose timed waits use CLOCK_MONOTONIC, so a
+ * wall-clock jump does not stretch them. true when it is ready (then pthread_cond_destroy()). */
+bool time_cond_init_monotonic(pthread_cond_t *cv);
 int64_t time_wall_ms(void);
 void time_format_iso8601(int64_t epoch_ms, char out[ISO8601_BUF]);
 bool time_parse_iso8601(const char *s, int64_t *epoch_ms_out);

@@ -35,14 +35,7 @@ workqueue *workqueue_new(size_t capacity, workqueue_notify_fn notify, void *noti
     workqueue *q = calloc(1, sizeof *q);
     if (!q) return NULL;
     q->ring = calloc(capacity, sizeof *q->ring);
-    pthread_condattr_t attr;
-    bool ok = q->ring && pthread_condattr_init(&attr) == 0;
-    if (ok) {
-        /* Timed waits measure on the monotonic clock, so wall-clock jumps do not stretch them. */
-        ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
-             pthread_cond_init(&q->not_empty, &attr) == 0;
-        pthread_condattr_destroy(&attr);
-    }
+    bool ok = q->ring && time_cond_init_monotonic(&q->not_empty);
     if (!ok || pthread_mutex_init(&q->lock, NULL) != 0) {
         if (ok) pthread_cond_destroy(&q->not_empty);
         free(q->ring);

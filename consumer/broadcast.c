@@ -726,9 +726,10 @@ static void stop_deadline_passed(lws_sorted_usec_list_t *sul)
     b->loop_exit = true;
 }
 
-static void close_everyone(broadcaster *b)
+/* 1001 "going away" to every subscriber: each resumes elsewhere with since=<the last sequence
+ * number it received>. */
+static void close_every_subscriber(broadcaster *b)
 {
-    b->closing_all = true;
     room_state *rs, *tmp;
     HASH_ITER(hh, b->rooms, rs, tmp)
     {
@@ -739,6 +740,22 @@ static void close_everyone(broadcaster *b)
         }
         lws_end_foreach_dll_safe(d, d1);
     }
+}
+
+/* The load balancer drains this node (lb_watch.h): its subscribers move while the load balancer
+ * still carries their connections. The node goes on polling, storing and publishing to the bus,
+ * and still accepts subscribers (none come through a draining target). */
+static void shed_everyone(broadcaster *b)
+{
+    log_info(COMPONENT, "load balancer drain: closing %zu subscribers (going away)",
+             atomic_load(&b->subscribers));
+    close_every_subscriber(b);
+}
+
+static void close_everyone(broadcaster *b)
+{
+    b->closing_all = true;
+    close_every_subscriber(b);
     if (atomic_load(&b->subscribers) == 0)
         b->loop_exit = true;
     else
@@ -752,6 +769,7 @@ static void on_wake(broadcaster *b)
     broadcast_members_drain(b);
     replay_apply_results(b);
     if (atomic_load(&b->stopping) && !b->closing_all) close_everyone(b);
+    if (atomic_exchange(&b->shed_requested, false) && !b->closing_all) shed_everyone(b);
 }
 
 static int callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -947,12 +965,7 @@ static bool create_listener(broadcaster *b, char *err, size_t err_len)
 /* The inbox waits measure on the monotonic clock, so wall-clock jumps do not stretch them. */
 static bool init_sync(broadcaster *b)
 {
-    pthread_condattr_t attr;
-    if (pthread_condattr_init(&attr) != 0) return false;
-    bool ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
-              pthread_cond_init(&b->room_cv, &attr) == 0;
-    pthread_condattr_destroy(&attr);
-    if (!ok) return false;
+    if (!time_cond_init_monotonic(&b->room_cv)) return false;
     if (pthread_mutex_init(&b->room_mu, NULL) != 0) {
         pthread_cond_destroy(&b->room_cv);
         return false;
@@ -1100,6 +1113,13 @@ bool broadcast_publish(broadcaster *b, const chat_message *m, const char *sequen
 size_t broadcast_subscriber_count(const broadcaster *b)
 {
     return b ? atomic_load(&b->subscribers) : 0;
+}
+
+void broadcast_shed(void *ctx)
+{
+    broadcaster *b = ctx;
+    atomic_store(&b->shed_requested, true);
+    if (b->service_started) lws_cancel_service(b->ws.context);
 }
 
 void broadcast_stop(broadcaster *b)

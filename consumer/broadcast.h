@@ -66,6 +66,9 @@
  *    ("broadcast-service", "broadcast-replay"). The service loop turns at least every second (an
  *    lws timer), so it is expected within 10 s per turn; the replay worker within
  *    config.history_max_ms (the longest one history call may legitimately take).
+ *  - broadcast_shed() (any thread; lb_watch.h: the load balancer drains this node) closes the
+ *    subscribers connected at that moment with 1001 "going away", so they resume at another node
+ *    while the load balancer still carries them; the node goes on serving and accepting.
  *  - broadcast_stop() closes every subscriber with 1001 "going away", stops the thread and frees
  *    everything. Safe to call once, from the thread that started it.
  */
@@ -155,6 +158,8 @@ void broadcast_relay_in(broadcaster *b, const char *room, const char *event_json
 void broadcast_presence_answered(broadcaster *b, presence_cluster_op *op);
 /* Current number of subscribers (any thread; approximate). */
 size_t broadcast_subscriber_count(const broadcaster *b);
+/* Thread-safe; ctx is the broadcaster (an lb_watch on_draining callback). */
+void broadcast_shed(void *ctx);
 void broadcast_stop(broadcaster *b);
 
 #endif

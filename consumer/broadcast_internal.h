@@ -164,6 +164,7 @@ struct broadcaster {
 
     atomic_size_t subscribers;
     atomic_bool stopping;
+    atomic_bool shed_requested; /* broadcast_shed() called; the service thread acts on it */
     atomic_int publishers_inside;
 
     /* full inbox: publishers wait here for the service thread to drain */

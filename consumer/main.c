@@ -7,10 +7,12 @@
  * Threads: N pollers (poller.c), one batch writer (batch_writer.c), the lws service thread and
  * its replay worker (broadcast.c), the read-receipt writer (read_receipts.c), libmicrohttpd's pool
  * (admin, the metrics API and the room API), the queue depth refresher, the spill drainer
- * (spill.c), the shard lease thread (shard_lease.c), a signal thread that turns SIGTERM/SIGINT
- * (blocked everywhere, taken with sigwait, so no code runs in a signal handler) into the `stopping`
- * flag, and main, which starts and stops the rest. The flag also cuts short an SQS call main is
- * inside (queue URL resolution at start-up), so a stop is bounded in every state.
+ * (spill.c), the shard lease thread (shard_lease.c), the load balancer watcher (lb_watch.c: when
+ * the ALB drains this task, its subscribers are moved before the ALB cuts them), a signal thread
+ * that turns SIGTERM/SIGINT (blocked everywhere, taken with sigwait, so no code runs in a signal
+ * handler) into the `stopping` flag, and main, which starts and stops the rest. The flag also cuts
+ * short an SQS call main is inside (queue URL resolution at start-up), so a stop is bounded in
+ * every state.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -28,6 +30,7 @@
 #include "db.h"
 #include "history.h"
 #include "http.h"
+#include "lb_watch.h"
 #include "log.h"
 #include "process_metrics.h"
 #include "poller.h"
@@ -75,6 +78,7 @@ typedef struct {
     auth *auth; /* identity tokens; NULL when CHATFLOW_AUTH is off */
     read_receipts *receipts;
     broadcaster *broadcast;
+    lb_watch *lb; /* the load balancer's drain, for the subscribers; NULL when not watched */
     poller_pool *pollers;
     queue_depth *depth;
     /* Set once by main before the pollers start; read by admin threads (readiness, serving).
@@ -372,6 +376,11 @@ static bool start_services(consumer *c)
         return false;
     }
     atomic_store(&c->presence_answers_to, c->broadcast);
+    if (!lb_watch_start_configured(&c->s.common, c->credentials, broadcast_port(c->broadcast),
+                                   broadcast_shed, c->broadcast, &c->lb, err, sizeof(err))) {
+        log_error(COMPONENT, "load balancer watch: %s", err);
+        return false;
+    }
     if (!start_shard_sharing(c, err, sizeof(err))) {
         log_error(COMPONENT, "%s: %s", c->s.redis_url[0] ? "cluster bus" : "shard leases", err);
         return false;
@@ -431,6 +440,8 @@ static bool stop_services(consumer *c)
         time_mono_ns() + (uint64_t)c->s.stop_timeout_s * 1000000000ull - 1500000000ull;
     atomic_store(&c->serving, false);
     atomic_store(&c->stopping, true);
+    lb_watch_stop(c->lb); /* before the broadcaster its callback wakes */
+    c->lb = NULL;
     queue_depth_stop(c->depth);
     c->depth = NULL;
     bool pollers_joined = true;
@@ -484,6 +495,7 @@ static bool stop_services(consumer *c)
 static void free_consumer(consumer *c)
 {
     admin_http_free(c->http); /* first: nothing below is used by a request any more */
+    lb_watch_stop(c->lb);     /* set only when the start failed after it */
     shard_lease_free(atomic_load(&c->leases));
     bus_free(atomic_load(&c->bus));
     db_health_free(c->db_health);

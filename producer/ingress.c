@@ -70,6 +70,7 @@ struct ingress {
     bool paused_for_total; /* some connection paused because of the process-wide cap */
 
     atomic_bool stop_requested;
+    atomic_bool shed_requested;         /* ingress_shed() called; the service thread acts on it */
     _Atomic uint64_t stop_requested_ns; /* when ingress_request_stop() was first called */
     ingress_phase phase;
     uint64_t drain_deadline_ns;
@@ -509,22 +510,41 @@ static uint64_t stop_reserve_ns(const ingress *in)
     return budget / 3 < STOP_RESERVE_NS ? budget / 3 : STOP_RESERVE_NS;
 }
 
-static void begin_closing(ingress *in)
+/* Reads stop; each connection is closed 1001 once what it has read is answered (on_writeable;
+ * in PHASE_CLOSING without waiting for the publisher, whose part has ended by then). */
+static void close_every_connection(ingress *in)
 {
-    in->phase = PHASE_CLOSING;
-    uint64_t grace = stop_reserve_ns(in) / 2;
-    in->close_deadline_ns = time_mono_ns() + (grace < CLOSE_GRACE_NS ? grace : CLOSE_GRACE_NS);
     for (size_t i = 0; i < conn_table_capacity(in->conns); i++) {
         pconn *c = conn_table_at(in->conns, i);
         if (!c) continue;
         c->closing = true;
-        if (!c->reads_paused) { /* what was read gets answered; nothing more is read */
+        if (!c->reads_paused) {
             lws_rx_flow_control(c->wsi, 0);
             c->reads_paused = true;
             in->paused_connections++;
         }
         lws_callback_on_writable(c->wsi);
     }
+}
+
+/* The load balancer drains this task (lb_watch.h): the clients connected now are asked to go
+ * elsewhere while it still carries their connections. New ones are still served: none come
+ * through a draining target, and a target registered again is simply serving. */
+static void shed_connections(ingress *in)
+{
+    log_info("ingress",
+             "load balancer drain: closing %zu connections (going away) as their %ld frames are "
+             "answered",
+             conn_table_active(in->conns), in->total_unanswered);
+    close_every_connection(in);
+}
+
+static void begin_closing(ingress *in)
+{
+    in->phase = PHASE_CLOSING;
+    uint64_t grace = stop_reserve_ns(in) / 2;
+    in->close_deadline_ns = time_mono_ns() + (grace < CLOSE_GRACE_NS ? grace : CLOSE_GRACE_NS);
+    close_every_connection(in);
     log_info("ingress", "closing %zu connections (going away); %ld frames unanswered",
              conn_table_active(in->conns), in->total_unanswered);
 }
@@ -694,6 +714,7 @@ static int on_writeable(ingress *in, struct lws *wsi, pconn *c)
             return -1;
         }
         if (!c->closing) return 0;
+        if (c->unanswered > 0 && in->phase < PHASE_CLOSING) return 0; /* at the publisher */
         lws_close_reason(wsi, LWS_CLOSE_STATUS_GOINGAWAY, (unsigned char *)"going away", 10);
         return -1;
     }
@@ -785,6 +806,8 @@ static int callback_chat(struct lws *wsi, enum lws_callback_reasons reason, void
         if (!in) return 0;
         drain_results(in);
         if (atomic_load(&in->stop_requested) && in->phase == PHASE_RUNNING) begin_stop(in);
+        if (atomic_exchange(&in->shed_requested, false) && in->phase == PHASE_RUNNING)
+            shed_connections(in);
         return 0;
 
     default: return 0;
@@ -903,6 +926,13 @@ uint64_t ingress_stop_deadline_ns(const ingress *in)
     uint64_t since = atomic_load(&((ingress *)in)->stop_requested_ns);
     if (!since) since = time_mono_ns();
     return since + (uint64_t)in->s->stop_timeout_s * 1000 * MS_NS;
+}
+
+void ingress_shed(void *ctx)
+{
+    ingress *in = ctx;
+    atomic_store(&in->shed_requested, true);
+    ingress_wake(in);
 }
 
 bool ingress_stopping(const ingress *in) { return atomic_load(&((ingress *)in)->stop_requested); }

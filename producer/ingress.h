@@ -35,6 +35,10 @@
  *    with 1001 "going away" and returns from ingress_run() — all before
  *    ingress_stop_deadline_ns() minus a reserve (a third of the budget, at most 3 s) that is left
  *    for the publisher's end and the exit.
+ *  - ingress_shed() may be called from any thread (lb_watch.h: the load balancer drains this
+ *    task). The service thread then stops reading the connections open at that moment and
+ *    closes each with 1001 "going away" once every frame it read is answered; it goes on
+ *    serving, and accepting, until a stop.
  *  - ingress_run() runs the service loop on the calling thread until then; the loop is watched
  *    (watchdog "lws-service", a timer wakes it every second).
  */
@@ -65,6 +69,8 @@ void ingress_wake(void *ctx);
 int ingress_port(const ingress *in);
 void ingress_run(ingress *in);
 void ingress_request_stop(ingress *in);
+/* Thread-safe; ctx is the ingress (an lb_watch on_draining callback). */
+void ingress_shed(void *ctx);
 bool ingress_stopping(const ingress *in);
 /* Monotonic time (time_mono_ns) by which the process must have exited: the first
  * ingress_request_stop() plus stop_timeout_s (from now if no stop was requested). */

@@ -3,8 +3,9 @@
  * room's SQS FIFO queue shard in batches and acks each one once SQS has it.
  *
  * Threads: the libwebsockets service thread (this one, in ingress_run), the publisher threads,
- * libmicrohttpd's admin threads, and a signal thread that turns SIGTERM/SIGINT into
- * ingress_request_stop() (sigwait: no work in a signal handler).
+ * libmicrohttpd's admin threads, the load balancer watcher (lb_watch.c: when the ALB drains this
+ * task, its clients are moved before the ALB cuts them), and a signal thread that turns
+ * SIGTERM/SIGINT into ingress_request_stop() (sigwait: no work in a signal handler).
  *
  * Stopping is bounded by CHATFLOW_STOP_TIMEOUT_S from the signal in every state (queue URLs
  * unresolved, SQS unreachable, frames in flight): the ingress drains and closes before the
@@ -33,6 +34,7 @@
 #include "timeutil.h"
 #include "watchdog.h"
 #include "ingress.h"
+#include "lb_watch.h"
 
 #define EXIT_MARGIN_NS                                                        \
     ((uint64_t)250 * 1000000) /* of the stop budget, kept for the exit itself \
@@ -111,6 +113,7 @@ int main(int argc, char **argv)
     credentials_provider *creds = NULL;
     auth *ids = NULL; /* identity tokens; NULL when CHATFLOW_AUTH is off */
     admin_http *admin = NULL;
+    lb_watch *lb = NULL; /* the load balancer's drain; NULL when not watched */
     a.breaker =
         circuit_breaker_new((int)s.breaker_failure_threshold, s.breaker_open_ms, m->breaker_state);
     if (!a.breaker) {
@@ -192,6 +195,12 @@ int main(int argc, char **argv)
         goto out;
     }
     pthread_detach(sig_thread);
+    if (!lb_watch_start_configured(&s.common, creds, ingress_port(a.in), ingress_shed, a.in, &lb,
+                                   err, sizeof err)) {
+        redact_text(err, sizeof err);
+        log_error("producer", "load balancer watch: %s", err);
+        goto out;
+    }
 
     char endpoint[sizeof s.common.sqs_endpoint];
     snprintf(endpoint, sizeof endpoint, "%s",
@@ -205,6 +214,7 @@ int main(int argc, char **argv)
     log_info("producer", "stopped");
 
 out:
+    lb_watch_stop(lb); /* its callback wakes the ingress */
     /* The admin server goes first: its readiness check reads the publisher and the breaker, so
      * it must not answer once they are freed. Then the publisher: it answers what it holds, and
      * its results need the ingress's queue (freed with the ingress). */

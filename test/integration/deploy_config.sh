@@ -7,10 +7,12 @@
 #  - deploy/ecs: every template parses; `deploy/ecs/deploy render` fills them with the example
 #    settings and refuses a missing setting or a Redis URL the consumer could not use; the
 #    rendered requests carry the required fields (ports, health checks, awslogs, stopTimeout vs
-#    the services' drain, the database password from Secrets Manager, the consumer on the cluster
-#    bus as one rolling, autoscaled service) and are checked against the AWS API model when
-#    botocore is importable; the IAM policies grant exactly the SQS actions the code calls, on the
-#    right queues; docs/deployment.md names every file and the drain figures the files use.
+#    the services' drain, each task watching its own WebSocket target group for the draining
+#    that precedes SIGTERM, in time, the database password from Secrets Manager, the consumer on
+#    the cluster bus as one rolling, autoscaled service) and are checked against the AWS API model
+#    when botocore is importable; the IAM policies grant exactly the SQS actions the code calls,
+#    on the right queues, and DescribeTargetHealth; docs/deployment.md names every file and the
+#    drain figures the files use.
 #  - the Dockerfiles: multi-stage bookworm -> bookworm-slim, Makefile build, runtime libraries only,
 #    HEALTHCHECK, non-root USER, tini.
 # The structural checks live in deploy_config_checks.py (same folder).
@@ -183,8 +185,9 @@ print(jobs(a) == jobs(b) and a["rule_files"] == b["rule_files"])' monitoring/pro
 
 # ---- deploy apply against a stand-in AWS CLI that records every call: the order (services one at
 # a time, each stable before the next; rules switched last, each to a group with a healthy
-# target), what an existing service is updated with, and a service that never becomes stable
-# stopping everything after it.
+# target), what an existing service is updated with, the task definitions registered with the
+# target groups created (not the offline stand-in), and a service that never becomes stable
+# stopping everything after it. Then deploy migrate, which looks the groups up.
 REC="$TEST_LOGDIR/fake-apply"
 rm -rf "$REC" && mkdir -p "$REC"
 cat >"$REC/aws" <<'SH'
@@ -194,10 +197,19 @@ args="$*"
 file=$(grep -o 'file://[^ ]*' <<<"$args" | head -1); file=${file#file://}
 case "$args" in
     *"iam get-role"*|*"iam update-assume-role-policy"*|*"iam put-role-policy"*) exit 0 ;;
-    *"elbv2 create-target-group"*)
-        echo "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/$(jq -r .Name "$file")/abc" ;;
+    *"elbv2 create-target-group"*) # each ARN returned is kept in $FAKE_CALLS.tgs
+        arn="arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/$(jq -r .Name "$file")/abc"
+        echo "$arn" >>"$FAKE_CALLS.tgs"
+        echo "$arn" ;;
+    *"elbv2 describe-target-groups"*) # FAKE_NO_TG=1: no group exists yet
+        [ "${FAKE_NO_TG:-0}" = 1 ] && { echo "An error occurred (TargetGroupNotFound)" >&2; exit 254; }
+        name=${args#*--names }
+        arn="arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/${name%% *}/def"
+        echo "$arn" >>"$FAKE_CALLS.tgs"
+        echo "$arn" ;;
     *"ecs list-services"*) echo "" ;;
-    *"ecs register-task-definition"*)
+    *"ecs register-task-definition"*) # the request registered is kept as $FAKE_CALLS.td-FAMILY.json
+        cp "$file" "$FAKE_CALLS.td-$(jq -r .family "$file").json"
         echo "arn:aws:ecs:eu-west-1:123456789012:task-definition/$(jq -r .family "$file"):7" ;;
     *"ecs run-task"*) echo "arn:aws:ecs:eu-west-1:123456789012:task/chatflow/migrate1" ;;
     *"ecs describe-tasks"*) echo 0 ;;
@@ -217,13 +229,19 @@ case "$args" in
 esac
 SH
 chmod +x "$REC/aws"
-apply_fake() { # CALLS_FILE [ENV...]: deploy apply with the example settings and the stand-in CLI
-    local calls=$1
-    shift
+deploy_fake() { # COMMAND CALLS_FILE [ENV...]: deploy COMMAND with the example settings and the stand-in CLI
+    local cmd=$1 calls=$2
+    shift 2
     : >"$calls"
-    rm -f "$calls.created"
+    rm -f "$calls.created" "$calls.tgs" "$calls".td-*.json
     env PATH="$REC:$PATH" FAKE_CALLS="$calls" "$@" bash -c \
-        'set -a; . deploy/ecs/environment.example; set +a; exec deploy/ecs/deploy apply' >"$calls.out" 2>&1
+        'set -a; . deploy/ecs/environment.example; set +a; exec deploy/ecs/deploy "$1"' _ "$cmd" >"$calls.out" 2>&1
+}
+apply_fake() { deploy_fake apply "$@"; } # CALLS_FILE [ENV...]
+# lb_arn_of CALLS FAMILY: CHATFLOW_LB_TARGET_GROUP_ARN in the task definition FAMILY registered
+lb_arn_of() {
+    jq -r '.containerDefinitions[0].environment[] | select(.name == "CHATFLOW_LB_TARGET_GROUP_ARN") | .value' \
+        "$1.td-$2.json" 2>/dev/null
 }
 line_of() { grep -n -m1 -- "$2" "$1" | cut -d: -f1; } # CALLS PATTERN: first call matching, or ""
 apply_fake "$REC/calls.txt"
@@ -262,11 +280,44 @@ for svc in chatflow-consumer chatflow-producer; do
 done
 tap_is "$(grep -c 'cloudwatch put-metric-alarm' "$C")" "$(ls "$OUT"/alarm-*.json | wc -l)" "apply: puts every rendered alarm"
 tap_check "apply: creates the chatflow-operator role" grep -q 'iam put-role-policy --role-name chatflow-operator ' "$C"
+# Each task watches its own WebSocket target: the task definition registered names the group
+# CreateTargetGroup returned (apply renders again once the groups exist), the one its service's
+# load balancer entry for the WebSocket port uses; never the offline stand-in 0000000000000000.
+for svc_port in producer:8080 consumer:8081; do
+    svc=${svc_port%:*} port=${svc_port#*:}
+    got=$(lb_arn_of "$C" "chatflow-$svc")
+    created=$(grep ":targetgroup/chatflow-$svc/" "$C.tgs" 2>/dev/null | sort -u)
+    lbs=$(grep -m1 "ecs update-service .*--service chatflow-$svc " "$C" | grep -o -- '--load-balancers \[[^]]*\]')
+    ws_group=$(jq -r --argjson p "$port" '.[] | select(.containerPort == $p) | .targetGroupArn' <<<"${lbs#--load-balancers }" 2>/dev/null)
+    if [ -n "$got" ] && [ "$got" = "$created" ] && [ "$got" = "$ws_group" ] && [[ "$got" != *0000000000000000* ]]; then
+        tap_ok "apply: the chatflow-$svc task definition registered has CHATFLOW_LB_TARGET_GROUP_ARN = the chatflow-$svc group created, its service's port $port group ($got)"
+    else
+        tap_fail "apply: the chatflow-$svc task definition registered has CHATFLOW_LB_TARGET_GROUP_ARN = the chatflow-$svc group created, its service's port $port group"
+        note "registered: ${got:-none}; created: ${created:-none}; service's port $port group: ${ws_group:-none}"
+    fi
+done
 apply_fake "$REC/unstable.txt" FAKE_UNSTABLE=chatflow-consumer
 rc=$?
 tap_check "apply: the consumer service not becoming stable stops apply (exit $rc) before the producer, the rules and the alarms" \
     bash -c '[ "$1" -ne 0 ] && ! grep -q "update-service .*--service chatflow-producer " "$2" &&
              ! grep -q "modify-rule" "$2" && ! grep -q "put-metric-alarm" "$2"' _ "$rc" "$REC/unstable.txt"
+# migrate registers a consumer task definition outside apply: it looks the groups up first.
+deploy_fake migrate "$REC/migrate.txt"
+rc=$?
+M="$REC/migrate.txt"
+got=$(lb_arn_of "$M" chatflow-consumer)
+found=$(grep ":targetgroup/chatflow-consumer/" "$M.tgs" 2>/dev/null | sort -u)
+if [ "$rc" -eq 0 ] && [ -n "$got" ] && [ "$got" = "$found" ] && grep -q 'ecs run-task ' "$M"; then
+    tap_ok "migrate: the task definition it registers names the existing chatflow-consumer group ($got)"
+else
+    tap_fail "migrate: the task definition it registers names the existing chatflow-consumer group"
+    note "rc $rc; registered: ${got:-none}; looked up: ${found:-none}; $(tail -1 "$M.out")"
+fi
+deploy_fake migrate "$REC/migrate-no-tg.txt" FAKE_NO_TG=1
+rc=$?
+tap_check "migrate before any apply (no target groups): stops (exit $rc), registers and runs nothing" \
+    bash -c '[ "$1" -ne 0 ] && ! grep -q "register-task-definition\|run-task" "$2" && grep -q "run apply first" "$2.out"' \
+    _ "$rc" "$REC/migrate-no-tg.txt"
 
 # ---- deploy retire against a stand-in AWS CLI: an old per-range consumer "a" (its service at 0
 # tasks, two target groups, one rule each, its role) goes in the order AWS needs; one still

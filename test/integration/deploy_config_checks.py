@@ -57,8 +57,8 @@ check({"CHATFLOW_STOP_TIMEOUT_S", "DATABASE_URL", "AWS_ENDPOINT_URL_SQS"} <= kno
       f"found: {sorted(known_env)}")
 
 
-def setting_default(name):
-    for src in SETTINGS_SOURCES:
+def setting_default(name, sources=SETTINGS_SOURCES):
+    for src in sources:
         m = re.search(r'"%s",\s*"[a-z0-9-]+",\s*\w+,\s*[\w.]+,\s*"([^"]*)"' % name, read(src))
         if m:
             return m.group(1)
@@ -233,6 +233,41 @@ for f, a in sorted(tg_attrs.items()):
     delays[tg_name(a["TargetGroupArn"])] = int(attrs["deregistration_delay.timeout_seconds"])
     check(attrs.get("stickiness.enabled") == "false" and 5 <= delays[tg_name(a["TargetGroupArn"])] <= 60,
           f"{f}: no stickiness (a WebSocket stays on its target), deregistration delay 5-60 s")
+
+# The tasks see the deregistration themselves: each polls ELBv2 DescribeTargetHealth for its own
+# target (its IP, its WebSocket port) in the group its service registers that port with, every
+# CHATFLOW_LB_POLL_S, and once it says "draining" closes its clients with 1001 so they reconnect
+# to another task while the ALB still carries their connections. So the group named must be the
+# service's WebSocket group, and a poll plus a margin (the call itself, the closing handshakes,
+# clients reconnecting) must fit in that group's deregistration delay; SIGTERM comes after it.
+LB_DRAIN_MARGIN_S = 10
+for svc in ("producer", "consumer"):
+    name = f"task-{svc}.json"
+    c = tasks.get(name, {"containerDefinitions": [{}]})["containerDefinitions"][0]
+    env = {e["name"]: e["value"] for e in c.get("environment", [])}
+    ws_lbs = [b for b in services.get(f"service-{svc}.json", {}).get("loadBalancers", [])
+              if b.get("containerPort") == PORTS[svc][0]]
+    ws_arn = ws_lbs[0]["targetGroupArn"] if len(ws_lbs) == 1 else None
+    check(ws_arn is not None and env.get("CHATFLOW_LB_TARGET_GROUP_ARN") == ws_arn and tg_name(ws_arn) == f"chatflow-{svc}",
+          f"{name}: CHATFLOW_LB_TARGET_GROUP_ARN is the group service-{svc}.json registers port {PORTS[svc][0]} with "
+          f"(chatflow-{svc}): the task watches its own WebSocket target",
+          (env.get("CHATFLOW_LB_TARGET_GROUP_ARN"), ws_lbs))
+    check(not {"CHATFLOW_LB_TARGET_IP", "AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2"} & set(env),
+          f"{name}: no fixed LB target IP or ELB endpoint: each task reads its own address from the ECS task "
+          f"metadata and asks the region's ELB", {k: env[k] for k in env if k.startswith(("CHATFLOW_LB_TARGET_IP", "AWS_ENDPOINT_URL_ELASTIC"))})
+    poll_src = "" if env.get("CHATFLOW_LB_POLL_S") else " (unset: the settings' default)"
+    poll = env.get("CHATFLOW_LB_POLL_S") or setting_default("CHATFLOW_LB_POLL_S", [f"{svc}/settings.c", "common/config.h"])
+    poll = int(poll) if poll and poll.isdigit() else None
+    delay = delays.get(tg_name(ws_arn)) if ws_arn else None
+    stop_s = int(env.get("CHATFLOW_STOP_TIMEOUT_S")
+                 or setting_default("CHATFLOW_STOP_TIMEOUT_S", [f"{svc}/settings.c", "common/config.h"]))
+    stop = c.get("stopTimeout", 30)
+    check(delay is not None and poll is not None and poll + LB_DRAIN_MARGIN_S <= delay and stop > stop_s,
+          f"{name}: drain timing: CHATFLOW_LB_POLL_S {poll} s{poll_src} + {LB_DRAIN_MARGIN_S} s margin <= "
+          f"chatflow-{svc}'s deregistration delay ({delay} s: clients told to reconnect before the ALB cuts them), "
+          f"and stopTimeout {stop} s > CHATFLOW_STOP_TIMEOUT_S {stop_s} s",
+          {"poll": poll, "delay": delay, "stopTimeout": stop, "CHATFLOW_STOP_TIMEOUT_S": stop_s})
+
 lba = {a["Key"]: a["Value"] for a in load(os.path.join(OUT, "load-balancer-attributes.json"))["Attributes"]}
 ping = max(int(setting_default("CHATFLOW_PING_INTERVAL_S") or 30), 30)
 check(int(lba["idle_timeout.timeout_seconds"]) > ping + 10,
@@ -347,19 +382,32 @@ def used_actions(folder):
     return used
 
 
-def allows(policy):
+def allows(policy, sqs_only=False):
     out = []
     for st in policy["Statement"]:
         if st["Effect"] != "Allow":
             continue
         acts = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
         res = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        if sqs_only and not any(a.startswith("sqs:") for a in acts):
+            continue
         out.append((set(acts), res))
     return out
 
 
+# Each task role also sees its own target's health (the tasks watch for their deregistration):
+# DescribeTargetHealth has no resource-level permissions, so "*"; nothing else outside SQS.
+LB_ACTION = "elasticloadbalancing:DescribeTargetHealth"
+for role in ("producer", "consumer"):
+    pol = load(os.path.join(OUT, "iam", f"{role}-task-policy.json"))
+    non_sqs = [(sorted(a), r) for a, r in allows(pol) if not all(x.startswith("sqs:") for x in a)]
+    sids = [st.get("Sid") for st in pol["Statement"] if LB_ACTION in str(st["Action"])]
+    check(non_sqs == [([LB_ACTION], ["*"])] and sids == ["SeeOwnTargetHealth"],
+          f"{role} role: allows {LB_ACTION} (Resource \"*\": the action takes none), so its tasks see their "
+          f"target draining; nothing else beside SQS", (non_sqs, sids))
+
 ROOM_ARN = re.compile(r"^arn:aws:sqs:[^:]+:\d{12}:chatflow-room-")
-prod = allows(load(os.path.join(OUT, "iam", "producer-task-policy.json")))
+prod = allows(load(os.path.join(OUT, "iam", "producer-task-policy.json")), sqs_only=True)
 prod_actions = set().union(*(a for a, _ in prod))
 check(prod_actions == {"sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"},
       "producer role: sqs:SendMessage (covers SendMessageBatch), sqs:GetQueueUrl and "
@@ -379,7 +427,7 @@ def effective(policy, arn):
         res = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
         if st["Effect"] != effect or not any(fnmatch.fnmatchcase(arn, r) for r in res):
             return set()
-        return set(st["Action"] if isinstance(st["Action"], list) else [st["Action"]])
+        return {a for a in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]]) if a.startswith("sqs:")}
     allowed = set().union(*(acts(st, "Allow") for st in policy["Statement"]))
     denied = set().union(*(acts(st, "Deny") for st in policy["Statement"]))
     return set() if "sqs:*" in denied else allowed - denied
@@ -394,7 +442,7 @@ wrong = {s: effective(cons_policy, q(f"chatflow-room-{s}.fifo")) for s in shard_
 wrong = {s: a for s, a in wrong.items() if a != ROOM_ACTIONS}
 check(not wrong, f"consumer role: receive/delete/change-visibility/attributes/url on every queue shard 1-{shard_numbers[-1]}",
       wrong)
-room_allows = [(a, r) for a, r in allows(cons_policy) if "sqs:ReceiveMessage" in a and "chatflow-db-spill" not in str(r)]
+room_allows = [(a, r) for a, r in allows(cons_policy, sqs_only=True) if "sqs:ReceiveMessage" in a and "chatflow-db-spill" not in str(r)]
 check(len(room_allows) == 1 and all(ROOM_ARN.match(r) and r.endswith("*.fifo") for r in room_allows[0][1]),
       "consumer role: the shards as one wildcard, chatflow-room-*.fifo (any shard count, no list to keep in step)",
       room_allows)
@@ -411,7 +459,7 @@ check(got == {"sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs
       "consumer role: send, receive and delete on the spill queue chatflow-db-spill", got)
 got = {n: effective(cons_policy, q(n)) for n in ("orders.fifo", "chatflow-roomy", "chatflow-db-dlq")}
 check(not any(got.values()), "consumer role: nothing on queues that are not ChatFlow's", got)
-granted = set().union(*(a for a, _ in allows(cons_policy)))
+granted = set().union(*(a for a, _ in allows(cons_policy, sqs_only=True)))
 check(used_actions("consumer") and granted == used_actions("consumer") and ROOM_ACTIONS <= used_actions("consumer"),
       "consumer role grants exactly the SQS actions the consumer's code calls",
       {"granted, not called": granted - used_actions("consumer"), "called, not granted": used_actions("consumer") - granted})
@@ -458,8 +506,9 @@ for f in glob.glob(os.path.join(OUT, "iam", "*-policy.json")):
         every.append((os.path.basename(f), st["Effect"], acts, res))
 check(not [e for e in every if e[1] == "Allow" and any(a.endswith("*") for a in e[2])],
       "no policy allows a wildcard action")
-check(not [e for e in every if e[1] == "Allow" and "*" in e[3] and e[2] != ["ecr:GetAuthorizationToken"]],
-      "no policy allows Resource \"*\" (except ecr:GetAuthorizationToken, which has no resource)")
+check(not [e for e in every if e[1] == "Allow" and "*" in e[3] and e[2] not in (["ecr:GetAuthorizationToken"], [LB_ACTION])],
+      "no policy allows Resource \"*\" (except ecr:GetAuthorizationToken and elasticloadbalancing:DescribeTargetHealth, "
+      "which take no resource)")
 check(not [e for e in every if set(e[2]) & NOT_IAM_ACTIONS],
       "no policy names SQS batch calls as actions (IAM has none; they would be ignored)")
 ex = load(os.path.join(OUT, "iam", "execution-role-policy.json"))

@@ -302,6 +302,37 @@ static void test_common_finish(void)
     clear_env();
 }
 
+/* The load balancer watch (lb_watch.h): a target group ARN needs the task's address. */
+static void test_lb_watch_settings(void)
+{
+    clear_env();
+    unsetenv("ECS_CONTAINER_METADATA_URI_V4");
+    load(NULL);
+    CHECK(config_common_finish(&s.common, err, sizeof err) && !s.common.lb_target_group_arn[0] &&
+              s.common.lb_poll_s == 5,
+          "not watched by default, polled every 5 s when it is (%s)", err);
+    const char *arn = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/t/0123";
+    load(ARGS("--lb-target-group-arn", "chatflow-producer"));
+    bool ok = config_common_finish(&s.common, err, sizeof err);
+    CHECK(!ok && strstr(err, "CHATFLOW_LB_TARGET_GROUP_ARN") && strstr(err, "not an ARN"),
+          "a target group name instead of its ARN is refused (%s)", err);
+    load(ARGS("--lb-target-group-arn", arn));
+    ok = config_common_finish(&s.common, err, sizeof err);
+    CHECK(!ok && strstr(err, "CHATFLOW_LB_TARGET_IP") &&
+              strstr(err, "ECS_CONTAINER_METADATA_URI_V4"),
+          "an ARN with no address and no task metadata is refused, naming both sources (%s)", err);
+    load(ARGS("--lb-target-group-arn", arn, "--lb-target-ip", "10.0.1.7"));
+    CHECK(config_common_finish(&s.common, err, sizeof err), "an ARN with an address is taken (%s)",
+          err);
+    setenv("ECS_CONTAINER_METADATA_URI_V4", "http://169.254.170.2/v4/abc", 1);
+    load(ARGS("--lb-target-group-arn", arn));
+    CHECK(config_common_finish(&s.common, err, sizeof err),
+          "an ARN with the task metadata endpoint set is taken (%s)", err);
+    unsetenv("ECS_CONTAINER_METADATA_URI_V4");
+    CHECK(load(ARGS("--lb-poll-s", "0")) == CONFIG_ERROR, "a poll interval below 1 s is refused");
+    clear_env();
+}
+
 int main(void)
 {
     test_defaults();
@@ -312,5 +343,6 @@ int main(void)
     test_unknown_flags();
     test_help();
     test_common_finish();
+    test_lb_watch_settings();
     return TEST_DONE();
 }
