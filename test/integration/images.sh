@@ -12,6 +12,11 @@
 #  - SIGTERM to the producer container under load (podman stop): exit 0 within the ECS stop
 #    timeout (stopTimeout 35 s in deploy/ecs/task-*.json), no frame left unanswered at its close;
 #    started again, the load resumes and every acked message is stored exactly once;
+#  - the load balancer's drain (deploy/ecs: ECS deregisters, waits the deregistration delay, then
+#    SIGTERM): both containers watch their target through a stand-in for ELBv2 and the task
+#    metadata that checks each request's signature (test/lib/elb_standin.py); once it says
+#    draining, every client of the producer and every subscriber of the consumer is closed 1001
+#    while the containers keep running, and SIGTERM then stops each with exit 0 in time;
 #  - SIGTERM to the consumer container: exit 0 within the stop timeout.
 # Containers are removed when the test ends, pass or fail.
 # test-passes: none (the images carry their own release build)
@@ -84,6 +89,14 @@ env_args() {
     for n in "$@"; do printf -- '-e\n%s\n' "$n"; done
 }
 
+# What both services need to watch their load balancer target through the stand-in.
+lb_env() { # GROUP
+    printf '%s\n' "CHATFLOW_LB_TARGET_GROUP_ARN=$LB_ARN_PREFIX$1/0123456789abcdef" \
+        "ECS_CONTAINER_METADATA_URI_V4=http://127.0.0.1:$ELB_PORT/v4/container" \
+        "AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2=http://127.0.0.1:$ELB_PORT/" \
+        CHATFLOW_LB_POLL_S=1
+}
+
 start_container() { # NAME IMAGE ENV...
     local name=$1 image=$2 args
     shift 2
@@ -93,14 +106,18 @@ start_container() { # NAME IMAGE ENV...
 }
 
 start_consumer_container() {
-    start_container "$C_NAME" "chatflow-consumer:$TAG" CHATFLOW_WS_BIND=127.0.0.1 \
+    local lb
+    mapfile -t lb < <(lb_env chatflow-consumer)
+    start_container "$C_NAME" "chatflow-consumer:$TAG" "${lb[@]}" CHATFLOW_WS_BIND=127.0.0.1 \
         CHATFLOW_ADMIN_BIND=127.0.0.1 CHATFLOW_WS_PORT="$C_WS" CHATFLOW_ADMIN_PORT="$C_ADMIN" \
         CHATFLOW_API_ALLOW_ORIGIN="http://127.0.0.1:$P_WS" CHATFLOW_RECEIVE_WAIT_S=2 \
         CHATFLOW_VISIBILITY_TIMEOUT_S=10 CHATFLOW_SERVER_ID=consumer-image
 }
 
 start_producer_container() {
-    start_container "$P_NAME" "chatflow-producer:$TAG" CHATFLOW_WS_BIND=127.0.0.1 \
+    local lb
+    mapfile -t lb < <(lb_env chatflow-producer)
+    start_container "$P_NAME" "chatflow-producer:$TAG" "${lb[@]}" CHATFLOW_WS_BIND=127.0.0.1 \
         CHATFLOW_ADMIN_BIND=127.0.0.1 CHATFLOW_WS_PORT="$P_WS" CHATFLOW_ADMIN_PORT="$P_ADMIN" \
         CHATFLOW_RATE_LIMIT_PER_MINUTE=0 CHATFLOW_SERVER_ID=producer-image
 }
@@ -168,6 +185,23 @@ migrate_through_image() {
     tables=$(psql_q "select count(*) from information_schema.tables where table_name in ('messages', 'user_activity', 'schema_migrations')")
     tap_is "$tables" 3 "the schema is in place (messages, user_activity, schema_migrations)"
 }
+
+# The stand-in for ELBv2 DescribeTargetHealth and the ECS task metadata; targets start healthy.
+start_elb_standin() {
+    ELB_DIR="$TEST_LOGDIR/elb"
+    LB_ARN_PREFIX="arn:aws:elasticloadbalancing:$AWS_REGION:123456789012:targetgroup/"
+    rm -rf "$ELB_DIR" && mkdir -p "$ELB_DIR" || return 1
+    start_bg elb-standin python3 "$ROOT/test/lib/elb_standin.py" --dir "$ELB_DIR" \
+        --key "$AWS_ACCESS_KEY_ID" --secret "$AWS_SECRET_ACCESS_KEY" --region "$AWS_REGION"
+    for _ in $(seq 1 100); do
+        [ -s "$ELB_DIR/port" ] && break
+        sleep 0.1
+    done
+    ELB_PORT=$(cat "$ELB_DIR/port" 2>/dev/null)
+    [ -n "$ELB_PORT" ] || { tap_fail "ELBv2 stand-in listening (log $(bg_log elb-standin))"; return 1; }
+}
+
+lb_state() { echo "$2" >"$ELB_DIR/state-$1.tmp" && mv "$ELB_DIR/state-$1.tmp" "$ELB_DIR/state-$1"; }
 
 start_services() {
     P_WS=$(free_port) && P_ADMIN=$(free_port) && C_WS=$(free_port) && C_ADMIN=$(free_port) || return 1
@@ -240,6 +274,51 @@ sigterm_under_load() {
     faults_check_exactly_once
 }
 
+# The order ECS stops a task in: deregistered (the target drains), the deregistration delay (the
+# ALB would cut what is still open at its end), SIGTERM. The containers must have closed their
+# clients with 1001 well before the delay ends, and still be running.
+drain_reaches_clients() {
+    local out="$TEST_LOGDIR/drain" i bad
+    mkdir -p "$out"
+    for i in 1 2; do
+        start_bg "probe-p$i" python3 "$ROOT/test/lib/ws_probe.py" --port "$P_WS" --path "/chat/$i" \
+            --secret "$CHATFLOW_AUTH_HS256_SECRET" --user "$i" --wait 60
+        start_bg "probe-c$i" python3 "$ROOT/test/lib/ws_probe.py" --port "$C_WS" --path "/chat/$i" \
+            --secret "$CHATFLOW_AUTH_HS256_SECRET" --user "$((i + 10))" --wait 60
+    done
+    local opened=0
+    for _ in $(seq 1 100); do
+        opened=$(cat "$(bg_log probe-p1)" "$(bg_log probe-p2)" "$(bg_log probe-c1)" \
+            "$(bg_log probe-c2)" 2>/dev/null | grep -c '^open$')
+        [ "$opened" -eq 4 ] && break
+        sleep 0.1
+    done
+    tap_is "$opened" 4 "two clients on the producer container and two subscribers on the consumer's connected"
+    local t0
+    t0=$(now_ms)
+    lb_state chatflow-producer draining
+    lb_state chatflow-consumer draining
+    for i in p1 p2 c1 c2; do
+        for _ in $(seq 1 200); do
+            grep -qE '^(close|eof|timeout)' "$(bg_log "probe-$i")" 2>/dev/null && break
+            sleep 0.1
+        done
+    done
+    local closes ms=$(( $(now_ms) - t0 ))
+    closes=$(cat "$(bg_log probe-p1)" "$(bg_log probe-p2)" "$(bg_log probe-c1)" \
+        "$(bg_log probe-c2)" 2>/dev/null | grep -c '^close 1001 ')
+    tap_is "$closes" 4 "targets draining: every client and subscriber closed 1001 by the containers (in $ms ms; ECS's delay is 20 s)"
+    [ "$closes" -eq 4 ] || cat "$(bg_log probe-p1)" "$(bg_log probe-c1)" | sed 's/^/#   /'
+    tap_is "$($RUN inspect --format '{{.State.Running}}' "$P_NAME" 2>/dev/null) $($RUN inspect --format '{{.State.Running}}' "$C_NAME" 2>/dev/null)" \
+        "true true" "both containers keep running until their SIGTERM"
+    bad=$(grep -c '"ok": false' "$ELB_DIR/requests.log" 2>/dev/null)
+    tap_check "every DescribeTargetHealth call from the containers was signed with the task's key ($(wc -l <"$ELB_DIR/requests.log" 2>/dev/null) calls, ${bad:-0} refused)" \
+        test -s "$ELB_DIR/requests.log" -a "${bad:-0}" -eq 0
+    lb_state chatflow-producer unused # the delay is over; ECS sends SIGTERM
+    stop_container "$P_NAME"
+    tap_is "$EXIT_CODE" 0 "producer container: SIGTERM after the drain gives exit 0 (in $STOP_S s)"
+}
+
 consumer_sigterm() {
     stop_container "$C_NAME"
     tap_is "$EXIT_CODE" 0 "consumer container: SIGTERM gives exit 0"
@@ -258,6 +337,7 @@ for b in chatflow-loadgen chatflow-sqs; do
 done
 rm -rf "${ROOT:?}/${BUILD:?}/test-stacks/images"
 private_stack_up images || { tap_fail "private stack (PostgreSQL, fauxqs, queues) started"; finish; }
+start_elb_standin || finish
 migrate_through_image
 start_services || finish
 check_not_root "$P_NAME"
@@ -266,5 +346,6 @@ check_healthcheck "$P_NAME"
 check_healthcheck "$C_NAME"
 clean_run
 sigterm_under_load
+drain_reaches_clients
 consumer_sigterm
 finish
