@@ -7,8 +7,9 @@
  * Cost: the canonical request is written into one buffer sized up front, so a call makes the four
  * result allocations and nothing else of its own for requests with up to SMALL_HEADERS headers, a
  * secret of up to 128 bytes and no query (the SQS client's case). A query needs one scratch
- * buffer; more headers need one sort array. OpenSSL's algorithms are fetched once per process and
- * one HMAC context serves the five steps of the signing key chain.
+ * buffer; more headers need one sort array. OpenSSL's algorithms are fetched once per process, and
+ * the signing key is derived once a day per thread and credential (compute_signature): a request
+ * costs one HMAC.
  */
 #include "sigv4.h"
 
@@ -370,47 +371,116 @@ static bool check_inputs(const sigv4_request *req, const sigv4_params *pr, char 
     return true;
 }
 
-/* The signing key chain of the published algorithm, then the signature of the string to sign. */
-static bool compute_signature(const sigv4_params *pr, const char *string_to_sign, char out[65],
-                              char *err, size_t err_len)
+/* The signing key (kSigning) depends only on the secret, the date, the region and the service,
+ * so each thread keeps the last one it derived: a request then costs one HMAC instead of five
+ * (the chain's four steps run once a day per thread and credential). Per thread, so no lock. The
+ * secret is kept beside it to notice a rotation; longer secrets than AWS issues are not cached. */
+typedef struct {
+    bool valid;
+    char date[9];
+    char region[64];
+    char service[64];
+    char secret[129];
+    unsigned char key[32];
+} signing_key_cache;
+
+static _Thread_local signing_key_cache key_cache;
+
+static bool cache_fits(const sigv4_params *pr)
+{
+    return strlen(pr->region) < sizeof key_cache.region &&
+           strlen(pr->service) < sizeof key_cache.service &&
+           strlen(pr->secret_access_key) < sizeof key_cache.secret;
+}
+
+static bool cache_lookup(const sigv4_params *pr, const char *date, unsigned char key[32])
+{
+    if (!key_cache.valid || strcmp(key_cache.date, date) != 0 ||
+        strcmp(key_cache.region, pr->region) != 0 || strcmp(key_cache.service, pr->service) != 0 ||
+        strcmp(key_cache.secret, pr->secret_access_key) != 0)
+        return false;
+    memcpy(key, key_cache.key, 32);
+    return true;
+}
+
+static void cache_store(const sigv4_params *pr, const char *date, const unsigned char key[32])
+{
+    if (!cache_fits(pr)) return;
+    snprintf(key_cache.date, sizeof key_cache.date, "%s", date);
+    snprintf(key_cache.region, sizeof key_cache.region, "%s", pr->region);
+    snprintf(key_cache.service, sizeof key_cache.service, "%s", pr->service);
+    snprintf(key_cache.secret, sizeof key_cache.secret, "%s", pr->secret_access_key);
+    memcpy(key_cache.key, key, 32);
+    key_cache.valid = true;
+}
+
+/* One HMAC-SHA256 on ctx. The digest is named on the context's first init only: naming it again
+ * makes OpenSSL fetch it again at every init. */
+static bool hmac_step(EVP_MAC_CTX *ctx, bool *digest_set, const unsigned char *key, size_t key_len,
+                      const char *msg, unsigned char out[32])
+{
+    char digest_name[] = "SHA256";
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest_name, 0),
+                           OSSL_PARAM_construct_end()};
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    size_t mac_len = 0;
+    bool ok = EVP_MAC_init(ctx, key, key_len, *digest_set ? NULL : params) &&
+              EVP_MAC_update(ctx, (const unsigned char *)msg, strlen(msg)) &&
+              EVP_MAC_final(ctx, mac, &mac_len, sizeof mac) && mac_len == 32;
+    if (ok) {
+        *digest_set = true;
+        memcpy(out, mac, 32);
+    }
+    OPENSSL_cleanse(mac, sizeof mac);
+    return ok;
+}
+
+/* The signing key chain of the published algorithm: "AWS4" + secret, then date, region, service
+ * and "aws4_request", each step keyed with the previous step's MAC. */
+static bool derive_signing_key(EVP_MAC_CTX *ctx, bool *digest_set, const sigv4_params *pr,
+                               const char *date, unsigned char key[32])
 {
     size_t secret_len = strlen(pr->secret_access_key);
     char small_key[4 + 128];
-    char *key = secret_len <= 128 ? small_key : malloc(4 + secret_len);
-    if (!key) return fail(err, err_len, "out of memory");
-    memcpy(key, "AWS4", 4);
-    memcpy(key + 4, pr->secret_access_key, secret_len);
+    char *first = secret_len <= 128 ? small_key : malloc(4 + secret_len);
+    if (!first) return false;
+    memcpy(first, "AWS4", 4);
+    memcpy(first + 4, pr->secret_access_key, secret_len);
+    const char *steps[] = {date, pr->region, pr->service, "aws4_request"};
+    bool ok =
+        hmac_step(ctx, digest_set, (const unsigned char *)first, 4 + secret_len, steps[0], key);
+    for (size_t i = 1; ok && i < sizeof steps / sizeof steps[0]; i++) {
+        unsigned char previous[32];
+        memcpy(previous, key, 32);
+        ok = hmac_step(ctx, digest_set, previous, 32, steps[i], key);
+        OPENSSL_cleanse(previous, sizeof previous);
+    }
+    OPENSSL_cleanse(first, 4 + secret_len);
+    if (first != small_key) free(first);
+    return ok;
+}
 
+/* The signature of the string to sign, with the (cached or derived) signing key. */
+static bool compute_signature(const sigv4_params *pr, const char *string_to_sign, char out[65],
+                              char *err, size_t err_len)
+{
     char date[9];
     memcpy(date, pr->amz_date, 8);
     date[8] = '\0';
-    const char *steps[] = {date, pr->region, pr->service, "aws4_request", string_to_sign};
-    /* Two buffers: each step's MAC is keyed with the previous step's MAC. One context serves
-     * all five steps, re-keyed by each EVP_MAC_init. */
-    unsigned char mac[2][EVP_MAX_MD_SIZE];
-    size_t mac_len = 0;
-    char digest_name[] = "SHA256";
-    OSSL_PARAM mac_params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest_name, 0),
-        OSSL_PARAM_construct_end()};
     EVP_MAC_CTX *ctx = algorithms_ready() ? EVP_MAC_CTX_new(hmac_mac) : NULL;
+    bool digest_set = false;
+    unsigned char key[32], signature[32];
     bool ok = ctx != NULL;
-    const unsigned char *step_key = (const unsigned char *)key;
-    size_t step_key_len = 4 + secret_len;
-    size_t i = 0;
-    for (; ok && i < sizeof steps / sizeof steps[0]; i++) {
-        ok = EVP_MAC_init(ctx, step_key, step_key_len, mac_params) &&
-             EVP_MAC_update(ctx, (const unsigned char *)steps[i], strlen(steps[i])) &&
-             EVP_MAC_final(ctx, mac[i & 1], &mac_len, sizeof mac[i & 1]) && mac_len == 32;
-        step_key = mac[i & 1];
-        step_key_len = mac_len;
+    if (ok && !cache_lookup(pr, date, key)) {
+        ok = derive_signing_key(ctx, &digest_set, pr, date, key);
+        if (ok) cache_store(pr, date, key);
     }
+    ok = ok && hmac_step(ctx, &digest_set, key, 32, string_to_sign, signature);
     EVP_MAC_CTX_free(ctx);
-    OPENSSL_cleanse(key, 4 + secret_len);
-    if (key != small_key) free(key);
-    if (ok && mac_len == 32) hex_lower(mac[(i - 1) & 1], 32, out);
-    OPENSSL_cleanse(mac, sizeof mac);
-    return ok && mac_len == 32 ? true : fail(err, err_len, "HMAC-SHA256 failed");
+    if (ok) hex_lower(signature, 32, out);
+    OPENSSL_cleanse(key, sizeof key);
+    OPENSSL_cleanse(signature, sizeof signature);
+    return ok ? true : fail(err, err_len, "HMAC-SHA256 failed");
 }
 
 bool sigv4_sign(const sigv4_request *req, const sigv4_params *params, sigv4_result *out, char *err,

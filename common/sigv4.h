@@ -19,7 +19,8 @@
  *    become "a=".
  *  - Canonical headers: names lower-cased, values trimmed and inner runs of spaces folded to one,
  *    repeated names joined with ',' in order, sorted by name.
- *  - Thread-safe and allocation-owning: sigv4_result_free() releases every string in the result.
+ *  - Thread-safe (each thread keeps the last signing key it derived: one HMAC per request) and
+ *    allocation-owning: sigv4_result_free() releases every string in the result.
  */
 #ifndef CHATFLOW_SIGV4_H
 #define CHATFLOW_SIGV4_H

@@ -15,7 +15,8 @@
  * smaller of the two); the serial ceiling messages / (send time + drain time), i.e. what the
  * endpoint does when it must send, receive and delete every message itself (fauxqs is one
  * process: both halves share it); the send requests' p50/p99 latency and the bare client's CPU
- * per message sent (getrusage, user + system); with probes, their p50/p99 in ms.
+ * per message sent and per message received and deleted (getrusage, user + system); with probes,
+ * their p50/p99 in ms.
  */
 #include <math.h>
 #include <pthread.h>
@@ -278,7 +279,9 @@ int main(int argc, char **argv)
     double cpu0 = cpu_seconds();
     bool ok = run_phase(jobs, rooms, send_room, &send_s);
     double send_cpu_s = cpu_seconds() - cpu0;
+    double cpu1 = cpu_seconds();
     ok = ok && run_phase(jobs, rooms, drain_room, &drain_s);
+    double drain_cpu_s = cpu_seconds() - cpu1;
     long drained = 0;
     for (int i = 0; i < rooms; i++) drained += jobs[i].done;
     if (ok && drained != messages) {
@@ -299,10 +302,11 @@ int main(int argc, char **argv)
         printf("{\"messages\":%ld,\"rooms\":%d,\"send_msgs_per_s\":%.1f,\"drain_msgs_per_s\":%.1f,"
                "\"pipeline_ceiling_msgs_per_s\":%.1f,\"serial_ceiling_msgs_per_s\":%.1f,"
                "\"send_request_p50_ms\":%.3f,\"send_request_p99_ms\":%.3f,\"send_cpu_us_per_msg\":%"
-               ".2f",
+               ".2f,\"drain_cpu_us_per_msg\":%.2f",
                messages, rooms, send_rate, drain_rate,
                send_rate < drain_rate ? send_rate : drain_rate, messages / (send_s + drain_s),
-               req_p50, req_p99, send_cpu_s * 1e6 / (double)messages);
+               req_p50, req_p99, send_cpu_s * 1e6 / (double)messages,
+               drain_cpu_s * 1e6 / (double)messages);
         if (probes)
             printf(",\"probes\":%d,\"probe_p50_ms\":%.3f,\"probe_p99_ms\":%.3f", probes,
                    percentile(probe_ms, (size_t)probes, 50),

@@ -170,6 +170,7 @@ sql "DROP TABLE bench_copy"
 
 printf '\n%-52s %s\n' "metric (load average at start: $LOAD)" "value"
 printf '%-52s %.0f msg/s\n' "ceiling: bare receive+delete, 20 rooms" "$CEILING_DRAIN"
+printf '%-52s %s us\n' "  its CPU per message (the consumer's baseline)" "$(jq -r '.drain_cpu_us_per_msg' <<<"$CEILING")"
 printf '%-52s %s rows/s\n' "plain COPY of the same rows (same indexes)" "$COPY_RATE"
 jq -r --arg ceil "$CEILING_DRAIN" --arg copy "$COPY_RATE" '.[] |
     "consumer (\(.method)): drain = persist rate          \(.msgs_per_s|floor) msg/s",

@@ -770,6 +770,59 @@ static void check_threads(void)
     CHECK_INT(wrong, 0, "concurrent signatures all correct");
 }
 
+/* Each thread keeps the last signing key it derived (sigv4.c): a request with another secret,
+ * date, region or service must never be signed with a stale key. The expected signature of each
+ * variant comes from a thread of its own, whose cache is empty. */
+typedef struct {
+    sigv4_params params;
+    char signature[65];
+} key_variant;
+
+static void *sign_in_fresh_thread(void *arg)
+{
+    key_variant *v = arg;
+    sigv4_request req = own_request(&OWN[0]);
+    sigv4_result r;
+    if (sigv4_sign(&req, &v->params, &r, NULL, 0)) {
+        memcpy(v->signature, r.signature, sizeof v->signature);
+        sigv4_result_free(&r);
+    }
+    return NULL;
+}
+
+static void check_key_cache(void)
+{
+    key_variant v[5];
+    for (int i = 0; i < 5; i++) {
+        memset(&v[i], 0, sizeof v[i]);
+        v[i].params = own_params(&OWN[0]);
+    }
+    v[1].params.secret_access_key = "a-rotated-secret-key/EXAMPLEKEYxxxxxxxxxxx";
+    v[2].params.amz_date = "20150831T000000Z";
+    v[3].params.region = "eu-west-1";
+    v[4].params.service = "elasticloadbalancing";
+    int distinct = 0;
+    for (int i = 0; i < 5; i++) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, sign_in_fresh_thread, &v[i]) == 0) pthread_join(t, NULL);
+        bool unique = v[i].signature[0] != '\0';
+        for (int j = 0; j < i; j++) unique = unique && strcmp(v[i].signature, v[j].signature) != 0;
+        distinct += unique;
+    }
+    CHECK_INT(distinct, 5, "another secret, date, region or service gives another signature");
+    const int order[] = {0, 0, 1, 0, 2, 2, 3, 0, 4, 1, 4, 0};
+    int right = 0;
+    sigv4_request req = own_request(&OWN[0]);
+    for (size_t k = 0; k < sizeof order / sizeof order[0]; k++) {
+        sigv4_result r;
+        if (!sigv4_sign(&req, &v[order[k]].params, &r, NULL, 0)) continue;
+        right += strcmp(r.signature, v[order[k]].signature) == 0;
+        sigv4_result_free(&r);
+    }
+    CHECK_INT(right, (int)(sizeof order / sizeof order[0]),
+              "one thread switching between them signs each right (the cached key follows)");
+}
+
 int main(void)
 {
     find_cli();
@@ -783,5 +836,6 @@ int main(void)
     check_cli_usage();
     check_cli_files();
     check_threads();
+    check_key_cache();
     return TEST_DONE();
 }
