@@ -40,6 +40,7 @@ command -v jq >/dev/null || { echo "jq is needed (make deps)" >&2; exit 1; }
 
 OUT="$ROOT/$BUILD/bench"
 mkdir -p "$OUT"
+. "$ROOT/test/bench/lib.sh"
 export CHATFLOW_STACK_DIR="$ROOT/$BUILD/bench-stacks/consumer"
 CONSUMER_PID=
 cleanup() {
@@ -49,11 +50,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-deploy/local/stack up >"$OUT/consumer-stack.log" 2>&1 || { tail "$OUT/consumer-stack.log"; exit 1; }
-set -a; . "$CHATFLOW_STACK_DIR/stack.env"; set +a
-export CHATFLOW_MIGRATIONS_DIR="$ROOT/db/migrations"
-"$BUILD/chatflow-consumer" --migrate >"$OUT/consumer-migrate.log" 2>&1
-sql() { psql -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
+bench_stack_up consumer || exit 1
 now() { date +%s.%N; }
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 

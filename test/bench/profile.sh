@@ -38,6 +38,7 @@ done
 
 OUT="$ROOT/$BUILD/bench"
 mkdir -p "$OUT"
+. "$ROOT/test/bench/lib.sh"
 export CHATFLOW_STACK_DIR="$ROOT/$BUILD/bench-stacks/profile"
 CONSUMER_PID='' RECORD_PID=''
 cleanup() {
@@ -48,11 +49,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-deploy/local/stack up >"$OUT/profile-stack.log" 2>&1 || { tail "$OUT/profile-stack.log"; exit 1; }
-set -a; . "$CHATFLOW_STACK_DIR/stack.env"; set +a
-export CHATFLOW_MIGRATIONS_DIR="$ROOT/db/migrations"
-"$BUILD/chatflow-consumer" --migrate >"$OUT/profile-migrate.log" 2>&1
-sql() { psql -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
+bench_stack_up profile || exit 1
 
 echo "baseline: bare ReceiveMessage + DeleteMessageBatch, 20 rooms, $MESSAGES messages ..." >&2
 CEILING=$("$BUILD/bench/bench_sqs_ceiling" --messages "$MESSAGES" --rooms 20 --body-bytes 330 | tail -1)
@@ -61,9 +58,10 @@ echo "consumer ($METHOD) under perf: $MESSAGES queued messages over 20 rooms ...
 sql "TRUNCATE messages, user_activity"
 "$BUILD/bench/bench_consumer_fill" --messages "$MESSAGES" --rooms 20 --copy-file /dev/null >/dev/null
 LOG="$OUT/profile-consumer.log"
+read -r -a EXTRA_RECORD_ARGS <<<"${PERF_RECORD_ARGS:-}" # options, split at blanks
 CHATFLOW_DB_WRITE_METHOD=$METHOD CHATFLOW_WS_PORT=0 CHATFLOW_ADMIN_PORT=0 CHATFLOW_WS_BIND=127.0.0.1 \
     CHATFLOW_ADMIN_BIND=127.0.0.1 CHATFLOW_RECEIVE_WAIT_S=1 CHATFLOW_QUEUE_DEPTH_INTERVAL_S=0 \
-    perf record -F 1999 ${PERF_RECORD_ARGS:-} -q -o "$OUT/profile-consumer.data" -- "$BUILD/chatflow-consumer" \
+    perf record -F 1999 "${EXTRA_RECORD_ARGS[@]}" -q -o "$OUT/profile-consumer.data" -- "$BUILD/chatflow-consumer" \
     >"$LOG" 2>&1 &
 RECORD_PID=$!
 for _ in $(seq 1 100); do
