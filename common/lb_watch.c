@@ -312,7 +312,7 @@ static void check_once(lb_watch *w)
     }
     if (describe_target_health(w, state, sizeof state, err, sizeof err))
         note_state(w, state);
-    else
+    else if (!atomic_load(&w->stop)) /* a call cut short by lb_watch_stop() is no failure */
         note_failure(w, err);
 }
 

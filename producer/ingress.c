@@ -696,7 +696,9 @@ static void on_closed(ingress *in, session *ss)
     /* Answers queued here die with the connection; those the publisher holds leave the count
      * when their results arrive. */
     in->total_unanswered -= c->unanswered - c->at_publisher;
-    if (c->closing) in->unanswered_at_close += c->unanswered;
+    /* what the stop's own closing left unanswered (a client leaving a load balancer drain early
+     * is its own doing) */
+    if (c->closing && in->phase != PHASE_RUNNING) in->unanswered_at_close += c->unanswered;
     if (c->reads_paused) in->paused_connections--;
     conn_table_release(in->conns, c);
     update_inflight(in);
