@@ -178,3 +178,12 @@ bool time_cond_init_monotonic(pthread_cond_t *cv)
     pthread_condattr_destroy(&attr);
     return ok;
 }
+
+bool time_join_thread_by(pthread_t t, uint64_t deadline_ns)
+{
+    for (;;) {
+        if (pthread_tryjoin_np(t, NULL) == 0) return true;
+        if (time_mono_ns() >= deadline_ns) return false;
+        time_sleep_ms(20);
+    }
+}

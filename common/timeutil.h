@@ -2,7 +2,8 @@
  * timeutil — clocks and ISO-8601.
  *
  * Contract:
- *  - time_mono_ns(): CLOCK_MONOTONIC in nanoseconds, for durations and deadlines.
+ *  - time_mono_ns(): CLOCK_MONOTONIC in nanoseconds, for durations and deadlines; the helpers
+ *    for timed waits on it (condition variables, joining a thread by a deadline) are here too.
  *  - time_wall_ms(): CLOCK_REALTIME in milliseconds since the Unix epoch, for timestamps.
  *  - time_format_iso8601(ms, buf): writes "YYYY-MM-DDTHH:MM:SS.mmmZ" (24 chars + NUL) in UTC.
  *  - time_parse_iso8601(s, &ms): accepts an ISO-8601 instant WITH a zone designator:
@@ -30,6 +31,10 @@ struct timespec time_mono_after_ms(long ms);
 /* pthread_cond_init() of a condition variable whose timed waits use CLOCK_MONOTONIC, so a
  * wall-clock jump does not stretch them. true when it is ready (then pthread_cond_destroy()). */
 bool time_cond_init_monotonic(pthread_cond_t *cv);
+/* Joins thread t if it ends before the monotonic instant deadline_ns (time_mono_ns() scale),
+ * looking every 20 ms; false, t still running and not joined, when the deadline passed. For a
+ * bounded stop: the caller then leaves alone what that thread may still use. */
+bool time_join_thread_by(pthread_t t, uint64_t deadline_ns);
 int64_t time_wall_ms(void);
 void time_format_iso8601(int64_t epoch_ms, char out[ISO8601_BUF]);
 bool time_parse_iso8601(const char *s, int64_t *epoch_ms_out);

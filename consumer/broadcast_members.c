@@ -172,7 +172,7 @@ static void greet_from_table(broadcaster *b, subscriber *sub, bool again)
 
 /* A cluster presence request about this connection (presence_cluster.h); the answer comes back
  * through broadcast_presence_answered(). false when out of memory (nothing was asked). */
-static bool ask_cluster(broadcaster *b, subscriber *sub, presence_cluster_kind kind, bool first,
+static bool ask_cluster(broadcaster *b, subscriber *sub, presence_cluster_kind kind, bool edge,
                         size_t online, const char *reason)
 {
     presence_cluster_op *op = calloc(1, sizeof *op);
@@ -189,7 +189,7 @@ static bool ask_cluster(broadcaster *b, subscriber *sub, presence_cluster_kind k
     snprintf(op->reason, sizeof op->reason, "%s", reason ? reason : "");
     op->want_answer = !b->closing_all;
     op->caller_ref = sub->ref;
-    op->caller_first = first;
+    op->caller_edge = edge;
     op->caller_online = online;
     presence_cluster_submit(b->cfg.pcluster, op);
     return true;
@@ -206,11 +206,11 @@ static void apply_answer(broadcaster *b, presence_cluster_op *op)
     if (op->kind == PCL_JOIN && op->cluster) {
         if (open) greet(b, sub, op->members, op->n_members, op->connections > 1);
     } else if (op->kind == PCL_JOIN) {
-        if (open) greet_from_table(b, sub, !op->caller_first);
-        if (op->caller_first)
+        if (open) greet_from_table(b, sub, !op->caller_edge);
+        if (op->caller_edge)
             announce_presence(b, op->room, op->user_id, op->username, "ONLINE", "joined",
                               op->caller_online);
-    } else if (op->kind == PCL_LEAVE && !op->cluster && op->caller_first && !b->closing_all) {
+    } else if (op->kind == PCL_LEAVE && !op->cluster && op->caller_edge && !b->closing_all) {
         announce_presence(b, op->room, op->user_id, op->username, "OFFLINE", op->reason,
                           op->caller_online);
     }

@@ -968,15 +968,6 @@ bool bus_check(void *ctx, char *detail, size_t detail_len)
     return pub && sub;
 }
 
-static bool join_by(pthread_t t, uint64_t deadline_ns)
-{
-    for (;;) {
-        if (pthread_tryjoin_np(t, NULL) == 0) return true;
-        if (time_mono_ns() >= deadline_ns) return false;
-        time_sleep_ms(20);
-    }
-}
-
 bool bus_stop(bus *b, uint64_t deadline_ns)
 {
     if (!b) return true;
@@ -984,8 +975,8 @@ bool bus_stop(bus *b, uint64_t deadline_ns)
     atomic_store(&b->stopping, true);
     /* The threads look at the flag every TURN_MS and a Redis call lasts timeout_ms at most. */
     uint64_t join_by_ns = deadline_ns + (uint64_t)(b->cfg.timeout_ms + TURN_MS) * 1000000ull;
-    if (b->pub_started && join_by(b->pub_thread, join_by_ns)) b->pub_started = false;
-    if (b->sub_started && join_by(b->sub_thread, join_by_ns)) b->sub_started = false;
+    if (b->pub_started && time_join_thread_by(b->pub_thread, join_by_ns)) b->pub_started = false;
+    if (b->sub_started && time_join_thread_by(b->sub_thread, join_by_ns)) b->sub_started = false;
     return !b->pub_started && !b->sub_started;
 }
 

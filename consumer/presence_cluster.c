@@ -711,14 +711,8 @@ bool presence_cluster_stop(presence_cluster *pc, uint64_t deadline_ns)
     workqueue_close(pc->queue);
     /* a turn lasts TURN_MS, and the final take-back a connect and a call */
     uint64_t join_by = deadline_ns + (uint64_t)(2 * pc->cfg.timeout_ms + TURN_MS) * 1000000ull;
-    for (;;) {
-        if (pthread_tryjoin_np(pc->thread, NULL) == 0) {
-            pc->started = false;
-            return true;
-        }
-        if (time_mono_ns() >= join_by) return false;
-        time_sleep_ms(20);
-    }
+    if (time_join_thread_by(pc->thread, join_by)) pc->started = false;
+    return !pc->started;
 }
 
 void presence_cluster_free(presence_cluster *pc)

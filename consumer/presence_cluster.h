@@ -84,7 +84,8 @@ typedef struct {
     char seq[SEQNUM_BUF]; /* READ: the member's new read position */
     bool want_answer;     /* false: freed once applied */
     slot_ref caller_ref;  /* the caller's: the connection it concerns */
-    bool caller_first;    /* the caller's own table: the user's first / last connection here */
+    bool caller_edge;     /* the caller's own table: a JOIN of the first connection or a LEAVE
+                           * of the last one of the user here */
     size_t caller_online; /* the caller's own table: members online here */
     uint64_t generation;  /* internal */
     /* the answer */

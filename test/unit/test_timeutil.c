@@ -3,6 +3,8 @@
 #include "testlib.h"
 #include "timeutil.h"
 
+#include <pthread.h>
+#include <stdint.h>
 #include <time.h>
 
 static void check_parse(const char *s, long long want_ms)
@@ -145,6 +147,29 @@ static void test_clocks(void)
     CHECK(t.tv_sec == 1234 && t.tv_nsec == 567890123, "time_mono_timespec splits nanoseconds");
 }
 
+static void *sleep_ms_thread(void *arg)
+{
+    time_sleep_ms((long)(intptr_t)arg);
+    return NULL;
+}
+
+/* time_join_thread_by: joins a thread that ends in time, gives up (without joining) on one that
+ * does not, which can still be joined afterwards. */
+static void test_join_by(void)
+{
+    pthread_t quick, slow;
+    bool started = pthread_create(&quick, NULL, sleep_ms_thread, (void *)(intptr_t)10) == 0 &&
+                   pthread_create(&slow, NULL, sleep_ms_thread, (void *)(intptr_t)400) == 0;
+    CHECK(started, "two threads started");
+    if (!started) return;
+    CHECK(time_join_thread_by(quick, time_mono_ns() + 2000000000ull),
+          "a thread that ends before the deadline is joined");
+    CHECK(!time_join_thread_by(slow, time_mono_ns() + 50000000ull),
+          "one that runs past the deadline is not joined: the call gives up while it runs");
+    CHECK(time_join_thread_by(slow, time_mono_ns() + 2000000000ull),
+          "it can still be joined once it ends");
+}
+
 int main(void)
 {
     test_format();
@@ -152,5 +177,6 @@ int main(void)
     test_parse_rejects();
     test_round_trip();
     test_clocks();
+    test_join_by();
     return TEST_DONE();
 }
