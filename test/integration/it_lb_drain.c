@@ -136,10 +136,16 @@ static request_tally tally(const char *group)
     return t;
 }
 
+/* The monotonic instant ms from now. Waits below are measured on the clock: wsc_service()
+ * returns as soon as a client has something to do, so counting its timeouts would end a wait
+ * early whenever traffic flows (a slow build then fails a check that only needed more time). */
+static uint64_t after_ms(long ms) { return time_mono_ns() + (uint64_t)ms * 1000000ull; }
+
 /* Waits (bounded) until the group has had `more` requests beyond `after`. */
 static bool wait_requests(const char *group, int after, int more, wsc_ctx *ctx)
 {
-    for (int waited = 0; waited < 10000 + 3000 * more; waited += 50) {
+    uint64_t until = after_ms(10000 + 3000L * more);
+    while (time_mono_ns() < until) {
         if (tally(group).total >= after + more) return true;
         wsc_service(ctx, 50);
     }
@@ -166,7 +172,7 @@ static int count_closed(wsc_conn **c, int n, int *going_away)
 /* Services the clients until all n are closed or ms pass; returns how many closed. */
 static int wait_closed(wsc_ctx *ctx, wsc_conn **c, int n, int ms, int *going_away)
 {
-    uint64_t until = time_mono_ns() + (uint64_t)ms * 1000000ull;
+    uint64_t until = after_ms(ms);
     int closed = 0;
     while ((closed = count_closed(c, n, going_away)) < n && time_mono_ns() < until)
         wsc_service(ctx, 20);
@@ -175,7 +181,7 @@ static int wait_closed(wsc_ctx *ctx, wsc_conn **c, int n, int ms, int *going_awa
 
 static void pump(wsc_ctx *ctx, int ms)
 {
-    uint64_t until = time_mono_ns() + (uint64_t)ms * 1000000ull;
+    uint64_t until = after_ms(ms);
     while (time_mono_ns() < until) wsc_service(ctx, 20);
 }
 
@@ -345,7 +351,7 @@ static void check_producer_drain(world *w)
         if (w->writers[i]) wsc_flush(w->writers[i], 5000);
     /* Frames still in the socket when reads stop are never read (the close resets them); the
      * drain begins once every frame is answered or held by the producer. */
-    for (int waited = 0; waited < 10000; waited += 10) {
+    for (uint64_t until = after_ms(10000); time_mono_ns() < until;) {
         int answered = 0;
         for (int i = 0; i < CLIENTS; i++) answered += w->wstate[i].answers;
         double held = tl_metric(w->producer.admin_port, "chatflow_inflight_messages", NULL);
@@ -359,7 +365,7 @@ static void check_producer_drain(world *w)
         if (w->writers[i] && tl_ws_send_str(w->writers[i], f)) sent++;
         free(f);
     }
-    for (int waited = 0; waited < 5000; waited += 5) {
+    for (uint64_t until = after_ms(5000); time_mono_ns() < until;) {
         if (tl_metric(w->producer.admin_port, "chatflow_inflight_messages", NULL) > 0) break;
         wsc_service(w->ctx, 5);
     }
@@ -411,7 +417,8 @@ static void check_consumer_drain(world *w)
     char *f = tl_frame(7, w->late_rstate.marker, NULL);
     if (w->late_writer) tl_ws_send_str(w->late_writer, f);
     free(f);
-    for (int waited = 0; waited < 15000 && w->late_rstate.events == 0; waited += 20)
+    for (uint64_t until = after_ms(15000);
+         time_mono_ns() < until && (w->late_rstate.events == 0 || w->late_wstate.acks == 0);)
         wsc_service(w->ctx, 20);
     CHECK(w->late_rstate.events >= 1 && w->late_wstate.acks >= 1,
           "a message sent after both drains is acked and delivered to the new subscriber");
