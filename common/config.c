@@ -322,8 +322,8 @@ bool config_common_finish(struct chatflow_common_settings *c, char *err, size_t 
                  c->lb_target_group_arn);
         return false;
     }
-    if (c->lb_target_group_arn[0] && !c->lb_target_ip[0] &&
-        !(getenv("ECS_CONTAINER_METADATA_URI_V4") && *getenv("ECS_CONTAINER_METADATA_URI_V4"))) {
+    const char *task_metadata = getenv("ECS_CONTAINER_METADATA_URI_V4");
+    if (c->lb_target_group_arn[0] && !c->lb_target_ip[0] && !(task_metadata && *task_metadata)) {
         snprintf(err, err_len,
                  "CHATFLOW_LB_TARGET_GROUP_ARN (--lb-target-group-arn) is set but this task's "
                  "address is unknown: set CHATFLOW_LB_TARGET_IP (--lb-target-ip), or run where ECS "

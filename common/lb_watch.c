@@ -49,10 +49,9 @@ struct lb_watch {
     /* the watcher thread's own */
     CURL *curl;
     char curl_error[CURL_ERROR_SIZE];
-    bool draining;
     bool last_failed;
-    char last_state[32];
-    char last_error[256];
+    char last_state[32]; /* of the last answer: "" before the first */
+    char last_error[512];
 
     metric_counter *checks_ok, *checks_error, *drains;
     metric_gauge *draining_gauge;
@@ -81,21 +80,16 @@ static bool xml_find(const char *from, const char *end, const char *name, const 
                      size_t *len)
 {
     char open[64], close[64];
-    snprintf(open, sizeof open, "<%s>", name);
-    snprintf(close, sizeof close, "</%s>", name);
-    size_t open_len = strlen(open), close_len = strlen(close);
-    for (const char *p = from; p + open_len <= end; p++) {
-        if (memcmp(p, open, open_len) != 0) continue;
-        const char *v = p + open_len;
-        for (const char *q = v; q + close_len <= end; q++)
-            if (memcmp(q, close, close_len) == 0) {
-                *value = v;
-                *len = (size_t)(q - v);
-                return true;
-            }
-        return false;
-    }
-    return false;
+    int open_len = snprintf(open, sizeof open, "<%s>", name);
+    int close_len = snprintf(close, sizeof close, "</%s>", name);
+    const char *p = memmem(from, (size_t)(end - from), open, (size_t)open_len);
+    if (!p) return false;
+    const char *v = p + open_len;
+    const char *q = memmem(v, (size_t)(end - v), close, (size_t)close_len);
+    if (!q) return false;
+    *value = v;
+    *len = (size_t)(q - v);
+    return true;
 }
 
 static bool xml_equals(const char *value, size_t len, const char *want)
@@ -289,18 +283,18 @@ static void note_state(lb_watch *w, const char *state)
     metric_counter_inc(w->checks_ok);
     if (w->last_failed || strcmp(w->last_state, state) != 0)
         log_info(COMPONENT, "target %s:%d is %s", w->ip, w->port, state);
+    bool was_draining = lb_state_is_draining(w->last_state);
     w->last_failed = false;
     snprintf(w->last_state, sizeof w->last_state, "%s", state);
     bool draining = lb_state_is_draining(state);
     metric_gauge_set(w->draining_gauge, draining ? 1 : 0);
-    if (draining && !w->draining) {
+    if (draining && !was_draining) {
         log_info(COMPONENT,
                  "the load balancer is draining this target: asking clients to reconnect "
                  "elsewhere before it cuts them");
         metric_counter_inc(w->drains);
         w->on_draining(w->ctx);
     }
-    w->draining = draining;
 }
 
 static void check_once(lb_watch *w)
@@ -392,32 +386,27 @@ lb_watch *lb_watch_start(const lb_watch_config *cfg, char *err, size_t err_len)
         free(w);
         return NULL;
     }
-    w->curl = curl_easy_init();
-    bool sync_ok = w->curl && pthread_mutex_init(&w->mu, NULL) == 0;
-    if (sync_ok && !time_cond_init_monotonic(&w->wake)) {
-        pthread_mutex_destroy(&w->mu);
-        sync_ok = false;
-    }
-    if (!sync_ok) {
+    bool have_mu = false, have_wake = false;
+    if (!(w->curl = curl_easy_init()) || !(have_mu = pthread_mutex_init(&w->mu, NULL) == 0) ||
+        !(have_wake = time_cond_init_monotonic(&w->wake))) {
         errbuf_set(err, err_len, "out of memory");
-        if (w->curl) curl_easy_cleanup(w->curl);
-        curl_global_cleanup();
-        free(w);
-        return NULL;
+        goto fail;
     }
     register_metrics(w);
     log_info(COMPONENT, "watching target %s:%d in %s every %d s", w->ip[0] ? w->ip : "(task IP)",
              w->port, w->target_group_arn, w->poll_s);
     if (pthread_create(&w->thread, NULL, watch_thread, w) != 0) {
         errbuf_set(err, err_len, "cannot start the load balancer watcher thread");
-        pthread_cond_destroy(&w->wake);
-        pthread_mutex_destroy(&w->mu);
-        curl_easy_cleanup(w->curl);
-        curl_global_cleanup();
-        free(w);
-        return NULL;
+        goto fail;
     }
     return w;
+fail:
+    if (have_wake) pthread_cond_destroy(&w->wake);
+    if (have_mu) pthread_mutex_destroy(&w->mu);
+    if (w->curl) curl_easy_cleanup(w->curl);
+    curl_global_cleanup();
+    free(w);
+    return NULL;
 }
 
 void lb_watch_stop(lb_watch *w)
