@@ -454,6 +454,7 @@ static bool source_configure(jwks_source *s, const jwks_source_config *cfg, char
 static void *refresher_main(void *arg)
 {
     jwks_source *s = arg;
+    pthread_setname_np(pthread_self(), "cf-jwks");
     pthread_mutex_lock(&s->lock);
     while (!s->stopping) {
         if (!s->wanted) {

@@ -313,6 +313,7 @@ static void check_once(lb_watch *w)
 static void *watch_thread(void *arg)
 {
     lb_watch *w = arg;
+    pthread_setname_np(pthread_self(), "cf-lb-watch");
     while (!atomic_load(&w->stop)) {
         check_once(w);
         struct timespec until = time_mono_after_ms(w->poll_s * 1000L);

@@ -608,6 +608,7 @@ static void *writer_main(void *arg)
 {
     batch_writer *w = arg;
     long backoff_ms = FIRST_BACKOFF_MS;
+    pthread_setname_np(pthread_self(), "cf-writer");
     char err[512];
     pthread_mutex_lock(&w->mu);
     for (;;) {

@@ -334,6 +334,7 @@ static bool past_deadline(const bus *b)
 static void *publisher_main(void *arg)
 {
     bus *b = arg;
+    pthread_setname_np(pthread_self(), "cf-bus-pub");
     watchdog_loop *dog = watchdog_register("bus-publish", b->cfg.timeout_ms * 4 + 10000);
     redisContext *c = NULL;
     char sha[41] = "";
@@ -816,6 +817,7 @@ static void close_pair(redisContext **sc, redisContext **rc)
 static void *subscriber_main(void *arg)
 {
     bus *b = arg;
+    pthread_setname_np(pthread_self(), "cf-bus-sub");
     watchdog_loop *dog = watchdog_register("bus-subscribe", b->cfg.timeout_ms * 4 + 10000);
     redisContext *sc = NULL, *rc = NULL;
     long backoff = 0;

@@ -43,6 +43,15 @@ sqs_config consumer_sqs_config(const consumer_settings *s, credentials_provider 
 
 /* ---- pool ---- */
 
+/* Where a received message's time goes, per message (chatflow_consumer_stage_seconds{stage}):
+ * so a latency tail can be traced to the wait that holds it (docs/benchmarks.md). */
+typedef struct {
+    metric_histogram *queued; /* SQS SentTimestamp -> the receive that returned it */
+    metric_histogram *write;  /* received -> the writer's outcome (committed, refused, withdrawn) */
+    metric_histogram *bus;    /* outcome -> the cluster bus holds the receive's events */
+    metric_histogram *settle; /* -> deleted (or sent to the DLQ / spill queue, then deleted) */
+} poller_stage_metrics;
+
 typedef struct poller poller;
 
 struct poller_pool {
@@ -53,6 +62,7 @@ struct poller_pool {
     poller *pollers;
     queue_epoch *epochs; /* index shard - shard_first; each touched by its shard's poller only */
     metric_counter *m_consumed, *m_poison, *m_typing;
+    poller_stage_metrics stages;
 };
 
 struct poller {
@@ -334,7 +344,28 @@ static void settle(poller *p, int shard, held_message *held, size_t n)
     if (any) handle_batch(p, shard, held, n, false, 0);
 }
 
-static void process(poller *p, int shard, sqs_message *msgs, size_t n)
+/* Each of the n messages spent since_ns .. now in a stage; returns now. */
+static uint64_t observe_stage(metric_histogram *h, size_t n, uint64_t since_ns)
+{
+    uint64_t now = time_mono_ns();
+    double seconds = (double)(now - since_ns) / 1e9;
+    for (size_t i = 0; i < n; i++) metric_histogram_observe(h, seconds);
+    return now;
+}
+
+/* Time in SQS by its own SentTimestamp: wall clocks of two machines (AWS's and this task's), so a
+ * skewed clock can make it negative; that is counted as 0, never dropped. */
+static void observe_queued(poller *p, const sqs_message *msgs, size_t n)
+{
+    int64_t now_ms = time_wall_ms();
+    for (size_t i = 0; i < n; i++) {
+        if (msgs[i].sent_timestamp_ms <= 0) continue;
+        int64_t ms = now_ms - (int64_t)msgs[i].sent_timestamp_ms;
+        metric_histogram_observe(p->pool->stages.queued, ms > 0 ? (double)ms / 1000.0 : 0.0);
+    }
+}
+
+static void process(poller *p, int shard, sqs_message *msgs, size_t n, uint64_t received_ns)
 {
     held_message held[SQS_MAX_BATCH] = {0};
     write_row *rows = calloc(n, sizeof(*rows));
@@ -353,8 +384,12 @@ static void process(poller *p, int shard, sqs_message *msgs, size_t n)
         (long)p->pool->cfg.settings->db_spill_after_ms)
         batch_writer_withdraw(p->pool->cfg.writer, &b);
     wait_for_writer(p, shard, held, n, &b);
+    const poller_stage_metrics *st = &p->pool->stages;
+    uint64_t t = observe_stage(st->write, n, received_ns);
     wait_for_bus(p, shard, held, n);
+    t = observe_stage(st->bus, n, t);
     settle(p, shard, held, n);
+    observe_stage(st->settle, n, t);
     free(rows);
 }
 
@@ -445,6 +480,9 @@ static void *poller_main(void *arg)
 {
     poller *p = arg;
     const consumer_settings *s = p->pool->cfg.settings;
+    char name[16];
+    snprintf(name, sizeof name, "cf-poll-%d", p->index);
+    pthread_setname_np(pthread_self(), name); /* top -H, perf and profile.sh by thread */
     size_t next = 0;
     size_t empty_in_sweep = 0;
     while (!stopping(p)) {
@@ -466,6 +504,8 @@ static void *poller_main(void *arg)
             empty_in_sweep++;
             continue;
         }
+        uint64_t received_ns = time_mono_ns();
+        observe_queued(p, msgs, n);
         empty_in_sweep = 0;
         if (stopping(p)) {
             give_back(p, shard, msgs, n, 0); /* at once: for another consumer */
@@ -474,13 +514,28 @@ static void *poller_main(void *arg)
             sleep_unless_stopping(p, EPOCH_RETRY_WAIT_MS);
         } else {
             batch_writer_hold(p->pool->cfg.writer);
-            process(p, shard, msgs, n);
+            process(p, shard, msgs, n, received_ns);
         }
         sqs_messages_free(msgs, n);
     }
     watchdog_unregister(p->watchdog);
     atomic_store(&p->finished, true);
     return NULL;
+}
+
+static poller_stage_metrics stage_metrics(void)
+{
+    const char *help = "Where each received message's time went, by stage: queued (SQS "
+                       "SentTimestamp to received), write (to the writer's outcome), bus (to the "
+                       "cluster bus holding it), settle (to deleted).";
+    poller_stage_metrics m;
+    metric_histogram **slot[] = {&m.queued, &m.write, &m.bus, &m.settle};
+    const char *labels[] = {"stage=\"queued\"", "stage=\"write\"", "stage=\"bus\"",
+                            "stage=\"settle\""};
+    for (size_t i = 0; i < sizeof slot / sizeof slot[0]; i++)
+        *slot[i] = metrics_histogram("chatflow_consumer_stage_seconds", help, labels[i],
+                                     METRICS_LATENCY_BUCKETS, METRICS_LATENCY_BUCKETS_N);
+    return m;
 }
 
 poller_pool *poller_pool_start(const poller_pool_config *cfg, char *err, size_t err_len)
@@ -509,6 +564,7 @@ poller_pool *poller_pool_start(const poller_pool_config *cfg, char *err, size_t 
     pool->m_poison =
         metrics_counter("chatflow_poison_messages_total",
                         "Received bodies that failed validation (sent to the DLQ).", NULL);
+    pool->stages = stage_metrics();
     dlq_metrics_init();
     spill_metrics_init();
 

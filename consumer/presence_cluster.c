@@ -583,6 +583,7 @@ static void take_back_own(presence_cluster *pc, redisContext *c)
 static void *thread_main(void *arg)
 {
     presence_cluster *pc = arg;
+    pthread_setname_np(pthread_self(), "cf-presence");
     /* a turn: a connect, two RESYNCs, a heartbeat and a request, each script call up to three
      * commands (EVALSHA, SCRIPT LOAD, EVALSHA) of timeout_ms */
     long turn_ms = pc->cfg.timeout_ms * 13 + TURN_MS + 10000;

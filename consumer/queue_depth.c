@@ -43,6 +43,7 @@ static void refresh(queue_depth *q)
 static void *queue_depth_main(void *arg)
 {
     queue_depth *q = arg;
+    pthread_setname_np(pthread_self(), "cf-qdepth");
     pthread_mutex_lock(&q->mu);
     while (!q->stopping) {
         pthread_mutex_unlock(&q->mu);

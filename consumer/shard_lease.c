@@ -257,6 +257,7 @@ static void lease_round(shard_lease *l)
 static void *lease_main(void *arg)
 {
     shard_lease *l = arg;
+    pthread_setname_np(pthread_self(), "cf-lease");
     while (!atomic_load(&l->stopping)) {
         long wait = l->backoff_ms ? l->backoff_ms : l->retry_ms;
         watchdog_expect(l->watchdog, wait + ROUND_BUDGET_MS);

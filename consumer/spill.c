@@ -264,6 +264,7 @@ static void drain(spill_drainer *d, sqs_message *msgs, size_t n)
 static void *drainer_main(void *arg)
 {
     spill_drainer *d = arg;
+    pthread_setname_np(pthread_self(), "cf-spill");
     long request_ms = (long)d->cfg.settings->common.sqs_request_timeout_ms;
     while (!stopping(d)) {
         watchdog_expect(d->watchdog, DRAIN_WAIT_S * 1000 + request_ms + 60000);

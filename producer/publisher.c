@@ -537,6 +537,9 @@ static void *publisher_main(void *arg)
 {
     publisher_thread *t = arg;
     publisher *p = t->owner;
+    char name[16];
+    snprintf(name, sizeof name, "cf-pub-%d", t->index);
+    pthread_setname_np(pthread_self(), name);
     void *items[256];
     const size_t max_items = sizeof items / sizeof items[0];
     uint64_t next_due = 0; /* earliest time one of this thread's shards needs a turn */

@@ -20,7 +20,10 @@
 #   5. checks, each fatal: every message acked, none failed; zero broadcasts lost, duplicated or out
 #      of order; PostgreSQL holds exactly the acked messageIds, row count = acked count;
 #   6. the paced run: chatflow-loadgen --rate R with R = half the main run's end-to-end throughput,
-#      P messages (30000): end-to-end latency below saturation; the same checks.
+#      P messages (30000): end-to-end latency below saturation, and where it went (each service's
+#      latency histograms scraped before and after, summarised by test/lib/prom_quantiles.py:
+#      producer queue wait, SendMessageBatch, ack; consumer stages queued / write / bus / settle);
+#      then P/2 messages at R/2 (a quarter of the throughput); the same checks for both.
 # Prints a table and one JSON line (also in $BUILD/bench/e2e.json).
 set -u
 cd "$(dirname "$0")/../.." || exit 1
@@ -91,6 +94,26 @@ FAUXQS_PID=$CHATFLOW_FAUXQS_PID
 ACKED_ALL="$TEST_LOGDIR/acked-all.txt"
 : >"$ACKED_ALL"
 
+# scrape NAME: both services' /metrics into $TEST_LOGDIR/NAME-{producer,consumer}.prom.
+scrape() {
+    curl -sf --max-time 5 "http://127.0.0.1:$PRODUCER_ADMIN_PORT/metrics" >"$TEST_LOGDIR/$1-producer.prom" || :
+    curl -sf --max-time 5 "http://127.0.0.1:$CONSUMER_ADMIN_PORT/metrics" >"$TEST_LOGDIR/$1-consumer.prom" || :
+}
+
+# stage_quantiles RUN: where the run's messages spent their time, from the services' own histograms
+# between the scrapes before and after it (test/lib/prom_quantiles.py: count, mean, p50/p90/p99 per
+# series): the producer's queue wait (linger), SendMessageBatch and ack; the consumer's stages
+# (queued in SQS, write, bus, settle), its SQS calls and flushes. {} when a scrape failed.
+stage_quantiles() {
+    local dir=$TEST_LOGDIR run=$1 p c
+    p=$(python3 test/lib/prom_quantiles.py "$dir/$run-before-producer.prom" "$dir/$run-after-producer.prom" \
+        chatflow_publish_queue_wait_seconds chatflow_sqs_request_duration_seconds chatflow_ack_latency_seconds) || p='{}'
+    c=$(python3 test/lib/prom_quantiles.py "$dir/$run-before-consumer.prom" "$dir/$run-after-consumer.prom" \
+        chatflow_consumer_stage_seconds chatflow_sqs_request_duration_seconds chatflow_db_flush_duration_seconds \
+        chatflow_end_to_end_latency_seconds) || c='{}'
+    jq -cn --argjson p "$p" --argjson c "$c" '{producer: $p, consumer: $c}'
+}
+
 # run_load NAME MESSAGES RATE: one loadgen run; leaves its report in $TEST_LOGDIR/NAME.json and
 # prints a JSON line: the report's figures, the CPU per message of each process, and the checks.
 run_load() {
@@ -100,6 +123,7 @@ run_load() {
     local drain
     drain=$(awk -v n="$n" -v r="$SERIAL" 'BEGIN {d = 120 + 4 * n / (r > 0 ? r : 100); print (d > 3600 ? 3600 : int(d))}')
     p0=$(cpu_ticks "$PRODUCER_PID"); c0=$(cpu_ticks "$CONSUMER_PID"); f0=$(cpu_ticks "$FAUXQS_PID")
+    scrape "$name-before"
     "$CHATFLOW_BIN/chatflow-loadgen" --port "$PRODUCER_WS_PORT" --consumer-port "$CONSUMER_WS_PORT" \
         --consumer-admin "http://127.0.0.1:$CONSUMER_ADMIN_PORT" --messages "$n" --connections "$CONNECTIONS" \
         --window "$WINDOW" --rate "$rate" --warmup-connections 0 --subscribe --drain-timeout "$drain" \
@@ -107,6 +131,7 @@ run_load() {
         --acked-ids "$TEST_LOGDIR/$name-acked.txt" >"$TEST_LOGDIR/$name.txt"
     rc=$?
     p1=$(cpu_ticks "$PRODUCER_PID"); c1=$(cpu_ticks "$CONSUMER_PID"); f1=$(cpu_ticks "$FAUXQS_PID")
+    scrape "$name-after"
     [ -s "$TEST_LOGDIR/$name.json" ] || die "$name: the load generator wrote no report (exit $rc, see $TEST_LOGDIR/$name.txt)"
     cat "$TEST_LOGDIR/$name-acked.txt" >>"$ACKED_ALL"
     local acked want rows=0
@@ -127,7 +152,9 @@ select (select count(*) from acked a where not exists (select 1 from messages m 
 SQL
     )
     read -r missing extra rows <<<"$result"
-    jq -c --arg name "$name" --arg rc "$rc" --arg acked "$acked" --arg rows "${rows:-0}" --arg want "$want" \
+    local stages
+    stages=$(stage_quantiles "$name")
+    jq -c --argjson stages "$stages" --arg name "$name" --arg rc "$rc" --arg acked "$acked" --arg rows "${rows:-0}" --arg want "$want" \
         --arg missing "${missing:-0}" --arg extra "${extra:-0}" \
         --arg pcpu "$(us_per_msg $((p1 - p0)) "$acked")" --arg ccpu "$(us_per_msg $((c1 - c0)) "$acked")" \
         --arg fcpu "$(us_per_msg $((f1 - f0)) "$acked")" \
@@ -139,7 +166,8 @@ SQL
           ack_p50_ms: .ackLatency.p50Ms, ack_p99_ms: .ackLatency.p99Ms,
           broadcasts: .broadcasts, acked_ids: ($acked|tonumber), db_rows_total: ($rows|tonumber),
           db_rows_expected: ($want|tonumber), db_missing: ($missing|tonumber), db_extra: ($extra|tonumber),
-          cpu_us_per_message: {producer: ($pcpu|tonumber), consumer: ($ccpu|tonumber), fauxqs: ($fcpu|tonumber)}}' \
+          cpu_us_per_message: {producer: ($pcpu|tonumber), consumer: ($ccpu|tonumber), fauxqs: ($fcpu|tonumber)},
+          stages: $stages}' \
         "$TEST_LOGDIR/$name.json"
 }
 
@@ -166,17 +194,25 @@ say "main run: $MESSAGES messages, $CONNECTIONS connections x window $WINDOW, su
 MAIN=$(run_load main "$MESSAGES" 0) || exit 1
 check_clean "$MAIN"
 
-PACED=null
+PACED=null PACED_QUARTER=null
 if [ "$PACED_MESSAGES" -gt 0 ]; then
     RATE=$(jq -r '.e2e_msgs_per_s / 2 | floor' <<<"$MAIN")
     [ "$RATE" -ge 1 ] || RATE=1
     say "paced run: $PACED_MESSAGES messages at $RATE msg/s (half the main run's end-to-end throughput)"
     PACED=$(run_load paced "$PACED_MESSAGES" "$RATE") || exit 1
     check_clean "$PACED"
+    # The same at a quarter of the throughput, half the messages: on fauxqs a room is a serial
+    # receive -> commit -> delete cycle (one message per FIFO group per receive), so whether the
+    # half-load tail is that cycle running out of headroom shows as the tail shrinking here.
+    QUARTER=$(( RATE / 2 > 0 ? RATE / 2 : 1 ))
+    say "paced run at a quarter: $(( PACED_MESSAGES / 2 )) messages at $QUARTER msg/s"
+    PACED_QUARTER=$(run_load paced-quarter $(( PACED_MESSAGES / 2 > 0 ? PACED_MESSAGES / 2 : 1 )) "$QUARTER") || exit 1
+    check_clean "$PACED_QUARTER"
 fi
 
-RESULT=$(jq -cn --argjson ceiling "$CEILING" --argjson main "$MAIN" --argjson paced "$PACED" --arg load "$LOAD" \
-    '{load_average: $load, ceiling: $ceiling, main: $main, paced: $paced,
+RESULT=$(jq -cn --argjson ceiling "$CEILING" --argjson main "$MAIN" --argjson paced "$PACED" \
+    --argjson quarter "$PACED_QUARTER" --arg load "$LOAD" \
+    '{load_average: $load, ceiling: $ceiling, main: $main, paced: $paced, paced_quarter: $quarter,
       e2e_ratio_to_serial_ceiling: ($main.e2e_msgs_per_s / $ceiling.serial_ceiling_msgs_per_s),
       e2e_ratio_to_drain_ceiling: ($main.e2e_msgs_per_s / $ceiling.drain_msgs_per_s)}')
 
@@ -195,6 +231,11 @@ printf '%-58s %s us\n' "CPU per message: producer / consumer / fauxqs" \
     "$(f '"\(.main.cpu_us_per_message.producer) / \(.main.cpu_us_per_message.consumer) / \(.main.cpu_us_per_message.fauxqs)"')"
 if [ "$PACED" != null ]; then
     printf '%-58s %.1f / %.1f ms\n' "paced at $(f .paced.rate) msg/s: end-to-end latency p50 / p99" "$(f .paced.e2e_p50_ms)" "$(f .paced.e2e_p99_ms)"
+    printf '%-58s %.1f / %.1f ms\n' "paced at $(f .paced_quarter.rate) msg/s (a quarter): p50 / p99" "$(f .paced_quarter.e2e_p50_ms)" "$(f .paced_quarter.e2e_p99_ms)"
+    echo "  where the paced run's time went (each service's histograms; p50 / p99 ms, interpolated in buckets):"
+    f '.paced.stages | to_entries[] | .key as $svc | .value | to_entries[]
+       | select(.value.count > 0)
+       | "    \($svc) \(.key): n=\(.value.count) p50 \(.value.p50_ms) / p99 \(.value.p99_ms)"'
 fi
 printf '%-58s %.2f / %.2f ms\n' "probe: one message send -> receive -> delete p50 / p99" "$(f .ceiling.probe_p50_ms)" "$(f .ceiling.probe_p99_ms)"
 echo "$RESULT" | tee "$OUT/e2e.json"

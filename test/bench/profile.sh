@@ -77,13 +77,29 @@ start_under_perf() {
     [ -n "$SERVICE_PID" ] || { echo "$1 did not start under perf: $LOG" >&2; exit 1; }
 }
 
-# The service's CPU (TASK_MS) and context switches (SWITCHES) so far; then it is stopped.
+# threads_of PID: per group of threads (named by the services: cf-poll-N, cf-writer, cf-bus-sub,
+# cf-pub-N, ...; the digits folded, so the 20 pollers are one line), tab-separated: the name, how
+# many threads, their CPU ticks and their context switches (voluntary + involuntary).
+threads_of() {
+    local t comm ticks sw
+    for t in /proc/"$1"/task/*; do
+        comm=$(cat "$t/comm" 2>/dev/null) || continue
+        ticks=$(awk '{print $14 + $15}' "$t/stat" 2>/dev/null) || continue
+        sw=$(awk '/^(voluntary|nonvoluntary)_ctxt_switches:/ {s += $2} END {print s + 0}' "$t/status" 2>/dev/null)
+        printf '%s\t%s\t%s\n' "${comm//[0-9]/}" "$ticks" "${sw:-0}"
+    done | awk -F'\t' '{n[$1]++; c[$1] += $2; s[$1] += $3} END {for (k in n) printf "%s\t%d\t%d\t%d\n", k, n[k], c[k], s[k]}' |
+        sort -t$'\t' -k3,3nr
+}
+
+# The service's CPU (TASK_MS), context switches (SWITCHES) and the same by thread group (THREADS)
+# so far; then it is stopped.
 read_and_stop() {
     local ticks
     ticks=$(awk '{print $14 + $15}' "/proc/$SERVICE_PID/stat")
     SWITCHES=$(cat /proc/"$SERVICE_PID"/task/*/status 2>/dev/null |
         awk '/^(voluntary|nonvoluntary)_ctxt_switches:/ {s += $2} END {print s + 0}')
     TASK_MS=$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN {print t / hz * 1000}')
+    THREADS=$(threads_of "$SERVICE_PID")
     kill -TERM "$SERVICE_PID"
     wait "$RECORD_PID" || true
     SERVICE_PID='' RECORD_PID=''
@@ -145,15 +161,22 @@ PER_MSG=$(awk -v t="$TASK_MS" -v n="$MESSAGES" 'BEGIN {printf "%.1f", t * 1000 /
     printf 'CPU per message: %s %s us; %s %s us (ratio %.2f)\n' "$SERVICE" "$PER_MSG" \
         "$BASELINE_WHAT" "$BASELINE" "$(awk -v a="$PER_MSG" -v b="$BASELINE" 'BEGIN {print a / b}')"
     printf 'context switches per message: %.2f\n' "$(awk -v s="$SWITCHES" -v n="$MESSAGES" 'BEGIN {print s / n}')"
+    printf '\nby thread (from /proc: share of the CPU time, context switches per message):\n'
+    printf '%s\n' "$THREADS" | awk -F'\t' -v n="$MESSAGES" '{t += $3; r[NR] = $0} END {
+        for (i = 1; i <= NR; i++) { split(r[i], f, "\t");
+            printf "  %-16s x%-3d %5.1f %%  %6.2f switches/msg\n", f[1], f[2], t ? 100 * f[3] / t : 0, f[4] / n } }'
     printf '\nshare of samples by library:\n'
     printf '%s\n' "$DSO" | awk -F'\t' '{printf "  %5.1f %%  %s\n", $1, $2}'
     printf '\nhottest functions (share of all samples, library, function):\n%s\n' "$TOP"
 } | tee "$OUT/profile-$SERVICE.txt"
 
 jq -cn --arg svc "$SERVICE" --arg m "$METHOD" --arg n "$MESSAGES" --arg c "$PER_MSG" \
-    --arg b "$BASELINE" --arg s "$SWITCHES" --arg d "$DSO" \
+    --arg b "$BASELINE" --arg s "$SWITCHES" --arg d "$DSO" --arg t "$THREADS" \
     '{service: $svc, method: (if $svc == "consumer" then $m else null end), messages: ($n|tonumber),
       cpu_us_per_message: ($c|tonumber), baseline_cpu_us_per_message: ($b|tonumber),
       context_switches_per_message: (($s|tonumber) / ($n|tonumber)),
+      threads: ($t | split("\n") | map(select(length > 0) | split("\t")
+                | {name: .[0], threads: (.[1]|tonumber), cpu_ticks: (.[2]|tonumber),
+                   switches_per_message: ((.[3]|tonumber) / ($n|tonumber))})),
       dso_pct: ($d | split("\n") | map(select(length > 0) | split("\t") | {(.[1]): (.[0]|tonumber)}) | add)}' \
     >"$OUT/profile-$SERVICE.json"

@@ -3,7 +3,8 @@
  * PostgreSQL: every message stored exactly once with the right fields, per-room SQS order kept,
  * user_activity aggregated from new rows only (a redelivered message changes nothing), poison
  * bodies in the DLQ with their reason while the queue keeps flowing, migrations idempotent,
- * health, metrics, and a clean SIGTERM.
+ * health, metrics (each message's time by stage, read back through test/lib/prom_quantiles.py
+ * as the benchmarks read it), and a clean SIGTERM.
  */
 /* test-passes: asan tsan */
 #include <errno.h>
@@ -445,6 +446,55 @@ static void test_history(void)
     history_free(h);
 }
 
+/* The /metrics page now, into log_dir/NAME (prom_quantiles.py reads two of them). */
+static bool save_metrics(const tl_consumer *c, const char *name, char *path, size_t path_len)
+{
+    long st = 0;
+    char *body = tl_http("GET", c->admin_port, "/metrics", &st);
+    snprintf(path, path_len, "%s/%s", env.log_dir, name);
+    FILE *f = body && st == 200 ? fopen(path, "w") : NULL;
+    bool ok = f && fputs(body, f) >= 0;
+    if (f) ok = fclose(f) == 0 && ok;
+    free(body);
+    return ok;
+}
+
+/* chatflow_consumer_stage_seconds between two scrapes, as test/lib/prom_quantiles.py reads it
+ * for the benchmarks: every one of the n messages went through every stage once. */
+static void check_stages(const char *before, const char *after, long long n)
+{
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "python3 '%s/test/lib/prom_quantiles.py' '%s' '%s' chatflow_consumer_stage_seconds",
+             tl_env("ROOT", "."), before, after);
+    FILE *f = popen(cmd, "r");
+    json_error_t je;
+    json_t *doc = f ? json_loadf(f, 0, &je) : NULL;
+    int rc = f ? pclose(f) : -1;
+    CHECK(doc && rc == 0, "prom_quantiles.py summarises the scrapes (%s)", doc ? "ok" : je.text);
+    static const char *const stages[] = {"queued", "write", "bus", "settle"};
+    for (size_t i = 0; i < sizeof stages / sizeof stages[0]; i++) {
+        char key[96];
+        snprintf(key, sizeof key, "chatflow_consumer_stage_seconds{stage=\"%s\"}", stages[i]);
+        json_t *s = json_object_get(doc, key);
+        double p50 = json_number_value(json_object_get(s, "p50_ms"));
+        double p99 = json_number_value(json_object_get(s, "p99_ms"));
+        CHECK_INT(json_integer_value(json_object_get(s, "count")), n,
+                  "stage %s: observed once for each of the %lld messages", stages[i], n);
+        CHECK(json_is_number(json_object_get(s, "p50_ms")) && p50 >= 0 && p99 >= p50,
+              "stage %s: p50 %.3f ms <= p99 %.3f ms", stages[i], p50, p99);
+    }
+    /* A commit takes time, and the 400 messages were queued before the pollers drained them. */
+    json_t *write = json_object_get(doc, "chatflow_consumer_stage_seconds{stage=\"write\"}");
+    json_t *queued = json_object_get(doc, "chatflow_consumer_stage_seconds{stage=\"queued\"}");
+    CHECK(json_number_value(json_object_get(write, "mean_ms")) > 0 &&
+              json_number_value(json_object_get(queued, "mean_ms")) > 0,
+          "the write and queued stages measured time (means %.3f and %.3f ms)",
+          json_number_value(json_object_get(write, "mean_ms")),
+          json_number_value(json_object_get(queued, "mean_ms")));
+    json_decref(doc);
+}
+
 int main(void)
 {
     if (!tl_consumer_env_init(&env, "consumer_pipeline", ROOMS)) {
@@ -484,6 +534,9 @@ int main(void)
         tl_consumer_env_done(&env);
         return TEST_DONE();
     }
+    char before[1024], after[1024];
+    CHECK(save_metrics(&c, "metrics-before.txt", before, sizeof before),
+          "/metrics scraped before the messages are sent");
     CHECK(send_all(0, n_sent), "%d messages sent to %d room queues", N, ROOMS);
     CHECK_INT(tl_pg_wait_scalar(env.pg, "SELECT count(*) FROM messages", N, 60000), N,
               "all %d messages stored", N);
@@ -507,6 +560,13 @@ int main(void)
     CHECK_INT(tl_metric(c.admin_port, "chatflow_db_up", NULL), 1, "chatflow_db_up = 1");
     CHECK(tl_metric(c.admin_port, "chatflow_db_batch_size_count", NULL) >= 1,
           "chatflow_db_batch_size observed flushes");
+    /* A stage is observed just after its step: the last deletes can be a moment ahead. */
+    CHECK_INT(
+        tl_metric_wait_equal(c.admin_port, "chatflow_consumer_stage_seconds_count", 4.0 * N, 5000),
+        4 * N, "four stages observed for each message");
+    CHECK(save_metrics(&c, "metrics-after.txt", after, sizeof after),
+          "/metrics scraped once every message was deleted");
+    check_stages(before, after, N);
 
     long st;
     char *ready = tl_http("GET", c.admin_port, "/health/ready", &st);
