@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "db.h"
+#include "message.h"
 #include "room.h"
 #include "timeutil.h"
 
@@ -21,11 +22,12 @@
 
 #define ISO_UTC(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
-#define ROW_COLUMNS                                                           \
-    "SELECT message_id, room_id, user_id, username, message_text, " ISO_UTC(  \
+#define ROW_LIST                                                              \
+    "message_id, room_id, user_id, username, message_text, " ISO_UTC(         \
         "client_timestamp") ","                                               \
                             " message_type, server_id, client_ip, " SEQ_TEXT( \
-                                "sequence_number") ", " ISO_UTC("received_at") " FROM messages"
+                                "sequence_number") ", " ISO_UTC("received_at")
+#define ROW_COLUMNS "SELECT " ROW_LIST " FROM messages"
 
 /* ORDER BY names are qualified: a bare name would sort by the text output column of that name. */
 static const db_statement history_statements[] = {
@@ -41,6 +43,12 @@ static const db_statement history_statements[] = {
      ROW_COLUMNS " WHERE room_id = $1::text AND sequence_number IS NOT NULL"
                  " ORDER BY messages.sequence_number DESC LIMIT $2::bigint",
      2},
+    /* contains q (ILIKE, served by messages_text_trgm_idx), best match first, then newest */
+    {"search",
+     "SELECT " ROW_LIST ", word_similarity($2::text, message_text)::float8 AS score FROM messages"
+     " WHERE room_id = $1::text AND message_text ILIKE $3::text"
+     " ORDER BY score DESC, messages.sequence_number DESC LIMIT $4::bigint OFFSET $5::bigint",
+     5},
     {"read_positions",
      "SELECT user_id::text, " SEQ_TEXT("sequence_number") ", " ISO_UTC(
          "updated_at") ", 0"
@@ -163,6 +171,25 @@ static void copy_field(char *dst, size_t size, const PGresult *r, int row, int c
     snprintf(dst, size, "%s", PQgetvalue(r, row, col));
 }
 
+/* Row i of a ROW_LIST query. */
+static void fill_row(broadcast_history_row *row, const PGresult *r, int i)
+{
+    memset(row, 0, sizeof(*row));
+    chat_message *m = &row->msg;
+    copy_field(m->message_id, sizeof(m->message_id), r, i, 0);
+    copy_field(m->room_id, sizeof(m->room_id), r, i, 1);
+    copy_field(m->user_id, sizeof(m->user_id), r, i, 2);
+    copy_field(m->username, sizeof(m->username), r, i, 3);
+    copy_field(m->message, sizeof(m->message), r, i, 4);
+    copy_field(m->timestamp, sizeof(m->timestamp), r, i, 5);
+    copy_field(m->message_type, sizeof(m->message_type), r, i, 6);
+    copy_field(m->server_id, sizeof(m->server_id), r, i, 7);
+    copy_field(m->client_ip, sizeof(m->client_ip), r, i, 8);
+    copy_field(row->sequence_number, sizeof(row->sequence_number), r, i, 9);
+    copy_field(m->received_at, sizeof(m->received_at), r, i, 10);
+    copy_field(row->server_timestamp, sizeof(row->server_timestamp), r, i, 10);
+}
+
 /* One emit per row of a history_* message query. */
 static bool emit_rows(PGresult *r, history_emit_fn emit, void *emit_ctx, char *err, size_t err_len)
 {
@@ -173,20 +200,7 @@ static bool emit_rows(PGresult *r, history_emit_fn emit, void *emit_ctx, char *e
         return false;
     }
     for (int i = 0; i < PQntuples(r); i++) {
-        memset(row, 0, sizeof(*row));
-        chat_message *m = &row->msg;
-        copy_field(m->message_id, sizeof(m->message_id), r, i, 0);
-        copy_field(m->room_id, sizeof(m->room_id), r, i, 1);
-        copy_field(m->user_id, sizeof(m->user_id), r, i, 2);
-        copy_field(m->username, sizeof(m->username), r, i, 3);
-        copy_field(m->message, sizeof(m->message), r, i, 4);
-        copy_field(m->timestamp, sizeof(m->timestamp), r, i, 5);
-        copy_field(m->message_type, sizeof(m->message_type), r, i, 6);
-        copy_field(m->server_id, sizeof(m->server_id), r, i, 7);
-        copy_field(m->client_ip, sizeof(m->client_ip), r, i, 8);
-        copy_field(row->sequence_number, sizeof(row->sequence_number), r, i, 9);
-        copy_field(m->received_at, sizeof(m->received_at), r, i, 10);
-        copy_field(row->server_timestamp, sizeof(row->server_timestamp), r, i, 10);
+        fill_row(row, r, i);
         emit(emit_ctx, row);
     }
     free(row);
@@ -220,6 +234,64 @@ bool history_read_before(history *h, const char *room, const char *before_seq, s
                       ? query(h, HISTORY_API_WAIT_MS, "history_before", 3, with_bound, err, err_len)
                       : query(h, HISTORY_API_WAIT_MS, "history_latest", 2, newest, err, err_len);
     return r && emit_rows(r, emit, emit_ctx, err, err_len);
+}
+
+/* q as an ILIKE pattern matching any text that contains it: its \\, % and _ taken literally
+ * (backslash is ILIKE's default escape). False when it does not fit. */
+static bool contains_pattern(const char *q, char *out, size_t out_len)
+{
+    size_t k = 0;
+    if (out_len < 3) return false;
+    out[k++] = '%';
+    for (const char *c = q; *c; c++) {
+        bool special = *c == '\\' || *c == '%' || *c == '_';
+        if (k + (special ? 2 : 1) + 2 > out_len) return false;
+        if (special) out[k++] = '\\';
+        out[k++] = *c;
+    }
+    out[k++] = '%';
+    out[k] = '\0';
+    return true;
+}
+
+bool history_search_query_check(const char *q, char *err, size_t err_len)
+{
+    size_t q_len = q ? strlen(q) : 0;
+    size_t chars = q && utf8_validate(q, q_len) ? utf8_codepoints(q, q_len) : 0;
+    if (chars >= HISTORY_SEARCH_MIN_CHARS && chars <= HISTORY_SEARCH_MAX_CHARS) return true;
+    snprintf(err, err_len, "q: must be %d-%d characters of UTF-8", HISTORY_SEARCH_MIN_CHARS,
+             HISTORY_SEARCH_MAX_CHARS);
+    return false;
+}
+
+bool history_search(history *h, const char *room, const char *q, size_t limit, size_t offset,
+                    history_search_fn emit, void *emit_ctx, char *err, size_t err_len)
+{
+    if (!valid_room(room, err, err_len) || !history_search_query_check(q, err, err_len))
+        return false;
+    char pattern[2 * 4 * HISTORY_SEARCH_MAX_CHARS + 3], limit_s[24], offset_s[24];
+    if (!contains_pattern(q, pattern, sizeof pattern)) {
+        snprintf(err, err_len, "q: too long");
+        return false;
+    }
+    snprintf(limit_s, sizeof(limit_s), "%zu", limit);
+    snprintf(offset_s, sizeof(offset_s), "%zu", offset);
+    const char *params[] = {room, q, pattern, limit_s, offset_s};
+    PGresult *r = query(h, HISTORY_API_WAIT_MS, "search", 5, params, err, err_len);
+    if (!r) return false;
+    broadcast_history_row *row = malloc(sizeof(*row));
+    if (!row) {
+        PQclear(r);
+        snprintf(err, err_len, "out of memory");
+        return false;
+    }
+    for (int i = 0; i < PQntuples(r); i++) {
+        fill_row(row, r, i);
+        emit(emit_ctx, row, strtod(PQgetvalue(r, i, 11), NULL));
+    }
+    free(row);
+    PQclear(r);
+    return true;
 }
 
 static bool emit_users(PGresult *r, history_user_fn emit, void *emit_ctx)

@@ -13,6 +13,11 @@
  *    drops the zeros), so replayed and live events carry the same text. Timestamps come back as
  *    ISO-8601 UTC with milliseconds: the client timestamp as stored, and received_at as
  *    serverTimestamp (the same value live events carry).
+ *  - history_search(): the room's messages whose text contains q (case-insensitive; q is
+ *    HISTORY_SEARCH_MIN_CHARS-HISTORY_SEARCH_MAX_CHARS characters of UTF-8, its % _ \ literal),
+ *    best match first (pg_trgm word_similarity of q to the text, passed as score 0-1), then
+ *    newest; at most `limit` after skipping `offset`. Served by the trigram index
+ *    messages_text_trgm_idx (migration 0006); a bad q -> false with err naming "q".
  *  - history_read_positions(): the room's stored read positions, most recently updated first, at
  *    most `limit`; with user_id (not NULL) only that user's. history_recently_seen(): users of the
  *    room by user_activity.last_activity, newest first, at most `limit`.
@@ -57,6 +62,16 @@ bool history_read(void *ctx, const char *room, const char *since_seq, size_t lim
 bool history_read_before(history *h, const char *room, const char *before_seq, size_t limit,
                          history_emit_fn emit, void *emit_ctx, char *err, size_t err_len);
 
+#define HISTORY_SEARCH_MIN_CHARS 3 /* a trigram: anything shorter cannot use the index */
+#define HISTORY_SEARCH_MAX_CHARS 200
+
+typedef void (*history_search_fn)(void *emit_ctx, const broadcast_history_row *row, double score);
+
+/* The q rule of history_search(): true, or false with err naming "q". */
+bool history_search_query_check(const char *q, char *err, size_t err_len);
+bool history_search(history *h, const char *room, const char *q, size_t limit, size_t offset,
+                    history_search_fn emit, void *emit_ctx, char *err, size_t err_len);
+
 typedef struct {
     char user_id[8];
     char sequence_number[SEQNUM_BUF]; /* read positions only */
@@ -71,8 +86,9 @@ bool history_read_positions(history *h, const char *room, const char *user_id, s
 bool history_recently_seen(history *h, const char *room, size_t limit, history_user_fn emit,
                            void *emit_ctx, char *err, size_t err_len);
 
-/* SQL text of a statement ("history_after", "history_before", "history_latest", "read_positions",
- * "recently_seen"), NULL for another name: for tests that EXPLAIN exactly what runs. */
+/* SQL text of a statement ("history_after", "history_before", "history_latest", "search",
+ * "read_positions", "recently_seen"), NULL for another name: for tests that EXPLAIN exactly what
+ * runs. */
 const char *history_query_sql(const char *name);
 
 #endif

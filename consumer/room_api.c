@@ -2,6 +2,7 @@
 #include "room_api.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,7 +117,7 @@ static bool parse_count(const char *s, long lo, long hi, long *out)
     return true;
 }
 
-typedef enum { ROOM_PRESENCE, ROOM_MESSAGES } room_resource;
+typedef enum { ROOM_PRESENCE, ROOM_MESSAGES, ROOM_SEARCH } room_resource;
 
 /* "/api/rooms/{room}/presence|messages" -> room (a copy of the id) and what; false with resp set
  * to a 404 for another path, a 400 for an id that is not one. */
@@ -126,10 +127,11 @@ static bool parse_path(const char *path, char room[ROOM_ID_BUF], room_resource *
     static const char prefix[] = "/api/rooms/";
     const char *id = path + strlen(prefix);
     const char *rest = strchr(id, '/');
-    if (!rest || (strcmp(rest, "/presence") != 0 && strcmp(rest, "/messages") != 0)) {
-        http_respond_error(
-            resp, 404,
-            "no such path: use /api/rooms/{roomId}/presence or /api/rooms/{roomId}/messages");
+    if (!rest || (strcmp(rest, "/presence") != 0 && strcmp(rest, "/messages") != 0 &&
+                  strcmp(rest, "/search") != 0)) {
+        http_respond_error(resp, 404,
+                           "no such path: use /api/rooms/{roomId}/presence, "
+                           "/api/rooms/{roomId}/messages or /api/rooms/{roomId}/search");
         return false;
     }
     char err[128];
@@ -140,7 +142,9 @@ static bool parse_path(const char *path, char room[ROOM_ID_BUF], room_resource *
     }
     memcpy(room, id, len);
     room[len] = '\0';
-    *what = strcmp(rest, "/presence") == 0 ? ROOM_PRESENCE : ROOM_MESSAGES;
+    *what = strcmp(rest, "/presence") == 0   ? ROOM_PRESENCE
+            : strcmp(rest, "/messages") == 0 ? ROOM_MESSAGES
+                                             : ROOM_SEARCH;
     return true;
 }
 
@@ -407,6 +411,66 @@ static void serve_messages(room_api *a, const char *room, const http_request *re
     respond(resp, o);
 }
 
+/* ---- search ---- */
+
+typedef struct {
+    json_t *results; /* best match first */
+    bool failed;
+} hits_ctx;
+
+/* One search hit: the event as history pages show it, and how well it matched. */
+static void add_hit(void *ctx, const broadcast_history_row *row, double score)
+{
+    hits_ctx *c = ctx;
+    char *text = broadcast_event_to_json(&row->msg, row->server_timestamp, row->sequence_number);
+    json_t *ev = text ? json_loads(text, 0, NULL) : NULL;
+    free(text);
+    if (!ev || json_object_set_new(ev, "score", json_real(round(score * 1000) / 1000)) != 0 ||
+        json_array_append_new(c->results, ev) != 0)
+        c->failed = true;
+}
+
+static void serve_search(room_api *a, const char *room, const http_request *req,
+                         http_response *resp)
+{
+    long limit = ROOM_API_LIMIT_DEFAULT, offset = 0;
+    const char *q = http_request_arg(req, "q");
+    const char *limit_s = http_request_arg(req, "limit");
+    const char *offset_s = http_request_arg(req, "offset");
+    char err[512] = "";
+    if (!history_search_query_check(q, err, sizeof err)) {
+        http_respond_error(resp, 400, err);
+        return;
+    }
+    if (limit_s && !parse_count(limit_s, 1, ROOM_API_LIMIT_MAX, &limit)) {
+        http_respond_error(resp, 400, "limit: must be an integer 1-100");
+        return;
+    }
+    if (offset_s && !parse_count(offset_s, 0, ROOM_API_SEARCH_OFFSET_MAX, &offset)) {
+        http_respond_error(resp, 400, "offset: must be an integer 0-1000");
+        return;
+    }
+    hits_ctx hits = {json_array(), false};
+    db_turn turn = {a, false, false};
+    /* one more than asked: whether more matches exist */
+    bool ok = hits.results && turn_enter(&turn, err, sizeof err) &&
+              history_search(a->cfg.history, room, q, (size_t)limit + 1, (size_t)offset, add_hit,
+                             &hits, err, sizeof err);
+    turn_leave(&turn);
+    if (ok && hits.failed) snprintf(err, sizeof err, "out of memory");
+    if (!ok || hits.failed) {
+        json_decref(hits.results);
+        respond_unavailable(resp, err);
+        return;
+    }
+    bool has_more = json_array_size(hits.results) > (size_t)limit;
+    if (has_more) json_array_remove(hits.results, (size_t)limit);
+    json_t *next = has_more ? json_integer(offset + limit) : json_null();
+    respond(resp, json_pack("{s:s, s:s, s:o, s:i, s:i, s:b, s:o}", "roomId", room, "query", q,
+                            "results", hits.results, "limit", (int)limit, "offset", (int)offset,
+                            "hasMore", has_more, "nextOffset", next));
+}
+
 /* The identity token's verdict (room_api.h); false with resp set to the 401 / 403. */
 static bool token_allows(const room_api *a, const http_request *req, const char *room,
                          http_response *resp)
@@ -434,8 +498,10 @@ static void serve_room(void *ctx, const http_request *req, http_response *resp)
     if (!token_allows(a, req, room, resp)) return;
     if (what == ROOM_PRESENCE)
         serve_presence(a, room, req, resp);
-    else
+    else if (what == ROOM_MESSAGES)
         serve_messages(a, room, req, resp);
+    else
+        serve_search(a, room, req, resp);
 }
 
 /* The browser asks before a cross-origin GET with an Authorization header (the page's token). */

@@ -3,6 +3,7 @@
  * HTTP server:
  *    GET /api/rooms/{roomId}/presence[?recent=N]
  *    GET /api/rooms/{roomId}/messages[?before=<seq>][&limit=N][&userId=<id>]
+ *    GET /api/rooms/{roomId}/search?q=<text>[&limit=N][&offset=K]
  *
  * Contract:
  *  - presence: who is online now plus up to `recent` (default 20, 0-100) users who are not
@@ -18,6 +19,12 @@
  *    userId when given (else null). A page the cache holds is served even while PostgreSQL is
  *    down (then "readPositions" and "readPosition" are null and "readPositionsError" says why);
  *    a page that needs PostgreSQL when it does not answer in time is a 503.
+ *  - search: GET /api/rooms/{roomId}/search?q=<text>[&limit=N][&offset=K] — the room's stored
+ *    messages whose text contains q (case-insensitive; q 3-200 characters), best match first
+ *    (pg_trgm word_similarity, "score" 0-1 on each result), then newest; `limit` (default 20,
+ *    1-100) after skipping `offset` (0-ROOM_API_SEARCH_OFFSET_MAX); "hasMore" and "nextOffset"
+ *    page on. Always from PostgreSQL (history.h, the trigram index of migration 0006); a bad q,
+ *    limit or offset -> 400 naming it.
  *  - {roomId} is any room id (room.h: 1-64 characters of [A-Za-z0-9_-]); every valid id is served
  *    (a room nobody is in and nothing was said in answers empty lists). An invalid one -> 400
  *    {"error":"roomId: must be 1-64 characters of A-Z a-z 0-9 _ -"}; another bad parameter ->
@@ -54,6 +61,7 @@
 #define ROOM_API_RECENT_DEFAULT 20
 #define ROOM_API_READ_POSITIONS_MAX 100
 #define ROOM_API_RETRY_AFTER_S 2
+#define ROOM_API_SEARCH_OFFSET_MAX 1000 /* deeper pages: narrow the query instead */
 /* With api.c's API_DB_THREADS_DEFAULT (1): 3 admin threads at most in database work, below the
  * default CHATFLOW_ADMIN_THREADS (4). */
 #define ROOM_API_DB_THREADS_DEFAULT 2

@@ -19,7 +19,10 @@
 #      (half the rows: one 500K-message load test) and 5 minutes of it — without roomId/userId, so
 #      the API picks the window's busiest room and most active user, as it does for the load
 #      generator; each core query's executionTimeMs (the consumer's own timing of
-#      the prepared statement, round trip included) is taken, and the median of the K runs kept.
+#      the prepared statement, round trip included) is taken, and the median of the K runs kept;
+#   5. search (GET /api/rooms/{id}/search, the pg_trgm index of migration 0006): a selective word
+#      (one row in 1,000 is made to mention it) and a common one (one row in 5), in the busiest
+#      room, 50 requests each on both consumers (SEARCH_REPEAT), timed by curl: p50 and p99.
 # Prints a table and one JSON line (also in $BUILD/bench/queries.json).
 set -u
 cd "$(dirname "$0")/../.." || exit 1
@@ -75,6 +78,9 @@ select gen_random_uuid(), r.room, r.usr, 'user' || r.usr,
 from generate_series(1, $ROWS) i
 cross join lateral (select 1 + floor(random() * 20)::int as room, 1 + floor(random() * 100000)::int as usr,
                            random() as t, timestamptz '$T0' + (i - 1)::bigint * $STEP_US * interval '1 us' as ts) r;
+-- one row in 1,000 mentions a rare word: a selective search (GET /api/rooms/{id}/search)
+update messages set message_text = 'the deploy runbook is on the wiki, page ' || (sequence_number % 97)
+where sequence_number % 1000 = 0;
 insert into user_activity (user_id, room_id, first_activity, last_activity, message_count)
 select user_id, room_id, min(client_timestamp), max(client_timestamp), count(*) from messages group by 1, 2;
 SQL
@@ -129,9 +135,31 @@ for k in $(seq 1 "$REPEAT"); do
     done
 done
 
+# Search over message text (migration 0006's pg_trgm index), timed through the API (round trip
+# included) on both consumers: a selective word (1 row in 1,000) and a common one (1 in 5), in the
+# room the core queries picked; SEARCH_REPEAT requests each, p50 and p99 (nearest rank).
+SEARCH_REPEAT=${SEARCH_REPEAT:-50}
+ROOM=$(head -1 "$RUNS" | jq -r .room)
+say "search: $SEARCH_REPEAT requests per query and consumer, room $ROOM"
+search_ms() {
+    curl -sf --max-time 60 -o /dev/null -w '%{time_total}\n' \
+        "http://127.0.0.1:$1/api/rooms/$ROOM/search?q=$2&limit=20" | awk '{printf "%.3f\n", $1 * 1000}'
+}
+SEARCH='[]'
+for q in runbook pizza; do
+    matches=$(psql -XAtq -c "select count(*) from messages where room_id = '$ROOM' and message_text ilike '%$q%'")
+    for c in indexed:$IDX_PORT noindex:$NOIDX_PORT; do
+        times=$(for _ in $(seq 1 "$SEARCH_REPEAT"); do search_ms "${c#*:}" "$q" || die "search on ${c%%:*} failed"; done |
+            jq -sc 'sort')
+        SEARCH=$(jq -c --arg q "$q" --arg c "${c%%:*}" --arg m "$matches" --argjson t "$times" \
+            '. + [{query: $q, consumer: $c, matches: ($m|tonumber), requests: ($t | length),
+                   p50_ms: $t[(($t | length) * 0.5 | ceil) - 1], p99_ms: $t[(($t | length) * 0.99 | ceil) - 1]}]' <<<"$SEARCH")
+    done
+done
+
 # Median of each (window, query, consumer); result counts must agree between the two consumers.
 RESULT=$(jq -sc --arg rows "$N_MSG" --arg act "$N_ACT" --arg bytes "$MSG_BYTES" --arg gen "$GEN_S" \
-    --arg repeat "$REPEAT" --arg load "$LOAD" '
+    --arg repeat "$REPEAT" --arg load "$LOAD" --arg room "$ROOM" --argjson search "$SEARCH" '
     def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
     . as $all
     | [ ("test5min", "testhour") as $w | ("roomMessages", "userHistory", "activeUsers", "userRooms") as $q
@@ -144,7 +172,11 @@ RESULT=$(jq -sc --arg rows "$N_MSG" --arg act "$N_ACT" --arg bytes "$MSG_BYTES" 
         | .speedup = (if .indexed_ms > 0 then .noindex_ms / .indexed_ms else null end) ]
     | {load_average: $load, rows: ($rows|tonumber), user_activity_rows: ($act|tonumber),
        messages_total_bytes: ($bytes|tonumber), generate_seconds: ($gen|tonumber), repeat: ($repeat|tonumber),
-       queries: .}' "$RUNS")
+       queries: .,
+       search: {room_id: $room, runs: ($search | group_by(.query) | map({query: .[0].query, matches: .[0].matches,
+                requests: .[0].requests,
+                indexed: (map(select(.consumer == "indexed"))[0] | {p50_ms, p99_ms}),
+                noindex: (map(select(.consumer == "noindex"))[0] | {p50_ms, p99_ms})}))}}' "$RUNS")
 jq -e '[.queries[].counts_agree] | all' >/dev/null <<<"$RESULT" ||
     die "the runs disagree on a result count, room or user (see $RUNS)"
 
@@ -156,4 +188,5 @@ jq -r '.queries[] | [.window, .query, "\(.room_id) / \(.user_id)", .result_count
     while IFS=$'\t' read -r w q ru n a b s; do
         printf '%-10s %-14s %-13s %9s %12s %13s %8sx\n' "$w" "$q" "$ru" "$n" "$a" "$b" "$s"
     done
+jq -r '.search.room_id as $r | .search.runs[] | "search q=\(.query) in room \($r): \(.matches) matches; indexed p50 / p99 \(.indexed.p50_ms) / \(.indexed.p99_ms) ms; without indexes \(.noindex.p50_ms) / \(.noindex.p99_ms) ms"' <<<"$RESULT"
 echo "$RESULT" | tee "$OUT/queries.json"

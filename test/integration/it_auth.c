@@ -395,6 +395,12 @@ static void test_refusals(void)
               "room API, %s: HTTP %d with \"%s\" (got %ld %.120s)", c->what, c->status, c->reason,
               ast, ab ? ab : "");
         free(ab);
+        /* search answers only what the token may read, like every room path */
+        snprintf(path, sizeof path, "/api/rooms/%s/search?q=hello", c->room);
+        ab = api_get(path, auth, &ast);
+        CHECK(ast == c->status && ab && strstr(ab, c->reason),
+              "room search, %s: HTTP %d (got %ld %.120s)", c->what, c->status, ast, ab ? ab : "");
+        free(ab);
         free(auth);
     }
     char body[2048];
