@@ -53,6 +53,9 @@
     loadOlder: $('load-older'), historyNote: $('history-note'), messages: $('messages'),
     typing: $('typing'), online: $('online'), onlineCount: $('online-count'),
     composer: $('composer'), text: $('text'), textCount: $('text-count'),
+    searchForm: $('search-form'), searchQ: $('search-q'), searchResults: $('search-results'),
+    searchNote: $('search-note'), searchList: $('search-list'), searchMore: $('search-more'),
+    searchClose: $('search-close'),
   };
 
   let config = DEFAULT_CONFIG;
@@ -480,6 +483,7 @@
     for (const e of s.entries) clearTimeout(e.ackTimer);
     clearTimeout(s.readTimer);
     history.replaceState(null, '', location.pathname);
+    closeSearch();
     el.chat.hidden = true;
     el.join.hidden = false;
     renderConn();
@@ -549,6 +553,73 @@
     } finally {
       el.loadOlder.disabled = false;
     }
+  }
+
+  // ------------------------------------------------------------------ search
+
+  const SEARCH_MIN_CHARS = 3; // the API's rule (a trigram); counted in code points as it counts
+  const SEARCH_PAGE = 20;
+
+  // One result: who, when and the text, as the timeline shows a message (text only, never markup).
+  function buildSearchHit(hit) {
+    const li = document.createElement('li');
+    li.className = 'msg';
+    if (hit.messageId) li.dataset.messageId = hit.messageId;
+    const meta = document.createElement('div');
+    meta.className = 'meta';
+    const author = document.createElement('span');
+    author.className = 'author';
+    author.textContent = hit.username || '';
+    const time = document.createElement('time');
+    time.dateTime = hit.timestamp || '';
+    time.textContent = formatTime(hit.timestamp);
+    meta.append(author, ' ', time);
+    const text = document.createElement('p');
+    text.className = 'text';
+    text.textContent = hit.message || '';
+    li.append(meta, text);
+    return li;
+  }
+
+  async function runSearch(offset) {
+    const s = session;
+    const q = el.searchQ.value.trim();
+    if (!s || !q) return;
+    el.searchResults.hidden = false;
+    if ([...q].length < SEARCH_MIN_CHARS) {
+      el.searchList.replaceChildren();
+      el.searchMore.hidden = true;
+      el.searchNote.textContent = `Type at least ${SEARCH_MIN_CHARS} characters to search.`;
+      return;
+    }
+    const params = new URLSearchParams({ q, limit: String(SEARCH_PAGE), offset: String(offset) });
+    el.searchNote.textContent = 'Searching…';
+    el.searchMore.hidden = true;
+    try {
+      const url = `${apiBase()}/api/rooms/${encodeURIComponent(s.room)}/search?${params}`;
+      const res = await apiGet(s, url);
+      if (session !== s) return;
+      if (!res.ok) {
+        el.searchNote.textContent = `Search failed: ${errorText(await res.text())}`;
+        return;
+      }
+      const page = await res.json();
+      if (session !== s) return;
+      if (offset === 0) el.searchList.replaceChildren();
+      for (const hit of page.results || []) el.searchList.append(buildSearchHit(hit));
+      const shown = el.searchList.children.length;
+      el.searchNote.textContent = shown ? `${shown}${page.hasMore ? '+' : ''} found for “${q}”` : `Nothing found for “${q}”.`;
+      el.searchMore.hidden = !page.hasMore;
+      el.searchMore.dataset.offset = String(page.nextOffset ?? shown);
+    } catch (e) {
+      if (session === s) el.searchNote.textContent = 'Search is unavailable right now; try again.';
+    }
+  }
+
+  function closeSearch() {
+    el.searchResults.hidden = true;
+    el.searchList.replaceChildren();
+    el.searchQ.value = '';
   }
 
   // ------------------------------------------------------------------ consumer socket (events)
@@ -1077,6 +1148,9 @@
     el.text.addEventListener('input', onInput);
     el.leave.addEventListener('click', leave);
     el.loadOlder.addEventListener('click', loadOlder);
+    el.searchForm.addEventListener('submit', (e) => { e.preventDefault(); runSearch(0); });
+    el.searchMore.addEventListener('click', () => runSearch(Number(el.searchMore.dataset.offset) || 0));
+    el.searchClose.addEventListener('click', closeSearch);
     document.addEventListener('visibilitychange', () => { if (session) scheduleRead(session); });
     takeTokenFromHash(); // before anything else reads the fragment
     await loadConfig();

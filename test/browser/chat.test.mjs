@@ -412,6 +412,37 @@ async function run(browser) {
     assert(/[?&]since=\d+/.test(url), `B subscribed without since: ${url}`);
   });
 
+  // ---- search: B finds the stored messages by a word in them (the consumer's search API)
+  await check(`${USER_B} searches the room for "${nonce}" and finds the 4 messages that contain it (stored in PostgreSQL)`, async () => {
+    const results = b.locator('#search-list li .text');
+    // Search reads PostgreSQL: the last message may still be on its way to a commit.
+    const end = Date.now() + WAIT;
+    for (;;) {
+      await b.fill('#search-q', nonce);
+      await b.click('#search-button');
+      await b.waitForFunction(() => !/Searching/.test(document.getElementById('search-note').textContent));
+      const n = await results.count();
+      if (n === 4) break;
+      if (Date.now() > end) throw new Error(`${n} search results, not 4: ${await b.textContent('#search-note')}`);
+      await sleep(250);
+    }
+    const texts = await results.allTextContents();
+    for (const t of [m1, m2, m3, m4]) assert(texts.includes(t), `"${t}" not among the results: ${texts.join(' | ')}`);
+    const noteText = await b.textContent('#search-note');
+    assert(/^4 found/.test(noteText), `note "${noteText}"`);
+  });
+  await check('a 2-character search asks for 3; a word nobody wrote finds nothing; Close hides the results', async () => {
+    await b.fill('#search-q', 'ab');
+    await b.click('#search-button');
+    await b.waitForFunction(() => /at least 3/.test(document.getElementById('search-note').textContent));
+    await b.fill('#search-q', `nothing-${nonce}`);
+    await b.click('#search-button');
+    await b.waitForFunction(() => /^Nothing found/.test(document.getElementById('search-note').textContent));
+    assert(await b.locator('#search-list li').count() === 0, 'results shown for a word nobody wrote');
+    await b.click('#search-close');
+    assert(await b.locator('#search-results').isHidden(), 'the results stay open after Close');
+  });
+
   // ---- B's events socket is cut while A sends; B resumes with since and misses nothing
   const gap = [`during the cut 1 ${nonce}`, `during the cut 2 ${nonce}`, `during the cut 3 ${nonce}`];
   await check(`${USER_B}'s events socket is cut while ${USER_A} sends 3 messages; after reconnecting with since= B shows them exactly once`, async () => {
