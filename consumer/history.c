@@ -28,6 +28,7 @@
                             " message_type, server_id, client_ip, " SEQ_TEXT( \
                                 "sequence_number") ", " ISO_UTC("received_at")
 #define ROW_COLUMNS "SELECT " ROW_LIST " FROM messages"
+#define SEARCH_SCORE_COLUMN 11 /* after the 11 columns of ROW_LIST */
 
 /* ORDER BY names are qualified: a bare name would sort by the text output column of that name. */
 static const db_statement history_statements[] = {
@@ -43,7 +44,8 @@ static const db_statement history_statements[] = {
      ROW_COLUMNS " WHERE room_id = $1::text AND sequence_number IS NOT NULL"
                  " ORDER BY messages.sequence_number DESC LIMIT $2::bigint",
      2},
-    /* contains q (ILIKE, served by messages_text_trgm_idx), best match first, then newest */
+    /* contains q (ILIKE, served by messages_text_trgm_idx), best match first, then newest;
+     * the score follows the ROW_LIST columns (SEARCH_SCORE_COLUMN) */
     {"search",
      "SELECT " ROW_LIST ", word_similarity($2::text, message_text)::float8 AS score FROM messages"
      " WHERE room_id = $1::text AND message_text ILIKE $3::text"
@@ -190,8 +192,10 @@ static void fill_row(broadcast_history_row *row, const PGresult *r, int i)
     copy_field(row->server_timestamp, sizeof(row->server_timestamp), r, i, 10);
 }
 
-/* One emit per row of a history_* message query. */
-static bool emit_rows(PGresult *r, history_emit_fn emit, void *emit_ctx, char *err, size_t err_len)
+/* One emit per row of a ROW_LIST query, with the score in column score_col (0 when it is -1);
+ * frees r. */
+static bool emit_scored_rows(PGresult *r, int score_col, history_search_fn emit, void *emit_ctx,
+                             char *err, size_t err_len)
 {
     broadcast_history_row *row = malloc(sizeof(*row));
     if (!row) {
@@ -201,11 +205,30 @@ static bool emit_rows(PGresult *r, history_emit_fn emit, void *emit_ctx, char *e
     }
     for (int i = 0; i < PQntuples(r); i++) {
         fill_row(row, r, i);
-        emit(emit_ctx, row);
+        emit(emit_ctx, row, score_col < 0 ? 0.0 : strtod(PQgetvalue(r, i, score_col), NULL));
     }
     free(row);
     PQclear(r);
     return true;
+}
+
+typedef struct {
+    history_emit_fn emit;
+    void *ctx;
+} unscored_emit;
+
+static void drop_score(void *ctx, const broadcast_history_row *row, double score)
+{
+    (void)score;
+    const unscored_emit *u = ctx;
+    u->emit(u->ctx, row);
+}
+
+/* One emit per row of a history_* message query; frees r. */
+static bool emit_rows(PGresult *r, history_emit_fn emit, void *emit_ctx, char *err, size_t err_len)
+{
+    unscored_emit u = {emit, emit_ctx};
+    return emit_scored_rows(r, -1, drop_score, &u, err, err_len);
 }
 
 bool history_read(void *ctx, const char *room, const char *since_seq, size_t limit,
@@ -278,20 +301,7 @@ bool history_search(history *h, const char *room, const char *q, size_t limit, s
     snprintf(offset_s, sizeof(offset_s), "%zu", offset);
     const char *params[] = {room, q, pattern, limit_s, offset_s};
     PGresult *r = query(h, HISTORY_API_WAIT_MS, "search", 5, params, err, err_len);
-    if (!r) return false;
-    broadcast_history_row *row = malloc(sizeof(*row));
-    if (!row) {
-        PQclear(r);
-        snprintf(err, err_len, "out of memory");
-        return false;
-    }
-    for (int i = 0; i < PQntuples(r); i++) {
-        fill_row(row, r, i);
-        emit(emit_ctx, row, strtod(PQgetvalue(r, i, 11), NULL));
-    }
-    free(row);
-    PQclear(r);
-    return true;
+    return r && emit_scored_rows(r, SEARCH_SCORE_COLUMN, emit, emit_ctx, err, err_len);
 }
 
 static bool emit_users(PGresult *r, history_user_fn emit, void *emit_ctx)

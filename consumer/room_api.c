@@ -287,12 +287,19 @@ typedef struct {
     bool failed;
 } page_ctx;
 
-static void add_row(void *ctx, const broadcast_history_row *row)
+/* A stored row as the event history pages show; NULL when out of memory. */
+static json_t *stored_event(const broadcast_history_row *row)
 {
-    page_ctx *c = ctx;
     char *text = broadcast_event_to_json(&row->msg, row->server_timestamp, row->sequence_number);
     json_t *ev = text ? json_loads(text, 0, NULL) : NULL;
     free(text);
+    return ev;
+}
+
+static void add_row(void *ctx, const broadcast_history_row *row)
+{
+    page_ctx *c = ctx;
+    json_t *ev = stored_event(row);
     if (!ev || json_array_append_new(c->newest_first, ev) != 0)
         c->failed = true;
     else
@@ -422,9 +429,7 @@ typedef struct {
 static void add_hit(void *ctx, const broadcast_history_row *row, double score)
 {
     hits_ctx *c = ctx;
-    char *text = broadcast_event_to_json(&row->msg, row->server_timestamp, row->sequence_number);
-    json_t *ev = text ? json_loads(text, 0, NULL) : NULL;
-    free(text);
+    json_t *ev = stored_event(row);
     if (!ev || json_object_set_new(ev, "score", json_real(round(score * 1000) / 1000)) != 0 ||
         json_array_append_new(c->results, ev) != 0)
         c->failed = true;
