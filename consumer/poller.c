@@ -355,12 +355,11 @@ static uint64_t observe_stage(metric_histogram *h, size_t n, uint64_t since_ns)
 
 /* Time in SQS by its own SentTimestamp: wall clocks of two machines (AWS's and this task's), so a
  * skewed clock can make it negative; that is counted as 0, never dropped. */
-static void observe_queued(poller *p, const sqs_message *msgs, size_t n)
+static void observe_queued(poller *p, const sqs_message *msgs, size_t n, int64_t received_ms)
 {
-    int64_t now_ms = time_wall_ms();
     for (size_t i = 0; i < n; i++) {
         if (msgs[i].sent_timestamp_ms <= 0) continue;
-        int64_t ms = now_ms - (int64_t)msgs[i].sent_timestamp_ms;
+        int64_t ms = received_ms - (int64_t)msgs[i].sent_timestamp_ms;
         metric_histogram_observe(p->pool->stages.queued, ms > 0 ? (double)ms / 1000.0 : 0.0);
     }
 }
@@ -505,7 +504,7 @@ static void *poller_main(void *arg)
             continue;
         }
         uint64_t received_ns = time_mono_ns();
-        observe_queued(p, msgs, n);
+        int64_t received_ms = time_wall_ms(); /* SentTimestamp's clock, for the queued stage */
         empty_in_sweep = 0;
         if (stopping(p)) {
             give_back(p, shard, msgs, n, 0); /* at once: for another consumer */
@@ -513,6 +512,8 @@ static void *poller_main(void *arg)
             give_back(p, shard, msgs, n, EPOCH_RETRY_VISIBILITY_S);
             sleep_unless_stopping(p, EPOCH_RETRY_WAIT_MS);
         } else {
+            /* only here: a receive given back is counted when it is received again */
+            observe_queued(p, msgs, n, received_ms);
             batch_writer_hold(p->pool->cfg.writer);
             process(p, shard, msgs, n, received_ns);
         }
